@@ -1,0 +1,54 @@
+//! Errors of the diffusion crate: each variant carries what a user needs to act on it.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not valid JSON for {what}")]
+    Json {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("model part missing: {what} (looked for {path})")]
+    MissingModelPart { what: String, path: PathBuf },
+
+    #[error("{path}: {message}")]
+    BadModelFile { path: PathBuf, message: String },
+
+    #[error("weight `{name}` has shape {actual:?}, expected {expected:?}")]
+    WeightShape {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    #[error("unknown scheduler `{0}` (expected one of: euler, euler-a, ddim, dpmpp-2m, dpmpp-2m-karras)")]
+    UnknownScheduler(String),
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}

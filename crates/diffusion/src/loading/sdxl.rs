@@ -1,0 +1,222 @@
+//! Loading a whole SDXL model — from a diffusers folder (model_index.json, unet/, vae/,
+//! text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/) or from a
+//! single-file checkpoint in the original Stability key layout — into `SdxlComponents`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::de::DeserializeOwned;
+
+use super::safetensors_files::{component_weight_files, mmap_var_builder, read_text};
+use crate::models::autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig};
+use crate::models::clip_text::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
+use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::schedulers::{SchedulerConfig, SchedulerKind};
+use crate::tokenizer::ClipTokenizer;
+use crate::{Error, Result};
+
+/// Where a model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A diffusers folder.
+    DiffusersFolder(PathBuf),
+    /// A single-file checkpoint; configs and tokenizers come from `config_dir` (a diffusers
+    /// folder without weights is enough) or, when absent, from the built-in SDXL base ones.
+    SingleFile { path: PathBuf, config_dir: Option<PathBuf> },
+}
+
+impl ModelSource {
+    /// A directory is a diffusers folder, a `.safetensors` file a single-file checkpoint.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Ok(Self::DiffusersFolder(path.to_path_buf()))
+        } else if path.is_file() {
+            Ok(Self::SingleFile { path: path.to_path_buf(), config_dir: None })
+        } else {
+            Err(Error::MissingModelPart {
+                what: "model (a diffusers folder or a .safetensors checkpoint)".into(),
+                path: path.to_path_buf(),
+            })
+        }
+    }
+}
+
+/// Precision settings for loading.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Compute dtype of the UNet and text encoders.
+    pub dtype: DType,
+    /// Compute dtype of the VAE; `None` picks f32 when `dtype` is f16 and the VAE config asks
+    /// for `force_upcast` (SDXL's VAE overflows in f16), else `dtype`.
+    pub vae_dtype: Option<DType>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, vae_dtype: None }
+    }
+}
+
+/// Everything a SDXL pipeline needs, loaded.
+pub struct SdxlComponents {
+    pub tokenizer: ClipTokenizer,
+    pub tokenizer_2: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub text_encoder_2: ClipTextModelWithProjection,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub vae_config: AutoencoderKLConfig,
+    pub scheduler_config: SchedulerConfig,
+    /// The scheduler the model was saved with, when it is one huatu implements.
+    pub default_scheduler: Option<SchedulerKind>,
+    /// model_index.json's `force_zeros_for_empty_prompt` (true for SDXL base).
+    pub force_zeros_for_empty_prompt: bool,
+    pub dtype: DType,
+    pub vae_dtype: DType,
+    pub device: Device,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ModelIndex {
+    #[serde(rename = "_class_name", default)]
+    class_name: Option<String>,
+    #[serde(default = "default_true")]
+    force_zeros_for_empty_prompt: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T> {
+    if !path.is_file() {
+        return Err(Error::MissingModelPart { what: what.to_string(), path: path.to_path_buf() });
+    }
+    let text = read_text(path)?;
+    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), what, source })
+}
+
+/// The configuration part of a diffusers folder (no weights needed).
+pub struct SdxlConfigs {
+    pub tokenizer: ClipTokenizer,
+    pub tokenizer_2: ClipTokenizer,
+    pub text_encoder: ClipTextConfig,
+    pub text_encoder_2: ClipTextConfig,
+    pub unet: UNet2DConditionConfig,
+    pub vae: AutoencoderKLConfig,
+    pub scheduler: SchedulerConfig,
+    pub default_scheduler: Option<SchedulerKind>,
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+impl SdxlConfigs {
+    pub fn from_folder(root: &Path) -> Result<Self> {
+        let index: ModelIndex = read_json(&root.join("model_index.json"), "model_index.json")?;
+        if let Some(class_name) = &index.class_name {
+            if !class_name.contains("XL") {
+                return Err(Error::Config(format!(
+                    "{} describes a `{class_name}`, not a Stable Diffusion XL pipeline",
+                    root.join("model_index.json").display()
+                )));
+            }
+        }
+        let scheduler_path = root.join("scheduler/scheduler_config.json");
+        let scheduler: SchedulerConfig = read_json(&scheduler_path, "scheduler config")?;
+        let unet: UNet2DConditionConfig = read_json(&root.join("unet/config.json"), "unet config")?;
+        unet.validate()?;
+        Ok(Self {
+            tokenizer: ClipTokenizer::from_dir(&root.join("tokenizer"))?,
+            tokenizer_2: ClipTokenizer::from_dir(&root.join("tokenizer_2"))?,
+            text_encoder: read_json(&root.join("text_encoder/config.json"), "text_encoder config")?,
+            text_encoder_2: read_json(&root.join("text_encoder_2/config.json"), "text_encoder_2 config")?,
+            unet,
+            vae: read_json(&root.join("vae/config.json"), "vae config")?,
+            default_scheduler: scheduler.class_name.as_deref().and_then(SchedulerKind::from_class_name),
+            scheduler,
+            force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt,
+        })
+    }
+}
+
+/// The four weight sets of a SDXL model as VarBuilders.
+pub struct SdxlWeights<'a> {
+    pub unet: VarBuilder<'a>,
+    pub vae: VarBuilder<'a>,
+    pub text_encoder: VarBuilder<'a>,
+    pub text_encoder_2: VarBuilder<'a>,
+}
+
+impl SdxlComponents {
+    pub fn load(source: &ModelSource, options: LoadOptions, device: &Device) -> Result<Self> {
+        match source {
+            ModelSource::DiffusersFolder(root) => {
+                let configs = SdxlConfigs::from_folder(root)?;
+                let vae_dtype = vae_dtype(&configs.vae, options);
+                let weights = |component: &str, dtype: DType| -> Result<VarBuilder<'static>> {
+                    let dir = root.join(component);
+                    if !dir.is_dir() {
+                        return Err(Error::MissingModelPart { what: format!("{component}/ folder"), path: dir });
+                    }
+                    mmap_var_builder(&component_weight_files(&dir)?, dtype, device)
+                };
+                let weights = SdxlWeights {
+                    unet: weights("unet", options.dtype)?,
+                    vae: weights("vae", vae_dtype)?,
+                    text_encoder: weights("text_encoder", options.dtype)?,
+                    text_encoder_2: weights("text_encoder_2", options.dtype)?,
+                };
+                Self::from_parts(configs, weights, options.dtype, vae_dtype, device)
+            }
+            ModelSource::SingleFile { path, config_dir } => {
+                super::single_file_model::load(path, config_dir.as_deref(), options, device)
+            }
+        }
+    }
+
+    /// Builds every model from configs and weights; errors name the component.
+    pub fn from_parts(
+        configs: SdxlConfigs,
+        weights: SdxlWeights<'_>,
+        dtype: DType,
+        vae_dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let in_component = |component: &'static str| {
+            move |error: Error| Error::BadModelFile { path: PathBuf::from(component), message: error.to_string() }
+        };
+        let unet = UNet2DConditionModel::new(weights.unet, &configs.unet).map_err(in_component("unet"))?;
+        let vae = AutoencoderKL::new(weights.vae, &configs.vae)
+            .map_err(Error::from)
+            .map_err(in_component("vae"))?;
+        let text_encoder = ClipTextModel::new(weights.text_encoder, &configs.text_encoder)
+            .map_err(Error::from)
+            .map_err(in_component("text_encoder"))?;
+        let text_encoder_2 = ClipTextModelWithProjection::new(weights.text_encoder_2, &configs.text_encoder_2)
+            .map_err(Error::from)
+            .map_err(in_component("text_encoder_2"))?;
+        Ok(Self {
+            tokenizer: configs.tokenizer,
+            tokenizer_2: configs.tokenizer_2,
+            text_encoder,
+            text_encoder_2,
+            unet,
+            vae,
+            vae_config: configs.vae,
+            scheduler_config: configs.scheduler,
+            default_scheduler: configs.default_scheduler,
+            force_zeros_for_empty_prompt: configs.force_zeros_for_empty_prompt,
+            dtype,
+            vae_dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+pub fn vae_dtype(config: &AutoencoderKLConfig, options: LoadOptions) -> DType {
+    options.vae_dtype.unwrap_or(if options.dtype == DType::F16 && config.force_upcast {
+        DType::F32
+    } else {
+        options.dtype
+    })
+}

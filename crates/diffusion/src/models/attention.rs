@@ -1,0 +1,161 @@
+//! Attention kernels and the `Attention` layer, following diffusers
+//! `models/attention_processor.py` (`Attention` with `AttnProcessor2_0`).
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// `torch.nn.functional.scaled_dot_product_attention` without mask or dropout.
+/// query: [b, heads, n, d], key/value: [b, heads, m, d] -> [b, heads, n, d].
+/// The softmax runs in f32 whatever the input dtype (as diffusers' upcast_softmax).
+pub fn scaled_dot_product_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Result<Tensor> {
+    let _span = tracing::trace_span!("sdpa").entered();
+    let head_dim = query.dim(D::Minus1)?;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let dtype = query.dtype();
+    let query = (query.contiguous()? * scale)?;
+    let scores = query.matmul(&key.t()?.contiguous()?)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+    probs.matmul(&value.contiguous()?)
+}
+
+/// diffusers `Attention` as used by the UNet's transformer blocks: separate q/k/v projections
+/// without bias, `to_out.0` with bias, multi-head scaled dot-product attention.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    to_q: candle_nn::Linear,
+    to_k: candle_nn::Linear,
+    to_v: candle_nn::Linear,
+    to_out: candle_nn::Linear,
+    heads: usize,
+    span: tracing::Span,
+}
+
+impl Attention {
+    /// `cross_attention_dim: None` means self-attention (keys/values come from the query input).
+    pub fn new(
+        vb: candle_nn::VarBuilder,
+        query_dim: usize,
+        cross_attention_dim: Option<usize>,
+        heads: usize,
+        dim_head: usize,
+    ) -> Result<Self> {
+        let inner_dim = heads * dim_head;
+        let context_dim = cross_attention_dim.unwrap_or(query_dim);
+        Ok(Self {
+            to_q: candle_nn::linear_no_bias(query_dim, inner_dim, vb.pp("to_q"))?,
+            to_k: candle_nn::linear_no_bias(context_dim, inner_dim, vb.pp("to_k"))?,
+            to_v: candle_nn::linear_no_bias(context_dim, inner_dim, vb.pp("to_v"))?,
+            to_out: candle_nn::linear(inner_dim, query_dim, vb.pp("to_out").pp("0"))?,
+            heads,
+            span: tracing::trace_span!("attention"),
+        })
+    }
+
+    /// hidden_states: [b, n, query_dim]; encoder_hidden_states: [b, m, cross_attention_dim].
+    pub fn forward(&self, hidden_states: &Tensor, encoder_hidden_states: Option<&Tensor>) -> Result<Tensor> {
+        use candle_core::Module;
+        let _enter = self.span.enter();
+        let context = encoder_hidden_states.unwrap_or(hidden_states);
+        let query = self.split_heads(&self.to_q.forward(hidden_states)?)?;
+        let key = self.split_heads(&self.to_k.forward(context)?)?;
+        let value = self.split_heads(&self.to_v.forward(context)?)?;
+        let attended = scaled_dot_product_attention(&query, &key, &value)?; // [b, heads, n, d]
+        let (batch, heads, tokens, head_dim) = attended.dims4()?;
+        let merged = attended.transpose(1, 2)?.reshape((batch, tokens, heads * head_dim))?;
+        self.to_out.forward(&merged)
+    }
+
+    /// [b, n, heads * d] -> [b, heads, n, d]
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (batch, tokens, inner) = xs.dims3()?;
+        xs.reshape((batch, tokens, self.heads, inner / self.heads))?.transpose(1, 2)
+    }
+}
+
+/// diffusers `GEGLU`: a linear projection to twice the width, one half gating the other
+/// through the exact (erf) GELU.
+#[derive(Debug, Clone)]
+struct Geglu {
+    proj: candle_nn::Linear,
+}
+
+impl Geglu {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        let projected = self.proj.forward(xs)?;
+        let half = projected.dim(D::Minus1)? / 2;
+        let hidden = projected.narrow(D::Minus1, 0, half)?;
+        let gate = projected.narrow(D::Minus1, half, half)?;
+        hidden * gate.gelu_erf()?
+    }
+}
+
+/// diffusers `FeedForward` with `activation_fn="geglu"`: `net.0` (GEGLU), `net.2` (Linear).
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    geglu: Geglu,
+    out: candle_nn::Linear,
+}
+
+impl FeedForward {
+    pub fn new(vb: candle_nn::VarBuilder, dim: usize, mult: usize) -> Result<Self> {
+        let inner_dim = dim * mult;
+        let proj = candle_nn::linear(dim, inner_dim * 2, vb.pp("net.0.proj"))?;
+        let out = candle_nn::linear(inner_dim, dim, vb.pp("net.2"))?;
+        Ok(Self { geglu: Geglu { proj }, out })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        self.out.forward(&self.geglu.forward(xs)?)
+    }
+}
+
+/// diffusers `BasicTransformerBlock` (attention.py) as configured by SDXL: layer-norm,
+/// self-attention, layer-norm, cross-attention on the text embeddings, layer-norm, GEGLU
+/// feed-forward, each with a residual connection.
+#[derive(Debug, Clone)]
+pub struct BasicTransformerBlock {
+    norm1: candle_nn::LayerNorm,
+    attn1: Attention,
+    norm2: candle_nn::LayerNorm,
+    attn2: Attention,
+    norm3: candle_nn::LayerNorm,
+    ff: FeedForward,
+    span: tracing::Span,
+}
+
+impl BasicTransformerBlock {
+    pub fn new(
+        vb: candle_nn::VarBuilder,
+        dim: usize,
+        num_attention_heads: usize,
+        attention_head_dim: usize,
+        cross_attention_dim: usize,
+    ) -> Result<Self> {
+        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        Ok(Self {
+            norm1: norm("norm1")?,
+            attn1: Attention::new(vb.pp("attn1"), dim, None, num_attention_heads, attention_head_dim)?,
+            norm2: norm("norm2")?,
+            attn2: Attention::new(
+                vb.pp("attn2"),
+                dim,
+                Some(cross_attention_dim),
+                num_attention_heads,
+                attention_head_dim,
+            )?,
+            norm3: norm("norm3")?,
+            ff: FeedForward::new(vb.pp("ff"), dim, 4)?,
+            span: tracing::trace_span!("basic_transformer_block"),
+        })
+    }
+
+    /// hidden_states: [b, n, dim]; encoder_hidden_states: [b, 77·k, cross_attention_dim].
+    pub fn forward(&self, hidden_states: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        let _enter = self.span.enter();
+        let xs = (self.attn1.forward(&self.norm1.forward(hidden_states)?, None)? + hidden_states)?;
+        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(encoder_hidden_states))? + &xs)?;
+        self.ff.forward(&self.norm3.forward(&xs)?)? + &xs
+    }
+}

@@ -1,0 +1,60 @@
+//! diffusers `Timesteps` and `TimestepEmbedding` (models/embeddings.py): sinusoidal
+//! projections of the diffusion timestep and of SDXL's micro-conditioning time ids.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// diffusers `get_timestep_embedding`: [n] -> [n, dim], computed in f32.
+#[derive(Debug, Clone, Copy)]
+pub struct Timesteps {
+    pub num_channels: usize,
+    pub flip_sin_to_cos: bool,
+    pub downscale_freq_shift: f64,
+}
+
+impl Timesteps {
+    pub fn forward(&self, timesteps: &Tensor) -> Result<Tensor> {
+        let half_dim = self.num_channels / 2;
+        let denominator = half_dim as f64 - self.downscale_freq_shift;
+        let frequencies: Vec<f32> = (0..half_dim)
+            .map(|index| (-(10000f64.ln()) * index as f64 / denominator).exp() as f32)
+            .collect();
+        let frequencies = Tensor::from_vec(frequencies, (1, half_dim), &Device::Cpu)?
+            .to_device(timesteps.device())?;
+        let timesteps = timesteps.to_dtype(DType::F32)?.unsqueeze(1)?;
+        let arguments = timesteps.broadcast_mul(&frequencies)?; // [n, half]
+        let (first, second) = (arguments.sin()?, arguments.cos()?);
+        let embedding = if self.flip_sin_to_cos {
+            Tensor::cat(&[second, first], D::Minus1)?
+        } else {
+            Tensor::cat(&[first, second], D::Minus1)?
+        };
+        if self.num_channels % 2 == 1 {
+            embedding.pad_with_zeros(D::Minus1, 0, 1)
+        } else {
+            Ok(embedding)
+        }
+    }
+}
+
+/// diffusers `TimestepEmbedding`: linear_1 → SiLU → linear_2.
+#[derive(Debug, Clone)]
+pub struct TimestepEmbedding {
+    linear_1: candle_nn::Linear,
+    linear_2: candle_nn::Linear,
+}
+
+impl TimestepEmbedding {
+    pub fn new(vb: VarBuilder, in_channels: usize, time_embed_dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: candle_nn::linear(in_channels, time_embed_dim, vb.pp("linear_1"))?,
+            linear_2: candle_nn::linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))?,
+        })
+    }
+}
+
+impl Module for TimestepEmbedding {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.linear_2.forward(&self.linear_1.forward(xs)?.silu()?)
+    }
+}

@@ -1,0 +1,71 @@
+//! diffusers `Transformer2DModel` (models/transformers/transformer_2d.py) in the form SDXL
+//! uses: group norm, linear `proj_in`, a stack of `BasicTransformerBlock`s, linear
+//! `proj_out`, residual connection.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::attention::BasicTransformerBlock;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Transformer2DConfig {
+    pub num_attention_heads: usize,
+    pub attention_head_dim: usize,
+    pub in_channels: usize,
+    pub num_layers: usize,
+    pub cross_attention_dim: usize,
+    pub norm_num_groups: usize,
+    /// SDXL uses linear projections; SD 1.x style 1×1 convolutions are not supported.
+    pub use_linear_projection: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transformer2DModel {
+    norm: candle_nn::GroupNorm,
+    proj_in: candle_nn::Linear,
+    transformer_blocks: Vec<BasicTransformerBlock>,
+    proj_out: candle_nn::Linear,
+    span: tracing::Span,
+}
+
+impl Transformer2DModel {
+    pub fn new(vb: VarBuilder, config: &Transformer2DConfig) -> Result<Self> {
+        if !config.use_linear_projection {
+            candle_core::bail!("Transformer2DModel: only use_linear_projection=true (SDXL) is supported");
+        }
+        let inner_dim = config.num_attention_heads * config.attention_head_dim;
+        let norm = candle_nn::group_norm(config.norm_num_groups, config.in_channels, 1e-6, vb.pp("norm"))?;
+        let proj_in = candle_nn::linear(config.in_channels, inner_dim, vb.pp("proj_in"))?;
+        let transformer_blocks = (0..config.num_layers)
+            .map(|index| {
+                BasicTransformerBlock::new(
+                    vb.pp("transformer_blocks").pp(index),
+                    inner_dim,
+                    config.num_attention_heads,
+                    config.attention_head_dim,
+                    config.cross_attention_dim,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let proj_out = candle_nn::linear(inner_dim, config.in_channels, vb.pp("proj_out"))?;
+        Ok(Self { norm, proj_in, transformer_blocks, proj_out, span: tracing::trace_span!("transformer_2d") })
+    }
+
+    /// xs: [b, c, h, w]; encoder_hidden_states: [b, m, cross_attention_dim] -> [b, c, h, w]
+    pub fn forward(&self, xs: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let (batch, channels, height, width) = xs.dims4()?;
+        let residual = xs;
+        let hidden = self.norm.forward(xs)?;
+        // [b, c, h, w] -> [b, h·w, c]
+        let hidden = hidden.permute((0, 2, 3, 1))?.reshape((batch, height * width, channels))?;
+        let mut hidden = self.proj_in.forward(&hidden)?;
+        for block in &self.transformer_blocks {
+            hidden = block.forward(&hidden, encoder_hidden_states)?;
+        }
+        let hidden = self.proj_out.forward(&hidden)?;
+        // [b, h·w, c] -> [b, c, h, w]
+        let hidden = hidden.reshape((batch, height, width, channels))?.permute((0, 3, 1, 2))?;
+        hidden + residual
+    }
+}
