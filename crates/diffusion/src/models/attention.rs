@@ -1,20 +1,15 @@
 //! Attention kernels and the `Attention` layer, following diffusers
 //! `models/attention_processor.py` (`Attention` with `AttnProcessor2_0`).
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 
 /// `torch.nn.functional.scaled_dot_product_attention` without mask or dropout.
 /// query: [b, heads, n, d], key/value: [b, heads, m, d] -> [b, heads, n, d].
-/// The softmax runs in f32 whatever the input dtype (as diffusers' upcast_softmax).
+/// On CPU in f32 this is huatu's fused kernel; otherwise softmax runs in f32 whatever the
+/// input dtype (as diffusers' upcast_softmax).
 pub fn scaled_dot_product_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Result<Tensor> {
     let _span = tracing::trace_span!("sdpa").entered();
-    let head_dim = query.dim(D::Minus1)?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let dtype = query.dtype();
-    let query = (query.contiguous()? * scale)?;
-    let scores = query.matmul(&key.t()?.contiguous()?)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
-    probs.matmul(&value.contiguous()?)
+    huatu_kernels::fused_attention(query, key, value)
 }
 
 /// diffusers `Attention` as used by the UNet's transformer blocks: separate q/k/v projections
