@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::softmax_exp::exp_shifted_sum;
+use crate::softmax_exp::softmax_numerators;
 
 /// Queries per work item: 64 rows × 4096 keys × 4 bytes = 1 MiB of scores.
 const QUERY_BLOCK: usize = 64;
@@ -135,9 +135,7 @@ fn attend_block(
     }
     let mut inverse_sums = Vec::with_capacity(rows);
     for row in scores.chunks_exact_mut(keys) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum = exp_shifted_sum(row, max);
-        inverse_sums.push(1.0 / sum);
+        inverse_sums.push(1.0 / softmax_numerators(row));
     }
     // output = probabilities · value: [rows, keys] × [keys, d]
     // SAFETY: scores is rows×keys row-major, value keys×d row-major, output rows×d

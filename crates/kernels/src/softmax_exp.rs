@@ -1,4 +1,4 @@
-//! Row softmax numerators: `row[i] = exp(row[i] - max)`, returning the row sum, with a
+//! Row softmax numerators: `row[i] = exp(row[i] - max(row))`, returning the row sum, with a
 //! polynomial exp (Cephes `expf` coefficients, relative error ≈ 1e-7) that the compiler
 //! vectorises; AVX2+FMA code is chosen at run time when the CPU has it.
 
@@ -24,6 +24,29 @@ fn exp_nonpositive(x: f32) -> f32 {
 }
 
 #[inline(always)]
+fn row_max_generic(row: &[f32]) -> f32 {
+    // Eight running maxima written as compare-and-select, which vectorises (f32::max does not).
+    let mut maxima = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (value, max) in chunk.iter().zip(maxima.iter_mut()) {
+            *max = if *value > *max { *value } else { *max };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for value in maxima.iter().chain(chunks.remainder()) {
+        max = if *value > max { *value } else { max };
+    }
+    max
+}
+
+#[inline(always)]
+fn softmax_numerators_generic(row: &mut [f32]) -> f32 {
+    let max = row_max_generic(row);
+    exp_shifted_sum_generic(row, max)
+}
+
+#[inline(always)]
 fn exp_shifted_sum_generic(row: &mut [f32], max: f32) -> f32 {
     let mut sums = [0f32; 8];
     let mut chunks = row.chunks_exact_mut(8);
@@ -43,20 +66,20 @@ fn exp_shifted_sum_generic(row: &mut [f32], max: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shifted_sum_avx2(row: &mut [f32], max: f32) -> f32 {
-    exp_shifted_sum_generic(row, max)
+unsafe fn softmax_numerators_avx2(row: &mut [f32]) -> f32 {
+    softmax_numerators_generic(row)
 }
 
-/// `row[i] = exp(row[i] - max)`; returns the sum of the new values.
-pub fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
+/// `row[i] = exp(row[i] - max(row))`; returns the sum of the new values.
+pub fn softmax_numerators(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { exp_shifted_sum_avx2(row, max) };
+            return unsafe { softmax_numerators_avx2(row) };
         }
     }
-    exp_shifted_sum_generic(row, max)
+    softmax_numerators_generic(row)
 }
 
 #[cfg(test)]
@@ -79,7 +102,7 @@ mod tests {
         let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
         let max = row.iter().cloned().fold(f32::MIN, f32::max);
         let expected: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-        let sum = exp_shifted_sum(&mut row, max);
+        let sum = softmax_numerators(&mut row);
         for (got, want) in row.iter().zip(&expected) {
             assert!((got - want).abs() < 1e-6);
         }
