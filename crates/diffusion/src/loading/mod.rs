@@ -1,7 +1,9 @@
 //! Weight loading: diffusers folders, single-file checkpoints (original Stability keys).
 
+pub mod latents_file;
+pub mod original_keys;
 pub mod safetensors_files;
 pub mod sdxl;
+mod single_file_model;
 
 pub use sdxl::{LoadOptions, ModelSource, SdxlComponents};
-pub mod latents_file;

@@ -83,7 +83,7 @@ pub fn mmap_var_builder(files: &[PathBuf], dtype: DType, device: &Device) -> Res
 }
 
 /// Reads a safetensors header so that a truncated or foreign file is reported by name.
-fn check_header(path: &Path) -> Result<()> {
+pub fn check_header(path: &Path) -> Result<()> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let length = file.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?.len();

@@ -13,7 +13,6 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::loading::SdxlComponents;
-use crate::tokenizer::ClipTokenizer;
 use crate::Result;
 
 /// Text conditioning for one prompt: [1, 77·windows, 768+1280] and [1, 1280] for SDXL.
@@ -48,13 +47,8 @@ pub fn tokenize(components: &SdxlComponents, prompt: &str) -> PromptTokens {
 
 /// Pads both token lists with empty windows to `count` windows.
 pub fn pad_windows(tokens: &mut PromptTokens, components: &SdxlComponents, count: usize) {
-    fn pad(windows: &mut Vec<Vec<u32>>, tokenizer: &ClipTokenizer, count: usize) {
-        while windows.len() < count {
-            windows.extend(tokenizer.encode_windows(""));
-        }
-    }
-    pad(&mut tokens.windows, &components.tokenizer, count);
-    pad(&mut tokens.windows_2, &components.tokenizer_2, count);
+    components.tokenizer.pad_windows(&mut tokens.windows, count);
+    components.tokenizer_2.pad_windows(&mut tokens.windows_2, count);
 }
 
 fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
@@ -67,11 +61,12 @@ pub fn encode_tokens(components: &SdxlComponents, tokens: &PromptTokens) -> Resu
     let mut windows = Vec::with_capacity(tokens.windows.len());
     let mut pooled = None;
     for (ids, ids_2) in tokens.windows.iter().zip(&tokens.windows_2) {
-        let first = components.text_encoder.forward(&ids_tensor(ids, device)?)?;
+        // hidden_states[-2] of the first encoder; its last layer is never needed.
+        let penultimate_index = components.text_encoder.config().num_hidden_layers - 1;
+        let hidden = components.text_encoder.hidden_state(&ids_tensor(ids, device)?, penultimate_index)?;
         let second = components.text_encoder_2.forward(&ids_tensor(ids_2, device)?)?;
-        let hidden = penultimate(&first.hidden_states)?;
         let hidden_2 = penultimate(&second.hidden_states)?;
-        windows.push(Tensor::cat(&[hidden, hidden_2], D::Minus1)?); // [1, 77, 768+1280]
+        windows.push(Tensor::cat(&[&hidden, hidden_2], D::Minus1)?); // [1, 77, 768+1280]
         if pooled.is_none() {
             pooled = Some(second.text_embeds.clone());
         }
