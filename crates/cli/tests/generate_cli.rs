@@ -1,0 +1,162 @@
+//! End-to-end tests of `huatu generate`: the real binary on the tiny SDXL fixture
+//! (tests/fixtures/sdxl_tiny), its outputs, and one clear error for each kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(FIXTURES).join(path)
+}
+
+fn huatu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_huatu"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run huatu: {error}"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("huatu-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+    dir
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Decodes an RGB PNG; returns its pixels and text chunks.
+fn read_png(path: &Path) -> (Vec<u8>, Vec<(String, String)>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().expect("png header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("png frame");
+    pixels.truncate(info.buffer_size());
+    let chunks = reader
+        .info()
+        .utf8_text
+        .iter()
+        .map(|chunk| (chunk.keyword.clone(), chunk.get_text().unwrap_or_default()))
+        .collect();
+    (pixels, chunks)
+}
+
+fn model() -> String {
+    fixture("sdxl_tiny").display().to_string()
+}
+
+#[test]
+fn generate_with_injected_latents_reproduces_the_diffusers_picture() {
+    // The `euler_negative` case of sdxl_tiny_reference/pipeline/cases.json.
+    let dir = temp_dir("latents");
+    let latents_in = dir.join("latents_in.safetensors");
+    let reference = candle_core::safetensors::load(fixture("sdxl_tiny_reference/pipeline/euler_negative.safetensors"), &candle_core::Device::Cpu)
+        .expect("reference");
+    candle_core::safetensors::save(&std::collections::HashMap::from([("latents", reference["latents_in"].clone())]), &latents_in)
+        .expect("write latents");
+    let out = dir.join("cat.png");
+    let saved = dir.join("final.safetensors");
+    let output = huatu(&[
+        "generate", "--model", &model(), "--prompt", "a photo of a cat", "--negative-prompt", "blurry, low quality",
+        "--width", "64", "--height", "64", "--steps", "5", "--guidance", "5", "--scheduler", "euler",
+        "--latents", &latents_in.display().to_string(), "--out", &out.display().to_string(),
+        "--save-latents", &saved.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), out.display().to_string());
+
+    let (pixels, chunks) = read_png(&out);
+    let (expected, _) = read_png(&fixture("sdxl_tiny_reference/pipeline/euler_negative.png"));
+    let worst = pixels.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(255);
+    assert!(worst <= 1, "png differs from diffusers by {worst} levels");
+
+    let settings = chunks.iter().find(|(key, _)| key == "huatu").map(|(_, text)| text.clone()).expect("huatu chunk");
+    let settings: serde_json::Value = serde_json::from_str(&settings).expect("settings JSON");
+    assert_eq!(settings["prompt"], "a photo of a cat");
+    assert_eq!(settings["scheduler"], "euler");
+    assert_eq!(settings["steps"], 5);
+    assert!(chunks.iter().any(|(key, text)| key == "parameters" && text.contains("Negative prompt: blurry")));
+
+    let final_latents = candle_core::safetensors::load(&saved, &candle_core::Device::Cpu).expect("saved latents");
+    let difference = (&final_latents["latents"] - &reference["latents_out"])
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("difference");
+    assert!(difference < 2e-4, "saved latents differ by {difference}");
+}
+
+#[test]
+fn several_images_get_numbered_files_and_distinct_seeds() {
+    let dir = temp_dir("batch");
+    let out = dir.join("img.png");
+    let output = huatu(&[
+        "generate", "--model", &model(), "--prompt", "a red house", "--steps", "2", "--seed", "7",
+        "--num-images", "2", "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (first, _) = read_png(&dir.join("img-1.png"));
+    let (second, _) = read_png(&dir.join("img-2.png"));
+    assert_ne!(first, second, "seeds 7 and 8 gave the same picture");
+
+    // The same seed again gives the same picture.
+    let again = dir.join("again.png");
+    let output = huatu(&[
+        "generate", "--model", &model(), "--prompt", "a red house", "--steps", "2", "--seed", "7",
+        "--out", &again.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(read_png(&again).0, first);
+}
+
+fn expect_error(args: &[&str], needle: &str) {
+    let output = huatu(args);
+    assert!(!output.status.success(), "huatu {args:?} should fail");
+    let message = stderr(&output);
+    assert!(message.contains(needle), "expected `{needle}` in:\n{message}");
+    assert!(!message.contains("panicked"), "panic instead of an error:\n{message}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_each() {
+    let dir = temp_dir("errors");
+    let out = dir.join("x.png").display().to_string();
+    let model = model();
+
+    expect_error(&["generate", "--model", "/nonexistent/sdxl", "--prompt", "x", "--out", &out], "/nonexistent/sdxl");
+    expect_error(
+        &["generate", "--model", &model, "--prompt", "x", "--width", "100", "--height", "64", "--out", &out],
+        "multiples of 8, got 100×64",
+    );
+    expect_error(&["generate", "--model", &model, "--prompt", "x", "--scheduler", "plms", "--out", &out], "plms");
+
+    let not_latents = dir.join("bad.safetensors");
+    std::fs::write(&not_latents, b"not a safetensors file").expect("write");
+    expect_error(
+        &["generate", "--model", &model, "--prompt", "x", "--latents", &not_latents.display().to_string(), "--out", &out],
+        "bad.safetensors",
+    );
+
+    // A model folder without its UNet weights names what is missing and where.
+    let broken = dir.join("broken");
+    copy_dir(&fixture("sdxl_tiny"), &broken);
+    std::fs::remove_file(broken.join("unet/diffusion_pytorch_model.safetensors")).expect("remove");
+    expect_error(
+        &["generate", "--model", &broken.display().to_string(), "--prompt", "x", "--out", &out],
+        "broken/unet",
+    );
+    assert!(!Path::new(&out).exists(), "a failed run wrote an image");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
