@@ -1,0 +1,166 @@
+//! Reading and writing image files with errors that name the file, and the conversions
+//! between 8-bit images and the f32 RGB working format the enhancers use
+//! (values in [0, 1], interleaved, as `image::Rgb32FImage`).
+
+use std::path::Path;
+
+use image::{DynamicImage, GrayImage, ImageReader, Rgb32FImage, RgbImage, RgbaImage};
+
+use crate::error::{ImagingError, Result};
+
+/// Opens and decodes an image, guessing the format from its bytes. Unreadable,
+/// truncated and zero-sized files are errors that name the file.
+pub fn load_image(path: &Path) -> Result<DynamicImage> {
+    let reader = ImageReader::open(path)
+        .map_err(|source| ImagingError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| ImagingError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let image = reader.decode().map_err(|source| ImagingError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ensure_not_empty(&path.display().to_string(), image.width(), image.height())?;
+    Ok(image)
+}
+
+/// Writes an image in the format its extension names (png, jpg/jpeg, webp). Formats
+/// without alpha (JPEG) get the RGB channels only.
+pub fn save_image(image: &DynamicImage, path: &Path) -> Result<()> {
+    let is_jpeg = path
+        .extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| {
+            extension.eq_ignore_ascii_case("jpg") || extension.eq_ignore_ascii_case("jpeg")
+        });
+    let result = if is_jpeg && image.color().has_alpha() {
+        DynamicImage::ImageRgb8(image.to_rgb8()).save(path)
+    } else {
+        image.save(path)
+    };
+    result.map_err(|source| ImagingError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Errors unless the image has at least one pixel.
+pub fn ensure_not_empty(what: &str, width: u32, height: u32) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(ImagingError::EmptyImage {
+            what: what.to_string(),
+            width,
+            height,
+        });
+    }
+    Ok(())
+}
+
+/// 8-bit RGB to the f32 working format (value / 255).
+pub fn rgb8_to_f32(image: &RgbImage) -> Rgb32FImage {
+    let data = image.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
+    Rgb32FImage::from_raw(image.width(), image.height(), data)
+        .unwrap_or_else(|| Rgb32FImage::new(image.width(), image.height()))
+}
+
+/// The f32 working format back to 8-bit RGB, clamped to [0, 1] and rounded.
+pub fn f32_to_rgb8(image: &Rgb32FImage) -> RgbImage {
+    let data = image.as_raw().iter().map(|&v| unit_to_u8(v)).collect();
+    RgbImage::from_raw(image.width(), image.height(), data)
+        .unwrap_or_else(|| RgbImage::new(image.width(), image.height()))
+}
+
+/// Rounds a value in [0, 1] to the nearest 8-bit level (NaN becomes 0).
+pub fn unit_to_u8(value: f32) -> u8 {
+    if value.is_nan() {
+        return 0;
+    }
+    (value.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// An image split into its colour, in the working format, and its alpha plane (if it
+/// had one), so enhancers only ever see RGB.
+pub struct SplitImage {
+    pub rgb: Rgb32FImage,
+    pub alpha: Option<GrayImage>,
+}
+
+impl SplitImage {
+    pub fn from_dynamic(image: &DynamicImage) -> Self {
+        let rgb = rgb8_to_f32(&image.to_rgb8());
+        let alpha = image.color().has_alpha().then(|| {
+            let rgba = image.to_rgba8();
+            let data = rgba.pixels().map(|pixel| pixel.0[3]).collect();
+            GrayImage::from_raw(image.width(), image.height(), data)
+                .unwrap_or_else(|| GrayImage::new(image.width(), image.height()))
+        });
+        Self { rgb, alpha }
+    }
+
+    /// Joins colour and alpha again. The alpha plane must already have the colour's
+    /// size (the enhancer chain resizes it alongside any upscale).
+    pub fn into_dynamic(self) -> DynamicImage {
+        let rgb = f32_to_rgb8(&self.rgb);
+        match self.alpha {
+            Some(alpha) if alpha.dimensions() == rgb.dimensions() => {
+                let mut rgba = RgbaImage::new(rgb.width(), rgb.height());
+                for ((out, colour), a) in rgba.pixels_mut().zip(rgb.pixels()).zip(alpha.pixels()) {
+                    out.0 = [colour.0[0], colour.0[1], colour.0[2], a.0[0]];
+                }
+                DynamicImage::ImageRgba8(rgba)
+            }
+            _ => DynamicImage::ImageRgb8(rgb),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_to_u8_clamps_and_rounds() {
+        assert_eq!(unit_to_u8(-0.5), 0);
+        assert_eq!(unit_to_u8(2.0), 255);
+        assert_eq!(unit_to_u8(0.5), 128);
+        assert_eq!(unit_to_u8(f32::NAN), 0);
+        assert_eq!(unit_to_u8(100.0 / 255.0), 100);
+    }
+
+    #[test]
+    fn u8_f32_round_trip_is_exact() {
+        let image = RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 7]));
+        assert_eq!(f32_to_rgb8(&rgb8_to_f32(&image)), image);
+    }
+
+    #[test]
+    fn truncated_and_missing_files_are_errors_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("huatu-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("truncated.png");
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::new(32, 32))
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .ok();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).ok();
+        let message = load_image(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("truncated.png"), "{message}");
+        let missing = dir.join("missing.png");
+        let message = load_image(&missing).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("missing.png"), "{message}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn alpha_survives_split_and_join() {
+        let rgba = RgbaImage::from_fn(4, 3, |x, y| image::Rgba([10, 20, 30, (x * 60 + y) as u8]));
+        let split = SplitImage::from_dynamic(&DynamicImage::ImageRgba8(rgba.clone()));
+        assert!(split.alpha.is_some());
+        assert_eq!(split.into_dynamic().to_rgba8(), rgba);
+    }
+}
