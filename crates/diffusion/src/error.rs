@@ -46,6 +46,9 @@ pub enum Error {
     #[error("unknown scheduler `{0}` (expected one of: euler, euler-a, ddim, dpmpp-2m, dpmpp-2m-karras)")]
     UnknownScheduler(String),
 
+    #[error("{path}: {count} LoRA modules match no layer of the model: {keys} (use --lora-allow-partial to skip them)")]
+    LoraUnmatched { path: PathBuf, count: usize, keys: String },
+
     #[error("cancelled")]
     Cancelled,
 

@@ -6,6 +6,7 @@
 //! (CLIP byte-level BPE, as transformers' `CLIPTokenizer`).
 
 pub mod error;
+pub mod lora;
 pub mod loading;
 pub mod models;
 pub mod pipelines;

@@ -5,5 +5,6 @@ pub mod original_keys;
 pub mod safetensors_files;
 pub mod sdxl;
 mod single_file_model;
+pub mod weight_table;
 
 pub use sdxl::{LoadOptions, ModelSource, SdxlComponents};

@@ -5,7 +5,7 @@
 //! stored tensor must be reshaped to become it.
 
 /// Which SDXL component a name belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     Unet,
     Vae,

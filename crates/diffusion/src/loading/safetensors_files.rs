@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use crate::{Error, Result};
@@ -72,14 +74,21 @@ pub fn read_text(path: &Path) -> Result<String> {
 
 /// Memory-maps the files into a VarBuilder that converts each tensor to `dtype` on access.
 pub fn mmap_var_builder(files: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    Ok(VarBuilder::from_backend(mmap_backend(files)?, dtype, device.clone()))
+}
+
+/// Memory-maps the files (checked first, so a bad one is named) as a weight source.
+pub fn mmap_backend(files: &[PathBuf]) -> Result<Box<dyn SimpleBackend>> {
     for file in files {
         check_header(file)?;
     }
     // SAFETY: the files are mapped read-only; like every safetensors reader we rely on them
     // not being modified while the model is loaded.
     #[expect(unsafe_code, reason = "memory-mapping safetensors files")]
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) };
-    vb.map_err(|error| Error::BadModelFile { path: files[0].clone(), message: error.to_string() })
+    let mapped = unsafe { MmapedSafetensors::multi(files) };
+    let first = files.first().cloned().unwrap_or_default();
+    let mapped = mapped.map_err(|error| Error::BadModelFile { path: first, message: error.to_string() })?;
+    Ok(Box::new(mapped))
 }
 
 /// Reads a safetensors header so that a truncated or foreign file is reported by name.

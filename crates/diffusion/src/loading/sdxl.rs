@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
 
-use super::safetensors_files::{component_weight_files, mmap_var_builder, read_text};
+use super::safetensors_files::{component_weight_files, mmap_backend, read_text};
+use super::weight_table::WeightTable;
 use crate::models::autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig};
 use crate::models::clip_text::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -75,6 +77,18 @@ pub struct SdxlComponents {
     pub dtype: DType,
     pub vae_dtype: DType,
     pub device: Device,
+    /// The weights of the parts LoRA adapters change, as the models hold them.
+    pub weights: SdxlWeightTables,
+    /// The LoRA adapters merged into `weights` now (see `lora::apply`).
+    pub active_loras: crate::lora::ActiveLoras,
+}
+
+/// Per component, the weights as the model holds them (see `weight_table`).
+#[derive(Debug, Clone)]
+pub struct SdxlWeightTables {
+    pub unet: WeightTable,
+    pub text_encoder: WeightTable,
+    pub text_encoder_2: WeightTable,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -139,12 +153,12 @@ impl SdxlConfigs {
     }
 }
 
-/// The four weight sets of a SDXL model as VarBuilders.
-pub struct SdxlWeights<'a> {
-    pub unet: VarBuilder<'a>,
-    pub vae: VarBuilder<'a>,
-    pub text_encoder: VarBuilder<'a>,
-    pub text_encoder_2: VarBuilder<'a>,
+/// Where the four weight sets of a SDXL model are read from, by diffusers name.
+pub struct SdxlWeights {
+    pub unet: Box<dyn SimpleBackend>,
+    pub vae: Box<dyn SimpleBackend>,
+    pub text_encoder: Box<dyn SimpleBackend>,
+    pub text_encoder_2: Box<dyn SimpleBackend>,
 }
 
 impl SdxlComponents {
@@ -153,18 +167,18 @@ impl SdxlComponents {
             ModelSource::DiffusersFolder(root) => {
                 let configs = SdxlConfigs::from_folder(root)?;
                 let vae_dtype = vae_dtype(&configs.vae, options);
-                let weights = |component: &str, dtype: DType| -> Result<VarBuilder<'static>> {
+                let weights = |component: &str| -> Result<Box<dyn SimpleBackend>> {
                     let dir = root.join(component);
                     if !dir.is_dir() {
                         return Err(Error::MissingModelPart { what: format!("{component}/ folder"), path: dir });
                     }
-                    mmap_var_builder(&component_weight_files(&dir)?, dtype, device)
+                    mmap_backend(&component_weight_files(&dir)?)
                 };
                 let weights = SdxlWeights {
-                    unet: weights("unet", options.dtype)?,
-                    vae: weights("vae", vae_dtype)?,
-                    text_encoder: weights("text_encoder", options.dtype)?,
-                    text_encoder_2: weights("text_encoder_2", options.dtype)?,
+                    unet: weights("unet")?,
+                    vae: weights("vae")?,
+                    text_encoder: weights("text_encoder")?,
+                    text_encoder_2: weights("text_encoder_2")?,
                 };
                 Self::from_parts(configs, weights, options.dtype, vae_dtype, device)
             }
@@ -177,7 +191,7 @@ impl SdxlComponents {
     /// Builds every model from configs and weights; errors name the component.
     pub fn from_parts(
         configs: SdxlConfigs,
-        weights: SdxlWeights<'_>,
+        weights: SdxlWeights,
         dtype: DType,
         vae_dtype: DType,
         device: &Device,
@@ -185,14 +199,16 @@ impl SdxlComponents {
         let in_component = |component: &'static str| {
             move |error: Error| Error::BadModelFile { path: PathBuf::from(component), message: error.to_string() }
         };
-        let unet = UNet2DConditionModel::new(weights.unet, &configs.unet).map_err(in_component("unet"))?;
-        let vae = AutoencoderKL::new(weights.vae, &configs.vae)
-            .map_err(Error::from)
-            .map_err(in_component("vae"))?;
-        let text_encoder = ClipTextModel::new(weights.text_encoder, &configs.text_encoder)
+        let (unet_vb, unet_weights) = WeightTable::recording(weights.unet, dtype, device);
+        let (text_encoder_vb, text_encoder_weights) = WeightTable::recording(weights.text_encoder, dtype, device);
+        let (text_encoder_2_vb, text_encoder_2_weights) = WeightTable::recording(weights.text_encoder_2, dtype, device);
+        let vae_vb = VarBuilder::from_backend(weights.vae, vae_dtype, device.clone());
+        let unet = UNet2DConditionModel::new(unet_vb, &configs.unet).map_err(in_component("unet"))?;
+        let vae = AutoencoderKL::new(vae_vb, &configs.vae).map_err(Error::from).map_err(in_component("vae"))?;
+        let text_encoder = ClipTextModel::new(text_encoder_vb, &configs.text_encoder)
             .map_err(Error::from)
             .map_err(in_component("text_encoder"))?;
-        let text_encoder_2 = ClipTextModelWithProjection::new(weights.text_encoder_2, &configs.text_encoder_2)
+        let text_encoder_2 = ClipTextModelWithProjection::new(text_encoder_2_vb, &configs.text_encoder_2)
             .map_err(Error::from)
             .map_err(in_component("text_encoder_2"))?;
         Ok(Self {
@@ -209,6 +225,12 @@ impl SdxlComponents {
             dtype,
             vae_dtype,
             device: device.clone(),
+            weights: SdxlWeightTables {
+                unet: unet_weights,
+                text_encoder: text_encoder_weights,
+                text_encoder_2: text_encoder_2_weights,
+            },
+            active_loras: crate::lora::ActiveLoras::default(),
         })
     }
 }

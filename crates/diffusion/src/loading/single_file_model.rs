@@ -10,7 +10,6 @@ use std::sync::Arc;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
 
 use super::original_keys::{original_name, CheckpointLayout, Component, Transform, UNET_PREFIX};
 use super::sdxl::{vae_dtype, LoadOptions, SdxlComponents, SdxlConfigs, SdxlWeights};
@@ -43,20 +42,14 @@ pub fn load(path: &Path, config_dir: Option<&Path>, options: LoadOptions, device
         vae_levels: configs.vae.up_block_types.len(),
     };
     let vae_dtype = vae_dtype(&configs.vae, options);
-    let builder = |component: Component, dtype: DType| {
-        let backend = RenamingBackend {
-            checkpoint: checkpoint.clone(),
-            path: path.to_path_buf(),
-            component,
-            layout: layout.clone(),
-        };
-        VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+    let source = |component: Component| -> Box<dyn SimpleBackend> {
+        Box::new(RenamingBackend { checkpoint: checkpoint.clone(), path: path.to_path_buf(), component, layout: layout.clone() })
     };
     let weights = SdxlWeights {
-        unet: builder(Component::Unet, options.dtype),
-        vae: builder(Component::Vae, vae_dtype),
-        text_encoder: builder(Component::TextEncoder, options.dtype),
-        text_encoder_2: builder(Component::TextEncoder2, options.dtype),
+        unet: source(Component::Unet),
+        vae: source(Component::Vae),
+        text_encoder: source(Component::TextEncoder),
+        text_encoder_2: source(Component::TextEncoder2),
     };
     SdxlComponents::from_parts(configs, weights, options.dtype, vae_dtype, device)
 }
