@@ -5,6 +5,7 @@
 //!   colour, center or seeded random crop) and [`buckets`], SDXL's aspect-ratio buckets;
 //!   the report carries SDXL's micro-conditioning values.
 //! - [`resize`]: Lanczos3 resampling through `fast_image_resize`.
+//! - [`sr`]: Real-ESRGAN super-resolution (RRDBNet, SRVGGNetCompact) on candle, tiled.
 //! - [`io`]: reading and writing files with errors that name them.
 
 pub mod buckets;
@@ -12,7 +13,9 @@ pub mod error;
 pub mod fit;
 pub mod io;
 pub mod resize;
+pub mod sr;
 
 pub use error::{ImagingError, Result};
 pub use fit::{fit, FitMode, FitOptions, FitReport, Fitted, Size, TargetSize};
 pub use resize::ResizeFilter;
+pub use sr::{TileOptions, Upscaler};
