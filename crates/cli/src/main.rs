@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Text-to-image with Stable Diffusion XL.
     Generate(commands::generate::GenerateArgs),
+    /// Inspect LoRA adapter files.
+    Lora(commands::lora::LoraArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
+        Command::Lora(args) => commands::lora::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

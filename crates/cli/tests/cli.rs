@@ -1,5 +1,6 @@
-//! End-to-end tests of `huatu generate`: the real binary on the tiny SDXL fixture
-//! (tests/fixtures/sdxl_tiny), its outputs, and one clear error for each kind of bad input.
+//! End-to-end tests of the `huatu` binary (one test binary, to save link time): `generate`
+//! on the tiny SDXL fixture (tests/fixtures/sdxl_tiny) with and without LoRA adapters, its
+//! outputs, `lora info`, and one clear error for each kind of bad input.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -159,4 +160,74 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
+}
+
+fn write_latents_from(reference: &str, dir: &Path) -> PathBuf {
+    let tensors = candle_core::safetensors::load(fixture(reference), &candle_core::Device::Cpu).expect("reference");
+    let path = dir.join("latents_in.safetensors");
+    candle_core::safetensors::save(&std::collections::HashMap::from([("latents", tensors["latents_in"].clone())]), &path)
+        .expect("write latents");
+    path
+}
+
+#[test]
+fn generate_with_two_loras_matches_diffusers() {
+    // The `kohya_uniform_0.7_peft_0.4` case of tests/fixtures/lora_tiny/cases.json.
+    let dir = temp_dir("lora");
+    let latents = write_latents_from("lora_tiny/kohya_uniform_0.7_peft_0.4.safetensors", &dir);
+    let out = dir.join("lora.png");
+    let kohya = format!("{}:0.7", fixture("lora_tiny/kohya_uniform.safetensors").display());
+    let peft = format!("{}:0.4", fixture("lora_tiny/peft.safetensors").display());
+    let output = huatu(&[
+        "generate", "--model", &model(), "--prompt", "hta_style, a cat wearing a hat", "--negative-prompt", "blurry",
+        "--width", "64", "--height", "64", "--steps", "4", "--guidance", "5", "--scheduler", "euler",
+        "--latents", &latents.display().to_string(), "--lora", &kohya, "--lora", &peft,
+        "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (pixels, chunks) = read_png(&out);
+    let (expected, _) = read_png(&fixture("lora_tiny/kohya_uniform_0.7_peft_0.4.png"));
+    let worst = pixels.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(255);
+    assert!(worst <= 1, "png differs from diffusers by {worst} levels");
+    let parameters = chunks.iter().find(|(key, _)| key == "parameters").map(|(_, t)| t.clone()).unwrap_or_default();
+    assert!(parameters.contains("<lora:kohya_uniform:0.7> <lora:peft:0.4>"), "{parameters}");
+}
+
+#[test]
+fn a_lora_for_another_model_is_refused_unless_partial_is_allowed() {
+    let dir = temp_dir("lora-partial");
+    let foreign = dir.join("foreign.safetensors");
+    let device = candle_core::Device::Cpu;
+    let zeros = |shape: &[usize]| candle_core::Tensor::zeros(shape, candle_core::DType::F32, &device).expect("zeros");
+    let tensors = std::collections::HashMap::from([
+        ("lora_unet_input_blocks_99_1_proj_in.lora_down.weight", zeros(&[2, 8])),
+        ("lora_unet_input_blocks_99_1_proj_in.lora_up.weight", zeros(&[8, 2])),
+    ]);
+    candle_core::safetensors::save(&tensors, &foreign).expect("write");
+    let out = dir.join("x.png").display().to_string();
+    let lora = foreign.display().to_string();
+    let args = ["generate", "--model", &model(), "--prompt", "x", "--steps", "1", "--lora", &lora, "--out", &out];
+    expect_error(&args, "input_blocks_99_1_proj_in");
+    let mut partial = args.to_vec();
+    partial.push("--lora-allow-partial");
+    let output = huatu(&partial);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("warning: LoRA module matches no layer"), "{}", stderr(&output));
+}
+
+#[test]
+fn lora_info_shows_the_trigger_word_and_what_the_file_changes() {
+    let output = huatu(&["lora", "info", &fixture("lora_tiny/kohya.safetensors").display().to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "format: kohya",
+        "modules: text_encoder 18, text_encoder_2 18, unet 226 (convolution: 34)",
+        "ranks: 2, 4",
+        "trigger word: hta_style",
+        "training tags: hta_style (10), poster (7), red lantern (3)",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    expect_error(&["lora", "info", "/nonexistent.safetensors"], "/nonexistent.safetensors");
 }

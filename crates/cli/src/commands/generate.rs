@@ -11,6 +11,7 @@ use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::{
     text_to_image, DecodeOptions, MicroConditioning, Progress, Text2ImageRequest, VaeTiling,
 };
+use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::png_output::write_png;
@@ -72,6 +73,26 @@ pub struct GenerateArgs {
     /// Micro-conditioning target size, HxW.
     #[arg(long, value_parser = parse_size)]
     pub target_size: Option<(usize, usize)>,
+    /// A LoRA adapter (kohya or diffusers .safetensors) with an optional scale, FILE[:SCALE]
+    /// (default 1.0). Repeat for several at once.
+    #[arg(long = "lora", value_parser = parse_lora)]
+    pub loras: Vec<(PathBuf, f64)>,
+    /// Skip LoRA modules that match no layer of the model (with a warning) instead of failing.
+    #[arg(long)]
+    pub lora_allow_partial: bool,
+}
+
+/// `FILE[:SCALE]`; a suffix after the last `:` that is not a number belongs to the path.
+pub fn parse_lora(text: &str) -> Result<(PathBuf, f64), String> {
+    if let Some((path, scale)) = text.rsplit_once(':') {
+        if let Ok(scale) = scale.trim().parse::<f64>() {
+            if !scale.is_finite() {
+                return Err(format!("LoRA scale must be a finite number, got `{scale}`"));
+            }
+            return Ok((PathBuf::from(path), scale));
+        }
+    }
+    Ok((PathBuf::from(text), 1.0))
 }
 
 fn parse_dtype(text: &str) -> Result<DType, String> {
@@ -138,10 +159,27 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         ModelSource::SingleFile { path, .. } => ModelSource::SingleFile { path, config_dir: args.config.clone() },
         folder => folder,
     };
+    let loras = args
+        .loras
+        .iter()
+        .map(|(path, _)| LoraFile::read(path).with_context(|| format!("cannot use --lora {}", path.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
-    let components = SdxlComponents::load(&source, LoadOptions { dtype: args.dtype, vae_dtype: None }, &device)
+    let mut components = SdxlComponents::load(&source, LoadOptions { dtype: args.dtype, vae_dtype: None }, &device)
         .with_context(|| format!("cannot load the model from {}", args.model.display()))?;
     eprintln!("loaded {} in {:.1}s", args.model.display(), started.elapsed().as_secs_f64());
+    if !loras.is_empty() {
+        let set: Vec<(&LoraFile, f64)> = loras.iter().zip(&args.loras).map(|(file, (_, scale))| (file, *scale)).collect();
+        let policy = if args.lora_allow_partial { UnmatchedModules::Skip } else { UnmatchedModules::Error };
+        let report = components.set_loras(&set, policy)?;
+        for skipped in &report.skipped {
+            eprintln!("warning: LoRA module matches no layer, skipped: {skipped}");
+        }
+        eprintln!(
+            "applied {} LoRA modules ({} weights) in {:.2}s",
+            report.modules_applied, report.weights_written, report.seconds
+        );
+    }
 
     let native = components.unet.config().sample_size.unwrap_or(128) * 8;
     let scheduler = args.scheduler.or(components.default_scheduler).unwrap_or(SchedulerKind::Euler);
@@ -223,9 +261,15 @@ fn settings_chunks(args: &GenerateArgs, request: &Text2ImageRequest) -> Vec<(&'s
         "original_size": request.micro_conditioning.original_size,
         "crops_coords_top_left": request.micro_conditioning.crops_coords_top_left,
         "target_size": request.micro_conditioning.target_size,
+        "loras": args.loras.iter().map(|(path, scale)| serde_json::json!({"file": path.display().to_string(), "scale": scale})).collect::<Vec<_>>(),
         "huatu_version": env!("CARGO_PKG_VERSION"),
     });
     let mut parameters = request.prompt.clone();
+    // the web UIs' way of recording adapters in the prompt line
+    for (path, scale) in &args.loras {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        parameters.push_str(&format!(" <lora:{name}:{scale}>"));
+    }
     if let Some(negative) = &request.negative_prompt {
         parameters.push_str(&format!("\nNegative prompt: {negative}"));
     }
