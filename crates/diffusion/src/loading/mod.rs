@@ -1,5 +1,6 @@
 //! Weight loading: diffusers folders, single-file checkpoints (original Stability keys).
 
+pub mod controlnet;
 pub mod latents_file;
 pub mod original_keys;
 pub mod safetensors_files;

@@ -58,3 +58,61 @@ impl Module for TimestepEmbedding {
         self.linear_2.forward(&self.linear_1.forward(xs)?.silu()?)
     }
 }
+
+/// The conditioning vector SDXL's UNet and ControlNet add to every resnet block: the
+/// sinusoidal timestep embedding plus the "text_time" added embedding of the pooled text
+/// embeddings and the six micro-conditioning time ids (diffusers `UNet2DConditionModel`
+/// `time_proj`/`time_embedding`/`add_time_proj`/`add_embedding`).
+#[derive(Debug, Clone)]
+pub struct SdxlTimeEmbedding {
+    time_proj: Timesteps,
+    time_embedding: TimestepEmbedding,
+    add_time_proj: Timesteps,
+    add_embedding: TimestepEmbedding,
+}
+
+impl SdxlTimeEmbedding {
+    /// `vb` is the model root (weights `time_embedding.*`, `add_embedding.*`).
+    pub fn new(
+        vb: &VarBuilder,
+        first_block_channels: usize,
+        flip_sin_to_cos: bool,
+        freq_shift: f64,
+        addition_time_embed_dim: usize,
+        projection_class_embeddings_input_dim: usize,
+    ) -> Result<Self> {
+        let time_embed_dim = first_block_channels * 4;
+        Ok(Self {
+            time_proj: Timesteps { num_channels: first_block_channels, flip_sin_to_cos, downscale_freq_shift: freq_shift },
+            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), first_block_channels, time_embed_dim)?,
+            add_time_proj: Timesteps {
+                num_channels: addition_time_embed_dim,
+                flip_sin_to_cos,
+                downscale_freq_shift: freq_shift,
+            },
+            add_embedding: TimestepEmbedding::new(
+                vb.pp("add_embedding"),
+                projection_class_embeddings_input_dim,
+                time_embed_dim,
+            )?,
+        })
+    }
+
+    /// [b, time_embed_dim] for a batch of `batch` samples at `timestep`.
+    pub fn forward(
+        &self,
+        timestep: f64,
+        batch: usize,
+        text_embeds: &Tensor,
+        time_ids: &Tensor,
+        dtype: candle_core::DType,
+    ) -> Result<Tensor> {
+        let timesteps = Tensor::full(timestep as f32, batch, text_embeds.device())?;
+        let time_features = self.time_proj.forward(&timesteps)?.to_dtype(dtype)?;
+        let embedding = self.time_embedding.forward(&time_features)?;
+        let time_id_features =
+            self.add_time_proj.forward(&time_ids.flatten_all()?)?.reshape((batch, ()))?.to_dtype(dtype)?;
+        let add_features = Tensor::cat(&[&text_embeds.to_dtype(dtype)?, &time_id_features], 1)?;
+        embedding + self.add_embedding.forward(&add_features)?
+    }
+}

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod autoencoder_kl;
 pub mod clip_text;
+pub mod controlnet;
 pub mod embeddings;
 pub mod layers;
 pub mod resnet;

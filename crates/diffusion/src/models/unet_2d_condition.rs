@@ -7,7 +7,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::embeddings::{TimestepEmbedding, Timesteps};
+use super::embeddings::SdxlTimeEmbedding;
 use super::unet_blocks::{BlockAttention, BlockSettings, DownBlock, MidBlock, UpBlock};
 
 /// A config value diffusers accepts either as one number for every block or one per block.
@@ -178,10 +178,7 @@ pub struct ControlResiduals {
 
 #[derive(Debug, Clone)]
 pub struct UNet2DConditionModel {
-    time_proj: Timesteps,
-    time_embedding: TimestepEmbedding,
-    add_time_proj: Timesteps,
-    add_embedding: TimestepEmbedding,
+    time_embedding: SdxlTimeEmbedding,
     conv_in: candle_nn::Conv2d,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
@@ -209,21 +206,13 @@ impl UNet2DConditionModel {
         };
         let conv3x3 = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
 
-        let time_proj = Timesteps {
-            num_channels: channels[0],
-            flip_sin_to_cos: config.flip_sin_to_cos,
-            downscale_freq_shift: config.freq_shift,
-        };
-        let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), channels[0], time_embed_dim)?;
-        let add_time_proj = Timesteps {
-            num_channels: config.addition_time_embed_dim.unwrap_or_default(),
-            flip_sin_to_cos: config.flip_sin_to_cos,
-            downscale_freq_shift: config.freq_shift,
-        };
-        let add_embedding = TimestepEmbedding::new(
-            vb.pp("add_embedding"),
+        let time_embedding = SdxlTimeEmbedding::new(
+            &vb,
+            channels[0],
+            config.flip_sin_to_cos,
+            config.freq_shift,
+            config.addition_time_embed_dim.unwrap_or_default(),
             config.projection_class_embeddings_input_dim.unwrap_or_default(),
-            time_embed_dim,
         )?;
         let conv_in = candle_nn::conv2d(config.in_channels, channels[0], 3, conv3x3, vb.pp("conv_in"))?;
 
@@ -284,10 +273,7 @@ impl UNet2DConditionModel {
             candle_nn::group_norm(config.norm_num_groups, channels[0], config.norm_eps, vb.pp("conv_norm_out"))?;
         let conv_out = candle_nn::conv2d(channels[0], config.out_channels, 3, conv3x3, vb.pp("conv_out"))?;
         Ok(Self {
-            time_proj,
             time_embedding,
-            add_time_proj,
-            add_embedding,
             conv_in,
             down_blocks,
             mid_block,
@@ -321,16 +307,7 @@ impl UNet2DConditionModel {
         let forward_upsample_size = height % factor != 0 || width % factor != 0;
 
         // Time and added embeddings: [b, time_embed_dim]
-        let timesteps = Tensor::full(timestep as f32, batch, sample.device())?;
-        let time_features = self.time_proj.forward(&timesteps)?.to_dtype(dtype)?;
-        let embedding = self.time_embedding.forward(&time_features)?;
-        let time_id_features = self
-            .add_time_proj
-            .forward(&added.time_ids.flatten_all()?)?
-            .reshape((batch, ()))?
-            .to_dtype(dtype)?;
-        let add_features = Tensor::cat(&[&added.text_embeds.to_dtype(dtype)?, &time_id_features], 1)?;
-        let embedding = (embedding + self.add_embedding.forward(&add_features)?)?;
+        let embedding = self.time_embedding.forward(timestep, batch, &added.text_embeds, &added.time_ids, dtype)?;
 
         let mut hidden = self.conv_in.forward(sample)?;
         let mut residuals = vec![hidden.clone()];

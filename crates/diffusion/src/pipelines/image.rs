@@ -13,6 +13,14 @@ pub struct RgbImage {
     pub pixels: Vec<u8>,
 }
 
+/// An 8-bit single-channel image (masks), rows top to bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrayImage {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
 /// diffusers `VaeImageProcessor.postprocess(output_type="pil")`: decoded samples in [-1, 1],
 /// [b, 3, h, w] → one RGB image each: `round(clamp(x / 2 + 0.5, 0, 1) · 255)`.
 pub fn tensor_to_images(samples: &Tensor) -> Result<Vec<RgbImage>> {

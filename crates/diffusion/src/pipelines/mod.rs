@@ -1,14 +1,23 @@
 //! Pipelines: a typed request in, images out. One file per task; the helpers they share
 //! (prompt encoding, latents, guidance, image conversion) are plain functions.
 
+pub mod edit_inputs;
 pub mod guidance;
 pub mod image;
+pub mod img2img;
+pub mod inpaint;
+pub mod instruct_pix2pix;
 pub mod latents;
+pub mod mask_composite;
 pub mod progress;
 pub mod prompt_encoding;
 pub mod stable_diffusion_xl;
 
-pub use image::RgbImage;
+pub use edit_inputs::EditSettings;
+pub use image::{GrayImage, RgbImage};
+pub use img2img::{image_to_image, Image2ImageRequest};
+pub use inpaint::{inpaint, ControlNetUnit, InpaintOutput, InpaintRequest};
+pub use instruct_pix2pix::{instruct_pix2pix, InstructPix2PixRequest};
 pub use latents::{DecodeOptions, MicroConditioning, VaeTiling};
 pub use progress::{NoProgress, Progress, ProgressSink};
 pub use stable_diffusion_xl::{text_to_image, Text2ImageOutput, Text2ImageRequest};

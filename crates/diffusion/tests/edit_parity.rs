@@ -1,0 +1,230 @@
+//! The editing pipelines against diffusers on tiny models, references from
+//! scripts/fixtures/edit_tiny.py (tests/fixtures/edit_tiny_reference): img2img (euler and
+//! dpmpp-2m), inpainting with a 4-channel and a 9-channel UNet at strength 0.75 and 1,
+//! InstructPix2Pix, ControlNet + inpainting with and without guess mode. Noise injected,
+//! images encoded with the VAE mean.
+//!
+//! mirrors diffusers `StableDiffusionXLImg2ImgPipeline`, `StableDiffusionXLInpaintPipeline`,
+//! `StableDiffusionXLInstructPix2PixPipeline`, `StableDiffusionXLControlNetInpaintPipeline`
+//! `__call__`. Tolerances: final latents 1e-4 absolute; decoded PNG within 1 level per
+//! channel; inpainting output: the original exactly outside the mask.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use huatu_diffusion::loading::controlnet::load_controlnet;
+use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::pipelines::{
+    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage, Image2ImageRequest,
+    InpaintRequest, InstructPix2PixRequest, NoProgress, RgbImage,
+};
+use huatu_diffusion::schedulers::SchedulerKind;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(FIXTURES).join(path)
+}
+
+fn load(folder: &str) -> anyhow::Result<SdxlComponents> {
+    let source = ModelSource::from_path(&fixture(folder))?;
+    Ok(SdxlComponents::load(&source, LoadOptions::default(), &Device::Cpu)?)
+}
+
+fn read_png(path: &Path) -> anyhow::Result<(usize, usize, png::ColorType, Vec<u8>)> {
+    let file = std::fs::File::open(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info()?;
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels)?;
+    pixels.truncate(info.buffer_size());
+    Ok((info.width as usize, info.height as usize, info.color_type, pixels))
+}
+
+fn rgb(name: &str) -> anyhow::Result<RgbImage> {
+    let (width, height, color, pixels) = read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
+    anyhow::ensure!(color == png::ColorType::Rgb, "{name} is not RGB");
+    Ok(RgbImage { width, height, pixels })
+}
+
+fn gray(name: &str) -> anyhow::Result<GrayImage> {
+    let (width, height, color, pixels) = read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
+    anyhow::ensure!(color == png::ColorType::Grayscale, "{name} is not grayscale");
+    Ok(GrayImage { width, height, pixels })
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    scheduler: SchedulerKind,
+    prompt: String,
+    negative_prompt: String,
+    num_inference_steps: usize,
+    guidance_scale: f64,
+    #[serde(default)]
+    strength: Option<f64>,
+    #[serde(default)]
+    image_guidance_scale: Option<f64>,
+    #[serde(default)]
+    controlnet_conditioning_scale: Option<f64>,
+    #[serde(default)]
+    control_guidance_start: Option<f64>,
+    #[serde(default)]
+    control_guidance_end: Option<f64>,
+    #[serde(default)]
+    guess_mode: Option<bool>,
+}
+
+fn case(name: &str) -> anyhow::Result<(Case, Tensor, Tensor)> {
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("edit_tiny_reference/cases.json"))?)?;
+    let case = cases.into_iter().find(|c| c.name == name).ok_or_else(|| anyhow::anyhow!("no case {name}"))?;
+    let tensors = candle_core::safetensors::load(fixture(&format!("edit_tiny_reference/{name}.safetensors")), &Device::Cpu)?;
+    Ok((case, tensors["noise"].clone(), tensors["latents_out"].clone()))
+}
+
+fn settings(case: &Case, noise: Tensor) -> EditSettings {
+    let mut settings = EditSettings::new(case.prompt.clone());
+    settings.negative_prompt = Some(case.negative_prompt.clone());
+    settings.num_inference_steps = case.num_inference_steps;
+    settings.guidance_scale = case.guidance_scale;
+    settings.scheduler = case.scheduler;
+    settings.noise = Some(noise);
+    settings
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
+    anyhow::ensure!(a.dims() == b.dims(), "shapes {:?} vs {:?}", a.dims(), b.dims());
+    Ok((a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+fn check(name: &str, latents: &Tensor, expected_latents: &Tensor, image: &RgbImage) -> anyhow::Result<()> {
+    let latent_difference = max_abs_diff(latents, expected_latents)?;
+    let expected = rgb(&format!("{name}.png"))?;
+    let level_difference = image.pixels.iter().zip(&expected.pixels).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(255);
+    eprintln!("{name}: latents max diff {latent_difference:.2e}, png max diff {level_difference}");
+    anyhow::ensure!(latent_difference < 1e-4, "{name}: latents differ by {latent_difference}");
+    anyhow::ensure!(level_difference <= 1, "{name}: png differs by {level_difference} levels");
+    Ok(())
+}
+
+#[test]
+fn img2img_matches_diffusers() -> anyhow::Result<()> {
+    let components = load("sdxl_tiny")?;
+    for name in ["img2img_0.6", "img2img_dpmpp_0.5"] {
+        let (case, noise, expected) = case(name)?;
+        let request = Image2ImageRequest {
+            settings: settings(&case, noise),
+            image: rgb("image.png")?,
+            strength: case.strength.unwrap_or(0.3),
+        };
+        let output = image_to_image(&components, &request, &mut NoProgress)?;
+        check(name, &output.latents, &expected, &output.image)?;
+    }
+    Ok(())
+}
+
+fn inpaint_request<'a>(case: &Case, noise: Tensor) -> anyhow::Result<InpaintRequest<'a>> {
+    Ok(InpaintRequest {
+        settings: settings(case, noise),
+        image: rgb("image.png")?,
+        mask_image: gray("mask.png")?,
+        strength: case.strength.unwrap_or(0.9999),
+        mask_blur: 0,
+        controlnets: Vec::new(),
+        guess_mode: false,
+    })
+}
+
+fn assert_outside_mask_is_original(output: &RgbImage, original: &RgbImage, mask: &GrayImage) {
+    for (index, &m) in mask.pixels.iter().enumerate() {
+        if m < 128 {
+            assert_eq!(output.pixels[index * 3..index * 3 + 3], original.pixels[index * 3..index * 3 + 3], "pixel {index}");
+        }
+    }
+}
+
+#[test]
+fn inpainting_matches_diffusers_with_4_and_9_channel_unets() -> anyhow::Result<()> {
+    for (folder, prefix) in [("sdxl_tiny", "inpaint4"), ("sdxl_tiny_inpaint", "inpaint9")] {
+        let components = load(folder)?;
+        for strength in ["0.75", "1.0"] {
+            let name = format!("{prefix}_{strength}");
+            let (case, noise, expected) = case(&name)?;
+            let request = inpaint_request(&case, noise)?;
+            let output = inpaint(&components, &request, &mut NoProgress)?;
+            check(&name, &output.latents, &expected, &output.decoded)?;
+            assert_outside_mask_is_original(&output.image, &request.image, &request.mask_image);
+            assert_ne!(output.image, request.image, "{name}: nothing was repainted");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn instruct_pix2pix_matches_diffusers() -> anyhow::Result<()> {
+    let components = load("sdxl_tiny_instruct_pix2pix")?;
+    let (case, noise, expected) = case("instruct_pix2pix")?;
+    let request = InstructPix2PixRequest {
+        settings: settings(&case, noise),
+        image: rgb("image.png")?,
+        image_guidance_scale: case.image_guidance_scale.unwrap_or(1.5),
+    };
+    let output = instruct_pix2pix(&components, &request, &mut NoProgress)?;
+    check("instruct_pix2pix", &output.latents, &expected, &output.image)
+}
+
+#[test]
+fn controlnet_inpainting_matches_diffusers_with_and_without_guess_mode() -> anyhow::Result<()> {
+    let components = load("sdxl_tiny")?;
+    let controlnet = load_controlnet(&fixture("controlnet_tiny"), DType::F32, &Device::Cpu)?;
+    for name in ["controlnet_inpaint", "controlnet_inpaint_guess"] {
+        let (case, noise, expected) = case(name)?;
+        let mut request = inpaint_request(&case, noise)?;
+        request.controlnets.push(ControlNetUnit {
+            controlnet: &controlnet,
+            control_image: rgb("control.png")?,
+            controlnet_conditioning_scale: case.controlnet_conditioning_scale.unwrap_or(1.0),
+            control_guidance_start: case.control_guidance_start.unwrap_or(0.0),
+            control_guidance_end: case.control_guidance_end.unwrap_or(1.0),
+        });
+        request.guess_mode = case.guess_mode.unwrap_or(false);
+        let output = inpaint(&components, &request, &mut NoProgress)?;
+        check(name, &output.latents, &expected, &output.decoded)?;
+        assert_outside_mask_is_original(&output.image, &request.image, &request.mask_image);
+    }
+    Ok(())
+}
+
+#[test]
+fn each_mode_refuses_a_unet_with_the_wrong_input_channels() -> anyhow::Result<()> {
+    let pix2pix = load("sdxl_tiny_instruct_pix2pix")?;
+    let (case, noise, _) = case("inpaint4_1.0")?;
+    let request = inpaint_request(&case, noise.clone())?;
+    let message = inpaint(&pix2pix, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("8 input channels"), "{message}");
+
+    let base = load("sdxl_tiny")?;
+    let request = InstructPix2PixRequest { settings: settings(&case, noise), image: rgb("image.png")?, image_guidance_scale: 1.5 };
+    let message = instruct_pix2pix(&base, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("needs an 8-channel UNet"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn bad_masks_and_sizes_are_refused_clearly() -> anyhow::Result<()> {
+    let components = load("sdxl_tiny")?;
+    let (case, noise, _) = case("inpaint4_1.0")?;
+    let mut request = inpaint_request(&case, noise)?;
+    request.mask_image.pixels.iter_mut().for_each(|p| *p = 0);
+    let message = inpaint(&components, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("the mask is empty"), "{message}");
+
+    request.mask_image.pixels.iter_mut().for_each(|p| *p = 255);
+    let message = inpaint(&components, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("covers the whole image"), "{message}");
+
+    request.mask_image = GrayImage { width: 32, height: 64, pixels: vec![255; 32 * 64] };
+    let message = inpaint(&components, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("the mask is 32×64 but the image is 64×64"), "{message}");
+    Ok(())
+}
