@@ -81,7 +81,10 @@ mod tests {
             assert_eq!(width % 64, 0);
             assert_eq!(height % 64, 0);
             let pixels = f64::from(width * height);
-            assert!((pixels / (1024.0 * 1024.0) - 1.0).abs() < 0.1, "{width}x{height}");
+            assert!(
+                (pixels / (1024.0 * 1024.0) - 1.0).abs() < 0.1,
+                "{width}x{height}"
+            );
             assert!(SDXL_BUCKETS.contains(&(height, width)));
         }
     }

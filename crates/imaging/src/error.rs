@@ -74,7 +74,9 @@ pub enum ImagingError {
     #[error("step {step}: {reason}")]
     InvalidStep { step: &'static str, reason: String },
 
-    #[error("the upscale step needs Real-ESRGAN weights (a .pth or .safetensors file); none were given")]
+    #[error(
+        "the upscale step needs Real-ESRGAN weights (a .pth or .safetensors file); none were given"
+    )]
     UpscalerMissing,
 
     #[error("cannot load Real-ESRGAN weights from {path}")]

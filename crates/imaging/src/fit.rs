@@ -171,7 +171,8 @@ pub fn fit(image: &DynamicImage, options: &FitOptions) -> Result<Fitted> {
     let (rgb, mean) = flatten_over_mean(image);
     let original = Size::new(rgb.width(), rgb.height());
     let target = options.target.resolve(original);
-    let _span = tracing::debug_span!("fit", %original, %target, mode = options.mode.as_str()).entered();
+    let _span =
+        tracing::debug_span!("fit", %original, %target, mode = options.mode.as_str()).entered();
     match options.mode {
         FitMode::Pad => pad(&rgb, original, target, mean, options.filter),
         FitMode::CenterCrop | FitMode::RandomCrop => crop(&rgb, original, target, options),
@@ -260,7 +261,12 @@ fn crop(rgb: &RgbImage, original: Size, target: Size, options: &FitOptions) -> R
         width: f64::from(target.width) * factor_x,
         height: f64::from(target.height) * factor_y,
     };
-    let image = resize_rgb8(rgb, (target.width, target.height), options.filter, Some(source_box))?;
+    let image = resize_rgb8(
+        rgb,
+        (target.width, target.height),
+        options.filter,
+        Some(source_box),
+    )?;
     Ok(Fitted {
         image,
         report: FitReport {
@@ -274,7 +280,13 @@ fn crop(rgb: &RgbImage, original: Size, target: Size, options: &FitOptions) -> R
     })
 }
 
-fn pad(rgb: &RgbImage, original: Size, target: Size, mean: [u8; 3], filter: ResizeFilter) -> Result<Fitted> {
+fn pad(
+    rgb: &RgbImage,
+    original: Size,
+    target: Size,
+    mean: [u8; 3],
+    filter: ResizeFilter,
+) -> Result<Fitted> {
     let scale_x = f64::from(target.width) / f64::from(original.width);
     let scale_y = f64::from(target.height) / f64::from(original.height);
     let width_aligned = scale_x <= scale_y;

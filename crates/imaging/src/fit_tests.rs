@@ -28,7 +28,11 @@ fn names_round_trip() {
     for mode in FitMode::ALL {
         assert_eq!(mode.as_str().parse::<FitMode>().ok(), Some(mode));
     }
-    let error = "crop".parse::<FitMode>().err().map(|e| e.to_string()).unwrap_or_default();
+    let error = "crop"
+        .parse::<FitMode>()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(error.contains("pad, center-crop, random-crop"), "{error}");
 }
 
@@ -39,20 +43,30 @@ fn sizes_parse_and_reject_nonsense() {
     for bad in ["0x10", "10", "axb", "10x", "100000x10", "-1x5"] {
         assert!(bad.parse::<Size>().is_err(), "{bad}");
     }
-    assert_eq!(Size::new(3, 4).to_string().parse::<Size>().ok(), Some(Size::new(3, 4)));
+    assert_eq!(
+        Size::new(3, 4).to_string().parse::<Size>().ok(),
+        Some(Size::new(3, 4))
+    );
 }
 
 #[test]
 fn center_crop_of_a_wide_image_reports_the_offsets() {
     // 400x200 → 100x100: scaled to 200x100, 100 columns cut, 50 on each side
-    let fitted = fit(&halves(400, 200), &options(Size::new(100, 100), FitMode::CenterCrop)).ok();
+    let fitted = fit(
+        &halves(400, 200),
+        &options(Size::new(100, 100), FitMode::CenterCrop),
+    )
+    .ok();
     let fitted = fitted.unwrap_or_else(|| panic!("fit failed"));
     assert_eq!(fitted.image.dimensions(), (100, 100));
     let report = fitted.report;
     assert_eq!(report.original_size, Size::new(400, 200));
     assert_eq!(report.resized_size, Size::new(200, 100));
     assert_eq!(report.crop_top_left, (0, 50));
-    assert_eq!(report.sdxl_micro_conditioning(), [200, 400, 0, 50, 100, 100]);
+    assert_eq!(
+        report.sdxl_micro_conditioning(),
+        [200, 400, 0, 50, 100, 100]
+    );
     // the crop straddles the red/blue border in its middle
     assert_eq!(fitted.image.get_pixel(10, 50).0, [255, 0, 0]);
     assert_eq!(fitted.image.get_pixel(90, 50).0, [0, 0, 255]);
@@ -62,7 +76,9 @@ fn center_crop_of_a_wide_image_reports_the_offsets() {
 fn center_crop_of_a_tall_image_crops_rows() {
     let image = DynamicImage::ImageRgb8(RgbImage::new(300, 900));
     let fitted = fit(&image, &options(Size::new(200, 400), FitMode::CenterCrop)).ok();
-    let report = fitted.map(|f| f.report).unwrap_or_else(|| panic!("fit failed"));
+    let report = fitted
+        .map(|f| f.report)
+        .unwrap_or_else(|| panic!("fit failed"));
     assert_eq!(report.resized_size, Size::new(200, 600));
     assert_eq!(report.crop_top_left, (100, 0));
 }
@@ -78,18 +94,28 @@ fn random_crop_is_seeded_and_within_bounds() {
     for seed in 0..20 {
         let mut opts = options(Size::new(100, 100), FitMode::RandomCrop);
         opts.seed = seed;
-        let report = fit(&image, &opts).ok().map(|f| f.report).unwrap_or_else(|| panic!());
+        let report = fit(&image, &opts)
+            .ok()
+            .map(|f| f.report)
+            .unwrap_or_else(|| panic!());
         assert_eq!(report.crop_top_left.0, 0);
         assert!(report.crop_top_left.1 <= 100);
         seen.insert(report.crop_top_left.1);
     }
-    assert!(seen.len() > 5, "offsets should vary with the seed: {seen:?}");
+    assert!(
+        seen.len() > 5,
+        "offsets should vary with the seed: {seen:?}"
+    );
 }
 
 #[test]
 fn pad_fills_with_the_mean_colour_and_centers_the_image() {
     // 200x100 → 100x100: scaled to 100x50, placed at top 25, rows above and below filled
-    let fitted = fit(&halves(200, 100), &options(Size::new(100, 100), FitMode::Pad)).ok();
+    let fitted = fit(
+        &halves(200, 100),
+        &options(Size::new(100, 100), FitMode::Pad),
+    )
+    .ok();
     let fitted = fitted.unwrap_or_else(|| panic!("fit failed"));
     assert_eq!(fitted.report.fill, Some([128, 0, 128]));
     assert_eq!(fitted.report.resized_size, Size::new(100, 50));
@@ -100,7 +126,10 @@ fn pad_fills_with_the_mean_colour_and_centers_the_image() {
     assert_eq!(fitted.image.get_pixel(50, 24).0, [128, 0, 128]);
     assert_eq!(fitted.image.get_pixel(10, 25).0, [255, 0, 0]);
     assert_eq!(fitted.image.get_pixel(90, 74).0, [0, 0, 255]);
-    assert!(fitted.image.pixels().all(|p| p.0 != [0, 0, 0]), "no black bars");
+    assert!(
+        fitted.image.pixels().all(|p| p.0 != [0, 0, 0]),
+        "no black bars"
+    );
 }
 
 #[test]
@@ -123,7 +152,11 @@ fn pad_mean_ignores_transparent_pixels() {
 
 #[test]
 fn same_ratio_is_a_plain_resize() {
-    let fitted = fit(&halves(64, 32), &options(Size::new(32, 16), FitMode::CenterCrop)).ok();
+    let fitted = fit(
+        &halves(64, 32),
+        &options(Size::new(32, 16), FitMode::CenterCrop),
+    )
+    .ok();
     let report = fitted.map(|f| f.report).unwrap_or_else(|| panic!());
     assert_eq!(report.crop_top_left, (0, 0));
     assert_eq!(report.resized_size, Size::new(32, 16));

@@ -63,7 +63,11 @@ pub fn ensure_not_empty(what: &str, width: u32, height: u32) -> Result<()> {
 
 /// 8-bit RGB to the f32 working format (value / 255).
 pub fn rgb8_to_f32(image: &RgbImage) -> Rgb32FImage {
-    let data = image.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
+    let data = image
+        .as_raw()
+        .iter()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect();
     Rgb32FImage::from_raw(image.width(), image.height(), data)
         .unwrap_or_else(|| Rgb32FImage::new(image.width(), image.height()))
 }
@@ -145,13 +149,22 @@ mod tests {
         let path = dir.join("truncated.png");
         let mut bytes = Vec::new();
         DynamicImage::ImageRgb8(RgbImage::new(32, 32))
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
             .ok();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).ok();
-        let message = load_image(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        let message = load_image(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(message.contains("truncated.png"), "{message}");
         let missing = dir.join("missing.png");
-        let message = load_image(&missing).err().map(|e| e.to_string()).unwrap_or_default();
+        let message = load_image(&missing)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(message.contains("missing.png"), "{message}");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -4,17 +4,24 @@
 //! - [`fit`]: preprocessing to a target size keeping the aspect ratio (pad with the mean
 //!   colour, center or seeded random crop) and [`buckets`], SDXL's aspect-ratio buckets;
 //!   the report carries SDXL's micro-conditioning values.
+//! - [`enhance`]: the image quality optimization cluster: classical steps, the
+//!   Real-ESRGAN upscale step, presets and per-scenario defaults.
 //! - [`resize`]: Lanczos3 resampling through `fast_image_resize`.
 //! - [`sr`]: Real-ESRGAN super-resolution (RRDBNet, SRVGGNetCompact) on candle, tiled.
 //! - [`io`]: reading and writing files with errors that name them.
+//! - [`edit`]: region-edit inputs: region → mask, Canny edges, the control-image canvas.
 
 pub mod buckets;
+pub mod edit;
+pub mod enhance;
 pub mod error;
 pub mod fit;
 pub mod io;
 pub mod resize;
 pub mod sr;
 
+pub use enhance::preset::{Preset, Scenario};
+pub use enhance::{enhance, format_steps, Step, StepKind};
 pub use error::{ImagingError, Result};
 pub use fit::{fit, FitMode, FitOptions, FitReport, Fitted, Size, TargetSize};
 pub use resize::ResizeFilter;

@@ -123,13 +123,21 @@ pub fn resize_rgb8(
 }
 
 /// Resizes an 8-bit single-channel image (an alpha plane or a mask).
-pub fn resize_gray8(image: &GrayImage, size: (u32, u32), filter: ResizeFilter) -> Result<GrayImage> {
+pub fn resize_gray8(
+    image: &GrayImage,
+    size: (u32, u32),
+    filter: ResizeFilter,
+) -> Result<GrayImage> {
     let bytes = resize_into(image, size, PixelType::U8, filter, None)?;
     GrayImage::from_raw(size.0, size.1, bytes).ok_or_else(|| buffer_error(size))
 }
 
 /// Resizes the f32 working format.
-pub fn resize_rgb_f32(image: &Rgb32FImage, size: (u32, u32), filter: ResizeFilter) -> Result<Rgb32FImage> {
+pub fn resize_rgb_f32(
+    image: &Rgb32FImage,
+    size: (u32, u32),
+    filter: ResizeFilter,
+) -> Result<Rgb32FImage> {
     let bytes = resize_into(image, size, PixelType::F32x3, filter, None)?;
     let data: Vec<f32> = bytes
         .chunks_exact(4)

@@ -19,21 +19,30 @@ fn fixtures() -> PathBuf {
 }
 
 fn reference(name: &str) -> Result<Tensor> {
-    let mut tensors = candle_core::safetensors::load(fixtures().join("reference.safetensors"), &Device::Cpu)?;
+    let mut tensors =
+        candle_core::safetensors::load(fixtures().join("reference.safetensors"), &Device::Cpu)?;
     tensors
         .remove(name)
         .ok_or_else(|| anyhow::anyhow!("reference.safetensors has no {name}"))
 }
 
 fn max_difference(a: &Tensor, b: &Tensor) -> Result<f32> {
-    anyhow::ensure!(a.dims() == b.dims(), "shapes differ: {:?} vs {:?}", a.dims(), b.dims());
+    anyhow::ensure!(
+        a.dims() == b.dims(),
+        "shapes differ: {:?} vs {:?}",
+        a.dims(),
+        b.dims()
+    );
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
 /// The tile settings the fixture script used for each model.
 fn fixture_tiles(name: &str) -> TileOptions {
     let tile_pad = if name == "rrdbnet_x2" { 4 } else { 3 };
-    TileOptions { tile_size: 8, tile_pad }
+    TileOptions {
+        tile_size: 8,
+        tile_pad,
+    }
 }
 
 fn check_model(name: &str) -> Result<()> {
@@ -43,12 +52,24 @@ fn check_model(name: &str) -> Result<()> {
     let mut outputs = Vec::new();
     for extension in ["pth", "safetensors"] {
         let upscaler = Upscaler::load(&fixtures().join(format!("{name}.{extension}")))?;
-        let untiled = upscaler.forward_tiled(&input, TileOptions { tile_size: 0, tile_pad: 0 })?;
+        let untiled = upscaler.forward_tiled(
+            &input,
+            TileOptions {
+                tile_size: 0,
+                tile_pad: 0,
+            },
+        )?;
         let difference = max_difference(&untiled, &whole)?;
-        assert!(difference < TOLERANCE, "{name}.{extension} whole: max difference {difference}");
+        assert!(
+            difference < TOLERANCE,
+            "{name}.{extension} whole: max difference {difference}"
+        );
         let ours_tiled = upscaler.forward_tiled(&input, fixture_tiles(name))?;
         let difference = max_difference(&ours_tiled, &tiled)?;
-        assert!(difference < TOLERANCE, "{name}.{extension} tiled: max difference {difference}");
+        assert!(
+            difference < TOLERANCE,
+            "{name}.{extension} tiled: max difference {difference}"
+        );
         outputs.push(untiled);
     }
     // both file formats hold the same weights
@@ -79,15 +100,29 @@ fn architectures_are_recognised_from_the_weights() -> Result<()> {
     let Architecture::RRDBNet(config) = *x4.architecture() else {
         anyhow::bail!("expected RRDBNet, got {:?}", x4.architecture());
     };
-    assert_eq!((config.scale, config.num_feat, config.num_block, config.num_grow_ch), (4, 4, 2, 2));
+    assert_eq!(
+        (
+            config.scale,
+            config.num_feat,
+            config.num_block,
+            config.num_grow_ch
+        ),
+        (4, 4, 2, 2)
+    );
     let x2 = Upscaler::load(&fixtures().join("rrdbnet_x2.safetensors"))?;
     assert_eq!(x2.net_scale(), 2);
     let compact = Upscaler::load(&fixtures().join("srvgg_x4.pth"))?;
     let Architecture::SRVGGNetCompact(config) = *compact.architecture() else {
         anyhow::bail!("expected SRVGGNetCompact, got {:?}", compact.architecture());
     };
-    assert_eq!((config.upscale, config.num_feat, config.num_conv), (4, 4, 2));
-    assert_eq!(compact.describe(), "SRVGGNetCompact ×4 (2 convolutions, 4 features)");
+    assert_eq!(
+        (config.upscale, config.num_feat, config.num_conv),
+        (4, 4, 2)
+    );
+    assert_eq!(
+        compact.describe(),
+        "SRVGGNetCompact ×4 (2 convolutions, 4 features)"
+    );
     Ok(())
 }
 
@@ -98,8 +133,20 @@ fn tiles_with_enough_context_are_seamless() -> Result<()> {
     for (name, tile_pad) in [("rrdbnet_x4", 20), ("rrdbnet_x2", 40), ("srvgg_x4", 6)] {
         let input = reference(&format!("{name}.input"))?;
         let upscaler = Upscaler::load(&fixtures().join(format!("{name}.safetensors")))?;
-        let whole = upscaler.forward_tiled(&input, TileOptions { tile_size: 0, tile_pad: 0 })?;
-        let tiled = upscaler.forward_tiled(&input, TileOptions { tile_size: 4, tile_pad })?;
+        let whole = upscaler.forward_tiled(
+            &input,
+            TileOptions {
+                tile_size: 0,
+                tile_pad: 0,
+            },
+        )?;
+        let tiled = upscaler.forward_tiled(
+            &input,
+            TileOptions {
+                tile_size: 4,
+                tile_pad,
+            },
+        )?;
         let difference = max_difference(&whole, &tiled)?;
         assert!(difference < TOLERANCE, "{name}: {difference}");
     }
@@ -109,7 +156,9 @@ fn tiles_with_enough_context_are_seamless() -> Result<()> {
 #[test]
 fn image_level_upscale_clamps_and_resizes_to_the_wanted_scale() -> Result<()> {
     let upscaler = Upscaler::load(&fixtures().join("srvgg_x4.safetensors"))?;
-    let image = image::Rgb32FImage::from_fn(10, 7, |x, y| image::Rgb([x as f32 / 9.0, y as f32 / 6.0, 0.5]));
+    let image = image::Rgb32FImage::from_fn(10, 7, |x, y| {
+        image::Rgb([x as f32 / 9.0, y as f32 / 6.0, 0.5])
+    });
     let native = upscaler.upscale(&image, None, TileOptions::default())?;
     assert_eq!(native.dimensions(), (40, 28));
     assert!(native.as_raw().iter().all(|v| (0.0..=1.0).contains(v)));
@@ -125,16 +174,28 @@ fn bad_weight_files_are_clear_errors() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("huatu-sr-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let missing = Upscaler::load(&dir.join("absent.pth")).err();
-    assert!(matches!(missing, Some(ImagingError::Io { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Some(ImagingError::Io { .. })),
+        "{missing:?}"
+    );
     let garbage = dir.join("garbage.pth");
     std::fs::write(&garbage, b"not a zip file")?;
-    let message = Upscaler::load(&garbage).err().map(|e| e.to_string()).unwrap_or_default();
+    let message = Upscaler::load(&garbage)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(message.contains("garbage.pth"), "{message}");
     let other = dir.join("other.safetensors");
-    let tensors = std::collections::HashMap::from([("weight".to_string(), Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu)?)]);
+    let tensors = std::collections::HashMap::from([(
+        "weight".to_string(),
+        Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu)?,
+    )]);
     candle_core::safetensors::save(&tensors, &other)?;
     let error = Upscaler::load(&other).err();
-    assert!(matches!(error, Some(ImagingError::UnknownModel { .. })), "{error:?}");
+    assert!(
+        matches!(error, Some(ImagingError::UnknownModel { .. })),
+        "{error:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

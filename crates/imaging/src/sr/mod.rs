@@ -28,7 +28,7 @@ pub use weights::{detect_architecture, read_tensors, Architecture};
 /// One of the two generator networks.
 #[derive(Debug, Clone)]
 pub enum SuperResolutionNet {
-    RRDBNet(RRDBNet),
+    RRDBNet(Box<RRDBNet>),
     SRVGGNetCompact(SRVGGNetCompact),
 }
 
@@ -68,11 +68,11 @@ impl Upscaler {
         };
         let net = match &architecture {
             Architecture::RRDBNet(config) => {
-                SuperResolutionNet::RRDBNet(RRDBNet::new(vb, config).map_err(load_error)?)
+                SuperResolutionNet::RRDBNet(Box::new(RRDBNet::new(vb, config).map_err(load_error)?))
             }
-            Architecture::SRVGGNetCompact(config) => {
-                SuperResolutionNet::SRVGGNetCompact(SRVGGNetCompact::new(vb, config).map_err(load_error)?)
-            }
+            Architecture::SRVGGNetCompact(config) => SuperResolutionNet::SRVGGNetCompact(
+                SRVGGNetCompact::new(vb, config).map_err(load_error)?,
+            ),
         };
         tracing::info!(path = %path.display(), model = %Description(&architecture), "loaded Real-ESRGAN weights");
         Ok(Self {
@@ -108,7 +108,12 @@ impl Upscaler {
     /// Upscales an RGB image by `out_scale` (1 to 8; the network's own scale when
     /// `None`). As `RealESRGANer.enhance`, other scales resize the network's output
     /// with Lanczos to `floor(side · out_scale)`.
-    pub fn upscale(&self, image: &Rgb32FImage, out_scale: Option<f32>, tiles: TileOptions) -> Result<Rgb32FImage> {
+    pub fn upscale(
+        &self,
+        image: &Rgb32FImage,
+        out_scale: Option<f32>,
+        tiles: TileOptions,
+    ) -> Result<Rgb32FImage> {
         let (width, height) = image.dimensions();
         crate::io::ensure_not_empty("image to upscale", width, height)?;
         let inference_error = |source| ImagingError::Inference {
@@ -116,23 +121,34 @@ impl Upscaler {
             height,
             source,
         };
-        let _span = tracing::debug_span!("upscale", width, height, model = %self.describe()).entered();
+        let _span =
+            tracing::debug_span!("upscale", width, height, model = %self.describe()).entered();
         // [h, w, 3] interleaved → [1, 3, h, w]
-        let input = Tensor::from_slice(image.as_raw(), (height as usize, width as usize, 3), &self.device)
-            .and_then(|xs| xs.permute((2, 0, 1))?.unsqueeze(0)?.contiguous())
-            .map_err(inference_error)?;
+        let input = Tensor::from_slice(
+            image.as_raw(),
+            (height as usize, width as usize, 3),
+            &self.device,
+        )
+        .and_then(|xs| xs.permute((2, 0, 1))?.unsqueeze(0)?.contiguous())
+        .map_err(inference_error)?;
         let output = self
             .forward_tiled(&input, tiles)
-            .and_then(|xs| xs.clamp(0f32, 1f32)?.squeeze(0)?.permute((1, 2, 0))?.contiguous())
+            .and_then(|xs| {
+                xs.clamp(0f32, 1f32)?
+                    .squeeze(0)?
+                    .permute((1, 2, 0))?
+                    .contiguous()
+            })
             .and_then(|xs| xs.flatten_all()?.to_vec1::<f32>())
             .map_err(inference_error)?;
         let scale = self.net_scale() as u32;
-        let upscaled = Rgb32FImage::from_raw(width * scale, height * scale, output).ok_or_else(|| {
-            ImagingError::Invalid {
-                what: "super-resolution",
-                reason: "the network output does not hold three channels per pixel".to_string(),
-            }
-        })?;
+        let upscaled =
+            Rgb32FImage::from_raw(width * scale, height * scale, output).ok_or_else(|| {
+                ImagingError::Invalid {
+                    what: "super-resolution",
+                    reason: "the network output does not hold three channels per pixel".to_string(),
+                }
+            })?;
         match out_scale {
             Some(wanted) if (wanted - scale as f32).abs() > f32::EPSILON => {
                 let size = (

@@ -70,7 +70,10 @@ impl Module for ResidualDenseBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
         let x1 = leaky_relu(&self.conv1.forward(xs)?, NEGATIVE_SLOPE)?;
-        let x2 = leaky_relu(&self.conv2.forward(&Tensor::cat(&[xs, &x1], 1)?)?, NEGATIVE_SLOPE)?;
+        let x2 = leaky_relu(
+            &self.conv2.forward(&Tensor::cat(&[xs, &x1], 1)?)?,
+            NEGATIVE_SLOPE,
+        )?;
         let x3 = leaky_relu(
             &self.conv3.forward(&Tensor::cat(&[xs, &x1, &x2], 1)?)?,
             NEGATIVE_SLOPE,
@@ -79,7 +82,9 @@ impl Module for ResidualDenseBlock {
             &self.conv4.forward(&Tensor::cat(&[xs, &x1, &x2, &x3], 1)?)?,
             NEGATIVE_SLOPE,
         )?;
-        let x5 = self.conv5.forward(&Tensor::cat(&[xs, &x1, &x2, &x3, &x4], 1)?)?;
+        let x5 = self
+            .conv5
+            .forward(&Tensor::cat(&[xs, &x1, &x2, &x3, &x4], 1)?)?;
         (x5 * RESIDUAL_SCALE)? + xs
     }
 }
@@ -138,7 +143,11 @@ impl RRDBNet {
         let num_feat = config.num_feat;
         let body = (0..config.num_block)
             .map(|index| {
-                ResidualInResidualDenseBlock::new(vb.pp("body").pp(index), num_feat, config.num_grow_ch)
+                ResidualInResidualDenseBlock::new(
+                    vb.pp("body").pp(index),
+                    num_feat,
+                    config.num_grow_ch,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {

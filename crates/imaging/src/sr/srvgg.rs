@@ -46,16 +46,37 @@ impl SRVGGNetCompact {
         let body = vb.pp("body");
         let mut convs = Vec::with_capacity(config.num_conv + 2);
         let mut activations = Vec::with_capacity(config.num_conv + 1);
-        convs.push(conv2d(config.num_in_ch, config.num_feat, 3, conv_config, body.pp(0))?);
+        convs.push(conv2d(
+            config.num_in_ch,
+            config.num_feat,
+            3,
+            conv_config,
+            body.pp(0),
+        )?);
         activations.push(candle_nn::prelu(Some(config.num_feat), body.pp(1))?);
         for index in 0..config.num_conv {
             let conv_index = 2 + 2 * index;
-            convs.push(conv2d(config.num_feat, config.num_feat, 3, conv_config, body.pp(conv_index))?);
-            activations.push(candle_nn::prelu(Some(config.num_feat), body.pp(conv_index + 1))?);
+            convs.push(conv2d(
+                config.num_feat,
+                config.num_feat,
+                3,
+                conv_config,
+                body.pp(conv_index),
+            )?);
+            activations.push(candle_nn::prelu(
+                Some(config.num_feat),
+                body.pp(conv_index + 1),
+            )?);
         }
         let last_index = 2 + 2 * config.num_conv;
         let out_channels = config.num_out_ch * config.upscale * config.upscale;
-        convs.push(conv2d(config.num_feat, out_channels, 3, conv_config, body.pp(last_index))?);
+        convs.push(conv2d(
+            config.num_feat,
+            out_channels,
+            3,
+            conv_config,
+            body.pp(last_index),
+        )?);
         Ok(Self {
             config: *config,
             convs,
@@ -82,7 +103,8 @@ impl Module for SRVGGNetCompact {
         // [b, out·s², h, w] → [b, out, h·s, w·s]
         let out = candle_nn::ops::pixel_shuffle(&out, self.config.upscale)?;
         let (_, _, height, width) = xs.dims4()?;
-        let base = xs.upsample_nearest2d(height * self.config.upscale, width * self.config.upscale)?;
+        let base =
+            xs.upsample_nearest2d(height * self.config.upscale, width * self.config.upscale)?;
         out + base
     }
 }

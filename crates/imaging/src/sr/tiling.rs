@@ -43,7 +43,11 @@ fn reflect_pad_end(xs: &Tensor, dim: usize, pad: usize) -> Result<Tensor> {
     let size = xs.dim(dim)?;
     let mut parts = vec![xs.clone()];
     for offset in 0..pad {
-        let index = if size > pad { size - 2 - offset } else { size - 1 };
+        let index = if size > pad {
+            size - 2 - offset
+        } else {
+            size - 1
+        };
         parts.push(xs.narrow(dim, index, 1)?);
     }
     Tensor::cat(&parts, dim)
@@ -51,7 +55,12 @@ fn reflect_pad_end(xs: &Tensor, dim: usize, pad: usize) -> Result<Tensor> {
 
 /// Runs `model` over `input` ([1, c, h, w]) tile by tile; returns the raw, unclamped
 /// output [1, c', h·s, w·s] for a network of scale `net_scale`.
-pub fn tiled_forward(model: &impl Module, input: &Tensor, net_scale: usize, options: TileOptions) -> Result<Tensor> {
+pub fn tiled_forward(
+    model: &impl Module,
+    input: &Tensor,
+    net_scale: usize,
+    options: TileOptions,
+) -> Result<Tensor> {
     let (_, _, height, width) = input.dims4()?;
     let multiple = mod_scale(net_scale);
     let pad_h = (multiple - height % multiple) % multiple;
@@ -59,7 +68,9 @@ pub fn tiled_forward(model: &impl Module, input: &Tensor, net_scale: usize, opti
     let image = reflect_pad_end(&reflect_pad_end(input, 2, pad_h)?, 3, pad_w)?;
     let (padded_h, padded_w) = (height + pad_h, width + pad_w);
 
-    let output = if options.tile_size == 0 || (options.tile_size >= padded_h && options.tile_size >= padded_w) {
+    let output = if options.tile_size == 0
+        || (options.tile_size >= padded_h && options.tile_size >= padded_w)
+    {
         model.forward(&image)?
     } else {
         // Tiles and context must keep every tile a multiple of `multiple`.
@@ -82,8 +93,16 @@ pub fn tiled_forward(model: &impl Module, input: &Tensor, net_scale: usize, opti
                 let output_tile = model.forward(&tile)?;
                 // keep the tile's own square: [1, c', (end_y-start_y)·s, (end_x-start_x)·s]
                 let kept = output_tile
-                    .narrow(2, (start_y - start_y_pad) * net_scale, (end_y - start_y) * net_scale)?
-                    .narrow(3, (start_x - start_x_pad) * net_scale, (end_x - start_x) * net_scale)?;
+                    .narrow(
+                        2,
+                        (start_y - start_y_pad) * net_scale,
+                        (end_y - start_y) * net_scale,
+                    )?
+                    .narrow(
+                        3,
+                        (start_x - start_x_pad) * net_scale,
+                        (end_x - start_x) * net_scale,
+                    )?;
                 row.push(kept);
             }
             rows.push(Tensor::cat(&row, 3)?);
@@ -101,32 +120,38 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn reflect_pad_matches_pytorch() {
+    fn reflect_pad_matches_pytorch() -> Result<()> {
         // F.pad([[0,1,2]], (0, 2), 'reflect') = [[0,1,2,1,0]]
-        let xs = Tensor::new(&[[[[0f32, 1., 2.]]]], &Device::Cpu).unwrap();
-        let padded = reflect_pad_end(&xs, 3, 2).unwrap();
-        assert_eq!(padded.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0., 1., 2., 1., 0.]);
+        let xs = Tensor::new(&[[[[0f32, 1., 2.]]]], &Device::Cpu)?;
+        let padded = reflect_pad_end(&xs, 3, 2)?;
+        assert_eq!(
+            padded.flatten_all()?.to_vec1::<f32>()?,
+            [0., 1., 2., 1., 0.]
+        );
+        Ok(())
     }
 
     #[test]
-    fn tiling_an_identity_model_gives_the_input_back() {
+    fn tiling_an_identity_model_gives_the_input_back() -> Result<()> {
         struct Identity;
         impl Module for Identity {
             fn forward(&self, xs: &Tensor) -> Result<Tensor> {
                 Ok(xs.clone())
             }
         }
-        let input = Tensor::arange(0f32, 3.0 * 13.0 * 17.0, &Device::Cpu)
-            .unwrap()
-            .reshape((1, 3, 13, 17))
-            .unwrap();
+        let input =
+            Tensor::arange(0f32, 3.0 * 13.0 * 17.0, &Device::Cpu)?.reshape((1, 3, 13, 17))?;
         // net scale 1 also exercises the reflect padding to a multiple of 4 and its crop
         for (tile_size, tile_pad) in [(5, 3), (4, 0), (100, 0), (0, 0)] {
-            let options = TileOptions { tile_size, tile_pad };
-            let output = tiled_forward(&Identity, &input, 1, options).unwrap();
+            let options = TileOptions {
+                tile_size,
+                tile_pad,
+            };
+            let output = tiled_forward(&Identity, &input, 1, options)?;
             assert_eq!(output.dims(), input.dims());
-            let difference = (output - &input).unwrap().abs().unwrap().max_all().unwrap();
-            assert_eq!(difference.to_scalar::<f32>().unwrap(), 0.0, "{options:?}");
+            let difference = (output - &input)?.abs()?.max_all()?;
+            assert_eq!(difference.to_scalar::<f32>()?, 0.0, "{options:?}");
         }
+        Ok(())
     }
 }

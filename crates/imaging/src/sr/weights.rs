@@ -49,7 +49,9 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         .and_then(|extension| extension.to_str())
         .map(str::to_ascii_lowercase);
     match extension.as_deref() {
-        Some("safetensors") => candle_core::safetensors::load(path, &Device::Cpu).map_err(load_error),
+        Some("safetensors") => {
+            candle_core::safetensors::load(path, &Device::Cpu).map_err(load_error)
+        }
         Some("pth") | Some("pt") => {
             let mut first_error = None;
             for key in PTH_KEYS {
@@ -85,7 +87,9 @@ pub fn detect_architecture(tensors: &HashMap<String, Tensor>, path: &Path) -> Re
     };
     if let Some(first) = dims(tensors, "conv_first.weight") {
         let [num_feat, in_channels, 3, 3] = first[..] else {
-            return Err(unknown(format!("conv_first.weight has shape {first:?}, expected [f, c, 3, 3]")));
+            return Err(unknown(format!(
+                "conv_first.weight has shape {first:?}, expected [f, c, 3, 3]"
+            )));
         };
         let scale = match in_channels {
             3 => 4,
@@ -117,7 +121,9 @@ pub fn detect_architecture(tensors: &HashMap<String, Tensor>, path: &Path) -> Re
     }
     if let Some(first) = dims(tensors, "body.0.weight") {
         let [num_feat, num_in_ch, 3, 3] = first[..] else {
-            return Err(unknown(format!("body.0.weight has shape {first:?}, expected [f, 3, 3, 3]")));
+            return Err(unknown(format!(
+                "body.0.weight has shape {first:?}, expected [f, 3, 3, 3]"
+            )));
         };
         if !tensors.contains_key("body.1.weight") {
             return Err(unknown(
@@ -130,7 +136,9 @@ pub fn detect_architecture(tensors: &HashMap<String, Tensor>, path: &Path) -> Re
             .map(|step| 2 * step)
             .take_while(|index| tensors.contains_key(&format!("body.{index}.weight")))
             .last()
-            .ok_or_else(|| unknown("SRVGGNetCompact needs at least two convolutions".to_string()))?;
+            .ok_or_else(|| {
+                unknown("SRVGGNetCompact needs at least two convolutions".to_string())
+            })?;
         let last = dims(tensors, &format!("body.{last_index}.weight")).unwrap_or_default();
         let out_channels = last.first().copied().unwrap_or(0);
         let upscale = (1..=8).find(|s| 3 * s * s == out_channels).ok_or_else(|| {

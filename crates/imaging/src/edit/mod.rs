@@ -1,0 +1,11 @@
+//! Inputs of the region edit (DESIGN.md part 5): the edit region as a rectangle and a mask
+//! (1 inside, 0 outside), Canny edge extraction, and the control image — the condition
+//! image scaled to fit the region and pasted into a black canvas the size of the original.
+
+pub mod canny;
+pub mod condition;
+pub mod region;
+
+pub use canny::{canny, CannyThresholds};
+pub use condition::control_canvas;
+pub use region::{region_mask, Rect, Region};

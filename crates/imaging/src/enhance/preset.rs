@@ -1,0 +1,154 @@
+//! Presets: named chains of enhancer steps, and the recommended preset for each
+//! business scenario of DESIGN.md part 1 (poster, portrait, background, icon, free)
+//! plus edits. Presets are classical only: the upscale step needs weights the user
+//! supplies, so it is added explicitly (`--steps`, or a preset followed by `--upscale`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::Step;
+use crate::error::{ImagingError, Result};
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ImagingError;
+            fn from_str(text: &str) -> Result<Self> {
+                Self::ALL.iter().copied().find(|value| value.as_str() == text).ok_or_else(|| {
+                    ImagingError::UnknownName {
+                        what: $what,
+                        given: text.to_string(),
+                        known: Self::ALL.iter().map(|value| value.as_str()).collect::<Vec<_>>().join(", "),
+                    }
+                })
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// A named chain of enhancer steps.
+    Preset, "preset" {
+        None => "none",
+        Clean => "clean",
+        Crisp => "crisp",
+        Vivid => "vivid",
+        Portrait => "portrait",
+        Scenery => "scenery",
+        Icon => "icon",
+    }
+);
+
+named_enum!(
+    /// The scenarios huatu generates for (the agent's scene names), plus edits.
+    Scenario, "scenario" {
+        Poster => "poster",
+        Portrait => "portrait",
+        Background => "background",
+        Icon => "icon",
+        Free => "free",
+        Edit => "edit",
+    }
+);
+
+impl Preset {
+    /// The chain in the `--steps` syntax.
+    pub fn definition(self) -> &'static str {
+        match self {
+            Preset::None => "",
+            // light noise removal only, for anything
+            Preset::Clean => "denoise:sigma_color=0.05:sigma_space=1.5",
+            // fine detail
+            Preset::Crisp => "sharpen:amount=0.6:sigma=1",
+            // posters and greetings: neutral white, local contrast, livelier colour
+            Preset::Vivid => "white-balance:strength=0.5,contrast:clip_limit=1.5,vibrance:0.3,sharpen:amount=0.4",
+            // skin: smooth gently, spare vivid tones, sharpen only real edges
+            Preset::Portrait => "denoise:sigma_color=0.05:sigma_space=2,vibrance:0.15,sharpen:amount=0.3:sigma=1.5:threshold=0.02",
+            // backgrounds and landscapes: depth through local contrast
+            Preset::Scenery => "contrast:clip_limit=1.5,saturation:1.1,sharpen:amount=0.3:sigma=1.5",
+            // flat graphics: crisp edges and clean colour
+            Preset::Icon => "sharpen:amount=0.8:sigma=0.8,saturation:1.15",
+        }
+    }
+
+    /// The preset's steps.
+    pub fn steps(self) -> Result<Vec<Step>> {
+        match self.definition() {
+            "" => Ok(Vec::new()),
+            definition => Step::parse_list(definition),
+        }
+    }
+}
+
+impl Scenario {
+    /// The preset recommended for results of this scenario. Edits get none: the user's
+    /// original should change only where the edit asked.
+    pub fn recommended_preset(self) -> Preset {
+        match self {
+            Scenario::Poster => Preset::Vivid,
+            Scenario::Portrait => Preset::Portrait,
+            Scenario::Background => Preset::Scenery,
+            Scenario::Icon => Preset::Icon,
+            Scenario::Free => Preset::Clean,
+            Scenario::Edit => Preset::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enhance::StepKind;
+
+    #[test]
+    fn names_round_trip() {
+        for preset in Preset::ALL {
+            assert_eq!(preset.as_str().parse::<Preset>().ok(), Some(*preset));
+        }
+        for scenario in Scenario::ALL {
+            assert_eq!(
+                scenario.to_string().parse::<Scenario>().ok(),
+                Some(*scenario)
+            );
+        }
+        assert!("poster".parse::<Preset>().is_err());
+    }
+
+    #[test]
+    fn every_preset_parses_and_none_is_empty() {
+        for preset in Preset::ALL {
+            let steps = preset.steps();
+            assert!(steps.is_ok(), "{preset}: {steps:?}");
+            let steps = steps.unwrap_or_default();
+            assert_eq!(steps.is_empty(), *preset == Preset::None, "{preset}");
+            assert!(steps.iter().all(|step| step.kind() != StepKind::Upscale));
+        }
+    }
+
+    #[test]
+    fn every_scenario_has_a_recommendation() {
+        assert_eq!(Scenario::Poster.recommended_preset(), Preset::Vivid);
+        assert_eq!(Scenario::Edit.recommended_preset(), Preset::None);
+        for scenario in Scenario::ALL {
+            assert!(scenario.recommended_preset().steps().is_ok());
+        }
+    }
+}
