@@ -21,6 +21,10 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Inspect LoRA adapter files.
     Lora(commands::lora::LoraArgs),
+    /// Improves an image with a chain of enhancers (denoise, sharpen, CLAHE, colour, Real-ESRGAN).
+    Enhance(commands::enhance::EnhanceArgs),
+    /// Brings images to a target size or SDXL bucket, keeping the aspect ratio.
+    Preprocess(commands::preprocess::PreprocessArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
         Command::Lora(args) => commands::lora::run(args),
+        Command::Enhance(args) => commands::enhance::run(args),
+        Command::Preprocess(args) => commands::preprocess::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,3 +2,5 @@
 
 pub mod generate;
 pub mod lora;
+pub mod enhance;
+pub mod preprocess;
