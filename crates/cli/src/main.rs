@@ -19,6 +19,14 @@ struct Cli {
 enum Command {
     /// Text-to-image with Stable Diffusion XL.
     Generate(commands::generate::GenerateArgs),
+    /// Understands an instruction: intent and slots as JSON (INTENTS.md).
+    Parse(commands::parse::ParseArgs),
+    /// Scores a model on labelled data.
+    #[command(subcommand)]
+    Eval(commands::parse::EvalCommand),
+    /// Trains a model.
+    #[command(subcommand)]
+    Train(commands::train::TrainCommand),
     /// Inspect LoRA adapter files.
     Lora(commands::lora::LoraArgs),
     /// Improves an image with a chain of enhancers (denoise, sharpen, CLAHE, colour, Real-ESRGAN).
@@ -31,6 +39,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
+        Command::Parse(args) => commands::parse::run(args),
+        Command::Eval(command) => commands::parse::run_eval(command),
+        Command::Train(command) => commands::train::run(command),
         Command::Lora(args) => commands::lora::run(args),
         Command::Enhance(args) => commands::enhance::run(args),
         Command::Preprocess(args) => commands::preprocess::run(args),

@@ -2,5 +2,7 @@
 
 pub mod generate;
 pub mod lora;
+pub mod parse;
+pub mod train;
 pub mod enhance;
 pub mod preprocess;

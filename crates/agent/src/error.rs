@@ -1,0 +1,64 @@
+//! Errors of the agent crate: each variant carries what a user needs to act on it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("model folder {dir} lacks {file} (a trained intent model has config.json, vocab.txt and model.safetensors; train one with `huatu train intent`)")]
+    MissingModelFile { dir: PathBuf, file: String },
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor `{name}` has shape {actual:?}, expected {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error("unknown intent `{0}` (known: generate.poster, generate.portrait, generate.background, generate.icon, generate.free, edit.reference, edit.instruct, other)")]
+    UnknownIntent(String),
+    #[error("unknown slot `{0}` (known: subject, style, aspect, count, target, content, region)")]
+    UnknownSlot(String),
+    #[error("unknown tag `{0}` (tags are O, B-<slot>, I-<slot>)")]
+    UnknownTag(String),
+    #[error("vocabulary {path} lacks the special token {token}")]
+    MissingSpecialToken { path: PathBuf, token: String },
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("invalid training option: {0}")]
+    TrainOption(String),
+    #[error("the training data is empty")]
+    EmptyData,
+    #[error("invalid scenes file {path}: {message}")]
+    Scenes { path: PathBuf, message: String },
+    #[error("prompt server {url}: {message}")]
+    PromptBackend { url: String, message: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, AgentError>;

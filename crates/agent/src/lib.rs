@@ -1,0 +1,26 @@
+//! huatu's agent: understands an instruction (intent + slots, INTENTS.md) with a
+//! BERT-style joint model, and plans the image work: scene, English prompt, pipeline
+//! settings, LoRA and enhancer, or a question back.
+
+pub mod bert;
+pub mod chat_backend;
+pub mod checkpoint;
+pub mod corpus;
+pub mod error;
+pub mod eval;
+pub mod joint;
+pub mod labels;
+pub mod model;
+pub mod planner;
+pub mod prompt;
+pub mod scenes;
+pub mod sizing;
+pub mod text;
+pub mod toml_lite;
+pub mod train;
+pub mod vocab;
+
+pub use error::{AgentError, Result};
+pub use labels::{Intent, SlotName, Tag};
+pub use model::{IntentModel, Parse};
+pub use planner::{plan, Plan, PlanInputs, TaskPlan};

@@ -1,0 +1,261 @@
+//! Prompt writing: Chinese slot values to an English SDXL prompt with the built-in
+//! bilingual lexicon (`lexicon.tsv`) and the scene's template.
+//!
+//! Translation is longest-match over the lexicon after character normalisation;
+//! "X的Y" becomes "Y, X" (the head noun first, as SDXL prompts read best), and
+//! "在X上/里/中/下" becomes "on/in/in/under X". Chinese that the lexicon does not know
+//! is left out of the prompt and reported, never passed through (SDXL's CLIP encoders
+//! cannot read it).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::corpus::{SlotValue, Slots};
+use crate::labels::SlotName;
+use crate::scenes::Scene;
+use crate::text::normalize_char;
+
+const LEXICON: &str = include_str!("lexicon.tsv");
+
+pub struct Lexicon {
+    entries: HashMap<String, String>,
+    longest: usize,
+}
+
+/// English text plus the Chinese pieces that could not be translated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Translation {
+    pub english: String,
+    pub unknown: Vec<String>,
+}
+
+impl Lexicon {
+    pub fn builtin() -> &'static Lexicon {
+        static LEXICON_TABLE: OnceLock<Lexicon> = OnceLock::new();
+        LEXICON_TABLE.get_or_init(|| Lexicon::parse(LEXICON))
+    }
+
+    pub fn parse(text: &str) -> Lexicon {
+        let entries: HashMap<String, String> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('\t'))
+            .map(|(zh, en)| (normalize(zh.trim()), en.trim().to_string()))
+            .filter(|(zh, _)| !zh.is_empty())
+            .collect();
+        let longest = entries.keys().map(|k| k.chars().count()).max().unwrap_or(1);
+        Lexicon { entries, longest }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn translate(&self, text: &str) -> Translation {
+        let normalized = normalize(text);
+        let mut unknown = Vec::new();
+        let english = self.phrase(&normalized, &mut unknown);
+        Translation { english, unknown }
+    }
+
+    /// "X的Y" → "Y, X"; otherwise a run of words.
+    fn phrase(&self, text: &str, unknown: &mut Vec<String>) -> String {
+        if let Some(english) = self.entries.get(text) {
+            return english.clone();
+        }
+        if let Some((head, tail)) = text.rsplit_once('的') {
+            if !head.is_empty() && !tail.is_empty() {
+                let tail = self.phrase(tail, unknown);
+                let head = self.phrase(head, unknown);
+                return join([tail, head].iter().map(String::as_str), ", ");
+            }
+        }
+        let chars: Vec<char> = text.chars().filter(|&c| c != '的').collect();
+        let mut words: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i] == '在' {
+                if let Some(end) = (i + 2..chars.len()).find(|&j| matches!(chars[j], '上' | '里' | '中' | '下')) {
+                    let preposition = match chars[end] {
+                        '上' => "on",
+                        '下' => "under",
+                        _ => "in",
+                    };
+                    let inner: String = chars[i + 1..end].iter().collect();
+                    words.push(format!("{preposition} {}", self.phrase(&inner, unknown)));
+                    i = end + 1;
+                    continue;
+                }
+                i += 1;
+                continue;
+            }
+            if chars[i].is_ascii() {
+                let start = i;
+                while i < chars.len() && chars[i].is_ascii() {
+                    i += 1;
+                }
+                let ascii: String = chars[start..i].iter().collect();
+                if !ascii.trim().is_empty() {
+                    words.push(ascii.trim().to_string());
+                }
+                continue;
+            }
+            let found = (1..=self.longest.min(chars.len() - i)).rev().find_map(|n| {
+                let piece: String = chars[i..i + n].iter().collect();
+                self.entries.get(&piece).map(|english| (n, english.clone()))
+            });
+            match found {
+                Some((n, english)) => {
+                    words.push(english);
+                    i += n;
+                }
+                None => {
+                    // Gather the unknown run so it is reported once.
+                    let start = i;
+                    i += 1;
+                    while i < chars.len() && !chars[i].is_ascii() && !self.starts_word(&chars[i..]) {
+                        i += 1;
+                    }
+                    unknown.push(chars[start..i].iter().collect());
+                }
+            }
+        }
+        join(words.iter().map(String::as_str), " ")
+    }
+
+    fn starts_word(&self, chars: &[char]) -> bool {
+        (1..=self.longest.min(chars.len())).any(|n| {
+            let piece: String = chars[..n].iter().collect();
+            self.entries.contains_key(&piece)
+        })
+    }
+}
+
+fn normalize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii() { c } else { normalize_char(c) })
+        .collect()
+}
+
+fn join<'a>(parts: impl Iterator<Item = &'a str>, separator: &str) -> String {
+    parts
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// What a prompt writer produces for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenPrompt {
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// Chinese pieces left out because no translation was known.
+    pub untranslated: Vec<String>,
+}
+
+/// The English edit instruction for InstructPix2Pix ("replace the sky with sunset glow").
+pub fn edit_instruction(text: &str, target: &str, content: &str, style: &str) -> String {
+    let removal = ["去掉", "删除", "删掉", "移除", "抹掉", "擦掉", "p掉", "P掉", "去除"]
+        .iter()
+        .any(|w| text.contains(w));
+    let addition = ["加", "添", "放", "戴上", "穿上", "画上"].iter().any(|w| text.contains(w));
+    let mut parts = Vec::new();
+    if removal && !target.is_empty() {
+        parts.push(format!("remove the {target}"));
+    } else if !target.is_empty() && !content.is_empty() && addition {
+        parts.push(format!("add {content} to the {target}"));
+    } else if !target.is_empty() && !content.is_empty() {
+        parts.push(format!("turn the {target} into {content}"));
+    } else if !content.is_empty() {
+        parts.push(format!("add {content}"));
+    } else if !target.is_empty() {
+        parts.push(format!("change the {target}"));
+    }
+    if !style.is_empty() {
+        parts.push(format!("make it {style}"));
+    }
+    parts.join(", ")
+}
+
+/// Fills the scene's template with translated slots. `trigger` is the LoRA trigger
+/// word, empty when no LoRA is used.
+pub fn write_prompt(scene: &Scene, text: &str, slots: &Slots, trigger: &str, lexicon: &Lexicon) -> WrittenPrompt {
+    let mut untranslated = Vec::new();
+    let mut english = |slot: SlotName| -> String {
+        match slots.get(&slot) {
+            Some(SlotValue::Text(value)) => {
+                let translation = lexicon.translate(value);
+                untranslated.extend(translation.unknown);
+                translation.english
+            }
+            _ => String::new(),
+        }
+    };
+    let subject = english(SlotName::Subject);
+    let style = english(SlotName::Style);
+    let target = english(SlotName::Target);
+    let content = english(SlotName::Content);
+    let instruction = edit_instruction(text, &target, &content, &style);
+    let prompt = scene
+        .prompt
+        .replace("{trigger}", trigger)
+        .replace("{subject}", &subject)
+        .replace("{style}", &style)
+        .replace("{target}", &target)
+        .replace("{content}", &content)
+        .replace("{instruction}", &instruction);
+    WrittenPrompt {
+        prompt: join(prompt.split(','), ", "),
+        negative_prompt: scene.negative_prompt.clone(),
+        untranslated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenes::Scenes;
+
+    #[test]
+    fn translates_with_longest_match_and_reorders_modifiers() {
+        let lexicon = Lexicon::builtin();
+        assert!(lexicon.len() > 300);
+        assert_eq!(lexicon.translate("元宵祝福").english, "Lantern Festival, glowing red lanterns, tangyuan rice balls greetings, best wishes");
+        assert_eq!(lexicon.translate("穿汉服的女孩").english, "girl, wearing hanfu");
+        assert_eq!(lexicon.translate("在月球上的猫").english, "cat, on the moon");
+        assert_eq!(lexicon.translate("小男孩在放风筝").english, "little boy flying a kite");
+        assert_eq!(lexicon.translate("穿西裝的男人").english, "man, wearing suit");
+        let unknown = lexicon.translate("饕餮猫");
+        assert_eq!(unknown.english, "cat");
+        assert_eq!(unknown.unknown, vec!["饕餮".to_string()]);
+        assert_eq!(lexicon.translate("Happy New Year").english, "Happy New Year");
+    }
+
+    #[test]
+    fn fills_the_scene_template() {
+        let scenes = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let poster = scenes.get("poster").unwrap_or_else(|| panic!("poster"));
+        let slots = Slots::from([
+            (SlotName::Subject, SlotValue::Text("中秋".into())),
+            (SlotName::Style, SlotValue::Text("水墨".into())),
+        ]);
+        let written = write_prompt(poster, "中秋海报，水墨风", &slots, "htposter", Lexicon::builtin());
+        assert!(written.prompt.starts_with("htposter, Mid-Autumn Festival, full moon, mooncakes, Chinese ink wash painting, festive"), "{}", written.prompt);
+        let without_trigger = write_prompt(poster, "中秋海报", &Slots::new(), "", Lexicon::builtin());
+        assert!(without_trigger.prompt.starts_with("festive greeting poster"), "{}", without_trigger.prompt);
+        assert!(!without_trigger.prompt.contains(", ,"));
+    }
+
+    #[test]
+    fn edit_instructions_follow_the_verb() {
+        assert_eq!(edit_instruction("把天空换成晚霞", "sky", "sunset glow", ""), "turn the sky into sunset glow");
+        assert_eq!(edit_instruction("去掉图片里的路人", "passers-by", "", ""), "remove the passers-by");
+        assert_eq!(edit_instruction("在左上角加一轮月亮", "top left", "moon", ""), "add moon to the top left");
+        assert_eq!(edit_instruction("改成水彩风格", "", "", "watercolor painting"), "make it watercolor painting");
+    }
+}

@@ -1,0 +1,275 @@
+//! Scenes: per business scenario its intent, LoRA file and scale, trigger word, prompt
+//! template, negative prompt, size, sampler settings and enhancer preset.
+//!
+//! The shipped default is `crates/agent/scenes.toml`, compiled in; a user file
+//! overrides scenes of the same name and adds new ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{AgentError, Result};
+use crate::labels::Intent;
+use crate::chat_backend::ChatBackend;
+use crate::toml_lite::{self, Value};
+
+pub const DEFAULT_SCENES: &str = include_str!("../scenes.toml");
+
+/// Scheduler spellings the diffusion pipelines accept (`huatu generate --scheduler`).
+pub const SCHEDULERS: [&str; 5] = ["euler", "euler-a", "ddim", "dpmpp-2m", "dpmpp-2m-karras"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scene {
+    pub name: String,
+    pub intent: Intent,
+    /// Relative to the LoRA folder; `None` runs the base model.
+    pub lora: Option<PathBuf>,
+    pub lora_scale: f64,
+    pub trigger: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: String,
+    /// Enhancer preset; `None` for "none".
+    pub enhancer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenes {
+    scenes: BTreeMap<String, Scene>,
+    /// `[prompt]`: which prompt writer to use.
+    pub prompt_backend: PromptBackend,
+}
+
+/// The prompt writer: the built-in lexicon (default, offline) or a chat server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptBackend {
+    Lexicon,
+    Chat(ChatBackend),
+}
+
+impl Scenes {
+    /// The shipped scenes.
+    pub fn builtin() -> Result<Self> {
+        Self::parse(DEFAULT_SCENES, Path::new("<built-in scenes.toml>"))
+    }
+
+    /// The shipped scenes with `path` laid over them.
+    pub fn with_overrides(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut scenes = Self::builtin()?;
+        let user = Self::parse(&text, path)?;
+        scenes.scenes.extend(user.scenes);
+        if user.prompt_backend != PromptBackend::Lexicon {
+            scenes.prompt_backend = user.prompt_backend;
+        }
+        Ok(scenes)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let bad = |message: String| AgentError::Scenes {
+            path: path.to_path_buf(),
+            message,
+        };
+        let document = toml_lite::parse(text).map_err(|(line, m)| bad(format!("line {line}: {m}")))?;
+        let mut scenes = BTreeMap::new();
+        let mut prompt_backend = PromptBackend::Lexicon;
+        for (table, entries) in &document {
+            if table == "prompt" {
+                prompt_backend = backend_from(entries).map_err(|m| bad(format!("[prompt]: {m}")))?;
+                continue;
+            }
+            if table.is_empty() {
+                if let Some(key) = entries.keys().next() {
+                    return Err(bad(format!("`{key}` must be inside a [scenes.NAME] table")));
+                }
+                continue;
+            }
+            let Some(name) = table.strip_prefix("scenes.") else {
+                return Err(bad(format!("unknown table [{table}] (expected [scenes.NAME])")));
+            };
+            let scene = scene_from(name, entries).map_err(|m| bad(format!("[scenes.{name}]: {m}")))?;
+            scenes.insert(name.to_string(), scene);
+        }
+        Ok(Self {
+            scenes,
+            prompt_backend,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Scene> {
+        self.scenes.get(name)
+    }
+
+    /// The scene serving `intent`: the one named after it if any (poster for
+    /// generate.poster, edit-instruct for edit.instruct), else the first by name.
+    pub fn for_intent(&self, intent: Intent) -> Option<&Scene> {
+        let own_name = intent.as_str().trim_start_matches("generate.").replace('.', "-");
+        self.scenes
+            .get(&own_name)
+            .filter(|s| s.intent == intent)
+            .or_else(|| self.scenes.values().find(|s| s.intent == intent))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Scene> {
+        self.scenes.values()
+    }
+}
+
+fn backend_from(entries: &BTreeMap<String, Value>) -> std::result::Result<PromptBackend, String> {
+    let get = |key: &str| match entries.get(key) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("`{key}` must be a string")),
+        None => Ok(None),
+    };
+    const KEYS: [&str; 6] = ["backend", "base_url", "model", "api_key", "api_key_env", "timeout_s"];
+    if let Some(unknown) = entries.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!("unknown key `{unknown}` (known: {})", KEYS.join(", ")));
+    }
+    match get("backend")?.as_deref() {
+        None | Some("lexicon") => Ok(PromptBackend::Lexicon),
+        Some("openai") => {
+            let base_url = get("base_url")?.ok_or("`base_url` is missing (e.g. http://127.0.0.1:8080/v1)")?;
+            let model = get("model")?.ok_or("`model` is missing")?;
+            let api_key = match (get("api_key")?, get("api_key_env")?) {
+                (Some(key), _) => Some(key),
+                (None, Some(variable)) => std::env::var(&variable).ok(),
+                (None, None) => None,
+            };
+            let timeout = match entries.get("timeout_s") {
+                Some(Value::Integer(n)) if *n > 0 => *n as u64,
+                Some(_) => return Err("`timeout_s` must be a positive integer".into()),
+                None => 60,
+            };
+            Ok(PromptBackend::Chat(ChatBackend {
+                base_url,
+                model,
+                api_key,
+                timeout: std::time::Duration::from_secs(timeout),
+            }))
+        }
+        Some(other) => Err(format!("backend must be lexicon or openai, got {other}")),
+    }
+}
+
+fn scene_from(name: &str, entries: &BTreeMap<String, Value>) -> std::result::Result<Scene, String> {
+    const KEYS: [&str; 13] = [
+        "intent", "lora", "lora_scale", "trigger", "prompt", "negative_prompt", "width", "height",
+        "steps", "guidance", "scheduler", "enhancer", "pipeline",
+    ];
+    if let Some(unknown) = entries.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!("unknown key `{unknown}` (known: {})", KEYS.join(", ")));
+    }
+    let string = |key: &str| -> std::result::Result<String, String> {
+        match entries.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("`{key}` must be a string")),
+            None => Err(format!("`{key}` is missing")),
+        }
+    };
+    let optional_string = |key: &str| match entries.get(key) {
+        None => Ok(String::new()),
+        Some(_) => string(key),
+    };
+    let integer = |key: &str, min: i64, max: i64| -> std::result::Result<usize, String> {
+        match entries.get(key) {
+            Some(Value::Integer(n)) if (min..=max).contains(n) => Ok(*n as usize),
+            Some(Value::Integer(n)) => Err(format!("`{key}` must be between {min} and {max}, got {n}")),
+            Some(_) => Err(format!("`{key}` must be an integer")),
+            None => Err(format!("`{key}` is missing")),
+        }
+    };
+    let number = |key: &str, default: Option<f64>| -> std::result::Result<f64, String> {
+        match entries.get(key) {
+            Some(Value::Float(x)) => Ok(*x),
+            Some(Value::Integer(n)) => Ok(*n as f64),
+            Some(_) => Err(format!("`{key}` must be a number")),
+            None => default.ok_or_else(|| format!("`{key}` is missing")),
+        }
+    };
+    let intent: Intent = string("intent")?.parse().map_err(|e: AgentError| e.to_string())?;
+    let width = integer("width", 64, 4096)?;
+    let height = integer("height", 64, 4096)?;
+    if width % 8 != 0 || height % 8 != 0 {
+        return Err(format!("width and height must be multiples of 8, got {width}×{height}"));
+    }
+    let scheduler = string("scheduler")?;
+    if !SCHEDULERS.contains(&scheduler.as_str()) {
+        return Err(format!("scheduler must be one of {}, got {scheduler}", SCHEDULERS.join(", ")));
+    }
+    let guidance = number("guidance", None)?;
+    let lora_scale = number("lora_scale", Some(1.0))?;
+    if !(0.0..=30.0).contains(&guidance) || !(-4.0..=4.0).contains(&lora_scale) {
+        return Err(format!(
+            "guidance must be in [0, 30] and lora_scale in [-4, 4], got {guidance} and {lora_scale}"
+        ));
+    }
+    let lora = optional_string("lora")?;
+    let enhancer = optional_string("enhancer")?;
+    Ok(Scene {
+        name: name.to_string(),
+        intent,
+        lora: (!lora.is_empty()).then(|| PathBuf::from(lora)),
+        lora_scale,
+        trigger: optional_string("trigger")?,
+        prompt: string("prompt")?,
+        negative_prompt: optional_string("negative_prompt")?,
+        width,
+        height,
+        steps: integer("steps", 1, 200)?,
+        guidance,
+        scheduler,
+        enhancer: (!enhancer.is_empty() && enhancer != "none").then_some(enhancer),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_intent_but_other_has_a_builtin_scene() {
+        let scenes = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
+        for intent in Intent::ALL {
+            assert_eq!(scenes.for_intent(intent).is_some(), intent != Intent::Other, "{intent}");
+        }
+        let poster = scenes.get("poster").unwrap_or_else(|| panic!("no poster scene"));
+        assert_eq!(poster.lora.as_deref(), Some(Path::new("poster.safetensors")));
+        assert_eq!(poster.trigger, "htposter");
+        assert_eq!(scenes.get("free").and_then(|s| s.lora.clone()), None);
+    }
+
+    #[test]
+    fn a_user_file_overrides_and_adds() {
+        let dir = std::env::temp_dir().join(format!("huatu-scenes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("scenes.toml");
+        let text = "[scenes.poster]\nintent = \"generate.poster\"\nprompt = \"{subject}\"\nwidth = 512\nheight = 512\nsteps = 4\nguidance = 3\nscheduler = \"ddim\"\n\n[scenes.ink]\nintent = \"generate.free\"\nprompt = \"ink, {subject}\"\nwidth = 768\nheight = 512\nsteps = 20\nguidance = 5.5\nscheduler = \"euler\"\n";
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let scenes = Scenes::with_overrides(&path).unwrap_or_else(|e| panic!("{e}"));
+        let poster = scenes.get("poster").unwrap_or_else(|| panic!("poster"));
+        assert_eq!((poster.width, poster.steps, poster.lora.is_none()), (512, 4, true));
+        assert!(scenes.get("ink").is_some());
+        // generate.free still prefers the scene named `free`.
+        assert_eq!(scenes.for_intent(Intent::GenerateFree).map(|s| s.name.as_str()), Some("free"));
+    }
+
+    #[test]
+    fn invalid_scenes_say_what_is_wrong() {
+        let check = |text: &str, needle: &str| {
+            let error = Scenes::parse(text, Path::new("s.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+        };
+        let base = "[scenes.x]\nintent = \"generate.free\"\nprompt = \"p\"\nsteps = 20\nguidance = 5\n";
+        check(&format!("{base}width = 1000\nheight = 1001\nscheduler = \"euler\"\n"), "multiples of 8, got 1000×1001");
+        check(&format!("{base}width = 512\nheight = 512\nscheduler = \"plms\"\n"), "scheduler must be one of");
+        check(&format!("{base}width = 512\nheight = 512\nscheduler = \"euler\"\ncolour = \"red\"\n"), "unknown key `colour`");
+        check("[scenes.x]\nintent = \"draw\"\n", "unknown intent `draw`");
+        check("[other]\n", "unknown table [other]");
+    }
+}

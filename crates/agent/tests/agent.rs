@@ -1,0 +1,255 @@
+//! Integration tests of the agent crate (one binary to save link time): encoder parity
+//! with transformers, training, save/load, and the committed model on dev examples.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use huatu_agent::bert::{BertConfig, BertModel, Dropout};
+use huatu_agent::checkpoint::load_safetensors;
+use huatu_agent::corpus::{read_jsonl, Example};
+use huatu_agent::eval::evaluate;
+use huatu_agent::train::{TrainOptions, Trainer};
+use huatu_agent::{AgentError, IntentModel};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture() -> PathBuf {
+    repo().join("tests/fixtures/bert_tiny")
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+struct Reference {
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    last_hidden_state: Tensor,
+    pooler_output: Tensor,
+}
+
+fn reference() -> Result<Reference> {
+    let tensors = candle_core::safetensors::load(fixture().join("reference.safetensors"), &Device::Cpu)?;
+    let get = |name: &str| -> Result<Tensor> {
+        tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("reference lacks {name}"))
+    };
+    Ok(Reference {
+        input_ids: get("input_ids")?.to_dtype(DType::U32)?,
+        attention_mask: get("attention_mask")?,
+        last_hidden_state: get("last_hidden_state")?,
+        pooler_output: get("pooler_output")?,
+    })
+}
+
+fn read_bert_config(dir: &Path) -> Result<BertConfig> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?)
+}
+
+/// Runs `bert` on the reference inputs; returns the worst difference of both outputs.
+fn parity(bert: &BertModel) -> Result<f32> {
+    let reference = reference()?;
+    let output = bert.forward(&reference.input_ids, &reference.attention_mask, &mut Dropout::disabled())?;
+    let hidden = max_abs_diff(&output.last_hidden_state, &reference.last_hidden_state)?;
+    let pooled = max_abs_diff(&output.pooler_output, &reference.pooler_output)?;
+    Ok(hidden.max(pooled))
+}
+
+// mirrors transformers BertModel.forward (eval mode); tolerance 1e-4 absolute in f32.
+#[test]
+fn bert_encoder_matches_transformers() -> Result<()> {
+    let config = read_bert_config(&fixture())?;
+    let tensors = load_safetensors(&fixture().join("model.safetensors"), &Device::Cpu)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let bert = BertModel::new(vb.pp("bert"), &config)?;
+    let diff = parity(&bert)?;
+    assert!(diff < 1e-4, "max abs difference {diff}");
+    Ok(())
+}
+
+// Old TensorFlow-converted checkpoints (bert-base-chinese) use `bert.` and gamma/beta.
+#[test]
+fn legacy_tensor_names_load_to_the_same_encoder() -> Result<()> {
+    let original = candle_core::safetensors::load(fixture().join("model.safetensors"), &Device::Cpu)?;
+    let renamed: HashMap<String, Tensor> = original
+        .into_iter()
+        .map(|(name, tensor)| {
+            let name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
+            (format!("bert.{name}"), tensor)
+        })
+        .collect();
+    let dir = tempdir("legacy")?;
+    candle_core::safetensors::save(&renamed, dir.join("model.safetensors"))?;
+    let tensors = load_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?;
+    let bert = BertModel::new(
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu).pp("bert"),
+        &read_bert_config(&fixture())?,
+    )?;
+    assert!(parity(&bert)? < 1e-4);
+    Ok(())
+}
+
+fn tempdir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("huatu-agent-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn train_examples(n: usize) -> Result<Vec<Example>> {
+    let mut examples = read_jsonl(&repo().join("data/intents/train.jsonl"))?;
+    examples.truncate(n);
+    Ok(examples)
+}
+
+// The fine-tuning path: the trainer's encoder starts as the Hugging Face checkpoint.
+#[test]
+fn fine_tuning_starts_from_the_pretrained_encoder() -> Result<()> {
+    let options = TrainOptions {
+        pretrained: Some(fixture()),
+        max_len: 40,
+        ..TrainOptions::default()
+    };
+    let trainer = Trainer::new(&train_examples(8)?, options)?;
+    assert!(parity(trainer.model.joint().bert())? < 1e-4);
+    assert_eq!(trainer.model.vocab().len(), 32);
+    Ok(())
+}
+
+fn tiny_options() -> TrainOptions {
+    TrainOptions {
+        hidden_size: 32,
+        layers: 1,
+        heads: 2,
+        intermediate_size: 64,
+        max_len: 64,
+        dropout: 0.0,
+        unk_probability: 0.0,
+        ..TrainOptions::default()
+    }
+}
+
+#[test]
+fn loss_falls_on_a_small_batch_and_the_model_survives_save_and_load() -> Result<()> {
+    let examples = train_examples(16)?;
+    let mut trainer = Trainer::new(&examples, tiny_options())?;
+    let mut optimizer = trainer.optimizer(3e-3)?;
+    let first = trainer.step(&examples, &mut optimizer)?;
+    let mut last = first;
+    for _ in 0..40 {
+        last = trainer.step(&examples, &mut optimizer)?;
+    }
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let before = trainer.model.parse_batch(&texts)?;
+    let dir = tempdir("saved")?;
+    trainer.save(&dir, false)?;
+    let loaded = IntentModel::load(&dir)?;
+    assert_eq!(loaded.parse_batch(&texts)?, before);
+    // f16 weights keep the decisions (confidences may move in the third decimal).
+    trainer.save(&dir, true)?;
+    let half = IntentModel::load(&dir)?.parse_batch(&texts)?;
+    let same = half.iter().zip(&before).filter(|(a, b)| a.intent == b.intent && a.slots == b.slots).count();
+    assert!(same >= texts.len() - 1, "{same}/{} agree after f16", texts.len());
+    Ok(())
+}
+
+#[test]
+fn training_is_reproducible_with_a_seed() -> Result<()> {
+    let examples = train_examples(12)?;
+    let options = TrainOptions { epochs: 1, batch_size: 4, ..tiny_options() };
+    let run = || -> Result<Vec<huatu_agent::Parse>> {
+        let mut trainer = Trainer::new(&examples, options.clone())?;
+        trainer.train(&examples, &mut |_, _| {})?;
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        Ok(trainer.model.parse_batch(&texts)?)
+    };
+    let (a, b) = (run()?, run()?);
+    assert_eq!(a, b);
+    Ok(())
+}
+
+#[test]
+fn a_missing_model_names_the_missing_file() {
+    let dir = std::env::temp_dir().join("huatu-agent-no-such-model");
+    match IntentModel::load(&dir) {
+        Err(AgentError::MissingModelFile { file, .. }) => assert_eq!(file, "config.json"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("loaded a model from nothing"),
+    }
+}
+
+fn committed() -> Result<IntentModel> {
+    Ok(IntentModel::load(&repo().join("models/intent"))?)
+}
+
+#[test]
+fn committed_model_parses_odd_input_without_panicking() -> Result<()> {
+    let model = committed()?;
+    let long = "画".repeat(2000);
+    let texts = ["", "   ", "🎨🎨", "\u{0}", long.as_str(), "ＬＯＧＯ", "１６：９的海报"];
+    let parses = model.parse_batch(&texts)?;
+    assert_eq!(parses.len(), texts.len());
+    for (parse, text) in parses.iter().zip(texts) {
+        assert_eq!(parse.text, text);
+        assert!((0.0..=1.0).contains(&parse.confidence));
+        for value in parse.slots.values() {
+            if let huatu_agent::corpus::SlotValue::Text(value) = value {
+                assert!(text.contains(value.as_str()), "{value} not in {text}");
+            }
+        }
+    }
+    Ok(())
+}
+
+// Snapshot of `huatu parse --jsonl` output for the first dev instructions; regenerate
+// with UPDATE_SNAPSHOTS=1 after retraining the committed model.
+#[test]
+fn committed_model_snapshot_on_dev_examples() -> Result<()> {
+    let model = committed()?;
+    let dev = read_jsonl(&repo().join("data/intents/dev.jsonl"))?;
+    let texts: Vec<&str> = dev.iter().step_by(12).map(|e| e.text.as_str()).collect();
+    let mut lines = String::new();
+    for parse in model.parse_batch(&texts)? {
+        lines += &serde_json::to_string(&parse)?;
+        lines.push('\n');
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/parse_dev.jsonl");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        std::fs::write(&path, &lines)?;
+    }
+    let expected = std::fs::read_to_string(&path)?;
+    assert_eq!(lines, expected, "parse output changed; see {}", path.display());
+    Ok(())
+}
+
+#[test]
+fn committed_model_holds_its_dev_figures() -> Result<()> {
+    let model = committed()?;
+    let dev = read_jsonl(&repo().join("data/intents/dev.jsonl"))?;
+    let texts: Vec<&str> = dev.iter().map(|e| e.text.as_str()).collect();
+    let parses = model.parse_batch(&texts)?;
+    let report = evaluate(&dev, &parses);
+    assert!(report.intent_accuracy() > 0.9, "{report}");
+    assert!(report.slots.f1() > 0.5, "{report}");
+    Ok(())
+}
+
+#[test]
+fn the_dev_set_is_disjoint_from_the_training_corpus() -> Result<()> {
+    let train: std::collections::HashSet<String> =
+        read_jsonl(&repo().join("data/intents/train.jsonl"))?.into_iter().map(|e| e.text).collect();
+    let dev = read_jsonl(&repo().join("data/intents/dev.jsonl"))?;
+    assert!(train.len() >= 5000 && dev.len() >= 300);
+    let shared: Vec<&str> = dev.iter().map(|e| e.text.as_str()).filter(|t| train.contains(*t)).collect();
+    assert!(shared.is_empty(), "{shared:?}");
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `huatu train intent`: trains the intent + slot model on CPU and writes a model folder.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use huatu_agent::corpus::read_jsonl;
+use huatu_agent::eval::evaluate;
+use huatu_agent::train::{TrainOptions, Trainer};
+
+#[derive(Subcommand, Debug)]
+pub enum TrainCommand {
+    /// The intent + slot model (INTENTS.md) from labelled JSON lines.
+    Intent(TrainIntentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainIntentArgs {
+    /// Training data: JSON lines with text, intent, slots.
+    #[arg(long, default_value = "data/intents/train.jsonl")]
+    pub data: PathBuf,
+    /// Labelled data scored after every epoch (not trained on).
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    /// Output model folder.
+    #[arg(long, default_value = "models/intent")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = TrainOptions::default().epochs)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = TrainOptions::default().learning_rate)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
+    pub seed: u64,
+    #[arg(long, default_value_t = TrainOptions::default().hidden_size)]
+    pub hidden_size: usize,
+    #[arg(long, default_value_t = TrainOptions::default().layers)]
+    pub layers: usize,
+    #[arg(long, default_value_t = TrainOptions::default().heads)]
+    pub heads: usize,
+    #[arg(long, default_value_t = TrainOptions::default().intermediate_size)]
+    pub intermediate_size: usize,
+    #[arg(long, default_value_t = TrainOptions::default().max_len)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = TrainOptions::default().dropout)]
+    pub dropout: f64,
+    /// Fine-tune a Hugging Face BERT folder (config.json, vocab.txt, model.safetensors),
+    /// e.g. bert-base-chinese, instead of training an encoder from scratch.
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// Save f32 weights instead of f16.
+    #[arg(long)]
+    pub f32: bool,
+}
+
+pub fn run(command: TrainCommand) -> anyhow::Result<()> {
+    let TrainCommand::Intent(args) = command;
+    let examples = read_jsonl(&args.data)?;
+    let dev = args.dev.as_deref().map(read_jsonl).transpose()?;
+    let options = TrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        hidden_size: args.hidden_size,
+        layers: args.layers,
+        heads: args.heads,
+        intermediate_size: args.intermediate_size,
+        max_len: args.max_len,
+        dropout: args.dropout,
+        pretrained: args.pretrained,
+        ..TrainOptions::default()
+    };
+    eprintln!("training on {} instructions from {}", examples.len(), args.data.display());
+    let started = Instant::now();
+    let mut trainer = Trainer::new(&examples, options)?;
+    let mut failure = None;
+    let half = !args.f32;
+    trainer.train(&examples, &mut |report, trainer| {
+        let model = &trainer.model;
+        let mut line = format!(
+            "epoch {:>2}: intent loss {:.4}, tag loss {:.4}, {:.1} s",
+            report.epoch, report.intent_loss, report.tag_loss, report.seconds
+        );
+        if let Some(dev) = &dev {
+            let texts: Vec<&str> = dev.iter().map(|e| e.text.as_str()).collect();
+            match texts.chunks(64).map(|c| model.parse_batch(c)).collect::<Result<Vec<_>, _>>() {
+                Ok(parses) => {
+                    let parses: Vec<_> = parses.into_iter().flatten().collect();
+                    let scores = evaluate(dev, &parses);
+                    line += &format!(
+                        "; dev intent accuracy {:.1}%, slot F1 {:.1}%",
+                        100.0 * scores.intent_accuracy(),
+                        100.0 * scores.slots.f1()
+                    );
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        eprintln!("{line}");
+        // Every epoch is a usable model; a long run can be stopped early.
+        if let Err(error) = trainer.save(&args.out, half) {
+            failure.get_or_insert(error);
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error).context("scoring the dev set or saving");
+    }
+    eprintln!(
+        "trained in {:.1} s; wrote {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
