@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod model_args;
 mod png_output;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Text-to-image with Stable Diffusion XL.
     Generate(commands::generate::GenerateArgs),
+    /// Edits an image: text edit (InstructPix2Pix), region edit (inpainting, ControlNet) or img2img.
+    Edit(commands::edit::EditArgs),
     /// Understands an instruction: intent and slots as JSON (INTENTS.md).
     Parse(commands::parse::ParseArgs),
     /// Scores a model on labelled data.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
+        Command::Edit(args) => commands::edit::run(args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Eval(command) => commands::parse::run_eval(command),
         Command::Train(command) => commands::train::run(command),

@@ -231,3 +231,109 @@ fn lora_info_shows_the_trigger_word_and_what_the_file_changes() {
     }
     expect_error(&["lora", "info", "/nonexistent.safetensors"], "/nonexistent.safetensors");
 }
+
+fn edit_reference(name: &str) -> String {
+    fixture(&format!("edit_tiny_reference/{name}")).display().to_string()
+}
+
+fn noise_file(case: &str, dir: &Path) -> String {
+    let tensors = candle_core::safetensors::load(fixture(&format!("edit_tiny_reference/{case}.safetensors")), &candle_core::Device::Cpu)
+        .expect("reference");
+    let path = dir.join(format!("{case}-noise.safetensors"));
+    candle_core::safetensors::save(&std::collections::HashMap::from([("latents", tensors["noise"].clone())]), &path)
+        .expect("write noise");
+    path.display().to_string()
+}
+
+fn max_level_difference(a: &[u8], b: &[u8]) -> u8 {
+    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(255)
+}
+
+#[test]
+fn edit_with_an_instruction_matches_diffusers_instruct_pix2pix() {
+    let dir = temp_dir("edit-ip2p");
+    let out = dir.join("winter.png");
+    let output = huatu(&[
+        "edit", "--model", &fixture("sdxl_tiny_instruct_pix2pix").display().to_string(),
+        "--image", &edit_reference("image.png"), "--instruction", "make it look like winter",
+        "--negative-prompt", "blurry", "--image-guidance", "1.5", "--steps", "5", "--guidance", "5",
+        "--scheduler", "euler", "--latents", &noise_file("instruct_pix2pix", &dir), "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (pixels, chunks) = read_png(&out);
+    let (expected, _) = read_png(&fixture("edit_tiny_reference/instruct_pix2pix.png"));
+    assert!(max_level_difference(&pixels, &expected) <= 1);
+    assert!(chunks.iter().any(|(key, text)| key == "huatu" && text.contains("\"mode\":\"instruct-pix2pix\"")));
+}
+
+#[test]
+fn region_edit_with_a_controlnet_matches_diffusers_inside_and_keeps_the_outside() {
+    let dir = temp_dir("edit-controlnet");
+    let out = dir.join("logo.png");
+    // the fixture's mask is the box 24,16 – 56,48
+    let output = huatu(&[
+        "edit", "--model", &model(), "--image", &edit_reference("image.png"), "--box", "24,16,56,48",
+        "--prompt", "a golden logo", "--negative-prompt", "blurry", "--strength", "1.0",
+        "--controlnet", &fixture("controlnet_tiny").display().to_string(), "--controlnet-scale", "0.8",
+        "--control-end", "0.8", "--control-image", &edit_reference("control.png"), "--steps", "5",
+        "--scheduler", "euler", "--latents", &noise_file("controlnet_inpaint", &dir), "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (pixels, _) = read_png(&out);
+    let (expected, _) = read_png(&fixture("edit_tiny_reference/controlnet_inpaint.png"));
+    let (original, _) = read_png(&fixture("edit_tiny_reference/image.png"));
+    for y in 0..64 {
+        for x in 0..64 {
+            let i = (y * 64 + x) * 3;
+            let inside = (24..56).contains(&x) && (16..48).contains(&y);
+            let reference = if inside { &expected } else { &original };
+            let worst = max_level_difference(&pixels[i..i + 3], &reference[i..i + 3]);
+            assert!(worst <= if inside { 1 } else { 0 }, "pixel ({x}, {y}) off by {worst}");
+        }
+    }
+}
+
+#[test]
+fn a_condition_image_without_text_runs_guess_mode_in_the_region() {
+    let dir = temp_dir("edit-guess");
+    let out = dir.join("guess.png");
+    let control = dir.join("control.png");
+    let output = huatu(&[
+        "edit", "--model", &model(), "--image", &edit_reference("image.png"), "--region", "0.5,0.5,0.5,0.5",
+        "--controlnet", &fixture("controlnet_tiny").display().to_string(),
+        "--condition-image", &edit_reference("control.png"), "--steps", "2", "--seed", "3",
+        "--save-control", &control.display().to_string(), "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("guess mode"), "{}", stderr(&output));
+    let (canvas, _) = read_png(&control);
+    for y in 0..64 {
+        for x in 0..64 {
+            if !((16..48).contains(&x) && (16..48).contains(&y)) {
+                assert_eq!(&canvas[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3], &[0, 0, 0], "control outside the region");
+            }
+        }
+    }
+    assert!(canvas.iter().any(|&v| v == 255), "no edges in the control image");
+}
+
+#[test]
+fn bad_edit_requests_get_one_clear_error_each() {
+    let dir = temp_dir("edit-errors");
+    let out = dir.join("x.png").display().to_string();
+    let image = edit_reference("image.png");
+    let model = model();
+    expect_error(
+        &["edit", "--model", &model, "--image", &image, "--region", "60,32,40,40", "--prompt", "x", "--out", &out],
+        "reaches outside the 64×64 image",
+    );
+    expect_error(&["edit", "--model", &model, "--image", &image, "--instruction", "make it red", "--out", &out], "needs an 8-channel UNet");
+    expect_error(&["edit", "--model", &model, "--image", &image, "--out", &out], "nothing to do");
+    let odd = dir.join("odd.png");
+    image::RgbImage::new(30, 20).save(&odd).expect("write");
+    expect_error(
+        &["edit", "--model", &model, "--image", &odd.display().to_string(), "--prompt", "x", "--out", &out],
+        "multiples of 8",
+    );
+    expect_error(&["edit", "--model", &model, "--image", "/nonexistent.png", "--prompt", "x", "--out", &out], "/nonexistent.png");
+}

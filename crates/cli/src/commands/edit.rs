@@ -1,0 +1,286 @@
+//! `huatu edit`: the three editing modes of huatu, chosen by the arguments given:
+//! - text edit (InstructPix2Pix): `--instruction TEXT [--image-guidance F]`;
+//! - region edit / inpainting: `--mask MASK.png | --region CX,CY,W,H | --box X0,Y0,X1,Y1`,
+//!   optional `--prompt`, and with `--controlnet DIR` a control image — ready
+//!   (`--control-image`) or made from a raw condition image (`--condition-image`: scaled
+//!   into the region, Canny edges, on a black canvas). With a condition image and no
+//!   prompt, the ControlNet runs in guess mode with an empty prompt;
+//! - img2img: `--prompt TEXT --strength F` without a region.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device};
+use clap::Args;
+use huatu_diffusion::loading::controlnet::load_controlnet;
+use huatu_diffusion::pipelines::{
+    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage, Image2ImageRequest,
+    InpaintRequest, InstructPix2PixRequest, RgbImage,
+};
+use huatu_imaging::edit::{control_canvas, region_mask, CannyThresholds, Rect, Region};
+
+use crate::model_args::{random_seed, ModelArgs, SamplingArgs, StepBar};
+use crate::png_output::write_png;
+
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The original image (PNG, JPEG or WebP; sides multiples of 8).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Text edit with InstructPix2Pix: what to change ("make it winter").
+    #[arg(long, conflicts_with_all = ["mask", "region", "box_corners", "prompt"])]
+    pub instruction: Option<String>,
+    /// InstructPix2Pix image guidance (how closely to keep the original).
+    #[arg(long, default_value_t = 1.5)]
+    pub image_guidance: f64,
+    /// Mask image: white = repaint, black = keep.
+    #[arg(long, conflicts_with_all = ["region", "box_corners"])]
+    pub mask: Option<PathBuf>,
+    /// Edit region CX,CY,W,H (pixels, or fractions written with a decimal point).
+    #[arg(long, conflicts_with = "box_corners")]
+    pub region: Option<String>,
+    /// Edit region X0,Y0,X1,Y1 (pixels, or fractions written with a decimal point).
+    #[arg(long = "box")]
+    pub box_corners: Option<String>,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
+    /// How much of the original is replaced: img2img default 0.8, inpainting 0.9999.
+    #[arg(long)]
+    pub strength: Option<f64>,
+    /// Feathering of the pasted result inside the mask, in pixels.
+    #[arg(long, default_value_t = 0)]
+    pub mask_blur: usize,
+    /// An SDXL ControlNet (diffusers folder or .safetensors with config.json beside it).
+    #[arg(long)]
+    pub controlnet: Option<PathBuf>,
+    #[arg(long, default_value_t = 1.0)]
+    pub controlnet_scale: f64,
+    /// Fractions of the steps where the ControlNet starts and stops.
+    #[arg(long, default_value_t = 0.0)]
+    pub control_start: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub control_end: f64,
+    /// A ready control image, the size of the original.
+    #[arg(long, conflicts_with = "condition_image")]
+    pub control_image: Option<PathBuf>,
+    /// A raw condition image (logo, product): fitted into the region, Canny edges.
+    #[arg(long)]
+    pub condition_image: Option<PathBuf>,
+    #[arg(long, default_value_t = 100.0)]
+    pub canny_low: f32,
+    #[arg(long, default_value_t = 200.0)]
+    pub canny_high: f32,
+    /// Paste the condition image as it is, without edge extraction (non-canny ControlNets).
+    #[arg(long)]
+    pub no_edges: bool,
+    /// ControlNet on the conditional branch only (automatic with a condition image and no prompt).
+    #[arg(long)]
+    pub guess_mode: bool,
+    /// Writes the control image used here.
+    #[arg(long)]
+    pub save_control: Option<PathBuf>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+fn read_rgb(path: &Path, what: &str) -> anyhow::Result<RgbImage> {
+    let image = huatu_imaging::io::load_image(path).with_context(|| format!("cannot use {what}"))?.to_rgb8();
+    let (width, height) = image.dimensions();
+    Ok(RgbImage { width: width as usize, height: height as usize, pixels: image.into_raw() })
+}
+
+fn read_gray(path: &Path, what: &str) -> anyhow::Result<GrayImage> {
+    let image = huatu_imaging::io::load_image(path).with_context(|| format!("cannot use {what}"))?.to_luma8();
+    let (width, height) = image.dimensions();
+    Ok(GrayImage { width: width as usize, height: height as usize, pixels: image.into_raw() })
+}
+
+fn to_image_crate(image: &RgbImage) -> anyhow::Result<image::RgbImage> {
+    image::RgbImage::from_raw(image.width as u32, image.height as u32, image.pixels.clone())
+        .context("internal: image buffer size")
+}
+
+/// The smallest rectangle holding every mask pixel ≥ 128.
+fn mask_bounds(mask: &GrayImage) -> Option<Rect> {
+    let mut bounds: Option<Rect> = None;
+    for (index, &value) in mask.pixels.iter().enumerate() {
+        if value < 128 {
+            continue;
+        }
+        let (x, y) = ((index % mask.width) as u32, (index / mask.width) as u32);
+        let rect = bounds.get_or_insert(Rect { left: x, top: y, right: x + 1, bottom: y + 1 });
+        rect.left = rect.left.min(x);
+        rect.top = rect.top.min(y);
+        rect.right = rect.right.max(x + 1);
+        rect.bottom = rect.bottom.max(y + 1);
+    }
+    bounds
+}
+
+/// The mask and the region it covers, from --mask, --region or --box.
+fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(GrayImage, Rect)>> {
+    let (width, height) = (image.width as u32, image.height as u32);
+    let region = match (&args.region, &args.box_corners) {
+        (Some(text), _) => Some(Region::parse_center(text)?),
+        (None, Some(text)) => Some(Region::parse_box(text)?),
+        (None, None) => None,
+    };
+    if let Some(region) = region {
+        let rect = region.to_rect(width, height)?;
+        let mask = region_mask(rect, width, height);
+        return Ok(Some((GrayImage { width: image.width, height: image.height, pixels: mask.into_raw() }, rect)));
+    }
+    let Some(path) = &args.mask else { return Ok(None) };
+    let mask = read_gray(path, "--mask")?;
+    let rect = mask_bounds(&mask).with_context(|| format!("{} is empty: no pixel ≥ 128 to repaint", path.display()))?;
+    Ok(Some((mask, rect)))
+}
+
+pub fn run(args: EditArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let image = read_rgb(&args.image, "--image")?;
+    if image.width % 8 != 0 || image.height % 8 != 0 {
+        bail!(
+            "{} is {}×{}; SDXL needs both sides to be multiples of 8 (resize it first, e.g. `huatu preprocess`)",
+            args.image.display(),
+            image.width,
+            image.height
+        );
+    }
+    let noise = args.sampling.read_latents(&device)?;
+    let region = mask_and_region(&args, &image)?;
+    if args.controlnet.is_some() && region.is_none() {
+        bail!("a ControlNet region edit needs the region: --region, --box or --mask");
+    }
+    if region.is_none() && args.instruction.is_none() && args.prompt.is_none() {
+        bail!("nothing to do: give --instruction (text edit), a region (--region/--box/--mask) or --prompt with --strength (img2img)");
+    }
+    let components = args.model.load(&device)?;
+
+    let guess_mode = args.guess_mode || (args.condition_image.is_some() && args.prompt.is_none());
+    let prompt = args.instruction.clone().or_else(|| args.prompt.clone()).unwrap_or_default();
+    let mut settings = EditSettings::new(prompt);
+    settings.negative_prompt = args.negative_prompt.clone();
+    settings.num_inference_steps = args.sampling.steps;
+    settings.guidance_scale = args.sampling.guidance;
+    settings.guidance_rescale = args.sampling.guidance_rescale;
+    settings.scheduler = args.sampling.scheduler_for(&components);
+    settings.seed = args.sampling.seed.unwrap_or_else(random_seed);
+    settings.noise = noise;
+
+    let mut bar = StepBar::new(args.sampling.steps);
+    let (mode, latents, output) = if args.instruction.is_some() {
+        let request = InstructPix2PixRequest { settings: settings.clone(), image, image_guidance_scale: args.image_guidance };
+        let output = instruct_pix2pix(&components, &request, &mut bar)?;
+        ("instruct-pix2pix", output.latents, output.image)
+    } else if let Some((mask, rect)) = region {
+        let controlnet = match &args.controlnet {
+            Some(path) => Some(load_controlnet(path, components.dtype, &device).context("cannot use --controlnet")?),
+            None => None,
+        };
+        let mut controlnets = Vec::new();
+        if let Some(controlnet) = &controlnet {
+            let control_image = control_image(&args, &image, rect)?;
+            controlnets.push(ControlNetUnit {
+                controlnet,
+                control_image,
+                controlnet_conditioning_scale: args.controlnet_scale,
+                control_guidance_start: args.control_start,
+                control_guidance_end: args.control_end,
+            });
+        }
+        if guess_mode && controlnets.is_empty() {
+            bail!("--guess-mode and --condition-image need --controlnet");
+        }
+        if guess_mode {
+            eprintln!("no prompt: the ControlNet infers the edit from the images (guess mode)");
+        }
+        let request = InpaintRequest {
+            settings: settings.clone(),
+            image,
+            mask_image: mask,
+            strength: args.strength.unwrap_or(0.9999),
+            mask_blur: args.mask_blur,
+            controlnets,
+            guess_mode,
+        };
+        let output = inpaint(&components, &request, &mut bar)?;
+        (if controlnet.is_some() { "controlnet-inpaint" } else { "inpaint" }, output.latents, output.image)
+    } else {
+        let request = Image2ImageRequest { settings: settings.clone(), image, strength: args.strength.unwrap_or(0.8) };
+        let output = image_to_image(&components, &request, &mut bar)?;
+        ("img2img", output.latents, output.image)
+    };
+    bar.finish();
+
+    write_png(&args.sampling.out, &output, &settings_chunks(&args, mode, &settings, guess_mode))?;
+    args.sampling.save_latents(&latents.to_dtype(DType::F32)?, 0, 1)?;
+    println!("{}", args.sampling.out.display());
+    Ok(())
+}
+
+/// The ready control image, or the condition image fitted into the region (with edges).
+fn control_image(args: &EditArgs, image: &RgbImage, rect: Rect) -> anyhow::Result<RgbImage> {
+    let control = match (&args.control_image, &args.condition_image) {
+        (Some(path), _) => read_rgb(path, "--control-image")?,
+        (None, Some(path)) => {
+            let condition = to_image_crate(&read_rgb(path, "--condition-image")?)?;
+            let edges = (!args.no_edges).then_some(CannyThresholds { low: args.canny_low, high: args.canny_high });
+            let canvas = control_canvas(&condition, rect, image.width as u32, image.height as u32, edges)?;
+            let (width, height) = canvas.dimensions();
+            RgbImage { width: width as usize, height: height as usize, pixels: canvas.into_raw() }
+        }
+        (None, None) => bail!("--controlnet needs --control-image (ready) or --condition-image (raw)"),
+    };
+    if let Some(path) = &args.save_control {
+        write_png(path, &control, &[])?;
+        eprintln!("saved the control image to {}", path.display());
+    }
+    Ok(control)
+}
+
+fn settings_chunks(args: &EditArgs, mode: &str, settings: &EditSettings, guess_mode: bool) -> Vec<(&'static str, String)> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let json = serde_json::json!({
+        "mode": mode,
+        "model": args.model.model.display().to_string(),
+        "image": args.image.display().to_string(),
+        "prompt": settings.prompt,
+        "negative_prompt": settings.negative_prompt,
+        "mask": path(&args.mask),
+        "region": args.region,
+        "box": args.box_corners,
+        "strength": args.strength,
+        "image_guidance_scale": args.instruction.as_ref().map(|_| args.image_guidance),
+        "controlnet": path(&args.controlnet),
+        "controlnet_conditioning_scale": args.controlnet.as_ref().map(|_| args.controlnet_scale),
+        "control_image": path(&args.control_image),
+        "condition_image": path(&args.condition_image),
+        "guess_mode": guess_mode,
+        "steps": settings.num_inference_steps,
+        "guidance_scale": settings.guidance_scale,
+        "scheduler": settings.scheduler.to_string(),
+        "seed": if args.sampling.latents.is_some() { serde_json::Value::Null } else { settings.seed.into() },
+        "latents": path(&args.sampling.latents),
+        "loras": args.model.loras_json(),
+        "huatu_version": env!("CARGO_PKG_VERSION"),
+    });
+    let mut parameters = settings.prompt.clone();
+    parameters.push_str(&args.model.lora_tags());
+    if let Some(negative) = &settings.negative_prompt {
+        parameters.push_str(&format!("\nNegative prompt: {negative}"));
+    }
+    parameters.push_str(&format!(
+        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Mode: {mode}, Model: {}",
+        settings.num_inference_steps,
+        settings.scheduler,
+        settings.guidance_scale,
+        settings.seed,
+        args.model.model.display()
+    ));
+    vec![("huatu", json.to_string()), ("parameters", parameters)]
+}
