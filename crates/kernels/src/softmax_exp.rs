@@ -7,8 +7,9 @@ const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 const EXP_MIN_INPUT: f32 = -87.0;
 
+/// `exp(x)` for `x <= 0` (inputs below -87 give ≈ 0).
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let x = x.max(EXP_MIN_INPUT);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;

@@ -1,0 +1,43 @@
+//! Borrowing the f32 data of a contiguous CPU tensor, and wrapping a result vector back
+//! into a tensor: the glue between candle tensors and the plain-slice kernels.
+
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+
+/// Whether the fast kernels apply: f32 data on the CPU.
+pub(crate) fn is_cpu_f32(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && xs.dtype() == DType::F32
+}
+
+/// Runs `f` on the data of `xs` (made contiguous first) as one `&[f32]` in row-major order.
+pub(crate) fn with_f32<R>(xs: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let xs = xs.contiguous()?;
+    let (storage, layout) = xs.storage_and_layout();
+    let data = match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => data.as_slice(),
+        _ => candle_core::bail!("{what} must be an f32 CPU tensor"),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(f(&data[start..end])),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// Like [`with_f32`] for an optional tensor.
+pub(crate) fn with_optional_f32<R>(xs: Option<&Tensor>, what: &str, f: impl FnOnce(Option<&[f32]>) -> R) -> Result<R> {
+    match xs {
+        Some(xs) => with_f32(xs, what, |data| f(Some(data))),
+        None => Ok(f(None)),
+    }
+}
+
+/// A new CPU tensor from `data` of the given shape.
+pub(crate) fn tensor_from(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+/// A vector of `len` floats the caller overwrites completely before reading.
+pub(crate) fn uninit_vec(len: usize) -> Vec<f32> {
+    // Zero-filled: `vec![0.0; n]` maps fresh zero pages for large sizes, which costs no
+    // more than leaving memory uninitialised and needs no unsafe code.
+    vec![0f32; len]
+}
