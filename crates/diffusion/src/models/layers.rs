@@ -1,14 +1,21 @@
-//! The convolution and group-norm layers the UNet and VAE blocks are made of, as thin
-//! wrappers over candle's so that faster kernels can replace them in this one place.
-//! Semantics follow PyTorch's `nn.Conv2d` and `nn.GroupNorm` (affine, as diffusers uses them).
+//! The convolution and group-norm layers the UNet and VAE blocks are made of. Semantics
+//! follow PyTorch's `nn.Conv2d` and `nn.GroupNorm` (affine, as diffusers uses them); the
+//! arithmetic is huatu-kernels' (parallel GEMM convolutions, one-pass group statistics
+//! with SiLU fused) for f32 on the CPU and candle's everywhere else.
+//!
+//! The layers hold the very weight tensors the loader handed out and read them on every
+//! call (no packed copies), so LoRA merges written into those tensors take effect at once.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use huatu_kernels::conv2d::{conv2d_fused, Conv2dExtras, Conv2dParams};
 
 /// `nn.Conv2d` with bias, square kernel; weights `weight` [out, in, k, k] and `bias` [out].
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    inner: candle_nn::Conv2d,
+    weight: Tensor,
+    bias: Tensor,
+    params: Conv2dParams,
     span: tracing::Span,
 }
 
@@ -26,35 +33,70 @@ impl Conv2d {
             stride,
             ..Default::default()
         };
+        // Loaded through candle_nn so names, shapes and initialisation stay candle's.
+        let inner = candle_nn::conv2d(in_channels, out_channels, kernel_size, config, vb)?;
+        let bias = match inner.bias() {
+            Some(bias) => bias.clone(),
+            None => candle_core::bail!("conv2d: `bias` is missing"),
+        };
         Ok(Self {
-            inner: candle_nn::conv2d(in_channels, out_channels, kernel_size, config, vb)?,
+            weight: inner.weight().clone(),
+            bias,
+            params: Conv2dParams { stride, padding },
             span: tracing::trace_span!("conv2d", in_channels, out_channels, kernel_size),
         })
     }
 
     /// [b, in, h, w] -> [b, out, h', w']
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with(xs, Conv2dExtras::default())
+    }
+
+    /// The convolution of `xs` upsampled ×2 by nearest neighbour, without materialising
+    /// the upsampled tensor: [b, in, h, w] -> [b, out, 2h, 2w] (stride 1, padding 1 as
+    /// `Upsample2D` uses it).
+    pub fn forward_upsample_2x(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with(xs, Conv2dExtras { upsample_nearest_2x: true, ..Default::default() })
+    }
+
+    /// `conv(xs) + sample_bias[b, out, 1, 1] + residual` in one pass over the output:
+    /// `sample_bias` [b, out] (a resnet's projected time embedding), `residual` shaped
+    /// like the output.
+    pub fn forward_add(&self, xs: &Tensor, sample_bias: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_with(xs, Conv2dExtras { upsample_nearest_2x: false, sample_bias, residual })
+    }
+
+    fn forward_with(&self, xs: &Tensor, extras: Conv2dExtras) -> Result<Tensor> {
         let _enter = self.span.enter();
-        self.inner.forward(xs)
+        conv2d_fused(xs, &self.weight, Some(&self.bias), self.params, extras)
     }
 
     /// The dtype of the weights.
     pub fn dtype(&self) -> candle_core::DType {
-        self.inner.weight().dtype()
+        self.weight.dtype()
     }
 }
 
 /// `nn.GroupNorm(num_groups, num_channels, eps, affine=True)`; weights `weight`, `bias` [c].
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    inner: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    num_groups: usize,
+    eps: f64,
     span: tracing::Span,
 }
 
 impl GroupNorm {
     pub fn new(vb: VarBuilder, num_groups: usize, num_channels: usize, eps: f64) -> Result<Self> {
+        if num_groups == 0 || num_channels % num_groups != 0 {
+            candle_core::bail!("group norm: {num_channels} channels do not split into {num_groups} groups");
+        }
         Ok(Self {
-            inner: candle_nn::group_norm(num_groups, num_channels, eps, vb)?,
+            weight: vb.get_with_hints(num_channels, "weight", candle_nn::Init::Const(1.))?,
+            bias: vb.get_with_hints(num_channels, "bias", candle_nn::Init::Const(0.))?,
+            num_groups,
+            eps,
             span: tracing::trace_span!("group_norm", num_groups, num_channels),
         })
     }
@@ -62,11 +104,13 @@ impl GroupNorm {
     /// [b, c, ...] -> same shape, normalised per (sample, group).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        self.inner.forward(xs)
+        huatu_kernels::group_norm(xs, self.num_groups, &self.weight, &self.bias, self.eps, false)
     }
 
-    /// `silu(group_norm(xs))`, the pair every resnet block and model output starts with.
+    /// `silu(group_norm(xs))`, the pair every resnet block and model output starts with,
+    /// in one pass.
     pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
-        self.forward(xs)?.silu()
+        let _enter = self.span.enter();
+        huatu_kernels::group_norm(xs, self.num_groups, &self.weight, &self.bias, self.eps, true)
     }
 }

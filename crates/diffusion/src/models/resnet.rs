@@ -100,24 +100,19 @@ impl ResnetBlock2D {
     /// `time_emb_proj` (the VAE's) ignores `temb`; diffusers never passes it one.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let hidden = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
-        let hidden = match (&self.time_emb_proj, temb) {
-            (Some(time_emb_proj), Some(temb)) => {
-                let temb = time_emb_proj
-                    .forward(&temb.silu()?)?
-                    .unsqueeze(2)?
-                    .unsqueeze(3)?; // [b, out, 1, 1]
-                hidden.broadcast_add(&temb)?
-            }
-            _ => hidden,
+        // The projected time embedding is added as a per-sample bias of conv1, and the
+        // shortcut inside conv2's output pass (same sums as diffusers, no extra passes).
+        let temb = match (&self.time_emb_proj, temb) {
+            (Some(time_emb_proj), Some(temb)) => Some(time_emb_proj.forward(&temb.silu()?)?), // [b, out]
+            _ => None,
         };
+        let hidden = self.conv1.forward_add(&self.norm1.forward_silu(xs)?, temb.as_ref(), None)?;
         // Dropout is the identity at inference.
-        let hidden = self.conv2.forward(&self.norm2.forward_silu(&hidden)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv_shortcut) => conv_shortcut.forward(xs)?,
             None => xs.clone(),
         };
-        let output = (shortcut + hidden)?;
+        let output = self.conv2.forward_add(&self.norm2.forward_silu(&hidden)?, None, Some(&shortcut))?;
         if self.output_scale_factor == 1.0 {
             Ok(output)
         } else {
@@ -196,6 +191,9 @@ impl Upsample2D {
         let _enter = self.span.enter();
         let (_, _, height, width) = xs.dims4()?;
         let (out_height, out_width) = output_size.unwrap_or((2 * height, 2 * width));
+        if (out_height, out_width) == (2 * height, 2 * width) {
+            return self.conv.forward_upsample_2x(xs);
+        }
         let upsampled = xs.upsample_nearest2d(out_height, out_width)?;
         self.conv.forward(&upsampled)
     }

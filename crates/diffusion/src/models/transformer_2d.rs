@@ -6,6 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::BasicTransformerBlock;
+use super::layers::GroupNorm;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Transformer2DConfig {
@@ -21,7 +22,7 @@ pub struct Transformer2DConfig {
 
 #[derive(Debug, Clone)]
 pub struct Transformer2DModel {
-    norm: candle_nn::GroupNorm,
+    norm: GroupNorm,
     proj_in: candle_nn::Linear,
     transformer_blocks: Vec<BasicTransformerBlock>,
     proj_out: candle_nn::Linear,
@@ -34,7 +35,7 @@ impl Transformer2DModel {
             candle_core::bail!("Transformer2DModel: only use_linear_projection=true (SDXL) is supported");
         }
         let inner_dim = config.num_attention_heads * config.attention_head_dim;
-        let norm = candle_nn::group_norm(config.norm_num_groups, config.in_channels, 1e-6, vb.pp("norm"))?;
+        let norm = GroupNorm::new(vb.pp("norm"), config.norm_num_groups, config.in_channels, 1e-6)?;
         let proj_in = candle_nn::linear(config.in_channels, inner_dim, vb.pp("proj_in"))?;
         let transformer_blocks = (0..config.num_layers)
             .map(|index| {

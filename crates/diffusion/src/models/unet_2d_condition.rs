@@ -3,11 +3,12 @@
 //! the six micro-conditioning time ids), cross-attention down/mid/up blocks, and optional
 //! ControlNet residuals.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::embeddings::SdxlTimeEmbedding;
+use super::layers::{Conv2d, GroupNorm};
 use super::unet_blocks::{BlockAttention, BlockSettings, DownBlock, MidBlock, UpBlock};
 
 /// A config value diffusers accepts either as one number for every block or one per block.
@@ -179,12 +180,12 @@ pub struct ControlResiduals {
 #[derive(Debug, Clone)]
 pub struct UNet2DConditionModel {
     time_embedding: SdxlTimeEmbedding,
-    conv_in: candle_nn::Conv2d,
+    conv_in: Conv2d,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: candle_nn::GroupNorm,
-    conv_out: candle_nn::Conv2d,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
     config: UNet2DConditionConfig,
     span: tracing::Span,
 }
@@ -204,7 +205,6 @@ impl UNet2DConditionModel {
             cross_attention_dim: config.cross_attention_dim,
             use_linear_projection: config.use_linear_projection,
         };
-        let conv3x3 = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
 
         let time_embedding = SdxlTimeEmbedding::new(
             &vb,
@@ -214,7 +214,7 @@ impl UNet2DConditionModel {
             config.addition_time_embed_dim.unwrap_or_default(),
             config.projection_class_embeddings_input_dim.unwrap_or_default(),
         )?;
-        let conv_in = candle_nn::conv2d(config.in_channels, channels[0], 3, conv3x3, vb.pp("conv_in"))?;
+        let conv_in = Conv2d::new(vb.pp("conv_in"), config.in_channels, channels[0], 3, 1, 1)?;
 
         let mut down_blocks = Vec::with_capacity(blocks);
         for (index, kind) in config.down_block_types.iter().enumerate() {
@@ -269,9 +269,8 @@ impl UNet2DConditionModel {
             prev_output_channel = out_channels;
         }
 
-        let conv_norm_out =
-            candle_nn::group_norm(config.norm_num_groups, channels[0], config.norm_eps, vb.pp("conv_norm_out"))?;
-        let conv_out = candle_nn::conv2d(channels[0], config.out_channels, 3, conv3x3, vb.pp("conv_out"))?;
+        let conv_norm_out = GroupNorm::new(vb.pp("conv_norm_out"), config.norm_num_groups, channels[0], config.norm_eps)?;
+        let conv_out = Conv2d::new(vb.pp("conv_out"), channels[0], config.out_channels, 3, 1, 1)?;
         Ok(Self {
             time_embedding,
             conv_in,
@@ -347,12 +346,12 @@ impl UNet2DConditionModel {
             hidden = block.forward(&hidden, &block_residuals, &embedding, encoder_hidden_states, upsample_size)?;
         }
 
-        let hidden = self.conv_norm_out.forward(&hidden)?.silu()?;
+        let hidden = self.conv_norm_out.forward_silu(&hidden)?;
         self.conv_out.forward(&hidden)
     }
 
     /// The dtype the weights were loaded in.
     pub fn dtype(&self) -> DType {
-        self.conv_in.weight().dtype()
+        self.conv_in.dtype()
     }
 }
