@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Text-to-image with Stable Diffusion XL.
     Generate(commands::generate::GenerateArgs),
+    /// Serves the HTTP API (OpenAI-compatible images, jobs, SSE progress) and the web page.
+    Serve(commands::serve::ServeArgs),
     /// Edits an image: text edit (InstructPix2Pix), region edit (inpainting, ControlNet) or img2img.
     Edit(commands::edit::EditArgs),
     /// Understands an instruction: intent and slots as JSON (INTENTS.md).
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Edit(args) => commands::edit::run(args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Eval(command) => commands::parse::run_eval(command),

@@ -3,6 +3,7 @@
 pub mod edit;
 pub mod generate;
 pub mod lora;
+pub mod serve;
 pub mod parse;
 pub mod train;
 pub mod enhance;

@@ -1,0 +1,26 @@
+//! `huatu-server`: the same as `huatu serve`, as a binary of its own (the crate's
+//! restart tests kill it to simulate a crash).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "huatu-server", version, about = "huatu's HTTP API, job queue and web page")]
+struct Cli {
+    #[command(flatten)]
+    serve: huatu_server::ServeArgs,
+}
+
+fn main() -> ExitCode {
+    match huatu_server::run(Cli::parse().serve) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Settings of one server: the `huatu serve` flags (clap) and the resolved `ServerConfig`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use candle_core::DType;
+use clap::Args;
+
+use crate::error::ServerError;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// An SDXL model: a diffusers folder or a single-file checkpoint (.safetensors).
+    /// Without it the API runs but generation answers 503.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// For a single-file checkpoint: a diffusers folder with configs and tokenizers.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the job database, inputs, results (by content hash) and LoRAs (`loras/`) live.
+    #[arg(long, default_value = "huatu-data")]
+    pub data: PathBuf,
+    /// A bearer token that clients must send (`Authorization: Bearer KEY`). Repeat for
+    /// several. Without any key the API is open.
+    #[arg(long = "api-key")]
+    pub api_keys: Vec<String>,
+    /// A file with one API key per line (blank lines and `#` comments skipped).
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// An origin allowed to call the API from a browser (CORS), e.g. https://app.example;
+    /// `*` allows any. Repeat for several. Default: same origin only.
+    #[arg(long = "cors-origin")]
+    pub cors_origins: Vec<String>,
+    /// Most jobs waiting or running at once; more are answered 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub queue_capacity: usize,
+    /// Largest request body in MiB (uploads included).
+    #[arg(long, default_value_t = 20)]
+    pub max_upload_mib: usize,
+    /// Largest width or height in pixels, of requested and of uploaded images.
+    #[arg(long, default_value_t = 2048)]
+    pub max_dimension: usize,
+    /// Most denoising steps a request may ask for.
+    #[arg(long, default_value_t = 150)]
+    pub max_steps: usize,
+    /// How long a synchronous request waits for its job before answering 504 (the job
+    /// goes on and can be followed at /v1/jobs/{id}).
+    #[arg(long, default_value_t = 600)]
+    pub sync_timeout_secs: u64,
+    /// Base of the `url`s in responses, e.g. https://huatu.example; default: from the
+    /// request's Host header.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Compute precision: f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: DType,
+}
+
+fn parse_dtype(text: &str) -> Result<DType, String> {
+    match text {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(format!("unknown dtype `{other}` (expected f32, f16 or bf16)")),
+    }
+}
+
+/// Everything a server needs, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub model: Option<PathBuf>,
+    pub model_config: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub api_keys: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub queue_capacity: usize,
+    pub max_upload_bytes: usize,
+    pub max_dimension: usize,
+    pub max_steps: usize,
+    pub max_images: usize,
+    pub sync_timeout: std::time::Duration,
+    pub public_url: Option<String>,
+    pub dtype: DType,
+}
+
+impl ServerConfig {
+    /// Defaults for a server over `data_dir` on a free loopback port.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            model: None,
+            model_config: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            api_keys: Vec::new(),
+            cors_origins: Vec::new(),
+            queue_capacity: 64,
+            max_upload_bytes: 20 << 20,
+            max_dimension: 2048,
+            max_steps: 150,
+            max_images: 8,
+            sync_timeout: std::time::Duration::from_secs(600),
+            public_url: None,
+            dtype: DType::F32,
+        }
+    }
+
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ServerError> {
+        let mut api_keys: Vec<String> = args.api_keys.iter().map(|key| key.trim().to_string()).collect();
+        if let Some(path) = &args.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ServerError::DataDir { path: path.clone(), source })?;
+            api_keys.extend(
+                text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from),
+            );
+        }
+        if api_keys.iter().any(String::is_empty) {
+            return Err(ServerError::Config("an API key must not be empty".into()));
+        }
+        if args.queue_capacity == 0 {
+            return Err(ServerError::Config("--queue-capacity must be at least 1".into()));
+        }
+        if args.max_dimension < 64 || args.max_dimension % 8 != 0 {
+            return Err(ServerError::Config(format!(
+                "--max-dimension must be a multiple of 8 and at least 64, got {}",
+                args.max_dimension
+            )));
+        }
+        Ok(Self {
+            model: args.model.clone(),
+            model_config: args.config.clone(),
+            listen: args.listen,
+            data_dir: args.data.clone(),
+            api_keys,
+            cors_origins: args.cors_origins.clone(),
+            queue_capacity: args.queue_capacity,
+            max_upload_bytes: args.max_upload_mib.saturating_mul(1 << 20),
+            max_dimension: args.max_dimension,
+            max_steps: args.max_steps.max(1),
+            max_images: 8,
+            sync_timeout: std::time::Duration::from_secs(args.sync_timeout_secs.max(1)),
+            public_url: args.public_url.as_ref().map(|url| url.trim_end_matches('/').to_string()),
+            dtype: args.dtype,
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! What a job is: its spec (what to compute, stored as JSON in the queue), its status and
+//! the events it emits while it runs.
+
+use huatu_diffusion::schedulers::SchedulerKind;
+use serde::{Deserialize, Serialize};
+
+/// A LoRA adapter by name: the file `<data>/loras/<name>.safetensors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub name: String,
+    pub scale: f64,
+}
+
+/// A checked text-to-image request: image `i` of `n` uses seed `seed + i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSpec {
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    /// `None`: the model's own scheduler.
+    pub scheduler: Option<SchedulerKind>,
+    pub seed: u64,
+    pub n: usize,
+    pub loras: Vec<LoraSpec>,
+}
+
+/// A checked edit of an uploaded image: inpainting inside `mask` (white = repaint), or
+/// image-to-image over the whole picture without one. Inputs are blob ids (PNG).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditSpec {
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    /// The original, RGB PNG.
+    pub image: String,
+    /// Grayscale PNG, white where to repaint; `None`: the whole image (img2img).
+    pub mask: Option<String>,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: Option<SchedulerKind>,
+    pub seed: u64,
+    pub n: usize,
+    /// How much of the original is replaced, in (0, 1].
+    pub strength: f64,
+    pub loras: Vec<LoraSpec>,
+}
+
+impl EditSpec {
+    /// Denoising steps one image runs: the strength cuts the schedule.
+    pub fn steps_run(&self) -> usize {
+        ((self.steps as f64 * self.strength) as usize).clamp(1, self.steps)
+    }
+}
+
+/// Everything the queue can run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobSpec {
+    Generation(GenerationSpec),
+    Edit(EditSpec),
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Generation(_) => "generation",
+            JobSpec::Edit(_) => "edit",
+        }
+    }
+
+    /// Denoising steps the whole job runs (for progress totals).
+    pub fn total_steps(&self) -> usize {
+        match self {
+            JobSpec::Generation(spec) => spec.steps * spec.n,
+            JobSpec::Edit(spec) => spec.steps_run() * spec.n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] =
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+/// One row of the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    /// How many times a worker has started it (a crash mid-run leaves it at 1: it is
+    /// retried once).
+    pub attempts: u32,
+    pub error: Option<String>,
+    /// Content hashes of the result images.
+    pub images: Vec<String>,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+}
+
+/// What `/v1/jobs/{id}/events` streams; `type` is also the SSE event name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// Waiting; `position` jobs are ahead of it.
+    Queued { position: usize },
+    Running { attempt: u32 },
+    /// Step `step` of `total` (over all images of the job) has finished.
+    Step { step: usize, total: usize },
+    Done { images: Vec<String> },
+    Failed { reason: String },
+    Cancelled,
+}
+
+impl JobEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobEvent::Queued { .. } => "queued",
+            JobEvent::Running { .. } => "running",
+            JobEvent::Step { .. } => "step",
+            JobEvent::Done { .. } => "done",
+            JobEvent::Failed { .. } => "failed",
+            JobEvent::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobEvent::Done { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled)
+    }
+}
+
+/// A fresh job id: `job_` and 24 hex digits of randomness.
+pub fn new_job_id() -> String {
+    let bits: u128 = rand::random();
+    format!("job_{:024x}", bits >> 32)
+}
+
+/// Whether `text` is shaped like an id from `new_job_id` (checked before any lookup).
+pub fn is_job_id(text: &str) -> bool {
+    text.strip_prefix("job_").is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+pub fn now_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_spellings_round_trip() {
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).ok(), Some(serde_json::json!(status.as_str())));
+        }
+    }
+
+    #[test]
+    fn job_ids_are_recognised() {
+        let id = new_job_id();
+        assert!(is_job_id(&id), "{id}");
+        assert!(!is_job_id("job_../../etc/passwd"));
+        assert!(!is_job_id("../job"));
+    }
+
+    #[test]
+    fn spec_json_round_trips() {
+        let spec = JobSpec::Generation(GenerationSpec {
+            prompt: "猫".into(),
+            negative_prompt: None,
+            width: 64,
+            height: 64,
+            steps: 2,
+            guidance: 5.0,
+            scheduler: Some(SchedulerKind::Euler),
+            seed: 3,
+            n: 1,
+            loras: vec![LoraSpec { name: "poster".into(), scale: 0.8 }],
+        });
+        let text = serde_json::to_string(&spec).unwrap_or_default();
+        assert!(text.contains("\"kind\":\"generation\""), "{text}");
+        assert_eq!(serde_json::from_str::<JobSpec>(&text).ok(), Some(spec));
+    }
+}

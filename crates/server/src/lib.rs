@@ -1,0 +1,24 @@
+//! huatu's service: an OpenAI-compatible HTTP API over a durable SQLite job queue, one
+//! worker thread per device, live progress over Server-Sent Events, and the web page.
+//! `app(state)` is the router (tests can call it without a socket); `start` runs a
+//! server; `run` is `huatu serve`.
+
+pub mod blobs;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod jobs;
+pub mod metrics;
+pub mod png_codec;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod worker;
+
+pub use config::{ServeArgs, ServerConfig};
+pub use error::{ApiError, ServerError};
+pub use routes::app;
+pub use server::{run, start, RunningServer};
+pub use state::AppState;

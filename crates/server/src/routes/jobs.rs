@@ -1,0 +1,224 @@
+//! Jobs: `GET /v1/jobs` (history, newest first), `GET /v1/jobs/{id}`,
+//! `GET /v1/jobs/{id}/events` (Server-Sent Events: queued, running, step, then one of
+//! done/failed/cancelled) and `DELETE /v1/jobs/{id}` (cancel).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{is_job_id, Job, JobEvent, JobStatus};
+use crate::state::AppState;
+
+/// Where clients reach this server: `--public-url`, else from the Host header.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.clone();
+    }
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+    match host {
+        Some(host) if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()) => format!("http://{host}"),
+        _ => format!("http://{}", state.config.listen),
+    }
+}
+
+/// A job as the API shows it.
+pub fn job_view(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
+    let base = base_url(state, headers);
+    let total = job.spec.total_steps();
+    let step = match job.status {
+        JobStatus::Succeeded => total,
+        JobStatus::Running => state.shared.hub.progress(&job.id).map_or(0, |(step, _)| step),
+        _ => 0,
+    };
+    let queue_position = match job.status {
+        JobStatus::Queued => state.shared.store.queue_position(&job.id).ok().flatten(),
+        _ => None,
+    };
+    let images: Vec<Value> = job
+        .images
+        .iter()
+        .map(|image| json!({ "id": image, "url": format!("{base}/v1/images/{image}") }))
+        .collect();
+    json!({
+        "id": job.id,
+        "object": "job",
+        "kind": job.spec.kind(),
+        "status": job.status.as_str(),
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "error": job.error,
+        "progress": { "step": step, "total": total },
+        "queue_position": queue_position,
+        "images": images,
+        "request": job.spec,
+        "events_url": format!("/v1/jobs/{}/events", job.id),
+    })
+}
+
+fn find_job(state: &AppState, id: &str) -> ApiResult<Job> {
+    if !is_job_id(id) {
+        return Err(ApiError::not_found(format!("`{id}` is not a job id (job_ and 24 hex digits)")));
+    }
+    state.shared.store.get(id)?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+/// `GET /v1/jobs?limit=N` (1–200, default 50).
+pub async fn list_jobs(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult<Json<Value>> {
+    let mut limit = 50;
+    for pair in query.as_deref().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("limit", value)) => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|limit| (1..=200).contains(limit))
+                    .ok_or_else(|| ApiError::invalid(format!("limit must be a whole number from 1 to 200, got `{value}`")))?;
+            }
+            _ => return Err(ApiError::invalid(format!("unknown query parameter `{pair}` (only `limit` is known)"))),
+        }
+    }
+    let jobs = state.shared.store.list(limit)?;
+    let data: Vec<Value> = jobs.iter().map(|job| job_view(&state, &headers, job)).collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn get_job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let job = find_job(&state, &id)?;
+    Ok(Json(job_view(&state, &headers, &job)))
+}
+
+/// `DELETE /v1/jobs/{id}`: a queued job is cancelled at once (200); a running one is
+/// stopped at its next step (202, then a `cancelled` event); a finished one is 409.
+pub async fn cancel_job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    use std::sync::atomic::Ordering;
+    let job = find_job(&state, &id)?;
+    let shared = &state.shared;
+    if job.status == JobStatus::Queued && shared.store.cancel_queued(&id)? {
+        shared.metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+        shared.hub.publish(&id, JobEvent::Cancelled);
+        let job = find_job(&state, &id)?;
+        return Ok(Json(job_view(&state, &headers, &job)).into_response());
+    }
+    let job = find_job(&state, &id)?;
+    match job.status {
+        JobStatus::Running => {
+            shared.cancels.request(&id);
+            let mut view = job_view(&state, &headers, &job);
+            view["cancel_requested"] = json!(true);
+            Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+        }
+        status => Err(ApiError::conflict(format!("job {id} is already {}; nothing to cancel", status.as_str()))),
+    }
+}
+
+/// The last event of a finished job, from its row.
+fn terminal_event(job: &Job) -> Option<JobEvent> {
+    match job.status {
+        JobStatus::Succeeded => Some(JobEvent::Done { images: job.images.clone() }),
+        JobStatus::Failed => Some(JobEvent::Failed { reason: job.error.clone().unwrap_or_default() }),
+        JobStatus::Cancelled => Some(JobEvent::Cancelled),
+        JobStatus::Queued | JobStatus::Running => None,
+    }
+}
+
+/// Where a job stands now, as the events a listener would have seen last.
+fn snapshot(state: &AppState, job: &Job) -> Vec<JobEvent> {
+    if let Some(event) = terminal_event(job) {
+        return vec![event];
+    }
+    match job.status {
+        JobStatus::Queued => {
+            let position = state.shared.store.queue_position(&job.id).ok().flatten().unwrap_or(0);
+            vec![JobEvent::Queued { position }]
+        }
+        _ => {
+            let mut events = vec![JobEvent::Running { attempt: job.attempts }];
+            if let Some((step, total)) = state.shared.hub.progress(&job.id) {
+                events.push(JobEvent::Step { step, total });
+            }
+            events
+        }
+    }
+}
+
+struct Follow {
+    state: AppState,
+    id: String,
+    events: broadcast::Receiver<JobEvent>,
+    pending: VecDeque<JobEvent>,
+    finished: bool,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Follow {
+    /// After a gap (lagged or closed channel): the state from the row.
+    fn resync(&mut self) {
+        match self.state.shared.store.get(&self.id) {
+            Ok(Some(job)) => {
+                if !job.status.is_terminal() && self.events.is_closed() {
+                    self.events = self.state.shared.hub.subscribe(&self.id);
+                }
+                self.pending.extend(snapshot(&self.state, &job));
+            }
+            Ok(None) => self.pending.push_back(JobEvent::Failed { reason: "the job is gone".into() }),
+            Err(error) => {
+                tracing::error!("job events: {error}");
+                self.pending.push_back(JobEvent::Failed { reason: "internal error reading the job".into() });
+            }
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                if self.finished {
+                    continue;
+                }
+                self.finished = event.is_terminal();
+                let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+                return Some((Ok(Event::default().event(event.name()).data(data)), self));
+            }
+            if self.finished {
+                return None;
+            }
+            let received = tokio::select! {
+                received = self.events.recv() => Some(received),
+                _ = self.stopping.wait_for(|stopping| *stopping) => None,
+            };
+            match received {
+                None => return None,
+                Some(Ok(event)) => self.pending.push_back(event),
+                Some(Err(_)) => self.resync(),
+            }
+        }
+    }
+}
+
+/// `GET /v1/jobs/{id}/events`: the current state first, then every event until the end.
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    if !is_job_id(&id) {
+        return Err(ApiError::not_found(format!("`{id}` is not a job id (job_ and 24 hex digits)")));
+    }
+    // Subscribe before reading the row so no event falls in between.
+    let events = state.shared.hub.subscribe(&id);
+    let job = find_job(&state, &id)?;
+    let pending: VecDeque<JobEvent> = snapshot(&state, &job).into();
+    let stopping = state.stopping.clone();
+    let follow = Follow { state, id, events, pending, finished: false, stopping };
+    Ok(Sse::new(stream::unfold(follow, Follow::next)).keep_alive(KeepAlive::default()))
+}

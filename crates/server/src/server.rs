@@ -1,0 +1,220 @@
+//! Starting and stopping a server: open the data directory and the queue (recovering jobs
+//! a crash interrupted), load the model for each device's worker, bind, serve until told
+//! to stop, then stop gracefully (running jobs go back to the queue).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use tokio::sync::watch;
+
+use crate::blobs::Blobs;
+use crate::config::{ServeArgs, ServerConfig};
+use crate::engine::Engine;
+use crate::error::ServerError;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+use crate::routes::app;
+use crate::state::{AppState, Inner};
+use crate::store::Store;
+use crate::worker::{run_worker, CancelRequests, Shared, Wakeup};
+
+/// A server running on the current tokio runtime.
+pub struct RunningServer {
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Stops gracefully: no new connections, open streams end, the running job (if any)
+    /// is put back in the queue, workers are joined.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) => Err(ServerError::Serve(std::io::Error::other(error.to_string()))),
+        }
+    }
+
+    /// A handle that makes the server stop (e.g. from a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// The devices that get a worker each.
+fn devices() -> Vec<Device> {
+    vec![Device::Cpu]
+}
+
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let data = config.data_dir.clone();
+    let data_error = |source| ServerError::DataDir { path: data.clone(), source };
+    std::fs::create_dir_all(data.join("loras")).map_err(data_error)?;
+    let store = Arc::new(Store::open(&data.join("jobs.sqlite3"))?);
+    let recovery = store
+        .recover()
+        .map_err(|source| ServerError::Database { path: store.path().to_path_buf(), source })?;
+    if recovery.requeued + recovery.failed > 0 {
+        tracing::warn!(
+            requeued = recovery.requeued,
+            failed = recovery.failed,
+            "found jobs interrupted by an unclean stop"
+        );
+    }
+    let blobs = Arc::new(Blobs::open(&data.join("blobs")).map_err(data_error)?);
+
+    let mut engines = Vec::new();
+    let mut native_size = (1024, 1024);
+    if let Some(model) = config.model.clone() {
+        for device in devices() {
+            let started = Instant::now();
+            let loading_config = config.clone();
+            let model_path = model.clone();
+            let engine = tokio::task::spawn_blocking(move || Engine::load(&loading_config, &model_path, &device))
+                .await
+                .map_err(|error| ServerError::Serve(std::io::Error::other(error.to_string())))??;
+            native_size = engine.native_size();
+            tracing::info!("loaded {} in {:.1}s", model.display(), started.elapsed().as_secs_f64());
+            engines.push(Some(engine));
+        }
+    } else {
+        tracing::warn!("no --model: the API runs, generation answers 503");
+        engines.push(None);
+    }
+    let model_loaded = config.model.is_some();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen { address: config.listen.to_string(), source })?;
+    let address = listener.local_addr().map_err(ServerError::Serve)?;
+
+    let shared = Arc::new(Shared {
+        store,
+        blobs,
+        hub: Arc::new(EventHub::default()),
+        metrics: Arc::new(Metrics::default()),
+        wakeup: Arc::new(Wakeup::default()),
+        cancels: Arc::new(CancelRequests::default()),
+        shutdown: Arc::new(AtomicBool::new(false)),
+    });
+    let workers: Vec<std::thread::JoinHandle<()>> = engines
+        .into_iter()
+        .enumerate()
+        .map(|(index, engine)| {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("huatu-worker-{index}"))
+                .spawn(move || run_worker(shared, engine))
+                .map_err(ServerError::Serve)
+        })
+        .collect::<Result<_, _>>()?;
+
+    let (stop, stop_requested) = watch::channel(false);
+    let mut config = config;
+    config.listen = address;
+    let state = AppState {
+        inner: Arc::new(Inner {
+            config,
+            shared: shared.clone(),
+            model_loaded,
+            native_size,
+            stopping: stop_requested.clone(),
+            started_at: Instant::now(),
+        }),
+    };
+    let router = app(state);
+    let task = tokio::spawn(async move {
+        let mut signal = stop_requested.clone();
+        let shutdown_shared = shared.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+                // Stop the workers at once: a running job is put back in the queue.
+                shutdown_shared.shutdown.store(true, Ordering::SeqCst);
+                shutdown_shared.wakeup.notify();
+            })
+            .await;
+        shared.shutdown.store(true, Ordering::SeqCst);
+        shared.wakeup.notify();
+        let joined = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                if worker.join().is_err() {
+                    tracing::error!("a worker thread panicked");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("cannot join the worker threads");
+        }
+        served.map_err(ServerError::Serve)
+    });
+    Ok(RunningServer { address, stop, task })
+}
+
+/// Logs to stderr (`HUATU_LOG=debug` for more).
+pub fn init_logging() {
+    let level = match std::env::var("HUATU_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// `huatu serve`: runs until Ctrl-C or SIGTERM. Prints `listening on http://ADDR` to
+/// stdout once it accepts connections.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = ServerConfig::from_args(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server = start(config).await?;
+        {
+            use std::io::Write;
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "listening on http://{}", server.address)?;
+            stdout.flush()?;
+        }
+        let stopper = server.stopper();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping (a second signal is not needed; running jobs are re-queued)");
+            let _ = stopper.send(true);
+        });
+        server.wait().await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

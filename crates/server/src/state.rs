@@ -1,0 +1,33 @@
+//! What every handler can reach: settings, the queue, stored blobs, live events, metrics.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::worker::Shared;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub config: ServerConfig,
+    pub shared: Arc<Shared>,
+    /// Whether a model is loaded (generation needs one).
+    pub model_loaded: bool,
+    /// The model's native size (width, height), the default `size`.
+    pub native_size: (usize, usize),
+    /// Turns true when the server begins to stop: streams and waiting requests end.
+    pub stopping: watch::Receiver<bool>,
+    pub started_at: std::time::Instant,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}

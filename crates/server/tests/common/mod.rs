@@ -1,0 +1,292 @@
+//! Test helpers: a real server on 127.0.0.1:0 over a temporary data directory with the
+//! tiny SDXL fixture, and a minimal HTTP/1.1 client on std's TcpStream (loopback only).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use huatu_server::{RunningServer, ServerConfig};
+use serde_json::Value;
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn tiny_model() -> PathBuf {
+    workspace_root().join("tests/fixtures/sdxl_tiny")
+}
+
+pub struct TestServer {
+    pub runtime: tokio::runtime::Runtime,
+    pub server: Option<RunningServer>,
+    pub address: SocketAddr,
+    pub data: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server with the tiny model; `adjust` changes the defaults.
+    pub fn start(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        Self::start_in(data, adjust)
+    }
+
+    pub fn start_in(data: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut config = ServerConfig::new(data.path());
+        config.model = Some(tiny_model());
+        adjust(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let server = runtime.block_on(huatu_server::start(config)).unwrap();
+        let address = server.address;
+        Self { runtime, server: Some(server), address, data }
+    }
+
+    /// Stops gracefully and hands back the data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.stop()).unwrap();
+        }
+        let data = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data, data)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.address, "GET", path, &[], b"")
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Response {
+        request(self.address, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        request(self.address, "DELETE", path, &[], b"")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = self.runtime.block_on(server.stop());
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts an `{"error": {"code", "message"}}` body with this status and code, and
+    /// returns the message.
+    pub fn expect_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.text());
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(!message.is_empty(), "{body}");
+        message
+    }
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`; chunked bodies are decoded.
+pub fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let raw = exchange(address, method, path, headers, body, Duration::from_secs(60));
+    parse_response(&raw)
+}
+
+pub fn exchange(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Vec<u8> {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    raw
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let split = raw.windows(4).position(|window| window == b"\r\n\r\n").expect("no header end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("no status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = data.windows(2).position(|window| window == b"\r\n") else { break };
+        let size_text = String::from_utf8_lossy(&data[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        data = &data[line_end + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Reads `/v1/jobs/{id}/events` to its end: (event name, data) pairs.
+pub fn sse_events(address: SocketAddr, job_id: &str, headers: &[(&str, &str)]) -> Vec<(String, Value)> {
+    let response = request(address, "GET", &format!("/v1/jobs/{job_id}/events"), headers, b"");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.header("content-type").unwrap_or_default().starts_with("text/event-stream"));
+    parse_sse(&response.text())
+}
+
+pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim());
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, serde_json::from_str(&data).unwrap()));
+        }
+    }
+    events
+}
+
+/// Polls `GET /v1/jobs/{id}` until `done` says so (or panics after `limit`).
+pub fn wait_for(address: SocketAddr, job_id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let response = request(address, "GET", &format!("/v1/jobs/{job_id}"), &[], b"");
+        if response.status == 200 {
+            let job = response.json();
+            if done(&job) {
+                return job;
+            }
+        }
+        assert!(started.elapsed() < limit, "job {job_id} did not get there in {limit:?}: {}", response.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn is_terminal(job: &Value) -> bool {
+    matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+}
+
+/// A multipart/form-data body: (name, filename, bytes) parts.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "huatu-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, filename, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(filename) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A PNG of `width`×`height` grey pixels.
+pub fn png_bytes(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&vec![128u8; (width * height * 3) as usize]).unwrap();
+    }
+    bytes
+}
+
+/// (width, height) of PNG bytes.
+pub fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    (info.width, info.height)
+}
+
+/// A grayscale PNG mask: white inside the rectangle (x, y, width, height), black outside.
+pub fn mask_png(width: u32, height: u32, rect: (u32, u32, u32, u32)) -> Vec<u8> {
+    let (left, top, rect_width, rect_height) = rect;
+    let pixels: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (x, y)))
+        .map(|(x, y)| if x >= left && x < left + rect_width && y >= top && y < top + rect_height { 255 } else { 0 })
+        .collect();
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&pixels).unwrap();
+    }
+    bytes
+}
+
+/// RGB pixels of PNG bytes.
+pub fn png_pixels(bytes: &[u8]) -> Vec<u8> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buffer = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buffer).unwrap();
+    buffer.truncate(info.buffer_size());
+    buffer
+}
