@@ -199,3 +199,28 @@ fn bad_weight_files_are_clear_errors() -> Result<()> {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+#[test]
+fn enhance_chain_upscales_colour_and_alpha_together() -> Result<()> {
+    let upscaler = Upscaler::load(&fixtures().join("rrdbnet_x2.pth"))?;
+    let rgba = image::RgbaImage::from_fn(9, 6, |x, y| {
+        image::Rgba([
+            (x * 25) as u8,
+            (y * 40) as u8,
+            99,
+            if x < 4 { 255 } else { 0 },
+        ])
+    });
+    let steps = huatu_imaging::Step::parse_list("denoise,upscale:tile=4:tile_pad=2")?;
+    let output = huatu_imaging::enhance(
+        &image::DynamicImage::ImageRgba8(rgba),
+        &steps,
+        Some(&upscaler),
+    )?;
+    let output = output.to_rgba8();
+    assert_eq!(output.dimensions(), (18, 12));
+    // the alpha plane is resized with the colour: opaque on the left, clear on the right
+    assert_eq!(output.get_pixel(1, 5).0[3], 255);
+    assert_eq!(output.get_pixel(17, 5).0[3], 0);
+    Ok(())
+}

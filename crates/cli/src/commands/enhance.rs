@@ -46,7 +46,9 @@ pub fn run(args: EnhanceArgs) -> anyhow::Result<()> {
     let (Some(input), Some(output)) = (args.input, args.output) else {
         bail!("--in and --out are required");
     };
-    let preset = args.preset.or(args.scenario.map(Scenario::recommended_preset));
+    let preset = args
+        .preset
+        .or(args.scenario.map(Scenario::recommended_preset));
     let mut steps = match preset {
         Some(preset) => preset.steps()?,
         None => Vec::new(),
@@ -69,15 +71,28 @@ pub fn run(args: EnhanceArgs) -> anyhow::Result<()> {
         input.display(),
         image.width(),
         image.height(),
-        if steps.is_empty() { "no steps".to_string() } else { format_steps(&steps) }
+        if steps.is_empty() {
+            "no steps".to_string()
+        } else {
+            format_steps(&steps)
+        }
     );
     if let Some(upscaler) = &upscaler {
-        eprintln!("super-resolution model: {} from {}", upscaler.describe(), upscaler.path().display());
+        eprintln!(
+            "super-resolution model: {} from {}",
+            upscaler.describe(),
+            upscaler.path().display()
+        );
     }
     let started = std::time::Instant::now();
-    let result = enhance(&image, &steps, upscaler.as_ref()).with_context(|| format!("cannot enhance {}", input.display()))?;
+    let result = enhance(&image, &steps, upscaler.as_ref())
+        .with_context(|| format!("cannot enhance {}", input.display()))?;
     save_image(&result, &output)?;
-    eprintln!("wrote {} in {:.2} s", output.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {} in {:.2} s",
+        output.display(),
+        started.elapsed().as_secs_f64()
+    );
     let line = json!({
         "input": input.display().to_string(),
         "output": output.display().to_string(),
@@ -110,12 +125,20 @@ fn listing() -> String {
     }
     text.push_str("presets:\n");
     for preset in Preset::ALL {
-        let definition = if preset.definition().is_empty() { "(no steps)" } else { preset.definition() };
+        let definition = if preset.definition().is_empty() {
+            "(no steps)"
+        } else {
+            preset.definition()
+        };
         text.push_str(&format!("  {:<14} {}\n", preset.as_str(), definition));
     }
     text.push_str("scenario defaults:\n");
     for scenario in Scenario::ALL {
-        text.push_str(&format!("  {:<14} {}\n", scenario.as_str(), scenario.recommended_preset()));
+        text.push_str(&format!(
+            "  {:<14} {}\n",
+            scenario.as_str(),
+            scenario.recommended_preset()
+        ));
     }
     text
 }
@@ -132,11 +155,14 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> Result<EnhanceArgs, clap::Error> {
-        Wrapper::try_parse_from(std::iter::once("enhance").chain(argv.iter().copied())).map(|w| w.args)
+        Wrapper::try_parse_from(std::iter::once("enhance").chain(argv.iter().copied()))
+            .map(|w| w.args)
     }
 
     fn fixture(name: &str) -> String {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/realesrgan").join(name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/realesrgan")
+            .join(name);
         path.display().to_string()
     }
 
@@ -145,16 +171,48 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("huatu-enhance-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let (input, output) = (dir.join("in.png"), dir.join("out.png"));
-        image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([(x * 20) as u8, (y * 25) as u8, 128])).save(&input)?;
-        let (i, o, model) = (input.display().to_string(), output.display().to_string(), fixture("srvgg_x4.pth"));
-        run(parse(&["--in", &i, "--out", &o, "--scenario", "poster", "--steps", "upscale:x2", "--sr-model", &model])?)?;
+        image::RgbImage::from_fn(12, 9, |x, y| {
+            image::Rgb([(x * 20) as u8, (y * 25) as u8, 128])
+        })
+        .save(&input)?;
+        let (i, o, model) = (
+            input.display().to_string(),
+            output.display().to_string(),
+            fixture("srvgg_x4.pth"),
+        );
+        run(parse(&[
+            "--in",
+            &i,
+            "--out",
+            &o,
+            "--scenario",
+            "poster",
+            "--steps",
+            "upscale:x2",
+            "--sr-model",
+            &model,
+        ])?)?;
         let written = image::open(&output)?;
         assert_eq!((written.width(), written.height()), (24, 18));
         // without weights the upscale step is refused before any work
-        let error = run(parse(&["--in", &i, "--out", &o, "--steps", "upscale"])?).err().map(|e| e.to_string());
+        let error = run(parse(&["--in", &i, "--out", &o, "--steps", "upscale"])?)
+            .err()
+            .map(|e| e.to_string());
         assert!(error.unwrap_or_default().contains("--sr-model"));
-        let error = run(parse(&["--in", &i, "--out", &o, "--steps", "sharpen:amount=9"])?).err().map(|e| e.to_string());
-        assert_eq!(error.unwrap_or_default(), "step sharpen: parameter amount must be between 0 and 5, got 9");
+        let error = run(parse(&[
+            "--in",
+            &i,
+            "--out",
+            &o,
+            "--steps",
+            "sharpen:amount=9",
+        ])?)
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            error.unwrap_or_default(),
+            "step sharpen: parameter amount must be between 0 and 5, got 9"
+        );
         std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }
@@ -163,8 +221,21 @@ mod tests {
     fn arguments_are_checked() {
         assert!(parse(&["--in", "a"]).is_err(), "--out is required");
         assert!(parse(&["--list"]).is_ok());
-        assert!(parse(&["--in", "a", "--out", "b", "--preset", "poster"]).is_err(), "poster is a scenario");
-        assert!(parse(&["--in", "a", "--out", "b", "--preset", "vivid", "--scenario", "poster"]).is_err());
+        assert!(
+            parse(&["--in", "a", "--out", "b", "--preset", "poster"]).is_err(),
+            "poster is a scenario"
+        );
+        assert!(parse(&[
+            "--in",
+            "a",
+            "--out",
+            "b",
+            "--preset",
+            "vivid",
+            "--scenario",
+            "poster"
+        ])
+        .is_err());
         let args = parse(&["--in", "a", "--out", "b", "--scenario", "portrait"]).ok();
         assert_eq!(args.and_then(|a| a.scenario), Some(Scenario::Portrait));
     }

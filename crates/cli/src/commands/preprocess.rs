@@ -71,16 +71,28 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
             seed: file_seed(args.seed, &args.input),
             ..options
         };
-        let report = prepare(&args.input, &args.output, &options)?;
-        println!("{}", report_line(&args.input, &args.output, &options, &report));
+        // an existing folder as --out receives the file under its own name
+        let output = match args.input.file_name() {
+            Some(name) if args.output.is_dir() => args.output.join(name),
+            _ => args.output.clone(),
+        };
+        let report = prepare(&args.input, &output, &options)?;
+        println!("{}", report_line(&args.input, &output, &options, &report));
         return Ok(());
     }
     let files = image_files(&args.input)?;
     if files.is_empty() {
-        bail!("{} holds no images ({})", args.input.display(), IMAGE_EXTENSIONS.join(", "));
+        bail!(
+            "{} holds no images ({})",
+            args.input.display(),
+            IMAGE_EXTENSIONS.join(", ")
+        );
     }
     if args.output.is_file() {
-        bail!("--out {} must be a folder when --in is a folder", args.output.display());
+        bail!(
+            "--out {} must be a folder when --in is a folder",
+            args.output.display()
+        );
     }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create output folder {}", args.output.display()))?;
@@ -104,9 +116,17 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    eprintln!("prepared {} of {} images into {}", files.len() - failed, files.len(), args.output.display());
+    eprintln!(
+        "prepared {} of {} images into {}",
+        files.len() - failed,
+        files.len(),
+        args.output.display()
+    );
     if failed > 0 {
-        bail!("{failed} of {} images could not be prepared (listed above)", files.len());
+        bail!(
+            "{failed} of {} images could not be prepared (listed above)",
+            files.len()
+        );
     }
     Ok(())
 }
@@ -120,11 +140,17 @@ fn prepare(input: &Path, output: &Path, options: &FitOptions) -> anyhow::Result<
 
 /// The images directly inside `folder`, sorted by name.
 fn image_files(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(folder).with_context(|| format!("cannot list {}", folder.display()))?;
+    let entries =
+        std::fs::read_dir(folder).with_context(|| format!("cannot list {}", folder.display()))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.with_context(|| format!("cannot list {}", folder.display()))?.path();
-        let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let path = entry
+            .with_context(|| format!("cannot list {}", folder.display()))?
+            .path();
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
         if path.is_file() && extension.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
             files.push(path);
         }
@@ -136,9 +162,14 @@ fn image_files(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// The run's seed mixed with the file name (FNV-1a), so each file gets its own crop
 /// and the same crop on every run, whatever else is in the folder.
 fn file_seed(seed: u64, path: &Path) -> u64 {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64 ^ seed, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325_u64 ^ seed, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 fn report_line(input: &Path, output: &Path, options: &FitOptions, report: &FitReport) -> String {
@@ -159,13 +190,22 @@ fn report_line(input: &Path, output: &Path, options: &FitOptions, report: &FitRe
 }
 
 fn chain(error: &anyhow::Error) -> String {
-    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn progress_bar(count: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(count as u64), indicatif::ProgressDrawTarget::stderr());
-    let style = indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(count as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style.progress_chars("=> "));
     bar
 }
@@ -182,7 +222,8 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> Result<PreprocessArgs, clap::Error> {
-        Wrapper::try_parse_from(std::iter::once("preprocess").chain(argv.iter().copied())).map(|w| w.args)
+        Wrapper::try_parse_from(std::iter::once("preprocess").chain(argv.iter().copied()))
+            .map(|w| w.args)
     }
 
     #[test]
@@ -200,7 +241,11 @@ mod tests {
         assert_eq!(error, "1 of 3 images could not be prepared (listed above)");
         let a = image::open(output.join("a.png"))?.to_rgb8();
         assert_eq!(a.dimensions(), (16, 16));
-        assert_eq!(a.get_pixel(0, 0).0, [10, 200, 30], "padding uses the image's mean colour");
+        assert_eq!(
+            a.get_pixel(0, 0).0,
+            [10, 200, 30],
+            "padding uses the image's mean colour"
+        );
         assert!(output.join("b.jpg").is_file());
         assert!(!output.join("broken.png").exists());
         std::fs::remove_dir_all(&dir).ok();
@@ -209,12 +254,28 @@ mod tests {
 
     #[test]
     fn arguments_are_checked() {
-        assert!(parse(&["--in", "a", "--out", "b"]).is_err(), "a target is required");
+        assert!(
+            parse(&["--in", "a", "--out", "b"]).is_err(),
+            "a target is required"
+        );
         assert!(parse(&["--in", "a", "--out", "b", "--size", "0x5"]).is_err());
         assert!(parse(&["--in", "a", "--out", "b", "--size", "8x8", "--bucket", "sdxl"]).is_err());
         assert!(parse(&["--in", "a", "--out", "b", "--size", "8x8", "--fit", "stretch"]).is_err());
-        let args = parse(&["--in", "a", "--out", "b", "--bucket", "sdxl", "--fit", "random-crop"]).ok();
-        assert_eq!(args.map(|a| (a.fit, a.bucket)), Some((FitMode::RandomCrop, Some(BucketSet::Sdxl))));
+        let args = parse(&[
+            "--in",
+            "a",
+            "--out",
+            "b",
+            "--bucket",
+            "sdxl",
+            "--fit",
+            "random-crop",
+        ])
+        .ok();
+        assert_eq!(
+            args.map(|a| (a.fit, a.bucket)),
+            Some((FitMode::RandomCrop, Some(BucketSet::Sdxl)))
+        );
     }
 
     #[test]
