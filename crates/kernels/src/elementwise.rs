@@ -1,7 +1,7 @@
 //! Vectorisable element loops shared by the kernels: the per-channel affine map of a
 //! normalisation with an optional SiLU, and shifted sums for mean/variance. Written as
-//! plain 8-lane loops the compiler vectorises; the callers compile them once more with
-//! AVX2+FMA enabled and pick that copy at run time (see [`has_avx2_fma`]).
+//! plain 16-lane loops the compiler vectorises; the callers compile them once more with
+//! AVX-512F or AVX2+FMA enabled and pick that copy at run time.
 
 use crate::softmax_exp::exp_nonpositive;
 
@@ -11,6 +11,19 @@ pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has AVX-512F (16-lane f32 loops; full width on cores with 512-bit units).
+#[inline]
+pub(crate) fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && has_avx2_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -53,9 +66,9 @@ pub(crate) fn shifted_sums(values: &[f32], shift: f32) -> (f64, f64) {
     let mut total = 0f64;
     let mut total_squares = 0f64;
     for block in values.chunks(SUM_BLOCK) {
-        let mut sums = [0f32; 8];
-        let mut squares = [0f32; 8];
-        let mut lanes = block.chunks_exact(8);
+        let mut sums = [0f32; 16];
+        let mut squares = [0f32; 16];
+        let mut lanes = block.chunks_exact(16);
         for chunk in &mut lanes {
             for ((value, sum), square) in chunk.iter().zip(sums.iter_mut()).zip(squares.iter_mut()) {
                 let d = *value - shift;

@@ -10,7 +10,7 @@ use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32};
-use crate::elementwise::{has_avx2_fma, normalise, shifted_sums};
+use crate::elementwise::{has_avx2_fma, has_avx512f, normalise, shifted_sums};
 
 /// `group_norm(xs)` over [b, c, ...] with `weight`, `bias` [c]; `silu(group_norm(xs))`
 /// when `with_silu`.
@@ -109,11 +109,23 @@ struct GroupJob {
 impl GroupJob {
     fn run(&self, input: &[f32], output: &mut [f32], weight: &[f32], bias: &[f32]) {
         #[cfg(target_arch = "x86_64")]
+        if has_avx512f() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+            unsafe { self.run_avx512(input, output, weight, bias) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { self.run_avx2(input, output, weight, bias) };
             return;
         }
+        self.run_generic(input, output, weight, bias);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn run_avx512(&self, input: &[f32], output: &mut [f32], weight: &[f32], bias: &[f32]) {
         self.run_generic(input, output, weight, bias);
     }
 
