@@ -70,18 +70,36 @@ fn weight_index(components: &SdxlComponents) -> WeightIndex {
     WeightIndex::new(&weights, &layout)
 }
 
-/// The update a module makes, before the user's scale: `(alpha / rank) · up · down` shaped
-/// like the weight (convolutions: [out, in, k, k] from a [rank, in, k, k] down and a 1×1 up).
-pub fn module_delta(module: &LoraModule) -> Result<Tensor> {
-    let down = &module.down;
-    let up = &module.up;
-    let rank = module.rank();
-    let out = up.dim(0)?;
-    let down_flat = down.flatten_from(1)?; // [rank, in·k·k]
-    let product = up.reshape((out, rank))?.matmul(&down_flat)?; // [out, in·k·k]
-    let mut shape = vec![out];
-    shape.extend_from_slice(&down.dims()[1..]);
-    Ok((product.reshape(shape)? * module.alpha_over_rank())?)
+/// `base + Σ scale · (alpha / rank) · up · down` in `base`'s dtype. The factors go into the
+/// small `up` matrices and all modules into one matmul over their stacked ranks; the sum
+/// with the base weight is one parallel pass (candle's CPU elementwise ops are serial, and
+/// a full-size SDXL adapter touches about a billion weights).
+pub fn merged_weight(base: &Tensor, modules: &[(&LoraModule, f64)]) -> Result<Tensor> {
+    let out = base.dim(0)?;
+    let mut ups = Vec::with_capacity(modules.len());
+    let mut downs = Vec::with_capacity(modules.len());
+    for (module, scale) in modules {
+        ups.push((module.up.reshape((out, module.rank()))? * (scale * module.alpha_over_rank()))?);
+        downs.push(module.down.flatten_from(1)?);
+    }
+    let delta = Tensor::cat(&ups, 1)?.matmul(&Tensor::cat(&downs, 0)?)?; // [out, in·k·k]
+    let delta = delta.flatten_all()?.to_vec1::<f32>()?;
+    fn add<T: candle_core::WithDType>(base: &Tensor, delta: &[f32]) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let mut values = base.flatten_all()?.to_vec1::<T>()?;
+        values.par_chunks_mut(1 << 14).zip(delta.par_chunks(1 << 14)).for_each(|(values, delta)| {
+            for (value, delta) in values.iter_mut().zip(delta) {
+                *value = T::from_f64(value.to_f64() + f64::from(*delta));
+            }
+        });
+        Ok(Tensor::from_vec(values, base.shape(), base.device())?)
+    }
+    match base.dtype() {
+        DType::F32 => add::<f32>(base, &delta),
+        DType::F16 => add::<half::f16>(base, &delta),
+        DType::BF16 => add::<half::bf16>(base, &delta),
+        other => Err(Error::InvalidRequest(format!("LoRA merge into {other:?} weights is not supported"))),
+    }
 }
 
 impl SdxlComponents {
@@ -136,13 +154,7 @@ impl SdxlComponents {
             let base = table.base(name)?;
             let value = match updates.get(key) {
                 None => base,
-                Some(modules) => {
-                    let mut merged = base.to_dtype(DType::F32)?;
-                    for (module, scale) in modules {
-                        merged = (merged + (module_delta(module)? * *scale)?)?;
-                    }
-                    merged
-                }
+                Some(modules) => merged_weight(&base, modules)?,
             };
             table.overwrite(name, &value)?;
             report.weights_written += 1;
@@ -161,6 +173,26 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// What merging one module at scale 1 adds to a zero weight.
+    fn delta_of(module: &LoraModule) -> Result<Tensor> {
+        let mut shape = vec![module.up.dim(0)?];
+        shape.extend_from_slice(&module.down.dims()[1..]);
+        merged_weight(&Tensor::zeros(shape, DType::F32, &Device::Cpu)?, &[(module, 1.0)])
+    }
+
+    #[test]
+    fn two_modules_and_their_scales_add_up() -> Result<()> {
+        let device = Device::Cpu;
+        let one = module(Tensor::ones((1, 2), DType::F32, &device)?, Tensor::ones((2, 1), DType::F32, &device)?, None);
+        let base = Tensor::full(10f32, (2, 2), &device)?;
+        let merged = merged_weight(&base, &[(&one, 0.5), (&one, 2.0)])?;
+        assert_eq!(merged.to_vec2::<f32>()?, vec![vec![12.5f32; 2]; 2]);
+        let half = merged_weight(&base.to_dtype(DType::F16)?, &[(&one, 0.5)])?;
+        assert_eq!(half.dtype(), DType::F16);
+        assert_eq!(half.to_dtype(DType::F32)?.to_vec2::<f32>()?, vec![vec![10.5f32; 2]; 2]);
+        Ok(())
+    }
+
     fn module(down: Tensor, up: Tensor, alpha: Option<f64>) -> LoraModule {
         LoraModule { component: Component::Unet, name: "m".into(), down, up, alpha, rank_stabilized: false }
     }
@@ -171,7 +203,7 @@ mod tests {
         // rank 2, in 3, out 2
         let down = Tensor::new(&[[1f32, 0., 2.], [0., 1., 0.]], &device)?;
         let up = Tensor::new(&[[1f32, 1.], [2., 0.]], &device)?;
-        let delta = module_delta(&module(down, up, Some(1.0)))?; // alpha 1 / rank 2
+        let delta = delta_of(&module(down, up, Some(1.0)))?; // alpha 1 / rank 2
         let expected = [[0.5f32, 0.5, 1.0], [1.0, 0.0, 2.0]];
         assert_eq!(delta.to_vec2::<f32>()?, expected);
         Ok(())
@@ -182,7 +214,7 @@ mod tests {
         let device = Device::Cpu;
         let down = Tensor::ones((4, 3), DType::F32, &device)?;
         let up = Tensor::ones((2, 4), DType::F32, &device)?;
-        let with_alpha = |alpha| module_delta(&module(down.clone(), up.clone(), alpha));
+        let with_alpha = |alpha| delta_of(&module(down.clone(), up.clone(), alpha));
         // up·down is 4 everywhere; alpha/rank: 1/4, 8/4, default 4/4
         assert_eq!(with_alpha(Some(1.0))?.to_vec2::<f32>()?, vec![vec![1f32; 3]; 2]);
         assert_eq!(with_alpha(Some(8.0))?.to_vec2::<f32>()?, vec![vec![8f32; 3]; 2]);
@@ -195,7 +227,7 @@ mod tests {
         let device = Device::Cpu;
         let down = Tensor::ones((2, 3, 3, 3), DType::F32, &device)?; // [rank, in, k, k]
         let up = Tensor::ones((5, 2, 1, 1), DType::F32, &device)?; // [out, rank, 1, 1]
-        let delta = module_delta(&module(down, up, Some(2.0)))?;
+        let delta = delta_of(&module(down, up, Some(2.0)))?;
         assert_eq!(delta.dims(), &[5, 3, 3, 3]);
         let values = delta.flatten_all()?.to_vec1::<f32>()?;
         assert!(values.iter().all(|&v| v == 2.0), "{values:?}");
