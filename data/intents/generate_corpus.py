@@ -32,6 +32,23 @@ TYPOS = {"画": "花", "张": "章", "报": "抱", "图": "涂", "做": "作", "
 
 R = random.Random()
 
+ALL_NOUNS = sorted(set(FREE_ANIMALS + FREE_OBJECTS + FREE_FOODS + PERSON_NOUNS + ICON_THINGS + BG_SUBJECTS))
+CHAR_POOL = sorted(set("".join(ALL_NOUNS + FESTIVALS + BUSINESSES + PRODUCTS + PUBLIC_CAUSES)))
+
+
+def pseudo_word():
+    """Random characters: teaches the tagger the pattern around a slot, not the words."""
+    return "".join(R.choice(CHAR_POOL) for _ in range(R.choice([2, 2, 3, 3, 4, 5])))
+
+
+def any_noun(specific, p_any=0.35, p_pseudo=0.12):
+    r = R.random()
+    if r < p_pseudo:
+        return pseudo_word()
+    if r < p_pseudo + p_any:
+        return pick(ALL_NOUNS)
+    return pick(specific)
+
 
 def pick(items):
     return R.choice(items)
@@ -148,15 +165,15 @@ def negation(s):
 def extras(s, intent_kind, has_style=True, has_aspect=True, has_count=True):
     """Optional trailing clauses: style, aspect, count, quality, negation, chatter."""
     parts = []
-    if has_style and R.random() < 0.35:
+    if has_style and R.random() < 0.25:
         parts.append("style")
-    if has_aspect and R.random() < 0.3:
+    if has_aspect and R.random() < 0.2:
         parts.append("aspect")
-    if has_count and R.random() < 0.18:
+    if has_count and R.random() < 0.12:
         parts.append("count")
-    if R.random() < 0.25:
+    if R.random() < 0.12:
         parts.append("quality")
-    if R.random() < 0.08:
+    if R.random() < 0.05:
         parts.append("negation")
     R.shuffle(parts)
     for part in parts:
@@ -174,7 +191,7 @@ def extras(s, intent_kind, has_style=True, has_aspect=True, has_count=True):
             s.add(pick(QUALITY_TAILS))
         else:
             negation(s)
-    tail(s)
+    tail(s, 0.15)
 
 
 # ---------------------------------------------------------------- generate.*
@@ -255,7 +272,7 @@ def generate_portrait():
     s = Sample("generate.portrait")
     head(s)
     subject = person_subject()
-    noun = maybe(0.55, pick(PORTRAIT_NOUNS))
+    noun = maybe(0.4, pick(PORTRAIT_NOUNS))
     form = R.randrange(6)
     if form == 0:
         request(s, classifier="张")
@@ -286,7 +303,7 @@ def generate_background():
     s = Sample("generate.background")
     head(s)
     usage = pick(BG_USAGES)
-    subject = pick(BG_SUBJECTS) if R.random() < 0.85 else None
+    subject = any_noun(BG_SUBJECTS, 0.15, 0.08) if R.random() < 0.85 else None
     form = R.randrange(7)
     if form == 0:
         request(s)
@@ -332,7 +349,7 @@ def generate_icon():
     s = Sample("generate.icon")
     head(s)
     owner = R.random() < 0.5
-    subject = pick(ICON_OWNERS) if owner else pick(ICON_THINGS)
+    subject = pick(ICON_OWNERS) if owner else any_noun(ICON_THINGS, 0.2, 0.1)
     if R.random() < 0.08:
         subject = "字母" + pick("ABCDEFGHKLMNPRSTWXYZ")
     noun = pick(ICON_NOUNS)
@@ -372,6 +389,8 @@ def generate_icon():
 
 
 def free_subject():
+    if R.random() < 0.08:
+        return pseudo_word()
     kind = R.randrange(7)
     if kind == 0:
         return pick(FREE_ANIMALS) + maybe(0.7, pick(ANIMAL_ACTIONS))
@@ -456,8 +475,8 @@ def edit_instruct():
     pointer = maybe(0.15, pick(["这个", "那个", "这只", "那只", "这些", "那棵"]))
     if form == 0:
         s.add(pick(["把", "将", "帮我把", "请把", "麻烦把", "能不能把", ""])).add(ref).add(pointer)
-        s.add(pick(EI_TARGETS), "target").add(pick(["换成", "改成", "变成", "替换成", "改为", "换为", "P成", "弄成", "调成"]))
-        s.add(maybe(0.2, pick(["一片", "一个", "一只"]))).add(pick(EI_CONTENTS), "content").add(maybe(0.2, "的"))
+        s.add(any_noun(EI_TARGETS), "target").add(pick(["换成", "改成", "变成", "替换成", "改为", "换为", "P成", "弄成", "调成"]))
+        s.add(maybe(0.2, pick(["一片", "一个", "一只"]))).add(any_noun(EI_CONTENTS), "content").add(maybe(0.2, "的"))
     elif form == 1:
         s.add(pick(["让", "给", "帮", "请让"])).add(ref).add(pick(["他", "她", "女孩", "男孩", "小狗", "猫咪", "模特", "老人", "人物", "宝宝"]), "target")
         s.add(pick(["戴上", "穿上", "拿着", "加上", "戴一副", "戴一顶", "换上", "加一顶", "加一副", "配上"]))
@@ -465,14 +484,14 @@ def edit_instruct():
     elif form == 2:
         s.add(pick(["在", "帮我在", "请在", "往"])).add(pick(["图片", "画面", "照片", ""])).add(pick(POSITIONS), "target")
         s.add(pick(["加", "加个", "加一个", "添加", "放", "放一个", "画一个", "加上", "写上", "加一轮", "加一朵", "补一个"]))
-        s.add(pick(["签名", "月亮", "太阳", "水印", "日期", "logo文字", "小鸟", "彩虹", "云朵", "花", "星星", "二维码框", "气球"]), "content")
+        s.add(any_noun(["签名", "月亮", "太阳", "水印", "日期", "logo文字", "小鸟", "彩虹", "云朵", "花", "星星", "二维码框", "气球"]), "content")
     elif form == 3:
         s.add(pick(["在", "往", "给"])).add(pick(["天空", "桌子", "墙", "草地", "湖面", "她手", "树", "窗台", "沙发"]), "target")
         s.add(pick(["上", "里", "中", ""])).add(pick(["加", "添", "画", "放"]) + pick(["一群", "一只", "一束", "几朵", "一个", "一盆", ""]))
-        s.add(pick(["飞鸟", "花", "小猫", "热气球", "蝴蝶", "灯笼", "月亮", "彩虹", "植物"]), "content")
+        s.add(any_noun(["飞鸟", "花", "小猫", "热气球", "蝴蝶", "灯笼", "月亮", "彩虹", "植物"]), "content")
     elif form == 4:
         s.add(pick(["去掉", "删除", "删掉", "抹掉", "移除", "P掉", "擦掉", "帮我去掉", "请去除", "把"])).add(ref).add(pointer)
-        s.add(pick(EI_TARGETS + ["路人", "水印", "电线", "垃圾桶", "文字", "杂物", "痘痘", "皱纹"]), "target")
+        s.add(any_noun(EI_TARGETS + ["路人", "水印", "电线", "垃圾桶", "文字", "杂物", "痘痘", "皱纹"]), "target")
         if s.chunks[0][0] == "把":
             s.add(pick(["去掉", "删掉", "P掉", "抹掉", "移除"]))
     elif form == 5:
@@ -486,10 +505,10 @@ def edit_instruct():
         before, after = s.chunks.pop()[0].split("\x00")
         s.add(before).add(text, "content").add(after)
     elif form == 7:
-        s.add(pick(["加上", "添加", "加点", "给画面加上", "给照片加"])).add(pick(["下雨", "下雪", "阳光", "光晕", "雾气", "烟花", "樱花飘落", "星光"]), "content")
+        s.add(pick(["添加", "加点", "给画面加上", "给照片加", "加个", "加一些"])).add(pick(["下雨", "下雪", "阳光", "光晕", "雾气", "烟花", "樱花飘落", "星光"]), "content")
         s.add(pick(["的效果", "", "的样子", "效果"]))
     elif form == 8:
-        s.add(ref).add(pick(EI_TARGETS), "target").add(pick(["虚化一点", "调亮一点", "调暗一些", "放大一点", "缩小一点",
+        s.add(ref).add(any_noun(EI_TARGETS), "target").add(pick(["虚化一点", "调亮一点", "调暗一些", "放大一点", "缩小一点",
                                                            "模糊掉", "再清晰点", "颜色淡一点", "饱和度高一点"]))
     else:
         s.add(pick(["把", "将", "帮我把"])).add(ref).add(pick(EI_TARGETS), "target").add(pick(["染成", "刷成", "涂成", "调成"]))
@@ -515,7 +534,7 @@ def edit_reference():
     s = Sample("edit.reference")
     head(s, 0.25)
     source = pick(ER_SOURCES)
-    element = pick(ER_ELEMENTS)
+    element = any_noun(ER_ELEMENTS, 0.3, 0.1)
     if R.random() < 0.1:
         source, element = "", pick(ER_USER_ELEMENTS)
     img = maybe(0.2, pick(["图", "图片", "照片"])) if source else ""
@@ -533,11 +552,11 @@ def edit_reference():
         s.add(pick(["替换", "换掉", "盖住", "替换掉", "代替"]))
         if R.random() < 0.5:
             s.add(maybe(0.4, pick(["原图", "图片", "画面"]))).add(pick(REGIONS), "region").add("的")
-        s.add(pick(ER_TARGETS), "target")
+        s.add(any_noun(ER_TARGETS, 0.3, 0.1), "target")
     elif form == 2:
         s.add(pick(["把", "将"])).add(source).add(element, "content").add(img)
         s.add(pick(["换到", "放到", "加到", "贴到", "P到", "印到", "放进"])).add(maybe(0.4, pick(["原图的", "图里的", "图1的", "第一张图的", "画面里的"])))
-        s.add(pick(ER_TARGETS), "target").add(pick(["上", "里", "上面", "中", ""]))
+        s.add(any_noun(ER_TARGETS, 0.3, 0.1), "target").add(pick(["上", "里", "上面", "中", ""]))
     elif form == 3:
         s.add(source or "这个").add(element, "content").add(pick(["", "帮我", "请", "麻烦"]))
         s.add(pick(["放", "加到", "放到", "贴", "贴在", "放在"])).add(maybe(0.4, pick(FRAME_REFS))).add(pick(REGIONS), "region")
@@ -551,7 +570,7 @@ def edit_reference():
     else:
         s.add(pick(["参考", "按照", "照着"])).add(source or "附件").add(pick(["", "图", "图片"]))
         s.add(pick(["，把", "，将"])).add(maybe(0.4, pick(["原图", "图片"]))).add(pick(REGIONS), "region").add("的")
-        s.add(pick(ER_TARGETS), "target").add(pick(["换掉", "替换掉", "换成它", "换成一样的"]))
+        s.add(any_noun(ER_TARGETS, 0.3, 0.1), "target").add(pick(["换掉", "替换掉", "换成它", "换成一样的"]))
     tail(s)
     return s
 
@@ -747,7 +766,7 @@ def finish(s):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--per-intent", type=int, default=1000)
+    parser.add_argument("--per-intent", type=int, default=1500)
     args = parser.parse_args()
     R.seed(args.seed)
     seen = set()

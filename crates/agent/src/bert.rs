@@ -51,7 +51,9 @@ fn default_eps() -> f64 {
 
 impl BertConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(AgentError::Config(format!(
                 "hidden_size must be a multiple of num_attention_heads, got {} and {}",
                 self.hidden_size, self.num_attention_heads

@@ -33,7 +33,13 @@ fn llm_error(base_url: &str, message: impl Into<String>) -> AgentError {
 }
 
 impl ChatBackend {
-    pub fn write_prompt(&self, scene: &Scene, text: &str, slots: &Slots, trigger: &str) -> Result<WrittenPrompt> {
+    pub fn write_prompt(
+        &self,
+        scene: &Scene,
+        text: &str,
+        slots: &Slots,
+        trigger: &str,
+    ) -> Result<WrittenPrompt> {
         let slot_list: Vec<String> = slots
             .iter()
             .map(|(slot, value)| match value {
@@ -63,7 +69,10 @@ impl ChatBackend {
             .ok_or_else(|| llm_error(&self.base_url, "reply has no choices[0].message.content"))?;
         let prompt = content.trim().trim_matches('"').trim().to_string();
         if prompt.is_empty() {
-            return Err(llm_error(&self.base_url, "the model returned an empty prompt"));
+            return Err(llm_error(
+                &self.base_url,
+                "the model returned an empty prompt",
+            ));
         }
         Ok(WrittenPrompt {
             prompt,
@@ -74,10 +83,17 @@ impl ChatBackend {
 
     fn post(&self, path: &str, body: &str) -> Result<String> {
         let rest = self.base_url.strip_prefix("http://").ok_or_else(|| {
-            llm_error(&self.base_url, "only http:// URLs are supported (run a local server or a TLS proxy)")
+            llm_error(
+                &self.base_url,
+                "only http:// URLs are supported (run a local server or a TLS proxy)",
+            )
         })?;
         let (authority, base_path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let host_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+        let host_port = if authority.contains(':') {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
         let address = host_port
             .to_socket_addrs()
             .map_err(|e| llm_error(&self.base_url, format!("cannot resolve {host_port}: {e}")))?
@@ -100,10 +116,12 @@ impl ChatBackend {
         stream.write_all(body.as_bytes()).map_err(io)?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).map_err(io)?;
-        let (status, headers, body) = split_response(&raw).ok_or_else(|| llm_error(&self.base_url, "malformed HTTP reply"))?;
-        let chunked = headers
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+        let (status, headers, body) = split_response(&raw)
+            .ok_or_else(|| llm_error(&self.base_url, "malformed HTTP reply"))?;
+        let chunked = headers.lines().any(|l| {
+            l.to_ascii_lowercase().starts_with("transfer-encoding:")
+                && l.to_ascii_lowercase().contains("chunked")
+        });
         let body = if chunked {
             dechunk(body).ok_or_else(|| llm_error(&self.base_url, "malformed chunked body"))?
         } else {
@@ -112,7 +130,10 @@ impl ChatBackend {
         let body = String::from_utf8_lossy(&body).into_owned();
         if !(200..300).contains(&status) {
             let snippet: String = body.chars().take(200).collect();
-            return Err(llm_error(&self.base_url, format!("HTTP {status}: {snippet}")));
+            return Err(llm_error(
+                &self.base_url,
+                format!("HTTP {status}: {snippet}"),
+            ));
         }
         Ok(body)
     }
@@ -121,7 +142,13 @@ impl ChatBackend {
 fn split_response(raw: &[u8]) -> Option<(u16, String, &[u8])> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let status = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let status = head
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some((status, head, &raw[end + 4..]))
 }
 
@@ -146,7 +173,10 @@ mod tests {
 
     #[test]
     fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n").as_deref(), Some(&b"Wikipedia"[..]));
+        assert_eq!(
+            dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n").as_deref(),
+            Some(&b"Wikipedia"[..])
+        );
         assert_eq!(dechunk(b"zz\r\n"), None);
     }
 }

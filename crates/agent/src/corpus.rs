@@ -29,7 +29,9 @@ pub struct Example {
 }
 
 /// Classifiers that follow a count of images (来三张, 2幅, 四个版本).
-const COUNT_CLASSIFIERS: &[char] = &['张', '張', '幅', '个', '個', '款', '份', '套', '组', '版', '副', '种'];
+pub const COUNT_CLASSIFIERS: &[char] = &[
+    '张', '張', '幅', '个', '個', '款', '份', '套', '组', '版', '副', '种',
+];
 
 impl Example {
     /// Per-character tags (one per `text.chars()`), or a message naming the slot whose
@@ -57,7 +59,7 @@ impl Example {
         }
         // Longer values first, so that a short value inside a longer one (style 水彩 in
         // subject 水彩笔) takes its own occurrence.
-        text_slots.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+        text_slots.sort_by_key(|slot| std::cmp::Reverse(slot.1.len()));
         for (slot, value) in text_slots {
             if value.is_empty() {
                 return Err(format!("slot {slot} is empty"));
@@ -163,7 +165,15 @@ mod tests {
         assert_eq!(
             tags,
             [
-                "O", "B-count", "O", "B-style", "I-style", "O", "O", "O", "B-subject",
+                "O",
+                "B-count",
+                "O",
+                "B-style",
+                "I-style",
+                "O",
+                "O",
+                "O",
+                "B-subject",
                 "I-subject"
             ]
         );

@@ -133,8 +133,16 @@ impl fmt::Display for Report {
             100.0 * self.slots.precision(),
             100.0 * self.slots.recall()
         )?;
-        writeln!(f, "exact match (intent and all slots): {:.1}%", 100.0 * self.exact_match())?;
-        writeln!(f, "{:<22}{:>10}{:>10}{:>8}", "intent", "precision", "recall", "gold")?;
+        writeln!(
+            f,
+            "exact match (intent and all slots): {:.1}%",
+            100.0 * self.exact_match()
+        )?;
+        writeln!(
+            f,
+            "{:<22}{:>10}{:>10}{:>8}",
+            "intent", "precision", "recall", "gold"
+        )?;
         for (intent, c) in &self.per_intent {
             writeln!(
                 f,
@@ -145,7 +153,11 @@ impl fmt::Display for Report {
                 c.true_positive + c.false_negative
             )?;
         }
-        writeln!(f, "{:<22}{:>10}{:>10}{:>8}", "slot", "precision", "recall", "F1")?;
+        writeln!(
+            f,
+            "{:<22}{:>10}{:>10}{:>8}",
+            "slot", "precision", "recall", "F1"
+        )?;
         for (slot, c) in &self.per_slot {
             writeln!(
                 f,
@@ -178,8 +190,16 @@ mod tests {
     fn counts_intents_and_exact_slot_pairs() {
         let subject = |v: &str| Slots::from([(SlotName::Subject, SlotValue::Text(v.into()))]);
         let gold = vec![
-            Example { text: "a".into(), intent: Intent::GenerateFree, slots: subject("猫") },
-            Example { text: "b".into(), intent: Intent::Other, slots: Slots::new() },
+            Example {
+                text: "a".into(),
+                intent: Intent::GenerateFree,
+                slots: subject("猫"),
+            },
+            Example {
+                text: "b".into(),
+                intent: Intent::Other,
+                slots: Slots::new(),
+            },
         ];
         let parses = vec![
             parse("a", Intent::GenerateFree, subject("小猫")),
@@ -188,7 +208,14 @@ mod tests {
         let report = evaluate(&gold, &parses);
         assert_eq!(report.intent_correct, 1);
         assert!((report.intent_accuracy() - 0.5).abs() < 1e-9);
-        assert_eq!(report.slots, Counts { true_positive: 0, false_positive: 1, false_negative: 1 });
+        assert_eq!(
+            report.slots,
+            Counts {
+                true_positive: 0,
+                false_positive: 1,
+                false_negative: 1
+            }
+        );
         let free = &report.per_intent[&Intent::GenerateFree];
         assert!((free.precision() - 0.5).abs() < 1e-9);
         assert!((free.recall() - 1.0).abs() < 1e-9);

@@ -142,7 +142,8 @@ impl JointModel {
         let output = self.forward(&batch.input_ids, &batch.attention_mask, dropout)?;
         let intent_loss = candle_nn::loss::cross_entropy(&output.intent_logits, &batch.intents)?;
         let (b, s, t) = output.tag_logits.dims3()?;
-        let log_probs = candle_nn::ops::log_softmax(&output.tag_logits.reshape((b * s, t))?, D::Minus1)?;
+        let log_probs =
+            candle_nn::ops::log_softmax(&output.tag_logits.reshape((b * s, t))?, D::Minus1)?;
         let picked = log_probs
             .gather(&batch.tags.reshape((b * s, 1))?, 1)?
             .squeeze(1)?; // [b*s]

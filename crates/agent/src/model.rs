@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::bert::Dropout;
 use crate::checkpoint::load_safetensors;
-use crate::corpus::{SlotValue, Slots};
+use crate::corpus::{SlotValue, Slots, COUNT_CLASSIFIERS};
 use crate::error::{AgentError, Result};
 use crate::joint::{JointConfig, JointModel};
 use crate::labels::{Intent, SlotName, Tag};
@@ -88,7 +88,12 @@ impl IntentModel {
         Ok(Self::from_parts(model, vocab, config, device))
     }
 
-    pub fn from_parts(model: JointModel, vocab: Vocab, config: JointConfig, device: Device) -> Self {
+    pub fn from_parts(
+        model: JointModel,
+        vocab: Vocab,
+        config: JointConfig,
+        device: Device,
+    ) -> Self {
         Self {
             model,
             vocab,
@@ -131,14 +136,19 @@ impl IntentModel {
         let output = self
             .model
             .forward(&input_ids, &attention_mask, &mut Dropout::disabled())?;
-        let intent_probs = candle_nn::ops::softmax_last_dim(&output.intent_logits)?.to_vec2::<f32>()?;
+        let intent_probs =
+            candle_nn::ops::softmax_last_dim(&output.intent_logits)?.to_vec2::<f32>()?;
         let tag_probs = candle_nn::ops::softmax_last_dim(&output.tag_logits)?.to_vec3::<f32>()?;
         let mut parses = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
-            let (best, confidence) = intent_probs[i]
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |acc, (j, &p)| if p > acc.1 { (j, p) } else { acc });
+            let (best, confidence) =
+                intent_probs[i]
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::MIN),
+                        |acc, (j, &p)| if p > acc.1 { (j, p) } else { acc },
+                    );
             let intent = Intent::ALL[best];
             let rows = &tag_probs[i][1..=encodings[i].char_indices.len()];
             let slots = decode_slots(text, intent, &encodings[i].char_indices, rows);
@@ -160,9 +170,9 @@ pub fn pad_batch(encodings: &[Encoding], pad_id: u32, device: &Device) -> Result
     let mut mask = Vec::with_capacity(encodings.len() * seq_len);
     for encoding in encodings {
         ids.extend_from_slice(&encoding.ids);
-        ids.extend(std::iter::repeat(pad_id).take(seq_len - encoding.ids.len()));
-        mask.extend(std::iter::repeat(1f32).take(encoding.ids.len()));
-        mask.extend(std::iter::repeat(0f32).take(seq_len - encoding.ids.len()));
+        ids.extend(std::iter::repeat_n(pad_id, seq_len - encoding.ids.len()));
+        mask.extend(std::iter::repeat_n(1f32, encoding.ids.len()));
+        mask.extend(std::iter::repeat_n(0f32, seq_len - encoding.ids.len()));
     }
     let shape = (encodings.len(), seq_len);
     Ok((
@@ -174,7 +184,12 @@ pub fn pad_batch(encodings: &[Encoding], pad_id: u32, device: &Device) -> Result
 /// Turns per-character tag probabilities into slots. Only the tags of slots that
 /// `intent` may carry compete; a stray `I-x` opens a span; of several spans of one
 /// slot the most confident wins; `count` keeps only integers of 2 or more.
-pub fn decode_slots(text: &str, intent: Intent, char_indices: &[usize], rows: &[Vec<f32>]) -> Slots {
+pub fn decode_slots(
+    text: &str,
+    intent: Intent,
+    char_indices: &[usize],
+    rows: &[Vec<f32>],
+) -> Slots {
     let chars: Vec<char> = text.chars().collect();
     let allowed: Vec<bool> = Tag::all()
         .iter()
@@ -190,7 +205,10 @@ pub fn decode_slots(text: &str, intent: Intent, char_indices: &[usize], rows: &[
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| allowed.get(*j).copied().unwrap_or(false))
-                .fold((0, f32::MIN), |acc, (j, &p)| if p > acc.1 { (j, p) } else { acc });
+                .fold(
+                    (0, f32::MIN),
+                    |acc, (j, &p)| if p > acc.1 { (j, p) } else { acc },
+                );
             (Tag::from_index(index).unwrap_or(Tag::Outside), p)
         })
         .collect();
@@ -199,7 +217,9 @@ pub fn decode_slots(text: &str, intent: Intent, char_indices: &[usize], rows: &[
     for (token, &(tag, p)) in best_tags.iter().enumerate() {
         match tag {
             Tag::Outside => {}
-            Tag::Inside(slot) if matches!(spans.last(), Some(s) if s.0 == slot && s.2 + 1 == token) => {
+            // Adjacent characters of one slot form one span whether tagged B or I: each
+            // slot has one value, so a B right after the same slot is a tagging slip.
+            Tag::Begin(slot) | Tag::Inside(slot) if matches!(spans.last(), Some(s) if s.0 == slot && s.2 + 1 == token) => {
                 if let Some(span) = spans.last_mut() {
                     span.2 = token;
                     span.3 += p;
@@ -216,7 +236,12 @@ pub fn decode_slots(text: &str, intent: Intent, char_indices: &[usize], rows: &[
         let value: String = chars[start..=end].iter().collect();
         let value = value.trim().to_string();
         let value = if slot == SlotName::Count {
-            match parse_number(&value) {
+            // A count of images is followed by its classifier (三张, 4幅); digits inside
+            // a name (618) are not a count.
+            let classified = chars
+                .get(end + 1)
+                .is_some_and(|c| COUNT_CLASSIFIERS.contains(c));
+            match parse_number(&value).filter(|_| classified) {
                 Some(n) if n >= 2 => SlotValue::Count(n),
                 _ => continue,
             }
@@ -230,6 +255,65 @@ pub fn decode_slots(text: &str, intent: Intent, char_indices: &[usize], rows: &[
             best.insert(slot, (score, value));
         }
     }
-    best.into_iter().map(|(slot, (_, value))| (slot, value)).collect()
+    let mut slots: Slots = best
+        .into_iter()
+        .map(|(slot, (_, value))| (slot, value))
+        .collect();
+    if let Some(SlotValue::Text(style)) = slots.get_mut(&SlotName::Style) {
+        *style = style_convention(text, style);
+    }
+    slots
 }
 
+/// Styles that keep their 风 (INTENTS.md, `style`).
+const KEEPS_FENG: [&str; 7] = [
+    "国风",
+    "古风",
+    "中国风",
+    "科技风",
+    "商务风",
+    "工业风",
+    "ins风",
+];
+
+/// INTENTS.md's style convention applied to a predicted span: the suffixes 风格, 画风,
+/// 质感, 效果, 渲染 are dropped, and a bare 风, except in the styles that keep it (国风 …);
+/// a span that stops right before the 风 of one of those is extended to it.
+fn style_convention(text: &str, style: &str) -> String {
+    let keeps = |candidate: &str| KEEPS_FENG.iter().any(|k| k.eq_ignore_ascii_case(candidate));
+    let mut style = style.to_string();
+    for suffix in ["风格", "画风", "质感", "效果", "渲染"] {
+        match style.strip_suffix(suffix) {
+            Some(stem) if !stem.is_empty() => style = stem.to_string(),
+            _ => {}
+        }
+    }
+    if keeps(&style) {
+        return style;
+    }
+    if let Some(stem) = style.strip_suffix('风').filter(|stem| !stem.is_empty()) {
+        return stem.to_string();
+    }
+    let extended = format!("{style}风");
+    if keeps(&extended) && text.contains(&extended) {
+        return extended;
+    }
+    style
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn style_spans_follow_the_contract() {
+        assert_eq!(style_convention("做个国风海报", "国"), "国风");
+        assert_eq!(style_convention("中国风的龙", "中国"), "中国风");
+        assert_eq!(style_convention("国画", "国"), "国");
+        assert_eq!(style_convention("像素风的骑士", "像素风"), "像素");
+        assert_eq!(style_convention("水彩风格", "水彩风格"), "水彩");
+        assert_eq!(style_convention("要ins风", "ins风"), "ins风");
+        assert_eq!(style_convention("要INS风", "INS风"), "INS风");
+        assert_eq!(style_convention("3D渲染", "3D渲染"), "3D");
+    }
+}

@@ -116,9 +116,10 @@ pub const REFUSAL: &str = "抱歉，这个我帮不上忙。我是画图助手 h
 pub const ASK_IMAGE: &str = "请上传要编辑的图片。";
 pub const ASK_CONDITION: &str = "请上传要放进图片里的素材图（例如 logo 或产品图）。";
 pub const ASK_SUBJECT: &str = "想画什么呢？请描述一下画面内容，例如“画一只在月球上的猫”。";
-pub const ASK_CLARIFY: &str = "我不太确定您的意思。您是想生成一张新图，还是修改已有的图片？请再具体说说。";
+pub const ASK_CLARIFY: &str =
+    "我不太确定您的意思。您是想生成一张新图，还是修改已有的图片？请再具体说说。";
 
-fn text_slot<'a>(parse: &'a Parse, slot: SlotName) -> Option<&'a str> {
+fn text_slot(parse: &Parse, slot: SlotName) -> Option<&str> {
     match parse.slots.get(&slot) {
         Some(SlotValue::Text(value)) => Some(value.as_str()),
         _ => None,
@@ -139,12 +140,20 @@ pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexic
     if intent == Intent::EditReference && inputs.condition_image.is_none() {
         return Plan::Question(ASK_CONDITION.into());
     }
-    let needs_subject = matches!(intent, Intent::GenerateFree | Intent::GeneratePortrait | Intent::GenerateIcon);
-    if needs_subject && text_slot(parse, SlotName::Subject).is_none() && text_slot(parse, SlotName::Style).is_none() {
+    let needs_subject = matches!(
+        intent,
+        Intent::GenerateFree | Intent::GeneratePortrait | Intent::GenerateIcon
+    );
+    if needs_subject
+        && text_slot(parse, SlotName::Subject).is_none()
+        && text_slot(parse, SlotName::Style).is_none()
+    {
         return Plan::Question(ASK_SUBJECT.into());
     }
     let Some(scene) = scenes.for_intent(intent) else {
-        return Plan::Question(format!("没有为 {intent} 配置场景（scenes.toml），请添加一个 intent = \"{intent}\" 的场景。"));
+        return Plan::Question(format!(
+            "没有为 {intent} 配置场景（scenes.toml），请添加一个 intent = \"{intent}\" 的场景。"
+        ));
     };
     let mut notes = Vec::new();
     let lora = scene.lora.as_ref().and_then(|file| {
@@ -176,7 +185,9 @@ pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexic
     if let Some(aspect) = text_slot(parse, SlotName::Aspect) {
         match size_for_aspect(aspect, scene.width, scene.height) {
             Some(size) => (width, height) = size,
-            None => notes.push(format!("aspect `{aspect}` not understood; using {width}×{height}")),
+            None => notes.push(format!(
+                "aspect `{aspect}` not understood; using {width}×{height}"
+            )),
         }
     }
     let mut num_images = match parse.slots.get(&SlotName::Count) {
@@ -184,7 +195,9 @@ pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexic
         _ => 1,
     };
     if num_images > MAX_IMAGES {
-        notes.push(format!("{num_images} images asked; making {MAX_IMAGES}, the most per request"));
+        notes.push(format!(
+            "{num_images} images asked; making {MAX_IMAGES}, the most per request"
+        ));
         num_images = MAX_IMAGES;
     }
     let pipeline = match intent {
@@ -225,12 +238,21 @@ impl TaskPlan {
         };
         steps.push(format!(
             "{} ({lora}): {}×{}, {} steps, guidance {}, {}, {} image(s)",
-            self.pipeline, self.width, self.height, self.steps, self.guidance, self.scheduler, self.num_images
+            self.pipeline,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.scheduler,
+            self.num_images
         ));
         if let Some(region) = &self.region {
             steps.push(format!("region: {region}"));
         }
-        steps.push(format!("enhancer: {}", self.enhancer.as_deref().unwrap_or("none")));
+        steps.push(format!(
+            "enhancer: {}",
+            self.enhancer.as_deref().unwrap_or("none")
+        ));
         steps.push("output".to_string());
         steps
     }

@@ -79,7 +79,9 @@ impl Lexicon {
         let mut i = 0;
         while i < chars.len() {
             if chars[i] == '在' {
-                if let Some(end) = (i + 2..chars.len()).find(|&j| matches!(chars[j], '上' | '里' | '中' | '下')) {
+                if let Some(end) =
+                    (i + 2..chars.len()).find(|&j| matches!(chars[j], '上' | '里' | '中' | '下'))
+                {
                     let preposition = match chars[end] {
                         '上' => "on",
                         '下' => "under",
@@ -117,7 +119,8 @@ impl Lexicon {
                     // Gather the unknown run so it is reported once.
                     let start = i;
                     i += 1;
-                    while i < chars.len() && !chars[i].is_ascii() && !self.starts_word(&chars[i..]) {
+                    while i < chars.len() && !chars[i].is_ascii() && !self.starts_word(&chars[i..])
+                    {
                         i += 1;
                     }
                     unknown.push(chars[start..i].iter().collect());
@@ -160,10 +163,14 @@ pub struct WrittenPrompt {
 
 /// The English edit instruction for InstructPix2Pix ("replace the sky with sunset glow").
 pub fn edit_instruction(text: &str, target: &str, content: &str, style: &str) -> String {
-    let removal = ["去掉", "删除", "删掉", "移除", "抹掉", "擦掉", "p掉", "P掉", "去除"]
+    let removal = [
+        "去掉", "删除", "删掉", "移除", "抹掉", "擦掉", "p掉", "P掉", "去除",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    let addition = ["加", "添", "放", "戴上", "穿上", "画上"]
         .iter()
         .any(|w| text.contains(w));
-    let addition = ["加", "添", "放", "戴上", "穿上", "画上"].iter().any(|w| text.contains(w));
     let mut parts = Vec::new();
     if removal && !target.is_empty() {
         parts.push(format!("remove the {target}"));
@@ -184,7 +191,13 @@ pub fn edit_instruction(text: &str, target: &str, content: &str, style: &str) ->
 
 /// Fills the scene's template with translated slots. `trigger` is the LoRA trigger
 /// word, empty when no LoRA is used.
-pub fn write_prompt(scene: &Scene, text: &str, slots: &Slots, trigger: &str, lexicon: &Lexicon) -> WrittenPrompt {
+pub fn write_prompt(
+    scene: &Scene,
+    text: &str,
+    slots: &Slots,
+    trigger: &str,
+    lexicon: &Lexicon,
+) -> WrittenPrompt {
     let mut untranslated = Vec::new();
     let mut english = |slot: SlotName| -> String {
         match slots.get(&slot) {
@@ -225,15 +238,33 @@ mod tests {
     fn translates_with_longest_match_and_reorders_modifiers() {
         let lexicon = Lexicon::builtin();
         assert!(lexicon.len() > 300);
-        assert_eq!(lexicon.translate("元宵祝福").english, "Lantern Festival, glowing red lanterns, tangyuan rice balls greetings, best wishes");
-        assert_eq!(lexicon.translate("穿汉服的女孩").english, "girl, wearing hanfu");
-        assert_eq!(lexicon.translate("在月球上的猫").english, "cat, on the moon");
-        assert_eq!(lexicon.translate("小男孩在放风筝").english, "little boy flying a kite");
-        assert_eq!(lexicon.translate("穿西裝的男人").english, "man, wearing suit");
+        assert_eq!(
+            lexicon.translate("元宵祝福").english,
+            "Lantern Festival, glowing red lanterns, tangyuan rice balls greetings, best wishes"
+        );
+        assert_eq!(
+            lexicon.translate("穿汉服的女孩").english,
+            "girl, wearing hanfu"
+        );
+        assert_eq!(
+            lexicon.translate("在月球上的猫").english,
+            "cat, on the moon"
+        );
+        assert_eq!(
+            lexicon.translate("小男孩在放风筝").english,
+            "little boy flying a kite"
+        );
+        assert_eq!(
+            lexicon.translate("穿西裝的男人").english,
+            "man, wearing suit"
+        );
         let unknown = lexicon.translate("饕餮猫");
         assert_eq!(unknown.english, "cat");
         assert_eq!(unknown.unknown, vec!["饕餮".to_string()]);
-        assert_eq!(lexicon.translate("Happy New Year").english, "Happy New Year");
+        assert_eq!(
+            lexicon.translate("Happy New Year").english,
+            "Happy New Year"
+        );
     }
 
     #[test]
@@ -244,18 +275,43 @@ mod tests {
             (SlotName::Subject, SlotValue::Text("中秋".into())),
             (SlotName::Style, SlotValue::Text("水墨".into())),
         ]);
-        let written = write_prompt(poster, "中秋海报，水墨风", &slots, "htposter", Lexicon::builtin());
+        let written = write_prompt(
+            poster,
+            "中秋海报，水墨风",
+            &slots,
+            "htposter",
+            Lexicon::builtin(),
+        );
         assert!(written.prompt.starts_with("htposter, Mid-Autumn Festival, full moon, mooncakes, Chinese ink wash painting, festive"), "{}", written.prompt);
-        let without_trigger = write_prompt(poster, "中秋海报", &Slots::new(), "", Lexicon::builtin());
-        assert!(without_trigger.prompt.starts_with("festive greeting poster"), "{}", without_trigger.prompt);
+        let without_trigger =
+            write_prompt(poster, "中秋海报", &Slots::new(), "", Lexicon::builtin());
+        assert!(
+            without_trigger
+                .prompt
+                .starts_with("festive greeting poster"),
+            "{}",
+            without_trigger.prompt
+        );
         assert!(!without_trigger.prompt.contains(", ,"));
     }
 
     #[test]
     fn edit_instructions_follow_the_verb() {
-        assert_eq!(edit_instruction("把天空换成晚霞", "sky", "sunset glow", ""), "turn the sky into sunset glow");
-        assert_eq!(edit_instruction("去掉图片里的路人", "passers-by", "", ""), "remove the passers-by");
-        assert_eq!(edit_instruction("在左上角加一轮月亮", "top left", "moon", ""), "add moon to the top left");
-        assert_eq!(edit_instruction("改成水彩风格", "", "", "watercolor painting"), "make it watercolor painting");
+        assert_eq!(
+            edit_instruction("把天空换成晚霞", "sky", "sunset glow", ""),
+            "turn the sky into sunset glow"
+        );
+        assert_eq!(
+            edit_instruction("去掉图片里的路人", "passers-by", "", ""),
+            "remove the passers-by"
+        );
+        assert_eq!(
+            edit_instruction("在左上角加一轮月亮", "top left", "moon", ""),
+            "add moon to the top left"
+        );
+        assert_eq!(
+            edit_instruction("改成水彩风格", "", "", "watercolor painting"),
+            "make it watercolor painting"
+        );
     }
 }

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::chat_backend::ChatBackend;
 use crate::error::{AgentError, Result};
 use crate::labels::Intent;
-use crate::chat_backend::ChatBackend;
 use crate::toml_lite::{self, Value};
 
 pub const DEFAULT_SCENES: &str = include_str!("../scenes.toml");
@@ -76,12 +76,14 @@ impl Scenes {
             path: path.to_path_buf(),
             message,
         };
-        let document = toml_lite::parse(text).map_err(|(line, m)| bad(format!("line {line}: {m}")))?;
+        let document =
+            toml_lite::parse(text).map_err(|(line, m)| bad(format!("line {line}: {m}")))?;
         let mut scenes = BTreeMap::new();
         let mut prompt_backend = PromptBackend::Lexicon;
         for (table, entries) in &document {
             if table == "prompt" {
-                prompt_backend = backend_from(entries).map_err(|m| bad(format!("[prompt]: {m}")))?;
+                prompt_backend =
+                    backend_from(entries).map_err(|m| bad(format!("[prompt]: {m}")))?;
                 continue;
             }
             if table.is_empty() {
@@ -91,9 +93,12 @@ impl Scenes {
                 continue;
             }
             let Some(name) = table.strip_prefix("scenes.") else {
-                return Err(bad(format!("unknown table [{table}] (expected [scenes.NAME])")));
+                return Err(bad(format!(
+                    "unknown table [{table}] (expected [scenes.NAME])"
+                )));
             };
-            let scene = scene_from(name, entries).map_err(|m| bad(format!("[scenes.{name}]: {m}")))?;
+            let scene =
+                scene_from(name, entries).map_err(|m| bad(format!("[scenes.{name}]: {m}")))?;
             scenes.insert(name.to_string(), scene);
         }
         Ok(Self {
@@ -109,7 +114,10 @@ impl Scenes {
     /// The scene serving `intent`: the one named after it if any (poster for
     /// generate.poster, edit-instruct for edit.instruct), else the first by name.
     pub fn for_intent(&self, intent: Intent) -> Option<&Scene> {
-        let own_name = intent.as_str().trim_start_matches("generate.").replace('.', "-");
+        let own_name = intent
+            .as_str()
+            .trim_start_matches("generate.")
+            .replace('.', "-");
         self.scenes
             .get(&own_name)
             .filter(|s| s.intent == intent)
@@ -127,14 +135,25 @@ fn backend_from(entries: &BTreeMap<String, Value>) -> std::result::Result<Prompt
         Some(_) => Err(format!("`{key}` must be a string")),
         None => Ok(None),
     };
-    const KEYS: [&str; 6] = ["backend", "base_url", "model", "api_key", "api_key_env", "timeout_s"];
+    const KEYS: [&str; 6] = [
+        "backend",
+        "base_url",
+        "model",
+        "api_key",
+        "api_key_env",
+        "timeout_s",
+    ];
     if let Some(unknown) = entries.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!("unknown key `{unknown}` (known: {})", KEYS.join(", ")));
+        return Err(format!(
+            "unknown key `{unknown}` (known: {})",
+            KEYS.join(", ")
+        ));
     }
     match get("backend")?.as_deref() {
         None | Some("lexicon") => Ok(PromptBackend::Lexicon),
         Some("openai") => {
-            let base_url = get("base_url")?.ok_or("`base_url` is missing (e.g. http://127.0.0.1:8080/v1)")?;
+            let base_url =
+                get("base_url")?.ok_or("`base_url` is missing (e.g. http://127.0.0.1:8080/v1)")?;
             let model = get("model")?.ok_or("`model` is missing")?;
             let api_key = match (get("api_key")?, get("api_key_env")?) {
                 (Some(key), _) => Some(key),
@@ -159,11 +178,25 @@ fn backend_from(entries: &BTreeMap<String, Value>) -> std::result::Result<Prompt
 
 fn scene_from(name: &str, entries: &BTreeMap<String, Value>) -> std::result::Result<Scene, String> {
     const KEYS: [&str; 13] = [
-        "intent", "lora", "lora_scale", "trigger", "prompt", "negative_prompt", "width", "height",
-        "steps", "guidance", "scheduler", "enhancer", "pipeline",
+        "intent",
+        "lora",
+        "lora_scale",
+        "trigger",
+        "prompt",
+        "negative_prompt",
+        "width",
+        "height",
+        "steps",
+        "guidance",
+        "scheduler",
+        "enhancer",
+        "pipeline",
     ];
     if let Some(unknown) = entries.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!("unknown key `{unknown}` (known: {})", KEYS.join(", ")));
+        return Err(format!(
+            "unknown key `{unknown}` (known: {})",
+            KEYS.join(", ")
+        ));
     }
     let string = |key: &str| -> std::result::Result<String, String> {
         match entries.get(key) {
@@ -179,7 +212,9 @@ fn scene_from(name: &str, entries: &BTreeMap<String, Value>) -> std::result::Res
     let integer = |key: &str, min: i64, max: i64| -> std::result::Result<usize, String> {
         match entries.get(key) {
             Some(Value::Integer(n)) if (min..=max).contains(n) => Ok(*n as usize),
-            Some(Value::Integer(n)) => Err(format!("`{key}` must be between {min} and {max}, got {n}")),
+            Some(Value::Integer(n)) => {
+                Err(format!("`{key}` must be between {min} and {max}, got {n}"))
+            }
             Some(_) => Err(format!("`{key}` must be an integer")),
             None => Err(format!("`{key}` is missing")),
         }
@@ -192,15 +227,22 @@ fn scene_from(name: &str, entries: &BTreeMap<String, Value>) -> std::result::Res
             None => default.ok_or_else(|| format!("`{key}` is missing")),
         }
     };
-    let intent: Intent = string("intent")?.parse().map_err(|e: AgentError| e.to_string())?;
+    let intent: Intent = string("intent")?
+        .parse()
+        .map_err(|e: AgentError| e.to_string())?;
     let width = integer("width", 64, 4096)?;
     let height = integer("height", 64, 4096)?;
     if width % 8 != 0 || height % 8 != 0 {
-        return Err(format!("width and height must be multiples of 8, got {width}×{height}"));
+        return Err(format!(
+            "width and height must be multiples of 8, got {width}×{height}"
+        ));
     }
     let scheduler = string("scheduler")?;
     if !SCHEDULERS.contains(&scheduler.as_str()) {
-        return Err(format!("scheduler must be one of {}, got {scheduler}", SCHEDULERS.join(", ")));
+        return Err(format!(
+            "scheduler must be one of {}, got {scheduler}",
+            SCHEDULERS.join(", ")
+        ));
     }
     let guidance = number("guidance", None)?;
     let lora_scale = number("lora_scale", Some(1.0))?;
@@ -236,10 +278,19 @@ mod tests {
     fn every_intent_but_other_has_a_builtin_scene() {
         let scenes = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
         for intent in Intent::ALL {
-            assert_eq!(scenes.for_intent(intent).is_some(), intent != Intent::Other, "{intent}");
+            assert_eq!(
+                scenes.for_intent(intent).is_some(),
+                intent != Intent::Other,
+                "{intent}"
+            );
         }
-        let poster = scenes.get("poster").unwrap_or_else(|| panic!("no poster scene"));
-        assert_eq!(poster.lora.as_deref(), Some(Path::new("poster.safetensors")));
+        let poster = scenes
+            .get("poster")
+            .unwrap_or_else(|| panic!("no poster scene"));
+        assert_eq!(
+            poster.lora.as_deref(),
+            Some(Path::new("poster.safetensors"))
+        );
         assert_eq!(poster.trigger, "htposter");
         assert_eq!(scenes.get("free").and_then(|s| s.lora.clone()), None);
     }
@@ -253,22 +304,43 @@ mod tests {
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
         let scenes = Scenes::with_overrides(&path).unwrap_or_else(|e| panic!("{e}"));
         let poster = scenes.get("poster").unwrap_or_else(|| panic!("poster"));
-        assert_eq!((poster.width, poster.steps, poster.lora.is_none()), (512, 4, true));
+        assert_eq!(
+            (poster.width, poster.steps, poster.lora.is_none()),
+            (512, 4, true)
+        );
         assert!(scenes.get("ink").is_some());
         // generate.free still prefers the scene named `free`.
-        assert_eq!(scenes.for_intent(Intent::GenerateFree).map(|s| s.name.as_str()), Some("free"));
+        assert_eq!(
+            scenes
+                .for_intent(Intent::GenerateFree)
+                .map(|s| s.name.as_str()),
+            Some("free")
+        );
     }
 
     #[test]
     fn invalid_scenes_say_what_is_wrong() {
         let check = |text: &str, needle: &str| {
-            let error = Scenes::parse(text, Path::new("s.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = Scenes::parse(text, Path::new("s.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(error.contains(needle), "{error:?} lacks {needle:?}");
         };
-        let base = "[scenes.x]\nintent = \"generate.free\"\nprompt = \"p\"\nsteps = 20\nguidance = 5\n";
-        check(&format!("{base}width = 1000\nheight = 1001\nscheduler = \"euler\"\n"), "multiples of 8, got 1000×1001");
-        check(&format!("{base}width = 512\nheight = 512\nscheduler = \"plms\"\n"), "scheduler must be one of");
-        check(&format!("{base}width = 512\nheight = 512\nscheduler = \"euler\"\ncolour = \"red\"\n"), "unknown key `colour`");
+        let base =
+            "[scenes.x]\nintent = \"generate.free\"\nprompt = \"p\"\nsteps = 20\nguidance = 5\n";
+        check(
+            &format!("{base}width = 1000\nheight = 1001\nscheduler = \"euler\"\n"),
+            "multiples of 8, got 1000×1001",
+        );
+        check(
+            &format!("{base}width = 512\nheight = 512\nscheduler = \"plms\"\n"),
+            "scheduler must be one of",
+        );
+        check(
+            &format!("{base}width = 512\nheight = 512\nscheduler = \"euler\"\ncolour = \"red\"\n"),
+            "unknown key `colour`",
+        );
         check("[scenes.x]\nintent = \"draw\"\n", "unknown intent `draw`");
         check("[other]\n", "unknown table [other]");
     }

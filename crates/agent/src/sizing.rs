@@ -20,8 +20,12 @@ pub fn size_for_aspect(aspect: &str, width: usize, height: usize) -> Option<(usi
     let area = (width * height) as f64;
     let long_side = width.max(height);
     let short_side = width.min(height);
-    let landscape = ["横", "landscape", "长方形"].iter().any(|w| text.contains(w));
-    let portrait = ["竖", "豎", "portrait", "纵"].iter().any(|w| text.contains(w));
+    let landscape = ["横", "landscape", "长方形"]
+        .iter()
+        .any(|w| text.contains(w));
+    let portrait = ["竖", "豎", "portrait", "纵"]
+        .iter()
+        .any(|w| text.contains(w));
     let square = text.contains("方形") && !text.contains("长方形") || text == "square";
     if landscape || portrait {
         let (long, short) = if long_side == short_side {
@@ -29,7 +33,11 @@ pub fn size_for_aspect(aspect: &str, width: usize, height: usize) -> Option<(usi
         } else {
             (long_side, short_side)
         };
-        return Some(if landscape { (long, short) } else { (short, long) });
+        return Some(if landscape {
+            (long, short)
+        } else {
+            (short, long)
+        });
     }
     if square {
         let side = round64(area.sqrt());
@@ -38,7 +46,10 @@ pub fn size_for_aspect(aspect: &str, width: usize, height: usize) -> Option<(usi
     if matches!(text.as_str(), "a3" | "a4" | "a5") {
         return Some(sized(1.0 / std::f64::consts::SQRT_2, area));
     }
-    if matches!(text.as_str(), "2k" | "4k" | "8k" | "1080p" | "720p" | "高清" | "超清") {
+    if matches!(
+        text.as_str(),
+        "2k" | "4k" | "8k" | "1080p" | "720p" | "高清" | "超清"
+    ) {
         // A resolution, not a shape: keep the scene's shape (an upscaling enhancer
         // reaches the pixel count).
         return Some((width, height));

@@ -46,7 +46,11 @@ pub fn parse(text: &str) -> Result<Document, (usize, String)> {
             .split_once('=')
             .ok_or((number, "expected `key = value`".to_string()))?;
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err((number, format!("invalid key `{key}`")));
         }
         let value = parse_value(value.trim()).map_err(|m| (number, m))?;
@@ -89,7 +93,9 @@ fn parse_value(text: &str) -> Result<Value, String> {
                     Some('t') => out.push('\t'),
                     Some('"') => out.push('"'),
                     Some('\\') => out.push('\\'),
-                    other => return Err(format!("unsupported escape `\\{}`", other.unwrap_or(' '))),
+                    other => {
+                        return Err(format!("unsupported escape `\\{}`", other.unwrap_or(' ')))
+                    }
                 },
                 '"' => return Err("unescaped `\"` inside a string".into()),
                 c => out.push(c),
@@ -111,7 +117,9 @@ fn parse_value(text: &str) -> Result<Value, String> {
             return Ok(Value::Float(float));
         }
     }
-    Err(format!("unsupported value `{text}` (use a \"string\", number or true/false)"))
+    Err(format!(
+        "unsupported value `{text}` (use a \"string\", number or true/false)"
+    ))
 }
 
 #[cfg(test)]
@@ -124,7 +132,10 @@ mod tests {
         let document = parse(text).unwrap_or_default();
         assert_eq!(document[""]["top"], Value::Integer(1));
         let poster = &document["scenes.poster"];
-        assert_eq!(poster["prompt"], Value::String("a \"b\" # not a comment".into()));
+        assert_eq!(
+            poster["prompt"],
+            Value::String("a \"b\" # not a comment".into())
+        );
         assert_eq!(poster["scale"], Value::Float(0.8));
         assert_eq!(poster["steps"], Value::Integer(30));
         assert_eq!(poster["on"], Value::Boolean(true));

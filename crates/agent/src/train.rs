@@ -45,7 +45,8 @@ pub struct TrainOptions {
     /// Chance of replacing a character by [UNK] during training.
     pub unk_probability: f64,
     /// A Hugging Face BERT folder (config.json, vocab.txt, model.safetensors) to
-    /// fine-tune instead of training an encoder from scratch.
+    /// fine-tune instead of training an encoder from scratch; one of our model folders
+    /// resumes its training (heads included).
     pub pretrained: Option<PathBuf>,
 }
 
@@ -80,8 +81,11 @@ impl TrainOptions {
                 self.epochs, self.batch_size
             ));
         }
-        if !(self.learning_rate > 0.0) {
-            return bad(format!("learning rate must be positive, got {}", self.learning_rate));
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
+            return bad(format!(
+                "learning rate must be positive, got {}",
+                self.learning_rate
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.unk_probability) {
             return bad("dropout and unk probability must be in [0, 1)".into());
@@ -128,10 +132,17 @@ impl Trainer {
                 let bert: BertConfig = read_bert_config(&dir.join(CONFIG_FILE))?;
                 let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
                 let weights = dir.join(WEIGHTS_FILE);
-                (vocab, bert, Some(load_safetensors(&weights, &device).map(|t| (weights, t))?))
+                (
+                    vocab,
+                    bert,
+                    Some(load_safetensors(&weights, &device).map(|t| (weights, t))?),
+                )
             }
             None => {
-                let vocab = Vocab::from_texts(examples.iter().map(|e| e.text.as_str()), options.min_char_count);
+                let vocab = Vocab::from_texts(
+                    examples.iter().map(|e| e.text.as_str()),
+                    options.min_char_count,
+                );
                 let bert = BertConfig {
                     vocab_size: vocab.len(),
                     hidden_size: options.hidden_size,
@@ -179,7 +190,12 @@ impl Trainer {
                 })?;
                 let encoding = vocab.encode(&example.text, max_len);
                 let mut tags = vec![0u32];
-                tags.extend(encoding.char_indices.iter().map(|&i| char_tags[i].index() as u32));
+                tags.extend(
+                    encoding
+                        .char_indices
+                        .iter()
+                        .map(|&i| char_tags[i].index() as u32),
+                );
                 tags.push(0);
                 Ok(Prepared {
                     ids: encoding.ids,
@@ -204,7 +220,9 @@ impl Trainer {
                 .ids
                 .iter()
                 .map(|&id| {
-                    if !special.contains(&id) && self.rng.gen::<f64>() < self.options.unk_probability {
+                    if !special.contains(&id)
+                        && self.rng.gen::<f64>() < self.options.unk_probability
+                    {
                         unk
                     } else {
                         id
@@ -212,12 +230,15 @@ impl Trainer {
                 })
                 .collect();
             let n = ids.len();
-            encodings.push(crate::vocab::Encoding { ids, char_indices: Vec::new() });
+            encodings.push(crate::vocab::Encoding {
+                ids,
+                char_indices: Vec::new(),
+            });
             tags.extend_from_slice(&item.tags);
-            tags.extend(std::iter::repeat(0u32).take(seq_len - n));
+            tags.extend(std::iter::repeat_n(0u32, seq_len - n));
             weights.push(0f32);
-            weights.extend(std::iter::repeat(1f32).take(n - 2));
-            weights.extend(std::iter::repeat(0f32).take(seq_len - n + 1));
+            weights.extend(std::iter::repeat_n(1f32, n - 2));
+            weights.extend(std::iter::repeat_n(0f32, seq_len - n + 1));
         }
         let (input_ids, attention_mask) = pad_batch(&encodings, vocab.pad_id, &device)?;
         let intents: Vec<u32> = items.iter().map(|p| p.intent).collect();
@@ -311,9 +332,11 @@ impl Trainer {
             source,
         })?;
         let config_path = dir.join(CONFIG_FILE);
-        let json = serde_json::to_string_pretty(self.model.config()).map_err(|source| AgentError::Json {
-            path: config_path.clone(),
-            source,
+        let json = serde_json::to_string_pretty(self.model.config()).map_err(|source| {
+            AgentError::Json {
+                path: config_path.clone(),
+                source,
+            }
         })?;
         std::fs::write(&config_path, json + "\n").map_err(|source| AgentError::Write {
             path: config_path,
@@ -344,7 +367,10 @@ fn read_bert_config(path: &Path) -> Result<BertConfig> {
 }
 
 fn lock(varmap: &VarMap) -> std::sync::MutexGuard<'_, HashMap<String, candle_core::Var>> {
-    varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn sorted_vars(varmap: &VarMap) -> Vec<candle_core::Var> {
@@ -369,7 +395,9 @@ fn initialise(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
         } else if name.ends_with(".bias") {
             Tensor::zeros(&shape, DType::F32, &Device::Cpu)?
         } else {
-            let values: Vec<f32> = (0..shape.elem_count()).map(|_| normal.sample(rng)).collect();
+            let values: Vec<f32> = (0..shape.elem_count())
+                .map(|_| normal.sample(rng))
+                .collect();
             Tensor::from_vec(values, &shape, &Device::Cpu)?
         };
         var.set(&value)?;
@@ -377,14 +405,20 @@ fn initialise(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
     Ok(())
 }
 
-/// Copies every `bert.*` tensor of a checkpoint into the encoder's variables.
+/// Copies every `bert.*` tensor of a checkpoint into the encoder's variables, and the
+/// heads too when the checkpoint is one of our models (training resumes).
 fn load_encoder(varmap: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let data = lock(varmap);
-    for (name, var) in data.iter().filter(|(name, _)| name.starts_with("bert.")) {
-        let tensor = tensors.get(name).ok_or_else(|| AgentError::MissingTensor {
-            path: path.to_path_buf(),
-            name: name.clone(),
-        })?;
+    for (name, var) in data.iter() {
+        let Some(tensor) = tensors.get(name) else {
+            if name.starts_with("bert.") {
+                return Err(AgentError::MissingTensor {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                });
+            }
+            continue;
+        };
         if tensor.dims() != var.dims() {
             return Err(AgentError::TensorShape {
                 path: path.to_path_buf(),

@@ -70,8 +70,10 @@ impl Vocab {
                 *counts.entry(normalize_char(c)).or_default() += 1;
             }
         }
-        let mut chars: Vec<(char, usize)> =
-            counts.into_iter().filter(|&(_, n)| n >= min_count).collect();
+        let mut chars: Vec<(char, usize)> = counts
+            .into_iter()
+            .filter(|&(_, n)| n >= min_count)
+            .collect();
         chars.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut tokens: Vec<String> = [PAD, UNK, CLS, SEP].map(String::from).to_vec();
         tokens.extend(chars.into_iter().map(|(c, _)| c.to_string()));
@@ -193,6 +195,9 @@ mod tests {
     #[test]
     fn missing_special_token_is_an_error() {
         let result = Vocab::from_tokens(vec!["[PAD]".into()], Path::new("v.txt"));
-        assert!(matches!(result, Err(AgentError::MissingSpecialToken { .. })));
+        assert!(matches!(
+            result,
+            Err(AgentError::MissingSpecialToken { .. })
+        ));
     }
 }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use huatu_agent::corpus::{SlotValue, Slots};
-use huatu_agent::planner::{plan, PipelineKind, Plan, PlanInputs, ASK_CONDITION, ASK_IMAGE, ASK_SUBJECT, REFUSAL};
+use huatu_agent::planner::{
+    plan, PipelineKind, Plan, PlanInputs, ASK_CONDITION, ASK_IMAGE, ASK_SUBJECT, REFUSAL,
+};
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::{Intent, Parse, SlotName};
@@ -19,14 +21,23 @@ fn parse(text: &str, intent: Intent, slots: &[(SlotName, &str)]) -> Parse {
             (*slot, value)
         })
         .collect();
-    Parse { text: text.into(), intent, confidence: 0.97, slots }
+    Parse {
+        text: text.into(),
+        intent,
+        confidence: 0.97,
+        slots,
+    }
 }
 
 fn lora_dir(with_poster: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("huatu-planner-{}-{with_poster}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "huatu-planner-{}-{with_poster}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     if with_poster {
-        std::fs::write(dir.join("poster.safetensors"), b"stand-in").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("poster.safetensors"), b"stand-in")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     dir
 }
@@ -45,15 +56,26 @@ fn task(plan: Plan) -> Box<huatu_agent::TaskPlan> {
 
 #[test]
 fn poster_with_its_lora_follows_the_design_example() {
-    let inputs = PlanInputs { lora_dir: lora_dir(true), ..Default::default() };
-    let p = parse("请帮我生成一张元宵祝福图", Intent::GeneratePoster, &[(SlotName::Subject, "元宵祝福")]);
+    let inputs = PlanInputs {
+        lora_dir: lora_dir(true),
+        ..Default::default()
+    };
+    let p = parse(
+        "请帮我生成一张元宵祝福图",
+        Intent::GeneratePoster,
+        &[(SlotName::Subject, "元宵祝福")],
+    );
     let task = task(run(&p, &inputs));
     assert_eq!(task.scene, "poster");
     assert_eq!(task.pipeline, PipelineKind::TextToImage);
     let lora = task.lora.as_ref().unwrap_or_else(|| panic!("no LoRA"));
     assert_eq!(lora.path, inputs.lora_dir.join("poster.safetensors"));
     assert_eq!(lora.trigger, "htposter");
-    assert!(task.prompt.starts_with("htposter, Lantern Festival"), "{}", task.prompt);
+    assert!(
+        task.prompt.starts_with("htposter, Lantern Festival"),
+        "{}",
+        task.prompt
+    );
     assert_eq!((task.width, task.height, task.num_images), (832, 1216, 1));
     assert_eq!(task.enhancer.as_deref(), Some("poster"));
     assert!(task.notes.is_empty(), "{:?}", task.notes);
@@ -64,27 +86,54 @@ fn poster_with_its_lora_follows_the_design_example() {
 
 #[test]
 fn a_missing_lora_file_runs_the_base_model_and_says_so() {
-    let inputs = PlanInputs { lora_dir: lora_dir(false), ..Default::default() };
-    let p = parse("做个国庆海报，横版，来三张", Intent::GeneratePoster, &[(SlotName::Subject, "国庆"), (SlotName::Aspect, "横版"), (SlotName::Count, "3")]);
+    let inputs = PlanInputs {
+        lora_dir: lora_dir(false),
+        ..Default::default()
+    };
+    let p = parse(
+        "做个国庆海报，横版，来三张",
+        Intent::GeneratePoster,
+        &[
+            (SlotName::Subject, "国庆"),
+            (SlotName::Aspect, "横版"),
+            (SlotName::Count, "3"),
+        ],
+    );
     let task = task(run(&p, &inputs));
     assert!(task.lora.is_none());
     assert!(!task.prompt.contains("htposter"), "{}", task.prompt);
-    assert!(task.notes.iter().any(|n| n.contains("not found: running on the base model")), "{:?}", task.notes);
+    assert!(
+        task.notes
+            .iter()
+            .any(|n| n.contains("not found: running on the base model")),
+        "{:?}",
+        task.notes
+    );
     assert_eq!((task.width, task.height, task.num_images), (1216, 832, 3));
 }
 
 #[test]
 fn every_generate_intent_gets_its_scene() {
-    let inputs = PlanInputs { lora_dir: lora_dir(false), ..Default::default() };
+    let inputs = PlanInputs {
+        lora_dir: lora_dir(false),
+        ..Default::default()
+    };
     let cases = [
-        (Intent::GeneratePortrait, "portrait", "portrait of girl, wearing hanfu"),
+        (
+            Intent::GeneratePortrait,
+            "portrait",
+            "portrait of girl, wearing hanfu",
+        ),
         (Intent::GenerateBackground, "background", "starry night sky"),
         (Intent::GenerateIcon, "icon", "icon of shopping cart"),
         (Intent::GenerateFree, "free", "cat, on the moon"),
     ];
     let subjects = ["穿汉服的女孩", "星空", "购物车", "在月球上的猫"];
     for ((intent, scene, needle), subject) in cases.into_iter().zip(subjects) {
-        let task = task(run(&parse(subject, intent, &[(SlotName::Subject, subject)]), &inputs));
+        let task = task(run(
+            &parse(subject, intent, &[(SlotName::Subject, subject)]),
+            &inputs,
+        ));
         assert_eq!(task.scene, scene);
         assert!(task.prompt.contains(needle), "{intent}: {}", task.prompt);
         assert_eq!(task.pipeline, PipelineKind::TextToImage);
@@ -93,18 +142,44 @@ fn every_generate_intent_gets_its_scene() {
 
 #[test]
 fn edits_need_their_images() {
-    let reference = parse("把这个logo放到图片右下角", Intent::EditReference, &[(SlotName::Content, "logo"), (SlotName::Region, "右下角")]);
-    let instruct = parse("把天空换成晚霞", Intent::EditInstruct, &[(SlotName::Target, "天空"), (SlotName::Content, "晚霞")]);
-    assert_eq!(run(&reference, &PlanInputs::default()), Plan::Question(ASK_IMAGE.into()));
-    assert_eq!(run(&instruct, &PlanInputs::default()), Plan::Question(ASK_IMAGE.into()));
-    let with_image = PlanInputs { image: Some("photo.png".into()), ..Default::default() };
-    assert_eq!(run(&reference, &with_image), Plan::Question(ASK_CONDITION.into()));
+    let reference = parse(
+        "把这个logo放到图片右下角",
+        Intent::EditReference,
+        &[(SlotName::Content, "logo"), (SlotName::Region, "右下角")],
+    );
+    let instruct = parse(
+        "把天空换成晚霞",
+        Intent::EditInstruct,
+        &[(SlotName::Target, "天空"), (SlotName::Content, "晚霞")],
+    );
+    assert_eq!(
+        run(&reference, &PlanInputs::default()),
+        Plan::Question(ASK_IMAGE.into())
+    );
+    assert_eq!(
+        run(&instruct, &PlanInputs::default()),
+        Plan::Question(ASK_IMAGE.into())
+    );
+    let with_image = PlanInputs {
+        image: Some("photo.png".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&reference, &with_image),
+        Plan::Question(ASK_CONDITION.into())
+    );
 
-    let both = PlanInputs { condition_image: Some("logo.png".into()), ..with_image.clone() };
+    let both = PlanInputs {
+        condition_image: Some("logo.png".into()),
+        ..with_image.clone()
+    };
     let task_reference = task(run(&reference, &both));
     assert_eq!(task_reference.pipeline, PipelineKind::ControlNetInpaint);
     assert_eq!(task_reference.region.as_deref(), Some("右下角"));
-    assert_eq!(task_reference.condition_image, Some(PathBuf::from("logo.png")));
+    assert_eq!(
+        task_reference.condition_image,
+        Some(PathBuf::from("logo.png"))
+    );
 
     let task_instruct = task(run(&instruct, &with_image));
     assert_eq!(task_instruct.pipeline, PipelineKind::InstructPix2Pix);
@@ -113,20 +188,47 @@ fn edits_need_their_images() {
 
 #[test]
 fn other_is_refused_politely_and_vague_requests_are_asked_about() {
-    assert_eq!(run(&parse("今天天气怎么样", Intent::Other, &[]), &PlanInputs::default()), Plan::Refusal(REFUSAL.into()));
+    assert_eq!(
+        run(
+            &parse("今天天气怎么样", Intent::Other, &[]),
+            &PlanInputs::default()
+        ),
+        Plan::Refusal(REFUSAL.into())
+    );
     assert!(REFUSAL.contains("海报") && REFUSAL.contains("图标"));
-    assert_eq!(run(&parse("画一个", Intent::GenerateFree, &[]), &PlanInputs::default()), Plan::Question(ASK_SUBJECT.into()));
-    let mut unsure = parse("嗯那个图", Intent::GenerateFree, &[(SlotName::Subject, "图")]);
+    assert_eq!(
+        run(
+            &parse("画一个", Intent::GenerateFree, &[]),
+            &PlanInputs::default()
+        ),
+        Plan::Question(ASK_SUBJECT.into())
+    );
+    let mut unsure = parse(
+        "嗯那个图",
+        Intent::GenerateFree,
+        &[(SlotName::Subject, "图")],
+    );
     unsure.confidence = 0.2;
-    assert!(matches!(run(&unsure, &PlanInputs::default()), Plan::Question(_)));
+    assert!(matches!(
+        run(&unsure, &PlanInputs::default()),
+        Plan::Question(_)
+    ));
 }
 
 #[test]
 fn counts_are_capped_and_unknown_words_reported() {
-    let p = parse("来二十张饕餮猫", Intent::GenerateFree, &[(SlotName::Subject, "饕餮猫"), (SlotName::Count, "20")]);
+    let p = parse(
+        "来二十张饕餮猫",
+        Intent::GenerateFree,
+        &[(SlotName::Subject, "饕餮猫"), (SlotName::Count, "20")],
+    );
     let task = task(run(&p, &PlanInputs::default()));
     assert_eq!(task.num_images, huatu_agent::planner::MAX_IMAGES);
-    assert!(task.notes.iter().any(|n| n.contains("饕餮")), "{:?}", task.notes);
+    assert!(
+        task.notes.iter().any(|n| n.contains("饕餮")),
+        "{:?}",
+        task.notes
+    );
     assert!(!task.prompt.contains('饕'));
 }
 
@@ -143,7 +245,10 @@ fn pipeline_kinds_round_trip() {
 fn chat_backend_asks_a_local_server() {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
     let server = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
         let mut reader = BufReader::new(stream);
@@ -151,7 +256,9 @@ fn chat_backend_asks_a_local_server() {
         let mut length = 0usize;
         loop {
             let mut line = String::new();
-            reader.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+            reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("{e}"));
             if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap_or(0);
             }
@@ -161,38 +268,61 @@ fn chat_backend_asks_a_local_server() {
             head.push(line);
         }
         let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).unwrap_or_else(|e| panic!("{e}"));
+        reader
+            .read_exact(&mut body)
+            .unwrap_or_else(|e| panic!("{e}"));
         let reply = r#"{"choices":[{"message":{"role":"assistant","content":"  htposter, Lantern Festival greeting poster, red lanterns  "}}]}"#;
         // Chunked, as llama.cpp and vLLM answer.
         let chunked = format!("{:x}\r\n{reply}\r\n0\r\n\r\n", reply.len());
         let mut stream = reader.into_inner();
         let response = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}");
-        stream.write_all(response.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .write_all(response.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
         (head, String::from_utf8(body).unwrap_or_default())
     });
     let text = format!("[prompt]\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"local-qwen\"\napi_key = \"sk-test\"\n");
-    let scenes = Scenes::parse(&text, std::path::Path::new("user.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let scenes =
+        Scenes::parse(&text, std::path::Path::new("user.toml")).unwrap_or_else(|e| panic!("{e}"));
     let huatu_agent::scenes::PromptBackend::Chat(backend) = scenes.prompt_backend else {
         panic!("expected the chat backend");
     };
     let builtin = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
     let poster = builtin.get("poster").unwrap_or_else(|| panic!("poster"));
     let slots = Slots::from([(SlotName::Subject, SlotValue::Text("元宵祝福".into()))]);
-    let written = backend.write_prompt(poster, "请帮我生成一张元宵祝福图", &slots, "htposter").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(written.prompt, "htposter, Lantern Festival greeting poster, red lanterns");
+    let written = backend
+        .write_prompt(poster, "请帮我生成一张元宵祝福图", &slots, "htposter")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        written.prompt,
+        "htposter, Lantern Festival greeting poster, red lanterns"
+    );
     assert_eq!(written.negative_prompt, poster.negative_prompt);
     let (head, body) = server.join().unwrap_or_else(|_| panic!("server thread"));
-    assert!(head[0].starts_with("POST /v1/chat/completions HTTP/1.1"), "{head:?}");
-    assert!(head.iter().any(|h| h.trim() == "Authorization: Bearer sk-test"), "{head:?}");
+    assert!(
+        head[0].starts_with("POST /v1/chat/completions HTTP/1.1"),
+        "{head:?}"
+    );
+    assert!(
+        head.iter()
+            .any(|h| h.trim() == "Authorization: Bearer sk-test"),
+        "{head:?}"
+    );
     let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(request["model"], "local-qwen");
-    assert!(request["messages"][1]["content"].as_str().unwrap_or("").contains("subject: 元宵祝福"));
+    assert!(request["messages"][1]["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("subject: 元宵祝福"));
 }
 
 #[test]
 fn chat_backend_reports_an_unreachable_server() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
     drop(listener);
     let backend = huatu_agent::chat_backend::ChatBackend {
         base_url: format!("http://127.0.0.1:{port}/v1"),
@@ -202,6 +332,13 @@ fn chat_backend_reports_an_unreachable_server() {
     };
     let builtin = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
     let scene = builtin.get("free").unwrap_or_else(|| panic!("free"));
-    let error = backend.write_prompt(scene, "画只猫", &Slots::new(), "").err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(error.starts_with(&format!("prompt server http://127.0.0.1:{port}/v1")), "{error}");
+    let error = backend
+        .write_prompt(scene, "画只猫", &Slots::new(), "")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("prompt server http://127.0.0.1:{port}/v1")),
+        "{error}"
+    );
 }

@@ -42,7 +42,8 @@ pub struct ParseArgs {
 
 fn load(model: Option<PathBuf>) -> anyhow::Result<IntentModel> {
     let dir = model.unwrap_or_else(default_model_dir);
-    IntentModel::load(&dir).with_context(|| format!("loading the intent model from {}", dir.display()))
+    IntentModel::load(&dir)
+        .with_context(|| format!("loading the intent model from {}", dir.display()))
 }
 
 pub fn run(args: ParseArgs) -> anyhow::Result<()> {

@@ -73,7 +73,11 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         pretrained: args.pretrained,
         ..TrainOptions::default()
     };
-    eprintln!("training on {} instructions from {}", examples.len(), args.data.display());
+    eprintln!(
+        "training on {} instructions from {}",
+        examples.len(),
+        args.data.display()
+    );
     let started = Instant::now();
     let mut trainer = Trainer::new(&examples, options)?;
     let mut failure = None;
@@ -86,7 +90,11 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         );
         if let Some(dev) = &dev {
             let texts: Vec<&str> = dev.iter().map(|e| e.text.as_str()).collect();
-            match texts.chunks(64).map(|c| model.parse_batch(c)).collect::<Result<Vec<_>, _>>() {
+            match texts
+                .chunks(64)
+                .map(|c| model.parse_batch(c))
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(parses) => {
                     let parses: Vec<_> = parses.into_iter().flatten().collect();
                     let scores = evaluate(dev, &parses);
