@@ -1,13 +1,49 @@
 //! sRGB ↔ CIE L*a*b* (D65 white), the conversion OpenCV's `COLOR_RGB2Lab` uses for
 //! float images: sRGB decoding, the sRGB→XYZ matrix of IEC 61966-2-1, and the CIE
-//! 1976 L*a*b* formulas with their linear segment below (6/29)³.
+//! 1976 L*a*b* formulas with their linear segment below (6/29)³. The sRGB transfer
+//! curves are read from 4096-step tables with linear interpolation (error below 2e-5,
+//! a two-hundredth of an 8-bit level), which makes CLAHE's conversions several times
+//! faster than calling `powf` per channel.
+
+use std::sync::OnceLock;
 
 const WHITE_X: f32 = 0.950_456;
 const WHITE_Z: f32 = 1.088_754;
 const EPSILON: f32 = 216.0 / 24389.0; // (6/29)³
 const KAPPA: f32 = 24389.0 / 27.0;
 
+const TABLE_STEPS: usize = 4096;
+
+fn table(curve: fn(f32) -> f32) -> Vec<f32> {
+    (0..=TABLE_STEPS)
+        .map(|i| curve(i as f32 / TABLE_STEPS as f32))
+        .collect()
+}
+
+/// Looks `value` (clamped to [0, 1]) up in a table of `TABLE_STEPS + 1` samples.
+fn interpolate(table: &[f32], value: f32) -> f32 {
+    let position = value.clamp(0.0, 1.0) * TABLE_STEPS as f32;
+    let index = (position as usize).min(TABLE_STEPS - 1);
+    let fraction = position - index as f32;
+    let (low, high) = (table[index], table[index + 1]);
+    low + fraction * (high - low)
+}
+
 fn srgb_to_linear(value: f32) -> f32 {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    interpolate(TABLE.get_or_init(|| table(srgb_to_linear_exact)), value)
+}
+
+fn linear_to_srgb(value: f32) -> f32 {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    // the curve is steep near 0, where it is linear anyway: compute that part exactly
+    if value <= 0.003_130_8 {
+        return value.max(0.0) * 12.92;
+    }
+    interpolate(TABLE.get_or_init(|| table(linear_to_srgb_exact)), value)
+}
+
+fn srgb_to_linear_exact(value: f32) -> f32 {
     if value <= 0.04045 {
         value / 12.92
     } else {
@@ -15,7 +51,7 @@ fn srgb_to_linear(value: f32) -> f32 {
     }
 }
 
-fn linear_to_srgb(value: f32) -> f32 {
+fn linear_to_srgb_exact(value: f32) -> f32 {
     if value <= 0.003_130_8 {
         value * 12.92
     } else {
@@ -67,6 +103,21 @@ pub fn lab_to_rgb([l, a, b]: [f32; 3]) -> [f32; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_match_the_exact_curves() {
+        for i in 0..=10_000 {
+            let value = i as f32 / 10_000.0;
+            assert!(
+                (srgb_to_linear(value) - srgb_to_linear_exact(value)).abs() < 2e-5,
+                "{value}"
+            );
+            assert!(
+                (linear_to_srgb(value) - linear_to_srgb_exact(value)).abs() < 2e-5,
+                "{value}"
+            );
+        }
+    }
 
     #[test]
     fn known_values_and_round_trip() {

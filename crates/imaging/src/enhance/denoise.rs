@@ -53,8 +53,15 @@ pub fn bilateral_filter(
     let two_sigma_squared = 2.0 * params.sigma_color * params.sigma_color;
     let max_distance = CUTOFF_EXPONENT * two_sigma_squared;
     let lut_scale = (LUT_SIZE - 1) as f32 / max_distance;
-    let lut: Vec<f32> = (0..LUT_SIZE)
-        .map(|i| (-(i as f32 / lut_scale) / two_sigma_squared).exp())
+    // the last entry is 0 and every index past the cutoff is clamped to it
+    let lut: Vec<f32> = (0..=LUT_SIZE)
+        .map(|i| {
+            if i == LUT_SIZE {
+                0.0
+            } else {
+                (-(i as f32 / lut_scale) / two_sigma_squared).exp()
+            }
+        })
         .collect();
 
     // pad by the radius with reflect-101 so the window never needs a bounds check
@@ -93,8 +100,8 @@ pub fn bilateral_filter(
                     let (nr, ng, nb) = (padded[at], padded[at + 1], padded[at + 2]);
                     let distance =
                         (nr - cr) * (nr - cr) + (ng - cg) * (ng - cg) + (nb - cb) * (nb - cb);
-                    let index = (distance * lut_scale) as usize;
-                    let weight = spatial * lut.get(index).copied().unwrap_or(0.0);
+                    let index = ((distance * lut_scale) as usize).min(LUT_SIZE);
+                    let weight = spatial * lut[index];
                     sum[0] += weight * nr;
                     sum[1] += weight * ng;
                     sum[2] += weight * nb;

@@ -129,7 +129,8 @@ impl ParamSpec {
                 .copied()
                 .unwrap_or("?")
                 .to_string(),
-            ParamKind::Number { .. } => format!("{value}"),
+            // steps hold f32; its shortest spelling reads back to the same f32
+            ParamKind::Number { .. } => format!("{}", value as f32),
         }
     }
 }

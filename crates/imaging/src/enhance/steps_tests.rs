@@ -33,6 +33,18 @@ fn every_step_round_trips_through_its_spelling() {
         let text = step.to_string();
         assert_eq!(Step::parse_list(&text).ok(), Some(vec![*step]), "{text}");
     }
+    assert_eq!(
+        Step::parse_list("sharpen:amount=0.6")
+            .ok()
+            .map(|s| format_steps(&s)),
+        Some("sharpen:amount=0.6:sigma=1:threshold=0".to_string())
+    );
+    assert_eq!(
+        Step::parse_list("sharpen:amount=0.6")
+            .ok()
+            .map(|s| format_steps(&s)),
+        Some("sharpen:amount=0.6:sigma=1:threshold=0".to_string())
+    );
     let list = format_steps(&steps);
     assert_eq!(Step::parse_list(&list).ok(), Some(steps));
 }
