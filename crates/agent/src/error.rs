@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// A step of running a plan failed (the step and the cause, in words).
+    #[error("{0}")]
+    Run(String),
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,

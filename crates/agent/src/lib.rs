@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod error;
 pub mod eval;
+pub mod execute;
 pub mod joint;
 pub mod labels;
 pub mod model;

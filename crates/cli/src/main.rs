@@ -22,6 +22,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Serves the HTTP API (OpenAI-compatible images, jobs, SSE progress) and the web page.
     Serve(commands::serve::ServeArgs),
+    /// Understands an instruction, plans and runs the whole chain, printing each step.
+    Chat(commands::chat::ChatArgs),
     /// Edits an image: text edit (InstructPix2Pix), region edit (inpainting, ControlNet) or img2img.
     Edit(commands::edit::EditArgs),
     /// Understands an instruction: intent and slots as JSON (INTENTS.md).
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Edit(args) => commands::edit::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Eval(command) => commands::parse::run_eval(command),
         Command::Train(command) => commands::train::run(command),

@@ -337,3 +337,77 @@ fn bad_edit_requests_get_one_clear_error_each() {
     );
     expect_error(&["edit", "--model", &model, "--image", "/nonexistent.png", "--prompt", "x", "--out", &out], "/nonexistent.png");
 }
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn chat_understands_plans_and_makes_the_picture() {
+    let dir = temp_dir("chat");
+    let out = dir.join("poster.png");
+    let output = huatu(&[
+        "chat", "请帮我生成一张元宵祝福图", "--size", "64x64", "--steps", "2", "--seed", "1",
+        "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for needle in ["intent: generate.poster", "scene: poster", "prompt: ", "text2img", "enhancer: ", "output: "] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    let (pixels, chunks) = read_png(&out);
+    assert_eq!(pixels.len(), 64 * 64 * 3);
+    assert!(chunks.iter().any(|(key, text)| key == "huatu" && text.contains("\"intent\":\"generate.poster\"")));
+}
+
+#[test]
+fn chat_puts_the_supplied_logo_into_the_named_corner_and_nowhere_else() {
+    let dir = temp_dir("chat-reference");
+    let out = dir.join("logo.png");
+    let output = huatu(&[
+        "chat", "把这个logo放到右下角", "--image", &edit_reference("image.png"),
+        "--condition-image", &edit_reference("control.png"),
+        "--controlnet", &fixture("controlnet_tiny").display().to_string(),
+        "--steps", "2", "--seed", "1", "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("controlnet-inpaint"), "{}", stdout(&output));
+    let (pixels, _) = read_png(&out);
+    let (original, _) = read_png(&fixture("edit_tiny_reference/image.png"));
+    // 右下角 is the box 0.55–0.95 of each side: columns and rows 35..61 of 64
+    let mut changed_inside = false;
+    for y in 0..64 {
+        for x in 0..64 {
+            let i = (y * 64 + x) * 3;
+            let inside = (35..61).contains(&x) && (35..61).contains(&y);
+            if inside {
+                changed_inside |= pixels[i..i + 3] != original[i..i + 3];
+            } else {
+                assert_eq!(pixels[i..i + 3], original[i..i + 3], "pixel ({x}, {y}) outside the corner changed");
+            }
+        }
+    }
+    assert!(changed_inside, "nothing was put into the corner");
+}
+
+#[test]
+fn chat_edits_by_instruction_asks_for_missing_images_and_declines_chit_chat() {
+    let dir = temp_dir("chat-instruct");
+    let out = dir.join("sunset.png");
+    let output = huatu(&[
+        "chat", "把天空换成晚霞", "--image", &edit_reference("image.png"),
+        "--instruct-model", &fixture("sdxl_tiny_instruct_pix2pix").display().to_string(),
+        "--steps", "2", "--seed", "1", "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("instruct-pix2pix"), "{}", stdout(&output));
+    assert!(out.is_file());
+
+    let output = huatu(&["chat", "把天空换成晚霞"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("请上传要编辑的图片"), "{}", stdout(&output));
+
+    let output = huatu(&["chat", "你好"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("reply: "), "{}", stdout(&output));
+}

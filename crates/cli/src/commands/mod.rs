@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod chat;
 pub mod edit;
 pub mod generate;
 pub mod lora;

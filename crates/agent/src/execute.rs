@@ -1,0 +1,310 @@
+//! Running a [`TaskPlan`]: the planner decides, this runs the chain — LoRA switch → the
+//! pipeline the plan names (text-to-image, ControlNet + inpainting into the named frame
+//! region, InstructPix2Pix) → the enhancer preset → images. The CLI's `chat` and the server
+//! call this with models they loaded; nothing here reads a model from disk.
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use huatu_diffusion::loading::SdxlComponents;
+use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
+use huatu_diffusion::models::controlnet::ControlNetModel;
+use huatu_diffusion::pipelines::{
+    inpaint, instruct_pix2pix, text_to_image, ControlNetUnit, EditSettings, GrayImage,
+    InpaintRequest, InstructPix2PixRequest, ProgressSink, RgbImage, Text2ImageRequest,
+};
+use huatu_diffusion::schedulers::SchedulerKind;
+use huatu_imaging::edit::{control_canvas, region_mask, CannyThresholds, Rect};
+use huatu_imaging::{Preset, Scenario, Upscaler};
+
+use crate::planner::{PipelineKind, TaskPlan};
+use crate::{AgentError, Result};
+
+/// The models a plan may need; the base model is changed in place by LoRA switches.
+pub struct Models<'a> {
+    pub base: &'a mut SdxlComponents,
+    /// An InstructPix2Pix SDXL (8-channel UNet), for text edits.
+    pub instruct: Option<&'a SdxlComponents>,
+    /// An SDXL ControlNet (canny), for region edits with a condition image.
+    pub controlnet: Option<&'a ControlNetModel>,
+    /// Real-ESRGAN weights, for presets that upscale.
+    pub upscaler: Option<&'a Upscaler>,
+}
+
+/// What a run needs besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub seed: u64,
+    /// Fixed initial noise [1, 4, h/8, w/8] (one image), for comparable runs.
+    pub noise: Option<Tensor>,
+}
+
+fn failed(step: &str, error: impl std::fmt::Display) -> AgentError {
+    AgentError::Run(format!("{step}: {error}"))
+}
+
+/// The frame position a user names (右下角, 正中间, 左边 …) as a box in fractions
+/// (left, top, right, bottom) of the image; anything else is the central half.
+pub fn region_fractions(region: Option<&str>) -> (f64, f64, f64, f64) {
+    let text = region.unwrap_or("");
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    let left = has(&["左"]);
+    let right = has(&["右"]);
+    let top = has(&["上", "顶"]);
+    let bottom = has(&["下", "底"]);
+    let (x0, x1) = if left {
+        (0.05, 0.45)
+    } else if right {
+        (0.55, 0.95)
+    } else {
+        (0.25, 0.75)
+    };
+    let (y0, y1) = if top {
+        (0.05, 0.45)
+    } else if bottom {
+        (0.55, 0.95)
+    } else {
+        (0.25, 0.75)
+    };
+    // A side without a corner (左边, 底部) spans the other axis's middle.
+    match (left || right, top || bottom) {
+        (true, false) => (x0, 0.2, x1, 0.8),
+        (false, true) => (0.2, y0, 0.8, y1),
+        _ => (x0, y0, x1, y1),
+    }
+}
+
+fn rect_in(width: usize, height: usize, region: Option<&str>) -> Rect {
+    let (x0, y0, x1, y1) = region_fractions(region);
+    let at = |f: f64, extent: usize| ((f * extent as f64).round() as u32).min(extent as u32);
+    Rect {
+        left: at(x0, width),
+        top: at(y0, height),
+        right: at(x1, width),
+        bottom: at(y1, height),
+    }
+}
+
+/// Reads an image and crops it to multiples of 8 (SDXL's VAE factor), keeping the center.
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let image = huatu_imaging::io::load_image(path)
+        .map_err(|e| failed("reading the image", e))?
+        .to_rgb8();
+    let (width, height) = image.dimensions();
+    let (cropped_width, cropped_height) = (width / 8 * 8, height / 8 * 8);
+    if cropped_width == 0 || cropped_height == 0 {
+        return Err(failed(
+            "reading the image",
+            format!(
+                "{} is {width}×{height}; it needs at least 8×8",
+                path.display()
+            ),
+        ));
+    }
+    let (left, top) = ((width - cropped_width) / 2, (height - cropped_height) / 2);
+    let cropped =
+        image::imageops::crop_imm(&image, left, top, cropped_width, cropped_height).to_image();
+    Ok(RgbImage {
+        width: cropped_width as usize,
+        height: cropped_height as usize,
+        pixels: cropped.into_raw(),
+    })
+}
+
+fn enhance(image: RgbImage, preset: Option<&str>, upscaler: Option<&Upscaler>) -> Result<RgbImage> {
+    let Some(name) = preset else { return Ok(image) };
+    // A preset name, or a scenario name standing for its recommended preset.
+    let preset: Preset = match name.parse::<Preset>() {
+        Ok(preset) => preset,
+        Err(error) => match name.parse::<Scenario>() {
+            Ok(scenario) => scenario.recommended_preset(),
+            Err(_) => return Err(failed("enhancer", error)),
+        },
+    };
+    let steps = preset.steps().map_err(|e| failed("enhancer", e))?;
+    if steps.is_empty() {
+        return Ok(image);
+    }
+    let buffer = image::RgbImage::from_raw(image.width as u32, image.height as u32, image.pixels)
+        .ok_or_else(|| failed("enhancer", "image buffer size"))?;
+    let enhanced =
+        huatu_imaging::enhance(&image::DynamicImage::ImageRgb8(buffer), &steps, upscaler)
+            .map_err(|e| failed("enhancer", e))?
+            .to_rgb8();
+    let (width, height) = enhanced.dimensions();
+    Ok(RgbImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: enhanced.into_raw(),
+    })
+}
+
+fn settings(plan: &TaskPlan, options: &RunOptions) -> Result<EditSettings> {
+    let mut settings = EditSettings::new(plan.prompt.clone());
+    settings.negative_prompt = Some(plan.negative_prompt.clone()).filter(|n| !n.is_empty());
+    settings.num_inference_steps = plan.steps;
+    settings.guidance_scale = plan.guidance;
+    settings.scheduler = plan
+        .scheduler
+        .parse::<SchedulerKind>()
+        .map_err(|e| failed("scheduler", e))?;
+    settings.seed = options.seed;
+    settings.noise = options.noise.clone();
+    Ok(settings)
+}
+
+/// Runs the plan; returns the finished images (enhanced when the plan says so).
+pub fn execute(
+    plan: &TaskPlan,
+    models: Models<'_>,
+    options: &RunOptions,
+    progress: &mut dyn ProgressSink,
+) -> Result<Vec<RgbImage>> {
+    let lora = match &plan.lora {
+        Some(choice) => Some((
+            LoraFile::read(&choice.path).map_err(|e| failed("LoRA", e))?,
+            choice.scale,
+        )),
+        None => None,
+    };
+    let set: Vec<(&LoraFile, f64)> = lora.iter().map(|(file, scale)| (file, *scale)).collect();
+    models
+        .base
+        .set_loras(&set, UnmatchedModules::Error)
+        .map_err(|e| failed("LoRA", e))?;
+    let settings = settings(plan, options)?;
+    let mut images = Vec::new();
+    match plan.pipeline {
+        PipelineKind::TextToImage => {
+            for index in 0..plan.num_images.max(1) {
+                let mut request = Text2ImageRequest::new(plan.prompt.clone());
+                request.negative_prompt = settings.negative_prompt.clone();
+                request.width = plan.width;
+                request.height = plan.height;
+                request.num_inference_steps = plan.steps;
+                request.guidance_scale = plan.guidance;
+                request.scheduler = settings.scheduler;
+                request.seed = options.seed.wrapping_add(index as u64);
+                request.latents = if index == 0 {
+                    options.noise.clone()
+                } else {
+                    None
+                };
+                let output = text_to_image(models.base, &request, progress)
+                    .map_err(|e| failed("text-to-image", e))?;
+                images.push(output.image);
+            }
+        }
+        PipelineKind::ControlNetInpaint => {
+            let image_path = plan
+                .image
+                .as_deref()
+                .ok_or_else(|| failed("region edit", "no original image"))?;
+            let condition_path = plan
+                .condition_image
+                .as_deref()
+                .ok_or_else(|| failed("region edit", "no condition image"))?;
+            let controlnet = models.controlnet.ok_or_else(|| {
+                failed("region edit", "putting a supplied image into the picture needs an SDXL canny ControlNet (--controlnet DIR)")
+            })?;
+            let image = read_image(image_path)?;
+            let rect = rect_in(image.width, image.height, plan.region.as_deref());
+            let mask = region_mask(rect, image.width as u32, image.height as u32);
+            let condition = huatu_imaging::io::load_image(condition_path)
+                .map_err(|e| failed("condition image", e))?
+                .to_rgb8();
+            let canvas = control_canvas(
+                &condition,
+                rect,
+                image.width as u32,
+                image.height as u32,
+                Some(CannyThresholds::default()),
+            )
+            .map_err(|e| failed("control image", e))?;
+            let guess_mode = plan.prompt.trim().is_empty();
+            let request = InpaintRequest {
+                settings: settings.clone(),
+                mask_image: GrayImage {
+                    width: image.width,
+                    height: image.height,
+                    pixels: mask.into_raw(),
+                },
+                image,
+                strength: 1.0,
+                mask_blur: 2,
+                controlnets: vec![ControlNetUnit {
+                    controlnet,
+                    control_image: RgbImage {
+                        width: canvas.width() as usize,
+                        height: canvas.height() as usize,
+                        pixels: canvas.into_raw(),
+                    },
+                    controlnet_conditioning_scale: 0.8,
+                    control_guidance_start: 0.0,
+                    control_guidance_end: 1.0,
+                }],
+                guess_mode,
+            };
+            images.push(
+                inpaint(models.base, &request, progress)
+                    .map_err(|e| failed("region edit", e))?
+                    .image,
+            );
+        }
+        PipelineKind::InstructPix2Pix => {
+            let image_path = plan
+                .image
+                .as_deref()
+                .ok_or_else(|| failed("text edit", "no original image"))?;
+            let instruct = models.instruct.ok_or_else(|| {
+                failed(
+                    "text edit",
+                    "text edits need an InstructPix2Pix SDXL model (--instruct-model DIR)",
+                )
+            })?;
+            let request = InstructPix2PixRequest {
+                settings,
+                image: read_image(image_path)?,
+                image_guidance_scale: 1.5,
+            };
+            images.push(
+                instruct_pix2pix(instruct, &request, progress)
+                    .map_err(|e| failed("text edit", e))?
+                    .image,
+            );
+        }
+    }
+    images
+        .into_iter()
+        .map(|image| enhance(image, plan.enhancer.as_deref(), models.upscaler))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_words_name_the_expected_boxes() {
+        assert_eq!(region_fractions(Some("右下角")), (0.55, 0.55, 0.95, 0.95));
+        assert_eq!(region_fractions(Some("左上角")), (0.05, 0.05, 0.45, 0.45));
+        assert_eq!(region_fractions(Some("正中间")), (0.25, 0.25, 0.75, 0.75));
+        assert_eq!(region_fractions(Some("最左边")), (0.05, 0.2, 0.45, 0.8));
+        assert_eq!(region_fractions(Some("底部")), (0.2, 0.55, 0.8, 0.95));
+        assert_eq!(region_fractions(None), (0.25, 0.25, 0.75, 0.75));
+    }
+
+    #[test]
+    fn boxes_land_inside_the_image() {
+        let rect = rect_in(64, 48, Some("右下角"));
+        assert_eq!(
+            rect,
+            Rect {
+                left: 35,
+                top: 26,
+                right: 61,
+                bottom: 46
+            }
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! `huatu chat "INSTRUCTION"`: the whole chain — understand the instruction (intent and
+//! slots), plan (scene, prompt, pipeline, LoRA, enhancer), run it, save the images —
+//! printing each step. Without `--model` it runs on the tiny random test model.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use candle_core::Device;
+use clap::Args;
+use huatu_agent::execute::{execute, Models, RunOptions};
+use huatu_agent::planner::default_lora_dir;
+use huatu_agent::prompt::Lexicon;
+use huatu_agent::scenes::Scenes;
+use huatu_agent::{plan, Plan, PlanInputs};
+use huatu_diffusion::loading::controlnet::load_controlnet;
+use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+
+use crate::commands::parse::default_model_dir;
+use crate::model_args::{numbered_path, random_seed, StepBar};
+use crate::png_output::write_png;
+
+const TINY_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sdxl_tiny");
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// What to make or change, in Chinese (or mixed Chinese/English).
+    pub instruction: String,
+    /// The original image, for edits.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The image to put into the original (a logo, a product), for region edits.
+    #[arg(long)]
+    pub condition_image: Option<PathBuf>,
+    /// SDXL model (diffusers folder). Default: the tiny random test model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// InstructPix2Pix SDXL model, for text edits.
+    #[arg(long)]
+    pub instruct_model: Option<PathBuf>,
+    /// SDXL canny ControlNet, for region edits.
+    #[arg(long)]
+    pub controlnet: Option<PathBuf>,
+    /// Real-ESRGAN weights, for enhancer presets that upscale.
+    #[arg(long)]
+    pub sr_model: Option<PathBuf>,
+    /// Intent model folder. Default: $HUATU_INTENT_MODEL or the committed models/intent.
+    #[arg(long)]
+    pub intent_model: Option<PathBuf>,
+    /// A scenes.toml overriding the built-in scenes.
+    #[arg(long)]
+    pub scenes: Option<PathBuf>,
+    /// Folder the scenes' LoRA files are in. Default: $HUATU_LORA_DIR or models/lora.
+    #[arg(long)]
+    pub lora_dir: Option<PathBuf>,
+    /// Override the scene's size, WxH.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Override the scene's number of steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output PNG; with several images, `-N` is added before the extension.
+    #[arg(long, default_value = "huatu-chat.png")]
+    pub out: PathBuf,
+}
+
+fn load_sdxl(path: &std::path::Path, device: &Device) -> anyhow::Result<SdxlComponents> {
+    SdxlComponents::load(&ModelSource::from_path(path)?, LoadOptions::default(), device)
+        .with_context(|| format!("cannot load the model from {}", path.display()))
+}
+
+pub fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let intent_dir = args.intent_model.clone().unwrap_or_else(default_model_dir);
+    let understanding = huatu_agent::IntentModel::load(&intent_dir)
+        .with_context(|| format!("loading the intent model from {}", intent_dir.display()))?;
+    let parse = understanding.parse(&args.instruction)?;
+    println!("instruction: {}", args.instruction);
+    println!("intent: {} (confidence {:.2})", parse.intent, parse.confidence);
+    println!("slots: {}", serde_json::to_string(&parse.slots)?);
+
+    let scenes = match &args.scenes {
+        Some(path) => Scenes::with_overrides(path)?,
+        None => Scenes::builtin()?,
+    };
+    let inputs = PlanInputs {
+        image: args.image.clone(),
+        condition_image: args.condition_image.clone(),
+        lora_dir: args.lora_dir.clone().unwrap_or_else(default_lora_dir),
+    };
+    let mut task = match plan(&parse, &inputs, &scenes, Lexicon::builtin()) {
+        Plan::Task(task) => task,
+        Plan::Question(question) => {
+            println!("question: {question}");
+            return Ok(());
+        }
+        Plan::Refusal(refusal) => {
+            println!("reply: {refusal}");
+            return Ok(());
+        }
+    };
+    if let Some(size) = &args.size {
+        let (width, height) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
+            .with_context(|| format!("--size must be WxH, got `{size}`"))?;
+        (task.width, task.height) = (width, height);
+    }
+    if let Some(steps) = args.steps {
+        task.steps = steps;
+    }
+    println!("scene: {}", task.scene);
+    for (index, step) in task.chain().iter().enumerate() {
+        println!("plan {}. {step}", index + 1);
+    }
+    for note in &task.notes {
+        println!("note: {note}");
+    }
+
+    let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(TINY_MODEL));
+    if args.model.is_none() {
+        println!("model: the tiny random test model ({}); pass --model for real pictures", model_dir.display());
+    }
+    let mut base = load_sdxl(&model_dir, &device)?;
+    let instruct = args.instruct_model.as_deref().map(|path| load_sdxl(path, &device)).transpose()?;
+    let controlnet = match &args.controlnet {
+        Some(path) => Some(load_controlnet(path, base.dtype, &device).context("cannot use --controlnet")?),
+        None => None,
+    };
+    let upscaler = match &args.sr_model {
+        Some(path) => Some(huatu_imaging::Upscaler::load(path).context("cannot use --sr-model")?),
+        None => None,
+    };
+    let models = Models { base: &mut base, instruct: instruct.as_ref(), controlnet: controlnet.as_ref(), upscaler: upscaler.as_ref() };
+    let options = RunOptions { seed: args.seed.unwrap_or_else(random_seed), noise: None };
+    let mut bar = StepBar::new(task.steps);
+    let images = execute(&task, models, &options, &mut bar)?;
+    bar.finish();
+    if images.is_empty() {
+        bail!("the plan produced no image");
+    }
+    let settings = serde_json::json!({
+        "mode": "chat",
+        "instruction": args.instruction,
+        "intent": parse.intent.to_string(),
+        "scene": task.scene,
+        "prompt": task.prompt,
+        "negative_prompt": task.negative_prompt,
+        "pipeline": task.pipeline.to_string(),
+        "width": task.width,
+        "height": task.height,
+        "steps": task.steps,
+        "guidance_scale": task.guidance,
+        "scheduler": task.scheduler,
+        "seed": options.seed,
+        "lora": task.lora.as_ref().map(|l| serde_json::json!({"file": l.path.display().to_string(), "scale": l.scale})),
+        "enhancer": task.enhancer,
+        "model": model_dir.display().to_string(),
+        "huatu_version": env!("CARGO_PKG_VERSION"),
+    });
+    for (index, image) in images.iter().enumerate() {
+        let out = numbered_path(&args.out, index, images.len());
+        write_png(&out, image, &[("huatu", settings.to_string()), ("parameters", task.prompt.clone())])?;
+        println!("output: {}", out.display());
+    }
+    Ok(())
+}
