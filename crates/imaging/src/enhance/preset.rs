@@ -78,8 +78,9 @@ impl Preset {
             Preset::Clean => "denoise:sigma_color=0.05:sigma_space=1.5",
             // fine detail
             Preset::Crisp => "sharpen:amount=0.6:sigma=1",
-            // posters and greetings: neutral white, local contrast, livelier colour
-            Preset::Vivid => "white-balance:strength=0.5,contrast:clip_limit=1.5,vibrance:0.3,sharpen:amount=0.4",
+            // posters and greetings: noise out first (CLAHE and sharpening would amplify it),
+            // then neutral white, local contrast, livelier colour
+            Preset::Vivid => "denoise:sigma_color=0.04:sigma_space=1.5,white-balance:strength=0.5,contrast:clip_limit=1.5,vibrance:0.3,sharpen:amount=0.4:threshold=0.01",
             // skin: smooth gently, spare vivid tones, sharpen only real edges
             Preset::Portrait => "denoise:sigma_color=0.05:sigma_space=2,vibrance:0.15,sharpen:amount=0.3:sigma=1.5:threshold=0.02",
             // backgrounds and landscapes: depth through local contrast
