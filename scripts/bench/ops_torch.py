@@ -82,6 +82,17 @@ def main():
 
             print(f"{label}: torch {median_seconds(repeats, run):.4f}s")
 
+        for label, tokens, inner in [("unet geglu 1024 tokens ×2·2560 b2", 1024, 2560), ("unet geglu 256 tokens ×2·5120 b2", 256, 5120)]:
+            if wanted not in label:
+                continue
+            xs = torch.randn(2, tokens, 2 * inner)
+
+            def run():
+                hidden, gate = xs.chunk(2, dim=-1)
+                return hidden * F.gelu(gate)
+
+            print(f"{label}: torch {median_seconds(repeats, run):.4f}s")
+
 
 if __name__ == "__main__":
     main()

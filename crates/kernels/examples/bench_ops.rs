@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use huatu_kernels::conv2d::{conv2d_fused, reference_conv2d_fused, Conv2dExtras, Conv2dParams};
+use huatu_kernels::geglu::{geglu, reference_geglu};
 use huatu_kernels::group_norm::{group_norm, reference_group_norm};
 
 fn median_seconds<F: FnMut() -> candle_core::Result<Tensor>>(repeats: usize, mut run: F) -> candle_core::Result<f64> {
@@ -102,6 +103,13 @@ fn main() -> candle_core::Result<()> {
         let bias = Tensor::randn(0f32, 0.1, channels, &device)?;
         let ours = median_seconds(repeats, || group_norm(&xs, 32, &weight, &bias, 1e-6, with_silu))?;
         let candle = median_seconds(repeats, || reference_group_norm(&xs, 32, &weight, &bias, 1e-6, with_silu))?;
+        println!("{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×", candle / ours);
+    }
+    let geglu_cases = [("unet geglu 1024 tokens ×2·2560 b2", 1024, 2560), ("unet geglu 256 tokens ×2·5120 b2", 256, 5120)];
+    for (label, tokens, inner) in geglu_cases.into_iter().filter(|case| case.0.contains(&filter)) {
+        let xs = Tensor::randn(0f32, 1.0, (2, tokens, 2 * inner), &device)?;
+        let ours = median_seconds(repeats, || geglu(&xs))?;
+        let candle = median_seconds(repeats, || reference_geglu(&xs))?;
         println!("{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×", candle / ours);
     }
     Ok(())

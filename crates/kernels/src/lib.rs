@@ -5,9 +5,11 @@ pub mod attention;
 pub mod conv2d;
 mod cpu_slice;
 mod elementwise;
+pub mod geglu;
 pub mod group_norm;
 mod softmax_exp;
 
 pub use attention::fused_attention;
 pub use conv2d::{conv2d, conv2d_fused, Conv2dExtras, Conv2dParams};
+pub use geglu::geglu;
 pub use group_norm::group_norm;

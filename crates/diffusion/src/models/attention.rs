@@ -1,7 +1,7 @@
 //! Attention kernels and the `Attention` layer, following diffusers
 //! `models/attention_processor.py` (`Attention` with `AttnProcessor2_0`).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 
 /// `torch.nn.functional.scaled_dot_product_attention` without mask or dropout.
 /// query: [b, heads, n, d], key/value: [b, heads, m, d] -> [b, heads, n, d].
@@ -76,11 +76,8 @@ struct Geglu {
 impl Geglu {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         use candle_core::Module;
-        let projected = self.proj.forward(xs)?;
-        let half = projected.dim(D::Minus1)? / 2;
-        let hidden = projected.narrow(D::Minus1, 0, half)?;
-        let gate = projected.narrow(D::Minus1, half, half)?;
-        hidden * gate.gelu_erf()?
+        // hidden · gelu_erf(gate) over the two halves, in one pass (huatu-kernels).
+        huatu_kernels::geglu(&self.proj.forward(xs)?)
     }
 }
 
