@@ -411,3 +411,30 @@ fn chat_edits_by_instruction_asks_for_missing_images_and_declines_chit_chat() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("reply: "), "{}", stdout(&output));
 }
+
+#[test]
+fn only_the_masked_area_is_worked_on_and_pasted_back() {
+    let dir = temp_dir("edit-only-masked");
+    let out = dir.join("patch.png");
+    let output = huatu(&[
+        "edit", "--model", &model(), "--image", &edit_reference("image.png"), "--box", "8,8,24,20",
+        "--prompt", "a red apple", "--only-masked", "--mask-padding", "4", "--steps", "2", "--seed", "5",
+        "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("only the masked area: "), "{}", stderr(&output));
+    let (pixels, _) = read_png(&out);
+    let (original, _) = read_png(&fixture("edit_tiny_reference/image.png"));
+    let mut changed = false;
+    for y in 0..64 {
+        for x in 0..64 {
+            let i = (y * 64 + x) * 3;
+            if (8..24).contains(&x) && (8..20).contains(&y) {
+                changed |= pixels[i..i + 3] != original[i..i + 3];
+            } else {
+                assert_eq!(pixels[i..i + 3], original[i..i + 3], "pixel ({x}, {y}) outside the box changed");
+            }
+        }
+    }
+    assert!(changed, "the box was not repainted");
+}

@@ -17,7 +17,7 @@ use huatu_diffusion::pipelines::{
     image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage, Image2ImageRequest,
     InpaintRequest, InstructPix2PixRequest, RgbImage,
 };
-use huatu_imaging::edit::{control_canvas, region_mask, CannyThresholds, Rect, Region};
+use huatu_imaging::edit::{control_canvas, masked_area, region_mask, CannyThresholds, Rect, Region};
 
 use crate::model_args::{random_seed, ModelArgs, SamplingArgs, StepBar};
 use crate::png_output::write_png;
@@ -83,6 +83,12 @@ pub struct EditArgs {
     /// Writes the control image used here.
     #[arg(long)]
     pub save_control: Option<PathBuf>,
+    /// Inpaint only around the mask: crop it (plus --mask-padding), work at the model's
+    /// resolution, scale back and paste — for images larger than the model's size.
+    #[arg(long)]
+    pub only_masked: bool,
+    #[arg(long, default_value_t = 32)]
+    pub mask_padding: u32,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -199,17 +205,32 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         if guess_mode {
             eprintln!("no prompt: the ControlNet infers the edit from the images (guess mode)");
         }
+        let native = components.unet.config().sample_size.unwrap_or(128) as u32 * 8;
+        let crop = if args.only_masked { Some(MaskedArea::new(&image, &mask, args.mask_padding, native)?) } else { None };
+        let (work_image, work_mask) = match &crop {
+            Some(area) => (area.image.clone(), area.mask.clone()),
+            None => (image.clone(), mask.clone()),
+        };
+        for unit in &mut controlnets {
+            if let Some(area) = &crop {
+                unit.control_image = area.crop(&unit.control_image)?;
+            }
+        }
         let request = InpaintRequest {
             settings: settings.clone(),
-            image,
-            mask_image: mask,
+            image: work_image,
+            mask_image: work_mask,
             strength: args.strength.unwrap_or(0.9999),
             mask_blur: args.mask_blur,
             controlnets,
             guess_mode,
         };
         let output = inpaint(&components, &request, &mut bar)?;
-        (if controlnet.is_some() { "controlnet-inpaint" } else { "inpaint" }, output.latents, output.image)
+        let result = match &crop {
+            Some(area) => area.paste_back(&image, &mask, &output.image)?,
+            None => output.image,
+        };
+        (if controlnet.is_some() { "controlnet-inpaint" } else { "inpaint" }, output.latents, result)
     } else {
         let request = Image2ImageRequest { settings: settings.clone(), image, strength: args.strength.unwrap_or(0.8) };
         let output = image_to_image(&components, &request, &mut bar)?;
@@ -221,6 +242,49 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     args.sampling.save_latents(&latents.to_dtype(DType::F32)?, 0, 1)?;
     println!("{}", args.sampling.out.display());
     Ok(())
+}
+
+/// The crop an `--only-masked` run works on, scaled to the model's square resolution.
+struct MaskedArea {
+    rect: Rect,
+    size: u32,
+    image: RgbImage,
+    mask: GrayImage,
+}
+
+impl MaskedArea {
+    fn new(image: &RgbImage, mask: &GrayImage, padding: u32, size: u32) -> anyhow::Result<Self> {
+        let full_mask = to_gray_crate(mask)?;
+        let rect = masked_area::crop_region(&full_mask, padding, 1.0)?;
+        let (crop, crop_mask) = masked_area::crop_and_scale(&to_image_crate(image)?, &full_mask, rect, (size, size))?;
+        eprintln!("only the masked area: {}×{} at ({}, {}), worked at {size}×{size}", rect.width(), rect.height(), rect.left, rect.top);
+        Ok(Self { rect, size, image: from_image_crate(crop), mask: from_gray_crate(crop_mask) })
+    }
+
+    fn crop(&self, image: &RgbImage) -> anyhow::Result<RgbImage> {
+        let empty = image::GrayImage::new(image.width as u32, image.height as u32);
+        let (crop, _) = masked_area::crop_and_scale(&to_image_crate(image)?, &empty, self.rect, (self.size, self.size))?;
+        Ok(from_image_crate(crop))
+    }
+
+    fn paste_back(&self, original: &RgbImage, mask: &GrayImage, result: &RgbImage) -> anyhow::Result<RgbImage> {
+        let out = masked_area::paste_back(&to_image_crate(original)?, &to_gray_crate(mask)?, self.rect, &to_image_crate(result)?)?;
+        Ok(from_image_crate(out))
+    }
+}
+
+fn from_image_crate(image: image::RgbImage) -> RgbImage {
+    let (width, height) = image.dimensions();
+    RgbImage { width: width as usize, height: height as usize, pixels: image.into_raw() }
+}
+
+fn to_gray_crate(mask: &GrayImage) -> anyhow::Result<image::GrayImage> {
+    image::GrayImage::from_raw(mask.width as u32, mask.height as u32, mask.pixels.clone()).context("internal: mask buffer size")
+}
+
+fn from_gray_crate(mask: image::GrayImage) -> GrayImage {
+    let (width, height) = mask.dimensions();
+    GrayImage { width: width as usize, height: height as usize, pixels: mask.into_raw() }
 }
 
 /// The ready control image, or the condition image fitted into the region (with edges).
@@ -261,6 +325,7 @@ fn settings_chunks(args: &EditArgs, mode: &str, settings: &EditSettings, guess_m
         "control_image": path(&args.control_image),
         "condition_image": path(&args.condition_image),
         "guess_mode": guess_mode,
+        "only_masked": args.only_masked.then_some(args.mask_padding),
         "steps": settings.num_inference_steps,
         "guidance_scale": settings.guidance_scale,
         "scheduler": settings.scheduler.to_string(),

@@ -4,6 +4,7 @@
 
 pub mod canny;
 pub mod condition;
+pub mod masked_area;
 pub mod region;
 
 pub use canny::{canny, CannyThresholds};
