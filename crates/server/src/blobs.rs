@@ -13,7 +13,10 @@ pub struct Blobs {
 
 /// Whether `text` is shaped like a blob id (lowercase sha256 hex).
 pub fn is_blob_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub fn content_hash(bytes: &[u8]) -> String {
@@ -24,10 +27,13 @@ pub fn content_hash(bytes: &[u8]) -> String {
 impl Blobs {
     pub fn open(root: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
-    fn path(&self, id: &str) -> Option<PathBuf> {
+    /// Where blob `id` lives (None for a malformed id).
+    pub fn path(&self, id: &str) -> Option<PathBuf> {
         is_blob_id(id).then(|| self.root.join(&id[..2]).join(id))
     }
 
@@ -43,7 +49,10 @@ impl Blobs {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let temporary = self.root.join("tmp").join(format!("{id}.{}", rand::random::<u32>()));
+        let temporary = self
+            .root
+            .join("tmp")
+            .join(format!("{id}.{}", rand::random::<u32>()));
         {
             let mut file = std::fs::File::create(&temporary)?;
             file.write_all(bytes)?;
@@ -55,7 +64,9 @@ impl Blobs {
 
     /// The stored bytes, or None for an id that is malformed or unknown.
     pub fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(path) = self.path(id) else { return Ok(None) };
+        let Some(path) = self.path(id) else {
+            return Ok(None);
+        };
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -86,7 +97,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let blobs = Blobs::open(dir.path())?;
         let id = blobs.put(b"hello")?;
-        assert_eq!(id, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            id,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(blobs.get(&id)?, Some(b"hello".to_vec()));
         assert_eq!(blobs.get("../../etc/passwd")?, None);
         assert_eq!(blobs.get(&"0".repeat(64))?, None);

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// For a single-file checkpoint: a diffusers folder with configs and tokenizers.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The agent's intent model folder; default $HUATU_INTENT_MODEL or ./models/intent.
+    /// Without one, /v1/agent answers 503.
+    #[arg(long)]
+    pub intent_model: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -64,7 +68,9 @@ fn parse_dtype(text: &str) -> Result<DType, String> {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
-        other => Err(format!("unknown dtype `{other}` (expected f32, f16 or bf16)")),
+        other => Err(format!(
+            "unknown dtype `{other}` (expected f32, f16 or bf16)"
+        )),
     }
 }
 
@@ -73,6 +79,7 @@ fn parse_dtype(text: &str) -> Result<DType, String> {
 pub struct ServerConfig {
     pub model: Option<PathBuf>,
     pub model_config: Option<PathBuf>,
+    pub intent_model: Option<PathBuf>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub api_keys: Vec<String>,
@@ -93,6 +100,7 @@ impl ServerConfig {
         Self {
             model: None,
             model_config: None,
+            intent_model: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             api_keys: Vec::new(),
@@ -109,19 +117,30 @@ impl ServerConfig {
     }
 
     pub fn from_args(args: &ServeArgs) -> Result<Self, ServerError> {
-        let mut api_keys: Vec<String> = args.api_keys.iter().map(|key| key.trim().to_string()).collect();
+        let mut api_keys: Vec<String> = args
+            .api_keys
+            .iter()
+            .map(|key| key.trim().to_string())
+            .collect();
         if let Some(path) = &args.api_key_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ServerError::DataDir { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ServerError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
             api_keys.extend(
-                text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from),
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(String::from),
             );
         }
         if api_keys.iter().any(String::is_empty) {
             return Err(ServerError::Config("an API key must not be empty".into()));
         }
         if args.queue_capacity == 0 {
-            return Err(ServerError::Config("--queue-capacity must be at least 1".into()));
+            return Err(ServerError::Config(
+                "--queue-capacity must be at least 1".into(),
+            ));
         }
         if args.max_dimension < 64 || args.max_dimension % 8 != 0 {
             return Err(ServerError::Config(format!(
@@ -132,6 +151,7 @@ impl ServerConfig {
         Ok(Self {
             model: args.model.clone(),
             model_config: args.config.clone(),
+            intent_model: crate::assistant::intent_model_dir(args.intent_model.as_deref()),
             listen: args.listen,
             data_dir: args.data.clone(),
             api_keys,
@@ -142,7 +162,10 @@ impl ServerConfig {
             max_steps: args.max_steps.max(1),
             max_images: 8,
             sync_timeout: std::time::Duration::from_secs(args.sync_timeout_secs.max(1)),
-            public_url: args.public_url.as_ref().map(|url| url.trim_end_matches('/').to_string()),
+            public_url: args
+                .public_url
+                .as_ref()
+                .map(|url| url.trim_end_matches('/').to_string()),
             dtype: args.dtype,
         })
     }

@@ -8,8 +8,8 @@ use candle_core::Device;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, text_to_image, EditSettings, GrayImage, Image2ImageRequest, InpaintRequest, ProgressSink,
-    RgbImage, Text2ImageRequest,
+    image_to_image, inpaint, text_to_image, EditSettings, GrayImage, Image2ImageRequest,
+    InpaintRequest, ProgressSink, RgbImage, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
@@ -32,21 +32,38 @@ pub fn lora_path(lora_dir: &Path, name: &str) -> PathBuf {
 pub fn is_lora_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl Engine {
     pub fn load(config: &ServerConfig, model: &Path, device: &Device) -> Result<Self, ServerError> {
-        let wrap = |source| ServerError::Model { path: model.to_path_buf(), source };
+        let wrap = |source| ServerError::Model {
+            path: model.to_path_buf(),
+            source,
+        };
         let source = match ModelSource::from_path(model).map_err(wrap)? {
-            ModelSource::SingleFile { path, .. } => {
-                ModelSource::SingleFile { path, config_dir: config.model_config.clone() }
-            }
+            ModelSource::SingleFile { path, .. } => ModelSource::SingleFile {
+                path,
+                config_dir: config.model_config.clone(),
+            },
             folder => folder,
         };
-        let components =
-            SdxlComponents::load(&source, LoadOptions { dtype: config.dtype, vae_dtype: None }, device).map_err(wrap)?;
-        Ok(Self { components, lora_dir: config.data_dir.join("loras"), active_loras: Vec::new() })
+        let components = SdxlComponents::load(
+            &source,
+            LoadOptions {
+                dtype: config.dtype,
+                vae_dtype: None,
+            },
+            device,
+        )
+        .map_err(wrap)?;
+        Ok(Self {
+            components,
+            lora_dir: config.data_dir.join("loras"),
+            active_loras: Vec::new(),
+        })
     }
 
     /// (width, height) the UNet was trained at: `sample_size` × 8.
@@ -57,7 +74,9 @@ impl Engine {
 
     /// The model's own scheduler, for requests that name none.
     pub fn default_scheduler(&self) -> SchedulerKind {
-        self.components.default_scheduler.unwrap_or(SchedulerKind::Euler)
+        self.components
+            .default_scheduler
+            .unwrap_or(SchedulerKind::Euler)
     }
 
     /// Merges exactly `loras` into the model (no-op when that set is merged already).
@@ -69,14 +88,24 @@ impl Engine {
             .iter()
             .map(|lora| {
                 let path = lora_path(&self.lora_dir, &lora.name);
-                LoraFile::read(&path).map_err(|error| format!("LoRA `{}`: {}", lora.name, chain(&error)))
+                LoraFile::read(&path)
+                    .map_err(|error| format!("LoRA `{}`: {}", lora.name, chain(&error)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let set: Vec<(&LoraFile, f64)> = files.iter().zip(loras).map(|(file, lora)| (file, lora.scale)).collect();
+        let set: Vec<(&LoraFile, f64)> = files
+            .iter()
+            .zip(loras)
+            .map(|(file, lora)| (file, lora.scale))
+            .collect();
         // A failed switch may leave a partial set merged: forget what is active so the
         // next job sets its own set again from scratch.
-        self.active_loras = vec![LoraSpec { name: String::new(), scale: f64::NAN }];
-        self.components.set_loras(&set, UnmatchedModules::Error).map_err(|error| chain(&error))?;
+        self.active_loras = vec![LoraSpec {
+            name: String::new(),
+            scale: f64::NAN,
+        }];
+        self.components
+            .set_loras(&set, UnmatchedModules::Error)
+            .map_err(|error| chain(&error))?;
         self.active_loras = loras.to_vec();
         Ok(())
     }
@@ -136,7 +165,11 @@ impl Engine {
                 inpaint(&self.components, &request, progress).map(|output| output.image)
             }
             None => {
-                let request = Image2ImageRequest { settings, image: image.clone(), strength: spec.strength };
+                let request = Image2ImageRequest {
+                    settings,
+                    image: image.clone(),
+                    strength: spec.strength,
+                };
                 image_to_image(&self.components, &request, progress).map(|output| output.image)
             }
         };

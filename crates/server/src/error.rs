@@ -27,6 +27,11 @@ pub enum ServerError {
         #[source]
         source: huatu_diffusion::Error,
     },
+    #[error("cannot load the agent's intent model from {path}: {message}")]
+    Agent {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("cannot listen on {address}")]
     Listen {
         address: String,
@@ -50,7 +55,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// 400 for a field that breaks a rule; the message states the rule and the value.
@@ -102,13 +112,23 @@ impl ApiError {
             source = next.source();
         }
         tracing::error!("{context}: {chain}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error ({context}); see the server log"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error ({context}); see the server log"),
+        )
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            formatter,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -125,7 +145,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -18,7 +18,9 @@ pub struct EventHub {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl EventHub {
@@ -26,7 +28,10 @@ impl EventHub {
     /// nothing falls between the two.
     pub fn subscribe(&self, id: &str) -> broadcast::Receiver<JobEvent> {
         let mut channels = lock(&self.channels);
-        channels.entry(id.to_string()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
+        channels
+            .entry(id.to_string())
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
     }
 
     pub fn publish(&self, id: &str, event: JobEvent) {

@@ -92,8 +92,13 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 5] =
-        [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled];
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -110,7 +115,10 @@ impl JobStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -136,12 +144,23 @@ pub struct Job {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// Waiting; `position` jobs are ahead of it.
-    Queued { position: usize },
-    Running { attempt: u32 },
+    Queued {
+        position: usize,
+    },
+    Running {
+        attempt: u32,
+    },
     /// Step `step` of `total` (over all images of the job) has finished.
-    Step { step: usize, total: usize },
-    Done { images: Vec<String> },
-    Failed { reason: String },
+    Step {
+        step: usize,
+        total: usize,
+    },
+    Done {
+        images: Vec<String>,
+    },
+    Failed {
+        reason: String,
+    },
     Cancelled,
 }
 
@@ -158,7 +177,10 @@ impl JobEvent {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobEvent::Done { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled)
+        matches!(
+            self,
+            JobEvent::Done { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled
+        )
     }
 }
 
@@ -170,11 +192,15 @@ pub fn new_job_id() -> String {
 
 /// Whether `text` is shaped like an id from `new_job_id` (checked before any lookup).
 pub fn is_job_id(text: &str) -> bool {
-    text.strip_prefix("job_").is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    text.strip_prefix("job_")
+        .is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 pub fn now_seconds() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
@@ -185,7 +211,10 @@ mod tests {
     fn status_spellings_round_trip() {
         for status in JobStatus::ALL {
             assert_eq!(JobStatus::parse(status.as_str()), Some(status));
-            assert_eq!(serde_json::to_value(status).ok(), Some(serde_json::json!(status.as_str())));
+            assert_eq!(
+                serde_json::to_value(status).ok(),
+                Some(serde_json::json!(status.as_str()))
+            );
         }
     }
 
@@ -209,7 +238,10 @@ mod tests {
             scheduler: Some(SchedulerKind::Euler),
             seed: 3,
             n: 1,
-            loras: vec![LoraSpec { name: "poster".into(), scale: 0.8 }],
+            loras: vec![LoraSpec {
+                name: "poster".into(),
+                scale: 0.8,
+            }],
         });
         let text = serde_json::to_string(&spec).unwrap_or_default();
         assert!(text.contains("\"kind\":\"generation\""), "{text}");

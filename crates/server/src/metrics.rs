@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::store::Counts;
 
 /// Upper bounds (seconds) of the request-latency histogram.
-const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -43,14 +45,18 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     /// The exposition text; `counts` are the queue's jobs by status now.
     pub fn render(&self, counts: Counts, model_loaded: bool) -> String {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut text = String::new();
-        let _ = writeln!(text, "# HELP huatu_http_requests_total HTTP requests answered, by status class.");
+        let _ = writeln!(
+            text,
+            "# HELP huatu_http_requests_total HTTP requests answered, by status class."
+        );
         let _ = writeln!(text, "# TYPE huatu_http_requests_total counter");
         for (class, counter) in [
             ("2xx", &self.requests_2xx),
@@ -58,19 +64,37 @@ impl Metrics {
             ("5xx", &self.requests_5xx),
             ("other", &self.requests_other),
         ] {
-            let _ = writeln!(text, "huatu_http_requests_total{{class=\"{class}\"}} {}", load(counter));
+            let _ = writeln!(
+                text,
+                "huatu_http_requests_total{{class=\"{class}\"}} {}",
+                load(counter)
+            );
         }
         let _ = writeln!(text, "# HELP huatu_http_request_duration_seconds Time to answer a request (streams: to the first byte).");
         let _ = writeln!(text, "# TYPE huatu_http_request_duration_seconds histogram");
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(text, "huatu_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}", load(bucket));
+            let _ = writeln!(
+                text,
+                "huatu_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
         }
         let count = load(&self.latency_count);
-        let _ = writeln!(text, "huatu_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(text, "huatu_http_request_duration_seconds_sum {}", load(&self.latency_sum_micros) as f64 / 1e6);
+        let _ = writeln!(
+            text,
+            "huatu_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            text,
+            "huatu_http_request_duration_seconds_sum {}",
+            load(&self.latency_sum_micros) as f64 / 1e6
+        );
         let _ = writeln!(text, "huatu_http_request_duration_seconds_count {count}");
 
-        let _ = writeln!(text, "# HELP huatu_jobs Jobs in the queue database, by status.");
+        let _ = writeln!(
+            text,
+            "# HELP huatu_jobs Jobs in the queue database, by status."
+        );
         let _ = writeln!(text, "# TYPE huatu_jobs gauge");
         for (status, value) in [
             ("queued", counts.queued),
@@ -82,23 +106,61 @@ impl Metrics {
             let _ = writeln!(text, "huatu_jobs{{status=\"{status}\"}} {value}");
         }
         let counters = [
-            ("huatu_jobs_submitted_total", "Jobs accepted since start.", load(&self.jobs_submitted)),
-            ("huatu_jobs_rejected_total", "Jobs refused with 429 (queue full) since start.", load(&self.jobs_rejected_full)),
-            ("huatu_jobs_succeeded_total", "Jobs finished since start.", load(&self.jobs_succeeded)),
-            ("huatu_jobs_failed_total", "Jobs failed since start.", load(&self.jobs_failed)),
-            ("huatu_jobs_cancelled_total", "Jobs cancelled since start.", load(&self.jobs_cancelled)),
-            ("huatu_denoising_steps_total", "Denoising steps run since start.", load(&self.steps)),
-            ("huatu_images_total", "Images made since start.", load(&self.images)),
+            (
+                "huatu_jobs_submitted_total",
+                "Jobs accepted since start.",
+                load(&self.jobs_submitted),
+            ),
+            (
+                "huatu_jobs_rejected_total",
+                "Jobs refused with 429 (queue full) since start.",
+                load(&self.jobs_rejected_full),
+            ),
+            (
+                "huatu_jobs_succeeded_total",
+                "Jobs finished since start.",
+                load(&self.jobs_succeeded),
+            ),
+            (
+                "huatu_jobs_failed_total",
+                "Jobs failed since start.",
+                load(&self.jobs_failed),
+            ),
+            (
+                "huatu_jobs_cancelled_total",
+                "Jobs cancelled since start.",
+                load(&self.jobs_cancelled),
+            ),
+            (
+                "huatu_denoising_steps_total",
+                "Denoising steps run since start.",
+                load(&self.steps),
+            ),
+            (
+                "huatu_images_total",
+                "Images made since start.",
+                load(&self.images),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(text, "# HELP {name} {help}");
             let _ = writeln!(text, "# TYPE {name} counter");
             let _ = writeln!(text, "{name} {value}");
         }
-        let _ = writeln!(text, "# HELP huatu_job_run_seconds_total Time workers spent running jobs.");
+        let _ = writeln!(
+            text,
+            "# HELP huatu_job_run_seconds_total Time workers spent running jobs."
+        );
         let _ = writeln!(text, "# TYPE huatu_job_run_seconds_total counter");
-        let _ = writeln!(text, "huatu_job_run_seconds_total {}", load(&self.job_run_micros) as f64 / 1e6);
-        let _ = writeln!(text, "# HELP huatu_model_loaded Whether a model is loaded (1) or not (0).");
+        let _ = writeln!(
+            text,
+            "huatu_job_run_seconds_total {}",
+            load(&self.job_run_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            text,
+            "# HELP huatu_model_loaded Whether a model is loaded (1) or not (0)."
+        );
         let _ = writeln!(text, "# TYPE huatu_model_loaded gauge");
         let _ = writeln!(text, "huatu_model_loaded {}", u8::from(model_loaded));
         text
@@ -106,7 +168,9 @@ impl Metrics {
 
     /// Mean seconds per finished job so far (for Retry-After), if any finished.
     pub fn mean_job_seconds(&self) -> Option<f64> {
-        let finished = self.jobs_succeeded.load(Ordering::Relaxed) + self.jobs_failed.load(Ordering::Relaxed);
-        (finished > 0).then(|| self.job_run_micros.load(Ordering::Relaxed) as f64 / 1e6 / finished as f64)
+        let finished =
+            self.jobs_succeeded.load(Ordering::Relaxed) + self.jobs_failed.load(Ordering::Relaxed);
+        (finished > 0)
+            .then(|| self.job_run_micros.load(Ordering::Relaxed) as f64 / 1e6 / finished as f64)
     }
 }

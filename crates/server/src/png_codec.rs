@@ -33,16 +33,28 @@ pub fn encode_gray_png(image: &GrayImage) -> Result<Vec<u8>, png::EncodingError>
 
 /// A stored PNG back to pixels (RGB).
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
-    let decoded = image::load_from_memory(bytes).map_err(|error| format!("stored image is unreadable: {error}"))?.to_rgb8();
+    let decoded = image::load_from_memory(bytes)
+        .map_err(|error| format!("stored image is unreadable: {error}"))?
+        .to_rgb8();
     let (width, height) = decoded.dimensions();
-    Ok(RgbImage { width: width as usize, height: height as usize, pixels: decoded.into_raw() })
+    Ok(RgbImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: decoded.into_raw(),
+    })
 }
 
 /// A stored PNG back to pixels (grayscale).
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage, String> {
-    let decoded = image::load_from_memory(bytes).map_err(|error| format!("stored mask is unreadable: {error}"))?.to_luma8();
+    let decoded = image::load_from_memory(bytes)
+        .map_err(|error| format!("stored mask is unreadable: {error}"))?
+        .to_luma8();
     let (width, height) = decoded.dimensions();
-    Ok(GrayImage { width: width as usize, height: height as usize, pixels: decoded.into_raw() })
+    Ok(GrayImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: decoded.into_raw(),
+    })
 }
 
 /// An uploaded image, checked and decoded to RGB.
@@ -58,17 +70,28 @@ pub struct Upload {
 /// Decodes an uploaded PNG, JPEG or WebP. `max_dimension` bounds width and height (read
 /// from the header first, so a decompression bomb is refused before it is decoded).
 pub fn decode_upload(field: &str, bytes: &[u8], max_dimension: usize) -> Result<Upload, String> {
-    let format = image::guess_format(bytes)
-        .map_err(|_| format!("`{field}` is not an image huatu can read (PNG, JPEG or WebP expected)"))?;
+    let format = image::guess_format(bytes).map_err(|_| {
+        format!("`{field}` is not an image huatu can read (PNG, JPEG or WebP expected)")
+    })?;
     let name = match format {
         image::ImageFormat::Png => "png",
         image::ImageFormat::Jpeg => "jpeg",
         image::ImageFormat::WebP => "webp",
-        other => return Err(format!("`{field}` is {other:?}; PNG, JPEG or WebP expected")),
+        other => {
+            return Err(format!(
+                "`{field}` is {other:?}; PNG, JPEG or WebP expected"
+            ))
+        }
     };
     let reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let (width, height) = reader.into_dimensions().map_err(|error| format!("`{field}` is a broken {name} file: {error}"))?;
-    if width == 0 || height == 0 || width as usize > max_dimension || height as usize > max_dimension {
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|error| format!("`{field}` is a broken {name} file: {error}"))?;
+    if width == 0
+        || height == 0
+        || width as usize > max_dimension
+        || height as usize > max_dimension
+    {
         return Err(format!(
             "`{field}` is {width}×{height} pixels; width and height must be between 1 and {max_dimension}"
         ));
@@ -76,14 +99,26 @@ pub fn decode_upload(field: &str, bytes: &[u8], max_dimension: usize) -> Result<
     let decoded = image::load_from_memory_with_format(bytes, format)
         .map_err(|error| format!("`{field}` is a broken {name} file: {error}"))?;
     let mask_pixels: Vec<u8> = if decoded.color().has_alpha() {
-        decoded.to_rgba8().pixels().map(|pixel| if pixel[3] < 128 { 255 } else { 0 }).collect()
+        decoded
+            .to_rgba8()
+            .pixels()
+            .map(|pixel| if pixel[3] < 128 { 255 } else { 0 })
+            .collect()
     } else {
         decoded.to_luma8().into_raw()
     };
     let (width, height) = (width as usize, height as usize);
     Ok(Upload {
-        image: RgbImage { width, height, pixels: decoded.to_rgb8().into_raw() },
-        mask: GrayImage { width, height, pixels: mask_pixels },
+        image: RgbImage {
+            width,
+            height,
+            pixels: decoded.to_rgb8().into_raw(),
+        },
+        mask: GrayImage {
+            width,
+            height,
+            pixels: mask_pixels,
+        },
         format: name,
     })
 }
@@ -94,12 +129,22 @@ mod tests {
 
     #[test]
     fn round_trips_and_limits() {
-        let image = RgbImage { width: 2, height: 1, pixels: vec![255, 0, 0, 0, 255, 0] };
+        let image = RgbImage {
+            width: 2,
+            height: 1,
+            pixels: vec![255, 0, 0, 0, 255, 0],
+        };
         let bytes = encode_png(&image, "{}").unwrap_or_default();
         let upload = decode_upload("image", &bytes, 16);
-        assert!(matches!(&upload, Ok(upload) if upload.image == image), "{upload:?}");
+        assert!(
+            matches!(&upload, Ok(upload) if upload.image == image),
+            "{upload:?}"
+        );
         let too_big = decode_upload("image", &bytes, 1);
-        assert!(matches!(&too_big, Err(message) if message.contains("2×1")), "{too_big:?}");
+        assert!(
+            matches!(&too_big, Err(message) if message.contains("2×1")),
+            "{too_big:?}"
+        );
         assert!(decode_upload("mask", b"not an image", 16).is_err());
     }
 
@@ -117,6 +162,9 @@ mod tests {
             assert!(written.is_ok());
         }
         let upload = decode_upload("mask", &bytes, 16);
-        assert!(matches!(&upload, Ok(upload) if upload.mask.pixels == vec![0, 255]), "{upload:?}");
+        assert!(
+            matches!(&upload, Ok(upload) if upload.mask.pixels == vec![0, 255]),
+            "{upload:?}"
+        );
     }
 }

@@ -57,12 +57,16 @@ fn devices() -> Vec<Device> {
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let data = config.data_dir.clone();
-    let data_error = |source| ServerError::DataDir { path: data.clone(), source };
+    let data_error = |source| ServerError::DataDir {
+        path: data.clone(),
+        source,
+    };
     std::fs::create_dir_all(data.join("loras")).map_err(data_error)?;
     let store = Arc::new(Store::open(&data.join("jobs.sqlite3"))?);
-    let recovery = store
-        .recover()
-        .map_err(|source| ServerError::Database { path: store.path().to_path_buf(), source })?;
+    let recovery = store.recover().map_err(|source| ServerError::Database {
+        path: store.path().to_path_buf(),
+        source,
+    })?;
     if recovery.requeued + recovery.failed > 0 {
         tracing::warn!(
             requeued = recovery.requeued,
@@ -79,22 +83,46 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let started = Instant::now();
             let loading_config = config.clone();
             let model_path = model.clone();
-            let engine = tokio::task::spawn_blocking(move || Engine::load(&loading_config, &model_path, &device))
-                .await
-                .map_err(|error| ServerError::Serve(std::io::Error::other(error.to_string())))??;
+            let engine = tokio::task::spawn_blocking(move || {
+                Engine::load(&loading_config, &model_path, &device)
+            })
+            .await
+            .map_err(|error| ServerError::Serve(std::io::Error::other(error.to_string())))??;
             native_size = engine.native_size();
-            tracing::info!("loaded {} in {:.1}s", model.display(), started.elapsed().as_secs_f64());
-            engines.push(Some(engine));
+            tracing::info!(
+                "loaded {} in {:.1}s",
+                model.display(),
+                started.elapsed().as_secs_f64()
+            );
+            engines.push(engine);
         }
     } else {
+        // No worker then: queued jobs wait for a server that has a model.
         tracing::warn!("no --model: the API runs, generation answers 503");
-        engines.push(None);
     }
     let model_loaded = config.model.is_some();
+    let assistant = match config.intent_model.clone() {
+        Some(dir) => {
+            let loaded =
+                tokio::task::spawn_blocking(move || crate::assistant::Assistant::load(&dir))
+                    .await
+                    .map_err(|error| {
+                        ServerError::Serve(std::io::Error::other(error.to_string()))
+                    })??;
+            Some(Arc::new(loaded))
+        }
+        None => {
+            tracing::warn!("no intent model: /v1/agent answers 503 (see --intent-model)");
+            None
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServerError::Listen { address: config.listen.to_string(), source })?;
+        .map_err(|source| ServerError::Listen {
+            address: config.listen.to_string(),
+            source,
+        })?;
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 
     let shared = Arc::new(Shared {
@@ -127,6 +155,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             shared: shared.clone(),
             model_loaded,
             native_size,
+            assistant,
             stopping: stop_requested.clone(),
             started_at: Instant::now(),
         }),
@@ -158,7 +187,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
         served.map_err(ServerError::Serve)
     });
-    Ok(RunningServer { address, stop, task })
+    Ok(RunningServer {
+        address,
+        stop,
+        task,
+    })
 }
 
 /// Logs to stderr (`HUATU_LOG=debug` for more).
@@ -169,7 +202,11 @@ pub fn init_logging() {
         Ok("error") => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// `huatu serve`: runs until Ctrl-C or SIGTERM. Prints `listening on http://ADDR` to
@@ -177,7 +214,9 @@ pub fn init_logging() {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let config = ServerConfig::from_args(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let server = start(config).await?;
         {
@@ -201,13 +240,14 @@ async fn wait_for_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(terminate) => terminate,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(terminate) => terminate,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

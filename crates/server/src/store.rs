@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 ";
 
-const COLUMNS: &str = "id, spec, status, attempts, error, images, created_at, started_at, finished_at";
+const COLUMNS: &str =
+    "id, spec, status, attempts, error, images, created_at, started_at, finished_at";
 
 /// Why a crash-interrupted job is not run a third time.
 pub const INTERRUPTED_TWICE: &str =
@@ -54,7 +55,9 @@ pub struct Counts {
 #[derive(Debug)]
 pub enum SubmitError {
     /// The queue holds `active` jobs already.
-    Full { active: usize },
+    Full {
+        active: usize,
+    },
     Database(rusqlite::Error),
 }
 
@@ -71,13 +74,21 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, ServerError> {
-        let wrap = |source| ServerError::Database { path: path.to_path_buf(), source };
+        let wrap = |source| ServerError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
         let connection = Connection::open(path).map_err(wrap)?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+            )
             .map_err(wrap)?;
         connection.execute_batch(SCHEMA).map_err(wrap)?;
-        Ok(Self { connection: Mutex::new(connection), path: path.to_path_buf() })
+        Ok(Self {
+            connection: Mutex::new(connection),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -87,7 +98,9 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (statements are
         // atomic), so a poisoned lock is still safe to use.
-        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// At start-up: jobs still `running` were interrupted by a crash or kill. Each is
@@ -98,7 +111,10 @@ impl Store {
             "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running' AND attempts >= 2",
             params![INTERRUPTED_TWICE, now_seconds()],
         )?;
-        let requeued = connection.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'", [])?;
+        let requeued = connection.execute(
+            "UPDATE jobs SET status = 'queued' WHERE status = 'running'",
+            [],
+        )?;
         Ok(Recovery { requeued, failed })
     }
 
@@ -108,14 +124,17 @@ impl Store {
             SubmitError::Database(rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
         })?;
         let mut connection = self.lock();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let active: i64 = transaction.query_row(
             "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')",
             [],
             |row| row.get(0),
         )?;
         if active as usize >= capacity {
-            return Err(SubmitError::Full { active: active as usize });
+            return Err(SubmitError::Full {
+                active: active as usize,
+            });
         }
         let created_at = now_seconds();
         transaction.execute(
@@ -198,14 +217,20 @@ impl Store {
 
     pub fn get(&self, id: &str) -> rusqlite::Result<Option<Job>> {
         self.lock()
-            .query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), params![id], job_from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )
             .optional()
     }
 
     /// The newest jobs first.
     pub fn list(&self, limit: usize) -> rusqlite::Result<Vec<Job>> {
         let connection = self.lock();
-        let mut statement = connection.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?1"))?;
+        let mut statement = connection.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?1"
+        ))?;
         let rows = statement.query_map(params![limit as i64], job_from_row)?;
         rows.collect()
     }
@@ -225,9 +250,12 @@ impl Store {
 
     pub fn counts(&self) -> rusqlite::Result<Counts> {
         let connection = self.lock();
-        let mut statement = connection.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+        let mut statement =
+            connection.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
         let mut counts = Counts::default();
-        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
         for row in rows {
             let (status, count) = row?;
             let count = count as u64;
@@ -254,7 +282,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: row.get(0)?,
         spec: serde_json::from_str(&spec).map_err(|error| conversion(1, Box::new(error)))?,
-        status: JobStatus::parse(&status).ok_or_else(|| conversion(2, format!("unknown status {status}").into()))?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| conversion(2, format!("unknown status {status}").into()))?,
         attempts: row.get(3)?,
         error: row.get(4)?,
         images: serde_json::from_str(&images).map_err(|error| conversion(5, Box::new(error)))?,
@@ -290,22 +319,45 @@ mod tests {
         let path = dir.path().join("jobs.sqlite3");
         {
             let store = Store::open(&path)?;
-            store.submit("job_a", &spec(), 10).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            store.submit("job_b", &spec(), 10).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            assert!(matches!(store.submit("job_c", &spec(), 2), Err(SubmitError::Full { active: 2 })));
+            store
+                .submit("job_a", &spec(), 10)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            store
+                .submit("job_b", &spec(), 10)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            assert!(matches!(
+                store.submit("job_c", &spec(), 2),
+                Err(SubmitError::Full { active: 2 })
+            ));
             assert_eq!(store.queue_position("job_b")?, Some(1));
             let claimed = store.claim()?.map(|job| job.id);
             assert_eq!(claimed.as_deref(), Some("job_a"));
             // "crash": the store is dropped with job_a running.
         }
         let store = Store::open(&path)?;
-        assert_eq!(store.recover()?, Recovery { requeued: 1, failed: 0 });
-        let again = store.claim()?.ok_or_else(|| anyhow::anyhow!("job_a not requeued"))?;
+        assert_eq!(
+            store.recover()?,
+            Recovery {
+                requeued: 1,
+                failed: 0
+            }
+        );
+        let again = store
+            .claim()?
+            .ok_or_else(|| anyhow::anyhow!("job_a not requeued"))?;
         assert_eq!((again.id.as_str(), again.attempts), ("job_a", 2));
         drop(store);
         let store = Store::open(&path)?;
-        assert_eq!(store.recover()?, Recovery { requeued: 0, failed: 1 });
-        let failed = store.get("job_a")?.ok_or_else(|| anyhow::anyhow!("job_a vanished"))?;
+        assert_eq!(
+            store.recover()?,
+            Recovery {
+                requeued: 0,
+                failed: 1
+            }
+        );
+        let failed = store
+            .get("job_a")?
+            .ok_or_else(|| anyhow::anyhow!("job_a vanished"))?;
         assert_eq!(failed.status, JobStatus::Failed);
         assert_eq!(failed.error.as_deref(), Some(INTERRUPTED_TWICE));
         assert_eq!(store.claim()?.map(|job| job.id).as_deref(), Some("job_b"));

@@ -27,13 +27,19 @@ pub struct Wakeup {
 
 impl Wakeup {
     pub fn notify(&self) {
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *pending = true;
         self.condvar.notify_all();
     }
 
     fn wait(&self, timeout: Duration) {
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !*pending {
             pending = match self.condvar.wait_timeout(pending, timeout) {
                 Ok((guard, _)) => guard,
@@ -52,15 +58,24 @@ pub struct CancelRequests {
 
 impl CancelRequests {
     pub fn request(&self, id: &str) {
-        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_string());
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id.to_string());
     }
 
     fn contains(&self, id: &str) -> bool {
-        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(id)
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(id)
     }
 
     fn forget(&self, id: &str) {
-        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(id);
     }
 }
 
@@ -75,9 +90,8 @@ pub struct Shared {
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// Runs jobs until `shared.shutdown` is set. `engine` is None when no model is loaded:
-/// then jobs fail with a message saying so.
-pub fn run_worker(shared: Arc<Shared>, mut engine: Option<Engine>) {
+/// Runs jobs on `engine` until `shared.shutdown` is set.
+pub fn run_worker(shared: Arc<Shared>, mut engine: Engine) {
     while !shared.shutdown.load(Ordering::SeqCst) {
         let job = match shared.store.claim() {
             Ok(Some(job)) => job,
@@ -93,11 +107,21 @@ pub fn run_worker(shared: Arc<Shared>, mut engine: Option<Engine>) {
             }
         };
         tracing::info!(job = %job.id, attempt = job.attempts, "job started");
-        shared.hub.publish(&job.id, JobEvent::Running { attempt: job.attempts });
+        shared.hub.publish(
+            &job.id,
+            JobEvent::Running {
+                attempt: job.attempts,
+            },
+        );
         let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&shared, engine.as_mut(), &job)))
-            .unwrap_or_else(|_| Outcome::Failed("internal error: the pipeline panicked (see the server log)".into()));
-        shared.metrics.job_run_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&shared, &mut engine, &job)))
+            .unwrap_or_else(|_| {
+                Outcome::Failed("internal error: the pipeline panicked (see the server log)".into())
+            });
+        shared
+            .metrics
+            .job_run_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         shared.cancels.forget(&job.id);
         finish(&shared, &job, outcome);
     }
@@ -114,17 +138,32 @@ enum Outcome {
 fn finish(shared: &Shared, job: &Job, outcome: Outcome) {
     let (result, event) = match outcome {
         Outcome::Succeeded(images) => {
-            shared.metrics.jobs_succeeded.fetch_add(1, Ordering::Relaxed);
-            (shared.store.succeed(&job.id, &images), Some(JobEvent::Done { images }))
+            shared
+                .metrics
+                .jobs_succeeded
+                .fetch_add(1, Ordering::Relaxed);
+            (
+                shared.store.succeed(&job.id, &images),
+                Some(JobEvent::Done { images }),
+            )
         }
         Outcome::Failed(reason) => {
             tracing::warn!(job = %job.id, "job failed: {reason}");
             shared.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-            (shared.store.fail(&job.id, &reason), Some(JobEvent::Failed { reason }))
+            (
+                shared.store.fail(&job.id, &reason),
+                Some(JobEvent::Failed { reason }),
+            )
         }
         Outcome::Cancelled => {
-            shared.metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
-            (shared.store.mark_cancelled(&job.id), Some(JobEvent::Cancelled))
+            shared
+                .metrics
+                .jobs_cancelled
+                .fetch_add(1, Ordering::Relaxed);
+            (
+                shared.store.mark_cancelled(&job.id),
+                Some(JobEvent::Cancelled),
+            )
         }
         Outcome::Interrupted => {
             tracing::info!(job = %job.id, "job interrupted by shutdown; it stays queued");
@@ -140,10 +179,7 @@ fn finish(shared: &Shared, job: &Job, outcome: Outcome) {
     }
 }
 
-fn run_job(shared: &Shared, engine: Option<&mut Engine>, job: &Job) -> Outcome {
-    let Some(engine) = engine else {
-        return Outcome::Failed("no model is loaded (start the server with --model DIR)".into());
-    };
+fn run_job(shared: &Shared, engine: &mut Engine, job: &Job) -> Outcome {
     match &job.spec {
         JobSpec::Generation(spec) => run_generation(shared, engine, job, spec),
         JobSpec::Edit(spec) => run_edit(shared, engine, job, spec),
@@ -152,23 +188,42 @@ fn run_job(shared: &Shared, engine: Option<&mut Engine>, job: &Job) -> Outcome {
 
 /// A progress hook for image `index` of `count`: publishes steps over the whole job and
 /// stops the pipeline on cancel or shutdown.
-fn step_hook<'a>(shared: &'a Shared, job: &'a Job, index: usize, count: usize) -> impl FnMut(Progress) -> huatu_diffusion::Result<()> + 'a {
+fn step_hook<'a>(
+    shared: &'a Shared,
+    job: &'a Job,
+    index: usize,
+    count: usize,
+) -> impl FnMut(Progress) -> huatu_diffusion::Result<()> + 'a {
     move |progress: Progress| {
         if shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id) {
             return Err(huatu_diffusion::Error::Cancelled);
         }
         if let Progress::Step { step, total } = progress {
             shared.metrics.steps.fetch_add(1, Ordering::Relaxed);
-            shared.hub.publish(&job.id, JobEvent::Step { step: index * total + step, total: total * count });
+            shared.hub.publish(
+                &job.id,
+                JobEvent::Step {
+                    step: index * total + step,
+                    total: total * count,
+                },
+            );
         }
         Ok(())
     }
 }
 
 /// Encodes and stores a result image; its settings go into a PNG text chunk.
-fn store_result(shared: &Shared, image: &huatu_diffusion::pipelines::RgbImage, settings: &serde_json::Value) -> Result<String, String> {
-    let bytes = crate::png_codec::encode_png(image, &settings.to_string()).map_err(|error| error.to_string())?;
-    let id = shared.blobs.put(&bytes).map_err(|error| format!("cannot store the image: {error}"))?;
+fn store_result(
+    shared: &Shared,
+    image: &huatu_diffusion::pipelines::RgbImage,
+    settings: &serde_json::Value,
+) -> Result<String, String> {
+    let bytes = crate::png_codec::encode_png(image, &settings.to_string())
+        .map_err(|error| error.to_string())?;
+    let id = shared
+        .blobs
+        .put(&bytes)
+        .map_err(|error| format!("cannot store the image: {error}"))?;
     shared.metrics.images.fetch_add(1, Ordering::Relaxed);
     Ok(id)
 }
@@ -229,7 +284,12 @@ fn run_edit(shared: &Shared, engine: &mut Engine, job: &Job, spec: &EditSpec) ->
     Outcome::Succeeded(images)
 }
 
-fn run_generation(shared: &Shared, engine: &mut Engine, job: &Job, spec: &GenerationSpec) -> Outcome {
+fn run_generation(
+    shared: &Shared,
+    engine: &mut Engine,
+    job: &Job,
+    spec: &GenerationSpec,
+) -> Outcome {
     let mut images = Vec::with_capacity(spec.n);
     for index in 0..spec.n {
         let mut hook = step_hook(shared, job, index, spec.n);

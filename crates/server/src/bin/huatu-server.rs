@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "huatu-server", version, about = "huatu's HTTP API, job queue and web page")]
+#[command(
+    name = "huatu-server",
+    version,
+    about = "huatu's HTTP API, job queue and web page"
+)]
 struct Cli {
     #[command(flatten)]
     serve: huatu_server::ServeArgs,

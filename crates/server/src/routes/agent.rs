@@ -1,19 +1,23 @@
 //! `POST /v1/agent`: an instruction plus optional original/condition images and an edit
-//! region → the plan and a job. The agent's planner has not landed in huatu-agent yet,
-//! so after the inputs are read and checked the answer is 501. Also the multipart form
-//! reader shared with `/v1/images/edits`.
+//! region → the recognised intent, the plan and a job (huatu-agent's intent model and
+//! planner). Also the multipart form reader shared with `/v1/images/edits`.
 
 use std::collections::HashMap;
 
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use huatu_agent::planner::{Plan, PlanInputs};
 use huatu_diffusion::pipelines::{GrayImage, RgbImage};
 use serde::Deserialize;
+use serde_json::json;
 
+use crate::assistant::{map_plan, plan_view, EditInputs, Mapped, Overrides};
 use crate::error::{ApiError, ApiResult};
-use crate::png_codec::{decode_upload, Upload};
+use crate::jobs::JobSpec;
+use crate::png_codec::{decode_upload, encode_gray_png, encode_png, Upload};
 use crate::state::AppState;
 
 const MAX_TEXT_FIELD_BYTES: usize = 64 << 10;
@@ -47,14 +51,24 @@ impl Form {
 
 fn multipart_error(error: MultipartError) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large("the upload is larger than the server allows (see --max-upload-mib)")
+        ApiError::payload_too_large(
+            "the upload is larger than the server allows (see --max-upload-mib)",
+        )
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", format!("the multipart body is malformed: {}", error.body_text()))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            format!("the multipart body is malformed: {}", error.body_text()),
+        )
     }
 }
 
 /// Reads every field; those named in `image_fields` must be images within the limits.
-pub async fn read_form(multipart: &mut Multipart, state: &AppState, image_fields: &[&str]) -> ApiResult<Form> {
+pub async fn read_form(
+    multipart: &mut Multipart,
+    state: &AppState,
+    image_fields: &[&str],
+) -> ApiResult<Form> {
     let mut form = Form::default();
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
@@ -64,16 +78,21 @@ pub async fn read_form(multipart: &mut Multipart, state: &AppState, image_fields
                 return Err(ApiError::invalid(format!("field `{name}` was sent twice")));
             }
             let max = state.config.max_dimension;
-            let upload = tokio::task::spawn_blocking(move || decode_upload(&name, &bytes, max).map(|upload| (name, upload)))
-                .await
-                .map_err(|error| ApiError::internal("decoding an upload", &error))?
-                .map_err(ApiError::invalid)?;
+            let upload = tokio::task::spawn_blocking(move || {
+                decode_upload(&name, &bytes, max).map(|upload| (name, upload))
+            })
+            .await
+            .map_err(|error| ApiError::internal("decoding an upload", &error))?
+            .map_err(ApiError::invalid)?;
             form.images.insert(upload.0, upload.1);
         } else {
             if bytes.len() > MAX_TEXT_FIELD_BYTES {
-                return Err(ApiError::invalid(format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes")));
+                return Err(ApiError::invalid(format!(
+                    "field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"
+                )));
             }
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid(format!("field `{name}` is not UTF-8 text")))?;
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|_| ApiError::invalid(format!("field `{name}` is not UTF-8 text")))?;
             form.texts.insert(name, text);
         }
     }
@@ -96,7 +115,9 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
         ApiError::invalid(format!("region must be JSON {{\"x\", \"y\", \"width\", \"height\"}} (center and size in pixels): {error}"))
     })?;
     let Some(original) = original else {
-        return Err(ApiError::invalid("a region needs an original image to lie in"));
+        return Err(ApiError::invalid(
+            "a region needs an original image to lie in",
+        ));
     };
     let values = [region.x, region.y, region.width, region.height];
     let inside = region.width > 0.0
@@ -114,23 +135,193 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
     Ok(region)
 }
 
-/// `POST /v1/agent` (multipart: `instruction`, optional `original`, `condition`, `region`).
-pub async fn agent(State(state): State<AppState>, multipart: Result<Multipart, MultipartRejection>) -> ApiResult<Response> {
+const AGENT_FIELDS: &[&str] = &[
+    "instruction",
+    "original",
+    "condition",
+    "region",
+    "size",
+    "steps",
+    "seed",
+];
+
+/// `POST /v1/agent` (multipart: `instruction`, optional `original`, `condition`,
+/// `region`, and `size`/`steps`/`seed` overriding the plan's). Understands the
+/// instruction, plans, and queues the plan's job: 200 with the intent, the plan and the
+/// job, or with a `reply` (a question back, a refusal, or why a plan is not run).
+pub async fn agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
     let mut multipart = multipart.map_err(|rejection| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", format!("send the instruction as multipart/form-data: {}", rejection.body_text()))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            format!(
+                "send the instruction as multipart/form-data: {}",
+                rejection.body_text()
+            ),
+        )
     })?;
     let form = read_form(&mut multipart, &state, &["original", "condition"]).await?;
-    let instruction = form.text("instruction").map(str::trim).unwrap_or_default();
+    if let Some(unknown) = form.text_names().find(|name| !AGENT_FIELDS.contains(name)) {
+        return Err(ApiError::invalid(format!(
+            "unknown field `{unknown}`, expected one of {}",
+            AGENT_FIELDS.join(", ")
+        )));
+    }
+    let instruction = form
+        .text("instruction")
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
     if instruction.is_empty() {
-        return Err(ApiError::invalid("instruction is required and must not be empty"));
+        return Err(ApiError::invalid(
+            "instruction is required and must not be empty",
+        ));
     }
     if instruction.chars().count() > 1000 {
-        return Err(ApiError::invalid("instruction may have at most 1000 characters"));
+        return Err(ApiError::invalid(
+            "instruction may have at most 1000 characters",
+        ));
     }
-    if let Some(region) = form.text("region") {
-        parse_region(region, form.image("original"))?;
+    let original = form.image("original").cloned();
+    let region = match form.text("region") {
+        Some(text) => Some(parse_region(text, original.as_ref())?),
+        None => None,
+    };
+    if let Some(image) = &original {
+        if image.width % 8 != 0 || image.height % 8 != 0 || image.width < 64 || image.height < 64 {
+            return Err(ApiError::invalid(format!(
+                "original width and height must be multiples of 8 and at least 64, got {}×{}",
+                image.width, image.height
+            )));
+        }
     }
-    Err(ApiError::not_implemented(
-        "the agent is not built yet: huatu-agent has no planner to turn an instruction into a plan; use /v1/images/generations with a prompt meanwhile",
-    ))
+    let overrides = Overrides {
+        size: match form.text("size").map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(super::images::parse_size(text, state.config.max_dimension)?),
+        },
+        steps: match form.text("steps").map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                let steps = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|steps| (1..=state.config.max_steps).contains(steps));
+                Some(steps.ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "steps must be a whole number from 1 to {}, got `{text}`",
+                        state.config.max_steps
+                    ))
+                })?)
+            }
+        },
+        seed: match form.text("seed").map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                ApiError::invalid(format!("seed must be a whole number ≥ 0, got `{text}`"))
+            })?),
+        },
+    };
+    let Some(assistant) = state.assistant.clone() else {
+        return Err(ApiError::unavailable("the agent has no intent model loaded: start the server with --intent-model DIR (e.g. models/intent)"));
+    };
+
+    // Inputs by content hash; the planner sees where they are.
+    let blobs = state.shared.blobs.clone();
+    let condition = form.image("condition").cloned();
+    let mask = match (&original, &region) {
+        (Some(image), Some(region)) => Some(crate::assistant::region_mask(
+            image.width,
+            image.height,
+            region,
+        )),
+        _ => None,
+    };
+    let lora_dir = state.config.data_dir.join("loras");
+    let text = instruction.clone();
+    let stored_mask = mask.clone();
+    let image_size = original
+        .as_ref()
+        .map_or((0, 0), |image| (image.width, image.height));
+    let planned = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let put = |image: &RgbImage| -> Result<String, String> {
+            let bytes = encode_png(image, "{}").map_err(|error| error.to_string())?;
+            blobs.put(&bytes).map_err(|error| error.to_string())
+        };
+        let original_id = original.as_ref().map(put).transpose()?;
+        let condition_id = condition.as_ref().map(put).transpose()?;
+        let mask_id = match &stored_mask {
+            Some(mask) => {
+                let bytes = encode_gray_png(mask).map_err(|error| error.to_string())?;
+                Some(blobs.put(&bytes).map_err(|error| error.to_string())?)
+            }
+            None => None,
+        };
+        let parse = assistant
+            .model
+            .parse(&text)
+            .map_err(|error| crate::engine::chain(&error))?;
+        let inputs = PlanInputs {
+            image: original_id.as_deref().and_then(|id| blobs.path(id)),
+            condition_image: condition_id.as_deref().and_then(|id| blobs.path(id)),
+            lora_dir,
+        };
+        let plan = huatu_agent::plan(&parse, &inputs, &assistant.scenes, assistant.lexicon);
+        Ok((parse, plan, original_id, mask_id))
+    })
+    .await
+    .map_err(|error| ApiError::internal("running the agent", &error))?;
+    let (parse, plan, original_id, mask_id) = planned
+        .map_err(|error| ApiError::internal("running the agent", &std::io::Error::other(error)))?;
+
+    let mut answer = json!({
+        "instruction": instruction,
+        "intent": parse.intent,
+        "confidence": parse.confidence,
+        "slots": parse.slots,
+        "plan": null,
+        "reply": null,
+        "notes": [],
+        "job": null,
+    });
+    let task = match plan {
+        Plan::Question(text) | Plan::Refusal(text) => {
+            answer["reply"] = json!(text);
+            return Ok(Json(answer).into_response());
+        }
+        Plan::Task(task) => task,
+    };
+    answer["plan"] = plan_view(&task);
+    let edit = EditInputs {
+        image: original_id,
+        mask,
+        mask_id,
+        image_size,
+    };
+    let lora_dir = state.config.data_dir.join("loras");
+    match map_plan(&task, overrides, &lora_dir, &edit, state.config.max_images) {
+        Mapped::NotRun(reply, notes) => {
+            answer["reply"] = json!(reply);
+            answer["notes"] = json!(notes);
+        }
+        Mapped::Job(spec, notes) => {
+            answer["notes"] = json!(notes);
+            if let JobSpec::Generation(generation) = &spec {
+                let max = state.config.max_dimension;
+                if generation.width > max || generation.height > max {
+                    return Err(ApiError::invalid(format!(
+                        "the plan's size {}×{} is over this server's limit of {max}; send `size` to choose a smaller one",
+                        generation.width, generation.height
+                    )));
+                }
+            }
+            let (job, _events) = super::images::submit(&state, spec)?;
+            answer["job"] = super::jobs::job_view(&state, &headers, &job);
+        }
+    }
+    Ok(Json(answer).into_response())
 }

@@ -30,14 +30,18 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let text = rejection.body_text();
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large("the request body is larger than the server allows (see --max-upload-mib)"),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(
+            "the request body is larger than the server allows (see --max-upload-mib)",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             status,
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
         _ => match rejection {
-            JsonRejection::JsonSyntaxError(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", text),
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", text)
+            }
             _ => ApiError::invalid(text),
         },
     }

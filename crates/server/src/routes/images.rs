@@ -1,9 +1,9 @@
 //! The OpenAI-compatible Images API: `POST /v1/images/generations` (synchronous like
-//! OpenAI's, or `"async": true` for a job), `POST /v1/images/edits` (multipart: inpainting
-//! with a mask, image-to-image without), and `GET /v1/images/{id}` for stored images.
+//! OpenAI's, or `"async": true` for a job) and `GET /v1/images/{id}` for stored images;
+//! the field checks and the queue/wait/answer helpers that `edits.rs` and `agent.rs` share.
 
 use axum::body::Body;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,9 +16,7 @@ use super::jobs::{base_url, job_view};
 use crate::blobs::{is_blob_id, sniff_image_type};
 use crate::engine::{is_lora_name, lora_path};
 use crate::error::{ApiError, ApiResult};
-use super::agent::{read_form, Form};
-use crate::jobs::{new_job_id, EditSpec, GenerationSpec, Job, JobEvent, JobSpec, JobStatus, LoraSpec};
-use crate::png_codec::{encode_gray_png, encode_png};
+use crate::jobs::{new_job_id, GenerationSpec, Job, JobEvent, JobSpec, JobStatus, LoraSpec};
 use crate::state::AppState;
 use crate::store::SubmitError;
 
@@ -68,15 +66,24 @@ pub fn parse_response_format(text: Option<&str>) -> ApiResult<ResponseFormat> {
     match text {
         None | Some("b64_json") => Ok(ResponseFormat::B64Json),
         Some("url") => Ok(ResponseFormat::Url),
-        Some(other) => Err(ApiError::invalid(format!("response_format must be `b64_json` or `url`, got `{other}`"))),
+        Some(other) => Err(ApiError::invalid(format!(
+            "response_format must be `b64_json` or `url`, got `{other}`"
+        ))),
     }
 }
 
 /// `WxH` → (width, height), each a multiple of 8 within [64, max].
 pub fn parse_size(text: &str, max_dimension: usize) -> ApiResult<(usize, usize)> {
-    let rule = || format!("size must be `WIDTHxHEIGHT` with multiples of 8 from 64 to {max_dimension}, got `{text}`");
-    let (width, height) = text.split_once(['x', 'X', '×']).ok_or_else(|| ApiError::invalid(rule()))?;
-    let (width, height) = match (width.trim().parse::<usize>(), height.trim().parse::<usize>()) {
+    let rule = || {
+        format!("size must be `WIDTHxHEIGHT` with multiples of 8 from 64 to {max_dimension}, got `{text}`")
+    };
+    let (width, height) = text
+        .split_once(['x', 'X', '×'])
+        .ok_or_else(|| ApiError::invalid(rule()))?;
+    let (width, height) = match (
+        width.trim().parse::<usize>(),
+        height.trim().parse::<usize>(),
+    ) {
         (Ok(width), Ok(height)) => (width, height),
         _ => return Err(ApiError::invalid(rule())),
     };
@@ -87,10 +94,12 @@ pub fn parse_size(text: &str, max_dimension: usize) -> ApiResult<(usize, usize)>
     Ok((width, height))
 }
 
-fn check_prompt(field: &str, text: &str) -> ApiResult<()> {
+pub fn check_prompt(field: &str, text: &str) -> ApiResult<()> {
     let chars = text.chars().count();
     if chars > MAX_PROMPT_CHARS {
-        return Err(ApiError::invalid(format!("{field} may have at most {MAX_PROMPT_CHARS} characters, got {chars}")));
+        return Err(ApiError::invalid(format!(
+            "{field} may have at most {MAX_PROMPT_CHARS} characters, got {chars}"
+        )));
     }
     Ok(())
 }
@@ -126,7 +135,9 @@ pub fn validate_common(state: &AppState, input: &CommonInput<'_>) -> ApiResult<C
     let config = &state.config;
     let prompt = input.prompt.map(str::trim).unwrap_or_default();
     if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt is required and must not be empty"));
+        return Err(ApiError::invalid(
+            "prompt is required and must not be empty",
+        ));
     }
     check_prompt("prompt", prompt)?;
     if let Some(negative) = input.negative_prompt {
@@ -134,23 +145,37 @@ pub fn validate_common(state: &AppState, input: &CommonInput<'_>) -> ApiResult<C
     }
     let n = input.n.unwrap_or(1);
     if !(1..=config.max_images).contains(&n) {
-        return Err(ApiError::invalid(format!("n must be from 1 to {}, got {n}", config.max_images)));
+        return Err(ApiError::invalid(format!(
+            "n must be from 1 to {}, got {n}",
+            config.max_images
+        )));
     }
     let steps = input.steps.unwrap_or(30);
     if !(1..=config.max_steps).contains(&steps) {
-        return Err(ApiError::invalid(format!("steps must be from 1 to {}, got {steps}", config.max_steps)));
+        return Err(ApiError::invalid(format!(
+            "steps must be from 1 to {}, got {steps}",
+            config.max_steps
+        )));
     }
     let guidance = input.guidance.unwrap_or(5.0);
     if !guidance.is_finite() || !(0.0..=30.0).contains(&guidance) {
-        return Err(ApiError::invalid(format!("guidance must be a number from 0 to 30, got {guidance}")));
+        return Err(ApiError::invalid(format!(
+            "guidance must be a number from 0 to 30, got {guidance}"
+        )));
     }
     let scheduler = match input.scheduler {
         None => None,
-        Some(name) => Some(name.parse().map_err(|error: huatu_diffusion::Error| ApiError::invalid(error.to_string()))?),
+        Some(name) => Some(
+            name.parse()
+                .map_err(|error: huatu_diffusion::Error| ApiError::invalid(error.to_string()))?,
+        ),
     };
     let response_format = parse_response_format(input.response_format)?;
     if input.loras.len() > MAX_LORAS {
-        return Err(ApiError::invalid(format!("at most {MAX_LORAS} LoRAs per request, got {}", input.loras.len())));
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_LORAS} LoRAs per request, got {}",
+            input.loras.len()
+        )));
     }
     let lora_dir = config.data_dir.join("loras");
     let loras = input
@@ -190,7 +215,10 @@ pub fn validate_common(state: &AppState, input: &CommonInput<'_>) -> ApiResult<C
 }
 
 /// Checks every field and resolves defaults; the result is what the queue stores.
-pub fn validate_generation(state: &AppState, request: &GenerationRequest) -> ApiResult<(GenerationSpec, ResponseFormat)> {
+pub fn validate_generation(
+    state: &AppState,
+    request: &GenerationRequest,
+) -> ApiResult<(GenerationSpec, ResponseFormat)> {
     let common = validate_common(
         state,
         &CommonInput {
@@ -228,7 +256,9 @@ pub fn validate_generation(state: &AppState, request: &GenerationRequest) -> Api
 pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, broadcast::Receiver<JobEvent>)> {
     use std::sync::atomic::Ordering;
     if !state.model_loaded {
-        return Err(ApiError::unavailable("no model is loaded: start the server with --model DIR"));
+        return Err(ApiError::unavailable(
+            "no model is loaded: start the server with --model DIR",
+        ));
     }
     if *state.stopping.borrow() {
         return Err(ApiError::unavailable("the server is shutting down"));
@@ -238,22 +268,35 @@ pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, broadcast::Rec
     let events = shared.hub.subscribe(&id);
     match shared.store.submit(&id, &spec, state.config.queue_capacity) {
         Ok(job) => {
-            shared.metrics.jobs_submitted.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .jobs_submitted
+                .fetch_add(1, Ordering::Relaxed);
             shared.wakeup.notify();
             Ok((job, events))
         }
         Err(SubmitError::Full { active }) => {
-            shared.metrics.jobs_rejected_full.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .jobs_rejected_full
+                .fetch_add(1, Ordering::Relaxed);
             let per_job = shared.metrics.mean_job_seconds().unwrap_or(5.0);
             let retry_after = (per_job * active as f64).ceil().clamp(1.0, 3600.0) as u64;
-            Err(ApiError::queue_full(state.config.queue_capacity, retry_after))
+            Err(ApiError::queue_full(
+                state.config.queue_capacity,
+                retry_after,
+            ))
         }
         Err(SubmitError::Database(error)) => Err(error.into()),
     }
 }
 
 /// Waits until the job ends (or the sync timeout, or shutdown) and returns its final row.
-pub async fn wait_for_job(state: &AppState, id: &str, mut events: broadcast::Receiver<JobEvent>) -> ApiResult<Job> {
+pub async fn wait_for_job(
+    state: &AppState,
+    id: &str,
+    mut events: broadcast::Receiver<JobEvent>,
+) -> ApiResult<Job> {
     let mut stopping = state.stopping.clone();
     let deadline = tokio::time::Instant::now() + state.config.sync_timeout;
     loop {
@@ -285,31 +328,51 @@ pub async fn wait_for_job(state: &AppState, id: &str, mut events: broadcast::Rec
 }
 
 /// OpenAI's `{"created", "data": [...]}` for a finished job, plus the job under `huatu`.
-pub fn images_response(state: &AppState, headers: &HeaderMap, job: &Job, format: ResponseFormat, prompt: &str) -> ApiResult<Response> {
+pub fn images_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    job: &Job,
+    format: ResponseFormat,
+    prompt: &str,
+) -> ApiResult<Response> {
     match job.status {
         JobStatus::Succeeded => {}
         JobStatus::Failed => {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "job_failed",
-                format!("job {} failed: {}", job.id, job.error.as_deref().unwrap_or("no reason recorded")),
+                format!(
+                    "job {} failed: {}",
+                    job.id,
+                    job.error.as_deref().unwrap_or("no reason recorded")
+                ),
             ))
         }
-        JobStatus::Cancelled => return Err(ApiError::conflict(format!("job {} was cancelled", job.id))),
-        JobStatus::Queued | JobStatus::Running => return Err(ApiError::conflict(format!("job {} is not done", job.id))),
+        JobStatus::Cancelled => {
+            return Err(ApiError::conflict(format!("job {} was cancelled", job.id)))
+        }
+        JobStatus::Queued | JobStatus::Running => {
+            return Err(ApiError::conflict(format!("job {} is not done", job.id)))
+        }
     }
     let base = base_url(state, headers);
     let mut data = Vec::with_capacity(job.images.len());
     for image in &job.images {
         let item = match format {
-            ResponseFormat::Url => serde_json::json!({ "url": format!("{base}/v1/images/{image}"), "revised_prompt": prompt }),
+            ResponseFormat::Url => {
+                serde_json::json!({ "url": format!("{base}/v1/images/{image}"), "revised_prompt": prompt })
+            }
             ResponseFormat::B64Json => {
                 let bytes = state
                     .shared
                     .blobs
                     .get(image)
                     .map_err(|error| ApiError::internal("reading a result image", &error))?
-                    .ok_or_else(|| ApiError::not_found(format!("result image {image} is missing from the data directory")))?;
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "result image {image} is missing from the data directory"
+                        ))
+                    })?;
                 serde_json::json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes), "revised_prompt": prompt })
             }
         };
@@ -345,154 +408,16 @@ pub fn accepted(state: &AppState, headers: &HeaderMap, job: &Job) -> Response {
     response
 }
 
-/// Fields `/v1/images/edits` knows (OpenAI's, then huatu's).
-const EDIT_FIELDS: &[&str] = &[
-    "image", "image[]", "mask", "prompt", "n", "size", "response_format", "model", "quality", "user",
-    "negative_prompt", "steps", "guidance", "scheduler", "seed", "strength", "loras", "async",
-];
-
-fn form_number<T: std::str::FromStr>(form: &Form, name: &str, kind: &str) -> ApiResult<Option<T>> {
-    match form.text(name).map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| ApiError::invalid(format!("{name} must be {kind}, got `{text}`"))),
-    }
-}
-
-/// `POST /v1/images/edits` (multipart, OpenAI's fields plus huatu's): with a mask,
-/// inpainting inside it (white, or transparent in an RGBA mask as OpenAI has it, is
-/// repainted; every pixel outside stays the original's); without one, image-to-image.
-pub async fn edits(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> ApiResult<Response> {
-    let mut multipart = multipart.map_err(|rejection| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", format!("send the edit as multipart/form-data: {}", rejection.body_text()))
-    })?;
-    let form = read_form(&mut multipart, &state, &["image", "image[]", "mask"]).await?;
-    if let Some(unknown) = form.text_names().find(|name| !EDIT_FIELDS.contains(name)) {
-        return Err(ApiError::invalid(format!("unknown field `{unknown}`, expected one of {}", EDIT_FIELDS.join(", "))));
-    }
-    let image = form
-        .image("image")
-        .or_else(|| form.image("image[]"))
-        .ok_or_else(|| ApiError::invalid("image is required: the picture to edit (PNG, JPEG or WebP)"))?
-        .clone();
-    if image.width % 8 != 0 || image.height % 8 != 0 || image.width < 64 || image.height < 64 {
-        return Err(ApiError::invalid(format!(
-            "image width and height must be multiples of 8 and at least 64, got {}×{}",
-            image.width, image.height
-        )));
-    }
-    let mask = match form.mask("mask") {
-        None => None,
-        Some(mask) if (mask.width, mask.height) != (image.width, image.height) => {
-            return Err(ApiError::invalid(format!(
-                "mask must be the size of image: image is {}×{}, mask is {}×{}",
-                image.width, image.height, mask.width, mask.height
-            )));
-        }
-        Some(mask) => {
-            let painted = mask.pixels.iter().filter(|&&pixel| pixel >= 128).count();
-            if painted == 0 {
-                return Err(ApiError::invalid(
-                    "the mask marks nothing to edit (white, or transparent in an RGBA mask, means edit)",
-                ));
-            }
-            // A mask over everything is an edit of the whole picture: image-to-image.
-            (painted < mask.pixels.len()).then(|| mask.clone())
-        }
-    };
-    match form.text("size").map(str::trim) {
-        None | Some("") | Some("auto") => {}
-        Some(size) => {
-            let (width, height) = parse_size(size, state.config.max_dimension)?;
-            if (width, height) != (image.width, image.height) {
-                return Err(ApiError::invalid(format!(
-                    "size must be the image's own ({}x{}) or auto: edits keep the original's size, got `{size}`",
-                    image.width, image.height
-                )));
-            }
-        }
-    }
-    let loras: Vec<LoraRequest> = match form.text("loras") {
-        None => Vec::new(),
-        Some(text) => serde_json::from_str(text)
-            .map_err(|error| ApiError::invalid(format!("loras must be a JSON list of {{\"name\", \"scale\"}}: {error}")))?,
-    };
-    let common = validate_common(
-        &state,
-        &CommonInput {
-            prompt: form.text("prompt"),
-            negative_prompt: form.text("negative_prompt"),
-            n: form_number(&form, "n", "a whole number")?,
-            steps: form_number(&form, "steps", "a whole number")?,
-            guidance: form_number(&form, "guidance", "a number")?,
-            scheduler: form.text("scheduler").map(str::trim),
-            seed: form_number(&form, "seed", "a whole number ≥ 0")?,
-            loras: &loras,
-            response_format: form.text("response_format").map(str::trim),
-        },
-    )?;
-    let strength = form_number::<f64>(&form, "strength", "a number")?.unwrap_or(if mask.is_some() { 0.9999 } else { 0.8 });
-    if !(strength > 0.0 && strength <= 1.0) {
-        return Err(ApiError::invalid(format!("strength must be within (0, 1], got {strength}")));
-    }
-    if ((common.steps as f64) * strength) < 1.0 {
-        return Err(ApiError::invalid(format!(
-            "strength {strength} with {} steps leaves no denoising step; raise one of them",
-            common.steps
-        )));
-    }
-    let run_async = matches!(form.text("async").map(str::trim), Some("true" | "1"));
-
-    // Inputs are stored by content hash before the job that uses them is accepted.
-    let blobs = state.shared.blobs.clone();
-    let stored = tokio::task::spawn_blocking(move || -> Result<(String, Option<String>), String> {
-        let image_bytes = encode_png(&image, "{}").map_err(|error| error.to_string())?;
-        let image_id = blobs.put(&image_bytes).map_err(|error| error.to_string())?;
-        let mask_id = match &mask {
-            Some(mask) => {
-                let bytes = encode_gray_png(mask).map_err(|error| error.to_string())?;
-                Some(blobs.put(&bytes).map_err(|error| error.to_string())?)
-            }
-            None => None,
-        };
-        Ok((image_id, mask_id))
-    })
-    .await
-    .map_err(|error| ApiError::internal("storing the inputs", &error))?;
-    let (image_id, mask_id) = stored.map_err(|error| ApiError::internal("storing the inputs", &std::io::Error::other(error)))?;
-    let (width, height) = form.image("image").or_else(|| form.image("image[]")).map_or((0, 0), |image| (image.width, image.height));
-    let prompt = common.prompt.clone();
-    let spec = EditSpec {
-        prompt: common.prompt,
-        negative_prompt: common.negative_prompt,
-        image: image_id,
-        mask: mask_id,
-        width,
-        height,
-        steps: common.steps,
-        guidance: common.guidance,
-        scheduler: common.scheduler,
-        seed: common.seed,
-        n: common.n,
-        strength,
-        loras: common.loras,
-    };
-    let (job, events) = submit(&state, JobSpec::Edit(spec))?;
-    if run_async {
-        return Ok(accepted(&state, &headers, &job));
-    }
-    let job = wait_for_job(&state, &job.id, events).await?;
-    images_response(&state, &headers, &job, common.response_format, &prompt)
-}
-
 /// `GET /v1/images/{id}`: a stored image by content hash.
-pub async fn get_image(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_image(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = id.strip_suffix(".png").unwrap_or(&id).to_string();
     if !is_blob_id(&id) {
-        return Err(ApiError::not_found(format!("`{id}` is not an image id (64 lowercase hex digits)")));
+        return Err(ApiError::not_found(format!(
+            "`{id}` is not an image id (64 lowercase hex digits)"
+        )));
     }
     let blobs = state.shared.blobs.clone();
     let lookup = id.clone();
@@ -506,7 +431,10 @@ pub async fn get_image(State(state): State<AppState>, Path(id): Path<String>) ->
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }

@@ -23,9 +23,13 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.public_url {
         return url.clone();
     }
-    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
     match host {
-        Some(host) if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()) => format!("http://{host}"),
+        Some(host) if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("http://{host}")
+        }
         _ => format!("http://{}", state.config.listen),
     }
 }
@@ -36,7 +40,11 @@ pub fn job_view(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
     let total = job.spec.total_steps();
     let step = match job.status {
         JobStatus::Succeeded => total,
-        JobStatus::Running => state.shared.hub.progress(&job.id).map_or(0, |(step, _)| step),
+        JobStatus::Running => state
+            .shared
+            .hub
+            .progress(&job.id)
+            .map_or(0, |(step, _)| step),
         _ => 0,
     };
     let queue_position = match job.status {
@@ -68,45 +76,82 @@ pub fn job_view(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
 
 fn find_job(state: &AppState, id: &str) -> ApiResult<Job> {
     if !is_job_id(id) {
-        return Err(ApiError::not_found(format!("`{id}` is not a job id (job_ and 24 hex digits)")));
+        return Err(ApiError::not_found(format!(
+            "`{id}` is not a job id (job_ and 24 hex digits)"
+        )));
     }
-    state.shared.store.get(id)?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    state
+        .shared
+        .store
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
 /// `GET /v1/jobs?limit=N` (1–200, default 50).
-pub async fn list_jobs(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult<Json<Value>> {
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
     let mut limit = 50;
-    for pair in query.as_deref().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+    for pair in query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
         match pair.split_once('=') {
             Some(("limit", value)) => {
                 limit = value
                     .parse::<usize>()
                     .ok()
                     .filter(|limit| (1..=200).contains(limit))
-                    .ok_or_else(|| ApiError::invalid(format!("limit must be a whole number from 1 to 200, got `{value}`")))?;
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "limit must be a whole number from 1 to 200, got `{value}`"
+                        ))
+                    })?;
             }
-            _ => return Err(ApiError::invalid(format!("unknown query parameter `{pair}` (only `limit` is known)"))),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter `{pair}` (only `limit` is known)"
+                )))
+            }
         }
     }
     let jobs = state.shared.store.list(limit)?;
-    let data: Vec<Value> = jobs.iter().map(|job| job_view(&state, &headers, job)).collect();
+    let data: Vec<Value> = jobs
+        .iter()
+        .map(|job| job_view(&state, &headers, job))
+        .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
 /// `GET /v1/jobs/{id}`.
-pub async fn get_job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let job = find_job(&state, &id)?;
     Ok(Json(job_view(&state, &headers, &job)))
 }
 
 /// `DELETE /v1/jobs/{id}`: a queued job is cancelled at once (200); a running one is
 /// stopped at its next step (202, then a `cancelled` event); a finished one is 409.
-pub async fn cancel_job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     use std::sync::atomic::Ordering;
     let job = find_job(&state, &id)?;
     let shared = &state.shared;
     if job.status == JobStatus::Queued && shared.store.cancel_queued(&id)? {
-        shared.metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .jobs_cancelled
+            .fetch_add(1, Ordering::Relaxed);
         shared.hub.publish(&id, JobEvent::Cancelled);
         let job = find_job(&state, &id)?;
         return Ok(Json(job_view(&state, &headers, &job)).into_response());
@@ -119,15 +164,22 @@ pub async fn cancel_job(State(state): State<AppState>, headers: HeaderMap, Path(
             view["cancel_requested"] = json!(true);
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
         }
-        status => Err(ApiError::conflict(format!("job {id} is already {}; nothing to cancel", status.as_str()))),
+        status => Err(ApiError::conflict(format!(
+            "job {id} is already {}; nothing to cancel",
+            status.as_str()
+        ))),
     }
 }
 
 /// The last event of a finished job, from its row.
 fn terminal_event(job: &Job) -> Option<JobEvent> {
     match job.status {
-        JobStatus::Succeeded => Some(JobEvent::Done { images: job.images.clone() }),
-        JobStatus::Failed => Some(JobEvent::Failed { reason: job.error.clone().unwrap_or_default() }),
+        JobStatus::Succeeded => Some(JobEvent::Done {
+            images: job.images.clone(),
+        }),
+        JobStatus::Failed => Some(JobEvent::Failed {
+            reason: job.error.clone().unwrap_or_default(),
+        }),
         JobStatus::Cancelled => Some(JobEvent::Cancelled),
         JobStatus::Queued | JobStatus::Running => None,
     }
@@ -140,11 +192,19 @@ fn snapshot(state: &AppState, job: &Job) -> Vec<JobEvent> {
     }
     match job.status {
         JobStatus::Queued => {
-            let position = state.shared.store.queue_position(&job.id).ok().flatten().unwrap_or(0);
+            let position = state
+                .shared
+                .store
+                .queue_position(&job.id)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             vec![JobEvent::Queued { position }]
         }
         _ => {
-            let mut events = vec![JobEvent::Running { attempt: job.attempts }];
+            let mut events = vec![JobEvent::Running {
+                attempt: job.attempts,
+            }];
             if let Some((step, total)) = state.shared.hub.progress(&job.id) {
                 events.push(JobEvent::Step { step, total });
             }
@@ -172,10 +232,14 @@ impl Follow {
                 }
                 self.pending.extend(snapshot(&self.state, &job));
             }
-            Ok(None) => self.pending.push_back(JobEvent::Failed { reason: "the job is gone".into() }),
+            Ok(None) => self.pending.push_back(JobEvent::Failed {
+                reason: "the job is gone".into(),
+            }),
             Err(error) => {
                 tracing::error!("job events: {error}");
-                self.pending.push_back(JobEvent::Failed { reason: "internal error reading the job".into() });
+                self.pending.push_back(JobEvent::Failed {
+                    reason: "internal error reading the job".into(),
+                });
             }
         }
     }
@@ -212,13 +276,22 @@ pub async fn job_events(
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     if !is_job_id(&id) {
-        return Err(ApiError::not_found(format!("`{id}` is not a job id (job_ and 24 hex digits)")));
+        return Err(ApiError::not_found(format!(
+            "`{id}` is not a job id (job_ and 24 hex digits)"
+        )));
     }
     // Subscribe before reading the row so no event falls in between.
     let events = state.shared.hub.subscribe(&id);
     let job = find_job(&state, &id)?;
     let pending: VecDeque<JobEvent> = snapshot(&state, &job).into();
     let stopping = state.stopping.clone();
-    let follow = Follow { state, id, events, pending, finished: false, stopping };
+    let follow = Follow {
+        state,
+        id,
+        events,
+        pending,
+        finished: false,
+        stopping,
+    };
     Ok(Sse::new(stream::unfold(follow, Follow::next)).keep_alive(KeepAlive::default()))
 }

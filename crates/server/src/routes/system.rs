@@ -20,7 +20,7 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<serde_json
         "uptime_seconds": state.started_at.elapsed().as_secs_f64(),
         "queue": { "queued": counts.queued, "running": counts.running, "capacity": state.config.queue_capacity },
         "auth": !state.config.api_keys.is_empty(),
-        "agent": false,
+        "agent": state.assistant.is_some(),
         "edits": true,
     })))
 }
@@ -29,14 +29,18 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.shared.store.counts()?;
     let text = state.shared.metrics.render(counts, state.model_loaded);
     let mut response = text.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     Ok(response)
 }
 
 pub async fn openapi() -> Response {
     let mut response = OPENAPI.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

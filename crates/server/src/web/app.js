@@ -208,9 +208,13 @@ function showPlan(answer) {
   if (!answer) { plan.hidden = true; plan.textContent = ""; return; }
   plan.hidden = false;
   const parts = [];
-  if (answer.intent) parts.push("识别意图：" + answer.intent + (answer.confidence ? "（置信度 " + Number(answer.confidence).toFixed(2) + "）" : ""));
-  if (answer.slots) parts.push("槽位：" + JSON.stringify(answer.slots));
-  if (answer.plan) parts.push("计划：" + (Array.isArray(answer.plan.steps) ? answer.plan.steps.map((s, i) => (i + 1) + ". " + (s.description || JSON.stringify(s))).join("\n") : JSON.stringify(answer.plan, null, 1)));
+  if (answer.intent) parts.push("识别意图：" + answer.intent + (answer.confidence !== undefined ? "（置信度 " + Number(answer.confidence).toFixed(2) + "）" : ""));
+  if (answer.slots && Object.keys(answer.slots).length) parts.push("槽位：" + Object.entries(answer.slots).map(([k, v]) => k + "=" + v).join("，"));
+  if (answer.plan) {
+    parts.push("场景：" + answer.plan.scene + " · 流程：" + answer.plan.pipeline);
+    parts.push("计划：\n" + answer.plan.chain.map((step, i) => (i + 1) + ". " + step).join("\n"));
+  }
+  if (answer.notes && answer.notes.length) parts.push("说明：" + answer.notes.join("；"));
   if (answer.note) parts.push(answer.note);
   plan.textContent = parts.join("\n");
 }
@@ -348,8 +352,12 @@ async function askAgent(instruction) {
   if (state.original) form.append("original", state.original.file);
   if (state.condition) form.append("condition", state.condition.file);
   if (state.region) form.append("region", JSON.stringify(state.region));
+  const size = $("opt-size").value.trim();
+  if (size) form.append("size", size);
+  if ($("opt-steps").value.trim()) form.append("steps", $("opt-steps").value.trim());
+  if ($("opt-seed").value.trim()) form.append("seed", $("opt-seed").value.trim());
   const response = await api("/v1/agent", { method: "POST", body: form });
-  if (response.status === 501) return { unavailable: await errorText(response) };
+  if (response.status === 501 || response.status === 503) return { unavailable: await errorText(response) };
   if (!response.ok) throw new Error(await errorText(response));
   return { answer: await response.json() };
 }
@@ -375,16 +383,21 @@ async function send(instruction) {
   say(instruction, "user");
   const agent = await askAgent(instruction);
   if (agent.answer) {
-    showPlan(agent.answer);
-    if (agent.answer.job) await runJob(agent.answer.job.id);
+    const answer = agent.answer;
+    showPlan(answer);
+    if (answer.reply) say(answer.reply);
+    if (answer.job) {
+      say("已按计划提交任务 " + answer.job.id + "（" + (answer.plan ? answer.plan.pipeline : answer.job.kind) + "），正在生成……");
+      await runJob(answer.job.id);
+    }
     return;
   }
-  showPlan({ note: "智能体尚未就绪：" + agent.unavailable });
+  showPlan({ note: "智能体不可用：" + agent.unavailable });
   if (state.original) {
-    say("智能体尚未就绪，直接调用图片编辑接口……");
+    say("智能体不可用，直接调用图片编辑接口……");
     await edit(instruction);
   } else {
-    say("智能体尚未就绪，直接把指令作为提示词生成图片。");
+    say("智能体不可用，直接把指令作为提示词生成图片。");
     await generate(instruction);
   }
 }

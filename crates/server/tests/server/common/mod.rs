@@ -37,10 +37,19 @@ impl TestServer {
         let mut config = ServerConfig::new(data.path());
         config.model = Some(tiny_model());
         adjust(&mut config);
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let server = runtime.block_on(huatu_server::start(config)).unwrap();
         let address = server.address;
-        Self { runtime, server: Some(server), address, data }
+        Self {
+            runtime,
+            server: Some(server),
+            address,
+            data,
+        }
     }
 
     /// Stops gracefully and hands back the data directory.
@@ -57,7 +66,13 @@ impl TestServer {
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Response {
-        request(self.address, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+        request(
+            self.address,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn delete(&self, path: &str) -> Response {
@@ -82,12 +97,19 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn text(&self) -> String {
@@ -100,15 +122,31 @@ impl Response {
         assert_eq!(self.status, status, "{}", self.text());
         let body = self.json();
         assert_eq!(body["error"]["code"], code, "{body}");
-        let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(!message.is_empty(), "{body}");
         message
     }
 }
 
 /// One HTTP/1.1 exchange with `Connection: close`; chunked bodies are decoded.
-pub fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-    let raw = exchange(address, method, path, headers, body, Duration::from_secs(60));
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let raw = exchange(
+        address,
+        method,
+        path,
+        headers,
+        body,
+        Duration::from_secs(60),
+    );
     parse_response(&raw)
 }
 
@@ -138,31 +176,42 @@ pub fn exchange(
 }
 
 pub fn parse_response(raw: &[u8]) -> Response {
-    let split = raw.windows(4).position(|window| window == b"\r\n\r\n").expect("no header end");
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("no header end");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("no status");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("no status");
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(name, value)| name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked"));
+    let chunked = headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
+    });
     if chunked {
         body = dechunk(&body);
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(line_end) = data.windows(2).position(|window| window == b"\r\n") else { break };
+    while let Some(line_end) = data.windows(2).position(|window| window == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         data = &data[line_end + 2..];
         if size == 0 || data.len() < size {
             break;
@@ -174,10 +223,23 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// Reads `/v1/jobs/{id}/events` to its end: (event name, data) pairs.
-pub fn sse_events(address: SocketAddr, job_id: &str, headers: &[(&str, &str)]) -> Vec<(String, Value)> {
-    let response = request(address, "GET", &format!("/v1/jobs/{job_id}/events"), headers, b"");
+pub fn sse_events(
+    address: SocketAddr,
+    job_id: &str,
+    headers: &[(&str, &str)],
+) -> Vec<(String, Value)> {
+    let response = request(
+        address,
+        "GET",
+        &format!("/v1/jobs/{job_id}/events"),
+        headers,
+        b"",
+    );
     assert_eq!(response.status, 200, "{}", response.text());
-    assert!(response.header("content-type").unwrap_or_default().starts_with("text/event-stream"));
+    assert!(response
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
     parse_sse(&response.text())
 }
 
@@ -201,7 +263,12 @@ pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
 }
 
 /// Polls `GET /v1/jobs/{id}` until `done` says so (or panics after `limit`).
-pub fn wait_for(address: SocketAddr, job_id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_for(
+    address: SocketAddr,
+    job_id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let started = Instant::now();
     loop {
         let response = request(address, "GET", &format!("/v1/jobs/{job_id}"), &[], b"");
@@ -211,13 +278,20 @@ pub fn wait_for(address: SocketAddr, job_id: &str, limit: Duration, done: impl F
                 return job;
             }
         }
-        assert!(started.elapsed() < limit, "job {job_id} did not get there in {limit:?}: {}", response.text());
+        assert!(
+            started.elapsed() < limit,
+            "job {job_id} did not get there in {limit:?}: {}",
+            response.text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 pub fn is_terminal(job: &Value) -> bool {
-    matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+    matches!(
+        job["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
 }
 
 /// A multipart/form-data body: (name, filename, bytes) parts.
@@ -250,7 +324,9 @@ pub fn png_bytes(width: u32, height: u32) -> Vec<u8> {
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().unwrap();
-        writer.write_image_data(&vec![128u8; (width * height * 3) as usize]).unwrap();
+        writer
+            .write_image_data(&vec![128u8; (width * height * 3) as usize])
+            .unwrap();
     }
     bytes
 }
@@ -268,7 +344,13 @@ pub fn mask_png(width: u32, height: u32, rect: (u32, u32, u32, u32)) -> Vec<u8> 
     let (left, top, rect_width, rect_height) = rect;
     let pixels: Vec<u8> = (0..height)
         .flat_map(|y| (0..width).map(move |x| (x, y)))
-        .map(|(x, y)| if x >= left && x < left + rect_width && y >= top && y < top + rect_height { 255 } else { 0 })
+        .map(|(x, y)| {
+            if x >= left && x < left + rect_width && y >= top && y < top + rect_height {
+                255
+            } else {
+                0
+            }
+        })
         .collect();
     let mut bytes = Vec::new();
     {

@@ -1,0 +1,201 @@
+//! `POST /v1/images/edits` (OpenAI-compatible multipart): inpainting inside the mask
+//! (white, or transparent in an RGBA mask as OpenAI has it), image-to-image without one.
+
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::agent::{read_form, Form};
+use super::images::{
+    accepted, images_response, parse_size, submit, validate_common, wait_for_job, CommonInput,
+    LoraRequest,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{EditSpec, JobSpec};
+use crate::png_codec::{encode_gray_png, encode_png};
+use crate::state::AppState;
+
+/// Fields `/v1/images/edits` knows (OpenAI's, then huatu's).
+const EDIT_FIELDS: &[&str] = &[
+    "image",
+    "image[]",
+    "mask",
+    "prompt",
+    "n",
+    "size",
+    "response_format",
+    "model",
+    "quality",
+    "user",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "scheduler",
+    "seed",
+    "strength",
+    "loras",
+    "async",
+];
+
+fn form_number<T: std::str::FromStr>(form: &Form, name: &str, kind: &str) -> ApiResult<Option<T>> {
+    match form.text(name).map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(format!("{name} must be {kind}, got `{text}`"))),
+    }
+}
+
+/// `POST /v1/images/edits` (multipart, OpenAI's fields plus huatu's): with a mask,
+/// inpainting inside it (white, or transparent in an RGBA mask as OpenAI has it, is
+/// repainted; every pixel outside stays the original's); without one, image-to-image.
+pub async fn edits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            format!(
+                "send the edit as multipart/form-data: {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let form = read_form(&mut multipart, &state, &["image", "image[]", "mask"]).await?;
+    if let Some(unknown) = form.text_names().find(|name| !EDIT_FIELDS.contains(name)) {
+        return Err(ApiError::invalid(format!(
+            "unknown field `{unknown}`, expected one of {}",
+            EDIT_FIELDS.join(", ")
+        )));
+    }
+    let image = form
+        .image("image")
+        .or_else(|| form.image("image[]"))
+        .ok_or_else(|| {
+            ApiError::invalid("image is required: the picture to edit (PNG, JPEG or WebP)")
+        })?
+        .clone();
+    if image.width % 8 != 0 || image.height % 8 != 0 || image.width < 64 || image.height < 64 {
+        return Err(ApiError::invalid(format!(
+            "image width and height must be multiples of 8 and at least 64, got {}×{}",
+            image.width, image.height
+        )));
+    }
+    let mask = match form.mask("mask") {
+        None => None,
+        Some(mask) if (mask.width, mask.height) != (image.width, image.height) => {
+            return Err(ApiError::invalid(format!(
+                "mask must be the size of image: image is {}×{}, mask is {}×{}",
+                image.width, image.height, mask.width, mask.height
+            )));
+        }
+        Some(mask) => {
+            let painted = mask.pixels.iter().filter(|&&pixel| pixel >= 128).count();
+            if painted == 0 {
+                return Err(ApiError::invalid(
+                    "the mask marks nothing to edit (white, or transparent in an RGBA mask, means edit)",
+                ));
+            }
+            // A mask over everything is an edit of the whole picture: image-to-image.
+            (painted < mask.pixels.len()).then(|| mask.clone())
+        }
+    };
+    match form.text("size").map(str::trim) {
+        None | Some("") | Some("auto") => {}
+        Some(size) => {
+            let (width, height) = parse_size(size, state.config.max_dimension)?;
+            if (width, height) != (image.width, image.height) {
+                return Err(ApiError::invalid(format!(
+                    "size must be the image's own ({}x{}) or auto: edits keep the original's size, got `{size}`",
+                    image.width, image.height
+                )));
+            }
+        }
+    }
+    let loras: Vec<LoraRequest> = match form.text("loras") {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(text).map_err(|error| {
+            ApiError::invalid(format!(
+                "loras must be a JSON list of {{\"name\", \"scale\"}}: {error}"
+            ))
+        })?,
+    };
+    let common = validate_common(
+        &state,
+        &CommonInput {
+            prompt: form.text("prompt"),
+            negative_prompt: form.text("negative_prompt"),
+            n: form_number(&form, "n", "a whole number")?,
+            steps: form_number(&form, "steps", "a whole number")?,
+            guidance: form_number(&form, "guidance", "a number")?,
+            scheduler: form.text("scheduler").map(str::trim),
+            seed: form_number(&form, "seed", "a whole number ≥ 0")?,
+            loras: &loras,
+            response_format: form.text("response_format").map(str::trim),
+        },
+    )?;
+    let strength = form_number::<f64>(&form, "strength", "a number")?
+        .unwrap_or(if mask.is_some() { 0.9999 } else { 0.8 });
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(ApiError::invalid(format!(
+            "strength must be within (0, 1], got {strength}"
+        )));
+    }
+    if ((common.steps as f64) * strength) < 1.0 {
+        return Err(ApiError::invalid(format!(
+            "strength {strength} with {} steps leaves no denoising step; raise one of them",
+            common.steps
+        )));
+    }
+    let run_async = matches!(form.text("async").map(str::trim), Some("true" | "1"));
+
+    // Inputs are stored by content hash before the job that uses them is accepted.
+    let blobs = state.shared.blobs.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || -> Result<(String, Option<String>), String> {
+            let image_bytes = encode_png(&image, "{}").map_err(|error| error.to_string())?;
+            let image_id = blobs.put(&image_bytes).map_err(|error| error.to_string())?;
+            let mask_id = match &mask {
+                Some(mask) => {
+                    let bytes = encode_gray_png(mask).map_err(|error| error.to_string())?;
+                    Some(blobs.put(&bytes).map_err(|error| error.to_string())?)
+                }
+                None => None,
+            };
+            Ok((image_id, mask_id))
+        })
+        .await
+        .map_err(|error| ApiError::internal("storing the inputs", &error))?;
+    let (image_id, mask_id) = stored
+        .map_err(|error| ApiError::internal("storing the inputs", &std::io::Error::other(error)))?;
+    let (width, height) = form
+        .image("image")
+        .or_else(|| form.image("image[]"))
+        .map_or((0, 0), |image| (image.width, image.height));
+    let prompt = common.prompt.clone();
+    let spec = EditSpec {
+        prompt: common.prompt,
+        negative_prompt: common.negative_prompt,
+        image: image_id,
+        mask: mask_id,
+        width,
+        height,
+        steps: common.steps,
+        guidance: common.guidance,
+        scheduler: common.scheduler,
+        seed: common.seed,
+        n: common.n,
+        strength,
+        loras: common.loras,
+    };
+    let (job, events) = submit(&state, JobSpec::Edit(spec))?;
+    if run_async {
+        return Ok(accepted(&state, &headers, &job));
+    }
+    let job = wait_for_job(&state, &job.id, events).await?;
+    images_response(&state, &headers, &job, common.response_format, &prompt)
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the service against real servers on 127.0.0.1 with the tiny SDXL
+//! fixture: every endpoint, bad inputs of each kind, auth, CORS, cancel, a full queue,
+//! edits, and restarts (graceful, and killed mid-queue) over the same data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod common;
+mod edits_agent;
+mod inputs;
+mod queue;
+mod restart;
