@@ -214,6 +214,18 @@ def poster_subject():
     return pick(FESTIVALS) + pick(["全家福", "团圆饭", "舞狮", "放烟花", "吃饺子", "赏月", "划龙舟", "包粽子"])
 
 
+def fuse_purpose_nouns(s):
+    """INTENTS.md keeps purpose words fused with the theme (元宵祝福图 → 元宵祝福), so a
+    noun such as 祝福图 or 宣传海报 right after the subject joins it; after 的 it does not."""
+    for i in range(1, len(s.chunks)):
+        text, slot, _ = s.chunks[i]
+        before = s.chunks[i - 1]
+        if slot is None and before[1] == "subject" and text[:2] in ("祝福", "宣传"):
+            before[0] += text[:2]
+            s.chunks[i][0] = text[2:]
+    s.chunks = [c for c in s.chunks if c[0]]
+
+
 def generate_poster():
     s = Sample("generate.poster")
     head(s)
@@ -253,6 +265,7 @@ def generate_poster():
         request(s)
         s.add(subject, "subject").add(noun).add(pick(["，画一个", "，要有", "，上面画", "，配上"])).add(
             pick(PERSON_NOUNS + ["灯笼", "烟花", "月亮", "红包", "福字"]))
+    fuse_purpose_nouns(s)
     extras(s, "poster", has_count=not any(c[1] == "count" for c in s.chunks))
     return s
 

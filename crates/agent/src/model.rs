@@ -198,20 +198,7 @@ pub fn decode_slots(
             Tag::Begin(slot) | Tag::Inside(slot) => intent.allows(*slot),
         })
         .collect();
-    let best_tags: Vec<(Tag, f32)> = rows
-        .iter()
-        .map(|row| {
-            let (index, p) = row
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| allowed.get(*j).copied().unwrap_or(false))
-                .fold(
-                    (0, f32::MIN),
-                    |acc, (j, &p)| if p > acc.1 { (j, p) } else { acc },
-                );
-            (Tag::from_index(index).unwrap_or(Tag::Outside), p)
-        })
-        .collect();
+    let best_tags = viterbi(rows, &allowed);
     // (slot, first token, last token, summed probability)
     let mut spans: Vec<(SlotName, usize, usize, f32)> = Vec::new();
     for (token, &(tag, p)) in best_tags.iter().enumerate() {
@@ -265,6 +252,64 @@ pub fn decode_slots(
     slots
 }
 
+/// The most probable tag sequence in which every `I-x` follows `B-x` or `I-x`, over the
+/// `allowed` tags; each tag with its probability.
+fn viterbi(rows: &[Vec<f32>], allowed: &[bool]) -> Vec<(Tag, f32)> {
+    let tags = Tag::all();
+    let can_follow = |previous: Option<Tag>, next: Tag| match next {
+        Tag::Inside(slot) => matches!(previous, Some(Tag::Begin(s) | Tag::Inside(s)) if s == slot),
+        _ => true,
+    };
+    let log = |p: f32| (p.max(1e-12) as f64).ln();
+    let mut scores: Vec<f64> = Vec::new();
+    let mut back: Vec<Vec<usize>> = Vec::with_capacity(rows.len());
+    for (t, row) in rows.iter().enumerate() {
+        let mut next_scores = vec![f64::NEG_INFINITY; tags.len()];
+        let mut pointers = vec![0usize; tags.len()];
+        for (j, &tag) in tags.iter().enumerate() {
+            if !allowed.get(j).copied().unwrap_or(false) {
+                continue;
+            }
+            let emission = log(row.get(j).copied().unwrap_or(0.0));
+            if t == 0 {
+                if can_follow(None, tag) {
+                    next_scores[j] = emission;
+                }
+                continue;
+            }
+            for (i, &previous) in tags.iter().enumerate() {
+                let candidate = scores[i] + emission;
+                if scores[i].is_finite()
+                    && can_follow(Some(previous), tag)
+                    && candidate > next_scores[j]
+                {
+                    next_scores[j] = candidate;
+                    pointers[j] = i;
+                }
+            }
+        }
+        scores = next_scores;
+        back.push(pointers);
+    }
+    let Some((mut state, _)) = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1))
+    else {
+        return Vec::new();
+    };
+    let mut path = vec![0usize; rows.len()];
+    for t in (0..rows.len()).rev() {
+        path[t] = state;
+        state = back[t][state];
+    }
+    path.iter()
+        .zip(rows)
+        .map(|(&j, row)| (tags[j], row.get(j).copied().unwrap_or(0.0)))
+        .collect()
+}
+
 /// Styles that keep their 风 (INTENTS.md, `style`).
 const KEEPS_FENG: [&str; 7] = [
     "国风",
@@ -315,5 +360,34 @@ mod tests {
         assert_eq!(style_convention("要ins风", "ins风"), "ins风");
         assert_eq!(style_convention("要INS风", "INS风"), "INS风");
         assert_eq!(style_convention("3D渲染", "3D渲染"), "3D");
+    }
+
+    #[test]
+    fn viterbi_keeps_inside_tags_after_their_begin() {
+        let row = |pairs: &[(Tag, f32)]| {
+            let mut r = vec![0.01f32; Tag::COUNT];
+            for &(tag, p) in pairs {
+                r[tag.index()] = p;
+            }
+            r
+        };
+        let subject = SlotName::Subject;
+        let style = SlotName::Style;
+        // Greedy would give B-subject, I-style: not a valid sequence.
+        let rows = vec![
+            row(&[(Tag::Begin(subject), 0.5), (Tag::Begin(style), 0.45)]),
+            row(&[(Tag::Inside(style), 0.9)]),
+            row(&[(Tag::Outside, 0.9)]),
+        ];
+        let allowed = vec![true; Tag::COUNT];
+        let path: Vec<Tag> = viterbi(&rows, &allowed)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(
+            path,
+            vec![Tag::Begin(style), Tag::Inside(style), Tag::Outside]
+        );
+        assert!(viterbi(&[], &allowed).is_empty());
     }
 }

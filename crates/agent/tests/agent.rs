@@ -274,7 +274,7 @@ fn committed_model_holds_its_dev_figures() -> Result<()> {
     let parses = model.parse_batch(&texts)?;
     let report = evaluate(&dev, &parses);
     assert!(report.intent_accuracy() > 0.93, "{report}");
-    assert!(report.slots.f1() > 0.75, "{report}");
+    assert!(report.slots.f1() > 0.8, "{report}");
     Ok(())
 }
 
