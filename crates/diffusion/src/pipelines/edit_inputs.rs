@@ -7,7 +7,10 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::image::{GrayImage, RgbImage};
-use super::latents::{DecodeOptions, MicroConditioning};
+use super::latents::{micro_conditioning, DecodeOptions, MicroConditioning};
+use super::prompt_encoding::encode_prompt_pair;
+use super::stable_diffusion_xl::batch_conditioning;
+use crate::models::unet_2d_condition::AddedConditions;
 use crate::loading::SdxlComponents;
 use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind};
 use crate::{Error, Result};
@@ -58,6 +61,26 @@ impl EditSettings {
             return fail(format!("guidance_rescale must be within [0, 1], got {}", self.guidance_rescale));
         }
         Ok(())
+    }
+
+    /// The prompt and negative prompt encoded and stacked for guidance with the time ids
+    /// of a `width`×`height` image ([negative; positive] when guidance is on), in the UNet's
+    /// dtype, as `StableDiffusionXLPipeline.encode_prompt` + `_get_add_time_ids` give them.
+    pub fn conditioning(
+        &self,
+        components: &SdxlComponents,
+        width: usize,
+        height: usize,
+        do_classifier_free_guidance: bool,
+    ) -> Result<(Tensor, AddedConditions)> {
+        let (positive, negative) = encode_prompt_pair(
+            components,
+            &self.prompt,
+            self.negative_prompt.as_deref(),
+            do_classifier_free_guidance,
+        )?;
+        let time_ids = micro_conditioning(&self.micro_conditioning, height, width, &components.device)?;
+        batch_conditioning(&positive, negative.as_ref(), &time_ids, components.dtype)
     }
 
     /// The injected noise (checked against the image size) or seeded noise.

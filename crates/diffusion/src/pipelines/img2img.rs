@@ -8,10 +8,9 @@ use candle_core::{DType, Tensor};
 use super::edit_inputs::{check_image_size, encode_image, image_to_tensor, timesteps_for_strength, EditSettings};
 use super::guidance;
 use super::image::RgbImage;
-use super::latents::{decode_latents, micro_conditioning};
+use super::latents::decode_latents;
 use super::progress::{Progress, ProgressSink};
-use super::prompt_encoding::encode_prompt_pair;
-use super::stable_diffusion_xl::{batch_conditioning, Text2ImageOutput};
+use super::stable_diffusion_xl::Text2ImageOutput;
 use crate::loading::SdxlComponents;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
@@ -50,14 +49,7 @@ pub fn image_to_image(
     let do_classifier_free_guidance = settings.guidance_scale > 1.0;
 
     progress.report(Progress::EncodingPrompt)?;
-    let (positive, negative) = encode_prompt_pair(
-        components,
-        &settings.prompt,
-        settings.negative_prompt.as_deref(),
-        do_classifier_free_guidance,
-    )?;
-    let time_ids = micro_conditioning(&settings.micro_conditioning, height, width, device)?;
-    let (prompt_embeds, added) = batch_conditioning(&positive, negative.as_ref(), &time_ids, components.dtype)?;
+    let (prompt_embeds, added) = settings.conditioning(components, width, height, do_classifier_free_guidance)?;
 
     let mut scheduler = settings.scheduler.build(&components.scheduler_config, settings.num_inference_steps)?;
     let timesteps = timesteps_for_strength(scheduler.as_mut(), settings.num_inference_steps, request.strength)?;

@@ -15,11 +15,9 @@ use super::edit_inputs::{
 };
 use super::guidance;
 use super::image::{GrayImage, RgbImage};
-use super::latents::{decode_latents, micro_conditioning};
+use super::latents::decode_latents;
 use super::mask_composite::{feathered_mask, paste_inside_mask};
 use super::progress::{Progress, ProgressSink};
-use super::prompt_encoding::encode_prompt_pair;
-use super::stable_diffusion_xl::batch_conditioning;
 use crate::loading::SdxlComponents;
 use crate::models::controlnet::ControlNetModel;
 use crate::models::unet_2d_condition::{AddedConditions, ControlResiduals};
@@ -124,14 +122,7 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
 
     // Encode prompt.
     progress.report(Progress::EncodingPrompt)?;
-    let (positive, negative) = encode_prompt_pair(
-        components,
-        &settings.prompt,
-        settings.negative_prompt.as_deref(),
-        do_classifier_free_guidance,
-    )?;
-    let time_ids = micro_conditioning(&settings.micro_conditioning, height, width, device)?;
-    let (prompt_embeds, added) = batch_conditioning(&positive, negative.as_ref(), &time_ids, dtype)?;
+    let (prompt_embeds, added) = settings.conditioning(components, width, height, do_classifier_free_guidance)?;
 
     // Timesteps.
     let mut scheduler = settings.scheduler.build(&components.scheduler_config, settings.num_inference_steps)?;
