@@ -155,6 +155,24 @@ pub struct DownEncoderBlock2D {
     span: tracing::Span,
 }
 
+/// The `resnets` both coder blocks start with: the first maps `in_channels` to `out_channels`.
+fn resnet_stack(vb: &VarBuilder, in_channels: usize, out_channels: usize, num_layers: usize, groups: usize) -> Result<Vec<ResnetBlock2D>> {
+    (0..num_layers)
+        .map(|index| {
+            let input = if index == 0 { in_channels } else { out_channels };
+            vae_resnet(vb.pp("resnets").pp(index), input, out_channels, groups)
+        })
+        .collect()
+}
+
+fn run_resnets(resnets: &[ResnetBlock2D], xs: &Tensor) -> Result<Tensor> {
+    let mut hidden = xs.clone();
+    for resnet in resnets {
+        hidden = resnet.forward(&hidden, None)?;
+    }
+    Ok(hidden)
+}
+
 impl DownEncoderBlock2D {
     pub fn new(
         vb: VarBuilder,
@@ -164,16 +182,7 @@ impl DownEncoderBlock2D {
         groups: usize,
         add_downsample: bool,
     ) -> Result<Self> {
-        let resnets = (0..num_layers)
-            .map(|index| {
-                let input = if index == 0 {
-                    in_channels
-                } else {
-                    out_channels
-                };
-                vae_resnet(vb.pp("resnets").pp(index), input, out_channels, groups)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let resnets = resnet_stack(&vb, in_channels, out_channels, num_layers, groups)?;
         let downsampler = if add_downsample {
             Some(Downsample2D::new(
                 vb.pp("downsamplers").pp(0),
@@ -193,10 +202,7 @@ impl DownEncoderBlock2D {
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let mut hidden = xs.clone();
-        for resnet in &self.resnets {
-            hidden = resnet.forward(&hidden, None)?;
-        }
+        let hidden = run_resnets(&self.resnets, xs)?;
         match &self.downsampler {
             Some(downsampler) => downsampler.forward(&hidden),
             None => Ok(hidden),
@@ -221,16 +227,7 @@ impl UpDecoderBlock2D {
         groups: usize,
         add_upsample: bool,
     ) -> Result<Self> {
-        let resnets = (0..num_layers)
-            .map(|index| {
-                let input = if index == 0 {
-                    in_channels
-                } else {
-                    out_channels
-                };
-                vae_resnet(vb.pp("resnets").pp(index), input, out_channels, groups)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let resnets = resnet_stack(&vb, in_channels, out_channels, num_layers, groups)?;
         let upsampler = if add_upsample {
             Some(Upsample2D::new(
                 vb.pp("upsamplers").pp(0),
@@ -249,10 +246,7 @@ impl UpDecoderBlock2D {
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let mut hidden = xs.clone();
-        for resnet in &self.resnets {
-            hidden = resnet.forward(&hidden, None)?;
-        }
+        let hidden = run_resnets(&self.resnets, xs)?;
         match &self.upsampler {
             Some(upsampler) => upsampler.forward(&hidden),
             None => Ok(hidden),
