@@ -336,6 +336,9 @@ fn bad_edit_requests_get_one_clear_error_each() {
         "multiples of 8",
     );
     expect_error(&["edit", "--model", &model, "--image", "/nonexistent.png", "--prompt", "x", "--out", &out], "/nonexistent.png");
+    // options the chosen mode would ignore are refused, not dropped
+    expect_error(&["edit", "--model", &model, "--image", &image, "--prompt", "x", "--image-guidance", "2", "--out", &out], "--instruction");
+    expect_error(&["edit", "--model", &model, "--image", &image, "--box", "0,0,8,8", "--prompt", "x", "--controlnet-scale", "0.5", "--out", &out], "--controlnet");
 }
 
 fn stdout(output: &Output) -> String {

@@ -32,9 +32,9 @@ pub struct EditArgs {
     /// Text edit with InstructPix2Pix: what to change ("make it winter").
     #[arg(long, conflicts_with_all = ["mask", "region", "box_corners", "prompt"])]
     pub instruction: Option<String>,
-    /// InstructPix2Pix image guidance (how closely to keep the original).
-    #[arg(long, default_value_t = 1.5)]
-    pub image_guidance: f64,
+    /// InstructPix2Pix image guidance (how closely to keep the original). Default 1.5.
+    #[arg(long)]
+    pub image_guidance: Option<f64>,
     /// Mask image: white = repaint, black = keep.
     #[arg(long, conflicts_with_all = ["region", "box_corners"])]
     pub mask: Option<PathBuf>,
@@ -57,13 +57,14 @@ pub struct EditArgs {
     /// An SDXL ControlNet (diffusers folder or .safetensors with config.json beside it).
     #[arg(long)]
     pub controlnet: Option<PathBuf>,
-    #[arg(long, default_value_t = 1.0)]
-    pub controlnet_scale: f64,
-    /// Fractions of the steps where the ControlNet starts and stops.
-    #[arg(long, default_value_t = 0.0)]
-    pub control_start: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub control_end: f64,
+    /// Default 1.0.
+    #[arg(long)]
+    pub controlnet_scale: Option<f64>,
+    /// Fractions of the steps where the ControlNet starts and stops (default 0 and 1).
+    #[arg(long)]
+    pub control_start: Option<f64>,
+    #[arg(long)]
+    pub control_end: Option<f64>,
     /// A ready control image, the size of the original.
     #[arg(long, conflicts_with = "condition_image")]
     pub control_image: Option<PathBuf>,
@@ -85,7 +86,7 @@ pub struct EditArgs {
     pub save_control: Option<PathBuf>,
     /// Inpaint only around the mask: crop it (plus --mask-padding), work at the model's
     /// resolution, scale back and paste — for images larger than the model's size.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "instruction")]
     pub only_masked: bool,
     #[arg(long, default_value_t = 32)]
     pub mask_padding: u32,
@@ -146,7 +147,30 @@ fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(
     Ok(Some((mask, rect)))
 }
 
+/// Options the chosen mode would ignore are refused rather than silently dropped.
+fn check_option_combinations(args: &EditArgs) -> anyhow::Result<()> {
+    let given = |present: bool, option: &str, needs: &str| -> anyhow::Result<()> {
+        if present {
+            bail!("{option} only applies with {needs}");
+        }
+        Ok(())
+    };
+    given(args.instruction.is_none() && args.image_guidance.is_some(), "--image-guidance", "--instruction")?;
+    let no_controlnet = args.controlnet.is_none();
+    given(no_controlnet && args.controlnet_scale.is_some(), "--controlnet-scale", "--controlnet")?;
+    given(no_controlnet && args.control_start.is_some(), "--control-start", "--controlnet")?;
+    given(no_controlnet && args.control_end.is_some(), "--control-end", "--controlnet")?;
+    given(no_controlnet && args.control_image.is_some(), "--control-image", "--controlnet")?;
+    given(no_controlnet && args.condition_image.is_some(), "--condition-image", "--controlnet")?;
+    given(args.condition_image.is_none() && args.no_edges, "--no-edges", "--condition-image")?;
+    let no_region = args.mask.is_none() && args.region.is_none() && args.box_corners.is_none();
+    given(no_region && args.only_masked, "--only-masked", "a region (--mask, --region or --box)")?;
+    given(no_region && args.mask_blur > 0, "--mask-blur", "a region (--mask, --region or --box)")?;
+    Ok(())
+}
+
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
+    check_option_combinations(&args)?;
     let device = Device::Cpu;
     let image = read_rgb(&args.image, "--image")?;
     if image.width % 8 != 0 || image.height % 8 != 0 {
@@ -180,7 +204,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
 
     let mut bar = StepBar::new(args.sampling.steps);
     let (mode, latents, output) = if args.instruction.is_some() {
-        let request = InstructPix2PixRequest { settings: settings.clone(), image, image_guidance_scale: args.image_guidance };
+        let request = InstructPix2PixRequest { settings: settings.clone(), image, image_guidance_scale: args.image_guidance.unwrap_or(1.5) };
         let output = instruct_pix2pix(&components, &request, &mut bar)?;
         ("instruct-pix2pix", output.latents, output.image)
     } else if let Some((mask, rect)) = region {
@@ -194,9 +218,9 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
             controlnets.push(ControlNetUnit {
                 controlnet,
                 control_image,
-                controlnet_conditioning_scale: args.controlnet_scale,
-                control_guidance_start: args.control_start,
-                control_guidance_end: args.control_end,
+                controlnet_conditioning_scale: args.controlnet_scale.unwrap_or(1.0),
+                control_guidance_start: args.control_start.unwrap_or(0.0),
+                control_guidance_end: args.control_end.unwrap_or(1.0),
             });
         }
         if guess_mode && controlnets.is_empty() {
@@ -319,9 +343,9 @@ fn settings_chunks(args: &EditArgs, mode: &str, settings: &EditSettings, guess_m
         "region": args.region,
         "box": args.box_corners,
         "strength": args.strength,
-        "image_guidance_scale": args.instruction.as_ref().map(|_| args.image_guidance),
+        "image_guidance_scale": args.instruction.as_ref().map(|_| args.image_guidance.unwrap_or(1.5)),
         "controlnet": path(&args.controlnet),
-        "controlnet_conditioning_scale": args.controlnet.as_ref().map(|_| args.controlnet_scale),
+        "controlnet_conditioning_scale": args.controlnet.as_ref().map(|_| args.controlnet_scale.unwrap_or(1.0)),
         "control_image": path(&args.control_image),
         "condition_image": path(&args.condition_image),
         "guess_mode": guess_mode,
