@@ -92,6 +92,9 @@ impl ModelArgs {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let source = match ModelSource::from_path(&self.model)? {
             ModelSource::SingleFile { path, .. } => ModelSource::SingleFile { path, config_dir: self.config.clone() },
+            ModelSource::DiffusersFolder(_) if self.config.is_some() => {
+                anyhow::bail!("--config is for single-file checkpoints; {} is a diffusers folder", self.model.display())
+            }
             folder => folder,
         };
         let started = Instant::now();

@@ -131,6 +131,7 @@ fn bad_input_gets_one_clear_error_each() {
         "multiples of 8, got 100×64",
     );
     expect_error(&["generate", "--model", &model, "--prompt", "x", "--scheduler", "plms", "--out", &out], "plms");
+    expect_error(&["generate", "--model", &model, "--config", &model, "--prompt", "x", "--out", &out], "--config is for single-file");
 
     let not_latents = dir.join("bad.safetensors");
     std::fs::write(&not_latents, b"not a safetensors file").expect("write");
