@@ -7,6 +7,9 @@ pub enum AgentError {
     /// A step of running a plan failed (the step and the cause, in words).
     #[error("{0}")]
     Run(String),
+    /// The progress sink stopped the run (a cancelled job).
+    #[error("cancelled")]
+    Cancelled,
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,

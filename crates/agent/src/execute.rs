@@ -1,7 +1,8 @@
-//! Running a [`TaskPlan`]: the planner decides, this runs the chain — LoRA switch → the
-//! pipeline the plan names (text-to-image, ControlNet + inpainting into the named frame
-//! region, InstructPix2Pix) → the enhancer preset → images. The CLI's `chat` and the server
-//! call this with models they loaded; nothing here reads a model from disk.
+//! Running a [`TaskPlan`]: the planner decides, this runs the chain — LoRA switch
+//! ([`switch_lora`]) → the pipeline the plan names (text-to-image, ControlNet + inpainting
+//! into the named frame region or a drawn mask, InstructPix2Pix) → the enhancer → images
+//! ([`execute`]). The CLI's `chat` and the server call these with models they loaded;
+//! nothing here reads a model from disk.
 
 use std::path::Path;
 
@@ -9,20 +10,22 @@ use candle_core::Tensor;
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
+use huatu_diffusion::pipelines::mask_composite::{feathered_mask, paste_inside_mask};
 use huatu_diffusion::pipelines::{
     inpaint, instruct_pix2pix, text_to_image, ControlNetUnit, EditSettings, GrayImage,
     InpaintRequest, InstructPix2PixRequest, ProgressSink, RgbImage, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 use huatu_imaging::edit::{control_canvas, region_mask, CannyThresholds, Rect};
-use huatu_imaging::{Preset, Scenario, Upscaler};
+use huatu_imaging::{Preset, Scenario, Step, StepKind, Upscaler};
 
 use crate::planner::{PipelineKind, TaskPlan};
 use crate::{AgentError, Result};
 
-/// The models a plan may need; the base model is changed in place by LoRA switches.
+/// The models a plan may need (the base with the plan's LoRA merged, see [`switch_lora`]).
+#[derive(Clone, Copy)]
 pub struct Models<'a> {
-    pub base: &'a mut SdxlComponents,
+    pub base: &'a SdxlComponents,
     /// An InstructPix2Pix SDXL (8-channel UNet), for text edits.
     pub instruct: Option<&'a SdxlComponents>,
     /// An SDXL ControlNet (canny), for region edits with a condition image.
@@ -37,10 +40,22 @@ pub struct RunOptions {
     pub seed: u64,
     /// Fixed initial noise [1, 4, h/8, w/8] (one image), for comparable runs.
     pub noise: Option<Tensor>,
+    /// A drawn mask the size of the original (white = change) instead of the plan's frame
+    /// words: region edits put the condition image into its bounding box, text edits
+    /// change only inside it.
+    pub mask: Option<GrayImage>,
 }
 
 fn failed(step: &str, error: impl std::fmt::Display) -> AgentError {
     AgentError::Run(format!("{step}: {error}"))
+}
+
+/// A pipeline's error; a stop asked for by the progress sink stays [`AgentError::Cancelled`].
+fn pipeline_failed(step: &'static str) -> impl Fn(huatu_diffusion::Error) -> AgentError {
+    move |error| match error {
+        huatu_diffusion::Error::Cancelled => AgentError::Cancelled,
+        other => failed(step, other),
+    }
 }
 
 /// The frame position a user names (右下角, 正中间, 左边 …) as a box in fractions
@@ -111,17 +126,42 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
     })
 }
 
-fn enhance(image: RgbImage, preset: Option<&str>, upscaler: Option<&Upscaler>) -> Result<RgbImage> {
-    let Some(name) = preset else { return Ok(image) };
-    // A preset name, or a scenario name standing for its recommended preset.
-    let preset: Preset = match name.parse::<Preset>() {
-        Ok(preset) => preset,
-        Err(error) => match name.parse::<Scenario>() {
-            Ok(scenario) => scenario.recommended_preset(),
-            Err(_) => return Err(failed("enhancer", error)),
-        },
+/// The steps an enhancer names: a preset (`vivid`), a scenario standing for its recommended
+/// preset (`poster`), or a step list as `huatu enhance --steps` takes it
+/// (`denoise,sharpen:amount=0.6,upscale:x2`).
+pub fn enhancer_steps(name: &str) -> Result<Vec<Step>> {
+    if let Ok(preset) = name.parse::<Preset>() {
+        return preset.steps().map_err(|e| failed("enhancer", e));
+    }
+    if let Ok(scenario) = name.parse::<Scenario>() {
+        return scenario
+            .recommended_preset()
+            .steps()
+            .map_err(|e| failed("enhancer", e));
+    }
+    Step::parse_list(name).map_err(|e| {
+        failed(
+            "enhancer",
+            format!("`{name}` is neither a preset, a scenario nor a step list: {e}"),
+        )
+    })
+}
+
+/// Whether the enhancer runs Real-ESRGAN (and so needs its weights).
+pub fn enhancer_upscales(name: &str) -> bool {
+    enhancer_steps(name)
+        .is_ok_and(|steps| steps.iter().any(|step| step.kind() == StepKind::Upscale))
+}
+
+fn enhance(
+    image: RgbImage,
+    enhancer: Option<&str>,
+    upscaler: Option<&Upscaler>,
+) -> Result<RgbImage> {
+    let Some(name) = enhancer else {
+        return Ok(image);
     };
-    let steps = preset.steps().map_err(|e| failed("enhancer", e))?;
+    let steps = enhancer_steps(name)?;
     if steps.is_empty() {
         return Ok(image);
     }
@@ -153,13 +193,8 @@ fn settings(plan: &TaskPlan, options: &RunOptions) -> Result<EditSettings> {
     Ok(settings)
 }
 
-/// Runs the plan; returns the finished images (enhanced when the plan says so).
-pub fn execute(
-    plan: &TaskPlan,
-    models: Models<'_>,
-    options: &RunOptions,
-    progress: &mut dyn ProgressSink,
-) -> Result<Vec<RgbImage>> {
+/// Merges the plan's LoRA into the base model, or restores the base when the plan has none.
+pub fn switch_lora(plan: &TaskPlan, base: &mut SdxlComponents) -> Result<()> {
     let lora = match &plan.lora {
         Some(choice) => Some((
             LoraFile::read(&choice.path).map_err(|e| failed("LoRA", e))?,
@@ -168,10 +203,19 @@ pub fn execute(
         None => None,
     };
     let set: Vec<(&LoraFile, f64)> = lora.iter().map(|(file, scale)| (file, *scale)).collect();
-    models
-        .base
-        .set_loras(&set, UnmatchedModules::Error)
+    base.set_loras(&set, UnmatchedModules::Error)
         .map_err(|e| failed("LoRA", e))?;
+    Ok(())
+}
+
+/// Runs the plan's pipeline and enhancer on `models` (LoRA already switched); returns the
+/// finished images.
+pub fn execute(
+    plan: &TaskPlan,
+    models: Models<'_>,
+    options: &RunOptions,
+    progress: &mut dyn ProgressSink,
+) -> Result<Vec<RgbImage>> {
     let settings = settings(plan, options)?;
     let mut images = Vec::new();
     match plan.pipeline {
@@ -191,7 +235,7 @@ pub fn execute(
                     None
                 };
                 let output = text_to_image(models.base, &request, progress)
-                    .map_err(|e| failed("text-to-image", e))?;
+                    .map_err(pipeline_failed("text-to-image"))?;
                 images.push(output.image);
             }
         }
@@ -208,8 +252,19 @@ pub fn execute(
                 failed("region edit", "putting a supplied image into the picture needs an SDXL canny ControlNet (--controlnet DIR)")
             })?;
             let image = read_image(image_path)?;
-            let rect = rect_in(image.width, image.height, plan.region.as_deref());
-            let mask = region_mask(rect, image.width as u32, image.height as u32);
+            let (rect, mask) = match &options.mask {
+                Some(drawn) => {
+                    check_mask(drawn, &image)?;
+                    let rect = bounding_box(drawn)
+                        .ok_or_else(|| failed("region edit", "the drawn mask is empty"))?;
+                    (rect, drawn.pixels.clone())
+                }
+                None => {
+                    let rect = rect_in(image.width, image.height, plan.region.as_deref());
+                    let mask = region_mask(rect, image.width as u32, image.height as u32);
+                    (rect, mask.into_raw())
+                }
+            };
             let condition = huatu_imaging::io::load_image(condition_path)
                 .map_err(|e| failed("condition image", e))?
                 .to_rgb8();
@@ -227,7 +282,7 @@ pub fn execute(
                 mask_image: GrayImage {
                     width: image.width,
                     height: image.height,
-                    pixels: mask.into_raw(),
+                    pixels: mask,
                 },
                 image,
                 strength: 1.0,
@@ -247,7 +302,7 @@ pub fn execute(
             };
             images.push(
                 inpaint(models.base, &request, progress)
-                    .map_err(|e| failed("region edit", e))?
+                    .map_err(pipeline_failed("region edit"))?
                     .image,
             );
         }
@@ -262,22 +317,70 @@ pub fn execute(
                     "text edits need an InstructPix2Pix SDXL model (--instruct-model DIR)",
                 )
             })?;
+            let original = read_image(image_path)?;
+            if let Some(drawn) = &options.mask {
+                check_mask(drawn, &original)?;
+            }
             let request = InstructPix2PixRequest {
                 settings,
-                image: read_image(image_path)?,
+                image: original.clone(),
                 image_guidance_scale: 1.5,
             };
-            images.push(
-                instruct_pix2pix(instruct, &request, progress)
-                    .map_err(|e| failed("text edit", e))?
-                    .image,
-            );
+            let edited = instruct_pix2pix(instruct, &request, progress)
+                .map_err(pipeline_failed("text edit"))?
+                .image;
+            images.push(match &options.mask {
+                // Only the drawn region changes; a 2-pixel inward feather hides the seam.
+                Some(drawn) => paste_inside_mask(&original, &edited, &feathered_mask(drawn, 2))
+                    .map_err(|e| failed("text edit", e))?,
+                None => edited,
+            });
         }
     }
     images
         .into_iter()
         .map(|image| enhance(image, plan.enhancer.as_deref(), models.upscaler))
         .collect()
+}
+
+fn check_mask(mask: &GrayImage, image: &RgbImage) -> Result<()> {
+    if (mask.width, mask.height) != (image.width, image.height) {
+        return Err(failed(
+            "edit region",
+            format!(
+                "the mask is {}×{} but the image is {}×{}",
+                mask.width, mask.height, image.width, image.height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest box holding every mask pixel ≥ 128; `None` for an empty mask.
+fn bounding_box(mask: &GrayImage) -> Option<Rect> {
+    let mut rect: Option<Rect> = None;
+    for (index, &value) in mask.pixels.iter().enumerate() {
+        if value < 128 {
+            continue;
+        }
+        let (x, y) = ((index % mask.width) as u32, (index / mask.width) as u32);
+        let grown = match rect {
+            None => Rect {
+                left: x,
+                top: y,
+                right: x + 1,
+                bottom: y + 1,
+            },
+            Some(r) => Rect {
+                left: r.left.min(x),
+                top: r.top.min(y),
+                right: r.right.max(x + 1),
+                bottom: r.bottom.max(y + 1),
+            },
+        };
+        rect = Some(grown);
+    }
+    rect
 }
 
 #[cfg(test)]
@@ -292,6 +395,45 @@ mod tests {
         assert_eq!(region_fractions(Some("最左边")), (0.05, 0.2, 0.45, 0.8));
         assert_eq!(region_fractions(Some("底部")), (0.2, 0.55, 0.8, 0.95));
         assert_eq!(region_fractions(None), (0.25, 0.25, 0.75, 0.75));
+    }
+
+    #[test]
+    fn a_drawn_mask_gives_its_bounding_box() {
+        let mut pixels = vec![0u8; 16 * 8];
+        pixels[2 * 16 + 3] = 255;
+        pixels[5 * 16 + 9] = 200;
+        pixels[7 * 16 + 15] = 100; // below half: outside
+        let mask = GrayImage {
+            width: 16,
+            height: 8,
+            pixels,
+        };
+        assert_eq!(
+            bounding_box(&mask),
+            Some(Rect {
+                left: 3,
+                top: 2,
+                right: 10,
+                bottom: 6
+            })
+        );
+        let empty = GrayImage {
+            width: 4,
+            height: 4,
+            pixels: vec![0; 16],
+        };
+        assert_eq!(bounding_box(&empty), None);
+    }
+
+    #[test]
+    fn enhancers_are_presets_scenarios_or_step_lists() {
+        assert!(enhancer_steps("vivid").is_ok_and(|steps| !steps.is_empty()));
+        assert!(enhancer_steps("poster").is_ok_and(|steps| !steps.is_empty()));
+        assert!(enhancer_steps("none").is_ok_and(|steps| steps.is_empty()));
+        assert!(enhancer_upscales("denoise,upscale:x2"));
+        assert!(!enhancer_upscales("poster"));
+        let error = enhancer_steps("sparkle").unwrap_err().to_string();
+        assert!(error.contains("neither a preset"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::corpus::SlotValue;
 use crate::labels::{Intent, SlotName};
 use crate::model::Parse;
@@ -44,6 +46,19 @@ impl fmt::Display for PipelineKind {
     }
 }
 
+impl Serialize for PipelineKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PipelineKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for PipelineKind {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
@@ -55,15 +70,15 @@ impl std::str::FromStr for PipelineKind {
 }
 
 /// The LoRA adapter a plan loads.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraChoice {
     pub path: PathBuf,
     pub scale: f64,
     pub trigger: String,
 }
 
-/// Everything the pipelines need, decided.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the pipelines need, decided (JSON-serialisable, so a queue can keep it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskPlan {
     pub intent: Intent,
     pub confidence: f64,

@@ -1,9 +1,11 @@
 //! The agent as the server uses it: the intent model, the scenes and the lexicon, and the
 //! translation of a `TaskPlan` into a job spec. The agent decides; this file only maps its
-//! decision onto what the queue can run, and says plainly what it cannot run yet.
+//! decision onto what the queue can run with the models loaded, and says plainly what it
+//! cannot run.
 
 use std::path::{Path, PathBuf};
 
+use huatu_agent::execute::enhancer_upscales;
 use huatu_agent::planner::{LoraChoice, PipelineKind, TaskPlan};
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
@@ -11,8 +13,9 @@ use huatu_agent::IntentModel;
 use huatu_diffusion::pipelines::GrayImage;
 use serde_json::{json, Value};
 
+use crate::engine::Capabilities;
 use crate::error::ServerError;
-use crate::jobs::{EditSpec, GenerationSpec, JobSpec, LoraSpec};
+use crate::jobs::{AgentSpec, EditSpec, JobSpec, LoraSpec};
 
 pub struct Assistant {
     pub model: IntentModel,
@@ -101,17 +104,25 @@ pub enum Mapped {
 
 pub struct EditInputs {
     pub image: Option<String>,
+    /// The drawn region (center and size), when one was sent.
     pub mask: Option<GrayImage>,
     pub mask_id: Option<String>,
+    pub condition: Option<String>,
     pub image_size: (usize, usize),
 }
 
+/// Maps the plan onto a job: an agent job runs the plan itself (pipeline, LoRA, enhancer)
+/// when the workers hold the models it needs; a text edit without an InstructPix2Pix
+/// model falls back to a prompt through inpainting / image-to-image; a region edit
+/// without a ControlNet is not run.
 pub fn map_plan(
+    instruction: &str,
     task: &TaskPlan,
     overrides: Overrides,
     lora_dir: &Path,
     edit: &EditInputs,
     max_images: usize,
+    capabilities: Capabilities,
 ) -> Mapped {
     // The planner's notes name files; clients see them relative to the data directory.
     let shown_dir = lora_dir.display().to_string();
@@ -120,82 +131,99 @@ pub fn map_plan(
         .iter()
         .map(|note| note.replace(&shown_dir, "<data>/loras"))
         .collect();
-    if let Some((width, height)) = overrides.size {
-        notes.push(format!(
-            "size {width}×{height} requested instead of the plan's {}×{}",
-            task.width, task.height
-        ));
-    }
+    let mut plan = task.clone();
+    plan.num_images = plan.num_images.clamp(1, max_images);
     if let Some(steps) = overrides.steps {
         notes.push(format!(
             "{steps} steps requested instead of the plan's {}",
-            task.steps
+            plan.steps
+        ));
+        plan.steps = steps;
+    }
+    if plan.pipeline == PipelineKind::TextToImage {
+        if let Some((width, height)) = overrides.size {
+            notes.push(format!(
+                "size {width}×{height} requested instead of the plan's {}×{}",
+                plan.width, plan.height
+            ));
+            (plan.width, plan.height) = (width, height);
+        }
+    } else {
+        // Edits keep the original's size.
+        (plan.width, plan.height) = edit.image_size;
+    }
+    if !capabilities.upscaler && plan.enhancer.as_deref().is_some_and(enhancer_upscales) {
+        notes.push(format!(
+            "enhancer `{}` upscales with Real-ESRGAN, which this server has not loaded (--sr-model); it is skipped",
+            plan.enhancer.take().unwrap_or_default()
         ));
     }
-    if let Some(enhancer) = &task.enhancer {
-        notes.push(format!("enhancer `{enhancer}` is planned; the server does not run enhancers yet, so the image is delivered as generated"));
-    }
-    let loras: Vec<LoraSpec> = task
+    let loras: Vec<LoraSpec> = plan
         .lora
         .as_ref()
         .and_then(|lora| lora_spec(lora, lora_dir))
         .into_iter()
         .collect();
-    let steps = overrides.steps.unwrap_or(task.steps);
     let seed = overrides.seed.unwrap_or_else(rand::random);
-    let scheduler = task.scheduler.parse().ok();
-    let negative_prompt = (!task.negative_prompt.is_empty()).then(|| task.negative_prompt.clone());
-    let n = task.num_images.clamp(1, max_images);
-    match task.pipeline {
-        PipelineKind::TextToImage => {
-            let (width, height) = overrides.size.unwrap_or((task.width, task.height));
-            Mapped::Job(
-                JobSpec::Generation(GenerationSpec {
-                    prompt: task.prompt.clone(),
-                    negative_prompt,
-                    width,
-                    height,
-                    steps,
-                    guidance: task.guidance,
-                    scheduler,
-                    seed,
-                    n,
-                    loras,
-                }),
-                notes,
-            )
+    // Inputs travel as blob ids and the LoRA as a name; the paths the planner saw are the
+    // server's own and are not shown.
+    (plan.image, plan.condition_image) = (None, None);
+    if let Some(lora) = &mut plan.lora {
+        lora.path = lora.path.file_name().map(PathBuf::from).unwrap_or_default();
+    }
+    plan.notes.clone_from(&notes);
+    let agent_job = |plan: TaskPlan, loras: Vec<LoraSpec>, notes: Vec<String>| {
+        Mapped::Job(
+            JobSpec::Agent(Box::new(AgentSpec {
+                instruction: instruction.to_string(),
+                plan,
+                image: edit.image.clone(),
+                condition: edit.condition.clone(),
+                mask: edit.mask_id.clone(),
+                seed,
+                loras,
+            })),
+            notes,
+        )
+    };
+    match plan.pipeline {
+        PipelineKind::TextToImage => agent_job(plan, loras, notes),
+        PipelineKind::InstructPix2Pix if edit.image.is_none() => {
+            Mapped::NotRun(huatu_agent::planner::ASK_IMAGE.into(), notes)
         }
+        PipelineKind::InstructPix2Pix if capabilities.instruct => agent_job(plan, loras, notes),
         PipelineKind::InstructPix2Pix => {
-            let Some(image) = edit.image.clone() else {
-                return Mapped::NotRun("请上传要编辑的图片。".into(), notes);
-            };
             notes.push(
-                "the server has no InstructPix2Pix model loaded: the instruction runs as a prompt through inpainting (inside the drawn region) or image-to-image (no region) on the base model".into(),
+                "the server has no InstructPix2Pix model loaded (--instruct-model): the instruction runs as a prompt through inpainting (inside the drawn region) or image-to-image (no region) on the base model, without the enhancer".into(),
             );
             let (width, height) = edit.image_size;
             Mapped::Job(
                 JobSpec::Edit(EditSpec {
-                    prompt: task.prompt.clone(),
-                    negative_prompt,
-                    image,
+                    prompt: plan.prompt.clone(),
+                    negative_prompt: (!plan.negative_prompt.is_empty())
+                        .then(|| plan.negative_prompt.clone()),
+                    image: edit.image.clone().unwrap_or_default(),
                     mask: edit.mask_id.clone(),
                     width,
                     height,
-                    steps,
-                    guidance: task.guidance,
-                    scheduler,
+                    steps: plan.steps,
+                    guidance: plan.guidance,
+                    scheduler: plan.scheduler.parse().ok(),
                     seed,
-                    n,
+                    n: 1,
                     strength: if edit.mask.is_some() { 0.9999 } else { 0.75 },
                     loras,
                 }),
                 notes,
             )
         }
+        PipelineKind::ControlNetInpaint if capabilities.controlnet => {
+            agent_job(plan, loras, notes)
+        }
         PipelineKind::ControlNetInpaint => Mapped::NotRun(
-            "计划已生成，但本服务器尚未加载 ControlNet 模型，暂时不能把素材图放进原图（图文编辑）。".into(),
+            "计划已生成，但本服务器没有加载 ControlNet 模型（--controlnet），暂时不能把素材图放进原图（图文编辑）。".into(),
             {
-                notes.push("edit.reference needs ControlNet-inpaint; the server loads no ControlNet model yet, so this plan is not run".into());
+                notes.push("edit.reference needs ControlNet-inpaint; start the server with --controlnet DIR (an SDXL canny ControlNet) to run it".into());
                 notes
             },
         ),
@@ -222,5 +250,119 @@ pub fn region_mask(
         width,
         height,
         pixels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use huatu_agent::corpus::SlotValue;
+    use huatu_agent::{Intent, Parse, PlanInputs, SlotName};
+
+    use super::*;
+
+    fn poster_plan(lora_dir: &Path) -> TaskPlan {
+        let parse = Parse {
+            text: "做一张中秋海报".into(),
+            intent: Intent::GeneratePoster,
+            confidence: 0.98,
+            slots: [(SlotName::Subject, SlotValue::Text("中秋".into()))].into(),
+        };
+        let inputs = PlanInputs {
+            lora_dir: lora_dir.to_path_buf(),
+            ..PlanInputs::default()
+        };
+        let scenes = Scenes::builtin().expect("built-in scenes");
+        match huatu_agent::plan(&parse, &inputs, &scenes, Lexicon::builtin()) {
+            huatu_agent::Plan::Task(task) => *task,
+            other => panic!("expected a plan, got {other:?}"),
+        }
+    }
+
+    fn no_inputs() -> EditInputs {
+        EditInputs {
+            image: None,
+            mask: None,
+            mask_id: None,
+            condition: None,
+            image_size: (0, 0),
+        }
+    }
+
+    #[test]
+    fn agent_jobs_name_the_lora_and_never_the_servers_paths() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("poster.safetensors"), b"stand-in").expect("write");
+        let task = poster_plan(dir.path());
+        let overrides = Overrides {
+            size: Some((64, 64)),
+            steps: Some(3),
+            seed: Some(9),
+        };
+        let Mapped::Job(JobSpec::Agent(spec), notes) = map_plan(
+            "做一张中秋海报",
+            &task,
+            overrides,
+            dir.path(),
+            &no_inputs(),
+            8,
+            Capabilities::default(),
+        ) else {
+            panic!("expected an agent job")
+        };
+        assert_eq!(
+            spec.loras,
+            [LoraSpec {
+                name: "poster".into(),
+                scale: 0.8
+            }]
+        );
+        assert_eq!(
+            (
+                spec.plan.width,
+                spec.plan.height,
+                spec.plan.steps,
+                spec.seed
+            ),
+            (64, 64, 3, 9)
+        );
+        let stored = serde_json::to_string(&spec).expect("json");
+        assert!(
+            !stored.contains(&dir.path().display().to_string()),
+            "{stored}"
+        );
+        assert!(
+            notes.iter().any(|note| note.contains("3 steps")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn an_upscaling_enhancer_is_skipped_without_weights_and_kept_with_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut task = poster_plan(dir.path());
+        task.enhancer = Some("denoise,upscale:x2".into());
+        let map = |capabilities| match map_plan(
+            "x",
+            &task,
+            Overrides::default(),
+            dir.path(),
+            &no_inputs(),
+            8,
+            capabilities,
+        ) {
+            Mapped::Job(JobSpec::Agent(spec), notes) => (spec.plan.enhancer, notes),
+            _ => panic!("expected an agent job"),
+        };
+        let (enhancer, notes) = map(Capabilities::default());
+        assert_eq!(enhancer, None);
+        assert!(
+            notes.iter().any(|note| note.contains("--sr-model")),
+            "{notes:?}"
+        );
+        let with_weights = Capabilities {
+            upscaler: true,
+            ..Capabilities::default()
+        };
+        assert_eq!(map(with_weights).0.as_deref(), Some("denoise,upscale:x2"));
     }
 }

@@ -17,6 +17,18 @@ pub struct ServeArgs {
     /// For a single-file checkpoint: a diffusers folder with configs and tokenizers.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// An InstructPix2Pix SDXL model (8-channel UNet, diffusers folder): /v1/agent runs
+    /// text edits (edit.instruct) with it. Without it they run as prompts through
+    /// inpainting / image-to-image on --model.
+    #[arg(long)]
+    pub instruct_model: Option<PathBuf>,
+    /// An SDXL canny ControlNet (diffusers folder, or .safetensors with config.json beside):
+    /// /v1/agent puts supplied images into the picture (edit.reference) with it.
+    #[arg(long)]
+    pub controlnet: Option<PathBuf>,
+    /// Real-ESRGAN weights (.pth or .safetensors), for scene enhancers that upscale.
+    #[arg(long)]
+    pub sr_model: Option<PathBuf>,
     /// The agent's intent model folder; default $HUATU_INTENT_MODEL or ./models/intent.
     /// Without one, /v1/agent answers 503.
     #[arg(long)]
@@ -79,6 +91,9 @@ fn parse_dtype(text: &str) -> Result<DType, String> {
 pub struct ServerConfig {
     pub model: Option<PathBuf>,
     pub model_config: Option<PathBuf>,
+    pub instruct_model: Option<PathBuf>,
+    pub controlnet: Option<PathBuf>,
+    pub sr_model: Option<PathBuf>,
     pub intent_model: Option<PathBuf>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -100,6 +115,9 @@ impl ServerConfig {
         Self {
             model: None,
             model_config: None,
+            instruct_model: None,
+            controlnet: None,
+            sr_model: None,
             intent_model: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
@@ -148,9 +166,24 @@ impl ServerConfig {
                 args.max_dimension
             )));
         }
+        if args.model.is_none() {
+            let extras = [
+                ("--instruct-model", args.instruct_model.is_some()),
+                ("--controlnet", args.controlnet.is_some()),
+                ("--sr-model", args.sr_model.is_some()),
+            ];
+            if let Some((flag, _)) = extras.iter().find(|(_, given)| *given) {
+                return Err(ServerError::Config(format!(
+                    "{flag} is used by the workers, which need --model"
+                )));
+            }
+        }
         Ok(Self {
             model: args.model.clone(),
             model_config: args.config.clone(),
+            instruct_model: args.instruct_model.clone(),
+            controlnet: args.controlnet.clone(),
+            sr_model: args.sr_model.clone(),
             intent_model: crate::assistant::intent_model_dir(args.intent_model.as_deref()),
             listen: args.listen,
             data_dir: args.data.clone(),

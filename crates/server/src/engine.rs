@@ -1,12 +1,17 @@
-//! The model a worker owns: loaded SDXL components plus the LoRA set merged into them now.
+//! The models a worker owns: the SDXL base with the LoRA set merged into it now, plus the
+//! optional InstructPix2Pix model, ControlNet and Real-ESRGAN weights the agent's plans use.
 //! Translates job specs into the pipelines' requests (text-to-image, inpainting,
-//! image-to-image); no HTTP here.
+//! image-to-image, the agent's plans); no HTTP here.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use huatu_agent::execute::{execute, Models, RunOptions};
+use huatu_agent::AgentError;
+use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
+use huatu_diffusion::models::controlnet::ControlNetModel;
 use huatu_diffusion::pipelines::{
     image_to_image, inpaint, text_to_image, EditSettings, GrayImage, Image2ImageRequest,
     InpaintRequest, ProgressSink, RgbImage, Text2ImageRequest,
@@ -15,12 +20,37 @@ use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
-use crate::jobs::{EditSpec, GenerationSpec, LoraSpec};
+use huatu_imaging::Upscaler;
+
+use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, LoraSpec};
 
 pub struct Engine {
     components: SdxlComponents,
+    instruct: Option<SdxlComponents>,
+    controlnet: Option<ControlNetModel>,
+    upscaler: Option<Upscaler>,
     lora_dir: PathBuf,
     active_loras: Vec<LoraSpec>,
+}
+
+/// Which optional models the workers hold; the agent plans around what is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub instruct: bool,
+    pub controlnet: bool,
+    pub upscaler: bool,
+}
+
+impl Capabilities {
+    /// What a server started with `config` runs (a model that fails to load stops start-up).
+    pub fn of(config: &ServerConfig) -> Self {
+        let with_model = |extra: &Option<PathBuf>| config.model.is_some() && extra.is_some();
+        Self {
+            instruct: with_model(&config.instruct_model),
+            controlnet: with_model(&config.controlnet),
+            upscaler: with_model(&config.sr_model),
+        }
+    }
 }
 
 /// Where LoRA `name` lives; names are checked by the API before they get here.
@@ -59,8 +89,30 @@ impl Engine {
             device,
         )
         .map_err(wrap)?;
+        let instruct = match &config.instruct_model {
+            Some(path) => Some(load_instruct(config, path, device)?),
+            None => None,
+        };
+        let controlnet = match &config.controlnet {
+            Some(path) => Some(load_controlnet(path, components.dtype, device).map_err(
+                |source| ServerError::Model {
+                    path: path.clone(),
+                    source,
+                },
+            )?),
+            None => None,
+        };
+        let upscaler = match &config.sr_model {
+            Some(path) => Some(Upscaler::load(path).map_err(|error| {
+                ServerError::Config(format!("--sr-model {}: {}", path.display(), chain(&error)))
+            })?),
+            None => None,
+        };
         Ok(Self {
             components,
+            instruct,
+            controlnet,
+            upscaler,
             lora_dir: config.data_dir.join("loras"),
             active_loras: Vec::new(),
         })
@@ -179,6 +231,65 @@ impl Engine {
             Err(error) => Err(GenerateError::Failed(chain(&error))),
         }
     }
+}
+
+impl Engine {
+    /// Runs an agent plan (its LoRA switched like any job's) with the models held here.
+    /// Inputs are files of the data directory; `mask` is a drawn region, white = change.
+    pub fn run_plan(
+        &mut self,
+        spec: &AgentSpec,
+        image: Option<PathBuf>,
+        condition: Option<PathBuf>,
+        mask: Option<GrayImage>,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<Vec<RgbImage>, GenerateError> {
+        self.use_loras(&spec.loras).map_err(GenerateError::Failed)?;
+        let mut plan = spec.plan.clone();
+        plan.image = image;
+        plan.condition_image = condition;
+        let models = Models {
+            base: &self.components,
+            instruct: self.instruct.as_ref(),
+            controlnet: self.controlnet.as_ref(),
+            upscaler: self.upscaler.as_ref(),
+        };
+        let options = RunOptions {
+            seed: spec.seed,
+            noise: None,
+            mask,
+        };
+        match execute(&plan, models, &options, progress) {
+            Ok(images) => Ok(images),
+            Err(AgentError::Cancelled) => Err(GenerateError::Cancelled),
+            Err(error) => Err(GenerateError::Failed(chain(&error))),
+        }
+    }
+}
+
+fn load_instruct(
+    config: &ServerConfig,
+    path: &Path,
+    device: &Device,
+) -> Result<SdxlComponents, ServerError> {
+    let wrap = |source| ServerError::Model {
+        path: path.to_path_buf(),
+        source,
+    };
+    let source = ModelSource::from_path(path).map_err(wrap)?;
+    let options = LoadOptions {
+        dtype: config.dtype,
+        vae_dtype: None,
+    };
+    let components = SdxlComponents::load(&source, options, device).map_err(wrap)?;
+    let channels = components.unet.config().in_channels;
+    if channels != 8 {
+        return Err(ServerError::Config(format!(
+            "--instruct-model {} has a {channels}-channel UNet; InstructPix2Pix needs 8",
+            path.display()
+        )));
+    }
+    Ok(components)
 }
 
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! What a job is: its spec (what to compute, stored as JSON in the queue), its status and
 //! the events it emits while it runs.
 
+use huatu_agent::planner::{PipelineKind, TaskPlan};
 use huatu_diffusion::schedulers::SchedulerKind;
 use serde::{Deserialize, Serialize};
 
@@ -56,12 +57,40 @@ impl EditSpec {
     }
 }
 
+/// An agent plan to run as the planner decided it (pipeline, prompt, sampler settings,
+/// enhancer), with its inputs as blob ids; the plan's own file paths are not used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    pub instruction: String,
+    pub plan: TaskPlan,
+    /// The original (edits), RGB PNG.
+    pub image: Option<String>,
+    /// The image to put into the original (edit.reference), RGB PNG.
+    pub condition: Option<String>,
+    /// The drawn region as a grayscale PNG, white = change; `None`: the plan's frame words.
+    pub mask: Option<String>,
+    pub seed: u64,
+    /// The plan's LoRA as a name under `<data>/loras`.
+    pub loras: Vec<LoraSpec>,
+}
+
+impl AgentSpec {
+    /// Images the plan makes: text-to-image makes `num_images`, an edit one.
+    pub fn images(&self) -> usize {
+        match self.plan.pipeline {
+            PipelineKind::TextToImage => self.plan.num_images.max(1),
+            _ => 1,
+        }
+    }
+}
+
 /// Everything the queue can run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobSpec {
     Generation(GenerationSpec),
     Edit(EditSpec),
+    Agent(Box<AgentSpec>),
 }
 
 impl JobSpec {
@@ -69,6 +98,7 @@ impl JobSpec {
         match self {
             JobSpec::Generation(_) => "generation",
             JobSpec::Edit(_) => "edit",
+            JobSpec::Agent(_) => "agent",
         }
     }
 
@@ -77,6 +107,8 @@ impl JobSpec {
         match self {
             JobSpec::Generation(spec) => spec.steps * spec.n,
             JobSpec::Edit(spec) => spec.steps_run() * spec.n,
+            // Edits of a plan run the whole schedule (strength 1).
+            JobSpec::Agent(spec) => spec.plan.steps * spec.images(),
         }
     }
 }

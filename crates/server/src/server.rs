@@ -149,12 +149,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (stop, stop_requested) = watch::channel(false);
     let mut config = config;
     config.listen = address;
+    let capabilities = crate::engine::Capabilities::of(&config);
     let state = AppState {
         inner: Arc::new(Inner {
             config,
             shared: shared.clone(),
             model_loaded,
             native_size,
+            capabilities,
             assistant,
             stopping: stop_requested.clone(),
             started_at: Instant::now(),

@@ -19,6 +19,8 @@ pub struct Inner {
     pub model_loaded: bool,
     /// The model's native size (width, height), the default `size`.
     pub native_size: (usize, usize),
+    /// The optional models the workers hold (InstructPix2Pix, ControlNet, Real-ESRGAN).
+    pub capabilities: crate::engine::Capabilities,
     /// The agent (intent model, scenes, lexicon), when an intent model was found.
     pub assistant: Option<Arc<crate::assistant::Assistant>>,
     /// Turns true when the server begins to stop: streams and waiting requests end.

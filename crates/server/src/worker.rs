@@ -14,7 +14,7 @@ use huatu_diffusion::pipelines::Progress;
 use crate::blobs::Blobs;
 use crate::engine::{Engine, GenerateError};
 use crate::events::EventHub;
-use crate::jobs::{EditSpec, GenerationSpec, Job, JobEvent, JobSpec};
+use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, Job, JobEvent, JobSpec};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -183,6 +183,7 @@ fn run_job(shared: &Shared, engine: &mut Engine, job: &Job) -> Outcome {
     match &job.spec {
         JobSpec::Generation(spec) => run_generation(shared, engine, job, spec),
         JobSpec::Edit(spec) => run_edit(shared, engine, job, spec),
+        JobSpec::Agent(spec) => run_agent(shared, engine, job, spec),
     }
 }
 
@@ -236,14 +237,17 @@ fn cancelled_outcome(shared: &Shared) -> Outcome {
     }
 }
 
+/// The stored input `id`.
+fn load_input(shared: &Shared, id: &str) -> Result<Vec<u8>, String> {
+    shared
+        .blobs
+        .get(id)
+        .map_err(|error| format!("cannot read input {id}: {error}"))?
+        .ok_or_else(|| format!("input {id} is missing from the data directory"))
+}
+
 fn run_edit(shared: &Shared, engine: &mut Engine, job: &Job, spec: &EditSpec) -> Outcome {
-    let load = |id: &str| -> Result<Vec<u8>, String> {
-        shared
-            .blobs
-            .get(id)
-            .map_err(|error| format!("cannot read input {id}: {error}"))?
-            .ok_or_else(|| format!("input {id} is missing from the data directory"))
-    };
+    let load = |id: &str| load_input(shared, id);
     let image = match load(&spec.image).and_then(|bytes| crate::png_codec::decode_rgb(&bytes)) {
         Ok(image) => image,
         Err(reason) => return Outcome::Failed(reason),
@@ -310,6 +314,79 @@ fn run_generation(
             "loras": spec.loras,
         });
         match store_result(shared, &image, &settings) {
+            Ok(id) => images.push(id),
+            Err(reason) => return Outcome::Failed(reason),
+        }
+    }
+    Outcome::Succeeded(images)
+}
+
+fn run_agent(shared: &Shared, engine: &mut Engine, job: &Job, spec: &AgentSpec) -> Outcome {
+    let input_path = |id: &Option<String>| -> Result<Option<std::path::PathBuf>, String> {
+        let Some(id) = id else { return Ok(None) };
+        match shared.blobs.path(id) {
+            Some(path) if path.is_file() => Ok(Some(path)),
+            _ => Err(format!("input {id} is missing from the data directory")),
+        }
+    };
+    let inputs = input_path(&spec.image).and_then(|image| {
+        let condition = input_path(&spec.condition)?;
+        let mask = match &spec.mask {
+            Some(id) => Some(crate::png_codec::decode_gray(&load_input(shared, id)?)?),
+            None => None,
+        };
+        Ok((image, condition, mask))
+    });
+    let (image, condition, mask) = match inputs {
+        Ok(inputs) => inputs,
+        Err(reason) => return Outcome::Failed(reason),
+    };
+    // Steps over the whole job: a plan may make several images, each with its own count.
+    let total = job.spec.total_steps();
+    let mut done = 0;
+    let mut hook = |progress: Progress| {
+        if shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id) {
+            return Err(huatu_diffusion::Error::Cancelled);
+        }
+        if let Progress::Step { .. } = progress {
+            done += 1;
+            shared.metrics.steps.fetch_add(1, Ordering::Relaxed);
+            shared.hub.publish(
+                &job.id,
+                JobEvent::Step {
+                    step: done.min(total),
+                    total,
+                },
+            );
+        }
+        Ok(())
+    };
+    let results = match engine.run_plan(spec, image, condition, mask, &mut hook) {
+        Ok(results) => results,
+        Err(GenerateError::Cancelled) => return cancelled_outcome(shared),
+        Err(GenerateError::Failed(reason)) => return Outcome::Failed(reason),
+    };
+    let plan = &spec.plan;
+    let mut images = Vec::with_capacity(results.len());
+    for (index, result) in results.iter().enumerate() {
+        let settings = serde_json::json!({
+            "instruction": spec.instruction,
+            "intent": plan.intent,
+            "scene": plan.scene,
+            "pipeline": plan.pipeline,
+            "prompt": plan.prompt,
+            "negative_prompt": plan.negative_prompt,
+            "steps": plan.steps,
+            "guidance": plan.guidance,
+            "scheduler": plan.scheduler,
+            "seed": spec.seed.wrapping_add(index as u64),
+            "loras": spec.loras,
+            "enhancer": plan.enhancer,
+            "image": spec.image,
+            "condition": spec.condition,
+            "mask": spec.mask,
+        });
+        match store_result(shared, result, &settings) {
             Ok(id) => images.push(id),
             Err(reason) => return Outcome::Failed(reason),
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
-use huatu_agent::execute::{execute, Models, RunOptions};
+use huatu_agent::execute::{enhancer_upscales, execute, switch_lora, Models, RunOptions};
 use huatu_agent::planner::default_lora_dir;
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
@@ -118,6 +118,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         println!("note: {note}");
     }
 
+    if args.sr_model.is_none() && task.enhancer.as_deref().is_some_and(enhancer_upscales) {
+        bail!("the scene's enhancer upscales with Real-ESRGAN: pass --sr-model FILE (.pth or .safetensors)");
+    }
     let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(TINY_MODEL));
     if args.model.is_none() {
         println!("model: the tiny random test model ({}); pass --model for real pictures", model_dir.display());
@@ -132,8 +135,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         Some(path) => Some(huatu_imaging::Upscaler::load(path).context("cannot use --sr-model")?),
         None => None,
     };
-    let models = Models { base: &mut base, instruct: instruct.as_ref(), controlnet: controlnet.as_ref(), upscaler: upscaler.as_ref() };
-    let options = RunOptions { seed: args.seed.unwrap_or_else(random_seed), noise: None };
+    switch_lora(&task, &mut base)?;
+    let models = Models { base: &base, instruct: instruct.as_ref(), controlnet: controlnet.as_ref(), upscaler: upscaler.as_ref() };
+    let options = RunOptions { seed: args.seed.unwrap_or_else(random_seed), noise: None, mask: None };
     let mut bar = StepBar::new(task.steps);
     let images = execute(&task, models, &options, &mut bar)?;
     bar.finish();

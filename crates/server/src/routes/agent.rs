@@ -271,11 +271,11 @@ pub async fn agent(
             lora_dir,
         };
         let plan = huatu_agent::plan(&parse, &inputs, &assistant.scenes, assistant.lexicon);
-        Ok((parse, plan, original_id, mask_id))
+        Ok((parse, plan, original_id, condition_id, mask_id))
     })
     .await
     .map_err(|error| ApiError::internal("running the agent", &error))?;
-    let (parse, plan, original_id, mask_id) = planned
+    let (parse, plan, original_id, condition_id, mask_id) = planned
         .map_err(|error| ApiError::internal("running the agent", &std::io::Error::other(error)))?;
 
     let mut answer = json!({
@@ -300,22 +300,35 @@ pub async fn agent(
         image: original_id,
         mask,
         mask_id,
+        condition: condition_id,
         image_size,
     };
     let lora_dir = state.config.data_dir.join("loras");
-    match map_plan(&task, overrides, &lora_dir, &edit, state.config.max_images) {
+    let mapped = map_plan(
+        &instruction,
+        &task,
+        overrides,
+        &lora_dir,
+        &edit,
+        state.config.max_images,
+        state.capabilities,
+    );
+    match mapped {
         Mapped::NotRun(reply, notes) => {
             answer["reply"] = json!(reply);
             answer["notes"] = json!(notes);
         }
         Mapped::Job(spec, notes) => {
             answer["notes"] = json!(notes);
-            if let JobSpec::Generation(generation) = &spec {
-                let max = state.config.max_dimension;
-                if generation.width > max || generation.height > max {
+            if let JobSpec::Agent(agent) = &spec {
+                let (width, height, max) = (
+                    agent.plan.width,
+                    agent.plan.height,
+                    state.config.max_dimension,
+                );
+                if width > max || height > max {
                     return Err(ApiError::invalid(format!(
-                        "the plan's size {}×{} is over this server's limit of {max}; send `size` to choose a smaller one",
-                        generation.width, generation.height
+                        "the plan's size {width}×{height} is over this server's limit of {max}; send `size` to choose a smaller one"
                     )));
                 }
             }

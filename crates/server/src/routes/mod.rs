@@ -220,6 +220,7 @@ mod tests {
                 shared,
                 model_loaded: false,
                 native_size: (1024, 1024),
+                capabilities: Default::default(),
                 assistant: None,
                 stopping,
                 started_at: Instant::now(),

@@ -22,6 +22,11 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<serde_json
         "auth": !state.config.api_keys.is_empty(),
         "agent": state.assistant.is_some(),
         "edits": true,
+        "models": {
+            "instruct_pix2pix": state.capabilities.instruct,
+            "controlnet": state.capabilities.controlnet,
+            "upscaler": state.capabilities.upscaler,
+        },
     })))
 }
 

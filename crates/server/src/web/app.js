@@ -303,7 +303,7 @@ async function refreshHistory() {
   history.textContent = "";
   for (const job of list) {
     const item = document.createElement("li");
-    const prompt = (job.request && job.request.prompt) || job.kind;
+    const prompt = (job.request && (job.request.instruction || job.request.prompt)) || job.kind;
     item.title = prompt;
     if (job.status === "succeeded" && job.images.length) {
       const image = document.createElement("img");

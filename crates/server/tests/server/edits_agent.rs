@@ -219,7 +219,10 @@ fn agent_understands_plans_and_queues_the_job() {
     let id = answer["job"]["id"].as_str().expect("a job").to_string();
     let job = wait_for(address, &id, Duration::from_secs(60), is_terminal);
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(job["request"]["width"], 64);
+    assert_eq!(job["kind"], "agent", "{job}");
+    assert_eq!(job["request"]["plan"]["width"], 64);
+    assert_eq!(job["request"]["plan"]["steps"], 2);
+    assert_eq!(job["request"]["instruction"], "请帮我生成一张元宵祝福图");
 
     // Not an image request: a reply, no job.
     let answer = send(&[("instruction", None, "帮我写一首诗".as_bytes())]).json();
@@ -243,11 +246,36 @@ fn agent_understands_plans_and_queues_the_job() {
         "{answer}"
     );
     if answer["intent"] == "edit.instruct" {
+        // No InstructPix2Pix model loaded: the instruction runs as an inpainting prompt.
         let id = answer["job"]["id"].as_str().expect("a job").to_string();
         let job = wait_for(address, &id, Duration::from_secs(60), is_terminal);
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["kind"], "edit");
         assert!(job["request"]["mask"].is_string(), "{job}");
+        assert!(
+            answer["notes"].to_string().contains("--instruct-model"),
+            "{answer}"
+        );
+    }
+
+    // A region edit without a ControlNet: planned, said why it is not run, no job.
+    let mut parts = vec![
+        ("instruction", None, "把这个logo放到图片右下角".as_bytes()),
+        ("original", Some("a.png"), &image[..]),
+        ("condition", Some("logo.png"), &image[..]),
+    ];
+    parts.extend_from_slice(&small);
+    let answer = send(&parts).json();
+    if answer["intent"] == "edit.reference" {
+        assert_eq!(answer["plan"]["pipeline"], "controlnet-inpaint", "{answer}");
+        assert!(answer["job"].is_null(), "{answer}");
+        assert!(
+            answer["reply"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ControlNet"),
+            "{answer}"
+        );
     }
 
     let message = send(&[("original", Some("a.png"), &image)]).expect_error(400, "invalid_request");
@@ -288,4 +316,115 @@ fn agent_without_an_intent_model_answers_503() {
     assert!(response
         .expect_error(503, "unavailable")
         .contains("--intent-model"));
+}
+
+/// A picture with edges (a bright square on dark), so Canny has something to find.
+fn square_png(width: u32, height: u32) -> Vec<u8> {
+    let pixels: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (x, y)))
+        .flat_map(|(x, y)| {
+            let inside = (width / 4..3 * width / 4).contains(&x)
+                && (height / 4..3 * height / 4).contains(&y);
+            if inside {
+                [230u8, 40, 40]
+            } else {
+                [20, 20, 60]
+            }
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&pixels).unwrap();
+    }
+    bytes
+}
+
+#[test]
+fn agent_runs_text_edits_and_region_edits_with_the_loaded_models() {
+    let fixtures = workspace_root().join("tests/fixtures");
+    let server = TestServer::start(|config| {
+        config.intent_model = Some(workspace_root().join("models/intent"));
+        config.instruct_model = Some(fixtures.join("sdxl_tiny_instruct_pix2pix"));
+        config.controlnet = Some(fixtures.join("controlnet_tiny"));
+    });
+    let address = server.address;
+    let health = server.get("/healthz").json();
+    assert_eq!(health["models"]["instruct_pix2pix"], true, "{health}");
+    assert_eq!(health["models"]["controlnet"], true, "{health}");
+    assert_eq!(health["models"]["upscaler"], false, "{health}");
+    let send = |parts: &[(&str, Option<&str>, &[u8])]| {
+        let (content_type, body) = multipart(parts);
+        let response = request(
+            address,
+            "POST",
+            "/v1/agent",
+            &[("Content-Type", content_type.as_str())],
+            &body,
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    };
+    let original = png_bytes(64, 64);
+    let result_of = |answer: &serde_json::Value| {
+        let id = answer["job"]["id"].as_str().expect("a job").to_string();
+        let job = wait_for(address, &id, Duration::from_secs(120), is_terminal);
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["kind"], "agent", "{job}");
+        let image = job["images"][0]["id"]
+            .as_str()
+            .expect("an image")
+            .to_string();
+        let png = request(address, "GET", &format!("/v1/images/{image}"), &[], b"").body;
+        assert_eq!(png_size(&png), (64, 64));
+        (job, png_pixels(&png))
+    };
+    let at =
+        |pixels: &[u8], x: usize, y: usize| pixels[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3].to_vec();
+
+    // A text edit inside the drawn region runs InstructPix2Pix; outside it nothing changes.
+    let answer = send(&[
+        ("instruction", None, "把天空换成晚霞".as_bytes()),
+        ("original", Some("a.png"), &original),
+        (
+            "region",
+            None,
+            br#"{"x": 32, "y": 16, "width": 64, "height": 32}"#,
+        ),
+        ("steps", None, b"2"),
+        ("seed", None, b"5"),
+    ]);
+    assert_eq!(answer["intent"], "edit.instruct", "{answer}");
+    assert_eq!(answer["plan"]["pipeline"], "instruct-pix2pix", "{answer}");
+    assert!(
+        !answer["notes"].to_string().contains("--instruct-model"),
+        "{answer}"
+    );
+    let (job, pixels) = result_of(&answer);
+    assert_eq!(
+        job["request"]["plan"]["pipeline"], "instruct-pix2pix",
+        "{job}"
+    );
+    assert!(job["request"]["mask"].is_string(), "{job}");
+    assert!((32..64).all(|y| (0..64).all(|x| at(&pixels, x, y) == [128, 128, 128])));
+    assert!((0..32).any(|y| (0..64).any(|x| at(&pixels, x, y) != [128, 128, 128])));
+
+    // A region edit puts the supplied image into the named corner with the ControlNet.
+    let answer = send(&[
+        ("instruction", None, "把这个logo放到图片右下角".as_bytes()),
+        ("original", Some("a.png"), &original),
+        ("condition", Some("logo.png"), &square_png(48, 48)),
+        ("steps", None, b"2"),
+        ("seed", None, b"6"),
+    ]);
+    assert_eq!(answer["intent"], "edit.reference", "{answer}");
+    assert_eq!(answer["plan"]["pipeline"], "controlnet-inpaint", "{answer}");
+    let (job, pixels) = result_of(&answer);
+    assert_eq!(job["progress"]["total"], 2, "{job}");
+    // The right-bottom box is x, y in [35, 61) of 64; the top-left quarter is untouched.
+    assert!((0..32).all(|y| (0..32).all(|x| at(&pixels, x, y) == [128, 128, 128])));
+    assert!((36..60).any(|y| (36..60).any(|x| at(&pixels, x, y) != [128, 128, 128])));
 }
