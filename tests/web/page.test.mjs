@@ -120,9 +120,12 @@ try {
 
   // Edit: upload an original, draw the region on it, send an instruction.
   const original = path.join(out, "original.png");
-  writeFileSync(original, png(64, 64, [40, 90, 200]));
+  // 100×70 is no multiple of 8: the page crops it to 96×64 and says so.
+  writeFileSync(original, png(100, 70, [40, 90, 200]));
   await page.setInputFiles("#original-input", original);
-  await page.waitForFunction(() => document.getElementById("region-canvas").width === 64);
+  await page.waitForFunction(() => document.getElementById("region-canvas").width === 96);
+  const fitted = await page.locator("#messages").textContent();
+  if (!fitted.includes("已调整为 96×64")) fail("no note about the fitted original: " + fitted);
   const box = await page.locator("#region-canvas").boundingBox();
   await page.mouse.move(box.x + box.width * 0.25, box.y + box.height * 0.25);
   await page.mouse.down();

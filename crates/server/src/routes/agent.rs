@@ -321,6 +321,10 @@ pub async fn agent(
         Mapped::Job(spec, notes) => {
             answer["notes"] = json!(notes);
             if let JobSpec::Agent(agent) = &spec {
+                // The plan as it runs: overrides applied, edits at the original's size.
+                answer["plan"] = plan_view(&agent.plan);
+            }
+            if let JobSpec::Agent(agent) = &spec {
                 let (width, height, max) = (
                     agent.plan.width,
                     agent.plan.height,

@@ -22,6 +22,10 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<serde_json
         "auth": !state.config.api_keys.is_empty(),
         "agent": state.assistant.is_some(),
         "edits": true,
+        "limits": {
+            "max_dimension": state.config.max_dimension,
+            "native_size": [state.native_size.0, state.native_size.1],
+        },
         "models": {
             "instruct_pix2pix": state.capabilities.instruct,
             "controlnet": state.capabilities.controlnet,

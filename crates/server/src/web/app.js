@@ -51,6 +51,7 @@ async function refreshStatus() {
       : "未加载模型";
     label.className = "status " + (health.model_loaded ? "ok" : "bad");
     state.auth = health.auth;
+    state.limits = health.limits;
   } catch (_) {
     $("server-status").textContent = "无法连接服务器";
     $("server-status").className = "status bad";
@@ -66,6 +67,30 @@ function loadImage(file) {
     image.onerror = () => reject(new Error("无法读取图片"));
     image.src = url;
   });
+}
+
+// The picture the server works on: sides multiples of 8 (SDXL's VAE), at most twice the
+// model's native area and within the server's largest side. Larger photos are scaled
+// down, then a few pixels are cropped from the edges; the region is drawn on the result.
+async function workingImage(loaded) {
+  const image = loaded.image;
+  const [width, height] = [image.naturalWidth, image.naturalHeight];
+  const limits = state.limits || { max_dimension: 2048, native_size: [1024, 1024] };
+  const area = 2 * limits.native_size[0] * limits.native_size[1];
+  const scale = Math.min(1, Math.sqrt(area / (width * height)), limits.max_dimension / width, limits.max_dimension / height);
+  const [scaledWidth, scaledHeight] = [width * scale, height * scale];
+  const [fitWidth, fitHeight] = [Math.floor(scaledWidth / 8) * 8, Math.floor(scaledHeight / 8) * 8];
+  if ((fitWidth === width && fitHeight === height) || fitWidth < 8 || fitHeight < 8) return loaded;
+  const canvas = document.createElement("canvas");
+  canvas.width = fitWidth;
+  canvas.height = fitHeight;
+  const context = canvas.getContext("2d");
+  context.imageSmoothingQuality = "high";
+  context.drawImage(image, (fitWidth - scaledWidth) / 2, (fitHeight - scaledHeight) / 2, scaledWidth, scaledHeight);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const fitted = await loadImage(new File([blob], "original.png", { type: "image/png" }));
+  fitted.note = "原图 " + width + "×" + height + " 已调整为 " + fitWidth + "×" + fitHeight + "（边长需为 8 的倍数" + (scale < 1 ? "，并按模型尺寸缩小" : "") + "）。";
+  return fitted;
 }
 
 function canvasScale() {
@@ -107,7 +132,8 @@ $("original-input").addEventListener("change", async (event) => {
   state.region = null;
   if (!file) { state.original = null; drawCanvas(); showRegion(); return; }
   try {
-    state.original = await loadImage(file);
+    state.original = await workingImage(await loadImage(file));
+    if (state.original.note) say(state.original.note);
     const canvas = $("region-canvas");
     const image = state.original.image;
     const scale = Math.min(320 / image.naturalWidth, 320 / image.naturalHeight, 1) || 1;

@@ -399,6 +399,8 @@ fn agent_runs_text_edits_and_region_edits_with_the_loaded_models() {
     ]);
     assert_eq!(answer["intent"], "edit.instruct", "{answer}");
     assert_eq!(answer["plan"]["pipeline"], "instruct-pix2pix", "{answer}");
+    assert_eq!(answer["plan"]["width"], 64, "{answer}");
+    assert_eq!(answer["plan"]["steps"], 2, "{answer}");
     assert!(
         !answer["notes"].to_string().contains("--instruct-model"),
         "{answer}"
