@@ -1,5 +1,5 @@
 // The web page in real headless Chromium against a live server on 127.0.0.1 running the
-// tiny model: generate from the chat box with live progress, result, download and
+// tiny models: generate from the chat box with live progress, result, download and
 // history; then upload an original, draw the edit region and edit inside it.
 //
 //   apt-get install -y chromium && (cd tests/web && npm install) && \
@@ -58,7 +58,12 @@ function png(width, height, rgb) {
 
 const binary = process.env.HUATU_SERVER || path.join(root, "target/release/huatu-server");
 const data = mkdtempSync(path.join(tmpdir(), "huatu-web-"));
-const server = spawn(binary, ["--model", path.join(root, "tests/fixtures/sdxl_tiny"), "--intent-model", path.join(root, "models/intent"), "--data", data, "--listen", "127.0.0.1:0"], {
+const fixtures = path.join(root, "tests/fixtures");
+const server = spawn(binary, [
+  "--model", path.join(fixtures, "sdxl_tiny"), "--intent-model", path.join(root, "models/intent"),
+  "--instruct-model", path.join(fixtures, "sdxl_tiny_instruct_pix2pix"), "--controlnet", path.join(fixtures, "controlnet_tiny"),
+  "--data", data, "--listen", "127.0.0.1:0",
+], {
   stdio: ["ignore", "pipe", "inherit"],
 });
 const base = await new Promise((resolve, reject) => {
@@ -139,6 +144,8 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll("#messages li")].filter((li) => li.textContent.includes("完成了")).length >= 2, null, { timeout: 60000 });
   const editPlan = await page.locator("#plan").textContent();
   if (!editPlan.includes("识别意图：edit.")) fail("the edit was not recognised: " + editPlan);
+  if (editPlan.includes("--instruct-model")) fail("the loaded InstructPix2Pix model was not used: " + editPlan);
+  if (!editPlan.includes("96×64")) fail("the plan does not run at the original's size: " + editPlan);
   await page.waitForFunction(() => document.querySelectorAll("#history li img").length >= 2);
   await page.screenshot({ path: path.join(out, "edit.png"), fullPage: true });
   console.log("edit: ok (region " + region + "; " + editPlan.split("\n")[0] + ")");
