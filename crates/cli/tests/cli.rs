@@ -442,3 +442,27 @@ fn only_the_masked_area_is_worked_on_and_pasted_back() {
     }
     assert!(changed, "the box was not repainted");
 }
+
+#[test]
+fn train_intent_weighs_repeated_data_and_scores_every_dev_set() {
+    let dir = temp_dir("train-intent");
+    let dev = Path::new(FIXTURES).join("../../data/intents/dev.jsonl");
+    let text = std::fs::read_to_string(&dev).expect("dev set");
+    let small = dir.join("small.jsonl");
+    std::fs::write(&small, text.lines().take(24).collect::<Vec<_>>().join("\n")).expect("write");
+    let out = dir.join("model");
+    let weighted = format!("{}*3", small.display());
+    let (small, out_text) = (small.display().to_string(), out.display().to_string());
+    let output = huatu(&[
+        "train", "intent", "--data", &weighted, "--data", &small, "--dev", &small, "--dev", &small,
+        "--epochs", "1", "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
+        "--out", &out_text,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(log.contains("counted 3 times") && log.contains("training on 96 instructions"), "{log}");
+    assert_eq!(log.matches("intent accuracy").count(), 2, "{log}");
+    assert!(["config.json", "vocab.txt", "model.safetensors"].iter().all(|file| out.join(file).is_file()));
+    let bad = huatu(&["train", "intent", "--data", &format!("{small}*0"), "--out", &out_text]);
+    assert!(!bad.status.success() && stderr(&bad).contains("whole number ≥ 1"), "{}", stderr(&bad));
+}

@@ -17,12 +17,13 @@ pub enum TrainCommand {
 
 #[derive(Args, Debug)]
 pub struct TrainIntentArgs {
-    /// Training data: JSON lines with text, intent, slots.
-    #[arg(long, default_value = "data/intents/train.jsonl")]
-    pub data: PathBuf,
-    /// Labelled data scored after every epoch (not trained on).
+    /// Training data: JSON lines with text, intent, slots. Repeat for several files;
+    /// `FILE*N` counts a file N times (to weigh a small hand-written set up).
+    #[arg(long = "data", default_value = "data/intents/train.jsonl", value_parser = parse_weighted)]
+    pub data: Vec<(PathBuf, usize)>,
+    /// Labelled data scored after every epoch (not trained on). Repeat for several.
     #[arg(long)]
-    pub dev: Option<PathBuf>,
+    pub dev: Vec<PathBuf>,
     /// Output model folder.
     #[arg(long, default_value = "models/intent")]
     pub out: PathBuf,
@@ -55,10 +56,32 @@ pub struct TrainIntentArgs {
     pub f32: bool,
 }
 
+/// `FILE` or `FILE*N` (N ≥ 1).
+fn parse_weighted(text: &str) -> Result<(PathBuf, usize), String> {
+    match text.rsplit_once('*') {
+        Some((path, times)) if !path.is_empty() => match times.parse::<usize>() {
+            Ok(times) if times >= 1 => Ok((PathBuf::from(path), times)),
+            _ => Err(format!("`{text}`: the count after `*` must be a whole number ≥ 1")),
+        },
+        _ => Ok((PathBuf::from(text), 1)),
+    }
+}
+
 pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     let TrainCommand::Intent(args) = command;
-    let examples = read_jsonl(&args.data)?;
-    let dev = args.dev.as_deref().map(read_jsonl).transpose()?;
+    let mut examples = Vec::new();
+    for (path, times) in &args.data {
+        let read = read_jsonl(path)?;
+        eprintln!("{} instructions from {}{}", read.len(), path.display(), if *times > 1 { format!(", counted {times} times") } else { String::new() });
+        for _ in 0..*times {
+            examples.extend(read.iter().cloned());
+        }
+    }
+    let dev = args
+        .dev
+        .iter()
+        .map(|path| Ok((path.display().to_string(), read_jsonl(path)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = TrainOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -73,11 +96,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         pretrained: args.pretrained,
         ..TrainOptions::default()
     };
-    eprintln!(
-        "training on {} instructions from {}",
-        examples.len(),
-        args.data.display()
-    );
+    eprintln!("training on {} instructions", examples.len());
     let started = Instant::now();
     let mut trainer = Trainer::new(&examples, options)?;
     let mut failure = None;
@@ -88,7 +107,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             "epoch {:>2}: intent loss {:.4}, tag loss {:.4}, {:.1} s",
             report.epoch, report.intent_loss, report.tag_loss, report.seconds
         );
-        if let Some(dev) = &dev {
+        for (name, dev) in &dev {
             let texts: Vec<&str> = dev.iter().map(|e| e.text.as_str()).collect();
             match texts
                 .chunks(64)
@@ -99,7 +118,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                     let parses: Vec<_> = parses.into_iter().flatten().collect();
                     let scores = evaluate(dev, &parses);
                     line += &format!(
-                        "; dev intent accuracy {:.1}%, slot F1 {:.1}%",
+                        "; {name}: intent accuracy {:.1}%, slot F1 {:.1}%",
                         100.0 * scores.intent_accuracy(),
                         100.0 * scores.slots.f1()
                     );
