@@ -16,7 +16,7 @@ use huatu_diffusion::pipelines::{
     InpaintRequest, InstructPix2PixRequest, ProgressSink, RgbImage, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
-use huatu_imaging::edit::{control_canvas, region_mask, CannyThresholds, Rect};
+use huatu_imaging::edit::{control_canvas, mask_bounds, region_mask, CannyThresholds, Rect};
 use huatu_imaging::{Preset, Scenario, Step, StepKind, Upscaler};
 
 use crate::planner::{PipelineKind, TaskPlan};
@@ -42,7 +42,8 @@ pub struct RunOptions {
     pub noise: Option<Tensor>,
     /// A drawn mask the size of the original (white = change) instead of the plan's frame
     /// words: region edits put the condition image into its bounding box, text edits
-    /// change only inside it.
+    /// change only inside it. Cropped with the original when that is cropped to multiples
+    /// of 8.
     pub mask: Option<GrayImage>,
 }
 
@@ -254,10 +255,10 @@ pub fn execute(
             let image = read_image(image_path)?;
             let (rect, mask) = match &options.mask {
                 Some(drawn) => {
-                    check_mask(drawn, &image)?;
-                    let rect = bounding_box(drawn)
+                    let drawn = fit_mask(drawn, &image)?;
+                    let rect = mask_bounds(&drawn.pixels, drawn.width)
                         .ok_or_else(|| failed("region edit", "the drawn mask is empty"))?;
-                    (rect, drawn.pixels.clone())
+                    (rect, drawn.pixels)
                 }
                 None => {
                     let rect = rect_in(image.width, image.height, plan.region.as_deref());
@@ -318,9 +319,11 @@ pub fn execute(
                 )
             })?;
             let original = read_image(image_path)?;
-            if let Some(drawn) = &options.mask {
-                check_mask(drawn, &original)?;
-            }
+            let drawn = options
+                .mask
+                .as_ref()
+                .map(|mask| fit_mask(mask, &original))
+                .transpose()?;
             let request = InstructPix2PixRequest {
                 settings,
                 image: original.clone(),
@@ -329,7 +332,7 @@ pub fn execute(
             let edited = instruct_pix2pix(instruct, &request, progress)
                 .map_err(pipeline_failed("text edit"))?
                 .image;
-            images.push(match &options.mask {
+            images.push(match &drawn {
                 // Only the drawn region changes; a 2-pixel inward feather hides the seam.
                 Some(drawn) => paste_inside_mask(&original, &edited, &feathered_mask(drawn, 2))
                     .map_err(|e| failed("text edit", e))?,
@@ -343,8 +346,14 @@ pub fn execute(
         .collect()
 }
 
-fn check_mask(mask: &GrayImage, image: &RgbImage) -> Result<()> {
-    if (mask.width, mask.height) != (image.width, image.height) {
+/// The drawn mask for `image`: as it is when the sizes agree, or cropped like
+/// [`read_image`] crops the original when it was drawn on the uncropped original.
+fn fit_mask(mask: &GrayImage, image: &RgbImage) -> Result<GrayImage> {
+    let size = (image.width, image.height);
+    if (mask.width, mask.height) == size {
+        return Ok(mask.clone());
+    }
+    if (mask.width / 8 * 8, mask.height / 8 * 8) != size {
         return Err(failed(
             "edit region",
             format!(
@@ -353,34 +362,22 @@ fn check_mask(mask: &GrayImage, image: &RgbImage) -> Result<()> {
             ),
         ));
     }
-    Ok(())
-}
-
-/// The smallest box holding every mask pixel ≥ 128; `None` for an empty mask.
-fn bounding_box(mask: &GrayImage) -> Option<Rect> {
-    let mut rect: Option<Rect> = None;
-    for (index, &value) in mask.pixels.iter().enumerate() {
-        if value < 128 {
-            continue;
-        }
-        let (x, y) = ((index % mask.width) as u32, (index / mask.width) as u32);
-        let grown = match rect {
-            None => Rect {
-                left: x,
-                top: y,
-                right: x + 1,
-                bottom: y + 1,
-            },
-            Some(r) => Rect {
-                left: r.left.min(x),
-                top: r.top.min(y),
-                right: r.right.max(x + 1),
-                bottom: r.bottom.max(y + 1),
-            },
-        };
-        rect = Some(grown);
-    }
-    rect
+    let (left, top) = (
+        (mask.width - image.width) / 2,
+        (mask.height - image.height) / 2,
+    );
+    let pixels = (top..top + image.height)
+        .flat_map(|y| {
+            mask.pixels[y * mask.width + left..y * mask.width + left + image.width]
+                .iter()
+                .copied()
+        })
+        .collect();
+    Ok(GrayImage {
+        width: image.width,
+        height: image.height,
+        pixels,
+    })
 }
 
 #[cfg(test)]
@@ -398,31 +395,30 @@ mod tests {
     }
 
     #[test]
-    fn a_drawn_mask_gives_its_bounding_box() {
-        let mut pixels = vec![0u8; 16 * 8];
-        pixels[2 * 16 + 3] = 255;
-        pixels[5 * 16 + 9] = 200;
-        pixels[7 * 16 + 15] = 100; // below half: outside
-        let mask = GrayImage {
-            width: 16,
+    fn a_mask_drawn_on_the_uncropped_original_is_cropped_with_it() {
+        let image = RgbImage {
+            width: 8,
             height: 8,
+            pixels: vec![0; 8 * 8 * 3],
+        };
+        // 10×9 → 8×8: one column off the left, none off the top.
+        let pixels = (0..9 * 10)
+            .map(|i| if i % 10 == 1 { 255 } else { 0 })
+            .collect();
+        let mask = GrayImage {
+            width: 10,
+            height: 9,
             pixels,
         };
-        assert_eq!(
-            bounding_box(&mask),
-            Some(Rect {
-                left: 3,
-                top: 2,
-                right: 10,
-                bottom: 6
-            })
-        );
-        let empty = GrayImage {
-            width: 4,
-            height: 4,
-            pixels: vec![0; 16],
+        let fitted = fit_mask(&mask, &image).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((fitted.width, fitted.height), (8, 8));
+        assert!((0..8).all(|y| fitted.pixels[y * 8] == 255 && fitted.pixels[y * 8 + 1] == 0));
+        let wrong = GrayImage {
+            width: 16,
+            height: 8,
+            pixels: vec![0; 128],
         };
-        assert_eq!(bounding_box(&empty), None);
+        assert!(fit_mask(&wrong, &image).is_err());
     }
 
     #[test]

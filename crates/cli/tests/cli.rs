@@ -466,3 +466,24 @@ fn train_intent_weighs_repeated_data_and_scores_every_dev_set() {
     let bad = huatu(&["train", "intent", "--data", &format!("{small}*0"), "--out", &out_text]);
     assert!(!bad.status.success() && stderr(&bad).contains("whole number ≥ 1"), "{}", stderr(&bad));
 }
+
+#[test]
+fn chat_with_a_box_changes_only_inside_it() {
+    let dir = temp_dir("chat-box");
+    let out = dir.join("boxed.png");
+    let output = huatu(&[
+        "chat", "把天空换成晚霞", "--image", &edit_reference("image.png"), "--box", "0,0,64,24",
+        "--instruct-model", &fixture("sdxl_tiny_instruct_pix2pix").display().to_string(),
+        "--steps", "2", "--seed", "1", "--out", &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("region: box (0, 0)–(64, 24)"), "{}", stdout(&output));
+    let (pixels, _) = read_png(&out);
+    let (original, _) = read_png(&fixture("edit_tiny_reference/image.png"));
+    let row = |y: usize| (y * 64 * 3, (y + 1) * 64 * 3);
+    let (start, end) = (row(24).0, row(63).1);
+    assert_eq!(pixels[start..end], original[start..end], "rows below the box changed");
+    assert_ne!(pixels[..row(21).1], original[..row(21).1], "nothing changed inside the box");
+    let output = huatu(&["chat", "把天空换成晚霞", "--box", "0,0,8,8"]);
+    assert!(!output.status.success() && stderr(&output).contains("--image"), "{}", stderr(&output));
+}

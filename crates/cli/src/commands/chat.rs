@@ -14,6 +14,8 @@ use huatu_agent::scenes::Scenes;
 use huatu_agent::{plan, Plan, PlanInputs};
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::pipelines::GrayImage;
+use huatu_imaging::edit::{region_mask, Rect, Region};
 
 use crate::commands::parse::default_model_dir;
 use crate::model_args::{numbered_path, random_seed, StepBar};
@@ -31,6 +33,13 @@ pub struct ChatArgs {
     /// The image to put into the original (a logo, a product), for region edits.
     #[arg(long)]
     pub condition_image: Option<PathBuf>,
+    /// Where to edit, as a center and size `CX,CY,W,H` (pixels, or fractions like 0.5),
+    /// instead of the frame words of the instruction. Needs --image.
+    #[arg(long, requires = "image", conflicts_with = "box_corners")]
+    pub region: Option<String>,
+    /// Where to edit, as corners `X0,Y0,X1,Y1` (pixels or fractions). Needs --image.
+    #[arg(long = "box", requires = "image")]
+    pub box_corners: Option<String>,
     /// SDXL model (diffusers folder). Default: the tiny random test model.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -68,6 +77,21 @@ pub struct ChatArgs {
 fn load_sdxl(path: &std::path::Path, device: &Device) -> anyhow::Result<SdxlComponents> {
     SdxlComponents::load(&ModelSource::from_path(path)?, LoadOptions::default(), device)
         .with_context(|| format!("cannot load the model from {}", path.display()))
+}
+
+/// The mask of --region/--box at the original's size (white inside), and its rectangle.
+fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
+    let region = match (&args.region, &args.box_corners) {
+        (Some(text), _) => Region::parse_center(text)?,
+        (None, Some(text)) => Region::parse_box(text)?,
+        (None, None) => return Ok(None),
+    };
+    let Some(path) = &args.image else { return Ok(None) };
+    let (width, height) =
+        image::image_dimensions(path).with_context(|| format!("cannot read the image {}", path.display()))?;
+    let rect = region.to_rect(width, height)?;
+    let pixels = region_mask(rect, width, height).into_raw();
+    Ok(Some((GrayImage { width: width as usize, height: height as usize, pixels }, rect)))
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -121,6 +145,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     if args.sr_model.is_none() && task.enhancer.as_deref().is_some_and(enhancer_upscales) {
         bail!("the scene's enhancer upscales with Real-ESRGAN: pass --sr-model FILE (.pth or .safetensors)");
     }
+    let mask = drawn_mask(&args)?;
+    if let Some((_, rect)) = &mask {
+        println!("region: box ({}, {})–({}, {}) of the original", rect.left, rect.top, rect.right, rect.bottom);
+    }
     let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(TINY_MODEL));
     if args.model.is_none() {
         println!("model: the tiny random test model ({}); pass --model for real pictures", model_dir.display());
@@ -137,7 +165,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     };
     switch_lora(&task, &mut base)?;
     let models = Models { base: &base, instruct: instruct.as_ref(), controlnet: controlnet.as_ref(), upscaler: upscaler.as_ref() };
-    let options = RunOptions { seed: args.seed.unwrap_or_else(random_seed), noise: None, mask: None };
+    let options = RunOptions { seed: args.seed.unwrap_or_else(random_seed), noise: None, mask: mask.map(|(mask, _)| mask) };
     let mut bar = StepBar::new(task.steps);
     let images = execute(&task, models, &options, &mut bar)?;
     bar.finish();

@@ -17,7 +17,7 @@ use huatu_diffusion::pipelines::{
     image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage, Image2ImageRequest,
     InpaintRequest, InstructPix2PixRequest, RgbImage,
 };
-use huatu_imaging::edit::{control_canvas, masked_area, region_mask, CannyThresholds, Rect, Region};
+use huatu_imaging::edit::{control_canvas, mask_bounds, masked_area, region_mask, CannyThresholds, Rect, Region};
 
 use crate::model_args::{random_seed, ModelArgs, SamplingArgs, StepBar};
 use crate::png_output::write_png;
@@ -111,22 +111,6 @@ fn to_image_crate(image: &RgbImage) -> anyhow::Result<image::RgbImage> {
         .context("internal: image buffer size")
 }
 
-/// The smallest rectangle holding every mask pixel ≥ 128.
-fn mask_bounds(mask: &GrayImage) -> Option<Rect> {
-    let mut bounds: Option<Rect> = None;
-    for (index, &value) in mask.pixels.iter().enumerate() {
-        if value < 128 {
-            continue;
-        }
-        let (x, y) = ((index % mask.width) as u32, (index / mask.width) as u32);
-        let rect = bounds.get_or_insert(Rect { left: x, top: y, right: x + 1, bottom: y + 1 });
-        rect.left = rect.left.min(x);
-        rect.top = rect.top.min(y);
-        rect.right = rect.right.max(x + 1);
-        rect.bottom = rect.bottom.max(y + 1);
-    }
-    bounds
-}
 
 /// The mask and the region it covers, from --mask, --region or --box.
 fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(GrayImage, Rect)>> {
@@ -143,7 +127,7 @@ fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(
     }
     let Some(path) = &args.mask else { return Ok(None) };
     let mask = read_gray(path, "--mask")?;
-    let rect = mask_bounds(&mask).with_context(|| format!("{} is empty: no pixel ≥ 128 to repaint", path.display()))?;
+    let rect = mask_bounds(&mask.pixels, mask.width).with_context(|| format!("{} is empty: no pixel ≥ 128 to repaint", path.display()))?;
     Ok(Some((mask, rect)))
 }
 

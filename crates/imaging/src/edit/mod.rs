@@ -9,4 +9,4 @@ pub mod region;
 
 pub use canny::{canny, CannyThresholds};
 pub use condition::control_canvas;
-pub use region::{region_mask, Rect, Region};
+pub use region::{mask_bounds, region_mask, Rect, Region};

@@ -130,9 +130,37 @@ pub fn region_mask(rect: Rect, width: u32, height: u32) -> GrayImage {
     })
 }
 
+/// The smallest rectangle holding every mask pixel ≥ 128 (`pixels` row by row, `width`
+/// per row); `None` for a mask that marks nothing.
+pub fn mask_bounds(pixels: &[u8], width: usize) -> Option<Rect> {
+    let mut bounds: Option<Rect> = None;
+    for (index, &value) in pixels.iter().enumerate() {
+        if value < 128 {
+            continue;
+        }
+        let (x, y) = ((index % width) as u32, (index / width) as u32);
+        let rect = bounds.get_or_insert(Rect { left: x, top: y, right: x + 1, bottom: y + 1 });
+        rect.left = rect.left.min(x);
+        rect.top = rect.top.min(y);
+        rect.right = rect.right.max(x + 1);
+        rect.bottom = rect.bottom.max(y + 1);
+    }
+    bounds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_bounds_hold_every_marked_pixel() {
+        let mut pixels = vec![0u8; 16 * 8];
+        pixels[2 * 16 + 3] = 255;
+        pixels[5 * 16 + 9] = 200;
+        pixels[7 * 16 + 15] = 100; // below half: not marked
+        assert_eq!(mask_bounds(&pixels, 16), Some(Rect { left: 3, top: 2, right: 10, bottom: 6 }));
+        assert_eq!(mask_bounds(&[0; 16], 4), None);
+    }
 
     #[test]
     fn center_and_box_in_pixels_and_fractions_give_the_same_rectangle() {
