@@ -58,8 +58,28 @@ impl Lexicon {
     pub fn translate(&self, text: &str) -> Translation {
         let normalized = normalize(text);
         let mut unknown = Vec::new();
-        let english = self.phrase(&normalized, &mut unknown);
+        let english = with_articles(&self.phrase(&normalized, &mut unknown));
         Translation { english, unknown }
+    }
+
+    /// The position word (上, 里面, 中间 …) that ends a location phrase at `chars[at..]`,
+    /// with its length: a single 上/里/中/下 that begins a longer word (下棋, 上衣) is not one.
+    fn position_at(&self, chars: &[char], at: usize) -> Option<(&'static str, usize)> {
+        let two: String = chars[at..(at + 2).min(chars.len())].iter().collect();
+        if let Some(&(_, preposition)) = POSITION_WORDS.iter().find(|(word, _)| *word == two) {
+            return Some((preposition, 2));
+        }
+        let preposition = match chars[at] {
+            '上' => "on",
+            '下' => "under",
+            '里' | '中' => "in",
+            _ => return None,
+        };
+        let starts_word = (2..=self.longest.min(chars.len() - at)).any(|n| {
+            let piece: String = chars[at..at + n].iter().collect();
+            self.entries.contains_key(&piece)
+        });
+        (!starts_word).then_some((preposition, 1))
     }
 
     /// "X的Y" → "Y, X"; otherwise a run of words.
@@ -75,21 +95,28 @@ impl Lexicon {
             }
         }
         let chars: Vec<char> = text.chars().filter(|&c| c != '的').collect();
+        // "X里" / "X上面" with no 在 (the head of "X里的Y"): "in X".
+        if chars.len() > 2 {
+            for length in [2, 1] {
+                let at = chars.len() - length;
+                if let Some((preposition, found)) = self.position_at(&chars, at) {
+                    if found == length {
+                        let inner: String = chars[..at].iter().collect();
+                        return format!("{preposition} {}", self.phrase(&inner, unknown));
+                    }
+                }
+            }
+        }
         let mut words: Vec<String> = Vec::new();
         let mut i = 0;
         while i < chars.len() {
             if chars[i] == '在' {
-                if let Some(end) =
-                    (i + 2..chars.len()).find(|&j| matches!(chars[j], '上' | '里' | '中' | '下'))
-                {
-                    let preposition = match chars[end] {
-                        '上' => "on",
-                        '下' => "under",
-                        _ => "in",
-                    };
+                let end = (i + 2..chars.len())
+                    .find_map(|j| self.position_at(&chars, j).map(|(p, n)| (j, p, n)));
+                if let Some((end, preposition, length)) = end {
                     let inner: String = chars[i + 1..end].iter().collect();
                     words.push(format!("{preposition} {}", self.phrase(&inner, unknown)));
-                    i = end + 1;
+                    i = end + length;
                     continue;
                 }
                 i += 1;
@@ -136,6 +163,38 @@ impl Lexicon {
             self.entries.contains_key(&piece)
         })
     }
+}
+
+/// Two-character position words and the preposition each stands for.
+const POSITION_WORDS: [(&str, &str); 10] = [
+    ("上面", "on"),
+    ("上边", "on"),
+    ("里面", "in"),
+    ("里边", "in"),
+    ("中间", "in the middle of"),
+    ("当中", "in the middle of"),
+    ("下面", "under"),
+    ("下边", "under"),
+    ("上方", "above"),
+    ("下方", "below"),
+];
+
+/// "a" before a vowel sound written as a vowel letter becomes "an" (a orange cat → an …).
+fn with_articles(english: &str) -> String {
+    let words: Vec<&str> = english.split(' ').collect();
+    let mut out = Vec::with_capacity(words.len());
+    for (index, word) in words.iter().enumerate() {
+        let next_vowel = words
+            .get(index + 1)
+            .and_then(|next| next.chars().next())
+            .is_some_and(|c| "aeiouAEIOU".contains(c));
+        out.push(if *word == "a" && next_vowel {
+            "an"
+        } else {
+            word
+        });
+    }
+    out.join(" ")
 }
 
 fn normalize(text: &str) -> String {
@@ -257,6 +316,21 @@ mod tests {
         assert_eq!(
             lexicon.translate("穿西裝的男人").english,
             "man, wearing suit"
+        );
+        // Position words end location phrases only where they are not part of a word.
+        assert_eq!(
+            lexicon.translate("冰箱里的蛋糕").english,
+            format!(
+                "{}, in {}",
+                lexicon.translate("蛋糕").english,
+                lexicon.translate("冰箱").english
+            )
+        );
+        let chess = lexicon.translate("老人在公园下棋").english;
+        assert!(!chess.contains("under"), "{chess}");
+        assert_eq!(
+            with_articles("a orange cat, a dog, a"),
+            "an orange cat, a dog, a"
         );
         let unknown = lexicon.translate("饕餮猫");
         assert_eq!(unknown.english, "cat");
