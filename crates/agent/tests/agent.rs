@@ -266,15 +266,26 @@ fn committed_model_snapshot_on_dev_examples() -> Result<()> {
     Ok(())
 }
 
+/// The figures the closing note reports, with a little room: a retrained model that falls
+/// below them, above all on the held-out test set, is a regression.
 #[test]
-fn committed_model_holds_its_dev_figures() -> Result<()> {
+fn committed_model_holds_its_figures_on_every_evaluation_set() -> Result<()> {
     let model = committed()?;
-    let dev = read_jsonl(&repo().join("data/intents/dev.jsonl"))?;
-    let texts: Vec<&str> = dev.iter().map(|e| e.text.as_str()).collect();
-    let parses = model.parse_batch(&texts)?;
-    let report = evaluate(&dev, &parses);
-    assert!(report.intent_accuracy() > 0.93, "{report}");
-    assert!(report.slots.f1() > 0.8, "{report}");
+    for (name, intent_accuracy, slot_f1) in [
+        ("dev.jsonl", 0.98, 0.92),
+        ("dev_external.jsonl", 0.96, 0.82),
+        ("test.jsonl", 0.97, 0.89),
+    ] {
+        let set = read_jsonl(&repo().join("data/intents").join(name))?;
+        let texts: Vec<&str> = set.iter().map(|e| e.text.as_str()).collect();
+        let parses = model.parse_batch(&texts)?;
+        let report = evaluate(&set, &parses);
+        assert!(
+            report.intent_accuracy() >= intent_accuracy,
+            "{name}: {report}"
+        );
+        assert!(report.slots.f1() >= slot_f1, "{name}: {report}");
+    }
     Ok(())
 }
 
@@ -293,6 +304,18 @@ fn training_files() -> Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+#[test]
+fn every_training_file_can_be_tagged() -> Result<()> {
+    for file in training_files()? {
+        for (line, example) in read_jsonl(&file)?.iter().enumerate() {
+            if let Err(error) = example.char_tags() {
+                panic!("{}, example {}: {error}", file.display(), line + 1);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[test]

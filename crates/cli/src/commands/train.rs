@@ -18,8 +18,9 @@ pub enum TrainCommand {
 #[derive(Args, Debug)]
 pub struct TrainIntentArgs {
     /// Training data: JSON lines with text, intent, slots. Repeat for several files;
-    /// `FILE*N` counts a file N times (to weigh a small hand-written set up).
-    #[arg(long = "data", default_value = "data/intents/train.jsonl", value_parser = parse_weighted)]
+    /// `FILE*N` counts a file N times (to weigh a small hand-written set up). Default: the
+    /// committed model's recipe, the generated corpus plus the hand-written sets ×3.
+    #[arg(long = "data", default_values = DEFAULT_DATA, value_parser = parse_weighted)]
     pub data: Vec<(PathBuf, usize)>,
     /// Labelled data scored after every epoch (not trained on). Repeat for several.
     #[arg(long)]
@@ -55,6 +56,15 @@ pub struct TrainIntentArgs {
     #[arg(long)]
     pub f32: bool,
 }
+
+const DEFAULT_DATA: [&str; 6] = [
+    "data/intents/train.jsonl",
+    "data/intents/handwritten_a.jsonl*3",
+    "data/intents/handwritten_b.jsonl*3",
+    "data/intents/handwritten_c.jsonl*3",
+    "data/intents/handwritten_d.jsonl*3",
+    "data/intents/handwritten_e.jsonl*3",
+];
 
 /// `FILE` or `FILE*N` (N ≥ 1).
 fn parse_weighted(text: &str) -> Result<(PathBuf, usize), String> {
@@ -141,4 +151,21 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_files_parse_and_the_default_recipe_exists() {
+        assert_eq!(parse_weighted("a.jsonl*3"), Ok((PathBuf::from("a.jsonl"), 3)));
+        assert_eq!(parse_weighted("a.jsonl"), Ok((PathBuf::from("a.jsonl"), 1)));
+        assert!(parse_weighted("a.jsonl*0").is_err() && parse_weighted("a.jsonl*x").is_err());
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for text in DEFAULT_DATA {
+            let (path, _) = parse_weighted(text).unwrap_or_else(|e| panic!("{e}"));
+            assert!(root.join(&path).is_file(), "{}", path.display());
+        }
+    }
 }
