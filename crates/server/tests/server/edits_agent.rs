@@ -332,15 +332,7 @@ fn square_png(width: u32, height: u32) -> Vec<u8> {
             }
         })
         .collect();
-    let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, width, height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().unwrap();
-        writer.write_image_data(&pixels).unwrap();
-    }
-    bytes
+    rgb_png(width, height, &pixels)
 }
 
 #[test]

@@ -318,15 +318,18 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
 
 /// A PNG of `width`×`height` grey pixels.
 pub fn png_bytes(width: u32, height: u32) -> Vec<u8> {
+    rgb_png(width, height, &vec![128u8; (width * height * 3) as usize])
+}
+
+/// RGB pixels (row by row) as PNG bytes.
+pub fn rgb_png(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut bytes, width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().unwrap();
-        writer
-            .write_image_data(&vec![128u8; (width * height * 3) as usize])
-            .unwrap();
+        writer.write_image_data(pixels).unwrap();
     }
     bytes
 }
