@@ -135,6 +135,39 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
     Ok(region)
 }
 
+/// The centered crop of `image` with sides multiples of 8, and its top-left corner.
+fn crop_to_multiples_of_8(image: &RgbImage) -> (RgbImage, usize, usize) {
+    let (width, height) = (image.width / 8 * 8, image.height / 8 * 8);
+    let (left, top) = ((image.width - width) / 2, (image.height - height) / 2);
+    let mut pixels = Vec::with_capacity(width * height * 3);
+    for y in top..top + height {
+        let row = (y * image.width + left) * 3;
+        pixels.extend_from_slice(&image.pixels[row..row + width * 3]);
+    }
+    let cropped = RgbImage {
+        width,
+        height,
+        pixels,
+    };
+    (cropped, left, top)
+}
+
+/// A region of the uploaded original moved into its crop at (`left`, `top`) and clamped
+/// to the cropped image.
+fn shift_region(region: &Region, left: usize, top: usize, cropped: &RgbImage) -> Region {
+    let clamp = |value: f64, extent: usize| value.clamp(0.0, extent as f64);
+    let x0 = clamp(region.x - region.width / 2.0 - left as f64, cropped.width);
+    let x1 = clamp(region.x + region.width / 2.0 - left as f64, cropped.width);
+    let y0 = clamp(region.y - region.height / 2.0 - top as f64, cropped.height);
+    let y1 = clamp(region.y + region.height / 2.0 - top as f64, cropped.height);
+    Region {
+        x: (x0 + x1) / 2.0,
+        y: (y0 + y1) / 2.0,
+        width: x1 - x0,
+        height: y1 - y0,
+    }
+}
+
 const AGENT_FIELDS: &[&str] = &[
     "instruction",
     "original",
@@ -186,19 +219,40 @@ pub async fn agent(
             "instruction may have at most 1000 characters",
         ));
     }
-    let original = form.image("original").cloned();
-    let region = match form.text("region") {
-        Some(text) => Some(parse_region(text, original.as_ref())?),
+    let uploaded = form.image("original");
+    let mut region = match form.text("region") {
+        Some(text) => Some(parse_region(text, uploaded)?),
         None => None,
     };
-    if let Some(image) = &original {
-        if image.width % 8 != 0 || image.height % 8 != 0 || image.width < 64 || image.height < 64 {
+    let mut input_notes = Vec::new();
+    let original = match uploaded {
+        Some(image) if image.width < 64 || image.height < 64 => {
             return Err(ApiError::invalid(format!(
-                "original width and height must be multiples of 8 and at least 64, got {}×{}",
+                "original width and height must be at least 64, got {}×{}",
                 image.width, image.height
             )));
         }
-    }
+        Some(image) => {
+            let (cropped, left, top) = crop_to_multiples_of_8(image);
+            if (cropped.width, cropped.height) != (image.width, image.height) {
+                input_notes.push(format!(
+                    "the original ({}×{}) is edited as its centered {}×{} crop: SDXL needs sides that are multiples of 8",
+                    image.width, image.height, cropped.width, cropped.height
+                ));
+                if let Some(region) = &mut region {
+                    *region = shift_region(region, left, top, &cropped);
+                    if region.width < 1.0 || region.height < 1.0 {
+                        return Err(ApiError::invalid(format!(
+                            "the region lies in the edge cropped off the original (it is edited as its centered {}×{} crop)",
+                            cropped.width, cropped.height
+                        )));
+                    }
+                }
+            }
+            Some(cropped)
+        }
+        None => None,
+    };
     let overrides = Overrides {
         size: match form.text("size").map(str::trim) {
             None | Some("") => None,
@@ -316,10 +370,10 @@ pub async fn agent(
     match mapped {
         Mapped::NotRun(reply, notes) => {
             answer["reply"] = json!(reply);
-            answer["notes"] = json!(notes);
+            answer["notes"] = json!([input_notes, notes].concat());
         }
         Mapped::Job(spec, notes) => {
-            answer["notes"] = json!(notes);
+            answer["notes"] = json!([input_notes, notes].concat());
             if let JobSpec::Agent(agent) = &spec {
                 // The plan as it runs: overrides applied, edits at the original's size.
                 answer["plan"] = plan_view(&agent.plan);

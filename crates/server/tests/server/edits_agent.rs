@@ -278,6 +278,31 @@ fn agent_understands_plans_and_queues_the_job() {
         );
     }
 
+    // An original whose sides are not multiples of 8 is edited as its centered crop, and
+    // the drawn region moves with it.
+    let odd = png_bytes(100, 70);
+    let mut parts = vec![
+        ("instruction", None, "把天空换成晚霞".as_bytes()),
+        ("original", Some("odd.png"), &odd[..]),
+        (
+            "region",
+            None,
+            &br#"{"x": 50, "y": 20, "width": 100, "height": 40}"#[..],
+        ),
+    ];
+    parts.extend_from_slice(&small);
+    let answer = send(&parts).json();
+    assert!(
+        answer["notes"].to_string().contains("centered 96×64 crop"),
+        "{answer}"
+    );
+    let id = answer["job"]["id"].as_str().expect("a job");
+    let job = wait_for(address, id, Duration::from_secs(60), is_terminal);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let result = job["images"][0]["id"].as_str().expect("an image");
+    let png = request(address, "GET", &format!("/v1/images/{result}"), &[], b"").body;
+    assert_eq!(png_size(&png), (96, 64));
+
     let message = send(&[("original", Some("a.png"), &image)]).expect_error(400, "invalid_request");
     assert!(message.contains("instruction is required"), "{message}");
     let region = br#"{"x": 60, "y": 60, "width": 40, "height": 40}"#;
