@@ -107,8 +107,7 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
         .map_err(|e| failed("reading the image", e))?
         .to_rgb8();
     let (width, height) = image.dimensions();
-    let (cropped_width, cropped_height) = (width / 8 * 8, height / 8 * 8);
-    if cropped_width == 0 || cropped_height == 0 {
+    if width < 8 || height < 8 {
         return Err(failed(
             "reading the image",
             format!(
@@ -117,14 +116,12 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
             ),
         ));
     }
-    let (left, top) = ((width - cropped_width) / 2, (height - cropped_height) / 2);
-    let cropped =
-        image::imageops::crop_imm(&image, left, top, cropped_width, cropped_height).to_image();
-    Ok(RgbImage {
-        width: cropped_width as usize,
-        height: cropped_height as usize,
-        pixels: cropped.into_raw(),
-    })
+    let whole = RgbImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: image.into_raw(),
+    };
+    Ok(whole.center_crop_to_multiple(8).0)
 }
 
 /// The steps an enhancer names: a preset (`vivid`), a scenario standing for its recommended
@@ -353,7 +350,8 @@ fn fit_mask(mask: &GrayImage, image: &RgbImage) -> Result<GrayImage> {
     if (mask.width, mask.height) == size {
         return Ok(mask.clone());
     }
-    if (mask.width / 8 * 8, mask.height / 8 * 8) != size {
+    let (cropped, _, _) = mask.center_crop_to_multiple(8);
+    if (cropped.width, cropped.height) != size {
         return Err(failed(
             "edit region",
             format!(
@@ -362,22 +360,7 @@ fn fit_mask(mask: &GrayImage, image: &RgbImage) -> Result<GrayImage> {
             ),
         ));
     }
-    let (left, top) = (
-        (mask.width - image.width) / 2,
-        (mask.height - image.height) / 2,
-    );
-    let pixels = (top..top + image.height)
-        .flat_map(|y| {
-            mask.pixels[y * mask.width + left..y * mask.width + left + image.width]
-                .iter()
-                .copied()
-        })
-        .collect();
-    Ok(GrayImage {
-        width: image.width,
-        height: image.height,
-        pixels,
-    })
+    Ok(cropped)
 }
 
 #[cfg(test)]

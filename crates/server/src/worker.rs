@@ -187,6 +187,11 @@ fn run_job(shared: &Shared, engine: &mut Engine, job: &Job) -> Outcome {
     }
 }
 
+/// Whether the running job is to stop (cancelled, or the server shuts down).
+fn stop_requested(shared: &Shared, job: &Job) -> bool {
+    shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id)
+}
+
 /// A progress hook for image `index` of `count`: publishes steps over the whole job and
 /// stops the pipeline on cancel or shutdown.
 fn step_hook<'a>(
@@ -196,7 +201,7 @@ fn step_hook<'a>(
     count: usize,
 ) -> impl FnMut(Progress) -> huatu_diffusion::Result<()> + 'a {
     move |progress: Progress| {
-        if shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id) {
+        if stop_requested(shared, job) {
             return Err(huatu_diffusion::Error::Cancelled);
         }
         if let Progress::Step { step, total } = progress {
@@ -345,7 +350,7 @@ fn run_agent(shared: &Shared, engine: &mut Engine, job: &Job, spec: &AgentSpec) 
     let total = job.spec.total_steps();
     let mut done = 0;
     let mut hook = |progress: Progress| {
-        if shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id) {
+        if stop_requested(shared, job) {
             return Err(huatu_diffusion::Error::Cancelled);
         }
         if let Progress::Step { .. } = progress {

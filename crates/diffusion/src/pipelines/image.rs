@@ -21,6 +21,36 @@ pub struct GrayImage {
     pub pixels: Vec<u8>,
 }
 
+/// The centered `width`×`height` window of a `channels`-per-pixel buffer `from_width` wide.
+fn centered_window(pixels: &[u8], from: (usize, usize), to: (usize, usize), channels: usize) -> (Vec<u8>, usize, usize) {
+    let (left, top) = ((from.0 - to.0) / 2, (from.1 - to.1) / 2);
+    let mut out = Vec::with_capacity(to.0 * to.1 * channels);
+    for y in top..top + to.1 {
+        let start = (y * from.0 + left) * channels;
+        out.extend_from_slice(&pixels[start..start + to.0 * channels]);
+    }
+    (out, left, top)
+}
+
+impl RgbImage {
+    /// The centered crop whose sides are multiples of `factor` (SDXL's VAE: 8), and the
+    /// crop's top-left corner in this image.
+    pub fn center_crop_to_multiple(&self, factor: usize) -> (RgbImage, usize, usize) {
+        let (width, height) = (self.width / factor * factor, self.height / factor * factor);
+        let (pixels, left, top) = centered_window(&self.pixels, (self.width, self.height), (width, height), 3);
+        (RgbImage { width, height, pixels }, left, top)
+    }
+}
+
+impl GrayImage {
+    /// As [`RgbImage::center_crop_to_multiple`], so a mask drawn on an image is cropped with it.
+    pub fn center_crop_to_multiple(&self, factor: usize) -> (GrayImage, usize, usize) {
+        let (width, height) = (self.width / factor * factor, self.height / factor * factor);
+        let (pixels, left, top) = centered_window(&self.pixels, (self.width, self.height), (width, height), 1);
+        (GrayImage { width, height, pixels }, left, top)
+    }
+}
+
 /// diffusers `VaeImageProcessor.postprocess(output_type="pil")`: decoded samples in [-1, 1],
 /// [b, 3, h, w] → one RGB image each: `round(clamp(x / 2 + 0.5, 0, 1) · 255)`.
 pub fn tensor_to_images(samples: &Tensor) -> Result<Vec<RgbImage>> {

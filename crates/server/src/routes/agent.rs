@@ -135,23 +135,6 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
     Ok(region)
 }
 
-/// The centered crop of `image` with sides multiples of 8, and its top-left corner.
-fn crop_to_multiples_of_8(image: &RgbImage) -> (RgbImage, usize, usize) {
-    let (width, height) = (image.width / 8 * 8, image.height / 8 * 8);
-    let (left, top) = ((image.width - width) / 2, (image.height - height) / 2);
-    let mut pixels = Vec::with_capacity(width * height * 3);
-    for y in top..top + height {
-        let row = (y * image.width + left) * 3;
-        pixels.extend_from_slice(&image.pixels[row..row + width * 3]);
-    }
-    let cropped = RgbImage {
-        width,
-        height,
-        pixels,
-    };
-    (cropped, left, top)
-}
-
 /// A region of the uploaded original moved into its crop at (`left`, `top`) and clamped
 /// to the cropped image.
 fn shift_region(region: &Region, left: usize, top: usize, cropped: &RgbImage) -> Region {
@@ -233,7 +216,7 @@ pub async fn agent(
             )));
         }
         Some(image) => {
-            let (cropped, left, top) = crop_to_multiples_of_8(image);
+            let (cropped, left, top) = image.center_crop_to_multiple(8);
             if (cropped.width, cropped.height) != (image.width, image.height) {
                 input_notes.push(format!(
                     "the original ({}×{}) is edited as its centered {}×{} crop: SDXL needs sides that are multiples of 8",
