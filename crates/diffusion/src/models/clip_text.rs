@@ -148,9 +148,10 @@ impl ClipAttention {
         })
     }
 
-    /// hidden_states: [b, n, hidden]; causal_mask: [n, n] f32, 0 on and below the
-    /// diagonal, -inf above.
-    fn forward(&self, hidden_states: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+    /// hidden_states: [b, n, hidden]; attention_mask: [n, n] f32 added to the scores (the
+    /// text tower's causal mask: 0 on and below the diagonal, -inf above), or none (the
+    /// vision tower).
+    fn forward(&self, hidden_states: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (batch, tokens, hidden) = hidden_states.dims3()?;
         let split_heads = |xs: Tensor| -> candle_core::Result<Tensor> {
             xs.reshape((batch, tokens, self.heads, self.head_dim))?
@@ -164,7 +165,10 @@ impl ClipAttention {
         let dtype = query.dtype();
         // Scores and softmax in f32 whatever the weights' dtype, as transformers' eager path.
         let scores = (query.matmul(&key.t()?)? * self.scale)?.to_dtype(DType::F32)?; // [b, heads, n, n]
-        let scores = scores.broadcast_add(causal_mask)?;
+        let scores = match attention_mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         let attended = weights.matmul(&value)?; // [b, heads, n, d]
         let merged = attended.transpose(1, 2)?.reshape((batch, tokens, hidden))?;
@@ -195,9 +199,12 @@ impl ClipMlp {
     }
 }
 
-/// `CLIPEncoderLayer`: pre-norm attention and MLP, each with a residual.
+/// `CLIPEncoderLayer`: pre-norm attention and MLP, each with a residual. Shared with
+/// CLIP's vision tower (huatu-data), which builds it from the vision config's
+/// `hidden_size`, `intermediate_size`, `num_attention_heads`, `hidden_act` and
+/// `layer_norm_eps` — the only keys it reads — and runs it without a mask.
 #[derive(Debug, Clone)]
-struct ClipEncoderLayer {
+pub struct ClipEncoderLayer {
     self_attn: ClipAttention,
     layer_norm1: LayerNorm,
     mlp: ClipMlp,
@@ -206,7 +213,8 @@ struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    fn new(vb: VarBuilder, config: &ClipTextConfig, index: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, config: &ClipTextConfig, index: usize) -> Result<Self> {
+        validate(config)?;
         let hidden = config.hidden_size;
         let eps = config.layer_norm_eps;
         Ok(Self {
@@ -218,11 +226,17 @@ impl ClipEncoderLayer {
         })
     }
 
-    fn forward(&self, hidden_states: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+    /// hidden_states: [b, n, hidden]; attention_mask: [n, n] f32 added to the attention
+    /// scores (the text tower's causal mask), or none (the vision tower).
+    pub fn forward(
+        &self,
+        hidden_states: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
         let attended = self
             .self_attn
-            .forward(&self.layer_norm1.forward(hidden_states)?, causal_mask)?;
+            .forward(&self.layer_norm1.forward(hidden_states)?, attention_mask)?;
         let hidden_states = (hidden_states + attended)?;
         let transformed = self
             .mlp
@@ -347,7 +361,7 @@ impl ClipTextModel {
         let mut hidden_state = self.embeddings.forward(input_ids)?; // [b, n, hidden]
         let mut hidden_states = Vec::with_capacity(if keep_all { layer_count + 1 } else { 1 });
         for layer in &self.layers[..layer_count] {
-            let next = layer.forward(&hidden_state, &causal_mask)?;
+            let next = layer.forward(&hidden_state, Some(&causal_mask))?;
             if keep_all {
                 hidden_states.push(hidden_state);
             }
