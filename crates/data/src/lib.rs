@@ -1,0 +1,13 @@
+//! `huatu-data`: training-data preparation (DESIGN.md part 2).
+//!
+//! - [`clip`]: transformers' `CLIPModel` and `CLIPProcessor` on candle: L2-normalised image
+//!   and text embeddings equal to `get_image_features` / `get_text_features`.
+//! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as
+//!   transformers' image processors run them.
+
+pub mod clip;
+pub mod error;
+pub mod pil_resample;
+
+pub use clip::{ClipConfig, ClipModel};
+pub use error::{DataError, Result};

@@ -1,0 +1,13 @@
+//! End-to-end tests of huatu-data, in one binary to save link time: CLIP parity with
+//! transformers on the tiny random model, and the image database.
+
+mod clip_parity;
+
+use std::path::PathBuf;
+
+/// A path under the workspace's tests/fixtures.
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
