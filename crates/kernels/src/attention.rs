@@ -13,8 +13,10 @@ use crate::softmax_exp::softmax_numerators;
 const QUERY_BLOCK: usize = 64;
 
 /// softmax(q·kᵀ / √d)·v over [b, heads, n, d] × [b, heads, m, d] → [b, heads, n, d].
+/// Inputs inside an autograd graph take the plain formulation, which has a backward.
 pub fn fused_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Result<Tensor> {
-    if query.device().is_cpu() && query.dtype() == DType::F32 {
+    let tracked = query.track_op() || key.track_op() || value.track_op();
+    if query.device().is_cpu() && query.dtype() == DType::F32 && !tracked {
         query.contiguous()?.apply_op3_no_bwd(&key.contiguous()?, &value.contiguous()?, &FusedAttention)
     } else {
         reference_attention(query, key, value)

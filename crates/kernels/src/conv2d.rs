@@ -85,7 +85,13 @@ pub fn conv2d_fused(
         && bias.is_none_or(is_cpu_f32)
         && extras.sample_bias.is_none_or(is_cpu_f32)
         && extras.residual.is_none_or(is_cpu_f32);
-    if !all_cpu_f32 {
+    // Inputs inside an autograd graph take candle's operations, which have a backward.
+    let tracked = xs.track_op()
+        || weight.track_op()
+        || bias.is_some_and(Tensor::track_op)
+        || extras.sample_bias.is_some_and(Tensor::track_op)
+        || extras.residual.is_some_and(Tensor::track_op);
+    if tracked || !all_cpu_f32 {
         return reference_conv2d_fused(xs, weight, bias, params, extras);
     }
     let output = with_f32(xs, "conv2d input", |input| {

@@ -20,7 +20,8 @@ pub fn geglu(xs: &Tensor) -> Result<Tensor> {
     if width % 2 != 0 {
         candle_core::bail!("geglu: the last dimension must be even, got {width}");
     }
-    if !is_cpu_f32(xs) {
+    // Inputs inside an autograd graph take the plain formulation, which has a backward.
+    if xs.track_op() || !is_cpu_f32(xs) {
         return reference_geglu(xs);
     }
     let half = width / 2;

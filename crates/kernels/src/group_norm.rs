@@ -37,7 +37,9 @@ pub fn group_norm(
             bias.dims()
         );
     }
-    if !(is_cpu_f32(xs) && is_cpu_f32(weight) && is_cpu_f32(bias)) {
+    // Inputs inside an autograd graph take the plain formulation, which has a backward.
+    let tracked = xs.track_op() || weight.track_op() || bias.track_op();
+    if tracked || !(is_cpu_f32(xs) && is_cpu_f32(weight) && is_cpu_f32(bias)) {
         return reference_group_norm(xs, num_groups, weight, bias, eps, with_silu);
     }
     let group_len = xs.elem_count() / (dims[0] * num_groups);

@@ -7,5 +7,6 @@ pub mod lora;
 pub mod serve;
 pub mod parse;
 pub mod train;
+pub mod train_lora;
 pub mod enhance;
 pub mod preprocess;

@@ -13,6 +13,8 @@ use huatu_agent::train::{TrainOptions, Trainer};
 pub enum TrainCommand {
     /// The intent + slot model (INTENTS.md) from labelled JSON lines.
     Intent(TrainIntentArgs),
+    /// A LoRA adapter for SDXL on a folder of captioned images (diffusers' trainer).
+    Lora(Box<super::train_lora::TrainLoraArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -78,7 +80,10 @@ fn parse_weighted(text: &str) -> Result<(PathBuf, usize), String> {
 }
 
 pub fn run(command: TrainCommand) -> anyhow::Result<()> {
-    let TrainCommand::Intent(args) = command;
+    let args = match command {
+        TrainCommand::Intent(args) => args,
+        TrainCommand::Lora(args) => return super::train_lora::run(*args),
+    };
     let mut examples = Vec::new();
     for (path, times) in &args.data {
         let read = read_jsonl(path)?;

@@ -3,6 +3,9 @@
 
 use candle_core::{Result, Tensor};
 
+use super::layers::LayerNorm;
+use super::linear::{join, Linear, NamedLinears};
+
 /// `torch.nn.functional.scaled_dot_product_attention` without mask or dropout.
 /// query: [b, heads, n, d], key/value: [b, heads, m, d] -> [b, heads, n, d].
 /// On CPU in f32 this is huatu's fused kernel; otherwise softmax runs in f32 whatever the
@@ -16,10 +19,10 @@ pub fn scaled_dot_product_attention(query: &Tensor, key: &Tensor, value: &Tensor
 /// without bias, `to_out.0` with bias, multi-head scaled dot-product attention.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    to_q: candle_nn::Linear,
-    to_k: candle_nn::Linear,
-    to_v: candle_nn::Linear,
-    to_out: candle_nn::Linear,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
     heads: usize,
     span: tracing::Span,
 }
@@ -36,10 +39,10 @@ impl Attention {
         let inner_dim = heads * dim_head;
         let context_dim = cross_attention_dim.unwrap_or(query_dim);
         Ok(Self {
-            to_q: candle_nn::linear_no_bias(query_dim, inner_dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(context_dim, inner_dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(context_dim, inner_dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(inner_dim, query_dim, vb.pp("to_out").pp("0"))?,
+            to_q: Linear::new_no_bias(query_dim, inner_dim, vb.pp("to_q"))?,
+            to_k: Linear::new_no_bias(context_dim, inner_dim, vb.pp("to_k"))?,
+            to_v: Linear::new_no_bias(context_dim, inner_dim, vb.pp("to_v"))?,
+            to_out: Linear::new(inner_dim, query_dim, vb.pp("to_out").pp("0"))?,
             heads,
             span: tracing::trace_span!("attention"),
         })
@@ -59,6 +62,14 @@ impl Attention {
         self.to_out.forward(&merged)
     }
 
+    /// `to_q`, `to_k`, `to_v`, `to_out.0` under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        out.push((join(prefix, "to_q"), &mut self.to_q));
+        out.push((join(prefix, "to_k"), &mut self.to_k));
+        out.push((join(prefix, "to_v"), &mut self.to_v));
+        out.push((join(prefix, "to_out.0"), &mut self.to_out));
+    }
+
     /// [b, n, heads * d] -> [b, heads, n, d]
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
         let (batch, tokens, inner) = xs.dims3()?;
@@ -70,7 +81,7 @@ impl Attention {
 /// through the exact (erf) GELU.
 #[derive(Debug, Clone)]
 struct Geglu {
-    proj: candle_nn::Linear,
+    proj: Linear,
 }
 
 impl Geglu {
@@ -85,15 +96,21 @@ impl Geglu {
 #[derive(Debug, Clone)]
 pub struct FeedForward {
     geglu: Geglu,
-    out: candle_nn::Linear,
+    out: Linear,
 }
 
 impl FeedForward {
     pub fn new(vb: candle_nn::VarBuilder, dim: usize, mult: usize) -> Result<Self> {
         let inner_dim = dim * mult;
-        let proj = candle_nn::linear(dim, inner_dim * 2, vb.pp("net.0.proj"))?;
-        let out = candle_nn::linear(inner_dim, dim, vb.pp("net.2"))?;
+        let proj = Linear::new(dim, inner_dim * 2, vb.pp("net.0.proj"))?;
+        let out = Linear::new(inner_dim, dim, vb.pp("net.2"))?;
         Ok(Self { geglu: Geglu { proj }, out })
+    }
+
+    /// `net.0.proj` and `net.2` under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        out.push((join(prefix, "net.0.proj"), &mut self.geglu.proj));
+        out.push((join(prefix, "net.2"), &mut self.out));
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -107,11 +124,11 @@ impl FeedForward {
 /// feed-forward, each with a residual connection.
 #[derive(Debug, Clone)]
 pub struct BasicTransformerBlock {
-    norm1: candle_nn::LayerNorm,
+    norm1: LayerNorm,
     attn1: Attention,
-    norm2: candle_nn::LayerNorm,
+    norm2: LayerNorm,
     attn2: Attention,
-    norm3: candle_nn::LayerNorm,
+    norm3: LayerNorm,
     ff: FeedForward,
     span: tracing::Span,
 }
@@ -124,7 +141,7 @@ impl BasicTransformerBlock {
         attention_head_dim: usize,
         cross_attention_dim: usize,
     ) -> Result<Self> {
-        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let norm = |name: &str| LayerNorm::new(dim, 1e-5, vb.pp(name));
         Ok(Self {
             norm1: norm("norm1")?,
             attn1: Attention::new(vb.pp("attn1"), dim, None, num_attention_heads, attention_head_dim)?,
@@ -142,9 +159,15 @@ impl BasicTransformerBlock {
         })
     }
 
+    /// The attention and feed-forward layers under `prefix` (`attn1.*`, `attn2.*`, `ff.*`).
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        self.attn1.collect_linears(&join(prefix, "attn1"), out);
+        self.attn2.collect_linears(&join(prefix, "attn2"), out);
+        self.ff.collect_linears(&join(prefix, "ff"), out);
+    }
+
     /// hidden_states: [b, n, dim]; encoder_hidden_states: [b, 77·k, cross_attention_dim].
     pub fn forward(&self, hidden_states: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
-        use candle_core::Module;
         let _enter = self.span.enter();
         let xs = (self.attn1.forward(&self.norm1.forward(hidden_states)?, None)? + hidden_states)?;
         let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(encoder_hidden_states))? + &xs)?;

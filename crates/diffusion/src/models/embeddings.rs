@@ -4,6 +4,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::linear::{join, Linear, NamedLinears};
+
 /// diffusers `get_timestep_embedding`: [n] -> [n, dim], computed in f32.
 #[derive(Debug, Clone, Copy)]
 pub struct Timesteps {
@@ -40,16 +42,22 @@ impl Timesteps {
 /// diffusers `TimestepEmbedding`: linear_1 → SiLU → linear_2.
 #[derive(Debug, Clone)]
 pub struct TimestepEmbedding {
-    linear_1: candle_nn::Linear,
-    linear_2: candle_nn::Linear,
+    linear_1: Linear,
+    linear_2: Linear,
 }
 
 impl TimestepEmbedding {
     pub fn new(vb: VarBuilder, in_channels: usize, time_embed_dim: usize) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(in_channels, time_embed_dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))?,
+            linear_1: Linear::new(in_channels, time_embed_dim, vb.pp("linear_1"))?,
+            linear_2: Linear::new(time_embed_dim, time_embed_dim, vb.pp("linear_2"))?,
         })
+    }
+
+    /// `linear_1`, `linear_2` under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        out.push((join(prefix, "linear_1"), &mut self.linear_1));
+        out.push((join(prefix, "linear_2"), &mut self.linear_2));
     }
 }
 
@@ -98,6 +106,12 @@ impl SdxlTimeEmbedding {
         })
     }
 
+    /// `time_embedding.*` and `add_embedding.*`.
+    pub fn collect_linears<'a>(&'a mut self, out: &mut NamedLinears<'a>) {
+        self.time_embedding.collect_linears("time_embedding", out);
+        self.add_embedding.collect_linears("add_embedding", out);
+    }
+
     /// [b, time_embed_dim] for a batch of `batch` samples at `timestep`.
     pub fn forward(
         &self,
@@ -108,6 +122,19 @@ impl SdxlTimeEmbedding {
         dtype: candle_core::DType,
     ) -> Result<Tensor> {
         let timesteps = Tensor::full(timestep as f32, batch, text_embeds.device())?;
+        self.forward_timesteps(&timesteps, text_embeds, time_ids, dtype)
+    }
+
+    /// [b, time_embed_dim] for one timestep per sample: `timesteps` [b] (any dtype; a
+    /// trainer's integer timesteps).
+    pub fn forward_timesteps(
+        &self,
+        timesteps: &Tensor,
+        text_embeds: &Tensor,
+        time_ids: &Tensor,
+        dtype: candle_core::DType,
+    ) -> Result<Tensor> {
+        let batch = timesteps.dim(0)?;
         let time_features = self.time_proj.forward(&timesteps)?.to_dtype(dtype)?;
         let embedding = self.time_embedding.forward(&time_features)?;
         let time_id_features =

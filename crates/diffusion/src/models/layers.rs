@@ -114,3 +114,44 @@ impl GroupNorm {
         huatu_kernels::group_norm(xs, self.num_groups, &self.weight, &self.bias, self.eps, true)
     }
 }
+
+/// `nn.LayerNorm(dim, eps)` over the last axis, affine; weights `weight`, `bias` [dim].
+/// candle's fused `layer_norm` has no backward, so a tensor inside an autograd graph takes
+/// the plain formulation (biased variance, as PyTorch).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    inner: candle_nn::LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let inner = candle_nn::layer_norm(dim, eps, vb)?;
+        let weight = inner.weight().clone();
+        let bias = match inner.bias() {
+            Some(bias) => bias.clone(),
+            None => candle_core::bail!("layer norm: `bias` is missing"),
+        };
+        Ok(Self { inner, weight, bias, eps })
+    }
+
+    /// [..., dim] -> same shape.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        if !xs.track_op() {
+            return self.inner.forward(xs);
+        }
+        let dtype = xs.dtype();
+        let internal = match dtype {
+            candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
+            other => other,
+        };
+        let xs = xs.to_dtype(internal)?;
+        let centred = xs.broadcast_sub(&xs.mean_keepdim(candle_core::D::Minus1)?)?;
+        let variance = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let normed = centred.broadcast_div(&(variance + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}

@@ -6,6 +6,7 @@ pub mod clip_text;
 pub mod controlnet;
 pub mod embeddings;
 pub mod layers;
+pub mod linear;
 pub mod resnet;
 pub mod transformer_2d;
 pub mod unet_2d_condition;

@@ -7,6 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{Conv2d, GroupNorm};
+use super::linear::{join, Linear, NamedLinears};
 
 /// The `ResnetBlock2D` arguments SDXL's UNet and VAE use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,7 +46,7 @@ impl ResnetBlock2DConfig {
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Option<candle_nn::Linear>,
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
@@ -65,7 +66,7 @@ impl ResnetBlock2D {
         } = *config;
         let groups_out = config.groups_out.unwrap_or(groups);
         let time_emb_proj = match temb_channels {
-            Some(temb_channels) => Some(candle_nn::linear(
+            Some(temb_channels) => Some(Linear::new(
                 temb_channels,
                 out_channels,
                 vb.pp("time_emb_proj"),
@@ -94,6 +95,13 @@ impl ResnetBlock2D {
             output_scale_factor: config.output_scale_factor,
             span: tracing::trace_span!("resnet_block_2d"),
         })
+    }
+
+    /// `time_emb_proj` under `prefix`, where the block has one.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        if let Some(time_emb_proj) = &mut self.time_emb_proj {
+            out.push((join(prefix, "time_emb_proj"), time_emb_proj));
+        }
     }
 
     /// xs: [b, in, h, w]; temb: [b, temb_channels] → [b, out, h, w]. A block without

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 
 use super::attention::BasicTransformerBlock;
 use super::layers::GroupNorm;
+use super::linear::{join, Linear, NamedLinears};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Transformer2DConfig {
@@ -23,9 +24,9 @@ pub struct Transformer2DConfig {
 #[derive(Debug, Clone)]
 pub struct Transformer2DModel {
     norm: GroupNorm,
-    proj_in: candle_nn::Linear,
+    proj_in: Linear,
     transformer_blocks: Vec<BasicTransformerBlock>,
-    proj_out: candle_nn::Linear,
+    proj_out: Linear,
     span: tracing::Span,
 }
 
@@ -36,7 +37,7 @@ impl Transformer2DModel {
         }
         let inner_dim = config.num_attention_heads * config.attention_head_dim;
         let norm = GroupNorm::new(vb.pp("norm"), config.norm_num_groups, config.in_channels, 1e-6)?;
-        let proj_in = candle_nn::linear(config.in_channels, inner_dim, vb.pp("proj_in"))?;
+        let proj_in = Linear::new(config.in_channels, inner_dim, vb.pp("proj_in"))?;
         let transformer_blocks = (0..config.num_layers)
             .map(|index| {
                 BasicTransformerBlock::new(
@@ -48,8 +49,17 @@ impl Transformer2DModel {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let proj_out = candle_nn::linear(inner_dim, config.in_channels, vb.pp("proj_out"))?;
+        let proj_out = Linear::new(inner_dim, config.in_channels, vb.pp("proj_out"))?;
         Ok(Self { norm, proj_in, transformer_blocks, proj_out, span: tracing::trace_span!("transformer_2d") })
+    }
+
+    /// `proj_in`, `proj_out` and every block's layers (`transformer_blocks.N.*`) under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        out.push((join(prefix, "proj_in"), &mut self.proj_in));
+        for (index, block) in self.transformer_blocks.iter_mut().enumerate() {
+            block.collect_linears(&join(prefix, &format!("transformer_blocks.{index}")), out);
+        }
+        out.push((join(prefix, "proj_out"), &mut self.proj_out));
     }
 
     /// xs: [b, c, h, w]; encoder_hidden_states: [b, m, cross_attention_dim] -> [b, c, h, w]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::embeddings::SdxlTimeEmbedding;
 use super::layers::{Conv2d, GroupNorm};
+use super::linear::NamedLinears;
 use super::unet_blocks::{BlockAttention, BlockSettings, DownBlock, MidBlock, UpBlock};
 
 /// A config value diffusers accepts either as one number for every block or one per block.
@@ -298,20 +299,27 @@ impl UNet2DConditionModel {
         added: &AddedConditions,
         control: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
+        let timesteps = Tensor::full(timestep as f32, sample.dim(0)?, sample.device())?;
+        self.forward_timesteps(sample, &timesteps, encoder_hidden_states, added, control)
+    }
+
+    /// [`Self::forward`] with one timestep per sample (`timesteps` [b]), as a trainer calls
+    /// it. The stages are the public methods below, in this order.
+    pub fn forward_timesteps(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        encoder_hidden_states: &Tensor,
+        added: &AddedConditions,
+        control: Option<&ControlResiduals>,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let (batch, _, height, width) = sample.dims4()?;
-        let dtype = sample.dtype();
-        let upsamplers = self.up_blocks.len() - 1;
-        let factor = 1usize << upsamplers;
-        let forward_upsample_size = height % factor != 0 || width % factor != 0;
-
-        // Time and added embeddings: [b, time_embed_dim]
-        let embedding = self.time_embedding.forward(timestep, batch, &added.text_embeds, &added.time_ids, dtype)?;
-
-        let mut hidden = self.conv_in.forward(sample)?;
+        let (_, _, height, width) = sample.dims4()?;
+        let embedding = self.embed(timesteps, added, sample.dtype())?; // [b, time_embed_dim]
+        let mut hidden = self.conv_in(sample)?;
         let mut residuals = vec![hidden.clone()];
-        for block in &self.down_blocks {
-            let (output, block_residuals) = block.forward(&hidden, &embedding, encoder_hidden_states)?;
+        for index in 0..self.down_blocks.len() {
+            let (output, block_residuals) = self.down_block(index, &hidden, &embedding, encoder_hidden_states)?;
             hidden = output;
             residuals.extend(block_residuals);
         }
@@ -328,26 +336,108 @@ impl UNet2DConditionModel {
             }
         }
 
-        hidden = self.mid_block.forward(&hidden, &embedding, encoder_hidden_states)?;
+        hidden = self.mid_block(&hidden, &embedding, encoder_hidden_states)?;
         if let Some(control) = control {
             hidden = (hidden + &control.mid_block_residual)?;
         }
 
-        for (index, block) in self.up_blocks.iter().enumerate() {
-            let split = residuals.len() - block.num_residuals();
+        for index in 0..self.up_blocks.len() {
+            let split = residuals.len() - self.up_block_residuals(index);
             let block_residuals = residuals.split_off(split);
-            let upsample_size = match residuals.last() {
-                Some(next) if forward_upsample_size && index + 1 < self.up_blocks.len() => {
-                    let (_, _, h, w) = next.dims4()?;
-                    Some((h, w))
-                }
-                _ => None,
-            };
-            hidden = block.forward(&hidden, &block_residuals, &embedding, encoder_hidden_states, upsample_size)?;
+            let upsample_size = self.upsample_size(index, (height, width), residuals.last())?;
+            hidden = self.up_block(index, &hidden, &block_residuals, &embedding, encoder_hidden_states, upsample_size)?;
         }
+        self.conv_out(&hidden)
+    }
 
-        let hidden = self.conv_norm_out.forward_silu(&hidden)?;
-        self.conv_out.forward(&hidden)
+    /// Time plus added ("text_time") embedding: timesteps [b] → [b, time_embed_dim].
+    pub fn embed(&self, timesteps: &Tensor, added: &AddedConditions, dtype: DType) -> Result<Tensor> {
+        self.time_embedding.forward_timesteps(timesteps, &added.text_embeds, &added.time_ids, dtype)
+    }
+
+    /// `conv_in`: [b, in_channels, h, w] → [b, c0, h, w], also the first skip connection.
+    pub fn conv_in(&self, sample: &Tensor) -> Result<Tensor> {
+        self.conv_in.forward(sample)
+    }
+
+    pub fn num_down_blocks(&self) -> usize {
+        self.down_blocks.len()
+    }
+
+    pub fn num_up_blocks(&self) -> usize {
+        self.up_blocks.len()
+    }
+
+    /// Down block `index`: its output and the skip connections it adds, in order.
+    pub fn down_block(
+        &self,
+        index: usize,
+        hidden: &Tensor,
+        embedding: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.down_blocks[index].forward(hidden, embedding, encoder_hidden_states)
+    }
+
+    pub fn mid_block(&self, hidden: &Tensor, embedding: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
+        self.mid_block.forward(hidden, embedding, encoder_hidden_states)
+    }
+
+    /// How many skip connections up block `index` consumes (from the end of the list).
+    pub fn up_block_residuals(&self, index: usize) -> usize {
+        self.up_blocks[index].num_residuals()
+    }
+
+    /// The size up block `index` upsamples to when the latent size is not a multiple of the
+    /// UNet's overall factor (diffusers' `forward_upsample_size`): the next skip's size.
+    pub fn upsample_size(
+        &self,
+        index: usize,
+        (height, width): (usize, usize),
+        next_residual: Option<&Tensor>,
+    ) -> Result<Option<(usize, usize)>> {
+        let factor = 1usize << (self.up_blocks.len() - 1);
+        let forward_upsample_size = height % factor != 0 || width % factor != 0;
+        match next_residual {
+            Some(next) if forward_upsample_size && index + 1 < self.up_blocks.len() => {
+                let (_, _, h, w) = next.dims4()?;
+                Ok(Some((h, w)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Up block `index` on its skip connections (in down-path order).
+    pub fn up_block(
+        &self,
+        index: usize,
+        hidden: &Tensor,
+        residuals: &[Tensor],
+        embedding: &Tensor,
+        encoder_hidden_states: &Tensor,
+        upsample_size: Option<(usize, usize)>,
+    ) -> Result<Tensor> {
+        self.up_blocks[index].forward(hidden, residuals, embedding, encoder_hidden_states, upsample_size)
+    }
+
+    /// `conv_norm_out` → SiLU → `conv_out`.
+    pub fn conv_out(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(hidden)?)
+    }
+
+    /// Every linear layer by diffusers module name (`down_blocks.1.attentions.0.proj_in`,
+    /// `mid_block.resnets.0.time_emb_proj`, `time_embedding.linear_1`, …).
+    pub fn collect_linears(&mut self) -> NamedLinears<'_> {
+        let mut out = Vec::new();
+        self.time_embedding.collect_linears(&mut out);
+        for (index, block) in self.down_blocks.iter_mut().enumerate() {
+            block.collect_linears(&format!("down_blocks.{index}"), &mut out);
+        }
+        self.mid_block.collect_linears("mid_block", &mut out);
+        for (index, block) in self.up_blocks.iter_mut().enumerate() {
+            block.collect_linears(&format!("up_blocks.{index}"), &mut out);
+        }
+        out
     }
 
     /// The dtype the weights were loaded in.

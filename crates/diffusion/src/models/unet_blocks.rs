@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::linear::{join, NamedLinears};
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, Upsample2D};
 use super::transformer_2d::{Transformer2DConfig, Transformer2DModel};
 
@@ -60,6 +61,21 @@ fn transformer(
     )
 }
 
+/// `resnets.N.*` and `attentions.N.*` of a down or up block, in diffusers' order.
+fn collect_block_linears<'a>(
+    prefix: &str,
+    resnets: &'a mut [ResnetBlock2D],
+    attentions: &'a mut [Transformer2DModel],
+    out: &mut NamedLinears<'a>,
+) {
+    for (index, resnet) in resnets.iter_mut().enumerate() {
+        resnet.collect_linears(&join(prefix, &format!("resnets.{index}")), out);
+    }
+    for (index, attention) in attentions.iter_mut().enumerate() {
+        attention.collect_linears(&join(prefix, &format!("attentions.{index}")), out);
+    }
+}
+
 /// `DownBlock2D` / `CrossAttnDownBlock2D`.
 #[derive(Debug, Clone)]
 pub struct DownBlock {
@@ -96,6 +112,11 @@ impl DownBlock {
             None
         };
         Ok(Self { resnets, attentions, downsampler, span: tracing::trace_span!("down_block") })
+    }
+
+    /// The linear layers of its resnets and transformers under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        collect_block_linears(prefix, &mut self.resnets, &mut self.attentions, out);
     }
 
     /// Returns the block output and the residuals the up path will consume, in order.
@@ -140,6 +161,15 @@ impl MidBlock {
             resnet(vb.pp("resnets").pp(1), channels, channels, settings)?,
         )];
         Ok(Self { first_resnet, layers, span: tracing::trace_span!("mid_block") })
+    }
+
+    /// `resnets.0`, then `attentions.0` and `resnets.1`, under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        self.first_resnet.collect_linears(&join(prefix, "resnets.0"), out);
+        for (index, (attention, resnet)) in self.layers.iter_mut().enumerate() {
+            attention.collect_linears(&join(prefix, &format!("attentions.{index}")), out);
+            resnet.collect_linears(&join(prefix, &format!("resnets.{}", index + 1)), out);
+        }
     }
 
     pub fn forward(&self, xs: &Tensor, temb: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
@@ -195,6 +225,11 @@ impl UpBlock {
             None
         };
         Ok(Self { resnets, attentions, upsampler, span: tracing::trace_span!("up_block") })
+    }
+
+    /// The linear layers of its resnets and transformers under `prefix`.
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        collect_block_linears(prefix, &mut self.resnets, &mut self.attentions, out);
     }
 
     pub fn num_residuals(&self) -> usize {

@@ -30,6 +30,7 @@ pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
 pub use euler_ancestral_discrete::EulerAncestralDiscreteScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 pub use noise::NoiseSource;
+pub use noise_schedule::alphas_cumprod;
 
 use crate::{Error, Result};
 

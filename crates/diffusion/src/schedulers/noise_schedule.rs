@@ -114,7 +114,7 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
 }
 
 /// `alphas_cumprod` (float32) from the config's betas.
-pub(crate) fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f32>> {
+pub fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f32>> {
     let alphas: Vec<f32> = betas(config)?.into_iter().map(|beta| 1.0 - beta).collect();
     Ok(cumulative_product(&alphas))
 }

@@ -1,0 +1,355 @@
+//! `huatu train lora`: trains a LoRA adapter on a folder of captioned images and writes it
+//! in kohya's or diffusers' format. The flags translate into one `LoraTrainingRequest`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Device;
+use clap::Args;
+use huatu_diffusion::schedulers::PredictionType;
+use huatu_imaging::FitMode;
+use huatu_train::dataset::{tag_frequency, CaptionOptions, ImageOptions};
+use huatu_train::lora_params::LoraTargets;
+use huatu_train::lora_save::{save_lora, SaveFormat, SaveMetadata};
+use huatu_train::lr_schedule::LrScheduleKind;
+use huatu_train::optimizer::AdamWConfig;
+use huatu_train::trainer::{
+    checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
+};
+
+use crate::model_args::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct TrainLoraArgs {
+    /// The base SDXL model (diffusers folder or single-file checkpoint with --config).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images with a caption .txt beside each (kohya), or a metadata.jsonl (file_name, text).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The adapter file to write (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// kohya (A1111/ComfyUI) or diffusers (`save_lora_weights`).
+    #[arg(long, default_value = "kohya")]
+    pub format: SaveFormat,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    /// Scale alpha/rank; defaults to the rank (scale 1).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// attn (to_q/k/v/out.0, diffusers' default), attn+ff, all-linear.
+    #[arg(long, default_value = "attn")]
+    pub targets: LoraTargets,
+    /// Start from these LoRA weights instead of a random init (same targets, rank, alpha).
+    #[arg(long)]
+    pub init_lora: Option<PathBuf>,
+    /// Replay noise and timesteps (safetensors `noise` [steps, batch, 4, h/8, w/8],
+    /// `timesteps` [steps, batch]); images in file-name order, no augmentation, posterior mean.
+    #[arg(long)]
+    pub noise: Option<PathBuf>,
+    /// Training side in pixels (square), or the bucket area's side with --buckets.
+    #[arg(long, default_value_t = 1024)]
+    pub resolution: u32,
+    /// Each image to the SDXL aspect-ratio bucket nearest its shape, scaled to --resolution².
+    #[arg(long)]
+    pub buckets: bool,
+    /// center-crop, random-crop or pad (mean colour).
+    #[arg(long, default_value = "center-crop")]
+    pub fit: FitMode,
+    /// Random horizontal flips.
+    #[arg(long)]
+    pub flip: bool,
+    /// Put first in every caption (and the caption of images that have none).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Times each image is seen per epoch.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Probability of training an image with an empty caption (the trigger stays).
+    #[arg(long, default_value_t = 0.0)]
+    pub caption_dropout: f64,
+    /// Shuffle the comma-separated tags after the trigger word.
+    #[arg(long)]
+    pub shuffle_captions: bool,
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub gradient_accumulation: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// adamw (torch's AdamW).
+    #[arg(long, default_value = "adamw", value_parser = ["adamw"])]
+    pub optimizer: String,
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+    /// Clip the total gradient norm (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// constant, constant_with_warmup, cosine, linear.
+    #[arg(long, default_value = "constant")]
+    pub lr_scheduler: LrScheduleKind,
+    #[arg(long, default_value_t = 0)]
+    pub lr_warmup_steps: usize,
+    /// epsilon or v_prediction; default: the model's scheduler config.
+    #[arg(long, value_parser = parse_prediction_type)]
+    pub prediction_type: Option<PredictionType>,
+    /// Min-SNR-γ loss weighting (5.0 is the paper's choice).
+    #[arg(long)]
+    pub snr_gamma: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub noise_offset: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
+    match text {
+        "epsilon" => Ok(PredictionType::Epsilon),
+        "v_prediction" | "v-prediction" => Ok(PredictionType::VPrediction),
+        other => Err(format!(
+            "unknown prediction type `{other}` (expected epsilon or v_prediction)"
+        )),
+    }
+}
+
+impl TrainLoraArgs {
+    fn request(&self) -> LoraTrainingRequest {
+        LoraTrainingRequest {
+            data: self.data.clone(),
+            rank: self.rank,
+            alpha: self.alpha.unwrap_or(self.rank as f64),
+            targets: self.targets,
+            init_lora: self.init_lora.clone(),
+            noise_file: self.noise.clone(),
+            image: ImageOptions {
+                resolution: self.resolution,
+                buckets: self.buckets,
+                fit: self.fit,
+                flip: self.flip,
+            },
+            captions: CaptionOptions {
+                trigger: self.trigger.clone(),
+                dropout: self.caption_dropout,
+                shuffle: self.shuffle_captions,
+            },
+            repeats: self.repeats,
+            batch_size: self.batch_size,
+            gradient_accumulation: self.gradient_accumulation,
+            steps: self.steps,
+            learning_rate: self.lr,
+            adamw: AdamWConfig {
+                beta1: self.adam_beta1,
+                beta2: self.adam_beta2,
+                eps: self.adam_epsilon,
+                weight_decay: self.weight_decay,
+            },
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            lr_schedule: self.lr_scheduler,
+            warmup_steps: self.lr_warmup_steps,
+            prediction_type: self.prediction_type,
+            snr_gamma: self.snr_gamma,
+            noise_offset: self.noise_offset,
+            seed: self.seed,
+            format: self.format,
+        }
+    }
+}
+
+/// Progress bar, `--log` lines and Ctrl-C.
+struct CliObserver {
+    bar: Option<indicatif::ProgressBar>,
+    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl TrainingObserver for CliObserver {
+    fn message(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn step(&mut self, record: &StepRecord, total_steps: usize) -> huatu_train::Result<()> {
+        if let Some((path, log)) = &mut self.log {
+            let line = serde_json::to_string(record).unwrap_or_default();
+            writeln!(log, "{line}")
+                .and_then(|()| log.flush())
+                .map_err(|source| huatu_train::Error::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total_steps as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let style = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar
+        });
+        bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+        bar.set_position(record.step as u64);
+        Ok(())
+    }
+
+    fn should_stop(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+/// The process's peak resident memory (VmHWM), where the OS reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
+    let request = args.request();
+    request.validate()?;
+    if args.model.dtype != candle_core::DType::F32 {
+        anyhow::bail!(
+            "training runs in f32 on this device; --dtype {:?} is for inference",
+            args.model.dtype
+        );
+    }
+    if !args.model.loras.is_empty() {
+        anyhow::bail!("--lora merges adapters for inference; to continue training one, give it as --init-lora");
+    }
+    let log = match &args.log {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write the log {}", path.display()))?;
+            Some((path.clone(), std::io::BufWriter::new(file)))
+        }
+        None => None,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        // A second Ctrl-C ends the process at once.
+        let _ = ctrlc::set_handler(move || {
+            if interrupted.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: finishing this step and saving what is trained (Ctrl-C again to quit now)");
+        });
+    }
+    let mut components = args.model.load(&Device::Cpu)?;
+    let mut observer = CliObserver {
+        bar: None,
+        log,
+        interrupted,
+    };
+    let started = Instant::now();
+    let outcome = train_lora(&mut components, &request, &mut observer)?;
+    if let Some(bar) = observer.bar.take() {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let folder_name = args
+        .data
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut metadata = SaveMetadata::default();
+    let entries = &mut metadata.entries;
+    entries.insert("ss_network_module".into(), "networks.lora".into());
+    entries.insert("ss_network_dim".into(), request.rank.to_string());
+    entries.insert("ss_network_alpha".into(), request.alpha.to_string());
+    entries.insert("ss_base_model_version".into(), "sdxl_base_v1-0".into());
+    entries.insert(
+        "ss_sd_model_name".into(),
+        args.model.model.display().to_string(),
+    );
+    entries.insert(
+        "ss_num_train_images".into(),
+        (outcome.images_used * request.repeats).to_string(),
+    );
+    entries.insert("ss_steps".into(), outcome.steps_done.to_string());
+    entries.insert("ss_learning_rate".into(), request.learning_rate.to_string());
+    entries.insert("ss_lr_scheduler".into(), request.lr_schedule.to_string());
+    entries.insert("ss_optimizer".into(), "torch.optim.AdamW".into());
+    entries.insert(
+        "ss_resolution".into(),
+        format!(
+            "({}, {})",
+            request.image.resolution, request.image.resolution
+        ),
+    );
+    entries.insert("ss_seed".into(), request.seed.to_string());
+    entries.insert(
+        "ss_tag_frequency".into(),
+        tag_frequency(&folder_name, &outcome.captions).to_string(),
+    );
+    entries.insert(
+        "ss_training_comment".into(),
+        format!("huatu train lora, targets {}", request.targets),
+    );
+    entries.insert("modelspec.sai_model_spec".into(), "1.0.0".into());
+    entries.insert(
+        "modelspec.architecture".into(),
+        "stable-diffusion-xl-v1-base/lora".into(),
+    );
+    entries.insert(
+        "modelspec.implementation".into(),
+        "https://github.com/Stability-AI/generative-models".into(),
+    );
+    let title = args
+        .out
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    entries.insert("ss_output_name".into(), title.clone());
+    entries.insert("modelspec.title".into(), title);
+    if let Some(trigger) = &request.captions.trigger {
+        entries.insert("modelspec.trigger_phrase".into(), trigger.clone());
+    }
+    save_lora(
+        &outcome.params,
+        request.format,
+        &checkpoint_layout(&components),
+        &metadata,
+        &args.out,
+    )?;
+    let peak = peak_rss_mib()
+        .map(|mib| format!(", peak memory {mib:.0} MiB"))
+        .unwrap_or_default();
+    eprintln!(
+        "{} {} steps in {seconds:.1}s ({:.2} s/step){peak}; wrote {} ({} format)",
+        if outcome.stopped_early {
+            "stopped after"
+        } else {
+            "trained"
+        },
+        outcome.steps_done,
+        seconds / outcome.steps_done.max(1) as f64,
+        args.out.display(),
+        request.format
+    );
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `nn.Linear` with an optional unmerged LoRA adapter, as peft's `lora.Linear` computes it
+//! while training: `y = W·x + b + scale · B·(A·x)` with A [r, in] ("down") and B [out, r]
+//! ("up"). Inference merges adapters into `W` (see `lora::apply`) and never sets one here;
+//! a trainer attaches its parameters with [`Linear::set_adapter`], found by diffusers name
+//! through each model's `collect_linears`.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// A low-rank adapter on one linear layer.
+#[derive(Debug, Clone)]
+pub struct LinearAdapter {
+    /// A: [rank, in_features].
+    pub down: Tensor,
+    /// B: [out_features, rank].
+    pub up: Tensor,
+    /// alpha / rank (times the user's adapter scale).
+    pub scale: f64,
+}
+
+/// `nn.Linear` (weight [out, in], optional bias [out]) with an optional adapter.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+    adapter: Option<LinearAdapter>,
+}
+
+impl Linear {
+    /// Loads `weight` and `bias` under `vb`.
+    pub fn new(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self::from(candle_nn::linear(
+            in_features,
+            out_features,
+            vb,
+        )?))
+    }
+
+    /// Loads `weight` under `vb`; the layer has no bias.
+    pub fn new_no_bias(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self::from(candle_nn::linear_no_bias(
+            in_features,
+            out_features,
+            vb,
+        )?))
+    }
+
+    /// [out, in]
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    pub fn adapter(&self) -> Option<&LinearAdapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Attaches (or with `None` removes) the adapter, checking its shapes against the layer.
+    pub fn set_adapter(&mut self, adapter: Option<LinearAdapter>) -> Result<()> {
+        if let Some(adapter) = &adapter {
+            let (out_features, in_features) = self.inner.weight().dims2()?;
+            let (rank, down_in) = adapter.down.dims2()?;
+            let (up_out, up_rank) = adapter.up.dims2()?;
+            if down_in != in_features || up_out != out_features || up_rank != rank {
+                candle_core::bail!(
+                    "lora adapter shapes down {:?} / up {:?} do not fit a linear layer [{out_features}, {in_features}]",
+                    adapter.down.dims(),
+                    adapter.up.dims()
+                );
+            }
+        }
+        self.adapter = adapter;
+        Ok(())
+    }
+}
+
+impl From<candle_nn::Linear> for Linear {
+    fn from(inner: candle_nn::Linear) -> Self {
+        Self {
+            inner,
+            adapter: None,
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let base = self.inner.forward(xs)?;
+        match &self.adapter {
+            None => Ok(base),
+            Some(adapter) => {
+                // Two thin matmuls, never the [out, in] product (peft's order of operations).
+                let low = candle_nn::Linear::new(adapter.down.clone(), None).forward(xs)?; // [.., r]
+                let delta = candle_nn::Linear::new(adapter.up.clone(), None).forward(&low)?; // [.., out]
+                base + (delta * adapter.scale)?
+            }
+        }
+    }
+}
+
+/// Layers by diffusers module name (`down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q`),
+/// collected from a model for a trainer to attach adapters to.
+pub type NamedLinears<'a> = Vec<(String, &'a mut Linear)>;
+
+/// `prefix.name`, or `name` at the root.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    #[test]
+    fn adapter_adds_scaled_low_rank_product_and_has_gradients() -> anyhow::Result<()> {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (3, 5), &device)?;
+        let bias = Tensor::randn(0f32, 1.0, 3, &device)?;
+        let mut layer = Linear::from(candle_nn::Linear::new(weight.clone(), Some(bias.clone())));
+        let down = Var::randn(0f32, 1.0, (2, 5), &device)?;
+        let up = Var::randn(0f32, 1.0, (3, 2), &device)?;
+        layer.set_adapter(Some(LinearAdapter {
+            down: down.as_tensor().clone(),
+            up: up.as_tensor().clone(),
+            scale: 0.5,
+        }))?;
+        let xs = Tensor::randn(0f32, 1.0, (2, 4, 5), &device)?;
+        let out = layer.forward(&xs)?;
+        let merged = (weight + (up.as_tensor().matmul(down.as_tensor())? * 0.5)?)?;
+        let expected = candle_nn::Linear::new(merged, Some(bias)).forward(&xs)?;
+        let difference = (out.clone() - expected)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(difference < 1e-5, "difference {difference}");
+        let grads = out.sum_all()?.backward()?;
+        assert!(grads.get(down.as_tensor()).is_some() && grads.get(up.as_tensor()).is_some());
+        assert_eq!(out.dtype(), DType::F32);
+        Ok(())
+    }
+
+    #[test]
+    fn mismatched_adapter_is_refused() -> anyhow::Result<()> {
+        let device = Device::Cpu;
+        let mut layer = Linear::from(candle_nn::Linear::new(
+            Tensor::zeros((3, 5), DType::F32, &device)?,
+            None,
+        ));
+        let adapter = LinearAdapter {
+            down: Tensor::zeros((2, 4), DType::F32, &device)?,
+            up: Tensor::zeros((3, 2), DType::F32, &device)?,
+            scale: 1.0,
+        };
+        assert!(layer.set_adapter(Some(adapter)).is_err());
+        Ok(())
+    }
+}

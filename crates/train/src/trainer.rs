@@ -1,0 +1,574 @@
+//! One LoRA training run, step for step as diffusers' `train_text_to_image_lora_sdxl.py`:
+//! latents = VAE posterior × scaling factor, forward noising with the model's schedule,
+//! ε or v target, MSE (optionally min-SNR-γ weighted), backward, gradient clipping over
+//! every trainable parameter, AdamW, learning-rate schedule; gradient accumulation divides
+//! the loss and steps the optimizer once per accumulated batch.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use huatu_diffusion::loading::original_keys::{CheckpointLayout, Component};
+use huatu_diffusion::loading::SdxlComponents;
+use huatu_diffusion::lora::LoraFile;
+use huatu_diffusion::models::unet_2d_condition::AddedConditions;
+use huatu_diffusion::schedulers::PredictionType;
+use huatu_imaging::{FitMode, FitReport, Size};
+use rand::SeedableRng;
+
+use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
+use crate::lora_params::{LoraParams, LoraTargets};
+use crate::lora_save::{kohya_module_name, SaveFormat};
+use crate::lr_schedule::{LrSchedule, LrScheduleKind};
+use crate::noising::{NoiseSchedule, NoiseSource};
+use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::text_conditioning::CaptionCache;
+use crate::{Error, Result};
+
+/// Everything a run needs besides the model.
+#[derive(Debug, Clone)]
+pub struct LoraTrainingRequest {
+    pub data: PathBuf,
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: LoraTargets,
+    pub init_lora: Option<PathBuf>,
+    /// Replays noise and timesteps; images in file-name order, no augmentation, posterior mean.
+    pub noise_file: Option<PathBuf>,
+    pub image: ImageOptions,
+    pub captions: CaptionOptions,
+    pub repeats: usize,
+    pub batch_size: usize,
+    pub gradient_accumulation: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub adamw: AdamWConfig,
+    /// `None`: no clipping.
+    pub max_grad_norm: Option<f64>,
+    pub lr_schedule: LrScheduleKind,
+    pub warmup_steps: usize,
+    pub prediction_type: Option<PredictionType>,
+    pub snr_gamma: Option<f64>,
+    pub noise_offset: f64,
+    pub seed: u64,
+    pub format: SaveFormat,
+}
+
+impl LoraTrainingRequest {
+    /// The rules every setting must follow, checked before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| Err(Error::Setting(message));
+        if self.rank == 0 {
+            return bad("--rank must be at least 1".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad(format!(
+                "--alpha must be a positive number, got {}",
+                self.alpha
+            ));
+        }
+        if self.batch_size == 0
+            || self.steps == 0
+            || self.repeats == 0
+            || self.gradient_accumulation == 0
+        {
+            return bad(
+                "--batch-size, --steps, --repeats and --gradient-accumulation must be at least 1"
+                    .into(),
+            );
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!(
+                "--lr must be a positive number, got {}",
+                self.learning_rate
+            ));
+        }
+        if self.image.resolution == 0 || self.image.resolution % 8 != 0 {
+            return bad(format!(
+                "--resolution must be a positive multiple of 8, got {}",
+                self.image.resolution
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.captions.dropout) {
+            return bad(format!(
+                "--caption-dropout must be in [0, 1], got {}",
+                self.captions.dropout
+            ));
+        }
+        if let Some(gamma) = self
+            .snr_gamma
+            .filter(|gamma| !(gamma.is_finite() && *gamma > 0.0))
+        {
+            return bad(format!(
+                "--snr-gamma must be a positive number, got {gamma}"
+            ));
+        }
+        if let Some(norm) = self
+            .max_grad_norm
+            .filter(|norm| !(norm.is_finite() && *norm > 0.0))
+        {
+            return bad(format!(
+                "--max-grad-norm must be a positive number, got {norm}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn replaying(&self) -> bool {
+        self.noise_file.is_some()
+    }
+}
+
+/// One optimizer step, as `--log` writes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    pub step: usize,
+    /// The mean loss over the accumulated batches.
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub seconds: f64,
+    pub epoch: usize,
+}
+
+/// What a run reports while it goes.
+pub trait TrainingObserver {
+    fn message(&mut self, text: &str);
+    fn step(&mut self, record: &StepRecord, total_steps: usize) -> Result<()>;
+    /// Asked before every step: stop early (Ctrl-C), keeping what was trained.
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// The trained adapters and what the run did.
+pub struct TrainingOutcome {
+    pub params: LoraParams,
+    pub steps_done: usize,
+    pub images_used: usize,
+    /// Each image's caption as trained (trigger first), once per image.
+    pub captions: Vec<String>,
+    pub scan: Scan,
+    pub stopped_early: bool,
+}
+
+/// The image set as the run uses it.
+struct TrainingImages {
+    entries: Vec<dataset::ImageEntry>,
+    sizes: Vec<Size>,
+    /// Cached when the images are the same every epoch: (latent mean, std, fit report).
+    cached: Vec<Option<(Tensor, Tensor, FitReport)>>,
+}
+
+/// The layout of the UNet's original checkpoint names (for kohya module names).
+pub fn checkpoint_layout(components: &SdxlComponents) -> CheckpointLayout {
+    let config = components.unet.config();
+    CheckpointLayout {
+        layers_per_block: config.layers_per_block,
+        up_has_attention: config
+            .up_block_types
+            .iter()
+            .map(|kind| kind.contains("CrossAttn"))
+            .collect(),
+        vae_levels: components.vae_config.up_block_types.len(),
+    }
+}
+
+/// Creates (or reads from `--init-lora`) the adapters and attaches them to the UNet.
+pub fn build_params(
+    components: &mut SdxlComponents,
+    request: &LoraTrainingRequest,
+) -> Result<LoraParams> {
+    let layout = checkpoint_layout(components);
+    let device = components.device.clone();
+    let targets = request.targets;
+    let linears = components.unet.collect_linears();
+    let layers = match &request.init_lora {
+        Some(path) => {
+            let file = LoraFile::read(path)?;
+            let names = linears
+                .iter()
+                .flat_map(|(name, _)| {
+                    [
+                        (
+                            kohya_module_name(Component::Unet, name, &layout)
+                                .trim_start_matches("lora_unet_")
+                                .to_string(),
+                            name.clone(),
+                        ),
+                        (name.replace('.', "_"), name.clone()),
+                    ]
+                })
+                .collect();
+            LoraParams::from_file(
+                &file,
+                Component::Unet,
+                &linears,
+                |name| targets.matches(name),
+                (request.rank, request.alpha),
+                &names,
+                &device,
+            )?
+        }
+        None => LoraParams::gaussian(
+            Component::Unet,
+            &linears,
+            |name| targets.matches(name),
+            request.rank,
+            request.seed,
+            &device,
+        )?,
+    };
+    drop(linears);
+    let params = LoraParams {
+        rank: request.rank,
+        alpha: request.alpha,
+        layers,
+    };
+    if params.layers.is_empty() {
+        return Err(Error::Setting(format!(
+            "--targets {} selects no layer of this UNet",
+            request.targets
+        )));
+    }
+    params.attach(
+        Component::Unet,
+        &mut components.unet.collect_linears(),
+        false,
+    )?;
+    Ok(params)
+}
+
+/// Runs the whole training loop and returns the trained adapters (still attached).
+pub fn train_lora(
+    components: &mut SdxlComponents,
+    request: &LoraTrainingRequest,
+    observer: &mut dyn TrainingObserver,
+) -> Result<TrainingOutcome> {
+    request.validate()?;
+    let device = components.device.clone();
+    let replaying = request.replaying();
+    let mut noise = match &request.noise_file {
+        Some(path) => NoiseSource::replay(path)?,
+        None => NoiseSource::seeded(request.seed, request.noise_offset),
+    };
+    let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
+
+    let mut scan = dataset::scan_folder(&request.data)?;
+    let images = load_images(components, request, &mut scan, observer)?;
+    if !scan.uncaptioned.is_empty() {
+        observer.message(&format!(
+            "{} images have no caption and train with {}",
+            scan.uncaptioned.len(),
+            match &request.captions.trigger {
+                Some(trigger) => format!("the trigger word `{trigger}` alone"),
+                None => "an empty caption (give --trigger for a class word)".to_string(),
+            }
+        ));
+    }
+
+    let params = build_params(components, request)?;
+    let vars = params.vars();
+    observer.message(&format!(
+        "LoRA rank {} alpha {} on {} layers ({}): {} trainable parameters",
+        params.rank,
+        params.alpha,
+        params.layers.len(),
+        request.targets,
+        params.parameter_count()
+    ));
+    let mut optimizer = AdamW::new(&vars, request.adamw);
+    let lr_schedule = LrSchedule {
+        kind: request.lr_schedule,
+        base_lr: request.learning_rate,
+        warmup_steps: request.warmup_steps,
+        total_steps: request.steps,
+    };
+    let mut captions_cache = CaptionCache::default();
+    let captions_used: Vec<String> = images
+        .entries
+        .iter()
+        .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
+        .collect();
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut epoch = 0;
+    let mut forward_index = 0;
+    let mut stopped_early = false;
+    let mut steps_done = 0;
+
+    for step in 0..request.steps {
+        if observer.should_stop() {
+            stopped_early = true;
+            break;
+        }
+        let started = Instant::now();
+        let mut summed: Option<Vec<Tensor>> = None;
+        let mut loss_total = 0f64;
+        for _ in 0..request.gradient_accumulation {
+            if batches.is_empty() {
+                batches = dataset::epoch_batches(
+                    &images.sizes,
+                    request.repeats,
+                    request.batch_size,
+                    (!replaying).then_some(&mut rng),
+                );
+                batches.reverse();
+                epoch += 1;
+            }
+            let Some(batch) = batches.pop() else {
+                return Err(Error::Setting("the dataset produced no batch".into()));
+            };
+            let captions: Vec<String> = batch
+                .iter()
+                .map(|&index| {
+                    request.captions.caption(
+                        images.entries[index].caption.as_deref(),
+                        (!replaying).then_some(&mut rng),
+                    )
+                })
+                .collect();
+            let (latents, reports) = batch_latents(components, request, &images, &batch, &mut rng)?;
+            let (epsilon, timesteps) =
+                noise.draw(forward_index, &latents, schedule.num_train_timesteps())?;
+            forward_index += 1;
+            let (prompt_embeds, pooled) = captions_cache.batch(components, &captions)?;
+            let time_ids = time_ids(&reports, &device)?;
+            let noisy = schedule.add_noise(&latents, &epsilon, &timesteps)?;
+            let target = schedule.target(&latents, &epsilon, &timesteps)?;
+            let timestep_tensor = Tensor::new(timesteps.as_slice(), &device)?;
+            let added = AddedConditions {
+                text_embeds: pooled,
+                time_ids,
+            };
+            let prediction = components.unet.forward_timesteps(
+                &noisy,
+                &timestep_tensor,
+                &prompt_embeds,
+                &added,
+                None,
+            )?;
+            let loss = loss(
+                &schedule,
+                &prediction,
+                &target,
+                &timesteps,
+                request.snr_gamma,
+            )?;
+            loss_total += f64::from(loss.to_scalar::<f32>()?);
+            let scaled = (loss / request.gradient_accumulation as f64)?;
+            let grads = scaled.backward()?;
+            let step_grads = vars
+                .iter()
+                .map(|var| match grads.get(var.as_tensor()) {
+                    Some(grad) => Ok(grad.clone()),
+                    None => Ok(var.as_tensor().zeros_like()?),
+                })
+                .collect::<Result<Vec<Tensor>>>()?;
+            summed = Some(match summed {
+                None => step_grads,
+                Some(previous) => previous
+                    .iter()
+                    .zip(&step_grads)
+                    .map(|(a, b)| a + b)
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            });
+        }
+        let mut grads = summed.ok_or_else(|| Error::Setting("no gradient was computed".into()))?;
+        let grad_norm = match request.max_grad_norm {
+            Some(max_norm) => clip_grad_norm(&mut grads, max_norm)?,
+            None => crate::optimizer::clip_grad_norm(&mut grads.clone(), f64::INFINITY)?,
+        };
+        let lr = lr_schedule.lr_at(step);
+        optimizer.step(&vars, &grads, &vec![lr; vars.len()])?;
+        steps_done = step + 1;
+        let record = StepRecord {
+            step: steps_done,
+            loss: loss_total / request.gradient_accumulation as f64,
+            lr,
+            grad_norm,
+            seconds: started.elapsed().as_secs_f64(),
+            epoch,
+        };
+        observer.step(&record, request.steps)?;
+    }
+    Ok(TrainingOutcome {
+        params,
+        steps_done,
+        images_used: images.entries.len(),
+        captions: captions_used,
+        scan,
+        stopped_early,
+    })
+}
+
+/// MSE over every element in f32, or the min-SNR-γ weighted mean of per-sample MSEs.
+fn loss(
+    schedule: &NoiseSchedule,
+    prediction: &Tensor,
+    target: &Tensor,
+    timesteps: &[i64],
+    snr_gamma: Option<f64>,
+) -> Result<Tensor> {
+    let squared = (prediction.to_dtype(DType::F32)? - target.to_dtype(DType::F32)?)?.sqr()?;
+    match snr_gamma {
+        None => Ok(squared.mean_all()?),
+        Some(gamma) => {
+            let batch = squared.dim(0)?;
+            let per_sample = squared.reshape((batch, ()))?.mean(1)?; // [b]
+            let weights = Tensor::new(
+                schedule.min_snr_weights(timesteps, gamma)?.as_slice(),
+                squared.device(),
+            )?;
+            Ok((per_sample * weights)?.mean_all()?)
+        }
+    }
+}
+
+/// [b, 6] of (original h, w, crop top, left, target h, w).
+fn time_ids(reports: &[FitReport], device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = reports
+        .iter()
+        .flat_map(|report| report.sdxl_micro_conditioning().map(|value| value as f32))
+        .collect();
+    Ok(Tensor::from_vec(values, (reports.len(), 6), device)?)
+}
+
+/// Whether every epoch sees the same pixels of an image (its latents can be cached).
+fn images_are_fixed(request: &LoraTrainingRequest) -> bool {
+    request.replaying() || (request.image.fit != FitMode::RandomCrop && !request.image.flip)
+}
+
+fn load_images(
+    components: &SdxlComponents,
+    request: &LoraTrainingRequest,
+    scan: &mut Scan,
+    observer: &mut dyn TrainingObserver,
+) -> Result<TrainingImages> {
+    let fixed = images_are_fixed(request);
+    let mut entries = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cached = Vec::new();
+    let started = Instant::now();
+    for entry in std::mem::take(&mut scan.entries) {
+        match dataset::prepare_image(&entry.path, &request.image, None) {
+            Ok(prepared) => {
+                sizes.push(prepared.report.target_size);
+                cached.push(if fixed {
+                    let (mean, std) = encode_latents(components, &[prepared.pixels])?;
+                    Some((mean, std, prepared.report))
+                } else {
+                    None
+                });
+                entries.push(entry);
+            }
+            Err(error) => scan
+                .unreadable
+                .push((entry.path.clone(), error.to_string())),
+        }
+    }
+    scan.entries = entries.clone();
+    if !scan.unreadable.is_empty() {
+        let listed: Vec<String> = scan
+            .unreadable
+            .iter()
+            .map(|(path, why)| format!("  {}: {why}", path.display()))
+            .collect();
+        observer.message(&format!(
+            "skipped {} unreadable images:\n{}",
+            scan.unreadable.len(),
+            listed.join("\n")
+        ));
+    }
+    if entries.is_empty() {
+        return Err(Error::Dataset {
+            path: request.data.clone(),
+            message: "no readable image is left".into(),
+        });
+    }
+    if fixed {
+        observer.message(&format!(
+            "encoded {} images with the VAE in {:.1}s",
+            entries.len(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(TrainingImages {
+        entries,
+        sizes,
+        cached,
+    })
+}
+
+/// VAE posterior mean and std × scaling factor for images of one size: [b, 4, h/8, w/8].
+fn encode_latents(
+    components: &SdxlComponents,
+    pixels: &[image::RgbImage],
+) -> Result<(Tensor, Tensor)> {
+    let device = &components.device;
+    let tensors = pixels
+        .iter()
+        .map(|image| dataset::pixels_to_tensor(image, device))
+        .collect::<Result<Vec<_>>>()?;
+    let batch = Tensor::stack(&tensors, 0)?.to_dtype(components.vae_dtype)?;
+    let distribution = components.vae.encode(&batch)?;
+    let scale = components.vae_config.scaling_factor;
+    let mean = (distribution.mode().to_dtype(DType::F32)? * scale)?;
+    let std = (distribution.std()?.to_dtype(DType::F32)? * scale)?;
+    Ok((mean, std))
+}
+
+/// The batch's latents: the posterior mean when replaying, a posterior sample otherwise
+/// (as the script's `latent_dist.sample()`), and each image's fit report.
+fn batch_latents(
+    components: &SdxlComponents,
+    request: &LoraTrainingRequest,
+    images: &TrainingImages,
+    batch: &[usize],
+    rng: &mut rand::rngs::StdRng,
+) -> Result<(Tensor, Vec<FitReport>)> {
+    let mut means = Vec::with_capacity(batch.len());
+    let mut stds = Vec::with_capacity(batch.len());
+    let mut reports = Vec::with_capacity(batch.len());
+    for &index in batch {
+        match &images.cached[index] {
+            Some((mean, std, report)) => {
+                means.push(mean.clone());
+                stds.push(std.clone());
+                reports.push(*report);
+            }
+            None => {
+                let prepared =
+                    dataset::prepare_image(&images.entries[index].path, &request.image, Some(rng))?;
+                let (mean, std) = encode_latents(components, &[prepared.pixels])?;
+                means.push(mean);
+                stds.push(std);
+                reports.push(prepared.report);
+            }
+        }
+    }
+    let mean = Tensor::cat(&means, 0)?;
+    if request.replaying() {
+        return Ok((mean, reports));
+    }
+    let std = Tensor::cat(&stds, 0)?;
+    let count = mean.elem_count();
+    let values: Vec<f32> = (0..count)
+        .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng))
+        .collect();
+    let epsilon = Tensor::from_vec(values, mean.shape(), mean.device())?;
+    Ok(((mean + (std * epsilon)?)?, reports))
+}
+
+/// The trained parameters' count of each kind, for messages.
+pub fn describe(params: &LoraParams) -> String {
+    format!(
+        "{} layers, {} parameters",
+        params.layers.len(),
+        params.parameter_count()
+    )
+}
+
+#[allow(dead_code)]
+fn unused(_: Var) {}
