@@ -2,12 +2,16 @@
 //!
 //! - [`clip`]: transformers' `CLIPModel` and `CLIPProcessor` on candle: L2-normalised image
 //!   and text embeddings equal to `get_image_features` / `get_text_features`.
+//! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding)
+//!   and exact cosine-similarity search over it.
 //! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as
 //!   transformers' image processors run them.
 
 pub mod clip;
+pub mod db;
 pub mod error;
 pub mod pil_resample;
 
 pub use clip::{ClipConfig, ClipModel};
+pub use db::{AddOptions, AddReport, ImageDatabase, Query, SearchHit};
 pub use error::{DataError, Result};

@@ -2,6 +2,7 @@
 //! transformers on the tiny random model, and the image database.
 
 mod clip_parity;
+mod image_db;
 
 use std::path::PathBuf;
 
