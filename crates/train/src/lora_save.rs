@@ -142,14 +142,16 @@ pub fn lora_tensors(
                 } else {
                     "lora_linear_layer"
                 };
-                tensors.push((
-                    format!("{prefix}.{}.{part}.down.weight", layer.name),
-                    layer.down.as_tensor().detach(),
-                ));
-                tensors.push((
-                    format!("{prefix}.{}.{part}.up.weight", layer.name),
-                    layer.up.as_tensor().detach(),
-                ));
+                // transformers 5 saves the projection model with its `text_model.` level and
+                // the plain one without; diffusers' save keeps the models' own names.
+                let module = match layer.component {
+                    Component::TextEncoder2 => with_text_model(&layer.name),
+                    _ => layer.name.clone(),
+                };
+                let down = format!("{prefix}.{module}.{part}.down.weight");
+                tensors.push((down, layer.down.as_tensor().detach()));
+                let up = format!("{prefix}.{module}.{part}.up.weight");
+                tensors.push((up, layer.up.as_tensor().detach()));
             }
             header.insert("format".into(), "pt".into());
             // The script writes no adapter metadata, and loaders then take alpha = rank. Any

@@ -36,9 +36,10 @@ impl Default for AdamWConfig {
     }
 }
 
-/// One parameter's moments.
+/// One parameter's state: its own step count (torch counts per parameter) and moments.
 #[derive(Debug, Clone)]
 pub struct Moments {
+    pub step: u64,
     pub exp_avg: Vec<f32>,
     pub exp_avg_sq: Vec<f32>,
 }
@@ -59,6 +60,7 @@ impl AdamW {
             .map(|param| {
                 let count = param.elem_count();
                 Moments {
+                    step: 0,
                     exp_avg: vec![0.0; count],
                     exp_avg_sq: vec![0.0; count],
                 }
@@ -71,8 +73,10 @@ impl AdamW {
         }
     }
 
-    /// One update of every parameter with its gradient; `learning_rates[i]` is parameter i's.
-    pub fn step(&mut self, params: &[Var], grads: &[Tensor], learning_rates: &[f64]) -> Result<()> {
+    /// One update of every parameter that has a gradient (`None`: no gradient reached it,
+    /// and torch leaves it untouched, weight decay included); `learning_rates[i]` is
+    /// parameter i's.
+    pub fn step(&mut self, params: &[Var], grads: &[Option<Tensor>], learning_rates: &[f64]) -> Result<()> {
         self.step += 1;
         let AdamWConfig {
             beta1,
@@ -80,12 +84,9 @@ impl AdamW {
             eps,
             weight_decay,
         } = self.config;
-        let bias_correction1 = 1.0 - beta1.powi(self.step as i32);
-        let bias_correction2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         let lerp_weight = (1.0 - beta1) as f32;
         let beta2_f32 = beta2 as f32;
         let one_minus_beta2 = (1.0 - beta2) as f32;
-        let bc2 = bias_correction2_sqrt as f32;
         let eps = eps as f32;
         for (((param, grad), moments), lr) in params
             .iter()
@@ -93,6 +94,10 @@ impl AdamW {
             .zip(&mut self.moments)
             .zip(learning_rates)
         {
+            let Some(grad) = grad else { continue };
+            moments.step += 1;
+            let bias_correction1 = 1.0 - beta1.powi(moments.step as i32);
+            let bc2 = (1.0 - beta2.powi(moments.step as i32)).sqrt() as f32;
             let shape = param.shape().clone();
             let mut values = param
                 .as_tensor()
@@ -129,9 +134,9 @@ impl AdamW {
 /// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: the 2-norm of all gradients together
 /// (the norm of the per-tensor norms), and every gradient × min(1, max_norm / (total + 1e-6)).
 /// Returns the total norm before clipping.
-pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
     let mut squares = 0f32;
-    for grad in grads.iter() {
+    for grad in grads.iter().flatten() {
         let norm = grad
             .to_dtype(candle_core::DType::F32)?
             .sqr()?
@@ -142,7 +147,7 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     }
     let total = squares.sqrt();
     let coefficient = (max_norm as f32 / (total + 1e-6)).min(1.0);
-    for grad in grads.iter_mut() {
+    for grad in grads.iter_mut().flatten() {
         *grad = (&*grad * coefficient as f64)?;
     }
     Ok(total as f64)
@@ -162,7 +167,7 @@ mod tests {
         let mut optimizer = AdamW::new(std::slice::from_ref(&param), AdamWConfig::default());
         optimizer.step(
             &[param.clone()],
-            &[Tensor::new(&[0.5f32, 0.25], &device)?],
+            &[Some(Tensor::new(&[0.5f32, 0.25], &device)?)],
             &[0.1],
         )?;
         // Step 1: m̂ = g, v̂ = g², so p = p(1 − 0.001) − 0.1 · sign(g) (up to ε).
@@ -171,7 +176,7 @@ mod tests {
         assert!((first[1] - (-1.998 - 0.1)).abs() < 1e-6, "{first:?}");
         optimizer.step(
             &[param.clone()],
-            &[Tensor::new(&[-1f32, 2.0], &device)?],
+            &[Some(Tensor::new(&[-1f32, 2.0], &device)?)],
             &[0.1],
         )?;
         // Step 2 for the first entry: m = 0.9·0.05 − 0.1 = −0.055 → m̂ = −0.055/0.19;
@@ -187,26 +192,40 @@ mod tests {
         Ok(())
     }
 
+    /// A parameter no gradient reached is left as it is (no weight decay), as torch does.
+    #[test]
+    fn parameters_without_gradient_are_untouched() -> anyhow::Result<()> {
+        let param = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &Device::Cpu)?)?;
+        let mut optimizer = AdamW::new(std::slice::from_ref(&param), AdamWConfig::default());
+        optimizer.step(&[param.clone()], &[None], &[0.1])?;
+        assert_eq!(param.as_tensor().to_vec1::<f32>()?, vec![1.0, -2.0]);
+        assert_eq!(optimizer.moments[0].step, 0);
+        Ok(())
+    }
+
     #[test]
     fn clipping_scales_all_gradients_by_the_total_norm() -> anyhow::Result<()> {
         let device = Device::Cpu;
         let mut grads = vec![
-            Tensor::new(&[3f32], &device)?,
-            Tensor::new(&[4f32], &device)?,
+            Some(Tensor::new(&[3f32], &device)?),
+            None,
+            Some(Tensor::new(&[4f32], &device)?),
         ];
         let total = clip_grad_norm(&mut grads, 1.0)?;
         assert!((total - 5.0).abs() < 1e-6);
         let scaled: Vec<f32> = grads
             .iter()
+            .flatten()
             .map(|g| g.to_vec1::<f32>().map(|v| v[0]))
             .collect::<candle_core::Result<_>>()?;
         assert!(
             (scaled[0] - 0.6).abs() < 1e-6 && (scaled[1] - 0.8).abs() < 1e-6,
             "{scaled:?}"
         );
-        let mut small = vec![Tensor::new(&[0.1f32], &device)?];
+        let mut small = vec![Some(Tensor::new(&[0.1f32], &device)?)];
         clip_grad_norm(&mut small, 1.0)?;
-        assert!((small[0].to_vec1::<f32>()?[0] - 0.1).abs() < 1e-7);
+        let kept = small[0].as_ref().map(|g| g.to_vec1::<f32>()).transpose()?;
+        assert_eq!(kept, Some(vec![0.1]));
         Ok(())
     }
 }

@@ -7,22 +7,23 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::original_keys::{CheckpointLayout, Component};
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::LoraFile;
+use huatu_diffusion::models::linear::NamedLinears;
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::{FitMode, FitReport, Size};
 use rand::SeedableRng;
 
 use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
-use crate::lora_params::{LoraParams, LoraTargets};
+use crate::lora_params::{text_encoder_target, LoraParams, LoraTargets};
 use crate::lora_save::{kohya_module_name, SaveFormat};
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
 use crate::noising::{NoiseSchedule, NoiseSource};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
-use crate::text_conditioning::CaptionCache;
+use crate::text_conditioning::{encode_batch_with_graph, CaptionCache};
 use crate::{Error, Result};
 
 /// Everything a run needs besides the model.
@@ -43,6 +44,10 @@ pub struct LoraTrainingRequest {
     /// Optimizer steps.
     pub steps: usize,
     pub learning_rate: f64,
+    /// Also train LoRA adapters on both text encoders' attention projections.
+    pub train_text_encoder: bool,
+    /// The text encoders' learning rate; `None`: `learning_rate`.
+    pub text_encoder_lr: Option<f64>,
     pub adamw: AdamWConfig,
     /// `None`: no clipping.
     pub max_grad_norm: Option<f64>,
@@ -103,6 +108,9 @@ impl LoraTrainingRequest {
             return bad(format!(
                 "--snr-gamma must be a positive number, got {gamma}"
             ));
+        }
+        if let Some(lr) = self.text_encoder_lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+            return bad(format!("--text-encoder-lr must be a positive number, got {lr}"));
         }
         if let Some(norm) = self
             .max_grad_norm
@@ -175,68 +183,61 @@ pub fn checkpoint_layout(components: &SdxlComponents) -> CheckpointLayout {
     }
 }
 
-/// Creates (or reads from `--init-lora`) the adapters and attaches them to the UNet.
-pub fn build_params(
-    components: &mut SdxlComponents,
-    request: &LoraTrainingRequest,
-) -> Result<LoraParams> {
+/// The components a run trains.
+fn trained_components(request: &LoraTrainingRequest) -> Vec<Component> {
+    let mut components = vec![Component::Unet];
+    if request.train_text_encoder {
+        components.extend([Component::TextEncoder, Component::TextEncoder2]);
+    }
+    components
+}
+
+fn linears_of(components: &mut SdxlComponents, component: Component) -> NamedLinears<'_> {
+    match component {
+        Component::TextEncoder => components.text_encoder.collect_linears(),
+        Component::TextEncoder2 => components.text_encoder_2.collect_linears(),
+        _ => components.unet.collect_linears(),
+    }
+}
+
+/// Creates (or reads from `--init-lora`) the adapters and attaches them: the UNet's
+/// `--targets`, and with `train_text_encoder` both text encoders' attention projections.
+pub fn build_params(components: &mut SdxlComponents, request: &LoraTrainingRequest) -> Result<LoraParams> {
     let layout = checkpoint_layout(components);
     let device = components.device.clone();
     let targets = request.targets;
-    let linears = components.unet.collect_linears();
-    let layers = match &request.init_lora {
-        Some(path) => {
-            let file = LoraFile::read(path)?;
-            let names = linears
-                .iter()
-                .flat_map(|(name, _)| {
-                    [
-                        (
-                            kohya_module_name(Component::Unet, name, &layout)
-                                .trim_start_matches("lora_unet_")
-                                .to_string(),
-                            name.clone(),
-                        ),
-                        (name.replace('.', "_"), name.clone()),
-                    ]
-                })
-                .collect();
-            LoraParams::from_file(
-                &file,
-                Component::Unet,
-                &linears,
-                |name| targets.matches(name),
-                (request.rank, request.alpha),
-                &names,
-                &device,
-            )?
-        }
-        None => LoraParams::gaussian(
-            Component::Unet,
-            &linears,
-            |name| targets.matches(name),
-            request.rank,
-            request.seed,
-            &device,
-        )?,
-    };
-    drop(linears);
-    let params = LoraParams {
-        rank: request.rank,
-        alpha: request.alpha,
-        layers,
-    };
-    if params.layers.is_empty() {
-        return Err(Error::Setting(format!(
-            "--targets {} selects no layer of this UNet",
-            request.targets
-        )));
+    let file = request.init_lora.as_deref().map(LoraFile::read).transpose()?;
+    let mut layers = Vec::new();
+    for (index, component) in trained_components(request).into_iter().enumerate() {
+        let selected = |name: &str| match component {
+            Component::Unet => targets.matches(name),
+            _ => text_encoder_target(name),
+        };
+        let linears = linears_of(components, component);
+        layers.extend(match &file {
+            Some(file) => {
+                // kohya files name modules by the kohya form of the layer's name, without
+                // its `lora_unet_`/`lora_te1_` prefix.
+                let names = linears
+                    .iter()
+                    .map(|(name, _)| {
+                        let kohya = kohya_module_name(component, name, &layout);
+                        let bare = kohya.splitn(3, '_').nth(2).unwrap_or(&kohya).to_string();
+                        (bare, name.clone())
+                    })
+                    .collect();
+                LoraParams::from_file(file, component, &linears, selected, (request.rank, request.alpha), &names, &device)?
+            }
+            None => LoraParams::gaussian(component, &linears, selected, request.rank, request.seed + index as u64, &device)?,
+        });
     }
-    params.attach(
-        Component::Unet,
-        &mut components.unet.collect_linears(),
-        false,
-    )?;
+    let params = LoraParams { rank: request.rank, alpha: request.alpha, layers };
+    if params.layers.is_empty() {
+        return Err(Error::Setting(format!("--targets {} selects no layer of this UNet", request.targets)));
+    }
+    for component in trained_components(request) {
+        params.attach(component, &mut linears_of(components, component), false)?;
+    }
     Ok(params)
 }
 
@@ -272,11 +273,12 @@ pub fn train_lora(
     let params = build_params(components, request)?;
     let vars = params.vars();
     observer.message(&format!(
-        "LoRA rank {} alpha {} on {} layers ({}): {} trainable parameters",
+        "LoRA rank {} alpha {} on {} layers ({}{}): {} trainable parameters",
         params.rank,
         params.alpha,
         params.layers.len(),
         request.targets,
+        if request.train_text_encoder { " and both text encoders" } else { "" },
         params.parameter_count()
     ));
     let mut optimizer = AdamW::new(&vars, request.adamw);
@@ -304,7 +306,7 @@ pub fn train_lora(
             break;
         }
         let started = Instant::now();
-        let mut summed: Option<Vec<Tensor>> = None;
+        let mut summed: Option<Vec<Option<Tensor>>> = None;
         let mut loss_total = 0f64;
         for _ in 0..request.gradient_accumulation {
             if batches.is_empty() {
@@ -333,7 +335,11 @@ pub fn train_lora(
             let (epsilon, timesteps) =
                 noise.draw(forward_index, &latents, schedule.num_train_timesteps())?;
             forward_index += 1;
-            let (prompt_embeds, pooled) = captions_cache.batch(components, &captions)?;
+            let (prompt_embeds, pooled) = if request.train_text_encoder {
+                encode_batch_with_graph(components, &captions)?
+            } else {
+                captions_cache.batch(components, &captions)?
+            };
             let time_ids = time_ids(&reports, &device)?;
             let noisy = schedule.add_noise(&latents, &epsilon, &timesteps)?;
             let target = schedule.target(&latents, &epsilon, &timesteps)?;
@@ -359,20 +365,18 @@ pub fn train_lora(
             loss_total += f64::from(loss.to_scalar::<f32>()?);
             let scaled = (loss / request.gradient_accumulation as f64)?;
             let grads = scaled.backward()?;
-            let step_grads = vars
-                .iter()
-                .map(|var| match grads.get(var.as_tensor()) {
-                    Some(grad) => Ok(grad.clone()),
-                    None => Ok(var.as_tensor().zeros_like()?),
-                })
-                .collect::<Result<Vec<Tensor>>>()?;
+            let step_grads: Vec<Option<Tensor>> =
+                vars.iter().map(|var| grads.get(var.as_tensor()).cloned()).collect();
             summed = Some(match summed {
                 None => step_grads,
                 Some(previous) => previous
-                    .iter()
-                    .zip(&step_grads)
-                    .map(|(a, b)| a + b)
-                    .collect::<candle_core::Result<Vec<_>>>()?,
+                    .into_iter()
+                    .zip(step_grads)
+                    .map(|pair| match pair {
+                        (Some(a), Some(b)) => Ok(Some((a + b)?)),
+                        (a, b) => Ok(a.or(b)),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
             });
         }
         let mut grads = summed.ok_or_else(|| Error::Setting("no gradient was computed".into()))?;
@@ -381,7 +385,16 @@ pub fn train_lora(
             None => crate::optimizer::clip_grad_norm(&mut grads.clone(), f64::INFINITY)?,
         };
         let lr = lr_schedule.lr_at(step);
-        optimizer.step(&vars, &grads, &vec![lr; vars.len()])?;
+        let text_encoder_lr = request.text_encoder_lr.map_or(lr, |base| lr * base / request.learning_rate);
+        let learning_rates: Vec<f64> = params
+            .layers
+            .iter()
+            .flat_map(|layer| {
+                let rate = if layer.component == Component::Unet { lr } else { text_encoder_lr };
+                [rate, rate]
+            })
+            .collect();
+        optimizer.step(&vars, &grads, &learning_rates)?;
         steps_done = step + 1;
         let record = StepRecord {
             step: steps_done,
@@ -569,6 +582,3 @@ pub fn describe(params: &LoraParams) -> String {
         params.parameter_count()
     )
 }
-
-#[allow(dead_code)]
-fn unused(_: Var) {}

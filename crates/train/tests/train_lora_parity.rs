@@ -58,6 +58,8 @@ fn contract_request() -> LoraTrainingRequest {
         gradient_accumulation: 1,
         steps: 3,
         learning_rate: 1e-3,
+        train_text_encoder: false,
+        text_encoder_lr: None,
         adamw: AdamWConfig {
             weight_decay: 0.01,
             ..AdamWConfig::default()
@@ -239,4 +241,10 @@ fn gradient_clipping_matches_diffusers() -> anyhow::Result<()> {
             ..contract_request()
         },
     )
+}
+
+#[test]
+fn text_encoder_lora_matches_diffusers() -> anyhow::Result<()> {
+    let init = fixture("train_lora_tiny").join("init_lora_te.safetensors");
+    check_case("text_encoder", LoraTrainingRequest { train_text_encoder: true, init_lora: Some(init), ..contract_request() })
 }

@@ -85,6 +85,12 @@ pub struct TrainLoraArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
+    /// Also train LoRA adapters on both text encoders (q/k/v/out projections).
+    #[arg(long)]
+    pub train_text_encoder: bool,
+    /// The text encoders' learning rate (default: --lr).
+    #[arg(long, requires = "train_text_encoder")]
+    pub text_encoder_lr: Option<f64>,
     /// adamw (torch's AdamW).
     #[arg(long, default_value = "adamw", value_parser = ["adamw"])]
     pub optimizer: String,
@@ -154,6 +160,8 @@ impl TrainLoraArgs {
             gradient_accumulation: self.gradient_accumulation,
             steps: self.steps,
             learning_rate: self.lr,
+            train_text_encoder: self.train_text_encoder,
+            text_encoder_lr: self.text_encoder_lr,
             adamw: AdamWConfig {
                 beta1: self.adam_beta1,
                 beta2: self.adam_beta2,

@@ -6,8 +6,11 @@
 //! and the projection model maps it through `text_projection` (no bias). As diffusers
 //! calls them, no padding mask is applied: the causal mask is the only mask.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, VarBuilder};
+
+use super::layers::LayerNorm;
+use super::linear::{join, Linear, NamedLinears};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -138,10 +141,10 @@ impl ClipAttention {
         let heads = config.num_attention_heads;
         let head_dim = hidden / heads;
         Ok(Self {
-            q_proj: candle_nn::linear(hidden, hidden, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(hidden, hidden, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(hidden, hidden, vb.pp("v_proj"))?,
-            out_proj: candle_nn::linear(hidden, hidden, vb.pp("out_proj"))?,
+            q_proj: Linear::new(hidden, hidden, vb.pp("q_proj"))?,
+            k_proj: Linear::new(hidden, hidden, vb.pp("k_proj"))?,
+            v_proj: Linear::new(hidden, hidden, vb.pp("v_proj"))?,
+            out_proj: Linear::new(hidden, hidden, vb.pp("out_proj"))?,
             heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -169,10 +172,30 @@ impl ClipAttention {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+        let weights = softmax_last_dim(&scores)?.to_dtype(dtype)?;
         let attended = weights.matmul(&value)?; // [b, heads, n, d]
         let merged = attended.transpose(1, 2)?.reshape((batch, tokens, hidden))?;
         Ok(self.out_proj.forward(&merged)?)
+    }
+}
+
+/// candle's fused softmax (no backward) outside an autograd graph, the plain formulation
+/// inside one (the max is a constant shift, so it is detached).
+fn softmax_last_dim(scores: &Tensor) -> candle_core::Result<Tensor> {
+    if !scores.track_op() {
+        return candle_nn::ops::softmax_last_dim(scores);
+    }
+    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
+    shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)
+}
+
+impl ClipAttention {
+    /// `q_proj`, `k_proj`, `v_proj`, `out_proj` under `prefix`.
+    fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        out.push((join(prefix, "q_proj"), &mut self.q_proj));
+        out.push((join(prefix, "k_proj"), &mut self.k_proj));
+        out.push((join(prefix, "v_proj"), &mut self.v_proj));
+        out.push((join(prefix, "out_proj"), &mut self.out_proj));
     }
 }
 
@@ -187,8 +210,8 @@ struct ClipMlp {
 impl ClipMlp {
     fn new(vb: VarBuilder, config: &ClipTextConfig) -> Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(config.hidden_size, config.intermediate_size, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(config.intermediate_size, config.hidden_size, vb.pp("fc2"))?,
+            fc1: Linear::new(config.hidden_size, config.intermediate_size, vb.pp("fc1"))?,
+            fc2: Linear::new(config.intermediate_size, config.hidden_size, vb.pp("fc2"))?,
             activation: config.hidden_act,
         })
     }
@@ -219,11 +242,18 @@ impl ClipEncoderLayer {
         let eps = config.layer_norm_eps;
         Ok(Self {
             self_attn: ClipAttention::new(vb.pp("self_attn"), config)?,
-            layer_norm1: candle_nn::layer_norm(hidden, eps, vb.pp("layer_norm1"))?,
+            layer_norm1: LayerNorm::new(hidden, eps, vb.pp("layer_norm1"))?,
             mlp: ClipMlp::new(vb.pp("mlp"), config)?,
-            layer_norm2: candle_nn::layer_norm(hidden, eps, vb.pp("layer_norm2"))?,
+            layer_norm2: LayerNorm::new(hidden, eps, vb.pp("layer_norm2"))?,
             span: tracing::trace_span!("clip_encoder_layer", index),
         })
+    }
+
+    /// The linear layers under `prefix` (`self_attn.q_proj`, …, `mlp.fc1`, `mlp.fc2`).
+    pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
+        self.self_attn.collect_linears(&join(prefix, "self_attn"), out);
+        out.push((join(prefix, "mlp.fc1"), &mut self.mlp.fc1));
+        out.push((join(prefix, "mlp.fc2"), &mut self.mlp.fc2));
     }
 
     /// hidden_states: [b, n, hidden]; attention_mask: [n, n] f32 added to the attention
@@ -299,7 +329,7 @@ impl ClipTextModel {
         Ok(Self {
             embeddings: ClipTextEmbeddings::new(vb.pp("embeddings"), config)?,
             layers,
-            final_layer_norm: candle_nn::layer_norm(
+            final_layer_norm: LayerNorm::new(
                 config.hidden_size,
                 config.layer_norm_eps,
                 vb.pp("final_layer_norm"),
@@ -311,6 +341,16 @@ impl ClipTextModel {
 
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
+    }
+
+    /// The encoder's linear layers by transformers name without the `text_model.` level
+    /// (`encoder.layers.0.self_attn.q_proj`).
+    pub fn collect_linears(&mut self) -> NamedLinears<'_> {
+        let mut out = Vec::new();
+        for (index, layer) in self.layers.iter_mut().enumerate() {
+            layer.collect_linears(&format!("encoder.layers.{index}"), &mut out);
+        }
+        out
     }
 
     /// input_ids: [b, n] (or [n]) integer token ids, n ≤ `max_position_embeddings`.
@@ -455,7 +495,7 @@ impl ClipTextModelWithProjection {
         })?;
         Ok(Self {
             text_model: ClipTextModel::new_unprefixed(vb.pp("text_model"), config)?,
-            text_projection: candle_nn::linear_no_bias(
+            text_projection: Linear::new_no_bias(
                 config.hidden_size,
                 projection_dim,
                 vb.pp("text_projection"),
@@ -469,6 +509,11 @@ impl ClipTextModelWithProjection {
 
     pub fn text_model(&self) -> &ClipTextModel {
         &self.text_model
+    }
+
+    /// The text model's linear layers (see [`ClipTextModel::collect_linears`]).
+    pub fn collect_linears(&mut self) -> NamedLinears<'_> {
+        self.text_model.collect_linears()
     }
 
     /// input_ids: [b, n] (or [n]) integer token ids.
