@@ -40,6 +40,11 @@ enum Command {
     Enhance(commands::enhance::EnhanceArgs),
     /// Brings images to a target size or SDXL bucket, keeping the aspect ratio.
     Preprocess(commands::preprocess::PreprocessArgs),
+    /// Prints the L2-normalised CLIP embedding of an image or a text as one JSON line.
+    Embed(commands::embed::EmbedArgs),
+    /// The image database for training data: add images, search by text or image, info,
+    /// remove, export.
+    Db(commands::db::DbArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Lora(args) => commands::lora::run(args),
         Command::Enhance(args) => commands::enhance::run(args),
         Command::Preprocess(args) => commands::preprocess::run(args),
+        Command::Embed(args) => commands::embed::run(args),
+        Command::Db(args) => commands::db::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,7 +23,7 @@ pub enum DataError {
         source: serde_json::Error,
     },
 
-    #[error("not a CLIP model folder: {what} is missing (looked for {path})")]
+    #[error("{what} not found (looked for {path})")]
     MissingModelPart { what: String, path: PathBuf },
 
     #[error("{path}: {message}")]

@@ -1,7 +1,9 @@
 //! One file per subcommand.
 
 pub mod chat;
+pub mod db;
 pub mod edit;
+pub mod embed;
 pub mod generate;
 pub mod lora;
 pub mod serve;

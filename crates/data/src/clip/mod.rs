@@ -70,7 +70,7 @@ impl ClipModel {
         let config_text = std::fs::read_to_string(&config_path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 DataError::MissingModelPart {
-                    what: "config.json".into(),
+                    what: "the CLIP model's config.json".into(),
                     path: config_path.clone(),
                 }
             } else {

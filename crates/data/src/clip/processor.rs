@@ -85,7 +85,7 @@ impl ClipImageProcessorConfig {
             (processor, nested)
         } else {
             return Err(DataError::MissingModelPart {
-                what: "the image processor settings (preprocessor_config.json or processor_config.json)".into(),
+                what: "the CLIP image processor settings (preprocessor_config.json or processor_config.json)".into(),
                 path: preprocessor,
             });
         };
