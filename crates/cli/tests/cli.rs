@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 #[path = "cli_data/data.rs"]
 mod data;
+#[path = "cli_train/train_lora.rs"]
+mod train_lora;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 

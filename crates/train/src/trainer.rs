@@ -482,6 +482,7 @@ fn load_images(
         }
     }
     scan.entries = entries.clone();
+    scan.uncaptioned = entries.iter().filter(|entry| entry.caption.is_none()).map(|entry| entry.path.clone()).collect();
     if !scan.unreadable.is_empty() {
         let listed: Vec<String> = scan
             .unreadable
