@@ -18,6 +18,8 @@
 //! would make every frozen weight a graph variable and put the whole model on the slow
 //! autograd paths, which a real run (weights memory-mapped from a file) never does.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -32,20 +34,26 @@ use huatu_diffusion::models::unet_2d_condition::{
 use huatu_train::lora_params::{LoraParams, LoraTargets};
 use huatu_train::optimizer::{AdamW, AdamWConfig};
 
-/// Hands out small random weights of whatever shape a layer asks for (plain tensors, not
-/// `Var`s: the frozen base model records no graph of its own).
-struct RandomWeights;
+/// Hands out random weights of whatever shape a layer asks for (plain tensors, not `Var`s:
+/// the frozen base model records no graph of its own), counting what it gave.
+struct RandomWeights {
+    elements: Arc<AtomicUsize>,
+}
 
 impl SimpleBackend for RandomWeights {
     fn get(
         &self,
         shape: Shape,
         _name: &str,
-        _init: Init,
+        init: Init,
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)
+        self.elements
+            .fetch_add(shape.elem_count(), Ordering::Relaxed);
+        // Each layer's own init hint (Kaiming for weights, ones and zeros for norms), so
+        // activations and gradients have the scales of a real model (and no denormals).
+        Ok(init.var(shape, dtype, device)?.as_detached_tensor())
     }
     fn get_unchecked(
         &self,
@@ -138,7 +146,10 @@ fn parse_options() -> anyhow::Result<Options> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value; {usage}"));
+        let mut value = |name: &str| {
+            args.next()
+                .with_context(|| format!("{name} needs a value; {usage}"))
+        };
         match arg.as_str() {
             "--rank" => options.rank = value("--rank")?.parse()?,
             "--alpha" => options.alpha = value("--alpha")?.parse()?,
@@ -172,17 +183,29 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
     let config_path = options.config.clone().unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../diffusion/presets/sdxl-base-1.0/unet.json").to_string()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../diffusion/presets/sdxl-base-1.0/unet.json"
+        )
+        .to_string()
     });
     let config: UNet2DConditionConfig = serde_json::from_str(
         &std::fs::read_to_string(&config_path).with_context(|| format!("reading {config_path}"))?,
     )
     .with_context(|| format!("parsing {config_path}"))?;
 
-    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
+    let elements = Arc::new(AtomicUsize::new(0));
+    let weights = RandomWeights {
+        elements: elements.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, device.clone());
     let mut unet = UNet2DConditionModel::new(vb, &config)?;
     let build_seconds = started.elapsed().as_secs_f64();
-    stage(started, "random UNet built");
+    let base_parameters = elements.load(Ordering::Relaxed);
+    stage(
+        started,
+        &format!("random UNet built: {base_parameters} parameters"),
+    );
 
     // The trainer's `build_params`: peft's gaussian init on the selected layers, attached
     // unmerged as graph variables.
@@ -217,11 +240,23 @@ fn main() -> anyhow::Result<()> {
 
     let (batch, size) = (options.batch, options.size);
     let latent = size / 8;
-    let noisy = Tensor::randn(0f32, 1.0, (batch, config.in_channels, latent, latent), &device)?;
-    let target = Tensor::randn(0f32, 1.0, (batch, config.out_channels, latent, latent), &device)?;
+    let noisy = Tensor::randn(
+        0f32,
+        1.0,
+        (batch, config.in_channels, latent, latent),
+        &device,
+    )?;
+    let target = Tensor::randn(
+        0f32,
+        1.0,
+        (batch, config.out_channels, latent, latent),
+        &device,
+    )?;
     let timesteps = Tensor::new(vec![500i64; batch].as_slice(), &device)?;
     let prompt_embeds = Tensor::randn(0f32, 1.0, (batch, 77, config.cross_attention_dim), &device)?;
-    let pooled_width = config.projection_class_embeddings_input_dim.unwrap_or_default()
+    let pooled_width = config
+        .projection_class_embeddings_input_dim
+        .unwrap_or_default()
         - 6 * config.addition_time_embed_dim.unwrap_or_default();
     let added = AddedConditions {
         text_embeds: Tensor::randn(0f32, 1.0, (batch, pooled_width), &device)?,
@@ -240,11 +275,15 @@ fn main() -> anyhow::Result<()> {
     let mut store = (0, 0.0, 0, 0.0);
     for step in 0..=options.steps {
         let step_started = Instant::now();
-        let prediction = unet.forward_timesteps(&noisy, &timesteps, &prompt_embeds, &added, None)?;
+        let prediction =
+            unet.forward_timesteps(&noisy, &timesteps, &prompt_embeds, &added, None)?;
         let loss = (prediction - &target)?.sqr()?.mean_all()?;
         let loss_value = loss.to_scalar::<f32>()?;
         let forward_done = Instant::now();
-        stage(started, &format!("step {step} forward, loss {loss_value:.6}"));
+        stage(
+            started,
+            &format!("step {step} forward, loss {loss_value:.6}"),
+        );
         let grads = loss.backward()?;
         let backward_done = Instant::now();
         store = gradient_store_size(&grads, &vars);
@@ -255,18 +294,13 @@ fn main() -> anyhow::Result<()> {
                 store.0, store.1, store.2, store.3
             ),
         );
-        // Every adapter is in the graph, so each has a gradient; `into()` gives the
-        // optimizer's gradient type (a tensor, or `Some` tensor where it allows none).
-        let step_grads = vars
+        let step_grads: Vec<Option<Tensor>> = vars
             .iter()
-            .map(|var| match grads.get(var.as_tensor()) {
-                Some(grad) => Ok(grad.clone().into()),
-                None => Ok(var.as_tensor().zeros_like()?.into()),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|var| grads.get(var.as_tensor()).cloned())
+            .collect();
         drop(grads);
         drop(loss);
-        optimizer.step(&vars, step_grads.as_slice(), &learning_rates)?;
+        optimizer.step(&vars, &step_grads, &learning_rates)?;
         let update_done = Instant::now();
         stage(started, &format!("step {step} update"));
         if step > 0 {
@@ -277,6 +311,11 @@ fn main() -> anyhow::Result<()> {
         }
         losses.push(loss_value);
     }
+    // The adapters moved off their init (B starts at zero): Σ|B| after the last update.
+    let mut up_sum = 0f64;
+    for layer in &params.layers {
+        up_sum += f64::from(layer.up.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?);
+    }
     let (peak, _) = memory_mib();
     let json = serde_json::json!({
         "impl": "huatu",
@@ -285,6 +324,8 @@ fn main() -> anyhow::Result<()> {
         "rank": options.rank,
         "lora_layers": params.layers.len(),
         "lora_parameters": params.parameter_count(),
+        "base_parameters": base_parameters,
+        "adapter_up_abs_sum": up_sum,
         "build_seconds": (build_seconds * 1000.0).round() / 1000.0,
         "seconds_per_step": (median(&step_times) * 1000.0).round() / 1000.0,
         "forward_seconds": (median(&forward_times) * 1000.0).round() / 1000.0,

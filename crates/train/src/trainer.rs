@@ -17,6 +17,7 @@ use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::{FitMode, FitReport, Size};
 use rand::SeedableRng;
 
+use crate::checkpointing::checkpointed_gradients;
 use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
 use crate::lora_params::{text_encoder_target, LoraParams, LoraTargets};
 use crate::lora_save::{kohya_module_name, SaveFormat};
@@ -51,6 +52,8 @@ pub struct LoraTrainingRequest {
     pub adamw: AdamWConfig,
     /// `None`: no clipping.
     pub max_grad_norm: Option<f64>,
+    /// Recompute block activations in the backward pass (memory for 1024² steps).
+    pub gradient_checkpointing: bool,
     pub lr_schedule: LrScheduleKind,
     pub warmup_steps: usize,
     pub prediction_type: Option<PredictionType>,
@@ -348,25 +351,29 @@ pub fn train_lora(
                 text_embeds: pooled,
                 time_ids,
             };
-            let prediction = components.unet.forward_timesteps(
-                &noisy,
-                &timestep_tensor,
-                &prompt_embeds,
-                &added,
-                None,
-            )?;
-            let loss = loss(
-                &schedule,
-                &prediction,
-                &target,
-                &timesteps,
-                request.snr_gamma,
-            )?;
-            loss_total += f64::from(loss.to_scalar::<f32>()?);
-            let scaled = (loss / request.gradient_accumulation as f64)?;
-            let grads = scaled.backward()?;
-            let step_grads: Vec<Option<Tensor>> =
-                vars.iter().map(|var| grads.get(var.as_tensor()).cloned()).collect();
+            let accumulation = request.gradient_accumulation as f64;
+            let loss_of = |prediction: &Tensor| -> Result<Tensor> {
+                let loss = loss(&schedule, prediction, &target, &timesteps, request.snr_gamma)?;
+                Ok((loss / accumulation)?)
+            };
+            let (scaled, step_grads) = if request.gradient_checkpointing {
+                checkpointed_gradients(
+                    &mut components.unet,
+                    &params,
+                    &noisy,
+                    &timestep_tensor,
+                    &prompt_embeds,
+                    &added,
+                    &loss_of,
+                )?
+            } else {
+                let prediction =
+                    components.unet.forward_timesteps(&noisy, &timestep_tensor, &prompt_embeds, &added, None)?;
+                let scaled = loss_of(&prediction)?;
+                let grads = scaled.backward()?;
+                (scaled, vars.iter().map(|var| grads.get(var.as_tensor()).cloned()).collect())
+            };
+            loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
             summed = Some(match summed {
                 None => step_grads,
                 Some(previous) => previous

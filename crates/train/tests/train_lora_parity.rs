@@ -65,6 +65,7 @@ fn contract_request() -> LoraTrainingRequest {
             ..AdamWConfig::default()
         },
         max_grad_norm: Some(1.0),
+        gradient_checkpointing: false,
         lr_schedule: LrScheduleKind::Constant,
         warmup_steps: 0,
         prediction_type: None,
@@ -247,4 +248,51 @@ fn gradient_clipping_matches_diffusers() -> anyhow::Result<()> {
 fn text_encoder_lora_matches_diffusers() -> anyhow::Result<()> {
     let init = fixture("train_lora_tiny").join("init_lora_te.safetensors");
     check_case("text_encoder", LoraTrainingRequest { train_text_encoder: true, init_lora: Some(init), ..contract_request() })
+}
+
+/// Recomputing block activations in the backward pass gives the plain backward's
+/// gradients, so the same losses and updates as diffusers (the UNet and text-encoder cases).
+#[test]
+fn gradient_checkpointing_matches_diffusers() -> anyhow::Result<()> {
+    check_case("eps", LoraTrainingRequest { gradient_checkpointing: true, ..contract_request() })?;
+    let init = fixture("train_lora_tiny").join("init_lora_te.safetensors");
+    check_case(
+        "text_encoder",
+        LoraTrainingRequest { gradient_checkpointing: true, train_text_encoder: true, init_lora: Some(init), ..contract_request() },
+    )
+}
+
+/// With every linear layer adapted (the time embedding's too) and a random init, the
+/// checkpointed backward trains the same adapters as the plain one.
+#[test]
+fn gradient_checkpointing_equals_the_plain_backward_on_all_linear_layers() -> anyhow::Result<()> {
+    let request = LoraTrainingRequest {
+        targets: LoraTargets::AllLinear,
+        init_lora: None,
+        steps: 2,
+        seed: 7,
+        ..contract_request()
+    };
+    let mut plain_model = load_model()?;
+    let plain = train_lora(&mut plain_model, &request, &mut Recorder::default())?;
+    let mut checkpointed_model = load_model()?;
+    let checkpointed = train_lora(
+        &mut checkpointed_model,
+        &LoraTrainingRequest { gradient_checkpointing: true, ..request.clone() },
+        &mut Recorder::default(),
+    )?;
+    let init = huatu_train::trainer::build_params(&mut load_model()?, &request)?;
+    assert!(plain.params.layers.iter().any(|layer| layer.name.starts_with("time_embedding.")));
+    let mut worst = 0f64;
+    for ((a, b), start) in plain.params.layers.iter().zip(&checkpointed.params.layers).zip(&init.layers) {
+        assert_eq!(a.name, b.name);
+        for (x, y, x0) in [(&a.down, &b.down, &start.down), (&a.up, &b.up, &start.up)] {
+            let update = (x.as_tensor() - x0.as_tensor())?;
+            if update.abs()?.max_all()?.to_scalar::<f32>()? > 0.0 {
+                worst = worst.max(relative_difference(&(y.as_tensor() - x0.as_tensor())?, &update)?);
+            }
+        }
+    }
+    assert!(worst < 1e-2, "checkpointed updates differ from the plain ones by {worst:.2e} relative");
+    Ok(())
 }
