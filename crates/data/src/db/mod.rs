@@ -4,25 +4,26 @@
 //!
 //! Rows live in SQLite ([`store`]); the database remembers the CLIP model it was built
 //! with (path and fingerprint), so searching needs only the database. Search is exact
-//! ([`search`]): a parallel scan of every embedding, fine for up to a few million images.
+//! ([`search`], a parallel scan of every embedding) below a threshold of rows and
+//! approximate above it ([`ann`], an HNSW index kept beside the rows and rebuilt from
+//! them when lost or stale).
 
+pub mod add;
+pub mod ann;
 pub mod scan;
 pub mod search;
 pub mod store;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use huatu_imaging::io::load_image;
-use rayon::prelude::*;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+pub use add::{AddOptions, AddProgress, AddReport, SkippedFile};
 pub use store::{ImageRow, ModelRecord, Store, DATABASE_FILE};
 
-use crate::clip::{normalized_rows, ClipModel};
+use crate::clip::ClipModel;
 use crate::error::{DataError, Result};
 
 /// What a search is for: a description or an example image.
@@ -40,50 +41,6 @@ pub fn embed_query(model: &ClipModel, query: &Query) -> Result<Vec<f32>> {
     }
 }
 
-/// How `add` labels and batches.
-#[derive(Debug, Clone)]
-pub struct AddOptions {
-    /// Labels given for every image; sidecar labels are appended to them.
-    pub labels: Vec<String>,
-    /// Images embedded per model call.
-    pub batch_size: usize,
-}
-
-impl Default for AddOptions {
-    fn default() -> Self {
-        Self {
-            labels: Vec::new(),
-            batch_size: 16,
-        }
-    }
-}
-
-/// Where an `add` run is, after each batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AddProgress {
-    pub done: usize,
-    pub total: usize,
-    pub added: usize,
-    pub images_per_second: f64,
-}
-
-/// A file `add` could not use, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkippedFile {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// The outcome of an `add` run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct AddReport {
-    pub added: usize,
-    /// Files whose content was already in the database (or earlier in this run).
-    pub already_present: usize,
-    pub skipped: Vec<SkippedFile>,
-    pub seconds: f64,
-}
-
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchHit {
@@ -97,13 +54,40 @@ pub struct SearchHit {
     pub height: u32,
 }
 
+/// How a search runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOptions {
+    /// How many hits.
+    pub k: usize,
+    /// Only hits with at least this cosine similarity.
+    pub min_score: Option<f32>,
+    /// Scan every embedding even above `ann_threshold`.
+    pub exact: bool,
+    /// From this many images on, search the approximate index.
+    pub ann_threshold: usize,
+}
+
+impl SearchOptions {
+    pub fn top(k: usize) -> Self {
+        Self {
+            k,
+            min_score: None,
+            exact: false,
+            ann_threshold: ann::DEFAULT_ANN_THRESHOLD,
+        }
+    }
+}
+
 /// What `db info` shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatabaseInfo {
     pub path: PathBuf,
     pub images: usize,
     pub model: ModelRecord,
+    /// "exact" below the threshold, else "approximate (usearch HNSW)".
     pub search: &'static str,
+    /// Rows the saved approximate index covers (absent when there is none).
+    pub indexed: Option<usize>,
 }
 
 /// An open image database folder.
@@ -181,7 +165,7 @@ impl ImageDatabase {
         model: &ClipModel,
         inputs: &[PathBuf],
         options: &AddOptions,
-        mut progress: impl FnMut(&AddProgress),
+        progress: impl FnMut(&AddProgress),
     ) -> Result<AddReport> {
         let stored = self.store.model()?;
         if stored.dimension != model.projection_dim() {
@@ -192,76 +176,67 @@ impl ImageDatabase {
                 model.projection_dim(),
             ));
         }
-        let files = scan::collect_images(inputs)?;
-        let start = Instant::now();
-        let mut report = AddReport::default();
-        let mut seen = HashSet::new();
-        let mut done = 0;
-        for batch in files.chunks(options.batch_size.max(1)) {
-            // Read and hash in parallel; ids already stored or seen are no-ops.
-            let hashed: Vec<(PathBuf, std::io::Result<HashedFile>)> = batch
-                .par_iter()
-                .map(|path| (path.clone(), read_and_hash(path)))
-                .collect();
-            let mut fresh = Vec::new();
-            for (path, outcome) in hashed {
-                match outcome {
-                    Err(error) => report.skipped.push(SkippedFile {
-                        path,
-                        reason: error.to_string(),
-                    }),
-                    Ok((id, bytes)) => {
-                        if seen.contains(&id) || self.store.contains(&id)? {
-                            report.already_present += 1;
-                        } else {
-                            seen.insert(id.clone());
-                            fresh.push((path, id, bytes));
-                        }
-                    }
-                }
-            }
-            // Decode, read sidecars and preprocess in parallel.
-            let prepared: Vec<std::result::Result<(ImageRow, Tensor), SkippedFile>> = fresh
-                .into_par_iter()
-                .map(|(path, id, bytes)| prepare(model, &path, id, &bytes, &options.labels))
-                .collect();
-            let mut rows = Vec::new();
-            let mut pixel_values = Vec::new();
-            for outcome in prepared {
-                match outcome {
-                    Ok((row, pixels)) => {
-                        rows.push(row);
-                        pixel_values.push(pixels);
-                    }
-                    Err(skipped) => report.skipped.push(skipped),
-                }
-            }
-            if !rows.is_empty() {
-                let features = model.image_features(&Tensor::stack(&pixel_values, 0)?)?;
-                let vectors = normalized_rows(&features)?;
-                let entries: Vec<(ImageRow, Vec<f32>)> = rows.into_iter().zip(vectors).collect();
-                report.added += self.store.insert(&entries)?;
-            }
-            done += batch.len();
-            let seconds = start.elapsed().as_secs_f64();
-            progress(&AddProgress {
-                done,
-                total: files.len(),
-                added: report.added,
-                images_per_second: if seconds > 0.0 {
-                    done as f64 / seconds
-                } else {
-                    0.0
-                },
-            });
-        }
-        report.seconds = start.elapsed().as_secs_f64();
-        Ok(report)
+        add::add_files(&mut self.store, model, inputs, options, progress)
     }
 
     /// The `k` stored images most similar to an L2-normalised query embedding, best
-    /// first, with score ≥ `min_score` when given.
+    /// first, with score ≥ `min_score` when given (default options otherwise).
     pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        min_score: Option<f32>,
+    ) -> Result<Vec<SearchHit>> {
+        self.search_with(
+            query,
+            &SearchOptions {
+                min_score,
+                ..SearchOptions::top(k)
+            },
+        )
+    }
+
+    /// [`Self::search`] with every option: exact below `ann_threshold` images (or when
+    /// asked), else through the approximate index (made current first).
+    pub fn search_with(&self, query: &[f32], options: &SearchOptions) -> Result<Vec<SearchHit>> {
+        let stored = self.store.model()?;
+        if query.len() != stored.dimension {
+            return Err(dimension_mismatch(
+                self.dir(),
+                &stored,
+                "the query embedding",
+                query.len(),
+            ));
+        }
+        if options.exact || self.store.count()? < options.ann_threshold {
+            return self.exact_search(query, options.k, options.min_score);
+        }
+        let index = ann::ensure_index(&self.store, stored.dimension)?;
+        let matches = index
+            .search(query, options.k)
+            .map_err(|message| DataError::BadDatabase {
+                path: self.dir().to_path_buf(),
+                message: format!("approximate search failed: {message}"),
+            })?;
+        let mut hits = Vec::new();
+        for (seq, score) in matches {
+            if matches!(options.min_score, Some(minimum) if score < minimum) {
+                continue;
+            }
+            if let Some(row) = self.store.row_by_seq(seq)? {
+                hits.push(hit(row, score));
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Brings the approximate index up to date now (`db index`); returns what was done.
+    pub fn build_index(&self) -> Result<ann::IndexAction> {
+        let stored = self.store.model()?;
+        Ok(ann::ensure_index(&self.store, stored.dimension)?.action)
+    }
+
+    fn exact_search(
         &self,
         query: &[f32],
         k: usize,
@@ -282,15 +257,7 @@ impl ImageDatabase {
             .filter_map(|scored| {
                 let id = &ids[scored.row];
                 match self.store.row(id) {
-                    Ok(Some(row)) => Some(Ok(SearchHit {
-                        id: row.id,
-                        path: row.path,
-                        score: scored.score,
-                        labels: row.labels,
-                        caption: row.caption,
-                        width: row.width,
-                        height: row.height,
-                    })),
+                    Ok(Some(row)) => Some(Ok(hit(row, scored.score))),
                     Ok(None) => None,
                     Err(error) => Some(Err(error)),
                 }
@@ -299,17 +266,28 @@ impl ImageDatabase {
     }
 
     pub fn info(&self) -> Result<DatabaseInfo> {
+        let images = self.store.count()?;
         Ok(DatabaseInfo {
             path: self.dir().to_path_buf(),
-            images: self.store.count()?,
+            images,
             model: self.store.model()?,
-            search: "exact",
+            search: if images < ann::DEFAULT_ANN_THRESHOLD {
+                "exact"
+            } else {
+                "approximate (usearch HNSW)"
+            },
+            indexed: self.store.ann_state()?.map(|state| state.rows),
         })
     }
 
-    /// Removes images by id (or a unique id prefix of 8+ hex digits) or stored path.
+    /// Removes images by id (or a unique id prefix of 8+ hex digits) or stored path; the
+    /// approximate index, if any, is dropped and rebuilt by the next search that needs it.
     pub fn remove(&mut self, keys: &[String]) -> Result<Vec<ImageRow>> {
-        self.store.remove(keys)
+        let removed = self.store.remove(keys)?;
+        if !removed.is_empty() {
+            ann::invalidate(&self.store)?;
+        }
+        Ok(removed)
     }
 
     /// Every row (without embeddings), in the order they were added.
@@ -324,57 +302,16 @@ impl ImageDatabase {
     }
 }
 
-/// A file's content id (SHA-256, hex) and its bytes.
-type HashedFile = (String, Vec<u8>);
-
-fn read_and_hash(path: &Path) -> std::io::Result<HashedFile> {
-    let bytes = std::fs::read(path)?;
-    let id = Sha256::digest(&bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    Ok((id, bytes))
-}
-
-/// Decodes one file and preprocesses it for the model; any failure skips the file.
-fn prepare(
-    model: &ClipModel,
-    path: &Path,
-    id: String,
-    bytes: &[u8],
-    labels: &[String],
-) -> std::result::Result<(ImageRow, Tensor), SkippedFile> {
-    let skip = |reason: String| SkippedFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let image = image::load_from_memory(bytes).map_err(|error| skip(error.to_string()))?;
-    if image.width() == 0 || image.height() == 0 {
-        return Err(skip("the image is empty".into()));
+fn hit(row: ImageRow, score: f32) -> SearchHit {
+    SearchHit {
+        id: row.id,
+        path: row.path,
+        score,
+        labels: row.labels,
+        caption: row.caption,
+        width: row.width,
+        height: row.height,
     }
-    let sidecar = scan::read_sidecar(path).map_err(|error| skip(error.to_string()))?;
-    let mut all_labels = labels.to_vec();
-    for label in sidecar.labels {
-        if !all_labels.contains(&label) {
-            all_labels.push(label);
-        }
-    }
-    let pixel_values = model
-        .processor()
-        .preprocess(&image, &Device::Cpu)
-        .map_err(|error| skip(error.to_string()))?;
-    let stored_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok((
-        ImageRow {
-            id,
-            path: stored_path.to_string_lossy().into_owned(),
-            labels: all_labels,
-            caption: sidecar.caption,
-            width: image.width(),
-            height: image.height(),
-        },
-        pixel_values,
-    ))
 }
 
 fn check_same_model(dir: &Path, stored: &ModelRecord, other: &ModelRecord) -> Result<()> {

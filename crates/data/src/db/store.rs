@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS clip_model (
     created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS images (
-    id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
     path TEXT NOT NULL,
     labels TEXT NOT NULL,
     caption TEXT,
@@ -32,7 +33,20 @@ CREATE TABLE IF NOT EXISTS images (
     added_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_path ON images (path);
+CREATE TABLE IF NOT EXISTS ann_index (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    rows INTEGER NOT NULL,
+    max_seq INTEGER NOT NULL
+);
 ";
+
+/// What the saved approximate index covers: `rows` rows, the newest with `seq` =
+/// `max_seq` (`seq` is AUTOINCREMENT: never reused, so rows added later have larger ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnState {
+    pub rows: usize,
+    pub max_seq: i64,
+}
 
 /// The CLIP model a database was built with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,6 +95,10 @@ impl Store {
             });
         }
         let connection = Connection::open(&file).map_err(|source| database(dir, source))?;
+        // tables added since the database was made (idempotent)
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(|source| database(dir, source))?;
         let store = Self {
             connection,
             dir: dir.to_path_buf(),
@@ -268,7 +286,7 @@ impl Store {
     pub fn rows(&self) -> Result<Vec<ImageRow>> {
         let mut statement = self
             .connection
-            .prepare(&format!("SELECT {ROW_COLUMNS} FROM images ORDER BY rowid"))
+            .prepare(&format!("SELECT {ROW_COLUMNS} FROM images ORDER BY seq"))
             .map_err(|source| self.error(source))?;
         statement
             .query_map([], read_row)
@@ -292,7 +310,7 @@ impl Store {
     pub fn vectors(&self, dimension: usize) -> Result<(Vec<String>, Vec<f32>)> {
         let mut statement = self
             .connection
-            .prepare("SELECT id, vector FROM images ORDER BY rowid")
+            .prepare("SELECT id, vector FROM images ORDER BY seq")
             .map_err(|source| self.error(source))?;
         let mut rows = statement.query([]).map_err(|source| self.error(source))?;
         let mut ids = Vec::new();
@@ -309,13 +327,120 @@ impl Store {
                     ),
                 });
             }
-            vectors.extend(
-                blob.chunks_exact(4)
-                    .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
-            );
+            vectors.extend(blob_values(&blob));
             ids.push(id);
         }
         Ok((ids, vectors))
+    }
+
+    /// The row with this `seq` (the approximate index's key).
+    pub fn row_by_seq(&self, seq: i64) -> Result<Option<ImageRow>> {
+        self.connection
+            .query_row(
+                &format!("SELECT {ROW_COLUMNS} FROM images WHERE seq = ?1"),
+                params![seq],
+                read_row,
+            )
+            .optional()
+            .map_err(|source| self.error(source))
+    }
+
+    /// The largest `seq` (0 when empty).
+    pub fn max_seq(&self) -> Result<i64> {
+        self.connection
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM images", [], |row| {
+                row.get(0)
+            })
+            .map_err(|source| self.error(source))
+    }
+
+    /// How many rows have `seq` > `after`.
+    pub fn count_after(&self, after: i64) -> Result<usize> {
+        self.connection
+            .query_row(
+                "SELECT COUNT(*) FROM images WHERE seq > ?1",
+                params![after],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| usize::try_from(count).unwrap_or(0))
+            .map_err(|source| self.error(source))
+    }
+
+    /// Calls `visit(seqs, vectors)` for the rows with `seq` > `after`, `chunk` rows at a
+    /// time (vectors concatenated), so building an index never holds every vector twice.
+    pub fn for_each_vector_chunk(
+        &self,
+        after: i64,
+        dimension: usize,
+        chunk: usize,
+        mut visit: impl FnMut(&[i64], &[f32]),
+    ) -> Result<()> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT seq, vector FROM images WHERE seq > ?1 ORDER BY seq")
+            .map_err(|source| self.error(source))?;
+        let mut rows = statement
+            .query(params![after])
+            .map_err(|source| self.error(source))?;
+        let mut seqs = Vec::with_capacity(chunk);
+        let mut vectors = Vec::with_capacity(chunk * dimension);
+        while let Some(row) = rows.next().map_err(|source| self.error(source))? {
+            let seq: i64 = row.get(0).map_err(|source| self.error(source))?;
+            let blob: Vec<u8> = row.get(1).map_err(|source| self.error(source))?;
+            if blob.len() != dimension * 4 {
+                return Err(DataError::BadDatabase {
+                    path: self.dir.clone(),
+                    message: format!(
+                        "row {seq} has a {}-byte embedding, expected {dimension} f32 values",
+                        blob.len()
+                    ),
+                });
+            }
+            seqs.push(seq);
+            vectors.extend(blob_values(&blob));
+            if seqs.len() == chunk {
+                visit(&seqs, &vectors);
+                seqs.clear();
+                vectors.clear();
+            }
+        }
+        if !seqs.is_empty() {
+            visit(&seqs, &vectors);
+        }
+        Ok(())
+    }
+
+    pub fn ann_state(&self) -> Result<Option<AnnState>> {
+        self.connection
+            .query_row(
+                "SELECT rows, max_seq FROM ann_index WHERE singleton = 1",
+                [],
+                |row| {
+                    Ok(AnnState {
+                        rows: usize::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        max_seq: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.error(source))
+    }
+
+    pub fn set_ann_state(&self, rows: usize, max_seq: i64) -> Result<()> {
+        self.connection
+            .execute(
+                "INSERT OR REPLACE INTO ann_index (singleton, rows, max_seq) VALUES (1, ?1, ?2)",
+                params![rows as i64, max_seq],
+            )
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
+    pub fn clear_ann_state(&self) -> Result<()> {
+        self.connection
+            .execute("DELETE FROM ann_index", [])
+            .map(|_| ())
+            .map_err(|source| self.error(source))
     }
 
     fn error(&self, source: rusqlite::Error) -> DataError {
@@ -346,6 +471,11 @@ fn database(dir: &Path, source: rusqlite::Error) -> DataError {
 
 fn labels_to_json(labels: &[String]) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "[]".into())
+}
+
+fn blob_values(blob: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    blob.chunks_exact(4)
+        .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
 fn vector_to_blob(vector: &[f32]) -> Vec<u8> {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::Device;
-use huatu_data::db::{embed_query, AddOptions, ImageDatabase, Query};
+use huatu_data::db::ann::{IndexAction, INDEX_FILE};
+use huatu_data::db::{embed_query, AddOptions, ImageDatabase, Query, SearchOptions};
 use huatu_data::{ClipModel, DataError};
 use image::{Rgb, RgbImage};
 
@@ -140,5 +141,59 @@ fn clear_errors_for_a_missing_database_and_a_wrong_dimension() -> Result<()> {
         other => panic!("expected a dimension mismatch, got {other:?}"),
     }
     assert!(database.search(&[0.25; 16], 3, None)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn approximate_index_is_kept_current_and_rebuilt_when_lost() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let images = scratch.path().join("images");
+    let paths = write_images(&images)?;
+    let model = ClipModel::load(&fixture("clip_tiny"), &Device::Cpu)?;
+    let mut database = ImageDatabase::open_or_create(&scratch.path().join("db"), &model)?;
+    database.add(&model, &paths[..5], &AddOptions::default(), |_| {})?;
+
+    // every search approximate: threshold 0
+    let options = SearchOptions {
+        ann_threshold: 0,
+        ..SearchOptions::top(3)
+    };
+    let query = embed_query(&model, &Query::Image(paths[2].clone()))?;
+    let approximate = database.search_with(&query, &options)?;
+    let exact = database.search_with(
+        &query,
+        &SearchOptions {
+            exact: true,
+            ..options
+        },
+    )?;
+    assert_eq!(approximate.len(), 3);
+    for (left, right) in approximate.iter().zip(&exact) {
+        assert_eq!(left.id, right.id);
+        assert!((left.score - right.score).abs() < 1e-5);
+    }
+    assert_eq!(database.info()?.indexed, Some(5));
+    assert_eq!(database.build_index()?, IndexAction::Loaded);
+
+    database.add(&model, &paths[5..], &AddOptions::default(), |_| {})?;
+    assert_eq!(database.build_index()?, IndexAction::Extended);
+    let query = embed_query(&model, &Query::Image(paths[5].clone()))?;
+    let hits = database.search_with(&query, &options)?;
+    assert_eq!(Path::new(&hits[0].path), std::fs::canonicalize(&paths[5])?);
+
+    database.remove(&[hits[0].id.clone()])?;
+    assert_eq!(database.info()?.indexed, None);
+    assert_eq!(database.build_index()?, IndexAction::Rebuilt);
+    assert!(database
+        .search_with(&query, &options)?
+        .iter()
+        .all(|hit| hit.id != hits[0].id));
+
+    let index_file = database.dir().join(INDEX_FILE);
+    std::fs::write(&index_file, b"damaged")?;
+    assert_eq!(database.build_index()?, IndexAction::Rebuilt);
+    std::fs::remove_file(&index_file)?;
+    assert_eq!(database.build_index()?, IndexAction::Rebuilt);
+    assert_eq!(database.info()?.indexed, Some(5));
     Ok(())
 }
