@@ -1,4 +1,4 @@
-//! `huatu db add | search | info | remove | export`: the image database of training-data
+//! `huatu db add | search | index | info | remove | export`: the image database of training-data
 //! preparation (huatu-data's `ImageDatabase`). Data (JSON lines) to stdout; progress and
 //! skipped files to stderr.
 
@@ -9,7 +9,7 @@ use anyhow::Context;
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use huatu_data::db::scan::split_labels;
-use huatu_data::db::{embed_query, AddOptions, AddProgress, ImageDatabase, Query};
+use huatu_data::db::{embed_query, AddOptions, AddProgress, ImageDatabase, Query, SearchOptions};
 use huatu_data::ClipModel;
 
 #[derive(Args, Debug)]
@@ -57,6 +57,15 @@ pub enum DbCommand {
         /// Only hits with at least this cosine similarity.
         #[arg(long, value_name = "S")]
         min_score: Option<f32>,
+        /// Scan every embedding even in a large database (which otherwise searches its
+        /// approximate HNSW index).
+        #[arg(long)]
+        exact: bool,
+    },
+    /// Builds or updates the approximate index now (search does it when needed).
+    Index {
+        #[arg(long, value_name = "DIR")]
+        db: PathBuf,
     },
     /// Image count and the CLIP model the database was built with, as JSON.
     Info {
@@ -98,6 +107,7 @@ pub fn run(args: DbArgs) -> anyhow::Result<()> {
             image,
             k,
             min_score,
+            exact,
         } => {
             let query = match (image, text) {
                 (Some(image), _) => Query::Image(image),
@@ -108,9 +118,21 @@ pub fn run(args: DbArgs) -> anyhow::Result<()> {
             let model = database.load_model(&Device::Cpu)?;
             let embedding = embed_query(&model, &query)?;
             let mut stdout = std::io::stdout().lock();
-            for hit in database.search(&embedding, k, min_score)? {
+            let options = SearchOptions {
+                min_score,
+                exact,
+                ..SearchOptions::top(k)
+            };
+            for hit in database.search_with(&embedding, &options)? {
                 writeln!(stdout, "{}", serde_json::to_string(&hit)?)?;
             }
+            Ok(())
+        }
+        DbCommand::Index { db } => {
+            let database = ImageDatabase::open(&db)?;
+            let action = database.build_index()?;
+            let info = database.info()?;
+            eprintln!("{action:?}: {} images indexed", info.indexed.unwrap_or(0));
             Ok(())
         }
         DbCommand::Info { db } => {

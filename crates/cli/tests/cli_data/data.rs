@@ -80,9 +80,10 @@ fn db_add_search_info_remove_export() {
     let query = fixture("clip_tiny_reference/tall_alpha.png")
         .display()
         .to_string();
-    let output = huatu(&["db", "search", "--db", &db, "--image", &query, "-k", "2"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let hits = json_lines(&stdout(&output));
+    let output_image_search = huatu(&["db", "search", "--db", &db, "--image", &query, "-k", "2"]);
+    let output = &output_image_search;
+    assert!(output.status.success(), "{}", stderr(output));
+    let hits = json_lines(&stdout(output));
     assert_eq!(hits.len(), 2);
     assert!(hits[0]["path"]
         .as_str()
@@ -118,7 +119,22 @@ fn db_add_search_info_remove_export() {
     ]);
     assert!(output.status.success() && stdout(&output).is_empty());
 
+    let exact = huatu(&[
+        "db", "search", "--db", &db, "--image", &query, "-k", "2", "--exact",
+    ]);
+    assert_eq!(
+        stdout(&exact),
+        stdout(&output_image_search),
+        "small databases search exactly"
+    );
+    let output = huatu(&["db", "index", "--db", &db]);
+    assert!(
+        output.status.success() && stderr(&output).contains("3 images indexed"),
+        "{}",
+        stderr(&output)
+    );
     let info = json_lines(&stdout(&huatu(&["db", "info", "--db", &db])));
+    assert_eq!(info[0]["indexed"], 3);
     assert_eq!(info[0]["images"], 3);
     assert_eq!(info[0]["model"]["dimension"], 16);
 
