@@ -9,7 +9,7 @@
 # Environment: STEPS (timed steps after one warm-up, default 3), RANK (16), ALPHA (16),
 # MEMORY_LIMIT_GIB (optional: `ulimit -v` for each side, so running out of memory ends
 # that side with an allocation error instead of calling in the kernel's OOM killer),
-# SIDES ("huatu torch"), TORCH_ARGS (extra arguments, e.g. --gradient-checkpointing),
+# SIDES ("huatu torch"), CHECKPOINTING=1 (gradient checkpointing on both sides),
 # CONFIG (a unet/config.json instead of SDXL's, for a quick check of the scripts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,7 @@ STEPS=${STEPS:-3}
 RANK=${RANK:-16}
 extra=()
 [ -z "${CONFIG:-}" ] || extra=(--config "$CONFIG")
+[ -z "${CHECKPOINTING:-}" ] || extra+=(--gradient-checkpointing)
 ALPHA=${ALPHA:-16}
 SIDES=${SIDES:-huatu torch}
 sizes=("$@")
@@ -32,16 +33,18 @@ run() {
   (
     [ -z "${MEMORY_LIMIT_GIB:-}" ] || ulimit -v $((MEMORY_LIMIT_GIB * 1024 * 1024))
     /usr/bin/time -v "$@" >"$logs/$name.json" 2>"$logs/$name.log"
-  ) || echo "$name failed (exit $?): see below" >&2
+  ) || {
+    echo "$name failed (exit $?); its last words:" >&2
+    sed '/^\tCommand being timed/,$d; /^Command /d' "$logs/$name.log" | tail -3 | sed "s/^/$name: /" >&2
+  }
   grep -E 'Maximum resident set size|Elapsed \(wall clock\)|Exit status|signal' "$logs/$name.log" | sed "s/^/$name: /" >&2 || true
-  grep -E 'memory allocation|out of memory|not enough memory|Killed' "$logs/$name.log" | tail -2 | sed "s/^/$name: /" >&2 || true
 }
 
 for size in "${sizes[@]}"; do
   for side in $SIDES; do
     case $side in
       huatu) run "huatu-$size" target/release/examples/bench_train_step "$size" "$STEPS" --rank "$RANK" --alpha "$ALPHA" "${extra[@]}" ;;
-      torch) run "torch-$size" "$PYTHON" scripts/bench/train_lora_step.py "$size" "$STEPS" --rank "$RANK" --alpha "$ALPHA" "${extra[@]}" ${TORCH_ARGS:-} ;;
+      torch) run "torch-$size" "$PYTHON" scripts/bench/train_lora_step.py "$size" "$STEPS" --rank "$RANK" --alpha "$ALPHA" "${extra[@]}" ;;
       *) echo "unknown side $side (huatu or torch)" >&2; exit 2 ;;
     esac
   done
@@ -62,6 +65,8 @@ def side(name):
     return result
 ours, theirs = side("huatu"), side("torch")
 def cell(result):
+    if not result:
+        return "not run"
     if "seconds_per_step" not in result:
         return f"failed (max RSS {result.get('time_v_max_rss_mib', float('nan')):.0f} MiB)"
     return (f"{result['seconds_per_step']:.2f} s/step (fwd {result['forward_seconds']:.2f}, bwd {result['backward_seconds']:.2f},"

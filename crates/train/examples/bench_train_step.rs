@@ -5,13 +5,15 @@
 //! shapes); `scripts/bench/train_lora_step.sh` runs both.
 //!
 //! `cargo run --release -p huatu-train --example bench_train_step -- SIZE [STEPS] [--rank R]
-//! [--alpha A] [--batch B] [--config unet.json]`
+//! [--alpha A] [--batch B] [--config unet.json] [--gradient-checkpointing]`
 //!
 //! Batch 1 at SIZE² (latents SIZE/8), text embeddings [b, 77, 2048], pooled [b, 1280],
 //! time ids [b, 6]; LoRA on `to_q`/`to_k`/`to_v`/`to_out.0` (diffusers' script default).
 //! Prints one JSON line: seconds per optimizer step (median of STEPS after one warm-up),
 //! its forward/backward/update split, what the gradient store held after `backward()`, and
-//! the process's peak resident memory. Progress with the memory at each stage goes to
+//! the process's peak resident memory. With `--gradient-checkpointing` the step is the
+//! trainer's `checkpointing::checkpointed_gradients` (stage by stage; its forward and
+//! backward are not split). Progress with the memory at each stage goes to
 //! stderr, so a run that runs out of memory shows how far it got.
 //!
 //! The weights are plain random tensors drawn with each layer's init hint (as `bench_sdxl`,
@@ -34,6 +36,7 @@ use huatu_diffusion::loading::original_keys::Component;
 use huatu_diffusion::models::unet_2d_condition::{
     AddedConditions, UNet2DConditionConfig, UNet2DConditionModel,
 };
+use huatu_train::checkpointing::checkpointed_gradients;
 use huatu_train::lora_params::{LoraParams, LoraTargets};
 use huatu_train::optimizer::{AdamW, AdamWConfig};
 
@@ -134,10 +137,11 @@ struct Options {
     alpha: f64,
     batch: usize,
     config: Option<String>,
+    gradient_checkpointing: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
-    let usage = "usage: bench_train_step SIZE [STEPS] [--rank R] [--alpha A] [--batch B] [--config unet.json]";
+    let usage = "usage: bench_train_step SIZE [STEPS] [--rank R] [--alpha A] [--batch B] [--config unet.json] [--gradient-checkpointing]";
     let mut positional = Vec::new();
     let mut options = Options {
         size: 0,
@@ -146,6 +150,7 @@ fn parse_options() -> anyhow::Result<Options> {
         alpha: 16.0,
         batch: 1,
         config: None,
+        gradient_checkpointing: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -158,6 +163,7 @@ fn parse_options() -> anyhow::Result<Options> {
             "--alpha" => options.alpha = value("--alpha")?.parse()?,
             "--batch" => options.batch = value("--batch")?.parse()?,
             "--config" => options.config = Some(value("--config")?),
+            "--gradient-checkpointing" => options.gradient_checkpointing = true,
             _ if arg.starts_with("--") => bail!("unknown option {arg}; {usage}"),
             _ => positional.push(arg),
         }
@@ -282,31 +288,49 @@ fn main() -> anyhow::Result<()> {
     let mut store = (0, 0.0, 0, 0.0);
     for step in 0..=options.steps {
         let step_started = Instant::now();
-        let prediction =
-            unet.forward_timesteps(&noisy, &timesteps, &prompt_embeds, &added, None)?;
-        let loss = (prediction - &target)?.sqr()?.mean_all()?;
-        let loss_value = loss.to_scalar::<f32>()?;
-        let forward_done = Instant::now();
-        stage(
-            started,
-            &format!("step {step} forward, loss {loss_value:.6}"),
-        );
-        let grads = loss.backward()?;
-        let backward_done = Instant::now();
-        store = gradient_store_size(&grads, &vars);
-        stage(
-            started,
-            &format!(
-                "step {step} backward: gradient store holds {} adapter gradients ({:.0} MiB) and {} others ({:.0} MiB)",
-                store.0, store.1, store.2, store.3
-            ),
-        );
-        let step_grads: Vec<Option<Tensor>> = vars
-            .iter()
-            .map(|var| grads.get(var.as_tensor()).cloned())
-            .collect();
-        drop(grads);
-        drop(loss);
+        let (loss_value, forward_done, backward_done, step_grads) = if options
+            .gradient_checkpointing
+        {
+            let loss_of = |prediction: &Tensor| -> huatu_train::Result<Tensor> {
+                Ok((prediction - &target)?.sqr()?.mean_all()?)
+            };
+            let (loss, step_grads) = checkpointed_gradients(
+                &mut unet,
+                &params,
+                &noisy,
+                &timesteps,
+                &prompt_embeds,
+                &added,
+                &loss_of,
+            )?;
+            let done = Instant::now();
+            (loss.to_scalar::<f32>()?, done, done, step_grads)
+        } else {
+            let prediction =
+                unet.forward_timesteps(&noisy, &timesteps, &prompt_embeds, &added, None)?;
+            let loss = (prediction - &target)?.sqr()?.mean_all()?;
+            let loss_value = loss.to_scalar::<f32>()?;
+            let forward_done = Instant::now();
+            stage(
+                started,
+                &format!("step {step} forward, loss {loss_value:.6}"),
+            );
+            let grads = loss.backward()?;
+            let backward_done = Instant::now();
+            store = gradient_store_size(&grads, &vars);
+            stage(
+                started,
+                &format!(
+                    "step {step} backward: gradient store holds {} adapter gradients ({:.0} MiB) and {} others ({:.0} MiB)",
+                    store.0, store.1, store.2, store.3
+                ),
+            );
+            let step_grads: Vec<Option<Tensor>> = vars
+                .iter()
+                .map(|var| grads.get(var.as_tensor()).cloned())
+                .collect();
+            (loss_value, forward_done, backward_done, step_grads)
+        };
         optimizer.step(&vars, &step_grads, &learning_rates)?;
         let update_done = Instant::now();
         stage(started, &format!("step {step} update"));
@@ -329,6 +353,7 @@ fn main() -> anyhow::Result<()> {
         "size": size,
         "batch": batch,
         "rank": options.rank,
+        "gradient_checkpointing": options.gradient_checkpointing,
         "lora_layers": params.layers.len(),
         "lora_parameters": params.parameter_count(),
         "base_parameters": base_parameters,
