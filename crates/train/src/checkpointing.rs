@@ -76,7 +76,7 @@ pub fn checkpointed_gradients(
 
     // Forward without a graph: adapters detached, every stage output detached.
     params.attach(Component::Unet, &mut unet.collect_linears(), true)?;
-    let mut push = |tape: &mut Vec<Tensor>, stages: &mut Vec<Stage>, kind, inputs: Vec<usize>| -> Result<Vec<usize>> {
+    let push = |tape: &mut Vec<Tensor>, stages: &mut Vec<Stage>, kind, inputs: Vec<usize>| -> Result<Vec<usize>> {
         let values: Vec<Tensor> = inputs.iter().map(|&slot| tape[slot].clone()).collect();
         let outputs = run_stage(unet, kind, timesteps, &values)?;
         let slots: Vec<usize> = (tape.len()..tape.len() + outputs.len()).collect();

@@ -1,10 +1,11 @@
 //! huatu-train: LoRA training for SDXL on huatu-diffusion's models, faithful to diffusers'
 //! `train_text_to_image_lora_sdxl.py` (see `../shared/TRAINING.md`): the dataset
 //! (`dataset`), the trainable adapters (`lora_params`) and their files (`lora_save`), the
-//! forward noising (`noising`), torch's AdamW and clipping (`optimizer`), gradient checkpointing (`checkpointing`), learning-rate
+//! forward noising (`noising`), torch's AdamW and clipping (`optimizer`), gradient checkpointing (`checkpointing`), saved run states (`checkpoint`), learning-rate
 //! schedules (`lr_schedule`), the text conditioning (`text_conditioning`) and the loop
 //! (`trainer`).
 
+pub mod checkpoint;
 pub mod checkpointing;
 pub mod dataset;
 pub mod error;

@@ -236,6 +236,22 @@ impl LoraParams {
             .sum()
     }
 
+    /// Puts every adapter on its model's layers (see [`Self::attach`]).
+    pub fn attach_to(&self, components: &mut huatu_diffusion::loading::SdxlComponents, detached: bool) -> Result<()> {
+        for component in [Component::Unet, Component::TextEncoder, Component::TextEncoder2] {
+            if !self.layers.iter().any(|layer| layer.component == component) {
+                continue;
+            }
+            let mut linears = match component {
+                Component::TextEncoder => components.text_encoder.collect_linears(),
+                Component::TextEncoder2 => components.text_encoder_2.collect_linears(),
+                _ => components.unet.collect_linears(),
+            };
+            self.attach(component, &mut linears, detached)?;
+        }
+        Ok(())
+    }
+
     /// Puts the adapters of `component` on the model's layers: as graph variables, or
     /// `detached` (a forward pass that records no graph, for sampling and recomputation).
     pub fn attach(

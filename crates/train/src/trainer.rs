@@ -17,6 +17,7 @@ use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::{FitMode, FitReport, Size};
 use rand::SeedableRng;
 
+use crate::checkpoint::{load_state, save_state, Progress, RunIdentity};
 use crate::checkpointing::checkpointed_gradients;
 use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
 use crate::lora_params::{text_encoder_target, LoraParams, LoraTargets};
@@ -61,6 +62,11 @@ pub struct LoraTrainingRequest {
     pub noise_offset: f64,
     pub seed: u64,
     pub format: SaveFormat,
+    /// Continue the run saved in this state file.
+    pub resume: Option<PathBuf>,
+    /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
+    pub state_path: Option<PathBuf>,
+    pub save_every: Option<usize>,
 }
 
 impl LoraTrainingRequest {
@@ -151,12 +157,40 @@ pub trait TrainingObserver {
     fn should_stop(&self) -> bool {
         false
     }
+    /// After every optimizer step (and after the state is saved on a `save_every` step): the
+    /// adapters as trained so far, attached to `components`' layers, for snapshots and
+    /// sample images.
+    fn after_step(&mut self, _step: usize, _params: &LoraParams, _components: &mut SdxlComponents) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a state file must match to be resumed by this run.
+fn run_identity(components: &SdxlComponents, request: &LoraTrainingRequest, params: &LoraParams) -> RunIdentity {
+    let config = components.unet.config();
+    RunIdentity {
+        model: format!(
+            "unet in {} out {} channels {:?} cross {} layers {}{}",
+            config.in_channels,
+            config.out_channels,
+            config.block_out_channels,
+            config.cross_attention_dim,
+            config.layers_per_block,
+            if request.train_text_encoder { " + text encoders" } else { "" }
+        ),
+        rank: params.rank,
+        alpha: params.alpha,
+        targets: request.targets.to_string(),
+        layers: params.layers.len(),
+    }
 }
 
 /// The trained adapters and what the run did.
 pub struct TrainingOutcome {
     pub params: LoraParams,
     pub steps_done: usize,
+    /// The step this run started at (0, or where a resumed state stood).
+    pub first_step: usize,
     pub images_used: usize,
     /// Each image's caption as trained (trigger first), once per image.
     pub captions: Vec<String>,
@@ -238,9 +272,7 @@ pub fn build_params(components: &mut SdxlComponents, request: &LoraTrainingReque
     if params.layers.is_empty() {
         return Err(Error::Setting(format!("--targets {} selects no layer of this UNet", request.targets)));
     }
-    for component in trained_components(request) {
-        params.attach(component, &mut linears_of(components, component), false)?;
-    }
+    params.attach_to(components, false)?;
     Ok(params)
 }
 
@@ -285,6 +317,23 @@ pub fn train_lora(
         params.parameter_count()
     ));
     let mut optimizer = AdamW::new(&vars, request.adamw);
+    let identity = run_identity(components, request, &params);
+    let mut start = Progress { step: 0, forward_index: 0, epoch: 0 };
+    if let Some(path) = &request.resume {
+        start = load_state(path, &identity, &params, &mut optimizer)?;
+        if start.step >= request.steps {
+            return Err(Error::Resume {
+                path: path.clone(),
+                message: format!("it is at step {}, and --steps is {}: nothing is left to train", start.step, request.steps),
+            });
+        }
+        observer.message(&format!("resuming at step {} (epoch {}) from {}", start.step, start.epoch, path.display()));
+        if !replaying {
+            // A resumed seeded run draws afresh from a generator seeded by seed and step.
+            noise = NoiseSource::seeded(request.seed ^ (start.step as u64).rotate_left(32), request.noise_offset);
+            rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15 ^ start.step as u64);
+        }
+    }
     let lr_schedule = LrSchedule {
         kind: request.lr_schedule,
         base_lr: request.learning_rate,
@@ -298,12 +347,26 @@ pub fn train_lora(
         .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
         .collect();
     let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut epoch = 0;
-    let mut forward_index = 0;
+    let mut epoch = start.epoch;
+    let mut forward_index = start.forward_index;
+    if replaying && forward_index > 0 {
+        // The replayed order is fixed: skip the batches already trained on.
+        let per_epoch = dataset::epoch_batches(&images.sizes, request.repeats, request.batch_size, None);
+        let done_in_epoch = forward_index % per_epoch.len();
+        if done_in_epoch > 0 {
+            batches = per_epoch[done_in_epoch..].iter().rev().cloned().collect();
+        }
+    }
     let mut stopped_early = false;
-    let mut steps_done = 0;
+    let mut steps_done = start.step;
+    let save_state_now = |progress: Progress, params: &LoraParams, optimizer: &AdamW| -> Result<()> {
+        match &request.state_path {
+            Some(path) => save_state(path, &identity, progress, params, optimizer),
+            None => Ok(()),
+        }
+    };
 
-    for step in 0..request.steps {
+    for step in start.step..request.steps {
         if observer.should_stop() {
             stopped_early = true;
             break;
@@ -412,10 +475,18 @@ pub fn train_lora(
             epoch,
         };
         observer.step(&record, request.steps)?;
+        if request.save_every.is_some_and(|every| every > 0 && steps_done % every == 0 && steps_done < request.steps) {
+            save_state_now(Progress { step: steps_done, forward_index, epoch }, &params, &optimizer)?;
+        }
+        observer.after_step(steps_done, &params, components)?;
+    }
+    if request.save_every.is_some() || stopped_early {
+        save_state_now(Progress { step: steps_done, forward_index, epoch }, &params, &optimizer)?;
     }
     Ok(TrainingOutcome {
         params,
         steps_done,
+        first_step: start.step,
         images_used: images.entries.len(),
         captions: captions_used,
         scan,

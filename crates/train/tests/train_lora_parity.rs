@@ -73,6 +73,9 @@ fn contract_request() -> LoraTrainingRequest {
         noise_offset: 0.0,
         seed: 0,
         format: SaveFormat::Diffusers,
+        resume: None,
+        state_path: None,
+        save_every: None,
     }
 }
 
@@ -294,5 +297,61 @@ fn gradient_checkpointing_equals_the_plain_backward_on_all_linear_layers() -> an
         }
     }
     assert!(worst < 1e-2, "checkpointed updates differ from the plain ones by {worst:.2e} relative");
+    Ok(())
+}
+
+/// A run stopped after step 2 and resumed from its saved state ends where the whole run
+/// ends: same losses, same adapters (the replayed order and AdamW's moments continue).
+#[test]
+fn a_resumed_run_continues_exactly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state.safetensors");
+    let mut whole_recorder = Recorder::default();
+    let whole = train_lora(&mut load_model()?, &contract_request(), &mut whole_recorder)?;
+    let first = LoraTrainingRequest { steps: 2, state_path: Some(state.clone()), save_every: Some(1), ..contract_request() };
+    train_lora(&mut load_model()?, &first, &mut Recorder::default())?;
+    let mut rest_recorder = Recorder::default();
+    let rest = LoraTrainingRequest { resume: Some(state.clone()), ..contract_request() };
+    let resumed = train_lora(&mut load_model()?, &rest, &mut rest_recorder)?;
+    assert_eq!(rest_recorder.records.len(), 1);
+    assert_eq!(rest_recorder.records[0].step, 3);
+    assert_eq!(rest_recorder.records[0].loss, whole_recorder.records[2].loss);
+    for (a, b) in whole.params.layers.iter().zip(&resumed.params.layers) {
+        assert_eq!(a.up.as_tensor().to_vec2::<f32>()?, b.up.as_tensor().to_vec2::<f32>()?, "{}", a.name);
+        assert_eq!(a.down.as_tensor().to_vec2::<f32>()?, b.down.as_tensor().to_vec2::<f32>()?, "{}", a.name);
+    }
+    // A state from another rank is refused, naming what differs.
+    let other = LoraTrainingRequest { resume: Some(state), rank: 8, alpha: 8.0, init_lora: None, ..contract_request() };
+    let error = train_lora(&mut load_model()?, &other, &mut Recorder::default()).err().map(|e| e.to_string());
+    assert!(error.as_deref().is_some_and(|e| e.contains("does not fit this run") && e.contains("rank: 4")), "{error:?}");
+    Ok(())
+}
+
+/// Asks to stop after its first step, as Ctrl-C does.
+struct StopAfterOne(usize);
+
+impl TrainingObserver for StopAfterOne {
+    fn message(&mut self, _text: &str) {}
+    fn step(&mut self, _record: &StepRecord, _total: usize) -> huatu_train::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+    fn should_stop(&self) -> bool {
+        self.0 >= 1
+    }
+}
+
+#[test]
+fn a_stopped_run_keeps_what_it_trained_and_its_state() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state.safetensors");
+    let request = LoraTrainingRequest { state_path: Some(state.clone()), ..contract_request() };
+    let outcome = train_lora(&mut load_model()?, &request, &mut StopAfterOne(0))?;
+    assert!(outcome.stopped_early);
+    assert_eq!(outcome.steps_done, 1);
+    assert!(state.is_file(), "a stop writes the run's state");
+    let mut recorder = Recorder::default();
+    train_lora(&mut load_model()?, &LoraTrainingRequest { resume: Some(state), ..contract_request() }, &mut recorder)?;
+    assert_eq!(recorder.records.iter().map(|record| record.step).collect::<Vec<_>>(), vec![2, 3]);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! in kohya's or diffusers' format. The flags translate into one `LoraTrainingRequest`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +13,9 @@ use clap::Args;
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::FitMode;
 use huatu_train::dataset::{tag_frequency, CaptionOptions, ImageOptions};
-use huatu_train::lora_params::LoraTargets;
+use huatu_diffusion::loading::SdxlComponents;
+use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageRequest};
+use huatu_train::lora_params::{LoraParams, LoraTargets};
 use huatu_train::lora_save::{save_lora, SaveFormat, SaveMetadata};
 use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
@@ -22,6 +24,7 @@ use huatu_train::trainer::{
 };
 
 use crate::model_args::ModelArgs;
+use crate::png_output::write_png;
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
@@ -124,6 +127,27 @@ pub struct TrainLoraArgs {
     pub noise_offset: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Every N steps: save the run's state (OUT.state.safetensors, for --resume) and a
+    /// snapshot adapter (OUT-stepNNNNNN.safetensors).
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Continue a run from its state file (same model, targets, rank and alpha).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Every N steps, draw each --sample-prompt with the adapter as trained so far
+    /// (OUT-samples/stepNNNNNN-I.png).
+    #[arg(long, requires = "sample_prompt")]
+    pub sample_every: Option<usize>,
+    /// A prompt for the sample images (repeat for several).
+    #[arg(long)]
+    pub sample_prompt: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    pub sample_seed: u64,
+    #[arg(long, default_value_t = 20)]
+    pub sample_steps: usize,
+    /// Sample size, WxH (default: --resolution square).
+    #[arg(long)]
+    pub sample_size: Option<String>,
     /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -181,22 +205,79 @@ impl TrainLoraArgs {
             noise_offset: self.noise_offset,
             seed: self.seed,
             format: self.format,
+            resume: self.resume.clone(),
+            state_path: Some(state_path(&self.out)),
+            save_every: self.save_every,
         }
     }
 }
 
-/// Progress bar, `--log` lines and Ctrl-C.
+/// Where a run's state goes: beside the adapter.
+fn state_path(out: &Path) -> PathBuf {
+    out.with_extension("state.safetensors")
+}
+
+/// `OUT` with `-SUFFIX` before the extension.
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{stem}-{suffix}.safetensors"))
+}
+
+/// Snapshots and sample images during the run.
+struct Snapshots {
+    save_every: Option<usize>,
+    sample_every: Option<usize>,
+    samples: Vec<Text2ImageRequest>,
+    out: PathBuf,
+    format: SaveFormat,
+    metadata: SaveMetadata,
+}
+
+impl Snapshots {
+    fn after_step(&self, step: usize, params: &LoraParams, components: &mut SdxlComponents) -> anyhow::Result<Vec<String>> {
+        let mut written = Vec::new();
+        if self.save_every.is_some_and(|every| every > 0 && step % every == 0) {
+            let mut metadata = self.metadata.clone();
+            metadata.entries.insert("ss_steps".into(), step.to_string());
+            let path = sibling(&self.out, &format!("step{step:06}"));
+            save_lora(params, self.format, &checkpoint_layout(components), &metadata, &path)?;
+            written.push(path.display().to_string());
+        }
+        if self.sample_every.is_some_and(|every| every > 0 && step % every == 0) {
+            let folder = self.out.with_extension("").with_file_name(format!(
+                "{}-samples",
+                self.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default()
+            ));
+            std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+            // Sampling runs without a graph: the adapters go on detached, then back.
+            params.attach_to(components, true)?;
+            let drawn: anyhow::Result<()> = self.samples.iter().enumerate().try_for_each(|(index, request)| {
+                let output = text_to_image(components, request, &mut NoProgress)?;
+                let path = folder.join(format!("step{step:06}-{index}.png"));
+                write_png(&path, &output.image, &[("parameters", request.prompt.clone())])?;
+                written.push(path.display().to_string());
+                Ok(())
+            });
+            params.attach_to(components, false)?;
+            drawn?;
+        }
+        Ok(written)
+    }
+}
+
+/// Progress bar, `--log` lines, Ctrl-C, snapshots and samples.
 struct CliObserver {
     bar: Option<indicatif::ProgressBar>,
     log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
     interrupted: Arc<AtomicBool>,
+    snapshots: Snapshots,
 }
 
 impl TrainingObserver for CliObserver {
     fn message(&mut self, text: &str) {
         match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            Some(bar) if !bar.is_hidden() => bar.println(text),
+            _ => eprintln!("{text}"),
         }
     }
 
@@ -230,6 +311,17 @@ impl TrainingObserver for CliObserver {
     fn should_stop(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
     }
+
+    fn after_step(&mut self, step: usize, params: &LoraParams, components: &mut SdxlComponents) -> huatu_train::Result<()> {
+        let written = self
+            .snapshots
+            .after_step(step, params, components)
+            .map_err(|error| huatu_train::Error::Setting(format!("step {step}: {error:#}")))?;
+        for path in written {
+            self.message(&format!("step {step}: wrote {path}"));
+        }
+        Ok(())
+    }
 }
 
 /// The process's peak resident memory (VmHWM), where the OS reports it.
@@ -240,22 +332,87 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// sd-scripts' `ss_*` keys and the modelspec entries (kohya files; diffusers' writer
+/// leaves them out). `captions`: each image's caption as trained, for `ss_tag_frequency`.
+fn kohya_metadata(args: &TrainLoraArgs, request: &LoraTrainingRequest, steps: usize, captions: &[String]) -> SaveMetadata {
+    let folder_name = args.data.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let title = args.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+    let resolution = request.image.resolution;
+    let mut entries = std::collections::BTreeMap::new();
+    let mut put = |key: &str, value: String| {
+        entries.insert(key.to_string(), value);
+    };
+    put("ss_network_module", "networks.lora".into());
+    put("ss_network_dim", request.rank.to_string());
+    put("ss_network_alpha", request.alpha.to_string());
+    put("ss_base_model_version", "sdxl_base_v1-0".into());
+    put("ss_sd_model_name", args.model.model.display().to_string());
+    put("ss_num_train_images", (captions.len() * request.repeats).to_string());
+    put("ss_steps", steps.to_string());
+    put("ss_learning_rate", request.learning_rate.to_string());
+    put("ss_lr_scheduler", request.lr_schedule.to_string());
+    put("ss_optimizer", "torch.optim.AdamW".into());
+    put("ss_resolution", format!("({resolution}, {resolution})"));
+    put("ss_seed", request.seed.to_string());
+    put("ss_tag_frequency", tag_frequency(&folder_name, captions).to_string());
+    put("ss_training_comment", format!("huatu train lora, targets {}", request.targets));
+    put("ss_output_name", title.clone());
+    put("modelspec.sai_model_spec", "1.0.0".into());
+    put("modelspec.architecture", "stable-diffusion-xl-v1-base/lora".into());
+    put("modelspec.implementation", "https://github.com/Stability-AI/generative-models".into());
+    put("modelspec.title", title);
+    if let Some(trigger) = &request.captions.trigger {
+        put("modelspec.trigger_phrase", trigger.clone());
+    }
+    SaveMetadata { entries }
+}
+
+/// The sample images' requests: each prompt at the fixed seed.
+fn sample_requests(args: &TrainLoraArgs) -> anyhow::Result<Vec<Text2ImageRequest>> {
+    let (width, height) = match &args.sample_size {
+        Some(text) => {
+            let (width, height) = text
+                .split_once(['x', 'X', '×'])
+                .and_then(|(w, h)| Some((w.trim().parse::<usize>().ok()?, h.trim().parse::<usize>().ok()?)))
+                .with_context(|| format!("--sample-size must be WxH, got `{text}`"))?;
+            (width, height)
+        }
+        None => (args.resolution as usize, args.resolution as usize),
+    };
+    args.sample_prompt
+        .iter()
+        .map(|prompt| {
+            let mut request = Text2ImageRequest::new(prompt.clone());
+            request.width = width;
+            request.height = height;
+            request.num_inference_steps = args.sample_steps;
+            request.seed = args.sample_seed;
+            request.validate()?;
+            Ok(request)
+        })
+        .collect()
+}
+
 pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     let request = args.request();
     request.validate()?;
     if args.model.dtype != candle_core::DType::F32 {
-        anyhow::bail!(
-            "training runs in f32 on this device; --dtype {:?} is for inference",
-            args.model.dtype
-        );
+        anyhow::bail!("training runs in f32 on this device; --dtype {:?} is for inference", args.model.dtype);
     }
     if !args.model.loras.is_empty() {
         anyhow::bail!("--lora merges adapters for inference; to continue training one, give it as --init-lora");
     }
+    let samples = sample_requests(&args)?;
+    // Each image's caption as trained, for the snapshots' metadata (the final file's comes
+    // from the images the run could read).
+    let captions: Vec<String> = huatu_train::dataset::scan_folder(&args.data)?
+        .entries
+        .iter()
+        .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
+        .collect();
     let log = match &args.log {
         Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot write the log {}", path.display()))?;
+            let file = std::fs::File::create(path).with_context(|| format!("cannot write the log {}", path.display()))?;
             Some((path.clone(), std::io::BufWriter::new(file)))
         }
         None => None,
@@ -276,6 +433,14 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
         bar: None,
         log,
         interrupted,
+        snapshots: Snapshots {
+            save_every: args.save_every,
+            sample_every: args.sample_every,
+            samples,
+            out: args.out.clone(),
+            format: request.format,
+            metadata: kohya_metadata(&args, &request, 0, &captions),
+        },
     };
     let started = Instant::now();
     let outcome = train_lora(&mut components, &request, &mut observer)?;
@@ -283,86 +448,19 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     let seconds = started.elapsed().as_secs_f64();
-
-    let folder_name = args
-        .data
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut metadata = SaveMetadata::default();
-    let entries = &mut metadata.entries;
-    entries.insert("ss_network_module".into(), "networks.lora".into());
-    entries.insert("ss_network_dim".into(), request.rank.to_string());
-    entries.insert("ss_network_alpha".into(), request.alpha.to_string());
-    entries.insert("ss_base_model_version".into(), "sdxl_base_v1-0".into());
-    entries.insert(
-        "ss_sd_model_name".into(),
-        args.model.model.display().to_string(),
-    );
-    entries.insert(
-        "ss_num_train_images".into(),
-        (outcome.images_used * request.repeats).to_string(),
-    );
-    entries.insert("ss_steps".into(), outcome.steps_done.to_string());
-    entries.insert("ss_learning_rate".into(), request.learning_rate.to_string());
-    entries.insert("ss_lr_scheduler".into(), request.lr_schedule.to_string());
-    entries.insert("ss_optimizer".into(), "torch.optim.AdamW".into());
-    entries.insert(
-        "ss_resolution".into(),
-        format!(
-            "({}, {})",
-            request.image.resolution, request.image.resolution
-        ),
-    );
-    entries.insert("ss_seed".into(), request.seed.to_string());
-    entries.insert(
-        "ss_tag_frequency".into(),
-        tag_frequency(&folder_name, &outcome.captions).to_string(),
-    );
-    entries.insert(
-        "ss_training_comment".into(),
-        format!("huatu train lora, targets {}", request.targets),
-    );
-    entries.insert("modelspec.sai_model_spec".into(), "1.0.0".into());
-    entries.insert(
-        "modelspec.architecture".into(),
-        "stable-diffusion-xl-v1-base/lora".into(),
-    );
-    entries.insert(
-        "modelspec.implementation".into(),
-        "https://github.com/Stability-AI/generative-models".into(),
-    );
-    let title = args
-        .out
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    entries.insert("ss_output_name".into(), title.clone());
-    entries.insert("modelspec.title".into(), title);
-    if let Some(trigger) = &request.captions.trigger {
-        entries.insert("modelspec.trigger_phrase".into(), trigger.clone());
-    }
-    save_lora(
-        &outcome.params,
-        request.format,
-        &checkpoint_layout(&components),
-        &metadata,
-        &args.out,
-    )?;
-    let peak = peak_rss_mib()
-        .map(|mib| format!(", peak memory {mib:.0} MiB"))
-        .unwrap_or_default();
+    let metadata = kohya_metadata(&args, &request, outcome.steps_done, &outcome.captions);
+    save_lora(&outcome.params, request.format, &checkpoint_layout(&components), &metadata, &args.out)?;
+    let peak = peak_rss_mib().map(|mib| format!(", peak memory {mib:.0} MiB")).unwrap_or_default();
     eprintln!(
         "{} {} steps in {seconds:.1}s ({:.2} s/step){peak}; wrote {} ({} format)",
-        if outcome.stopped_early {
-            "stopped after"
-        } else {
-            "trained"
-        },
+        if outcome.stopped_early { "stopped after" } else { "trained" },
         outcome.steps_done,
-        seconds / outcome.steps_done.max(1) as f64,
+        seconds / (outcome.steps_done - outcome.first_step).max(1) as f64,
         args.out.display(),
         request.format
     );
+    if outcome.stopped_early || request.save_every.is_some() {
+        eprintln!("run state: {} (continue with --resume)", state_path(&args.out).display());
+    }
     Ok(())
 }

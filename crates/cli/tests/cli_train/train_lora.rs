@@ -148,3 +148,43 @@ fn bad_training_input_gets_one_clear_error_each() {
     assert!(message.contains("1 images have no caption") && message.contains("`hta`"), "{message}");
     assert!(out.is_file());
 }
+
+#[test]
+fn long_runs_save_snapshots_samples_and_a_state_to_resume() {
+    let dir = temp_dir("train-long");
+    let out = dir.join("style.safetensors");
+    let common = [
+        "train", "lora", "--model", &model(), "--data", &train_fixture("data"), "--out", &out.display().to_string(),
+        "--rank", "4", "--resolution", "64", "--lr", "0.001", "--gradient-checkpointing",
+    ]
+    .map(String::from);
+    let mut first = common.to_vec();
+    first.extend(
+        ["--steps", "2", "--save-every", "1", "--sample-every", "2", "--sample-prompt", "a cat", "--sample-steps", "2"]
+            .map(String::from),
+    );
+    let output = run(&first);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for name in ["style-step000001.safetensors", "style-step000002.safetensors", "style.state.safetensors"] {
+        assert!(dir.join(name).is_file(), "{name} missing: {}", stderr(&output));
+    }
+    assert!(dir.join("style-samples/step000002-0.png").is_file());
+    assert!(stderr(&output).contains("wrote"), "{}", stderr(&output));
+
+    let log = dir.join("log.jsonl");
+    let mut second = common.to_vec();
+    second.extend(
+        ["--steps", "3", "--resume", &dir.join("style.state.safetensors").display().to_string(), "--log"]
+            .map(String::from),
+    );
+    second.push(log.display().to_string());
+    let output = run(&second);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("resuming at step 2"), "{}", stderr(&output));
+    let steps: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["step"].as_u64())
+        .collect();
+    assert_eq!(steps, vec![3]);
+}
