@@ -10,7 +10,8 @@
 # MEMORY_LIMIT_GIB (optional: `ulimit -v` for each side, so running out of memory ends
 # that side with an allocation error instead of calling in the kernel's OOM killer),
 # SIDES ("huatu torch"), CHECKPOINTING=1 (gradient checkpointing on both sides),
-# CONFIG (a unet/config.json instead of SDXL's, for a quick check of the scripts).
+# CONFIG (a unet/config.json instead of SDXL's, for a quick check of the scripts),
+# HUATU_BIN (a bench_train_step binary built already: no cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -23,7 +24,10 @@ ALPHA=${ALPHA:-16}
 SIDES=${SIDES:-huatu torch}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(512)
-cargo build --release -p huatu-train --example bench_train_step >&2
+if [ -z "${HUATU_BIN:-}" ]; then
+  cargo build --release -p huatu-train --example bench_train_step >&2
+  HUATU_BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step
+fi
 logs=$(mktemp -d)
 
 # run NAME COMMAND...: the command's JSON line (empty if it failed) into $logs/NAME.json,
@@ -43,7 +47,7 @@ run() {
 for size in "${sizes[@]}"; do
   for side in $SIDES; do
     case $side in
-      huatu) run "huatu-$size" target/release/examples/bench_train_step "$size" "$STEPS" --rank "$RANK" --alpha "$ALPHA" "${extra[@]}" ;;
+      huatu) run "huatu-$size" "$HUATU_BIN" "$size" "$STEPS" --rank "$RANK" --alpha "$ALPHA" "${extra[@]}" ;;
       torch) run "torch-$size" "$PYTHON" scripts/bench/train_lora_step.py "$size" "$STEPS" --rank "$RANK" --alpha "$ALPHA" "${extra[@]}" ;;
       *) echo "unknown side $side (huatu or torch)" >&2; exit 2 ;;
     esac
