@@ -7,8 +7,9 @@
 # Needs a virtualenv with torch, diffusers and peft: PYTHON=/path/to/venv/bin/python.
 # Usage: scripts/bench/train_lora_step.sh [sizes...]        (default: 512)
 # Environment: STEPS (timed steps after one warm-up, default 3), RANK (16), ALPHA (16),
-# MEMORY_LIMIT_GIB (optional: `ulimit -v` for each side, so running out of memory ends
-# that side with an allocation error instead of calling in the kernel's OOM killer),
+# MIN_AVAILABLE_MIB (optional: a side is killed when the machine's MemAvailable falls below
+# this, the same rule for both, so running out of memory ends that side, reported with the
+# size it reached, instead of calling in the kernel's OOM killer on a shared machine),
 # SIDES ("huatu torch"), CHECKPOINTING=1 (gradient checkpointing on both sides),
 # CONFIG (a unet/config.json instead of SDXL's, for a quick check of the scripts),
 # HUATU_BIN (a bench_train_step binary built already: no cargo build).
@@ -17,10 +18,10 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-3}
 RANK=${RANK:-16}
+ALPHA=${ALPHA:-16}
 extra=()
 [ -z "${CONFIG:-}" ] || extra=(--config "$CONFIG")
 [ -z "${CHECKPOINTING:-}" ] || extra+=(--gradient-checkpointing)
-ALPHA=${ALPHA:-16}
 SIDES=${SIDES:-huatu torch}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(512)
@@ -34,11 +35,24 @@ logs=$(mktemp -d)
 # its stderr and /usr/bin/time -v's report into $logs/NAME.log.
 run() {
   local name=$1; shift
-  (
-    [ -z "${MEMORY_LIMIT_GIB:-}" ] || ulimit -v $((MEMORY_LIMIT_GIB * 1024 * 1024))
-    /usr/bin/time -v "$@" >"$logs/$name.json" 2>"$logs/$name.log"
-  ) || {
-    echo "$name failed (exit $?); its last words:" >&2
+  /usr/bin/time -v "$@" >"$logs/$name.json" 2>"$logs/$name.log" &
+  local timer=$! status=0
+  if [ -n "${MIN_AVAILABLE_MIB:-}" ]; then
+    while kill -0 "$timer" 2>/dev/null; do
+      local available
+      available=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+      if [ "$available" -lt "$MIN_AVAILABLE_MIB" ]; then
+        echo "$name stopped: MemAvailable ${available} MiB < ${MIN_AVAILABLE_MIB} MiB" >&2
+        local child
+        for child in $(pgrep -P "$timer"); do kill -9 "$child"; done
+        break
+      fi
+      sleep 0.2
+    done
+  fi
+  wait "$timer" || status=$?
+  [ "$status" -eq 0 ] || {
+    echo "$name failed (exit $status); its last words:" >&2
     sed '/^\tCommand being timed/,$d; /^Command /d' "$logs/$name.log" | tail -3 | sed "s/^/$name: /" >&2
   }
   grep -E 'Maximum resident set size|Elapsed \(wall clock\)|Exit status|signal' "$logs/$name.log" | sed "s/^/$name: /" >&2 || true
