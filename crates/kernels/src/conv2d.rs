@@ -18,6 +18,7 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
+use crate::conv2d_grad::FrozenConv2d;
 use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32, with_optional_f32};
 
 /// Output columns (pixels) one tile aims for: enough to amortise packing the weights.
@@ -85,12 +86,31 @@ pub fn conv2d_fused(
         && bias.is_none_or(is_cpu_f32)
         && extras.sample_bias.is_none_or(is_cpu_f32)
         && extras.residual.is_none_or(is_cpu_f32);
-    // Inputs inside an autograd graph take candle's operations, which have a backward.
+    // Inside an autograd graph with frozen weights (adapter training), the convolution is
+    // an operation whose backward gives the input's gradient on this same kernel; the
+    // per-sample bias and the residual are added with candle's operations, which have a
+    // backward. Trainable weights take candle's convolution.
+    let frozen_weights = !weight.track_op() && !bias.is_some_and(Tensor::track_op);
     let tracked = xs.track_op()
-        || weight.track_op()
-        || bias.is_some_and(Tensor::track_op)
+        || !frozen_weights
         || extras.sample_bias.is_some_and(Tensor::track_op)
         || extras.residual.is_some_and(Tensor::track_op);
+    if tracked && frozen_weights && all_cpu_f32 && 2 * params.padding < shape.kernel {
+        let op = FrozenConv2d {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            params,
+            upsample_nearest_2x: extras.upsample_nearest_2x,
+        };
+        let mut out = xs.contiguous()?.apply_op1(op)?;
+        if let Some(sample_bias) = extras.sample_bias {
+            out = out.broadcast_add(&sample_bias.unsqueeze(2)?.unsqueeze(3)?)?;
+        }
+        if let Some(residual) = extras.residual {
+            out = (out + residual)?;
+        }
+        return Ok(out);
+    }
     if tracked || !all_cpu_f32 {
         return reference_conv2d_fused(xs, weight, bias, params, extras);
     }

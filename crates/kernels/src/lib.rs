@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv2d;
+mod conv2d_grad;
 mod cpu_slice;
 mod elementwise;
 pub mod geglu;
