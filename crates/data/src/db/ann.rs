@@ -25,9 +25,13 @@ pub const INDEX_FILE: &str = "vectors.usearch";
 /// Below this many images search scans every embedding (exact and fast enough).
 pub const DEFAULT_ANN_THRESHOLD: usize = 50_000;
 
-/// Candidates the graph search keeps (usearch's `expansion_search`); higher is slower and
-/// closer to exact.
-const MIN_EXPANSION_SEARCH: usize = 128;
+/// Candidates the graph search keeps (usearch's `expansion_search`, at least `4 k`);
+/// higher is slower and closer to exact.
+const MIN_EXPANSION_SEARCH: usize = 512;
+/// Graph degree and build-time candidates (usearch's defaults are 16 and 128): CLIP
+/// embeddings are high-dimensional, where a denser graph keeps recall up.
+const CONNECTIVITY: usize = 32;
+const EXPANSION_ADD: usize = 256;
 
 /// An index ready to search, and how it was obtained.
 pub struct AnnIndex {
@@ -55,8 +59,8 @@ fn options(dimension: usize) -> IndexOptions {
         // embeddings are L2-normalised: inner product is the cosine; distance = 1 - dot
         metric: MetricKind::IP,
         quantization: ScalarKind::F32,
-        connectivity: 0,
-        expansion_add: 0,
+        connectivity: CONNECTIVITY,
+        expansion_add: EXPANSION_ADD,
         expansion_search: 0,
         multi: false,
     }
@@ -184,7 +188,7 @@ impl AnnIndex {
     /// The `k` nearest rows: (`seq`, cosine similarity), best first.
     pub fn search(&self, query: &[f32], k: usize) -> std::result::Result<Vec<(i64, f32)>, String> {
         self.index
-            .change_expansion_search(MIN_EXPANSION_SEARCH.max(2 * k));
+            .change_expansion_search(MIN_EXPANSION_SEARCH.max(4 * k));
         let matches = self
             .index
             .search(query, k)

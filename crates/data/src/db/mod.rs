@@ -91,17 +91,26 @@ pub struct DatabaseInfo {
 }
 
 /// An open image database folder.
-#[derive(Debug)]
 pub struct ImageDatabase {
     store: Store,
+    /// The approximate index of the last search, with the (rows, max seq) it covers, so
+    /// that repeated searches on an unchanged database reuse it.
+    ann_cache: std::sync::Mutex<Option<(usize, i64, ann::AnnIndex)>>,
+}
+
+impl std::fmt::Debug for ImageDatabase {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ImageDatabase")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ImageDatabase {
     /// Opens an existing database; a missing one is an error naming the folder.
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            store: Store::open(dir)?,
-        })
+        Ok(Self::with_store(Store::open(dir)?))
     }
 
     /// Opens the database in `dir`, creating it for `model` if there is none. An existing
@@ -114,9 +123,7 @@ impl ImageDatabase {
             dimension: model.projection_dim(),
         };
         if !dir.join(DATABASE_FILE).is_file() {
-            return Ok(Self {
-                store: Store::create(dir, &record)?,
-            });
+            return Ok(Self::with_store(Store::create(dir, &record)?));
         }
         let store = Store::open(dir)?;
         let stored = store.model()?;
@@ -124,7 +131,14 @@ impl ImageDatabase {
         if stored.path != record.path {
             store.set_model_path(&record.path)?;
         }
-        Ok(Self { store })
+        Ok(Self::with_store(store))
+    }
+
+    fn with_store(store: Store) -> Self {
+        Self {
+            store,
+            ann_cache: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -211,7 +225,20 @@ impl ImageDatabase {
         if options.exact || self.store.count()? < options.ann_threshold {
             return self.exact_search(query, options.k, options.min_score);
         }
-        let index = ann::ensure_index(&self.store, stored.dimension)?;
+        let state = (self.store.count()?, self.store.max_seq()?);
+        let mut cache = self
+            .ann_cache
+            .lock()
+            .map_err(|_| DataError::InvalidRequest("a search panicked".into()))?;
+        let current = matches!(&*cache, Some((rows, max_seq, _)) if (*rows, *max_seq) == state);
+        if !current {
+            *cache = None;
+            let index = ann::ensure_index(&self.store, stored.dimension)?;
+            *cache = Some((state.0, state.1, index));
+        }
+        let Some((_, _, index)) = cache.as_ref() else {
+            return Ok(Vec::new());
+        };
         let matches = index
             .search(query, options.k)
             .map_err(|message| DataError::BadDatabase {
