@@ -13,10 +13,13 @@ use crate::softmax_exp::softmax_numerators;
 const QUERY_BLOCK: usize = 64;
 
 /// softmax(q·kᵀ / √d)·v over [b, heads, n, d] × [b, heads, m, d] → [b, heads, n, d].
-/// Inputs inside an autograd graph take the plain formulation, which has a backward.
+/// Inside an autograd graph its backward is `attention_grad`'s blockwise one.
 pub fn fused_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Result<Tensor> {
     let tracked = query.track_op() || key.track_op() || value.track_op();
-    if query.device().is_cpu() && query.dtype() == DType::F32 && !tracked {
+    if query.device().is_cpu() && query.dtype() == DType::F32 && tracked {
+        // Inside an autograd graph: the same kernel, with its blockwise backward.
+        query.contiguous()?.apply_op3(&key.contiguous()?, &value.contiguous()?, FusedAttention)
+    } else if query.device().is_cpu() && query.dtype() == DType::F32 {
         query.contiguous()?.apply_op3_no_bwd(&key.contiguous()?, &value.contiguous()?, &FusedAttention)
     } else {
         reference_attention(query, key, value)
@@ -92,6 +95,18 @@ impl CustomOp3 for FusedAttention {
             });
         });
         Ok((CpuStorage::F32(output), query_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        output: &Tensor,
+        output_grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dq, dk, dv) = crate::attention_grad::attention_backward(query, key, value, output, output_grad)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 

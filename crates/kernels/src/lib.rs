@@ -2,6 +2,7 @@
 //! there. Each kernel has a plain-candle reference implementation it is tested against.
 
 pub mod attention;
+mod attention_grad;
 pub mod conv2d;
 mod conv2d_grad;
 mod cpu_slice;
