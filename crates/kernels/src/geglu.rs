@@ -20,9 +20,12 @@ pub fn geglu(xs: &Tensor) -> Result<Tensor> {
     if width % 2 != 0 {
         candle_core::bail!("geglu: the last dimension must be even, got {width}");
     }
-    // Inputs inside an autograd graph take the plain formulation, which has a backward.
-    if xs.track_op() || !is_cpu_f32(xs) {
+    if !is_cpu_f32(xs) {
         return reference_geglu(xs);
+    }
+    if xs.track_op() {
+        // Inside an autograd graph: this kernel with its backward (`norm_gate_grad`).
+        return xs.contiguous()?.apply_op1(crate::norm_gate_grad::Geglu);
     }
     let half = width / 2;
     let mut dims = xs.dims().to_vec();
@@ -93,7 +96,7 @@ fn gelu_erf(x: f32) -> f32 {
 
 /// Abramowitz & Stegun 7.1.26: erf(|x|) ≈ 1 - t·P(t)·e^{-x²}, t = 1 / (1 + p|x|).
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let polynomial = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));

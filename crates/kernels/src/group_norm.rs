@@ -10,6 +10,7 @@ use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32};
+use crate::norm_gate_grad::FrozenGroupNorm;
 use crate::elementwise::{has_avx2_fma, has_avx512f, normalise, shifted_sums};
 
 /// `group_norm(xs)` over [b, c, ...] with `weight`, `bias` [c]; `silu(group_norm(xs))`
@@ -37,9 +38,14 @@ pub fn group_norm(
             bias.dims()
         );
     }
-    // Inputs inside an autograd graph take the plain formulation, which has a backward.
-    let tracked = xs.track_op() || weight.track_op() || bias.track_op();
-    if tracked || !(is_cpu_f32(xs) && is_cpu_f32(weight) && is_cpu_f32(bias)) {
+    let all_cpu_f32 = is_cpu_f32(xs) && is_cpu_f32(weight) && is_cpu_f32(bias);
+    // Inside an autograd graph with a frozen weight and bias: this kernel, with a backward
+    // for the input (`norm_gate_grad`); trainable ones take the plain formulation.
+    if xs.track_op() && !weight.track_op() && !bias.track_op() && all_cpu_f32 {
+        let op = FrozenGroupNorm { num_groups, weight: weight.clone(), bias: bias.clone(), eps, with_silu };
+        return xs.contiguous()?.apply_op1(op);
+    }
+    if xs.track_op() || weight.track_op() || bias.track_op() || !all_cpu_f32 {
         return reference_group_norm(xs, num_groups, weight, bias, eps, with_silu);
     }
     let group_len = xs.elem_count() / (dims[0] * num_groups);
