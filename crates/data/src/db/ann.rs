@@ -82,7 +82,7 @@ pub fn ensure_index(store: &Store, dimension: usize) -> Result<AnnIndex> {
     let path = index_path(store);
     let rows = store.count()?;
     let saved = store.ann_state()?;
-    let max_seq = store.max_seq()?;
+    let max_seq = store.last_seq()?;
     if let (Some(state), true) = (saved, path.is_file()) {
         let newer = store.count_after(state.max_seq)?;
         if state.rows + newer == rows {

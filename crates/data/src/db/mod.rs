@@ -93,9 +93,9 @@ pub struct DatabaseInfo {
 /// An open image database folder.
 pub struct ImageDatabase {
     store: Store,
-    /// The approximate index of the last search, with the (rows, max seq) it covers, so
-    /// that repeated searches on an unchanged database reuse it.
-    ann_cache: std::sync::Mutex<Option<(usize, i64, ann::AnnIndex)>>,
+    /// The approximate index of the last search and the state it covers, so repeated
+    /// searches on an unchanged database reuse it.
+    ann_cache: std::sync::Mutex<Option<(store::AnnState, ann::AnnIndex)>>,
 }
 
 impl std::fmt::Debug for ImageDatabase {
@@ -222,23 +222,38 @@ impl ImageDatabase {
                 query.len(),
             ));
         }
-        if options.exact || self.store.count()? < options.ann_threshold {
+        if options.exact {
             return self.exact_search(query, options.k, options.min_score);
         }
-        let state = (self.store.count()?, self.store.max_seq()?);
         let mut cache = self
             .ann_cache
             .lock()
             .map_err(|_| DataError::InvalidRequest("a search panicked".into()))?;
-        let current = matches!(&*cache, Some((rows, max_seq, _)) if (*rows, *max_seq) == state);
+        // The loaded index is current while the saved state (cleared by removals) and the
+        // last assigned seq are what they were: two point lookups, not a count.
+        let saved = self.store.ann_state()?;
+        let last_seq = self.store.last_seq()?;
+        let current = matches!((&*cache, saved), (Some((cached, _)), Some(saved))
+            if *cached == saved && saved.max_seq == last_seq);
         if !current {
             *cache = None;
+            if self.store.count()? < options.ann_threshold {
+                return self.exact_search(query, options.k, options.min_score);
+            }
             let index = ann::ensure_index(&self.store, stored.dimension)?;
-            *cache = Some((state.0, state.1, index));
+            if let Some(state) = self.store.ann_state()? {
+                *cache = Some((state, index));
+            }
         }
-        let Some((_, _, index)) = cache.as_ref() else {
-            return Ok(Vec::new());
+        let Some((state, index)) = cache.as_ref() else {
+            return Err(DataError::BadDatabase {
+                path: self.dir().to_path_buf(),
+                message: "the approximate index could not be recorded".into(),
+            });
         };
+        if state.rows < options.ann_threshold {
+            return self.exact_search(query, options.k, options.min_score);
+        }
         let matches = index
             .search(query, options.k)
             .map_err(|message| DataError::BadDatabase {

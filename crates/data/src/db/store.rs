@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS ann_index (
 );
 ";
 
-/// What the saved approximate index covers: `rows` rows, the newest with `seq` =
-/// `max_seq` (`seq` is AUTOINCREMENT: never reused, so rows added later have larger ones).
+/// What the saved approximate index covers: `rows` rows, every row with `seq` ≤ `max_seq`
+/// (`seq` is AUTOINCREMENT: never reused, so rows added later have larger ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnState {
     pub rows: usize,
@@ -336,21 +336,20 @@ impl Store {
     /// The row with this `seq` (the approximate index's key).
     pub fn row_by_seq(&self, seq: i64) -> Result<Option<ImageRow>> {
         self.connection
-            .query_row(
-                &format!("SELECT {ROW_COLUMNS} FROM images WHERE seq = ?1"),
-                params![seq],
-                read_row,
-            )
-            .optional()
+            .prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM images WHERE seq = ?1"))
+            .and_then(|mut statement| statement.query_row(params![seq], read_row).optional())
             .map_err(|source| self.error(source))
     }
 
-    /// The largest `seq` (0 when empty).
-    pub fn max_seq(&self) -> Result<i64> {
+    /// The last `seq` ever assigned (0 before the first row): every row added later has a
+    /// larger one. A point lookup, cheap enough to check on every search.
+    pub fn last_seq(&self) -> Result<i64> {
         self.connection
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM images", [], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'images'), 0)",
+                [],
+                |row| row.get(0),
+            )
             .map_err(|source| self.error(source))
     }
 

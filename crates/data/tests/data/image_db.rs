@@ -197,3 +197,63 @@ fn approximate_index_is_kept_current_and_rebuilt_when_lost() -> Result<()> {
     assert_eq!(database.info()?.indexed, Some(5));
     Ok(())
 }
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_different_model_is_refused_and_a_moved_one_followed() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let paths = write_images(&scratch.path().join("images"))?;
+    let db_dir = scratch.path().join("db");
+    let original = ClipModel::load(&fixture("clip_tiny"), &Device::Cpu)?;
+    let mut database = ImageDatabase::open_or_create(&db_dir, &original)?;
+    database.add(&original, &paths[..2], &AddOptions::default(), |_| {})?;
+
+    // same weights and settings elsewhere: accepted, and its new place recorded
+    let moved = scratch.path().join("moved_clip");
+    copy_dir(&fixture("clip_tiny"), &moved)?;
+    let moved_model = ClipModel::load(&moved, &Device::Cpu)?;
+    let database = ImageDatabase::open_or_create(&db_dir, &moved_model)?;
+    assert_eq!(
+        database.model_record()?.path,
+        std::fs::canonicalize(&moved)?
+    );
+
+    // a changed configuration: refused, naming both
+    let changed = scratch.path().join("changed_clip");
+    copy_dir(&fixture("clip_tiny"), &changed)?;
+    let config = std::fs::read_to_string(changed.join("config.json"))?;
+    std::fs::write(
+        changed.join("config.json"),
+        config.replace("\"layer_norm_eps\": 1e-05", "\"layer_norm_eps\": 1e-06"),
+    )?;
+    let changed_model = ClipModel::load(&changed, &Device::Cpu)?;
+    let error = ImageDatabase::open_or_create(&db_dir, &changed_model)
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("different CLIP model") && error.contains("changed_clip"),
+        "{error}"
+    );
+
+    // the recorded model gone: search names where it was looked for
+    std::fs::remove_dir_all(&moved)?;
+    let error = ImageDatabase::open(&db_dir)?
+        .load_model(&Device::Cpu)
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("moved_clip") && error.contains("not found"),
+        "{error}"
+    );
+    Ok(())
+}
