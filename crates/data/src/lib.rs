@@ -2,8 +2,8 @@
 //!
 //! - [`clip`]: transformers' `CLIPModel` and `CLIPProcessor` on candle: L2-normalised image
 //!   and text embeddings equal to `get_image_features` / `get_text_features`.
-//! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding)
-//!   and exact cosine-similarity search over it.
+//! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding),
+//!   exact cosine-similarity search over it and, for large ones, a usearch HNSW index.
 //! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as
 //!   transformers' image processors run them.
 
