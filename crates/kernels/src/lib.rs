@@ -4,6 +4,7 @@
 pub mod attention;
 mod attention_grad;
 pub mod conv2d;
+pub mod frozen_linear;
 mod conv2d_grad;
 mod cpu_slice;
 mod elementwise;

@@ -83,7 +83,12 @@ impl From<candle_nn::Linear> for Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let base = self.inner.forward(xs)?;
+        // Inside an autograd graph the frozen base layer grads only its input.
+        let base = if xs.track_op() {
+            huatu_kernels::frozen_linear::linear(xs, self.inner.weight(), self.inner.bias())?
+        } else {
+            self.inner.forward(xs)?
+        };
         match &self.adapter {
             None => Ok(base),
             Some(adapter) => {
