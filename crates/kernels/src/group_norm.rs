@@ -28,7 +28,7 @@ pub fn group_norm(
         candle_core::bail!("group norm: input must have at least 3 dimensions, got {dims:?}");
     }
     let channels = dims[1];
-    if num_groups == 0 || channels % num_groups != 0 {
+    if num_groups == 0 || !channels.is_multiple_of(num_groups) {
         candle_core::bail!("group norm: {channels} channels do not split into {num_groups} groups");
     }
     if weight.dims() != [channels] || bias.dims() != [channels] {

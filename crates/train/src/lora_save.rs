@@ -98,6 +98,9 @@ fn diffusers_prefix(component: Component) -> &'static str {
     }
 }
 
+/// Tensors by the names a file gives them.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// What goes into the file besides the weights.
 #[derive(Debug, Clone, Default)]
 pub struct SaveMetadata {
@@ -111,7 +114,7 @@ pub fn lora_tensors(
     format: SaveFormat,
     layout: &CheckpointLayout,
     metadata: &SaveMetadata,
-) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+) -> Result<(NamedTensors, HashMap<String, String>)> {
     let mut tensors = Vec::with_capacity(params.layers.len() * 3);
     let mut header = HashMap::new();
     match format {

@@ -117,7 +117,7 @@ impl NoiseSchedule {
 pub enum NoiseSource {
     /// Seeded: ε ~ N(0, 1) (plus `offset` · N(0, 1) per sample and channel), t ~ U{0..T−1}.
     Random {
-        rng: rand::rngs::StdRng,
+        rng: Box<rand::rngs::StdRng>,
         offset: f64,
     },
     /// A file's `noise` [steps, batch, 4, h, w] f32 and `timesteps` [steps, batch] i64.
@@ -131,7 +131,7 @@ pub enum NoiseSource {
 impl NoiseSource {
     pub fn seeded(seed: u64, offset: f64) -> Self {
         Self::Random {
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            rng: Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
             offset,
         }
     }

@@ -166,7 +166,7 @@ mod tests {
         let param = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &device)?)?;
         let mut optimizer = AdamW::new(std::slice::from_ref(&param), AdamWConfig::default());
         optimizer.step(
-            &[param.clone()],
+            std::slice::from_ref(&param),
             &[Some(Tensor::new(&[0.5f32, 0.25], &device)?)],
             &[0.1],
         )?;
@@ -175,7 +175,7 @@ mod tests {
         assert!((first[0] - (0.999 - 0.1)).abs() < 1e-6, "{first:?}");
         assert!((first[1] - (-1.998 - 0.1)).abs() < 1e-6, "{first:?}");
         optimizer.step(
-            &[param.clone()],
+            std::slice::from_ref(&param),
             &[Some(Tensor::new(&[-1f32, 2.0], &device)?)],
             &[0.1],
         )?;
@@ -197,7 +197,7 @@ mod tests {
     fn parameters_without_gradient_are_untouched() -> anyhow::Result<()> {
         let param = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &Device::Cpu)?)?;
         let mut optimizer = AdamW::new(std::slice::from_ref(&param), AdamWConfig::default());
-        optimizer.step(&[param.clone()], &[None], &[0.1])?;
+        optimizer.step(std::slice::from_ref(&param), &[None], &[0.1])?;
         assert_eq!(param.as_tensor().to_vec1::<f32>()?, vec![1.0, -2.0]);
         assert_eq!(optimizer.moments[0].step, 0);
         Ok(())

@@ -98,7 +98,7 @@ impl LoraTrainingRequest {
                 self.learning_rate
             ));
         }
-        if self.image.resolution == 0 || self.image.resolution % 8 != 0 {
+        if self.image.resolution == 0 || !self.image.resolution.is_multiple_of(8) {
             return bad(format!(
                 "--resolution must be a positive multiple of 8, got {}",
                 self.image.resolution
@@ -475,7 +475,7 @@ pub fn train_lora(
             epoch,
         };
         observer.step(&record, request.steps)?;
-        if request.save_every.is_some_and(|every| every > 0 && steps_done % every == 0 && steps_done < request.steps) {
+        if request.save_every.is_some_and(|every| every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps) {
             save_state_now(Progress { step: steps_done, forward_index, epoch }, &params, &optimizer)?;
         }
         observer.after_step(steps_done, &params, components)?;

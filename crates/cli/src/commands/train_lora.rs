@@ -236,14 +236,14 @@ struct Snapshots {
 impl Snapshots {
     fn after_step(&self, step: usize, params: &LoraParams, components: &mut SdxlComponents) -> anyhow::Result<Vec<String>> {
         let mut written = Vec::new();
-        if self.save_every.is_some_and(|every| every > 0 && step % every == 0) {
+        if self.save_every.is_some_and(|every| every > 0 && step.is_multiple_of(every)) {
             let mut metadata = self.metadata.clone();
             metadata.entries.insert("ss_steps".into(), step.to_string());
             let path = sibling(&self.out, &format!("step{step:06}"));
             save_lora(params, self.format, &checkpoint_layout(components), &metadata, &path)?;
             written.push(path.display().to_string());
         }
-        if self.sample_every.is_some_and(|every| every > 0 && step % every == 0) {
+        if self.sample_every.is_some_and(|every| every > 0 && step.is_multiple_of(every)) {
             let folder = self.out.with_extension("").with_file_name(format!(
                 "{}-samples",
                 self.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default()

@@ -135,7 +135,7 @@ impl SdxlTimeEmbedding {
         dtype: candle_core::DType,
     ) -> Result<Tensor> {
         let batch = timesteps.dim(0)?;
-        let time_features = self.time_proj.forward(&timesteps)?.to_dtype(dtype)?;
+        let time_features = self.time_proj.forward(timesteps)?.to_dtype(dtype)?;
         let embedding = self.time_embedding.forward(&time_features)?;
         let time_id_features =
             self.add_time_proj.forward(&time_ids.flatten_all()?)?.reshape((batch, ()))?.to_dtype(dtype)?;
