@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod checkpointing;
 pub mod dataset;
 pub mod error;
+pub mod latent_cache;
 pub mod lora_params;
 pub mod lora_save;
 pub mod lr_schedule;

@@ -20,6 +20,7 @@ use rand::SeedableRng;
 use crate::checkpoint::{load_state, save_state, Progress, RunIdentity};
 use crate::checkpointing::checkpointed_gradients;
 use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
+use crate::latent_cache::LatentCache;
 use crate::lora_params::{text_encoder_target, LoraParams, LoraTargets};
 use crate::lora_save::{kohya_module_name, SaveFormat};
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
@@ -67,6 +68,10 @@ pub struct LoraTrainingRequest {
     /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
     pub state_path: Option<PathBuf>,
     pub save_every: Option<usize>,
+    /// Keep the images' VAE latents on disk beside the data (fixed images only).
+    pub cache_latents: bool,
+    /// Names the model in the latent cache (its path), so another model's latents are not used.
+    pub model_id: String,
 }
 
 impl LoraTrainingRequest {
@@ -117,6 +122,9 @@ impl LoraTrainingRequest {
             return bad(format!(
                 "--snr-gamma must be a positive number, got {gamma}"
             ));
+        }
+        if self.cache_latents && !images_are_fixed(self) {
+            return bad("--cache-latents needs the same pixels every epoch: not with --fit random-crop or --flip".into());
         }
         if let Some(lr) = self.text_encoder_lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
             return bad(format!("--text-encoder-lr must be a positive number, got {lr}"));
@@ -542,13 +550,32 @@ fn load_images(
     let mut sizes = Vec::new();
     let mut cached = Vec::new();
     let started = Instant::now();
+    let mut disk_cache = request.cache_latents.then(|| {
+        let settings = format!(
+            "model {} vae {:?} resolution {} buckets {} fit {}",
+            request.model_id, components.vae_config, request.image.resolution, request.image.buckets, request.image.fit
+        );
+        LatentCache::open(&request.data, settings)
+    });
+    let mut from_disk = 0;
     for entry in std::mem::take(&mut scan.entries) {
+        if let Some(hit) = disk_cache.as_ref().and_then(|cache| cache.get(&entry.path, &components.device)) {
+            sizes.push(hit.2.target_size);
+            cached.push(Some(hit));
+            entries.push(entry);
+            from_disk += 1;
+            continue;
+        }
         match dataset::prepare_image(&entry.path, &request.image, None) {
             Ok(prepared) => {
                 sizes.push(prepared.report.target_size);
                 cached.push(if fixed {
                     let (mean, std) = encode_latents(components, &[prepared.pixels])?;
-                    Some((mean, std, prepared.report))
+                    let latents = (mean, std, prepared.report);
+                    if let Some(cache) = disk_cache.as_mut() {
+                        cache.insert(&entry.path, &latents)?;
+                    }
+                    Some(latents)
                 } else {
                     None
                 });
@@ -579,10 +606,14 @@ fn load_images(
             message: "no readable image is left".into(),
         });
     }
+    if let Some(cache) = &disk_cache {
+        cache.save()?;
+    }
     if fixed {
+        let reused = if from_disk > 0 { format!(" ({from_disk} from the latent cache)") } else { String::new() };
         observer.message(&format!(
-            "encoded {} images with the VAE in {:.1}s",
-            entries.len(),
+            "encoded {} images with the VAE in {:.1}s{reused}",
+            entries.len() - from_disk,
             started.elapsed().as_secs_f64()
         ));
     }

@@ -76,6 +76,8 @@ fn contract_request() -> LoraTrainingRequest {
         resume: None,
         state_path: None,
         save_every: None,
+        cache_latents: false,
+        model_id: "sdxl_tiny".into(),
     }
 }
 
@@ -353,5 +355,39 @@ fn a_stopped_run_keeps_what_it_trained_and_its_state() -> anyhow::Result<()> {
     let mut recorder = Recorder::default();
     train_lora(&mut load_model()?, &LoraTrainingRequest { resume: Some(state), ..contract_request() }, &mut recorder)?;
     assert_eq!(recorder.records.iter().map(|record| record.step).collect::<Vec<_>>(), vec![2, 3]);
+    Ok(())
+}
+
+/// `--cache-latents` writes the latents beside the data once; a second run reads them and
+/// trains exactly as without the cache.
+#[test]
+fn cached_latents_train_the_same() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for entry in std::fs::read_dir(fixture("train_lora_tiny").join("data"))? {
+        let path = entry?.path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap_or_default()))?;
+    }
+    let request = LoraTrainingRequest { data: dir.path().to_path_buf(), cache_latents: true, ..contract_request() };
+    let mut plain = Recorder::default();
+    train_lora(&mut load_model()?, &LoraTrainingRequest { cache_latents: false, ..request.clone() }, &mut plain)?;
+    let mut first = Recorder::default();
+    train_lora(&mut load_model()?, &request, &mut first)?;
+    assert!(dir.path().join(".huatu-cache/latents.safetensors").is_file());
+    #[derive(Default)]
+    struct Messages(Vec<String>, Recorder);
+    impl TrainingObserver for Messages {
+        fn message(&mut self, text: &str) {
+            self.0.push(text.to_string());
+        }
+        fn step(&mut self, record: &StepRecord, total: usize) -> huatu_train::Result<()> {
+            self.1.step(record, total)
+        }
+    }
+    let mut second = Messages::default();
+    train_lora(&mut load_model()?, &request, &mut second)?;
+    assert!(second.0.iter().any(|m| m.contains("(4 from the latent cache)")), "{:?}", second.0);
+    let losses = |r: &Recorder| r.records.iter().map(|record| record.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&first), losses(&plain));
+    assert_eq!(losses(&second.1), losses(&plain));
     Ok(())
 }

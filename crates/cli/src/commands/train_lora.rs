@@ -134,6 +134,10 @@ pub struct TrainLoraArgs {
     /// Continue a run from its state file (same model, targets, rank and alpha).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Keep the images' VAE latents in DATA/.huatu-cache (reused while the images, the
+    /// model and the image settings stay the same); not with random crops or flips.
+    #[arg(long)]
+    pub cache_latents: bool,
     /// Every N steps, draw each --sample-prompt with the adapter as trained so far
     /// (OUT-samples/stepNNNNNN-I.png).
     #[arg(long, requires = "sample_prompt")]
@@ -208,6 +212,8 @@ impl TrainLoraArgs {
             resume: self.resume.clone(),
             state_path: Some(state_path(&self.out)),
             save_every: self.save_every,
+            cache_latents: self.cache_latents,
+            model_id: self.model.model.display().to_string(),
         }
     }
 }
