@@ -45,31 +45,71 @@ struct Header {
 }
 
 /// Writes the state to `path`.
-pub fn save_state(path: &Path, identity: &RunIdentity, progress: Progress, params: &LoraParams, optimizer: &AdamW) -> Result<()> {
+pub fn save_state(
+    path: &Path,
+    identity: &RunIdentity,
+    progress: Progress,
+    params: &LoraParams,
+    optimizer: &AdamW,
+) -> Result<()> {
     let mut tensors = Vec::new();
-    for (index, (layer, moments)) in params.layers.iter().zip(optimizer.moments.chunks(2)).enumerate() {
+    for (index, (layer, moments)) in params
+        .layers
+        .iter()
+        .zip(optimizer.moments.chunks(2))
+        .enumerate()
+    {
         tensors.push((format!("{index}.down"), layer.down.as_tensor().detach()));
         tensors.push((format!("{index}.up"), layer.up.as_tensor().detach()));
         for (part, state) in ["down", "up"].iter().zip(moments) {
-            let shape = if *part == "down" { layer.down.shape() } else { layer.up.shape() };
-            tensors.push((format!("{index}.{part}.exp_avg"), Tensor::from_slice(&state.exp_avg, shape, &Device::Cpu)?));
-            tensors.push((format!("{index}.{part}.exp_avg_sq"), Tensor::from_slice(&state.exp_avg_sq, shape, &Device::Cpu)?));
+            let shape = if *part == "down" {
+                layer.down.shape()
+            } else {
+                layer.up.shape()
+            };
+            tensors.push((
+                format!("{index}.{part}.exp_avg"),
+                Tensor::from_slice(&state.exp_avg, shape, &Device::Cpu)?,
+            ));
+            tensors.push((
+                format!("{index}.{part}.exp_avg_sq"),
+                Tensor::from_slice(&state.exp_avg_sq, shape, &Device::Cpu)?,
+            ));
         }
     }
     let header = Header {
         identity: identity.clone(),
         progress,
-        optimizer_steps: optimizer.moments.iter().map(|moments| moments.step).collect(),
+        optimizer_steps: optimizer
+            .moments
+            .iter()
+            .map(|moments| moments.step)
+            .collect(),
     };
     let json = serde_json::to_string(&header).map_err(|error| Error::Setting(error.to_string()))?;
-    write_safetensors_atomically(tensors, HashMap::from([(HEADER_KEY.to_string(), json)]), path)
+    write_safetensors_atomically(
+        tensors,
+        HashMap::from([(HEADER_KEY.to_string(), json)]),
+        path,
+    )
 }
 
 /// Reads a state into `params` and `optimizer` (built for this run) and returns where the
 /// run stood.
-pub fn load_state(path: &Path, identity: &RunIdentity, params: &LoraParams, optimizer: &mut AdamW) -> Result<Progress> {
-    let resume_error = |message: String| Error::Resume { path: path.to_path_buf(), message };
-    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+pub fn load_state(
+    path: &Path,
+    identity: &RunIdentity,
+    params: &LoraParams,
+    optimizer: &mut AdamW,
+) -> Result<Progress> {
+    let resume_error = |message: String| Error::Resume {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|error| resume_error(format!("not a safetensors file: {error}")))?;
     let json = metadata
@@ -77,7 +117,8 @@ pub fn load_state(path: &Path, identity: &RunIdentity, params: &LoraParams, opti
         .as_ref()
         .and_then(|entries| entries.get(HEADER_KEY))
         .ok_or_else(|| resume_error("not a huatu training state (no header)".into()))?;
-    let header: Header = serde_json::from_str(json).map_err(|error| resume_error(format!("bad header: {error}")))?;
+    let header: Header =
+        serde_json::from_str(json).map_err(|error| resume_error(format!("bad header: {error}")))?;
     if header.identity != *identity {
         return Err(resume_error(format!(
             "it was saved by a run with {:?}; this run has {:?}",
@@ -86,20 +127,38 @@ pub fn load_state(path: &Path, identity: &RunIdentity, params: &LoraParams, opti
     }
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|error| resume_error(format!("unreadable tensors: {error}")))?;
-    let get = |name: String| tensors.get(&name).ok_or_else(|| resume_error(format!("no tensor `{name}`")));
+    let get = |name: String| {
+        tensors
+            .get(&name)
+            .ok_or_else(|| resume_error(format!("no tensor `{name}`")))
+    };
     for (index, layer) in params.layers.iter().enumerate() {
         for (part, var) in [("down", &layer.down), ("up", &layer.up)] {
             let value = get(format!("{index}.{part}"))?;
             if value.dims() != var.dims() {
-                return Err(resume_error(format!("`{}` {part} is {:?}, expected {:?}", layer.name, value.dims(), var.dims())));
+                return Err(resume_error(format!(
+                    "`{}` {part} is {:?}, expected {:?}",
+                    layer.name,
+                    value.dims(),
+                    var.dims()
+                )));
             }
             var.set(&value.to_device(var.device())?)?;
         }
     }
-    for (index, (moments, step)) in optimizer.moments.iter_mut().zip(&header.optimizer_steps).enumerate() {
+    for (index, (moments, step)) in optimizer
+        .moments
+        .iter_mut()
+        .zip(&header.optimizer_steps)
+        .enumerate()
+    {
         let (layer, part) = (index / 2, if index % 2 == 0 { "down" } else { "up" });
-        moments.exp_avg = get(format!("{layer}.{part}.exp_avg"))?.flatten_all()?.to_vec1::<f32>()?;
-        moments.exp_avg_sq = get(format!("{layer}.{part}.exp_avg_sq"))?.flatten_all()?.to_vec1::<f32>()?;
+        moments.exp_avg = get(format!("{layer}.{part}.exp_avg"))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        moments.exp_avg_sq = get(format!("{layer}.{part}.exp_avg_sq"))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         moments.step = *step;
     }
     optimizer.step = header.progress.step as u64;

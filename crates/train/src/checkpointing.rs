@@ -40,17 +40,35 @@ const TEXT_EMBEDS: usize = 2;
 const TIME_IDS: usize = 3;
 const EMBEDDING: usize = 4;
 
-fn run_stage(unet: &UNet2DConditionModel, kind: StageKind, timesteps: &Tensor, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+fn run_stage(
+    unet: &UNet2DConditionModel,
+    kind: StageKind,
+    timesteps: &Tensor,
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>> {
     Ok(match kind {
         StageKind::Embed => {
-            let added = AddedConditions { text_embeds: inputs[0].clone(), time_ids: inputs[1].clone() };
+            let added = AddedConditions {
+                text_embeds: inputs[0].clone(),
+                time_ids: inputs[1].clone(),
+            };
             vec![unet.embed(timesteps, &added, inputs[0].dtype())?]
         }
         StageKind::ConvIn => vec![unet.conv_in(&inputs[0])?],
-        StageKind::Down(index) => unet.down_block(index, &inputs[0], &inputs[1], &inputs[2])?.1,
+        StageKind::Down(index) => {
+            unet.down_block(index, &inputs[0], &inputs[1], &inputs[2])?
+                .1
+        }
         StageKind::Mid => vec![unet.mid_block(&inputs[0], &inputs[1], &inputs[2])?],
         StageKind::Up(index, upsample_size) => {
-            vec![unet.up_block(index, &inputs[0], &inputs[3..], &inputs[1], &inputs[2], upsample_size)?]
+            vec![unet.up_block(
+                index,
+                &inputs[0],
+                &inputs[3..],
+                &inputs[1],
+                &inputs[2],
+                upsample_size,
+            )?]
         }
         StageKind::Out => vec![unet.conv_out(&inputs[0])?],
     })
@@ -70,31 +88,57 @@ pub fn checkpointed_gradients(
     loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Vec<Option<Tensor>>)> {
     let (_, _, height, width) = sample.dims4()?;
-    let mut tape: Vec<Tensor> =
-        vec![sample.detach(), prompt_embeds.detach(), added.text_embeds.detach(), added.time_ids.detach()];
+    let mut tape: Vec<Tensor> = vec![
+        sample.detach(),
+        prompt_embeds.detach(),
+        added.text_embeds.detach(),
+        added.time_ids.detach(),
+    ];
     let mut stages = Vec::new();
 
     // Forward without a graph: adapters detached, every stage output detached.
     params.attach(Component::Unet, &mut unet.collect_linears(), true)?;
-    let push = |tape: &mut Vec<Tensor>, stages: &mut Vec<Stage>, kind, inputs: Vec<usize>| -> Result<Vec<usize>> {
+    let push = |tape: &mut Vec<Tensor>,
+                stages: &mut Vec<Stage>,
+                kind,
+                inputs: Vec<usize>|
+     -> Result<Vec<usize>> {
         let values: Vec<Tensor> = inputs.iter().map(|&slot| tape[slot].clone()).collect();
         let outputs = run_stage(unet, kind, timesteps, &values)?;
         let slots: Vec<usize> = (tape.len()..tape.len() + outputs.len()).collect();
         tape.extend(outputs.into_iter().map(|output| output.detach()));
-        stages.push(Stage { kind, inputs, outputs: slots.clone() });
+        stages.push(Stage {
+            kind,
+            inputs,
+            outputs: slots.clone(),
+        });
         Ok(slots)
     };
-    let embedding = push(&mut tape, &mut stages, StageKind::Embed, vec![TEXT_EMBEDS, TIME_IDS])?;
+    let embedding = push(
+        &mut tape,
+        &mut stages,
+        StageKind::Embed,
+        vec![TEXT_EMBEDS, TIME_IDS],
+    )?;
     debug_assert_eq!(embedding, vec![EMBEDDING]);
     let mut residuals = push(&mut tape, &mut stages, StageKind::ConvIn, vec![SAMPLE])?;
     let mut hidden = residuals[0];
     for index in 0..unet.num_down_blocks() {
-        let outputs =
-            push(&mut tape, &mut stages, StageKind::Down(index), vec![hidden, EMBEDDING, ENCODER_HIDDEN_STATES])?;
+        let outputs = push(
+            &mut tape,
+            &mut stages,
+            StageKind::Down(index),
+            vec![hidden, EMBEDDING, ENCODER_HIDDEN_STATES],
+        )?;
         hidden = *outputs.last().unwrap_or(&hidden);
         residuals.extend(outputs);
     }
-    hidden = push(&mut tape, &mut stages, StageKind::Mid, vec![hidden, EMBEDDING, ENCODER_HIDDEN_STATES])?[0];
+    hidden = push(
+        &mut tape,
+        &mut stages,
+        StageKind::Mid,
+        vec![hidden, EMBEDDING, ENCODER_HIDDEN_STATES],
+    )?[0];
     for index in 0..unet.num_up_blocks() {
         let split = residuals.len() - unet.up_block_residuals(index);
         let block_residuals = residuals.split_off(split);
@@ -102,7 +146,12 @@ pub fn checkpointed_gradients(
         let upsample_size = unet.upsample_size(index, (height, width), next.as_ref())?;
         let mut inputs = vec![hidden, EMBEDDING, ENCODER_HIDDEN_STATES];
         inputs.extend(block_residuals);
-        hidden = push(&mut tape, &mut stages, StageKind::Up(index, upsample_size), inputs)?[0];
+        hidden = push(
+            &mut tape,
+            &mut stages,
+            StageKind::Up(index, upsample_size),
+            inputs,
+        )?[0];
     }
     let prediction_slot = push(&mut tape, &mut stages, StageKind::Out, vec![hidden])?[0];
 
@@ -120,7 +169,11 @@ pub fn checkpointed_gradients(
         if stage.outputs.iter().all(|&slot| slot_grads[slot].is_none()) {
             continue;
         }
-        let inputs = stage.inputs.iter().map(|&slot| Var::from_tensor(&tape[slot])).collect::<candle_core::Result<Vec<Var>>>()?;
+        let inputs = stage
+            .inputs
+            .iter()
+            .map(|&slot| Var::from_tensor(&tape[slot]))
+            .collect::<candle_core::Result<Vec<Var>>>()?;
         let values: Vec<Tensor> = inputs.iter().map(|var| var.as_tensor().clone()).collect();
         let outputs = run_stage(unet, stage.kind, timesteps, &values)?;
         let mut objective: Option<Tensor> = None;
@@ -155,7 +208,10 @@ pub fn checkpointed_gradients(
 
     // Text-encoder adapters: push the conditioning's gradients through its own graph.
     let mut objective: Option<Tensor> = None;
-    for (tensor, slot) in [(prompt_embeds, ENCODER_HIDDEN_STATES), (&added.text_embeds, TEXT_EMBEDS)] {
+    for (tensor, slot) in [
+        (prompt_embeds, ENCODER_HIDDEN_STATES),
+        (&added.text_embeds, TEXT_EMBEDS),
+    ] {
         if let (true, Some(grad)) = (tensor.track_op(), &slot_grads[slot]) {
             let term = (tensor * grad)?.sum_all()?;
             objective = Some(match objective {

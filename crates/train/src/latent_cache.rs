@@ -49,8 +49,15 @@ pub struct LatentCache {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let metadata = std::fs::metadata(path).ok()?;
-    let modified = metadata.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(Stamp { length: metadata.len(), modified_nanos: modified.as_nanos() })
+    let modified = metadata
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(Stamp {
+        length: metadata.len(),
+        modified_nanos: modified.as_nanos(),
+    })
 }
 
 fn report_from(micro: [u32; 6]) -> FitReport {
@@ -70,13 +77,19 @@ impl LatentCache {
     pub fn open(data: &Path, settings: String) -> Self {
         let path = data.join(".huatu-cache").join("latents.safetensors");
         let entries = Self::read(&path, &settings).unwrap_or_default();
-        Self { path, settings, entries, changed: false }
+        Self {
+            path,
+            settings,
+            entries,
+            changed: false,
+        }
     }
 
     fn read(path: &Path, settings: &str) -> Option<HashMap<PathBuf, (Stamp, Cached)>> {
         let bytes = std::fs::read(path).ok()?;
         let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-        let header: Header = serde_json::from_str(metadata.metadata().as_ref()?.get(HEADER_KEY)?).ok()?;
+        let header: Header =
+            serde_json::from_str(metadata.metadata().as_ref()?.get(HEADER_KEY)?).ok()?;
         if header.settings != settings {
             return None;
         }
@@ -85,7 +98,13 @@ impl LatentCache {
         for (index, entry) in header.entries.into_iter().enumerate() {
             let mean = tensors.get(&format!("{index}.mean"))?.clone();
             let std = tensors.get(&format!("{index}.std"))?.clone();
-            entries.insert(entry.path, (entry.stamp, (mean, std, report_from(entry.micro_conditioning))));
+            entries.insert(
+                entry.path,
+                (
+                    entry.stamp,
+                    (mean, std, report_from(entry.micro_conditioning)),
+                ),
+            );
         }
         Some(entries)
     }
@@ -96,13 +115,23 @@ impl LatentCache {
         if stamp(image).as_ref() != Some(stamp_then) {
             return None;
         }
-        Some((mean.to_device(device).ok()?, std.to_device(device).ok()?, *report))
+        Some((
+            mean.to_device(device).ok()?,
+            std.to_device(device).ok()?,
+            *report,
+        ))
     }
 
     pub fn insert(&mut self, image: &Path, cached: &Cached) -> Result<()> {
-        let Some(stamp) = stamp(image) else { return Ok(()) };
+        let Some(stamp) = stamp(image) else {
+            return Ok(());
+        };
         let (mean, std, report) = cached;
-        let on_cpu = (mean.to_device(&Device::Cpu)?, std.to_device(&Device::Cpu)?, *report);
+        let on_cpu = (
+            mean.to_device(&Device::Cpu)?,
+            std.to_device(&Device::Cpu)?,
+            *report,
+        );
         self.entries.insert(image.to_path_buf(), (stamp, on_cpu));
         self.changed = true;
         Ok(())
@@ -118,10 +147,22 @@ impl LatentCache {
         for (index, (path, (stamp, (mean, std, report)))) in self.entries.iter().enumerate() {
             tensors.push((format!("{index}.mean"), mean.clone()));
             tensors.push((format!("{index}.std"), std.clone()));
-            entries.push(Entry { path: path.clone(), stamp: stamp.clone(), micro_conditioning: report.sdxl_micro_conditioning() });
+            entries.push(Entry {
+                path: path.clone(),
+                stamp: stamp.clone(),
+                micro_conditioning: report.sdxl_micro_conditioning(),
+            });
         }
-        let header = Header { settings: self.settings.clone(), entries };
-        let json = serde_json::to_string(&header).map_err(|error| Error::Setting(error.to_string()))?;
-        write_safetensors_atomically(tensors, HashMap::from([(HEADER_KEY.to_string(), json)]), &self.path)
+        let header = Header {
+            settings: self.settings.clone(),
+            entries,
+        };
+        let json =
+            serde_json::to_string(&header).map_err(|error| Error::Setting(error.to_string()))?;
+        write_safetensors_atomically(
+            tensors,
+            HashMap::from([(HEADER_KEY.to_string(), json)]),
+            &self.path,
+        )
     }
 }

@@ -5,6 +5,7 @@
 //! schedules (`lr_schedule`), the text conditioning (`text_conditioning`) and the loop
 //! (`trainer`).
 
+pub mod adapters;
 pub mod checkpoint;
 pub mod checkpointing;
 pub mod dataset;
@@ -17,5 +18,6 @@ pub mod noising;
 pub mod optimizer;
 pub mod text_conditioning;
 pub mod trainer;
+mod training_images;
 
 pub use error::{Error, Result};

@@ -237,8 +237,16 @@ impl LoraParams {
     }
 
     /// Puts every adapter on its model's layers (see [`Self::attach`]).
-    pub fn attach_to(&self, components: &mut huatu_diffusion::loading::SdxlComponents, detached: bool) -> Result<()> {
-        for component in [Component::Unet, Component::TextEncoder, Component::TextEncoder2] {
+    pub fn attach_to(
+        &self,
+        components: &mut huatu_diffusion::loading::SdxlComponents,
+        detached: bool,
+    ) -> Result<()> {
+        for component in [
+            Component::Unet,
+            Component::TextEncoder,
+            Component::TextEncoder2,
+        ] {
             if !self.layers.iter().any(|layer| layer.component == component) {
                 continue;
             }

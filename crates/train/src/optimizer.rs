@@ -76,7 +76,12 @@ impl AdamW {
     /// One update of every parameter that has a gradient (`None`: no gradient reached it,
     /// and torch leaves it untouched, weight decay included); `learning_rates[i]` is
     /// parameter i's.
-    pub fn step(&mut self, params: &[Var], grads: &[Option<Tensor>], learning_rates: &[f64]) -> Result<()> {
+    pub fn step(
+        &mut self,
+        params: &[Var],
+        grads: &[Option<Tensor>],
+        learning_rates: &[f64],
+    ) -> Result<()> {
         self.step += 1;
         let AdamWConfig {
             beta1,

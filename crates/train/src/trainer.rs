@@ -8,25 +8,24 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use huatu_diffusion::loading::original_keys::{CheckpointLayout, Component};
+use huatu_diffusion::loading::original_keys::Component;
 use huatu_diffusion::loading::SdxlComponents;
-use huatu_diffusion::lora::LoraFile;
-use huatu_diffusion::models::linear::NamedLinears;
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
 use huatu_diffusion::schedulers::PredictionType;
-use huatu_imaging::{FitMode, FitReport, Size};
+use huatu_imaging::FitReport;
 use rand::SeedableRng;
 
+pub use crate::adapters::{build_params, checkpoint_layout};
 use crate::checkpoint::{load_state, save_state, Progress, RunIdentity};
 use crate::checkpointing::checkpointed_gradients;
 use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
-use crate::latent_cache::LatentCache;
-use crate::lora_params::{text_encoder_target, LoraParams, LoraTargets};
-use crate::lora_save::{kohya_module_name, SaveFormat};
+use crate::lora_params::{LoraParams, LoraTargets};
+use crate::lora_save::SaveFormat;
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
 use crate::noising::{NoiseSchedule, NoiseSource};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::text_conditioning::{encode_batch_with_graph, CaptionCache};
+use crate::training_images::{batch_latents, images_are_fixed, load_images};
 use crate::{Error, Result};
 
 /// Everything a run needs besides the model.
@@ -126,8 +125,13 @@ impl LoraTrainingRequest {
         if self.cache_latents && !images_are_fixed(self) {
             return bad("--cache-latents needs the same pixels every epoch: not with --fit random-crop or --flip".into());
         }
-        if let Some(lr) = self.text_encoder_lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
-            return bad(format!("--text-encoder-lr must be a positive number, got {lr}"));
+        if let Some(lr) = self
+            .text_encoder_lr
+            .filter(|lr| !(lr.is_finite() && *lr > 0.0))
+        {
+            return bad(format!(
+                "--text-encoder-lr must be a positive number, got {lr}"
+            ));
         }
         if let Some(norm) = self
             .max_grad_norm
@@ -140,7 +144,7 @@ impl LoraTrainingRequest {
         Ok(())
     }
 
-    fn replaying(&self) -> bool {
+    pub(crate) fn replaying(&self) -> bool {
         self.noise_file.is_some()
     }
 }
@@ -168,13 +172,22 @@ pub trait TrainingObserver {
     /// After every optimizer step (and after the state is saved on a `save_every` step): the
     /// adapters as trained so far, attached to `components`' layers, for snapshots and
     /// sample images.
-    fn after_step(&mut self, _step: usize, _params: &LoraParams, _components: &mut SdxlComponents) -> Result<()> {
+    fn after_step(
+        &mut self,
+        _step: usize,
+        _params: &LoraParams,
+        _components: &mut SdxlComponents,
+    ) -> Result<()> {
         Ok(())
     }
 }
 
 /// What a state file must match to be resumed by this run.
-fn run_identity(components: &SdxlComponents, request: &LoraTrainingRequest, params: &LoraParams) -> RunIdentity {
+fn run_identity(
+    components: &SdxlComponents,
+    request: &LoraTrainingRequest,
+    params: &LoraParams,
+) -> RunIdentity {
     let config = components.unet.config();
     RunIdentity {
         model: format!(
@@ -184,7 +197,11 @@ fn run_identity(components: &SdxlComponents, request: &LoraTrainingRequest, para
             config.block_out_channels,
             config.cross_attention_dim,
             config.layers_per_block,
-            if request.train_text_encoder { " + text encoders" } else { "" }
+            if request.train_text_encoder {
+                " + text encoders"
+            } else {
+                ""
+            }
         ),
         rank: params.rank,
         alpha: params.alpha,
@@ -204,84 +221,6 @@ pub struct TrainingOutcome {
     pub captions: Vec<String>,
     pub scan: Scan,
     pub stopped_early: bool,
-}
-
-/// The image set as the run uses it.
-struct TrainingImages {
-    entries: Vec<dataset::ImageEntry>,
-    sizes: Vec<Size>,
-    /// Cached when the images are the same every epoch: (latent mean, std, fit report).
-    cached: Vec<Option<(Tensor, Tensor, FitReport)>>,
-}
-
-/// The layout of the UNet's original checkpoint names (for kohya module names).
-pub fn checkpoint_layout(components: &SdxlComponents) -> CheckpointLayout {
-    let config = components.unet.config();
-    CheckpointLayout {
-        layers_per_block: config.layers_per_block,
-        up_has_attention: config
-            .up_block_types
-            .iter()
-            .map(|kind| kind.contains("CrossAttn"))
-            .collect(),
-        vae_levels: components.vae_config.up_block_types.len(),
-    }
-}
-
-/// The components a run trains.
-fn trained_components(request: &LoraTrainingRequest) -> Vec<Component> {
-    let mut components = vec![Component::Unet];
-    if request.train_text_encoder {
-        components.extend([Component::TextEncoder, Component::TextEncoder2]);
-    }
-    components
-}
-
-fn linears_of(components: &mut SdxlComponents, component: Component) -> NamedLinears<'_> {
-    match component {
-        Component::TextEncoder => components.text_encoder.collect_linears(),
-        Component::TextEncoder2 => components.text_encoder_2.collect_linears(),
-        _ => components.unet.collect_linears(),
-    }
-}
-
-/// Creates (or reads from `--init-lora`) the adapters and attaches them: the UNet's
-/// `--targets`, and with `train_text_encoder` both text encoders' attention projections.
-pub fn build_params(components: &mut SdxlComponents, request: &LoraTrainingRequest) -> Result<LoraParams> {
-    let layout = checkpoint_layout(components);
-    let device = components.device.clone();
-    let targets = request.targets;
-    let file = request.init_lora.as_deref().map(LoraFile::read).transpose()?;
-    let mut layers = Vec::new();
-    for (index, component) in trained_components(request).into_iter().enumerate() {
-        let selected = |name: &str| match component {
-            Component::Unet => targets.matches(name),
-            _ => text_encoder_target(name),
-        };
-        let linears = linears_of(components, component);
-        layers.extend(match &file {
-            Some(file) => {
-                // kohya files name modules by the kohya form of the layer's name, without
-                // its `lora_unet_`/`lora_te1_` prefix.
-                let names = linears
-                    .iter()
-                    .map(|(name, _)| {
-                        let kohya = kohya_module_name(component, name, &layout);
-                        let bare = kohya.splitn(3, '_').nth(2).unwrap_or(&kohya).to_string();
-                        (bare, name.clone())
-                    })
-                    .collect();
-                LoraParams::from_file(file, component, &linears, selected, (request.rank, request.alpha), &names, &device)?
-            }
-            None => LoraParams::gaussian(component, &linears, selected, request.rank, request.seed + index as u64, &device)?,
-        });
-    }
-    let params = LoraParams { rank: request.rank, alpha: request.alpha, layers };
-    if params.layers.is_empty() {
-        return Err(Error::Setting(format!("--targets {} selects no layer of this UNet", request.targets)));
-    }
-    params.attach_to(components, false)?;
-    Ok(params)
 }
 
 /// Runs the whole training loop and returns the trained adapters (still attached).
@@ -321,25 +260,46 @@ pub fn train_lora(
         params.alpha,
         params.layers.len(),
         request.targets,
-        if request.train_text_encoder { " and both text encoders" } else { "" },
+        if request.train_text_encoder {
+            " and both text encoders"
+        } else {
+            ""
+        },
         params.parameter_count()
     ));
     let mut optimizer = AdamW::new(&vars, request.adamw);
     let identity = run_identity(components, request, &params);
-    let mut start = Progress { step: 0, forward_index: 0, epoch: 0 };
+    let mut start = Progress {
+        step: 0,
+        forward_index: 0,
+        epoch: 0,
+    };
     if let Some(path) = &request.resume {
         start = load_state(path, &identity, &params, &mut optimizer)?;
         if start.step >= request.steps {
             return Err(Error::Resume {
                 path: path.clone(),
-                message: format!("it is at step {}, and --steps is {}: nothing is left to train", start.step, request.steps),
+                message: format!(
+                    "it is at step {}, and --steps is {}: nothing is left to train",
+                    start.step, request.steps
+                ),
             });
         }
-        observer.message(&format!("resuming at step {} (epoch {}) from {}", start.step, start.epoch, path.display()));
+        observer.message(&format!(
+            "resuming at step {} (epoch {}) from {}",
+            start.step,
+            start.epoch,
+            path.display()
+        ));
         if !replaying {
             // A resumed seeded run draws afresh from a generator seeded by seed and step.
-            noise = NoiseSource::seeded(request.seed ^ (start.step as u64).rotate_left(32), request.noise_offset);
-            rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15 ^ start.step as u64);
+            noise = NoiseSource::seeded(
+                request.seed ^ (start.step as u64).rotate_left(32),
+                request.noise_offset,
+            );
+            rng = rand::rngs::StdRng::seed_from_u64(
+                request.seed ^ 0x9e37_79b9_7f4a_7c15 ^ start.step as u64,
+            );
         }
     }
     let lr_schedule = LrSchedule {
@@ -359,7 +319,8 @@ pub fn train_lora(
     let mut forward_index = start.forward_index;
     if replaying && forward_index > 0 {
         // The replayed order is fixed: skip the batches already trained on.
-        let per_epoch = dataset::epoch_batches(&images.sizes, request.repeats, request.batch_size, None);
+        let per_epoch =
+            dataset::epoch_batches(&images.sizes, request.repeats, request.batch_size, None);
         let done_in_epoch = forward_index % per_epoch.len();
         if done_in_epoch > 0 {
             batches = per_epoch[done_in_epoch..].iter().rev().cloned().collect();
@@ -367,12 +328,13 @@ pub fn train_lora(
     }
     let mut stopped_early = false;
     let mut steps_done = start.step;
-    let save_state_now = |progress: Progress, params: &LoraParams, optimizer: &AdamW| -> Result<()> {
-        match &request.state_path {
-            Some(path) => save_state(path, &identity, progress, params, optimizer),
-            None => Ok(()),
-        }
-    };
+    let save_state_now =
+        |progress: Progress, params: &LoraParams, optimizer: &AdamW| -> Result<()> {
+            match &request.state_path {
+                Some(path) => save_state(path, &identity, progress, params, optimizer),
+                None => Ok(()),
+            }
+        };
 
     for step in start.step..request.steps {
         if observer.should_stop() {
@@ -424,7 +386,13 @@ pub fn train_lora(
             };
             let accumulation = request.gradient_accumulation as f64;
             let loss_of = |prediction: &Tensor| -> Result<Tensor> {
-                let loss = loss(&schedule, prediction, &target, &timesteps, request.snr_gamma)?;
+                let loss = loss(
+                    &schedule,
+                    prediction,
+                    &target,
+                    &timesteps,
+                    request.snr_gamma,
+                )?;
                 Ok((loss / accumulation)?)
             };
             let (scaled, step_grads) = if request.gradient_checkpointing {
@@ -438,11 +406,21 @@ pub fn train_lora(
                     &loss_of,
                 )?
             } else {
-                let prediction =
-                    components.unet.forward_timesteps(&noisy, &timestep_tensor, &prompt_embeds, &added, None)?;
+                let prediction = components.unet.forward_timesteps(
+                    &noisy,
+                    &timestep_tensor,
+                    &prompt_embeds,
+                    &added,
+                    None,
+                )?;
                 let scaled = loss_of(&prediction)?;
                 let grads = scaled.backward()?;
-                (scaled, vars.iter().map(|var| grads.get(var.as_tensor()).cloned()).collect())
+                (
+                    scaled,
+                    vars.iter()
+                        .map(|var| grads.get(var.as_tensor()).cloned())
+                        .collect(),
+                )
             };
             loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
             summed = Some(match summed {
@@ -463,12 +441,18 @@ pub fn train_lora(
             None => crate::optimizer::clip_grad_norm(&mut grads.clone(), f64::INFINITY)?,
         };
         let lr = lr_schedule.lr_at(step);
-        let text_encoder_lr = request.text_encoder_lr.map_or(lr, |base| lr * base / request.learning_rate);
+        let text_encoder_lr = request
+            .text_encoder_lr
+            .map_or(lr, |base| lr * base / request.learning_rate);
         let learning_rates: Vec<f64> = params
             .layers
             .iter()
             .flat_map(|layer| {
-                let rate = if layer.component == Component::Unet { lr } else { text_encoder_lr };
+                let rate = if layer.component == Component::Unet {
+                    lr
+                } else {
+                    text_encoder_lr
+                };
                 [rate, rate]
             })
             .collect();
@@ -483,13 +467,31 @@ pub fn train_lora(
             epoch,
         };
         observer.step(&record, request.steps)?;
-        if request.save_every.is_some_and(|every| every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps) {
-            save_state_now(Progress { step: steps_done, forward_index, epoch }, &params, &optimizer)?;
+        if request.save_every.is_some_and(|every| {
+            every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps
+        }) {
+            save_state_now(
+                Progress {
+                    step: steps_done,
+                    forward_index,
+                    epoch,
+                },
+                &params,
+                &optimizer,
+            )?;
         }
         observer.after_step(steps_done, &params, components)?;
     }
     if request.save_every.is_some() || stopped_early {
-        save_state_now(Progress { step: steps_done, forward_index, epoch }, &params, &optimizer)?;
+        save_state_now(
+            Progress {
+                step: steps_done,
+                forward_index,
+                epoch,
+            },
+            &params,
+            &optimizer,
+        )?;
     }
     Ok(TrainingOutcome {
         params,
@@ -532,163 +534,4 @@ fn time_ids(reports: &[FitReport], device: &Device) -> Result<Tensor> {
         .flat_map(|report| report.sdxl_micro_conditioning().map(|value| value as f32))
         .collect();
     Ok(Tensor::from_vec(values, (reports.len(), 6), device)?)
-}
-
-/// Whether every epoch sees the same pixels of an image (its latents can be cached).
-fn images_are_fixed(request: &LoraTrainingRequest) -> bool {
-    request.replaying() || (request.image.fit != FitMode::RandomCrop && !request.image.flip)
-}
-
-fn load_images(
-    components: &SdxlComponents,
-    request: &LoraTrainingRequest,
-    scan: &mut Scan,
-    observer: &mut dyn TrainingObserver,
-) -> Result<TrainingImages> {
-    let fixed = images_are_fixed(request);
-    let mut entries = Vec::new();
-    let mut sizes = Vec::new();
-    let mut cached = Vec::new();
-    let started = Instant::now();
-    let mut disk_cache = request.cache_latents.then(|| {
-        let settings = format!(
-            "model {} vae {:?} resolution {} buckets {} fit {}",
-            request.model_id, components.vae_config, request.image.resolution, request.image.buckets, request.image.fit
-        );
-        LatentCache::open(&request.data, settings)
-    });
-    let mut from_disk = 0;
-    for entry in std::mem::take(&mut scan.entries) {
-        if let Some(hit) = disk_cache.as_ref().and_then(|cache| cache.get(&entry.path, &components.device)) {
-            sizes.push(hit.2.target_size);
-            cached.push(Some(hit));
-            entries.push(entry);
-            from_disk += 1;
-            continue;
-        }
-        match dataset::prepare_image(&entry.path, &request.image, None) {
-            Ok(prepared) => {
-                sizes.push(prepared.report.target_size);
-                cached.push(if fixed {
-                    let (mean, std) = encode_latents(components, &[prepared.pixels])?;
-                    let latents = (mean, std, prepared.report);
-                    if let Some(cache) = disk_cache.as_mut() {
-                        cache.insert(&entry.path, &latents)?;
-                    }
-                    Some(latents)
-                } else {
-                    None
-                });
-                entries.push(entry);
-            }
-            Err(error) => scan
-                .unreadable
-                .push((entry.path.clone(), error.to_string())),
-        }
-    }
-    scan.entries = entries.clone();
-    scan.uncaptioned = entries.iter().filter(|entry| entry.caption.is_none()).map(|entry| entry.path.clone()).collect();
-    if !scan.unreadable.is_empty() {
-        let listed: Vec<String> = scan
-            .unreadable
-            .iter()
-            .map(|(path, why)| format!("  {}: {why}", path.display()))
-            .collect();
-        observer.message(&format!(
-            "skipped {} unreadable images:\n{}",
-            scan.unreadable.len(),
-            listed.join("\n")
-        ));
-    }
-    if entries.is_empty() {
-        return Err(Error::Dataset {
-            path: request.data.clone(),
-            message: "no readable image is left".into(),
-        });
-    }
-    if let Some(cache) = &disk_cache {
-        cache.save()?;
-    }
-    if fixed {
-        let reused = if from_disk > 0 { format!(" ({from_disk} from the latent cache)") } else { String::new() };
-        observer.message(&format!(
-            "encoded {} images with the VAE in {:.1}s{reused}",
-            entries.len() - from_disk,
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    Ok(TrainingImages {
-        entries,
-        sizes,
-        cached,
-    })
-}
-
-/// VAE posterior mean and std × scaling factor for images of one size: [b, 4, h/8, w/8].
-fn encode_latents(
-    components: &SdxlComponents,
-    pixels: &[image::RgbImage],
-) -> Result<(Tensor, Tensor)> {
-    let device = &components.device;
-    let tensors = pixels
-        .iter()
-        .map(|image| dataset::pixels_to_tensor(image, device))
-        .collect::<Result<Vec<_>>>()?;
-    let batch = Tensor::stack(&tensors, 0)?.to_dtype(components.vae_dtype)?;
-    let distribution = components.vae.encode(&batch)?;
-    let scale = components.vae_config.scaling_factor;
-    let mean = (distribution.mode().to_dtype(DType::F32)? * scale)?;
-    let std = (distribution.std()?.to_dtype(DType::F32)? * scale)?;
-    Ok((mean, std))
-}
-
-/// The batch's latents: the posterior mean when replaying, a posterior sample otherwise
-/// (as the script's `latent_dist.sample()`), and each image's fit report.
-fn batch_latents(
-    components: &SdxlComponents,
-    request: &LoraTrainingRequest,
-    images: &TrainingImages,
-    batch: &[usize],
-    rng: &mut rand::rngs::StdRng,
-) -> Result<(Tensor, Vec<FitReport>)> {
-    let mut means = Vec::with_capacity(batch.len());
-    let mut stds = Vec::with_capacity(batch.len());
-    let mut reports = Vec::with_capacity(batch.len());
-    for &index in batch {
-        match &images.cached[index] {
-            Some((mean, std, report)) => {
-                means.push(mean.clone());
-                stds.push(std.clone());
-                reports.push(*report);
-            }
-            None => {
-                let prepared =
-                    dataset::prepare_image(&images.entries[index].path, &request.image, Some(rng))?;
-                let (mean, std) = encode_latents(components, &[prepared.pixels])?;
-                means.push(mean);
-                stds.push(std);
-                reports.push(prepared.report);
-            }
-        }
-    }
-    let mean = Tensor::cat(&means, 0)?;
-    if request.replaying() {
-        return Ok((mean, reports));
-    }
-    let std = Tensor::cat(&stds, 0)?;
-    let count = mean.elem_count();
-    let values: Vec<f32> = (0..count)
-        .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng))
-        .collect();
-    let epsilon = Tensor::from_vec(values, mean.shape(), mean.device())?;
-    Ok(((mean + (std * epsilon)?)?, reports))
-}
-
-/// The trained parameters' count of each kind, for messages.
-pub fn describe(params: &LoraParams) -> String {
-    format!(
-        "{} layers, {} parameters",
-        params.layers.len(),
-        params.parameter_count()
-    )
 }

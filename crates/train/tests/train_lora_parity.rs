@@ -252,18 +252,36 @@ fn gradient_clipping_matches_diffusers() -> anyhow::Result<()> {
 #[test]
 fn text_encoder_lora_matches_diffusers() -> anyhow::Result<()> {
     let init = fixture("train_lora_tiny").join("init_lora_te.safetensors");
-    check_case("text_encoder", LoraTrainingRequest { train_text_encoder: true, init_lora: Some(init), ..contract_request() })
+    check_case(
+        "text_encoder",
+        LoraTrainingRequest {
+            train_text_encoder: true,
+            init_lora: Some(init),
+            ..contract_request()
+        },
+    )
 }
 
 /// Recomputing block activations in the backward pass gives the plain backward's
 /// gradients, so the same losses and updates as diffusers (the UNet and text-encoder cases).
 #[test]
 fn gradient_checkpointing_matches_diffusers() -> anyhow::Result<()> {
-    check_case("eps", LoraTrainingRequest { gradient_checkpointing: true, ..contract_request() })?;
+    check_case(
+        "eps",
+        LoraTrainingRequest {
+            gradient_checkpointing: true,
+            ..contract_request()
+        },
+    )?;
     let init = fixture("train_lora_tiny").join("init_lora_te.safetensors");
     check_case(
         "text_encoder",
-        LoraTrainingRequest { gradient_checkpointing: true, train_text_encoder: true, init_lora: Some(init), ..contract_request() },
+        LoraTrainingRequest {
+            gradient_checkpointing: true,
+            train_text_encoder: true,
+            init_lora: Some(init),
+            ..contract_request()
+        },
     )
 }
 
@@ -283,22 +301,41 @@ fn gradient_checkpointing_equals_the_plain_backward_on_all_linear_layers() -> an
     let mut checkpointed_model = load_model()?;
     let checkpointed = train_lora(
         &mut checkpointed_model,
-        &LoraTrainingRequest { gradient_checkpointing: true, ..request.clone() },
+        &LoraTrainingRequest {
+            gradient_checkpointing: true,
+            ..request.clone()
+        },
         &mut Recorder::default(),
     )?;
     let init = huatu_train::trainer::build_params(&mut load_model()?, &request)?;
-    assert!(plain.params.layers.iter().any(|layer| layer.name.starts_with("time_embedding.")));
+    assert!(plain
+        .params
+        .layers
+        .iter()
+        .any(|layer| layer.name.starts_with("time_embedding.")));
     let mut worst = 0f64;
-    for ((a, b), start) in plain.params.layers.iter().zip(&checkpointed.params.layers).zip(&init.layers) {
+    for ((a, b), start) in plain
+        .params
+        .layers
+        .iter()
+        .zip(&checkpointed.params.layers)
+        .zip(&init.layers)
+    {
         assert_eq!(a.name, b.name);
         for (x, y, x0) in [(&a.down, &b.down, &start.down), (&a.up, &b.up, &start.up)] {
             let update = (x.as_tensor() - x0.as_tensor())?;
             if update.abs()?.max_all()?.to_scalar::<f32>()? > 0.0 {
-                worst = worst.max(relative_difference(&(y.as_tensor() - x0.as_tensor())?, &update)?);
+                worst = worst.max(relative_difference(
+                    &(y.as_tensor() - x0.as_tensor())?,
+                    &update,
+                )?);
             }
         }
     }
-    assert!(worst < 1e-2, "checkpointed updates differ from the plain ones by {worst:.2e} relative");
+    assert!(
+        worst < 1e-2,
+        "checkpointed updates differ from the plain ones by {worst:.2e} relative"
+    );
     Ok(())
 }
 
@@ -310,22 +347,56 @@ fn a_resumed_run_continues_exactly() -> anyhow::Result<()> {
     let state = dir.path().join("state.safetensors");
     let mut whole_recorder = Recorder::default();
     let whole = train_lora(&mut load_model()?, &contract_request(), &mut whole_recorder)?;
-    let first = LoraTrainingRequest { steps: 2, state_path: Some(state.clone()), save_every: Some(1), ..contract_request() };
+    let first = LoraTrainingRequest {
+        steps: 2,
+        state_path: Some(state.clone()),
+        save_every: Some(1),
+        ..contract_request()
+    };
     train_lora(&mut load_model()?, &first, &mut Recorder::default())?;
     let mut rest_recorder = Recorder::default();
-    let rest = LoraTrainingRequest { resume: Some(state.clone()), ..contract_request() };
+    let rest = LoraTrainingRequest {
+        resume: Some(state.clone()),
+        ..contract_request()
+    };
     let resumed = train_lora(&mut load_model()?, &rest, &mut rest_recorder)?;
     assert_eq!(rest_recorder.records.len(), 1);
     assert_eq!(rest_recorder.records[0].step, 3);
-    assert_eq!(rest_recorder.records[0].loss, whole_recorder.records[2].loss);
+    assert_eq!(
+        rest_recorder.records[0].loss,
+        whole_recorder.records[2].loss
+    );
     for (a, b) in whole.params.layers.iter().zip(&resumed.params.layers) {
-        assert_eq!(a.up.as_tensor().to_vec2::<f32>()?, b.up.as_tensor().to_vec2::<f32>()?, "{}", a.name);
-        assert_eq!(a.down.as_tensor().to_vec2::<f32>()?, b.down.as_tensor().to_vec2::<f32>()?, "{}", a.name);
+        assert_eq!(
+            a.up.as_tensor().to_vec2::<f32>()?,
+            b.up.as_tensor().to_vec2::<f32>()?,
+            "{}",
+            a.name
+        );
+        assert_eq!(
+            a.down.as_tensor().to_vec2::<f32>()?,
+            b.down.as_tensor().to_vec2::<f32>()?,
+            "{}",
+            a.name
+        );
     }
     // A state from another rank is refused, naming what differs.
-    let other = LoraTrainingRequest { resume: Some(state), rank: 8, alpha: 8.0, init_lora: None, ..contract_request() };
-    let error = train_lora(&mut load_model()?, &other, &mut Recorder::default()).err().map(|e| e.to_string());
-    assert!(error.as_deref().is_some_and(|e| e.contains("does not fit this run") && e.contains("rank: 4")), "{error:?}");
+    let other = LoraTrainingRequest {
+        resume: Some(state),
+        rank: 8,
+        alpha: 8.0,
+        init_lora: None,
+        ..contract_request()
+    };
+    let error = train_lora(&mut load_model()?, &other, &mut Recorder::default())
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not fit this run") && e.contains("rank: 4")),
+        "{error:?}"
+    );
     Ok(())
 }
 
@@ -347,14 +418,31 @@ impl TrainingObserver for StopAfterOne {
 fn a_stopped_run_keeps_what_it_trained_and_its_state() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state.safetensors");
-    let request = LoraTrainingRequest { state_path: Some(state.clone()), ..contract_request() };
+    let request = LoraTrainingRequest {
+        state_path: Some(state.clone()),
+        ..contract_request()
+    };
     let outcome = train_lora(&mut load_model()?, &request, &mut StopAfterOne(0))?;
     assert!(outcome.stopped_early);
     assert_eq!(outcome.steps_done, 1);
     assert!(state.is_file(), "a stop writes the run's state");
     let mut recorder = Recorder::default();
-    train_lora(&mut load_model()?, &LoraTrainingRequest { resume: Some(state), ..contract_request() }, &mut recorder)?;
-    assert_eq!(recorder.records.iter().map(|record| record.step).collect::<Vec<_>>(), vec![2, 3]);
+    train_lora(
+        &mut load_model()?,
+        &LoraTrainingRequest {
+            resume: Some(state),
+            ..contract_request()
+        },
+        &mut recorder,
+    )?;
+    assert_eq!(
+        recorder
+            .records
+            .iter()
+            .map(|record| record.step)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     Ok(())
 }
 
@@ -367,12 +455,26 @@ fn cached_latents_train_the_same() -> anyhow::Result<()> {
         let path = entry?.path();
         std::fs::copy(&path, dir.path().join(path.file_name().unwrap_or_default()))?;
     }
-    let request = LoraTrainingRequest { data: dir.path().to_path_buf(), cache_latents: true, ..contract_request() };
+    let request = LoraTrainingRequest {
+        data: dir.path().to_path_buf(),
+        cache_latents: true,
+        ..contract_request()
+    };
     let mut plain = Recorder::default();
-    train_lora(&mut load_model()?, &LoraTrainingRequest { cache_latents: false, ..request.clone() }, &mut plain)?;
+    train_lora(
+        &mut load_model()?,
+        &LoraTrainingRequest {
+            cache_latents: false,
+            ..request.clone()
+        },
+        &mut plain,
+    )?;
     let mut first = Recorder::default();
     train_lora(&mut load_model()?, &request, &mut first)?;
-    assert!(dir.path().join(".huatu-cache/latents.safetensors").is_file());
+    assert!(dir
+        .path()
+        .join(".huatu-cache/latents.safetensors")
+        .is_file());
     #[derive(Default)]
     struct Messages(Vec<String>, Recorder);
     impl TrainingObserver for Messages {
@@ -385,8 +487,20 @@ fn cached_latents_train_the_same() -> anyhow::Result<()> {
     }
     let mut second = Messages::default();
     train_lora(&mut load_model()?, &request, &mut second)?;
-    assert!(second.0.iter().any(|m| m.contains("(4 from the latent cache)")), "{:?}", second.0);
-    let losses = |r: &Recorder| r.records.iter().map(|record| record.loss).collect::<Vec<_>>();
+    assert!(
+        second
+            .0
+            .iter()
+            .any(|m| m.contains("(4 from the latent cache)")),
+        "{:?}",
+        second.0
+    );
+    let losses = |r: &Recorder| {
+        r.records
+            .iter()
+            .map(|record| record.loss)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(losses(&first), losses(&plain));
     assert_eq!(losses(&second.1), losses(&plain));
     Ok(())
