@@ -35,19 +35,17 @@ impl CaptionCache {
         components: &SdxlComponents,
         captions: &[String],
     ) -> Result<(Tensor, Tensor)> {
-        let mut embeds = Vec::with_capacity(captions.len());
-        let mut pooled = Vec::with_capacity(captions.len());
         for caption in captions {
             if !self.encoded.contains_key(caption) {
                 let encoded = encode_tokens(components, &truncated_tokens(components, caption))?;
                 self.encoded.insert(caption.clone(), encoded);
             }
-            if let Some(encoded) = self.encoded.get(caption) {
-                embeds.push(encoded.prompt_embeds.clone());
-                pooled.push(encoded.pooled_prompt_embeds.clone());
-            }
         }
-        Ok((Tensor::cat(&embeds, 0)?, Tensor::cat(&pooled, 0)?))
+        stack(
+            captions
+                .iter()
+                .filter_map(|caption| self.encoded.get(caption).cloned()),
+        )
     }
 }
 
@@ -57,12 +55,17 @@ pub fn encode_batch_with_graph(
     components: &SdxlComponents,
     captions: &[String],
 ) -> Result<(Tensor, Tensor)> {
-    let mut embeds = Vec::with_capacity(captions.len());
-    let mut pooled = Vec::with_capacity(captions.len());
-    for caption in captions {
-        let encoded = encode_tokens(components, &truncated_tokens(components, caption))?;
-        embeds.push(encoded.prompt_embeds);
-        pooled.push(encoded.pooled_prompt_embeds);
-    }
+    let encoded = captions
+        .iter()
+        .map(|caption| encode_tokens(components, &truncated_tokens(components, caption)))
+        .collect::<huatu_diffusion::Result<Vec<_>>>()?;
+    stack(encoded.into_iter())
+}
+
+/// The batch's prompt embeds and pooled embeds, concatenated on the batch axis.
+fn stack(encoded: impl Iterator<Item = PromptEmbeddings>) -> Result<(Tensor, Tensor)> {
+    let (embeds, pooled): (Vec<Tensor>, Vec<Tensor>) = encoded
+        .map(|encoded| (encoded.prompt_embeds, encoded.pooled_prompt_embeds))
+        .unzip();
     Ok((Tensor::cat(&embeds, 0)?, Tensor::cat(&pooled, 0)?))
 }
