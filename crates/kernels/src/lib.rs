@@ -10,7 +10,7 @@ mod cpu_slice;
 mod elementwise;
 pub mod geglu;
 pub mod group_norm;
-mod norm_gate_grad;
+pub mod norm_gate_grad;
 mod softmax_exp;
 
 pub use attention::fused_attention;

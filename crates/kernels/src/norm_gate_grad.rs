@@ -1,6 +1,7 @@
-//! Backward passes of the fused group norm (+ SiLU) and GEGLU for adapter training: the
-//! forward runs on the fused kernels, the backward gives the input's gradient (the norm's
-//! weight and bias are frozen) in one parallel pass per (sample, group) or row block.
+//! Backward passes of the fused group norm (+ SiLU), a layer norm and GEGLU for adapter
+//! training: the forward runs on fused kernels, the backward gives the input's gradient (the
+//! norms' weight and bias are frozen) in one parallel pass per (sample, group) or row.
+//! Layer norm is group norm with one group per row and the weight along the row.
 //!
 //! Group norm, with x̂ = (x − μ)·r, r = 1/√(σ² + ε), y = x̂·w + b, z = silu(y) or y:
 //! dy = dz·(s + y·s·(1 − s)) with s = sigmoid(y) (or dz); g = dy·w;
@@ -120,6 +121,84 @@ impl GroupGrad {
     }
 }
 
+/// `layer_norm(x)` over the last axis with frozen `weight` and `bias` [dim], inside an
+/// autograd graph (candle's fused layer norm has no backward; its plain formulation keeps
+/// half a dozen intermediates per call for the backward pass).
+pub fn frozen_layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    xs.contiguous()?.apply_op1(FrozenLayerNorm { weight: weight.clone(), bias: bias.clone(), eps })
+}
+
+struct FrozenLayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+/// (mean, 1/√(var + ε)) of one row, in f64.
+fn row_statistics(row: &[f32], eps: f64) -> (f64, f64) {
+    let count = row.len() as f64;
+    let mean = row.iter().map(|&x| x as f64).sum::<f64>() / count;
+    let variance = row.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / count;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+impl CustomOp1 for FrozenLayerNorm {
+    fn name(&self) -> &'static str {
+        "frozen-layer-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let xs = input_tensor(storage, layout, "layer norm")?;
+        let dim = xs.dim(candle_core::D::Minus1)?;
+        let eps = self.eps;
+        let out = with_f32(&xs, "layer norm input", |input| {
+            with_f32(&self.weight, "layer norm weight", |weight| {
+                with_f32(&self.bias, "layer norm bias", |bias| {
+                    let mut out = vec![0f32; input.len()];
+                    out.par_chunks_mut(dim).zip(input.par_chunks(dim)).for_each(|(out, row)| {
+                        let (mean, inverse_std) = row_statistics(row, eps);
+                        for (((out, &x), &w), &b) in out.iter_mut().zip(row).zip(weight).zip(bias) {
+                            *out = ((x as f64 - mean) * inverse_std) as f32 * w + b;
+                        }
+                    });
+                    out
+                })
+            })
+        })???;
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let dim = arg.dim(candle_core::D::Minus1)?;
+        let eps = self.eps;
+        let grad = with_f32(arg, "layer norm input", |input| {
+            with_f32(grad_res, "layer norm output gradient", |output_grad| {
+                with_f32(&self.weight, "layer norm weight", |weight| {
+                    let mut grad = vec![0f32; input.len()];
+                    grad.par_chunks_mut(dim).zip(input.par_chunks(dim).zip(output_grad.par_chunks(dim))).for_each(
+                        |(grad, (row, output_grad))| {
+                            let (mean, inverse_std) = row_statistics(row, eps);
+                            let (mut sum_g, mut sum_g_normed) = (0f64, 0f64);
+                            for (((g, &dy), &w), &x) in grad.iter_mut().zip(output_grad).zip(weight).zip(row) {
+                                *g = dy * w;
+                                sum_g += *g as f64;
+                                sum_g_normed += *g as f64 * (x as f64 - mean) * inverse_std;
+                            }
+                            let (mean_g, mean_g_normed) = (sum_g / dim as f64, sum_g_normed / dim as f64);
+                            for (g, &x) in grad.iter_mut().zip(row) {
+                                let normed = (x as f64 - mean) * inverse_std;
+                                *g = (inverse_std * (*g as f64 - mean_g - normed * mean_g_normed)) as f32;
+                            }
+                        },
+                    );
+                    grad
+                })
+            })
+        })???;
+        Ok(Some(tensor_from(grad, arg.dims())?))
+    }
+}
+
 /// GEGLU: [..., 2n] → [..., n].
 pub(crate) struct Geglu;
 
@@ -191,6 +270,21 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_matches_the_plain_formulation_and_its_gradient() -> anyhow::Result<()> {
+        let xs = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (2, 7, 12), &Device::Cpu)? + 0.5)?)?;
+        let weight = Tensor::randn(1f32, 0.5, 12, &Device::Cpu)?;
+        let bias = Tensor::randn(0f32, 0.5, 12, &Device::Cpu)?;
+        let ours = frozen_layer_norm(xs.as_tensor(), &weight, &bias, 1e-5)?;
+        let x = xs.as_tensor();
+        let centred = x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?;
+        let variance = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let theirs =
+            centred.broadcast_div(&(variance + 1e-5)?.sqrt()?)?.broadcast_mul(&weight)?.broadcast_add(&bias)?;
+        assert!((&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        compare(&ours, &theirs, &xs, "layer norm")
+    }
+
+    #[test]
     fn geglu_gradient_matches_autograd() -> anyhow::Result<()> {
         let xs = Var::randn(0f32, 1.5, (2, 5, 12), &Device::Cpu)?;
         let ours = crate::geglu(xs.as_tensor())?;
@@ -205,8 +299,9 @@ mod tests {
         let weight = Tensor::randn(1f32, 0.5, 4, &device)?;
         let bias = Tensor::randn(0f32, 0.5, 4, &device)?;
         type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
-        let ops: [(&str, Vec<usize>, Op); 2] = [
+        let ops: [(&str, Vec<usize>, Op); 3] = [
             ("group norm", vec![1, 4, 3, 3], Box::new(|xs: &Tensor| crate::group_norm(xs, 2, &weight, &bias, 1e-5, true))),
+            ("layer norm", vec![3, 4], Box::new(|xs: &Tensor| frozen_layer_norm(xs, &weight, &bias, 1e-5))),
             ("geglu", vec![3, 8], Box::new(|xs: &Tensor| crate::geglu(xs))),
         ];
         for (name, dims, op) in ops {

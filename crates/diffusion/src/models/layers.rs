@@ -117,7 +117,8 @@ impl GroupNorm {
 
 /// `nn.LayerNorm(dim, eps)` over the last axis, affine; weights `weight`, `bias` [dim].
 /// candle's fused `layer_norm` has no backward, so a tensor inside an autograd graph takes
-/// the plain formulation (biased variance, as PyTorch).
+/// huatu-kernels' frozen-weight layer norm on the CPU in f32 and the plain formulation
+/// elsewhere (biased variance, as PyTorch).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     inner: candle_nn::LayerNorm,
@@ -144,6 +145,10 @@ impl LayerNorm {
             return self.inner.forward(xs);
         }
         let dtype = xs.dtype();
+        let frozen = !self.weight.track_op() && !self.bias.track_op();
+        if frozen && xs.device().is_cpu() && dtype == candle_core::DType::F32 {
+            return huatu_kernels::norm_gate_grad::frozen_layer_norm(xs, &self.weight, &self.bias, self.eps);
+        }
         let internal = match dtype {
             candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
             other => other,
