@@ -28,9 +28,12 @@ use crate::png_output::write_png;
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
-    /// The base SDXL model (diffusers folder or single-file checkpoint with --config).
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// The base SDXL model: a diffusers folder, or a single-file checkpoint with --config.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// For a single-file checkpoint: a diffusers folder to take configs and tokenizers from.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Images with a caption .txt beside each (kohya), or a metadata.jsonl (file_name, text).
     #[arg(long)]
     pub data: PathBuf,
@@ -213,7 +216,7 @@ impl TrainLoraArgs {
             state_path: Some(state_path(&self.out)),
             save_every: self.save_every,
             cache_latents: self.cache_latents,
-            model_id: self.model.model.display().to_string(),
+            model_id: self.model.display().to_string(),
         }
     }
 }
@@ -352,7 +355,7 @@ fn kohya_metadata(args: &TrainLoraArgs, request: &LoraTrainingRequest, steps: us
     put("ss_network_dim", request.rank.to_string());
     put("ss_network_alpha", request.alpha.to_string());
     put("ss_base_model_version", "sdxl_base_v1-0".into());
-    put("ss_sd_model_name", args.model.model.display().to_string());
+    put("ss_sd_model_name", args.model.display().to_string());
     put("ss_num_train_images", (captions.len() * request.repeats).to_string());
     put("ss_steps", steps.to_string());
     put("ss_learning_rate", request.learning_rate.to_string());
@@ -402,12 +405,6 @@ fn sample_requests(args: &TrainLoraArgs) -> anyhow::Result<Vec<Text2ImageRequest
 pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     let request = args.request();
     request.validate()?;
-    if args.model.dtype != candle_core::DType::F32 {
-        anyhow::bail!("training runs in f32 on this device; --dtype {:?} is for inference", args.model.dtype);
-    }
-    if !args.model.loras.is_empty() {
-        anyhow::bail!("--lora merges adapters for inference; to continue training one, give it as --init-lora");
-    }
     let samples = sample_requests(&args)?;
     // Each image's caption as trained, for the snapshots' metadata (the final file's comes
     // from the images the run could read).
@@ -434,7 +431,15 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
             eprintln!("\ninterrupted: finishing this step and saving what is trained (Ctrl-C again to quit now)");
         });
     }
-    let mut components = args.model.load(&Device::Cpu)?;
+    // Training runs in f32 (as the reference does on the CPU), on the base model alone.
+    let model = ModelArgs {
+        model: args.model.clone(),
+        config: args.config.clone(),
+        dtype: candle_core::DType::F32,
+        loras: Vec::new(),
+        lora_allow_partial: false,
+    };
+    let mut components = model.load(&Device::Cpu)?;
     let mut observer = CliObserver {
         bar: None,
         log,
