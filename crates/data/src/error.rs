@@ -36,6 +36,13 @@ pub enum DataError {
         source: huatu_diffusion::Error,
     },
 
+    #[error("cannot run the BLIP model in {path}")]
+    Blip {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+
     #[error("no image database at {path} (create one with `huatu db add --db {path} --model CLIP_DIR IMAGES...`)")]
     MissingDatabase { path: PathBuf },
 

@@ -1,5 +1,7 @@
 //! `huatu-data`: training-data preparation (DESIGN.md part 2).
 //!
+//! - [`blip`]: transformers' `BlipForConditionalGeneration` and `BlipProcessor` on candle:
+//!   image captions (greedy or beam search, optional prompt) equal to `generate`'s.
 //! - [`clip`]: transformers' `CLIPModel` and `CLIPProcessor` on candle: L2-normalised image
 //!   and text embeddings equal to `get_image_features` / `get_text_features`.
 //! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding),
@@ -7,11 +9,13 @@
 //! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as
 //!   transformers' image processors run them.
 
+pub mod blip;
 pub mod clip;
 pub mod db;
 pub mod error;
 pub mod pil_resample;
 
+pub use blip::{BlipForConditionalGeneration, Caption, CaptionOptions};
 pub use clip::{ClipConfig, ClipModel};
 pub use db::{AddOptions, AddReport, ImageDatabase, Query, SearchHit};
 pub use error::{DataError, Result};

@@ -1,6 +1,7 @@
-//! End-to-end tests of huatu-data, in one binary to save link time: CLIP parity with
-//! transformers on the tiny random model, and the image database.
+//! End-to-end tests of huatu-data, in one binary to save link time: BLIP and CLIP parity
+//! with transformers on the tiny random models, and the image database.
 
+mod blip_parity;
 mod clip_parity;
 mod image_db;
 
