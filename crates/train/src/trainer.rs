@@ -236,6 +236,18 @@ pub fn train_lora(
         Some(path) => NoiseSource::replay(path)?,
         None => NoiseSource::seeded(request.seed, request.noise_offset),
     };
+    let forward_passes = request.steps * request.gradient_accumulation;
+    if let (Some(held), Some(path)) = (noise.replay_steps(), &request.noise_file) {
+        if held < forward_passes {
+            return Err(Error::BadFile {
+                path: path.clone(),
+                message: format!(
+                    "holds noise for {held} forward passes; --steps {} × --gradient-accumulation {} needs {forward_passes}",
+                    request.steps, request.gradient_accumulation
+                ),
+            });
+        }
+    }
     let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
 

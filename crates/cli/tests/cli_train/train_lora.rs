@@ -95,7 +95,10 @@ fn expect_training_error(extra: &[&str], data: &Path, needle: &str) {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
-    args.extend(["--out".into(), out.display().to_string(), "--steps".into(), "1".into()]);
+    args.extend(["--out".into(), out.display().to_string()]);
+    if !extra.contains(&"--steps") {
+        args.extend(["--steps".into(), "1".into()]);
+    }
     if !extra.contains(&"--resolution") {
         args.extend(["--resolution".into(), "64".into()]);
     }
@@ -117,6 +120,8 @@ fn bad_training_input_gets_one_clear_error_each() {
     expect_training_error(&["--rank", "0"], &data, "--rank must be at least 1");
     expect_training_error(&["--resolution", "60"], &data, "multiple of 8");
     expect_training_error(&["--targets", "conv"], &data, "LoCon");
+    let noise = train_fixture("noise.safetensors");
+    expect_training_error(&["--noise", &noise, "--batch-size", "2", "--steps", "4"], &data, "needs 4");
     let init = train_fixture("init_lora.safetensors");
     expect_training_error(&["--init-lora", &init, "--rank", "8"], &data, "rank 4 (expected 8");
     expect_training_error(&["--init-lora", &init, "--alpha", "2", "--rank", "4"], &data, "alpha 4");
