@@ -42,6 +42,8 @@ enum Command {
     Preprocess(commands::preprocess::PreprocessArgs),
     /// Prints the L2-normalised CLIP embedding of an image or a text as one JSON line.
     Embed(commands::embed::EmbedArgs),
+    /// Captions images with BLIP, one JSON line per image.
+    Caption(commands::caption::CaptionArgs),
     /// The image database for training data: add images, search by text or image, info,
     /// remove, export.
     Db(commands::db::DbArgs),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Enhance(args) => commands::enhance::run(args),
         Command::Preprocess(args) => commands::preprocess::run(args),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Caption(args) => commands::caption::run(args),
         Command::Db(args) => commands::db::run(args),
     };
     match result {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "cli_data/caption.rs"]
+mod caption;
 #[path = "cli_data/data.rs"]
 mod data;
 #[path = "cli_train/train_lora.rs"]

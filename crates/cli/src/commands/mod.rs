@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod caption;
 pub mod chat;
 pub mod db;
 pub mod edit;
