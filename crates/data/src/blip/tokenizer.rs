@@ -12,8 +12,9 @@
 //!
 //! Decoding with `skip_special_tokens` as transformers does: special tokens (the added
 //! tokens marked special, `[DEC]` among them) dropped, pieces joined by the WordPiece
-//! decoder with its per-token cleanup (" ." → "."), no further clean-up
-//! (`clean_up_tokenization_spaces` is false for BERT in transformers 5).
+//! decoder with its per-token cleanup (" ." → "."), then transformers'
+//! `clean_up_tokenization` when tokenizer_config.json sets `clean_up_tokenization_spaces`
+//! (transformers 5's default is false).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -32,6 +33,7 @@ pub struct BertTokenizer {
     lowercase: bool,
     unk_token: String,
     max_input_chars_per_word: usize,
+    clean_up_tokenization_spaces: bool,
     cls_token_id: u32,
     sep_token_id: u32,
 }
@@ -56,16 +58,31 @@ impl BertTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
-        if json_path.is_file() {
-            Self::from_tokenizer_json(&json_path)
+        let mut tokenizer = if json_path.is_file() {
+            Self::from_tokenizer_json(&json_path)?
         } else if vocab_path.is_file() {
-            Self::from_vocab_txt(&vocab_path)
+            Self::from_vocab_txt(&vocab_path)?
         } else {
-            Err(DataError::MissingModelPart {
+            return Err(DataError::MissingModelPart {
                 what: "the BLIP tokenizer (tokenizer.json or vocab.txt)".into(),
                 path: json_path,
-            })
+            });
+        };
+        let config_path = dir.join("tokenizer_config.json");
+        if config_path.is_file() {
+            let config: Value =
+                serde_json::from_str(&read_text(&config_path)?).map_err(|source| {
+                    DataError::Json {
+                        path: config_path.clone(),
+                        what: "a tokenizer configuration",
+                        source,
+                    }
+                })?;
+            tokenizer.clean_up_tokenization_spaces = config["clean_up_tokenization_spaces"]
+                .as_bool()
+                .unwrap_or(false);
         }
+        Ok(tokenizer)
     }
 
     fn from_tokenizer_json(path: &Path) -> Result<Self> {
@@ -152,6 +169,7 @@ impl BertTokenizer {
             lowercase,
             unk_token,
             max_input_chars_per_word,
+            clean_up_tokenization_spaces: false,
             cls_token_id,
             sep_token_id,
         })
@@ -173,6 +191,11 @@ impl BertTokenizer {
 
     /// `decode(ids, skip_special_tokens=True)`.
     pub fn decode(&self, ids: &[u32]) -> String {
+        self.decode_with(ids, self.clean_up_tokenization_spaces)
+    }
+
+    /// `decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)`.
+    pub fn decode_with(&self, ids: &[u32], clean_up: bool) -> String {
         let mut text = String::new();
         for (index, token) in ids
             .iter()
@@ -189,7 +212,11 @@ impl BertTokenizer {
             };
             text.push_str(&cleanup(&piece));
         }
-        text
+        if clean_up {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        }
     }
 
     /// `BertNormalizer` + `BertPreTokenizer`: the words and punctuation marks of `text`.
@@ -287,6 +314,20 @@ fn cleanup(piece: &str) -> String {
         .replace(" n't", "n't")
         .replace(" 'm", "'m")
         .replace(" do not", " don't")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
+
+/// transformers' `clean_up_tokenization` (tokenization_utils_base.py).
+fn clean_up_tokenization(text: &str) -> String {
+    text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
         .replace(" 's", "'s")
         .replace(" 've", "'ve")
         .replace(" 're", "'re")

@@ -76,7 +76,8 @@ fn preprocessing_and_image_embeddings_match_transformers() -> Result<()> {
     Ok(())
 }
 
-// mirrors BertTokenizer(text).input_ids and decode(ids, skip_special_tokens=True).
+// mirrors BertTokenizer(text).input_ids and decode(ids, skip_special_tokens=True), with
+// and without clean_up_tokenization_spaces.
 // Tolerance: identical.
 #[test]
 fn tokenizer_matches_transformers() -> Result<()> {
@@ -93,6 +94,16 @@ fn tokenizer_matches_transformers() -> Result<()> {
     for case in reference["decode"].as_array().context("decode")? {
         let expected = case["text"].as_str().context("text")?;
         assert_eq!(model.tokenizer().decode(&ids(&case["ids"])), expected);
+    }
+    for case in reference["decode_clean_up"]
+        .as_array()
+        .context("decode_clean_up")?
+    {
+        let expected = case["text"].as_str().context("text")?;
+        assert_eq!(
+            model.tokenizer().decode_with(&ids(&case["ids"]), true),
+            expected
+        );
     }
     Ok(())
 }
