@@ -386,3 +386,7 @@ fn causal_mask(
         Tensor::from_vec(values, (length, total), device)?.to_dtype(DType::F32)?,
     ))
 }
+
+#[cfg(test)]
+#[path = "text_decoder_tests.rs"]
+mod tests;
