@@ -280,14 +280,11 @@ fn beam_search(
     settings: &GenerationSettings,
 ) -> candle_core::Result<Vec<Vec<u32>>> {
     let device = image_embeds.device();
-    let (batch, patches, hidden) = image_embeds.dims3()?;
+    let batch = image_embeds.dim(0)?;
     let num_beams = settings.num_beams;
     // `_expand_inputs_for_generation`: each image repeated num_beams times, in place
-    let expanded = image_embeds
-        .unsqueeze(1)?
-        .broadcast_as((batch, num_beams, patches, hidden))?
-        .reshape((batch * num_beams, patches, hidden))?;
-    let mut cache = decoder.new_cache(&expanded)?;
+    let mut cache = decoder.new_cache(image_embeds)?;
+    cache.repeat_rows(num_beams)?;
     let mut logits =
         decoder.forward(&prompt_rows(prompt, batch * num_beams, device)?, &mut cache)?;
     let mut images = vec![ImageBeams::new(num_beams); batch];

@@ -84,6 +84,28 @@ impl DecoderCache {
         self.length == 0
     }
 
+    /// Each row repeated `times` times in place (`repeat_interleave`), before any token:
+    /// beam search's rows of one image share its cross-attention keys and values, which
+    /// are so computed once per image rather than once per beam.
+    pub fn repeat_rows(&mut self, times: usize) -> candle_core::Result<()> {
+        let repeat = |xs: &Tensor| -> candle_core::Result<Tensor> {
+            let (batch, heads, length, head_dim) = xs.dims4()?;
+            xs.unsqueeze(1)?
+                .broadcast_as((batch, times, heads, length, head_dim))?
+                .reshape((batch * times, heads, length, head_dim))
+        };
+        for layer in &mut self.layers {
+            if layer.self_key.is_some() {
+                return Err(candle_core::Error::Msg(
+                    "repeat_rows needs an empty cache".into(),
+                ));
+            }
+            layer.cross_key = repeat(&layer.cross_key)?;
+            layer.cross_value = repeat(&layer.cross_value)?;
+        }
+        Ok(())
+    }
+
     /// Keeps row `indices[i]` of the self-attention cache as row `i` (beam search's
     /// `reorder_cache`). Beams never move between images, so the cross-attention part
     /// stays as it is.
