@@ -30,9 +30,20 @@ fn matmul(
     accumulate: bool,
     scale: f32,
 ) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul extents");
-    let (a_column, a_row) = if a_transposed { (m as isize, 1) } else { (1, k as isize) };
-    let (b_column, b_row) = if b_transposed { (k as isize, 1) } else { (1, n as isize) };
+    assert!(
+        out.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "matmul extents"
+    );
+    let (a_column, a_row) = if a_transposed {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_column, b_row) = if b_transposed {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
     // SAFETY: the assertion above guarantees every pointer covers the extent gemm reads or
     // writes with these strides, and `out` is a distinct mutable slice.
     unsafe {
@@ -81,7 +92,8 @@ pub(crate) fn attention_backward(
                         (0..pairs)
                             .into_par_iter()
                             .map(|pair| {
-                                let rows = pair * queries * head_dim..(pair + 1) * queries * head_dim;
+                                let rows =
+                                    pair * queries * head_dim..(pair + 1) * queries * head_dim;
                                 let columns = pair * keys * head_dim..(pair + 1) * keys * head_dim;
                                 pair_backward(
                                     &query[rows.clone()],
@@ -134,26 +146,73 @@ fn pair_backward(
         let block = first * head_dim..(first + rows) * head_dim;
         let (query_block, grad_block) = (&query[block.clone()], &output_grad[block.clone()]);
         let p = &mut probabilities[..rows * keys];
-        matmul(p, query_block, false, key, true, (rows, head_dim, keys), false, scale);
+        matmul(
+            p,
+            query_block,
+            false,
+            key,
+            true,
+            (rows, head_dim, keys),
+            false,
+            scale,
+        );
         for row in p.chunks_exact_mut(keys) {
             let inverse = 1.0 / softmax_numerators(row);
             row.iter_mut().for_each(|value| *value *= inverse);
         }
-        matmul(&mut dv, p, true, grad_block, false, (keys, rows, head_dim), true, 1.0);
+        matmul(
+            &mut dv,
+            p,
+            true,
+            grad_block,
+            false,
+            (keys, rows, head_dim),
+            true,
+            1.0,
+        );
         let ds = &mut d_scores[..rows * keys];
-        matmul(ds, grad_block, false, value, true, (rows, head_dim, keys), false, 1.0);
-        for ((ds_row, p_row), (o_row, g_row)) in ds
-            .chunks_exact_mut(keys)
-            .zip(p.chunks_exact(keys))
-            .zip(output[block.clone()].chunks_exact(head_dim).zip(grad_block.chunks_exact(head_dim)))
+        matmul(
+            ds,
+            grad_block,
+            false,
+            value,
+            true,
+            (rows, head_dim, keys),
+            false,
+            1.0,
+        );
+        for ((ds_row, p_row), (o_row, g_row)) in
+            ds.chunks_exact_mut(keys).zip(p.chunks_exact(keys)).zip(
+                output[block.clone()]
+                    .chunks_exact(head_dim)
+                    .zip(grad_block.chunks_exact(head_dim)),
+            )
         {
             let delta: f32 = o_row.iter().zip(g_row).map(|(o, g)| o * g).sum();
             for (ds, p) in ds_row.iter_mut().zip(p_row) {
                 *ds = p * (*ds - delta);
             }
         }
-        matmul(&mut dq[block], ds, false, key, false, (rows, keys, head_dim), false, scale);
-        matmul(&mut dk, ds, true, query_block, false, (keys, rows, head_dim), true, scale);
+        matmul(
+            &mut dq[block],
+            ds,
+            false,
+            key,
+            false,
+            (rows, keys, head_dim),
+            false,
+            scale,
+        );
+        matmul(
+            &mut dk,
+            ds,
+            true,
+            query_block,
+            false,
+            (keys, rows, head_dim),
+            true,
+            scale,
+        );
     }
     (dq, dk, dv)
 }
@@ -178,11 +237,15 @@ mod tests {
             let ours = (fused * &g)?.sum_all()?.backward()?;
             let theirs = (reference * &g)?.sum_all()?.backward()?;
             for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
-                let (Some(a), Some(b)) = (ours.get(var.as_tensor()), theirs.get(var.as_tensor())) else {
+                let (Some(a), Some(b)) = (ours.get(var.as_tensor()), theirs.get(var.as_tensor()))
+                else {
                     anyhow::bail!("no gradient for {name}");
                 };
                 let difference = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(difference < 1e-4, "{name} ({queries}, {keys}, {head_dim}): {difference}");
+                assert!(
+                    difference < 1e-4,
+                    "{name} ({queries}, {keys}, {head_dim}): {difference}"
+                );
             }
         }
         Ok(())
@@ -193,7 +256,9 @@ mod tests {
     fn gradients_match_finite_differences() -> anyhow::Result<()> {
         let device = Device::Cpu;
         let dims = (1, 2, 9, 4);
-        let inputs: Vec<Tensor> = (0..3).map(|_| Tensor::randn(0f32, 1.0, dims, &device)).collect::<Result<_>>()?;
+        let inputs: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0f32, 1.0, dims, &device))
+            .collect::<Result<_>>()?;
         let g = Tensor::randn(0f32, 1.0, dims, &device)?;
         let objective = |inputs: &[Tensor]| -> anyhow::Result<f64> {
             let out = fused_attention(&inputs[0], &inputs[1], &inputs[2])?;
@@ -214,7 +279,11 @@ mod tests {
                 };
                 let numeric = (shifted(1e-2)? - shifted(-1e-2)?) / 2e-2;
                 let error = (numeric - analytic[index] as f64).abs();
-                assert!(error < 2e-3 * (1.0 + numeric.abs()), "input {which} at {index}: {numeric} vs {}", analytic[index]);
+                assert!(
+                    error < 2e-3 * (1.0 + numeric.abs()),
+                    "input {which} at {index}: {numeric} vs {}",
+                    analytic[index]
+                );
             }
         }
         Ok(())

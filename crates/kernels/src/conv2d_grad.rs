@@ -25,7 +25,9 @@ fn storage_of(tensor: &Tensor) -> Result<CpuStorage> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => Ok(CpuStorage::F32(data[start..end].to_vec())),
+        (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => {
+            Ok(CpuStorage::F32(data[start..end].to_vec()))
+        }
         _ => candle_core::bail!("frozen conv2d: expected a contiguous f32 CPU tensor"),
     }
 }
@@ -44,13 +46,23 @@ impl CustomOp1 for FrozenConv2d {
             candle_core::bail!("frozen conv2d: the input must be contiguous")
         };
         let xs = Tensor::from_slice(&data[start..end], layout.shape(), &Device::Cpu)?;
-        let extras = Conv2dExtras { upsample_nearest_2x: self.upsample_nearest_2x, ..Default::default() };
+        let extras = Conv2dExtras {
+            upsample_nearest_2x: self.upsample_nearest_2x,
+            ..Default::default()
+        };
         let out = conv2d_fused(&xs, &self.weight, self.bias.as_ref(), self.params, extras)?;
         Ok((storage_of(&out)?, out.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        input_gradient(grad_res, &self.weight, self.params, self.upsample_nearest_2x, arg.dims4()?).map(Some)
+        input_gradient(
+            grad_res,
+            &self.weight,
+            self.params,
+            self.upsample_nearest_2x,
+            arg.dims4()?,
+        )
+        .map(Some)
     }
 }
 
@@ -84,12 +96,17 @@ pub(crate) fn input_gradient(
 ) -> Result<Tensor> {
     let grad = grad.to_dtype(DType::F32)?.contiguous()?;
     let (batch, _, source_height, source_width) = input_dims;
-    let (in_height, in_width) =
-        if upsample_nearest_2x { (2 * source_height, 2 * source_width) } else { (source_height, source_width) };
+    let (in_height, in_width) = if upsample_nearest_2x {
+        (2 * source_height, 2 * source_width)
+    } else {
+        (source_height, source_width)
+    };
     let kernel = weight.dim(2)?;
     let Conv2dParams { stride, padding } = params;
     if 2 * padding > kernel - 1 {
-        candle_core::bail!("frozen conv2d backward: padding {padding} is over half the kernel {kernel}");
+        candle_core::bail!(
+            "frozen conv2d backward: padding {padding} is over half the kernel {kernel}"
+        );
     }
     let spread = (kernel - 1 - 2 * padding, kernel - 1 - padding);
     let dilated = if stride == 1 {
@@ -115,8 +132,16 @@ pub(crate) fn input_gradient(
         tensor_from(spread_out, &[batch, channels, rows, columns])?
     };
     let flipped = transposed_flipped(weight)?;
-    let upsampled_gradient =
-        conv2d_fused(&dilated, &flipped, None, Conv2dParams { stride: 1, padding: spread.1 }, Conv2dExtras::default())?;
+    let upsampled_gradient = conv2d_fused(
+        &dilated,
+        &flipped,
+        None,
+        Conv2dParams {
+            stride: 1,
+            padding: spread.1,
+        },
+        Conv2dExtras::default(),
+    )?;
     if !upsample_nearest_2x {
         return Ok(upsampled_gradient);
     }
@@ -126,12 +151,15 @@ pub(crate) fn input_gradient(
         let mut summed = vec![0f32; batch * channels * source_height * source_width];
         for plane in 0..batch * channels {
             let source = &data[plane * in_height * in_width..][..in_height * in_width];
-            let target = &mut summed[plane * source_height * source_width..][..source_height * source_width];
+            let target =
+                &mut summed[plane * source_height * source_width..][..source_height * source_width];
             for y in 0..source_height {
                 for x in 0..source_width {
                     let top = 2 * y * in_width + 2 * x;
-                    target[y * source_width + x] =
-                        source[top] + source[top + 1] + source[top + in_width] + source[top + in_width + 1];
+                    target[y * source_width + x] = source[top]
+                        + source[top + 1]
+                        + source[top + in_width]
+                        + source[top + in_width + 1];
                 }
             }
         }
@@ -168,19 +196,34 @@ mod tests {
             let weight = Tensor::randn(0f32, 0.5, (4, 3, kernel, kernel), &Device::Cpu)?;
             let bias = Tensor::randn(0f32, 0.5, 4, &Device::Cpu)?;
             let params = Conv2dParams { stride, padding };
-            let op = FrozenConv2d { weight: weight.clone(), bias: Some(bias.clone()), params, upsample_nearest_2x: upsample };
+            let op = FrozenConv2d {
+                weight: weight.clone(),
+                bias: Some(bias.clone()),
+                params,
+                upsample_nearest_2x: upsample,
+            };
             let ours = xs.as_tensor().apply_op1(op)?;
-            let extras = Conv2dExtras { upsample_nearest_2x: upsample, ..Default::default() };
-            let reference = reference_conv2d_fused(xs.as_tensor(), &weight, Some(&bias), params, extras)?;
+            let extras = Conv2dExtras {
+                upsample_nearest_2x: upsample,
+                ..Default::default()
+            };
+            let reference =
+                reference_conv2d_fused(xs.as_tensor(), &weight, Some(&bias), params, extras)?;
             assert_eq!(ours.dims(), reference.dims());
             let g = objective_weights(ours.dims())?;
             let ours_grad = (ours * &g)?.sum_all()?.backward()?;
             let reference_grad = (reference * &g)?.sum_all()?.backward()?;
-            let (Some(a), Some(b)) = (ours_grad.get(xs.as_tensor()), reference_grad.get(xs.as_tensor())) else {
+            let (Some(a), Some(b)) = (
+                ours_grad.get(xs.as_tensor()),
+                reference_grad.get(xs.as_tensor()),
+            ) else {
                 anyhow::bail!("no input gradient for case {kernel} {stride} {padding} {upsample}");
             };
             let difference = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(difference < 1e-4, "k{kernel} s{stride} p{padding} up{upsample}: {difference}");
+            assert!(
+                difference < 1e-4,
+                "k{kernel} s{stride} p{padding} up{upsample}: {difference}"
+            );
         }
         Ok(())
     }
@@ -193,12 +236,19 @@ mod tests {
             let xs = Tensor::randn(0f32, 1.0, dims, &Device::Cpu)?;
             let weight = Tensor::randn(0f32, 0.5, (3, 2, kernel, kernel), &Device::Cpu)?;
             let params = Conv2dParams { stride, padding };
-            let extras = Conv2dExtras { upsample_nearest_2x: upsample, ..Default::default() };
+            let extras = Conv2dExtras {
+                upsample_nearest_2x: upsample,
+                ..Default::default()
+            };
             let g = objective_weights(conv2d_fused(&xs, &weight, None, params, extras)?.dims())?;
             let objective = |xs: &Tensor| -> anyhow::Result<f64> {
-                Ok((conv2d_fused(xs, &weight, None, params, extras)? * &g)?.sum_all()?.to_scalar::<f32>()? as f64)
+                Ok((conv2d_fused(xs, &weight, None, params, extras)? * &g)?
+                    .sum_all()?
+                    .to_scalar::<f32>()? as f64)
             };
-            let analytic = input_gradient(&g, &weight, params, upsample, dims)?.flatten_all()?.to_vec1::<f32>()?;
+            let analytic = input_gradient(&g, &weight, params, upsample, dims)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let values = xs.flatten_all()?.to_vec1::<f32>()?;
             let step = 1e-2f32;
             for index in [0, values.len() / 3, values.len() / 2, values.len() - 1] {
@@ -209,7 +259,11 @@ mod tests {
                 };
                 let numeric = (shifted(step)? - shifted(-step)?) / (2.0 * step as f64);
                 let error = (numeric - analytic[index] as f64).abs();
-                assert!(error < 2e-3 * (1.0 + numeric.abs()), "k{kernel} s{stride} at {index}: {numeric} vs {}", analytic[index]);
+                assert!(
+                    error < 2e-3 * (1.0 + numeric.abs()),
+                    "k{kernel} s{stride} at {index}: {numeric} vs {}",
+                    analytic[index]
+                );
             }
         }
         Ok(())

@@ -13,7 +13,10 @@ use crate::cpu_slice::with_f32;
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let frozen = !weight.track_op() && !bias.is_some_and(Tensor::track_op);
     if xs.track_op() && frozen && xs.device().is_cpu() {
-        return xs.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone(), bias: bias.cloned() });
+        return xs.contiguous()?.apply_op1(FrozenLinear {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+        });
     }
     plain_linear(xs, weight, bias)
 }
@@ -25,7 +28,10 @@ fn plain_linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<T
         candle_core::bail!("linear: a scalar input")
     };
     let rows: usize = leading.iter().product();
-    let mut out = xs.contiguous()?.reshape((rows, features))?.matmul(&weight.t()?)?;
+    let mut out = xs
+        .contiguous()?
+        .reshape((rows, features))?
+        .matmul(&weight.t()?)?;
     if let Some(bias) = bias {
         out = out.broadcast_add(bias)?;
     }
@@ -61,7 +67,10 @@ impl CustomOp1 for FrozenLinear {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let out_features = self.weight.dim(0)?;
         let rows = grad_res.elem_count() / out_features;
-        let grad = grad_res.contiguous()?.reshape((rows, out_features))?.matmul(&self.weight)?;
+        let grad = grad_res
+            .contiguous()?
+            .reshape((rows, out_features))?
+            .matmul(&self.weight)?;
         Ok(Some(grad.reshape(arg.dims())?))
     }
 }
@@ -89,7 +98,11 @@ mod tests {
         assert!((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         // candle's matmul also stores a gradient for the (transposed) weight and the bias.
         let held = |store: &candle_core::backprop::GradStore| {
-            store.get_ids().filter_map(|id| store.get_id(*id)).map(Tensor::elem_count).sum::<usize>()
+            store
+                .get_ids()
+                .filter_map(|id| store.get_id(*id))
+                .map(Tensor::elem_count)
+                .sum::<usize>()
         };
         assert!(held(&theirs) >= held(&ours) + weight.elem_count());
         Ok(())

@@ -46,7 +46,14 @@ impl CustomOp1 for FrozenGroupNorm {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let xs = input_tensor(storage, layout, "group norm")?;
-        output_storage(&crate::group_norm(&xs, self.num_groups, &self.weight, &self.bias, self.eps, self.with_silu)?)
+        output_storage(&crate::group_norm(
+            &xs,
+            self.num_groups,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            self.with_silu,
+        )?)
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -62,13 +69,27 @@ impl CustomOp1 for FrozenGroupNorm {
                     with_f32(&self.bias, "group norm bias", |bias| {
                         let mut grad = vec![0f32; input.len()];
                         grad.par_chunks_mut(group_len)
-                            .zip(input.par_chunks(group_len).zip(output_grad.par_chunks(group_len)))
+                            .zip(
+                                input
+                                    .par_chunks(group_len)
+                                    .zip(output_grad.par_chunks(group_len)),
+                            )
                             .enumerate()
                             .for_each(|(index, (grad, (input, output_grad)))| {
                                 let first = (index % self.num_groups) * per_group;
                                 let channels = first..first + per_group;
-                                let job = GroupGrad { spatial, eps, with_silu };
-                                job.run(input, output_grad, &weight[channels.clone()], &bias[channels], grad);
+                                let job = GroupGrad {
+                                    spatial,
+                                    eps,
+                                    with_silu,
+                                };
+                                job.run(
+                                    input,
+                                    output_grad,
+                                    &weight[channels.clone()],
+                                    &bias[channels],
+                                    grad,
+                                );
                             });
                         grad
                     })
@@ -86,10 +107,21 @@ struct GroupGrad {
 }
 
 impl GroupGrad {
-    fn run(&self, input: &[f32], output_grad: &[f32], weight: &[f32], bias: &[f32], grad: &mut [f32]) {
+    fn run(
+        &self,
+        input: &[f32],
+        output_grad: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        grad: &mut [f32],
+    ) {
         let count = input.len() as f64;
         let mean = input.iter().map(|&x| x as f64).sum::<f64>() / count;
-        let variance = input.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / count;
+        let variance = input
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / count;
         let inverse_std = 1.0 / (variance + self.eps).sqrt();
         // g = dy·w into `grad` first; the sums of g and g·x̂ in f64.
         let (mut sum_g, mut sum_g_normed) = (0f64, 0f64);
@@ -125,7 +157,11 @@ impl GroupGrad {
 /// autograd graph (candle's fused layer norm has no backward; its plain formulation keeps
 /// half a dozen intermediates per call for the backward pass).
 pub fn frozen_layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    xs.contiguous()?.apply_op1(FrozenLayerNorm { weight: weight.clone(), bias: bias.clone(), eps })
+    xs.contiguous()?.apply_op1(FrozenLayerNorm {
+        weight: weight.clone(),
+        bias: bias.clone(),
+        eps,
+    })
 }
 
 struct FrozenLayerNorm {
@@ -155,12 +191,16 @@ impl CustomOp1 for FrozenLayerNorm {
             with_f32(&self.weight, "layer norm weight", |weight| {
                 with_f32(&self.bias, "layer norm bias", |bias| {
                     let mut out = vec![0f32; input.len()];
-                    out.par_chunks_mut(dim).zip(input.par_chunks(dim)).for_each(|(out, row)| {
-                        let (mean, inverse_std) = row_statistics(row, eps);
-                        for (((out, &x), &w), &b) in out.iter_mut().zip(row).zip(weight).zip(bias) {
-                            *out = ((x as f64 - mean) * inverse_std) as f32 * w + b;
-                        }
-                    });
+                    out.par_chunks_mut(dim)
+                        .zip(input.par_chunks(dim))
+                        .for_each(|(out, row)| {
+                            let (mean, inverse_std) = row_statistics(row, eps);
+                            for (((out, &x), &w), &b) in
+                                out.iter_mut().zip(row).zip(weight).zip(bias)
+                            {
+                                *out = ((x as f64 - mean) * inverse_std) as f32 * w + b;
+                            }
+                        });
                     out
                 })
             })
@@ -175,22 +215,26 @@ impl CustomOp1 for FrozenLayerNorm {
             with_f32(grad_res, "layer norm output gradient", |output_grad| {
                 with_f32(&self.weight, "layer norm weight", |weight| {
                     let mut grad = vec![0f32; input.len()];
-                    grad.par_chunks_mut(dim).zip(input.par_chunks(dim).zip(output_grad.par_chunks(dim))).for_each(
-                        |(grad, (row, output_grad))| {
+                    grad.par_chunks_mut(dim)
+                        .zip(input.par_chunks(dim).zip(output_grad.par_chunks(dim)))
+                        .for_each(|(grad, (row, output_grad))| {
                             let (mean, inverse_std) = row_statistics(row, eps);
                             let (mut sum_g, mut sum_g_normed) = (0f64, 0f64);
-                            for (((g, &dy), &w), &x) in grad.iter_mut().zip(output_grad).zip(weight).zip(row) {
+                            for (((g, &dy), &w), &x) in
+                                grad.iter_mut().zip(output_grad).zip(weight).zip(row)
+                            {
                                 *g = dy * w;
                                 sum_g += *g as f64;
                                 sum_g_normed += *g as f64 * (x as f64 - mean) * inverse_std;
                             }
-                            let (mean_g, mean_g_normed) = (sum_g / dim as f64, sum_g_normed / dim as f64);
+                            let (mean_g, mean_g_normed) =
+                                (sum_g / dim as f64, sum_g_normed / dim as f64);
                             for (g, &x) in grad.iter_mut().zip(row) {
                                 let normed = (x as f64 - mean) * inverse_std;
-                                *g = (inverse_std * (*g as f64 - mean_g - normed * mean_g_normed)) as f32;
+                                *g = (inverse_std * (*g as f64 - mean_g - normed * mean_g_normed))
+                                    as f32;
                             }
-                        },
-                    );
+                        });
                     grad
                 })
             })
@@ -217,19 +261,20 @@ impl CustomOp1 for Geglu {
         let grad = with_f32(arg, "geglu input", |input| {
             with_f32(grad_res, "geglu output gradient", |output_grad| {
                 let mut grad = vec![0f32; input.len()];
-                grad.par_chunks_mut(width).zip(input.par_chunks(width).zip(output_grad.par_chunks(half))).for_each(
-                    |(grad, (input, output_grad))| {
+                grad.par_chunks_mut(width)
+                    .zip(input.par_chunks(width).zip(output_grad.par_chunks(half)))
+                    .for_each(|(grad, (input, output_grad))| {
                         let (hidden, gate) = input.split_at(half);
                         let (d_hidden, d_gate) = grad.split_at_mut(half);
                         for i in 0..half {
                             let a = gate[i];
-                            let cdf = 0.5 * (1.0 + crate::geglu::erf(a * std::f32::consts::FRAC_1_SQRT_2));
+                            let cdf = 0.5
+                                * (1.0 + crate::geglu::erf(a * std::f32::consts::FRAC_1_SQRT_2));
                             let pdf = (-0.5 * a * a).exp() * 0.398_942_3;
                             d_hidden[i] = output_grad[i] * a * cdf;
                             d_gate[i] = output_grad[i] * hidden[i] * (cdf + a * pdf);
                         }
-                    },
-                );
+                    });
                 grad
             })
         })??;
@@ -258,13 +303,25 @@ mod tests {
 
     #[test]
     fn group_norm_gradient_matches_autograd() -> anyhow::Result<()> {
-        for (dims, groups, with_silu) in [(vec![2, 8, 5, 3], 4, true), (vec![1, 6, 7], 3, false), (vec![2, 4, 2, 2], 1, true)] {
-            let xs = Var::from_tensor(&(Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu)? + 1.0)?)?;
+        for (dims, groups, with_silu) in [
+            (vec![2, 8, 5, 3], 4, true),
+            (vec![1, 6, 7], 3, false),
+            (vec![2, 4, 2, 2], 1, true),
+        ] {
+            let xs = Var::from_tensor(
+                &(Tensor::randn(0f32, 2.0, dims.as_slice(), &Device::Cpu)? + 1.0)?,
+            )?;
             let weight = Tensor::randn(1f32, 0.5, dims[1], &Device::Cpu)?;
             let bias = Tensor::randn(0f32, 0.5, dims[1], &Device::Cpu)?;
             let ours = crate::group_norm(xs.as_tensor(), groups, &weight, &bias, 1e-5, with_silu)?;
-            let theirs = reference_group_norm(xs.as_tensor(), groups, &weight, &bias, 1e-5, with_silu)?;
-            compare(&ours, &theirs, &xs, &format!("group norm {dims:?} silu {with_silu}"))?;
+            let theirs =
+                reference_group_norm(xs.as_tensor(), groups, &weight, &bias, 1e-5, with_silu)?;
+            compare(
+                &ours,
+                &theirs,
+                &xs,
+                &format!("group norm {dims:?} silu {with_silu}"),
+            )?;
         }
         Ok(())
     }
@@ -278,8 +335,10 @@ mod tests {
         let x = xs.as_tensor();
         let centred = x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?;
         let variance = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let theirs =
-            centred.broadcast_div(&(variance + 1e-5)?.sqrt()?)?.broadcast_mul(&weight)?.broadcast_add(&bias)?;
+        let theirs = centred
+            .broadcast_div(&(variance + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&weight)?
+            .broadcast_add(&bias)?;
         assert!((&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         compare(&ours, &theirs, &xs, "layer norm")
     }
@@ -300,16 +359,32 @@ mod tests {
         let bias = Tensor::randn(0f32, 0.5, 4, &device)?;
         type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
         let ops: [(&str, Vec<usize>, Op); 3] = [
-            ("group norm", vec![1, 4, 3, 3], Box::new(|xs: &Tensor| crate::group_norm(xs, 2, &weight, &bias, 1e-5, true))),
-            ("layer norm", vec![3, 4], Box::new(|xs: &Tensor| frozen_layer_norm(xs, &weight, &bias, 1e-5))),
-            ("geglu", vec![3, 8], Box::new(|xs: &Tensor| crate::geglu(xs))),
+            (
+                "group norm",
+                vec![1, 4, 3, 3],
+                Box::new(|xs: &Tensor| crate::group_norm(xs, 2, &weight, &bias, 1e-5, true)),
+            ),
+            (
+                "layer norm",
+                vec![3, 4],
+                Box::new(|xs: &Tensor| frozen_layer_norm(xs, &weight, &bias, 1e-5)),
+            ),
+            (
+                "geglu",
+                vec![3, 8],
+                Box::new(|xs: &Tensor| crate::geglu(xs)),
+            ),
         ];
         for (name, dims, op) in ops {
             let xs = Var::randn(0f32, 1.0, dims.as_slice(), &device)?;
             let out = op(xs.as_tensor())?;
             let g = Tensor::randn(0f32, 1.0, out.dims(), &device)?;
             let analytic = (out * &g)?.sum_all()?.backward()?;
-            let analytic = analytic.get(xs.as_tensor()).map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?.unwrap_or_default();
+            let analytic = analytic
+                .get(xs.as_tensor())
+                .map(|t| t.flatten_all()?.to_vec1::<f32>())
+                .transpose()?
+                .unwrap_or_default();
             let values = xs.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             for index in [0, 5, values.len() - 1] {
                 let shifted = |delta: f32| -> anyhow::Result<f64> {
@@ -320,7 +395,11 @@ mod tests {
                 };
                 let numeric = (shifted(1e-2)? - shifted(-1e-2)?) / 2e-2;
                 let error = (numeric - analytic[index] as f64).abs();
-                assert!(error < 3e-3 * (1.0 + numeric.abs()), "{name} at {index}: {numeric} vs {}", analytic[index]);
+                assert!(
+                    error < 3e-3 * (1.0 + numeric.abs()),
+                    "{name} at {index}: {numeric} vs {}",
+                    analytic[index]
+                );
             }
         }
         Ok(())

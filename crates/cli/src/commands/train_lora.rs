@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::Device;
 use clap::Args;
+use huatu_diffusion::loading::SdxlComponents;
+use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageRequest};
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::FitMode;
 use huatu_train::dataset::{tag_frequency, CaptionOptions, ImageOptions};
-use huatu_diffusion::loading::SdxlComponents;
-use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageRequest};
 use huatu_train::lora_params::{LoraParams, LoraTargets};
 use huatu_train::lora_save::{save_lora, SaveFormat, SaveMetadata};
 use huatu_train::lr_schedule::LrScheduleKind;
@@ -228,7 +228,10 @@ fn state_path(out: &Path) -> PathBuf {
 
 /// `OUT` with `-SUFFIX` before the extension.
 fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let stem = out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = out
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
     out.with_file_name(format!("{stem}-{suffix}.safetensors"))
 }
 
@@ -243,30 +246,59 @@ struct Snapshots {
 }
 
 impl Snapshots {
-    fn after_step(&self, step: usize, params: &LoraParams, components: &mut SdxlComponents) -> anyhow::Result<Vec<String>> {
+    fn after_step(
+        &self,
+        step: usize,
+        params: &LoraParams,
+        components: &mut SdxlComponents,
+    ) -> anyhow::Result<Vec<String>> {
         let mut written = Vec::new();
-        if self.save_every.is_some_and(|every| every > 0 && step.is_multiple_of(every)) {
+        if self
+            .save_every
+            .is_some_and(|every| every > 0 && step.is_multiple_of(every))
+        {
             let mut metadata = self.metadata.clone();
             metadata.entries.insert("ss_steps".into(), step.to_string());
             let path = sibling(&self.out, &format!("step{step:06}"));
-            save_lora(params, self.format, &checkpoint_layout(components), &metadata, &path)?;
+            save_lora(
+                params,
+                self.format,
+                &checkpoint_layout(components),
+                &metadata,
+                &path,
+            )?;
             written.push(path.display().to_string());
         }
-        if self.sample_every.is_some_and(|every| every > 0 && step.is_multiple_of(every)) {
+        if self
+            .sample_every
+            .is_some_and(|every| every > 0 && step.is_multiple_of(every))
+        {
             let folder = self.out.with_extension("").with_file_name(format!(
                 "{}-samples",
-                self.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default()
+                self.out
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ));
-            std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+            std::fs::create_dir_all(&folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
             // Sampling runs without a graph: the adapters go on detached, then back.
             params.attach_to(components, true)?;
-            let drawn: anyhow::Result<()> = self.samples.iter().enumerate().try_for_each(|(index, request)| {
-                let output = text_to_image(components, request, &mut NoProgress)?;
-                let path = folder.join(format!("step{step:06}-{index}.png"));
-                write_png(&path, &output.image, &[("parameters", request.prompt.clone())])?;
-                written.push(path.display().to_string());
-                Ok(())
-            });
+            let drawn: anyhow::Result<()> =
+                self.samples
+                    .iter()
+                    .enumerate()
+                    .try_for_each(|(index, request)| {
+                        let output = text_to_image(components, request, &mut NoProgress)?;
+                        let path = folder.join(format!("step{step:06}-{index}.png"));
+                        write_png(
+                            &path,
+                            &output.image,
+                            &[("parameters", request.prompt.clone())],
+                        )?;
+                        written.push(path.display().to_string());
+                        Ok(())
+                    });
             params.attach_to(components, false)?;
             drawn?;
         }
@@ -321,7 +353,12 @@ impl TrainingObserver for CliObserver {
         self.interrupted.load(Ordering::SeqCst)
     }
 
-    fn after_step(&mut self, step: usize, params: &LoraParams, components: &mut SdxlComponents) -> huatu_train::Result<()> {
+    fn after_step(
+        &mut self,
+        step: usize,
+        params: &LoraParams,
+        components: &mut SdxlComponents,
+    ) -> huatu_train::Result<()> {
         let written = self
             .snapshots
             .after_step(step, params, components)
@@ -343,9 +380,22 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// sd-scripts' `ss_*` keys and the modelspec entries (kohya files; diffusers' writer
 /// leaves them out). `captions`: each image's caption as trained, for `ss_tag_frequency`.
-fn kohya_metadata(args: &TrainLoraArgs, request: &LoraTrainingRequest, steps: usize, captions: &[String]) -> SaveMetadata {
-    let folder_name = args.data.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let title = args.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+fn kohya_metadata(
+    args: &TrainLoraArgs,
+    request: &LoraTrainingRequest,
+    steps: usize,
+    captions: &[String],
+) -> SaveMetadata {
+    let folder_name = args
+        .data
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let title = args
+        .out
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let resolution = request.image.resolution;
     let mut entries = std::collections::BTreeMap::new();
     let mut put = |key: &str, value: String| {
@@ -356,19 +406,34 @@ fn kohya_metadata(args: &TrainLoraArgs, request: &LoraTrainingRequest, steps: us
     put("ss_network_alpha", request.alpha.to_string());
     put("ss_base_model_version", "sdxl_base_v1-0".into());
     put("ss_sd_model_name", args.model.display().to_string());
-    put("ss_num_train_images", (captions.len() * request.repeats).to_string());
+    put(
+        "ss_num_train_images",
+        (captions.len() * request.repeats).to_string(),
+    );
     put("ss_steps", steps.to_string());
     put("ss_learning_rate", request.learning_rate.to_string());
     put("ss_lr_scheduler", request.lr_schedule.to_string());
     put("ss_optimizer", "torch.optim.AdamW".into());
     put("ss_resolution", format!("({resolution}, {resolution})"));
     put("ss_seed", request.seed.to_string());
-    put("ss_tag_frequency", tag_frequency(&folder_name, captions).to_string());
-    put("ss_training_comment", format!("huatu train lora, targets {}", request.targets));
+    put(
+        "ss_tag_frequency",
+        tag_frequency(&folder_name, captions).to_string(),
+    );
+    put(
+        "ss_training_comment",
+        format!("huatu train lora, targets {}", request.targets),
+    );
     put("ss_output_name", title.clone());
     put("modelspec.sai_model_spec", "1.0.0".into());
-    put("modelspec.architecture", "stable-diffusion-xl-v1-base/lora".into());
-    put("modelspec.implementation", "https://github.com/Stability-AI/generative-models".into());
+    put(
+        "modelspec.architecture",
+        "stable-diffusion-xl-v1-base/lora".into(),
+    );
+    put(
+        "modelspec.implementation",
+        "https://github.com/Stability-AI/generative-models".into(),
+    );
     put("modelspec.title", title);
     if let Some(trigger) = &request.captions.trigger {
         put("modelspec.trigger_phrase", trigger.clone());
@@ -382,7 +447,12 @@ fn sample_requests(args: &TrainLoraArgs) -> anyhow::Result<Vec<Text2ImageRequest
         Some(text) => {
             let (width, height) = text
                 .split_once(['x', 'X', '×'])
-                .and_then(|(w, h)| Some((w.trim().parse::<usize>().ok()?, h.trim().parse::<usize>().ok()?)))
+                .and_then(|(w, h)| {
+                    Some((
+                        w.trim().parse::<usize>().ok()?,
+                        h.trim().parse::<usize>().ok()?,
+                    ))
+                })
                 .with_context(|| format!("--sample-size must be WxH, got `{text}`"))?;
             (width, height)
         }
@@ -415,7 +485,8 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
         .collect();
     let log = match &args.log {
         Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("cannot write the log {}", path.display()))?;
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write the log {}", path.display()))?;
             Some((path.clone(), std::io::BufWriter::new(file)))
         }
         None => None,
@@ -460,18 +531,33 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let metadata = kohya_metadata(&args, &request, outcome.steps_done, &outcome.captions);
-    save_lora(&outcome.params, request.format, &checkpoint_layout(&components), &metadata, &args.out)?;
-    let peak = peak_rss_mib().map(|mib| format!(", peak memory {mib:.0} MiB")).unwrap_or_default();
+    save_lora(
+        &outcome.params,
+        request.format,
+        &checkpoint_layout(&components),
+        &metadata,
+        &args.out,
+    )?;
+    let peak = peak_rss_mib()
+        .map(|mib| format!(", peak memory {mib:.0} MiB"))
+        .unwrap_or_default();
     eprintln!(
         "{} {} steps in {seconds:.1}s ({:.2} s/step){peak}; wrote {} ({} format)",
-        if outcome.stopped_early { "stopped after" } else { "trained" },
+        if outcome.stopped_early {
+            "stopped after"
+        } else {
+            "trained"
+        },
         outcome.steps_done,
         seconds / (outcome.steps_done - outcome.first_step).max(1) as f64,
         args.out.display(),
         request.format
     );
     if outcome.stopped_early || request.save_every.is_some() {
-        eprintln!("run state: {} (continue with --resume)", state_path(&args.out).display());
+        eprintln!(
+            "run state: {} (continue with --resume)",
+            state_path(&args.out).display()
+        );
     }
     Ok(())
 }
