@@ -4,6 +4,8 @@
 //!   image captions (greedy or beam search, optional prompt) equal to `generate`'s.
 //! - [`clip`]: transformers' `CLIPModel` and `CLIPProcessor` on candle: L2-normalised image
 //!   and text embeddings equal to `get_image_features` / `get_text_features`.
+//! - [`dataset`]: `dataset build`, the whole chain from example images to a training folder
+//!   (search, deduplicate, fit, caption, prompt, write with a report).
 //! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding),
 //!   exact cosine-similarity search over it and, for large ones, a usearch HNSW index.
 //! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as
@@ -11,6 +13,7 @@
 
 pub mod blip;
 pub mod clip;
+pub mod dataset;
 pub mod db;
 pub mod error;
 pub mod pil_resample;

@@ -140,11 +140,15 @@ type HashedFile = (String, Vec<u8>);
 
 fn read_and_hash(path: &Path) -> std::io::Result<HashedFile> {
     let bytes = std::fs::read(path)?;
-    let id = Sha256::digest(&bytes)
+    Ok((content_id(&bytes), bytes))
+}
+
+/// An image's id in the database: the SHA-256 of its file's bytes, in hex.
+pub fn content_id(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))
-        .collect();
-    Ok((id, bytes))
+        .collect()
 }
 
 /// Decodes one file and preprocesses it for the model; any failure skips the file.

@@ -20,7 +20,7 @@ use candle_core::Device;
 use huatu_imaging::io::load_image;
 use serde::Serialize;
 
-pub use add::{AddOptions, AddProgress, AddReport, SkippedFile};
+pub use add::{content_id, AddOptions, AddProgress, AddReport, SkippedFile};
 pub use store::{ImageRow, ModelRecord, Store, DATABASE_FILE};
 
 use crate::clip::ClipModel;
@@ -335,6 +335,12 @@ impl ImageDatabase {
     /// Every row (without embeddings), in the order they were added.
     pub fn rows(&self) -> Result<Vec<ImageRow>> {
         self.store.rows()
+    }
+
+    /// The stored embedding of one image, by id.
+    pub fn embedding(&self, id: &str) -> Result<Option<Vec<f32>>> {
+        let dimension = self.store.model()?.dimension;
+        self.store.vector(id, dimension)
     }
 
     /// Every id with its embedding ([n × dimension]).

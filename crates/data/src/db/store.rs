@@ -333,6 +333,30 @@ impl Store {
         Ok((ids, vectors))
     }
 
+    /// The embedding of the image with this id, if it is stored.
+    pub fn vector(&self, id: &str, dimension: usize) -> Result<Option<Vec<f32>>> {
+        let blob: Option<Vec<u8>> = self
+            .connection
+            .prepare_cached("SELECT vector FROM images WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![id], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|source| self.error(source))?;
+        match blob {
+            Some(blob) if blob.len() != dimension * 4 => Err(DataError::BadDatabase {
+                path: self.dir.clone(),
+                message: format!(
+                    "image {id} has a {}-byte embedding, expected {dimension} f32 values",
+                    blob.len()
+                ),
+            }),
+            Some(blob) => Ok(Some(blob_values(&blob).collect())),
+            None => Ok(None),
+        }
+    }
+
     /// The row with this `seq` (the approximate index's key).
     pub fn row_by_seq(&self, seq: i64) -> Result<Option<ImageRow>> {
         self.connection
