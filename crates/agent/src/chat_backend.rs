@@ -25,6 +25,8 @@ pub struct ChatBackend {
 
 const SYSTEM: &str = "You write prompts for Stable Diffusion XL. Given a Chinese image request, its extracted slots and a prompt template, reply with one English prompt only: comma-separated phrases, no quotes, no explanations, no Chinese.";
 
+const TRAINING_SYSTEM: &str = "You write training captions for a Stable Diffusion XL LoRA. Given an image caption (or tags), reply with one English training prompt only: comma-separated phrases describing what is in the image, the given trigger word first, the given style words kept, no quotes, no explanations.";
+
 fn llm_error(base_url: &str, message: impl Into<String>) -> AgentError {
     AgentError::PromptBackend {
         url: base_url.to_string(),
@@ -52,10 +54,52 @@ impl ChatBackend {
             slot_list.join("; "),
             scene.prompt
         );
+        let prompt = self.complete(SYSTEM, &user)?;
+        Ok(WrittenPrompt {
+            prompt,
+            negative_prompt: scene.negative_prompt.clone(),
+            untranslated: Vec::new(),
+        })
+    }
+
+    /// The training prompt of one dataset image (`huatu dataset build`): the caption
+    /// (or, without one, the image's labels) rewritten as an SDXL training prompt with
+    /// the trigger word first and the style words kept. A reply that drops the trigger
+    /// gets it put back in front.
+    pub fn write_training_prompt(
+        &self,
+        caption: Option<&str>,
+        labels: &[String],
+        trigger: &str,
+        style: &str,
+    ) -> Result<String> {
+        let mut user = match caption {
+            Some(caption) => format!("Caption: {caption}"),
+            None => format!("Tags: {}", labels.join(", ")),
+        };
+        user += &format!("\nTrigger word (first): {trigger}");
+        if !style.trim().is_empty() {
+            user += &format!("\nStyle words to keep: {}", style.trim());
+        }
+        let prompt = self.complete(TRAINING_SYSTEM, &user)?;
+        let starts_with_trigger = prompt
+            .split(',')
+            .next()
+            .is_some_and(|first| first.trim() == trigger);
+        Ok(if trigger.is_empty() || starts_with_trigger {
+            prompt
+        } else {
+            format!("{trigger}, {prompt}")
+        })
+    }
+
+    /// One chat completion: the reply's first message, trimmed of quotes; an empty reply
+    /// is an error.
+    fn complete(&self, system: &str, user: &str) -> Result<String> {
         let body = json!({
             "model": self.model,
             "messages": [
-                {"role": "system", "content": SYSTEM},
+                {"role": "system", "content": system},
                 {"role": "user", "content": user},
             ],
             "temperature": 0.2,
@@ -74,11 +118,7 @@ impl ChatBackend {
                 "the model returned an empty prompt",
             ));
         }
-        Ok(WrittenPrompt {
-            prompt,
-            negative_prompt: scene.negative_prompt.clone(),
-            untranslated: Vec::new(),
-        })
+        Ok(prompt)
     }
 
     fn post(&self, path: &str, body: &str) -> Result<String> {

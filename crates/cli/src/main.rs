@@ -47,6 +47,9 @@ enum Command {
     /// The image database for training data: add images, search by text or image, info,
     /// remove, export.
     Db(commands::db::DbArgs),
+    /// Training datasets from the image database: `dataset build`.
+    #[command(subcommand)]
+    Dataset(commands::dataset::DatasetCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Caption(args) => commands::caption::run(args),
         Command::Db(args) => commands::db::run(args),
+        Command::Dataset(command) => commands::dataset::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

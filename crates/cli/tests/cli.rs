@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 mod caption;
 #[path = "cli_data/data.rs"]
 mod data;
+#[path = "cli_data/dataset.rs"]
+mod dataset;
 #[path = "cli_train/train_lora.rs"]
 mod train_lora;
 

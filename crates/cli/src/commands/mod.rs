@@ -2,6 +2,7 @@
 
 pub mod caption;
 pub mod chat;
+pub mod dataset;
 pub mod db;
 pub mod edit;
 pub mod embed;

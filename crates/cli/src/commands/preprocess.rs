@@ -50,7 +50,7 @@ pub enum BucketSet {
     Sdxl,
 }
 
-fn parse_size(text: &str) -> Result<Size, String> {
+pub(crate) fn parse_size(text: &str) -> Result<Size, String> {
     text.parse::<Size>().map_err(|error| error.to_string())
 }
 

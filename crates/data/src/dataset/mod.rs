@@ -210,12 +210,8 @@ pub fn build_dataset(
         .iter()
         .map(|e| (format!("example {}", e.name), e.embedding.clone()))
         .collect();
-    // room for duplicates and unreadable files without a second search
-    let pool = request.take * 2 + 16;
-    let (found, mut query_reports) =
-        gather::search(database, &queries, pool, request.min_score, &example_ids)?;
-    let (mut candidates, mut dropped) =
-        gather::deduplicate(found, &example_vectors, request.duplicate_threshold);
+    let gathered = gather_enough(database, &queries, &example_ids, &example_vectors, request)?;
+    let (mut candidates, mut dropped, mut query_reports) = gathered;
     progress(&format!(
         "{} queries found {} distinct image(s)",
         queries.len(),
@@ -239,11 +235,8 @@ pub fn build_dataset(
                         caption: caption.text,
                     });
                 }
-                let (found, reports) =
-                    gather::search(database, &queries, pool, request.min_score, &example_ids)?;
-                (candidates, dropped) =
-                    gather::deduplicate(found, &example_vectors, request.duplicate_threshold);
-                query_reports = reports;
+                (candidates, dropped, query_reports) =
+                    gather_enough(database, &queries, &example_ids, &example_vectors, request)?;
                 progress(&format!(
                     "short of {}: searched by the examples' captions too, {} distinct image(s)",
                     request.take,
@@ -351,6 +344,32 @@ pub fn build_dataset(
     staged.write_text("report.json", &text)?;
     staged.finish()?;
     Ok(report)
+}
+
+/// Searches with every query and deduplicates, widening the search (4× the hits per
+/// query) while duplicates leave fewer than `take` distinct images and the database has
+/// more to give.
+fn gather_enough(
+    database: &ImageDatabase,
+    queries: &[NamedQuery],
+    example_ids: &[String],
+    example_vectors: &[(String, Vec<f32>)],
+    request: &DatasetRequest,
+) -> Result<(Vec<Candidate>, Vec<Dropped>, Vec<QueryReport>)> {
+    let images = database.info()?.images;
+    // room for duplicates and unreadable files without searching again
+    let mut pool = request.take * 2 + 16;
+    loop {
+        let (found, reports) =
+            gather::search(database, queries, pool, request.min_score, example_ids)?;
+        let (kept, dropped) =
+            gather::deduplicate(found, example_vectors, request.duplicate_threshold);
+        let saturated = reports.iter().any(|report| report.hits == pool);
+        if kept.len() >= request.take + request.take / 8 + 2 || !saturated || pool >= images {
+            return Ok((kept, dropped, reports));
+        }
+        pool = (pool * 4).min(images);
+    }
 }
 
 fn file_name(path: &Path) -> String {

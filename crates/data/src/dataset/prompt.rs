@@ -36,6 +36,11 @@ impl TemplatePromptWriter {
         }
     }
 
+    /// The template's own words, without trigger and caption (what an LLM must keep).
+    pub fn style_words(&self) -> String {
+        join_parts(&remove_placeholders(&self.template))
+    }
+
     /// The prompt `write` gives; it never fails.
     pub fn fill(&self, caption: Option<&str>, labels: &[String]) -> String {
         let caption = match caption.map(str::trim).filter(|text| !text.is_empty()) {
@@ -109,6 +114,7 @@ mod tests {
             "htcat, cat, sofa, watercolor, soft light"
         );
         assert_eq!(writer.fill(None, &[]), "htcat, watercolor, soft light");
+        assert_eq!(writer.style_words(), "watercolor, soft light");
     }
 
     #[test]
