@@ -1,6 +1,7 @@
 //! Model architectures, one file per part, named and keyed as in diffusers.
 
 pub mod attention;
+pub mod attention_control;
 pub mod autoencoder_kl;
 pub mod clip_text;
 pub mod controlnet;

@@ -11,6 +11,7 @@ pub mod latents;
 pub mod mask_composite;
 pub mod progress;
 pub mod prompt_encoding;
+pub mod prompt_to_prompt;
 pub mod stable_diffusion_xl;
 
 pub use edit_inputs::EditSettings;
@@ -20,4 +21,5 @@ pub use inpaint::{inpaint, ControlNetUnit, InpaintOutput, InpaintRequest};
 pub use instruct_pix2pix::{instruct_pix2pix, InstructPix2PixRequest};
 pub use latents::{DecodeOptions, MicroConditioning, VaeTiling};
 pub use progress::{NoProgress, Progress, ProgressSink};
+pub use prompt_to_prompt::{edit_pair, EditPairOutput, EditPairRequest};
 pub use stable_diffusion_xl::{text_to_image, Text2ImageOutput, Text2ImageRequest};

@@ -1,0 +1,227 @@
+//! Prompt-to-Prompt image pairs, as InstructPix2Pix generated its training data
+//! (timothybrooks/instruct-pix2pix, dataset_creation/generate_img_dataset.py): the
+//! original caption and the edited caption are denoised together from the same initial
+//! noise, and for the first fraction `p` of the steps every self-attention layer gives the
+//! edited image the original image's attention maps (both in the unconditional and the
+//! conditional half of classifier-free guidance), so the pair differs only where the
+//! captions differ. Step `i` of `n` shares when `p > i / (n − 1)`, the reference's rule.
+//!
+//! Everything else is `text_to_image`: the same encoding, guidance, schedulers and decoder.
+//! Each image keeps its own scheduler and noise stream, both seeded alike, so ancestral
+//! samplers add the same noise to both images (the reference's "same noise across the
+//! batch").
+
+use candle_core::{DType, Tensor};
+
+use super::guidance;
+use super::image::RgbImage;
+use super::latents::{decode_latents, micro_conditioning, prepare_latents};
+use super::progress::{Progress, ProgressSink};
+use super::prompt_encoding::{encode_tokens, pad_windows, tokenize, PromptEmbeddings};
+use super::stable_diffusion_xl::Text2ImageRequest;
+use crate::loading::SdxlComponents;
+use crate::models::attention_control::share_self_attention;
+use crate::models::unet_2d_condition::AddedConditions;
+use crate::schedulers::NoiseSource;
+use crate::{Error, Result};
+
+/// A pair request: `base` is the original caption's text-to-image request (its prompt,
+/// size, steps, guidance, scheduler, seed and latents apply to both images).
+#[derive(Debug, Clone)]
+pub struct EditPairRequest {
+    pub base: Text2ImageRequest,
+    pub edited_prompt: String,
+    /// Fraction of the denoising steps with shared self-attention maps (IP2P samples it
+    /// in [0.1, 0.9]).
+    pub self_attention_fraction: f64,
+}
+
+impl EditPairRequest {
+    pub fn validate(&self) -> Result<()> {
+        self.base.validate()?;
+        if !(0.0..=1.0).contains(&self.self_attention_fraction) {
+            return Err(Error::InvalidRequest(format!(
+                "the shared-attention fraction p must be within [0, 1], got {}",
+                self.self_attention_fraction
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether step `index` of `total` shares self-attention.
+    pub fn shares_at(&self, index: usize, total: usize) -> bool {
+        let progress = if total > 1 {
+            index as f64 / (total - 1) as f64
+        } else {
+            0.0
+        };
+        self.self_attention_fraction > progress
+    }
+}
+
+/// Both images' final latents ([1, 4, h/8, w/8] each, unscaled) and pictures.
+#[derive(Debug, Clone)]
+pub struct EditPairOutput {
+    pub original_latents: Tensor,
+    pub edited_latents: Tensor,
+    pub original: RgbImage,
+    pub edited: RgbImage,
+}
+
+/// Generates the original/edited pair.
+pub fn edit_pair(
+    components: &SdxlComponents,
+    request: &EditPairRequest,
+    progress: &mut dyn ProgressSink,
+) -> Result<EditPairOutput> {
+    request.validate()?;
+    let base = &request.base;
+    let device = &components.device;
+    let dtype = components.dtype;
+    let guided = base.guidance_scale > 1.0;
+
+    progress.report(Progress::EncodingPrompt)?;
+    let (original, edited, negative) =
+        encode_pair(components, base, &request.edited_prompt, guided)?;
+    let time_ids = micro_conditioning(&base.micro_conditioning, base.height, base.width, device)?;
+    // rows: [uncond original, uncond edited, cond original, cond edited] (CFG), else [original, edited]
+    let mut rows = Vec::new();
+    if let Some(negative) = &negative {
+        rows.extend([negative.0.clone(), negative.1.clone()]);
+    }
+    rows.extend([original, edited]);
+    let batch = rows.len();
+    let prompt_embeds = Tensor::cat(
+        &rows
+            .iter()
+            .map(|row| &row.prompt_embeds)
+            .collect::<Vec<_>>(),
+        0,
+    )?
+    .to_dtype(dtype)?;
+    let text_embeds = Tensor::cat(
+        &rows
+            .iter()
+            .map(|row| &row.pooled_prompt_embeds)
+            .collect::<Vec<_>>(),
+        0,
+    )?
+    .to_dtype(dtype)?;
+    let added = AddedConditions {
+        text_embeds,
+        time_ids: Tensor::cat(&vec![&time_ids; batch], 0)?.to_dtype(dtype)?,
+    };
+    // every row takes the original's map: its own half's first row
+    let sources: Vec<u32> = (0..batch as u32).map(|row| row - row % 2).collect();
+    let sources = Tensor::new(sources.as_slice(), device)?;
+
+    let build = || {
+        base.scheduler
+            .build(&components.scheduler_config, base.num_inference_steps)
+    };
+    let mut schedulers = [build()?, build()?];
+    let timesteps = schedulers[0].timesteps().to_vec();
+    let mut noise = NoiseSource::new(base.seed);
+    let latents = prepare_latents(
+        base.latents.as_ref(),
+        &mut noise,
+        components.unet.config().in_channels,
+        base.height,
+        base.width,
+        schedulers[0].init_noise_sigma(),
+        dtype,
+        device,
+    )?;
+    let mut noises = [noise.clone(), noise];
+    let mut latents = [latents.clone(), latents];
+
+    for (index, &timestep) in timesteps.iter().enumerate() {
+        let pair = Tensor::cat(&[&latents[0], &latents[1]], 0)?;
+        let model_input = if guided {
+            Tensor::cat(&[&pair, &pair], 0)?
+        } else {
+            pair
+        };
+        let model_input = schedulers[0].scale_model_input(&model_input, timestep)?;
+        let run = || {
+            components
+                .unet
+                .forward(&model_input, timestep, &prompt_embeds, &added, None)
+        };
+        let noise_pred = if request.shares_at(index, timesteps.len()) {
+            share_self_attention(&sources, run)?
+        } else {
+            run()?
+        };
+        let noise_pred = if guided {
+            guidance::combine(&noise_pred, base.guidance_scale, base.guidance_rescale)?
+        } else {
+            noise_pred
+        };
+        for image in 0..2 {
+            let prediction = noise_pred.narrow(0, image, 1)?;
+            latents[image] = schedulers[image].step(
+                &prediction,
+                timestep,
+                &latents[image],
+                &mut noises[image],
+            )?;
+        }
+        progress.report(Progress::Step {
+            step: index + 1,
+            total: timesteps.len(),
+        })?;
+    }
+
+    progress.report(Progress::Decoding)?;
+    let [original_latents, edited_latents] = latents;
+    Ok(EditPairOutput {
+        original: decode_latents(components, &original_latents, &base.decode)?,
+        edited: decode_latents(components, &edited_latents, &base.decode)?,
+        original_latents: original_latents.to_dtype(DType::F32)?,
+        edited_latents: edited_latents.to_dtype(DType::F32)?,
+    })
+}
+
+/// Both captions' conditioning and, with guidance, each one's negative (zeros without a
+/// negative prompt under `force_zeros_for_empty_prompt`, as `encode_prompt_pair`), every
+/// prompt padded to the same number of token windows so they batch.
+fn encode_pair(
+    components: &SdxlComponents,
+    base: &Text2ImageRequest,
+    edited_prompt: &str,
+    guided: bool,
+) -> Result<(
+    PromptEmbeddings,
+    PromptEmbeddings,
+    Option<(PromptEmbeddings, PromptEmbeddings)>,
+)> {
+    let mut original = tokenize(components, &base.prompt);
+    let mut edited = tokenize(components, edited_prompt);
+    let zero_negative = base.negative_prompt.is_none() && components.force_zeros_for_empty_prompt;
+    let mut negative = (guided && !zero_negative)
+        .then(|| tokenize(components, base.negative_prompt.as_deref().unwrap_or("")));
+    let count = [Some(&original), Some(&edited), negative.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|tokens| tokens.windows.len())
+        .max()
+        .unwrap_or(1);
+    for tokens in [Some(&mut original), Some(&mut edited), negative.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        pad_windows(tokens, components, count);
+    }
+    let original = encode_tokens(components, &original)?;
+    let edited = encode_tokens(components, &edited)?;
+    let negatives = match (guided, negative) {
+        (false, _) => None,
+        (true, Some(tokens)) => {
+            let negative = encode_tokens(components, &tokens)?;
+            Some((negative.clone(), negative))
+        }
+        (true, None) => Some((original.zeros_like()?, edited.zeros_like()?)),
+    };
+    Ok((original, edited, negatives))
+}
