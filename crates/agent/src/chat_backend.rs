@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::corpus::{SlotValue, Slots};
+use crate::edit_instructions::EditIdea;
 use crate::error::{AgentError, Result};
 use crate::prompt::WrittenPrompt;
 use crate::scenes::Scene;
@@ -24,6 +25,8 @@ pub struct ChatBackend {
 }
 
 const SYSTEM: &str = "You write prompts for Stable Diffusion XL. Given a Chinese image request, its extracted slots and a prompt template, reply with one English prompt only: comma-separated phrases, no quotes, no explanations, no Chinese.";
+
+const EDIT_SYSTEM: &str = "You write image edits for InstructPix2Pix training data. Given an image caption, reply with one JSON object only: {\"instruction\": an English edit instruction, \"instruction_zh\": the same instruction in Chinese, \"edited_caption\": the caption of the edited image, changed only where the instruction says}. Examples: Caption: a girl riding a horse -> {\"instruction\": \"have her ride a dragon\", \"instruction_zh\": \"让她骑一条龙\", \"edited_caption\": \"a girl riding a dragon\"}. Caption: a red car parked in the street -> {\"instruction\": \"make it snow\", \"instruction_zh\": \"让天下雪\", \"edited_caption\": \"a red car parked in the snowy street\"}.";
 
 const TRAINING_SYSTEM: &str = "You write training captions for a Stable Diffusion XL LoRA. Given an image caption (or tags), reply with one English training prompt only: comma-separated phrases describing what is in the image, the given trigger word first, the given style words kept, no quotes, no explanations.";
 
@@ -91,6 +94,40 @@ impl ChatBackend {
         } else {
             format!("{trigger}, {prompt}")
         })
+    }
+
+    /// An InstructPix2Pix edit of an image caption (few-shot, as the paper's fine-tuned
+    /// GPT-3 was taught): the English instruction, its Chinese translation for users and
+    /// the edited image's caption, from a JSON reply.
+    pub fn write_edit(&self, caption: &str) -> Result<EditIdea> {
+        let reply = self.complete(EDIT_SYSTEM, &format!("Caption: {caption}"))?;
+        let start = reply.find('{');
+        let end = reply.rfind('}');
+        let json = match (start, end) {
+            (Some(start), Some(end)) if start < end => &reply[start..=end],
+            _ => return Err(llm_error(&self.base_url, "the edit reply holds no JSON object")),
+        };
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| llm_error(&self.base_url, format!("the edit reply is not JSON: {e}")))?;
+        let field = |name: &str| {
+            value
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| llm_error(&self.base_url, format!("the edit reply has no `{name}`")))
+        };
+        let idea = EditIdea {
+            instruction: field("instruction")?,
+            instruction_zh: field("instruction_zh")?,
+            edited_caption: field("edited_caption")?,
+            kind: "llm".into(),
+        };
+        if idea.edited_caption.eq_ignore_ascii_case(caption.trim()) {
+            return Err(llm_error(&self.base_url, "the edited caption is the caption itself"));
+        }
+        Ok(idea)
     }
 
     /// One chat completion: the reply's first message, trimmed of quotes; an empty reply

@@ -6,6 +6,7 @@ pub mod bert;
 pub mod chat_backend;
 pub mod checkpoint;
 pub mod corpus;
+pub mod edit_instructions;
 pub mod error;
 pub mod eval;
 pub mod execute;
