@@ -8,7 +8,7 @@
 //! `image_embeds` the text decoder cross-attends to. Unlike CLIP there is no pre-norm
 //! before the first layer.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use huatu_diffusion::models::clip_text::ClipActivation;
 use serde::Deserialize;
@@ -136,10 +136,15 @@ impl BlipAttention {
         let query = qkv.get(0)?.contiguous()?;
         let key = qkv.get(1)?.contiguous()?;
         let value = qkv.get(2)?.contiguous()?;
-        let scores = (query.matmul(&key.t()?)? * self.scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs
-            .matmul(&value)? // [b, heads, t, d]
+        let context = if query.device().is_cpu() && query.dtype() == DType::F32 && !query.track_op() {
+            // huatu-kernels' fused attention: the same softmax(q·kᵀ/√d)·v (`self.scale`
+            // is 1/√d) without the [t, t] scores of every head in memory.
+            huatu_kernels::fused_attention(&query, &key, &value)?
+        } else {
+            let scores = (query.matmul(&key.t()?)? * self.scale)?;
+            candle_nn::ops::softmax_last_dim(&scores)?.matmul(&value)?
+        };
+        let context = context // [b, heads, t, d]
             .transpose(1, 2)?
             .reshape((batch, length, hidden))?;
         self.projection.forward(&context)
@@ -151,7 +156,7 @@ impl BlipAttention {
 struct BlipEncoderLayer {
     self_attn: BlipAttention,
     layer_norm1: LayerNorm,
-    fc1: Linear,
+    fc1: huatu_diffusion::models::linear::Linear,
     fc2: Linear,
     layer_norm2: LayerNorm,
     act: ClipActivation,
@@ -164,7 +169,7 @@ impl BlipEncoderLayer {
         Ok(Self {
             self_attn: BlipAttention::new(vb.pp("self_attn"), config)?,
             layer_norm1: candle_nn::layer_norm(hidden, eps, vb.pp("layer_norm1"))?,
-            fc1: candle_nn::linear(hidden, config.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc1: candle_nn::linear(hidden, config.intermediate_size, vb.pp("mlp.fc1"))?.into(),
             fc2: candle_nn::linear(config.intermediate_size, hidden, vb.pp("mlp.fc2"))?,
             layer_norm2: candle_nn::layer_norm(hidden, eps, vb.pp("layer_norm2"))?,
             act: config.hidden_act,
@@ -174,8 +179,13 @@ impl BlipEncoderLayer {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let residual = xs;
         let xs = (self.self_attn.forward(&self.layer_norm1.forward(xs)?)? + residual)?;
-        let hidden = self.fc1.forward(&self.layer_norm2.forward(&xs)?)?;
-        let hidden = self.fc2.forward(&activation(self.act, &hidden)?)?;
+        let normed = self.layer_norm2.forward(&xs)?;
+        let hidden = match self.act.kernel() {
+            // Bias and activation in one pass (huatu-kernels) where a kernel has it.
+            Some(kernel) if !normed.track_op() => self.fc1.forward_activation(&normed, kernel)?,
+            _ => activation(self.act, &self.fc1.forward(&normed)?)?,
+        };
+        let hidden = self.fc2.forward(&hidden)?;
         hidden + xs
     }
 }

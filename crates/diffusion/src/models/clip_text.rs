@@ -8,6 +8,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
+use huatu_kernels::{fused_attention, Activation};
 
 use super::layers::LayerNorm;
 use super::linear::{join, Linear, NamedLinears};
@@ -77,6 +78,15 @@ pub enum ClipActivation {
 }
 
 impl ClipActivation {
+    /// The huatu-kernels activation computing this one, where there is one.
+    pub fn kernel(self) -> Option<Activation> {
+        match self {
+            Self::QuickGelu => Some(Activation::QuickGelu),
+            Self::Gelu => Some(Activation::GeluErf),
+            Self::GeluTanh | Self::Relu | Self::Silu => None,
+        }
+    }
+
     fn forward(self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
@@ -165,6 +175,19 @@ impl ClipAttention {
         let key = split_heads(self.k_proj.forward(hidden_states)?)?;
         let value = split_heads(self.v_proj.forward(hidden_states)?)?;
 
+        // The vision tower's unmasked attention outside autograd: huatu-kernels' fused
+        // attention (scale 1/√d, as `self.scale`), the [n, n] scores never materialised.
+        let untracked = !query.track_op() && !key.track_op() && !value.track_op();
+        if attention_mask.is_none()
+            && untracked
+            && query.device().is_cpu()
+            && query.dtype() == DType::F32
+        {
+            let attended = fused_attention(&query, &key, &value)?; // [b, heads, n, d]
+            let merged = attended.transpose(1, 2)?.reshape((batch, tokens, hidden))?;
+            return Ok(self.out_proj.forward(&merged)?);
+        }
+
         let dtype = query.dtype();
         // Scores and softmax in f32 whatever the weights' dtype, as transformers' eager path.
         let scores = (query.matmul(&key.t()?)? * self.scale)?.to_dtype(DType::F32)?; // [b, heads, n, n]
@@ -217,7 +240,11 @@ impl ClipMlp {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = self.activation.forward(&self.fc1.forward(xs)?)?;
+        let xs = match self.activation.kernel() {
+            // Outside autograd, bias and activation in one pass where a kernel has it.
+            Some(activation) if !xs.track_op() => self.fc1.forward_activation(xs, activation)?,
+            _ => self.activation.forward(&self.fc1.forward(xs)?)?,
+        };
         Ok(self.fc2.forward(&xs)?)
     }
 }

@@ -6,6 +6,7 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use huatu_kernels::activation::{bias_activation, reference_bias_activation, Activation};
 
 /// A low-rank adapter on one linear layer.
 #[derive(Debug, Clone)]
@@ -69,6 +70,35 @@ impl Linear {
         }
         self.adapter = adapter;
         Ok(())
+    }
+}
+
+impl Linear {
+    /// `activation(self.forward(xs))`. Outside an autograd graph on the CPU in f32 and
+    /// without an adapter, the matmul runs on the flattened rows and the bias is added in
+    /// the activation's pass (huatu-kernels' `bias_activation`) instead of one of its own.
+    pub fn forward_activation(&self, xs: &Tensor, activation: Activation) -> Result<Tensor> {
+        let fast = !xs.track_op()
+            && self.adapter.is_none()
+            && xs.device().is_cpu()
+            && xs.dtype() == candle_core::DType::F32;
+        if !fast {
+            return reference_bias_activation(&self.forward(xs)?, None, activation);
+        }
+        let dims = xs.dims().to_vec();
+        let Some((&features, leading)) = dims.split_last() else {
+            candle_core::bail!("linear: a scalar input")
+        };
+        let rows: usize = leading.iter().product();
+        let weight = self.inner.weight();
+        let product = xs
+            .contiguous()?
+            .reshape((rows, features))?
+            .matmul(&weight.t()?)?; // [rows, out]
+        let out = bias_activation(&product, self.inner.bias(), activation)?;
+        let mut out_dims = leading.to_vec();
+        out_dims.push(weight.dim(0)?);
+        out.reshape(out_dims)
     }
 }
 
@@ -144,6 +174,23 @@ mod tests {
         let grads = out.sum_all()?.backward()?;
         assert!(grads.get(down.as_tensor()).is_some() && grads.get(up.as_tensor()).is_some());
         assert_eq!(out.dtype(), DType::F32);
+        Ok(())
+    }
+
+    #[test]
+    fn forward_activation_matches_forward_then_activation() -> anyhow::Result<()> {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (7, 5), &device)?;
+        let bias = Tensor::randn(0f32, 1.0, 7, &device)?;
+        let layer = Linear::from(candle_nn::Linear::new(weight, Some(bias)));
+        let xs = Tensor::randn(0f32, 1.0, (2, 3, 5), &device)?;
+        for activation in [Activation::QuickGelu, Activation::GeluErf] {
+            let fused = layer.forward_activation(&xs, activation)?;
+            let plain = reference_bias_activation(&layer.forward(&xs)?, None, activation)?;
+            assert_eq!(fused.dims(), &[2, 3, 7]);
+            let difference = (fused - plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(difference < 1e-5, "{activation:?}: difference {difference}");
+        }
         Ok(())
     }
 
