@@ -3,13 +3,15 @@
 //! (`dataset`), the trainable adapters (`lora_params`) and their files (`lora_save`), the
 //! forward noising (`noising`), torch's AdamW and clipping (`optimizer`), gradient checkpointing (`checkpointing`), saved run states (`checkpoint`), learning-rate
 //! schedules (`lr_schedule`), the text conditioning (`text_conditioning`) and the loop
-//! (`trainer`).
+//! (`trainer`); InstructPix2Pix fine-tuning (`instruct_pix2pix`, diffusers'
+//! `train_instruct_pix2pix_sdxl.py`).
 
 pub mod adapters;
 pub mod checkpoint;
 pub mod checkpointing;
 pub mod dataset;
 pub mod error;
+pub mod instruct_pix2pix;
 pub mod latent_cache;
 pub mod lora_params;
 pub mod lora_save;

@@ -1,0 +1,484 @@
+//! InstructPix2Pix fine-tuning of SDXL, step for step as diffusers'
+//! `examples/instruct_pix2pix/train_instruct_pix2pix_sdxl.py` (see `../shared/TRAINING.md`):
+//!
+//! 1. The UNet's `conv_in` takes 8 channels (`unet`): widened from a base SDXL (new 4 zero)
+//!    or as an InstructPix2Pix model has it.
+//! 2. Latents of the edited image = VAE posterior × `scaling_factor`; the original image's
+//!    latents = VAE posterior, not scaled (the script's `original_image_embeds`; the
+//!    pipelines encode the input image the same way). The script samples both posteriors.
+//! 3. ε and t drawn (or replayed), noisy = DDPM `add_noise`.
+//! 4. Conditioning dropout with probability p (`--conditioning-dropout-prob`, none by
+//!    default as in the script): one u ~ U[0, 1) per sample; u < 2p → the instruction's
+//!    prompt embeds become the empty prompt's (its `hidden_states[-2]` of both encoders; the
+//!    pooled embeds stay the instruction's); p ≤ u < 3p → the original-image latents × 0.
+//! 5. UNet(cat(noisy, original latents) on channels, t, prompt embeds, {pooled, time ids
+//!    (res, res, 0, 0, res, res)}); loss = MSE against ε (or v) in f32; gradient
+//!    accumulation divides it.
+//! 6. `clip_grad_norm_` over every trained weight (1.0 by default, the script's), torch's
+//!    AdamW, the learning-rate schedule.
+//!
+//! What is trained (`TrainingMode`): `full`, every UNet weight (the script); `lora`, LoRA
+//! adapters on the UNet's linear layers (`--targets`) plus `conv_in`'s weight and bias.
+//! Memory for `full`: the weights, their gradients and AdamW's two moments in f32 are 16
+//! bytes per parameter, about 41 GB for SDXL's 2.6 B UNet parameters, plus the activations
+//! (no gradient checkpointing here yet); `lora` needs the frozen UNet plus the adapters.
+//!
+//! Reproducibility contract (`--noise FILE`, as `huatu train lora`'s): a safetensors file
+//! with `noise` [steps, batch, 4, h/8, w/8] f32, `timesteps` [steps, batch] i64 and, when a
+//! dropout probability is set, `dropout_random` [steps, batch] f32 (the script's
+//! `torch.rand(bsz, generator=generator)`, one row per forward pass). Pairs are then taken
+//! in `metadata.jsonl` line order with no shuffling, and both latents are the posterior
+//! means. `--init-lora` starts `lora` mode from given adapters. The whole step is checked
+//! against scripts/fixtures/train_ip2p_tiny.py (crates/train/tests/train_ip2p_parity.rs).
+//!
+//! Deviations from the script, on purpose: the widened `conv_in` keeps the base's bias (the
+//! script's new `nn.Conv2d` keeps a random one); images are fitted by the project's center
+//! crop (the script stretches to the square, the same for square images).
+
+pub mod pairs;
+pub mod save;
+pub mod unet;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use huatu_diffusion::loading::original_keys::Component;
+use huatu_diffusion::loading::SdxlComponents;
+use huatu_diffusion::lora::LoraFile;
+use huatu_diffusion::models::unet_2d_condition::AddedConditions;
+use huatu_diffusion::schedulers::PredictionType;
+use huatu_imaging::Size;
+use rand::{Rng, SeedableRng};
+
+use crate::adapters::checkpoint_layout;
+use crate::dataset;
+use crate::lora_params::{LoraParams, LoraTargets};
+use crate::lora_save::kohya_module_name;
+use crate::lr_schedule::{LrSchedule, LrScheduleKind};
+use crate::noising::{NoiseSchedule, NoiseSource};
+use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::text_conditioning::CaptionCache;
+use crate::trainer::{StepRecord, TrainingObserver};
+use crate::{Error, Result};
+
+pub use unet::{load_trainable, TrainingMode, UnetVars};
+
+/// Everything an InstructPix2Pix run needs besides the model.
+#[derive(Debug, Clone)]
+pub struct InstructPix2PixTrainingRequest {
+    /// A folder with `metadata.jsonl` (see `pairs`).
+    pub data: PathBuf,
+    pub mode: TrainingMode,
+    /// LoRA settings (`mode` lora).
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: LoraTargets,
+    pub init_lora: Option<PathBuf>,
+    pub noise_file: Option<PathBuf>,
+    /// Square training side in pixels.
+    pub resolution: u32,
+    pub conditioning_dropout_prob: Option<f64>,
+    pub batch_size: usize,
+    pub gradient_accumulation: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub adamw: AdamWConfig,
+    pub max_grad_norm: Option<f64>,
+    pub lr_schedule: LrScheduleKind,
+    pub warmup_steps: usize,
+    pub prediction_type: Option<PredictionType>,
+    pub seed: u64,
+}
+
+impl InstructPix2PixTrainingRequest {
+    /// The rules every setting must follow, checked before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| Err(Error::Setting(message));
+        if self.mode == TrainingMode::Lora && self.rank == 0 {
+            return bad("--rank must be at least 1".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad(format!(
+                "--alpha must be a positive number, got {}",
+                self.alpha
+            ));
+        }
+        if self.mode == TrainingMode::Full && self.init_lora.is_some() {
+            return bad("--init-lora needs --mode lora".into());
+        }
+        if self.batch_size == 0 || self.steps == 0 || self.gradient_accumulation == 0 {
+            return bad(
+                "--batch-size, --steps and --gradient-accumulation must be at least 1".into(),
+            );
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!(
+                "--lr must be a positive number, got {}",
+                self.learning_rate
+            ));
+        }
+        if self.resolution == 0 || !self.resolution.is_multiple_of(8) {
+            return bad(format!(
+                "--resolution must be a positive multiple of 8, got {}",
+                self.resolution
+            ));
+        }
+        if let Some(p) = self
+            .conditioning_dropout_prob
+            .filter(|p| !(0.0..=1.0).contains(p))
+        {
+            return bad(format!(
+                "--conditioning-dropout-prob must be in [0, 1], got {p}"
+            ));
+        }
+        if let Some(norm) = self
+            .max_grad_norm
+            .filter(|norm| !(norm.is_finite() && *norm > 0.0))
+        {
+            return bad(format!(
+                "--max-grad-norm must be a positive number, got {norm}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a run did; the trained weights stay in the model (and `lora`).
+pub struct InstructPix2PixOutcome {
+    pub lora: Option<LoraParams>,
+    pub unet: UnetVars,
+    pub steps_done: usize,
+    pub pairs_used: usize,
+    pub stopped_early: bool,
+}
+
+/// Conditioning dropout draws: replayed rows of `dropout_random` or a seeded generator.
+enum DropoutDraws {
+    Replay(Tensor),
+    Seeded(rand::rngs::StdRng),
+}
+
+impl DropoutDraws {
+    fn new(request: &InstructPix2PixTrainingRequest, forward_passes: usize) -> Result<Self> {
+        let Some(path) = &request.noise_file else {
+            return Ok(Self::Seeded(rand::rngs::StdRng::seed_from_u64(
+                request.seed ^ 0x6970_3270, // "ip2p": its own stream, as the script's generator
+            )));
+        };
+        let bad = |message: String| Error::BadFile {
+            path: path.clone(),
+            message,
+        };
+        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|error| bad(format!("not a readable safetensors file: {error}")))?;
+        let Some(draws) = tensors.remove("dropout_random") else {
+            if request.conditioning_dropout_prob.is_some() {
+                return Err(bad("has no `dropout_random` [steps, batch] f32, which --conditioning-dropout-prob needs with --noise".into()));
+            }
+            return Ok(Self::Replay(Tensor::zeros(
+                (0, 0),
+                DType::F32,
+                &Device::Cpu,
+            )?));
+        };
+        if draws.rank() != 2
+            || draws.dtype() != DType::F32
+            || draws.dims()[0] < forward_passes
+            || draws.dims()[1] != request.batch_size
+        {
+            return Err(bad(format!(
+                "`dropout_random` must be f32 [≥ {forward_passes}, {}], got {:?} {:?}",
+                request.batch_size,
+                draws.dtype(),
+                draws.dims()
+            )));
+        }
+        Ok(Self::Replay(draws))
+    }
+
+    /// One u per sample for forward pass `index`.
+    fn draw(&mut self, index: usize, batch: usize) -> Result<Vec<f32>> {
+        match self {
+            Self::Replay(draws) => Ok(draws.get(index)?.to_vec1::<f32>()?),
+            Self::Seeded(rng) => Ok((0..batch).map(|_| rng.gen::<f32>()).collect()),
+        }
+    }
+}
+
+/// The adapters of `lora` mode: peft's gaussian init or `--init-lora`, attached.
+fn build_lora(
+    components: &mut SdxlComponents,
+    request: &InstructPix2PixTrainingRequest,
+) -> Result<LoraParams> {
+    let layout = checkpoint_layout(components);
+    let device = components.device.clone();
+    let targets = request.targets;
+    let linears = components.unet.collect_linears();
+    let layers = match &request.init_lora {
+        Some(path) => {
+            let file = LoraFile::read(path)?;
+            let names = linears
+                .iter()
+                .map(|(name, _)| {
+                    let kohya = kohya_module_name(Component::Unet, name, &layout);
+                    let bare = kohya.splitn(3, '_').nth(2).unwrap_or(&kohya).to_string();
+                    (bare, name.clone())
+                })
+                .collect();
+            LoraParams::from_file(
+                &file,
+                Component::Unet,
+                &linears,
+                |name| targets.matches(name),
+                (request.rank, request.alpha),
+                &names,
+                &device,
+            )?
+        }
+        None => LoraParams::gaussian(
+            Component::Unet,
+            &linears,
+            |name| targets.matches(name),
+            request.rank,
+            request.seed,
+            &device,
+        )?,
+    };
+    let params = LoraParams {
+        rank: request.rank,
+        alpha: request.alpha,
+        layers,
+    };
+    if params.layers.is_empty() {
+        return Err(Error::Setting(format!(
+            "--targets {} selects no layer of this UNet",
+            request.targets
+        )));
+    }
+    params.attach_to(components, false)?;
+    Ok(params)
+}
+
+/// Runs the training loop on a model loaded by [`load_trainable`] with `unet`'s variables.
+pub fn train_instruct_pix2pix(
+    components: &mut SdxlComponents,
+    unet: UnetVars,
+    request: &InstructPix2PixTrainingRequest,
+    observer: &mut dyn TrainingObserver,
+) -> Result<InstructPix2PixOutcome> {
+    request.validate()?;
+    if components.unet.config().in_channels != 8 {
+        return Err(Error::Setting(format!(
+            "the UNet has {} input channels; load the model with instruct_pix2pix::load_trainable",
+            components.unet.config().in_channels
+        )));
+    }
+    let device = components.device.clone();
+    let replaying = request.noise_file.is_some();
+    let forward_passes = request.steps * request.gradient_accumulation;
+    let mut noise = match &request.noise_file {
+        Some(path) => NoiseSource::replay(path)?,
+        None => NoiseSource::seeded(request.seed, 0.0),
+    };
+    if let (Some(held), Some(path)) = (noise.replay_steps(), &request.noise_file) {
+        if held < forward_passes {
+            return Err(Error::BadFile {
+                path: path.clone(),
+                message: format!(
+                    "holds noise for {held} forward passes; the run needs {forward_passes}"
+                ),
+            });
+        }
+    }
+    let mut dropout = DropoutDraws::new(request, forward_passes)?;
+    let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
+
+    let pairs = pairs::read_pairs(&request.data)?;
+    let started = Instant::now();
+    let encoded = pairs::encode_pairs(components, &pairs, request.resolution)?;
+    observer.message(&format!(
+        "encoded {} edit pairs with the VAE in {:.1}s",
+        pairs.len(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    let lora = match request.mode {
+        TrainingMode::Lora => Some(build_lora(components, request)?),
+        TrainingMode::Full => None,
+    };
+    let mut vars: Vec<Var> = lora.as_ref().map(LoraParams::vars).unwrap_or_default();
+    vars.extend(unet.vars.iter().map(|(_, var)| var.clone()));
+    let count: usize = vars.iter().map(|var| var.elem_count()).sum();
+    observer.message(&format!(
+        "InstructPix2Pix {} training{}: {count} trainable parameters{}",
+        request.mode,
+        match &lora {
+            Some(params) => format!(
+                " (LoRA rank {} alpha {} on {} layers + conv_in)",
+                params.rank,
+                params.alpha,
+                params.layers.len()
+            ),
+            None => String::new(),
+        },
+        if unet.base_in_channels == 4 {
+            ", conv_in widened from 4 to 8 input channels"
+        } else {
+            ""
+        }
+    ));
+    let mut optimizer = AdamW::new(&vars, request.adamw);
+    let lr_schedule = LrSchedule {
+        kind: request.lr_schedule,
+        base_lr: request.learning_rate,
+        warmup_steps: request.warmup_steps,
+        total_steps: request.steps,
+    };
+
+    let mut captions = CaptionCache::default();
+    let (null_embeds, _) = captions.batch(components, &[String::new()])?; // [1, 77, d]
+    let side = request.resolution as f32;
+    let sizes = vec![Size::new(request.resolution, request.resolution); pairs.len()];
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut epoch = 0;
+    let mut forward_index = 0;
+    let mut steps_done = 0;
+    let mut stopped_early = false;
+    let scaling_factor = components.vae_config.scaling_factor;
+    let accumulation = request.gradient_accumulation as f64;
+
+    for step in 0..request.steps {
+        if observer.should_stop() {
+            stopped_early = true;
+            break;
+        }
+        let step_started = Instant::now();
+        let mut summed: Option<Vec<Option<Tensor>>> = None;
+        let mut loss_total = 0f64;
+        for _ in 0..request.gradient_accumulation {
+            if batches.is_empty() {
+                batches = dataset::epoch_batches(
+                    &sizes,
+                    1,
+                    request.batch_size,
+                    (!replaying).then_some(&mut rng),
+                );
+                batches.reverse();
+                epoch += 1;
+            }
+            let Some(batch) = batches.pop() else {
+                return Err(Error::Setting("the dataset produced no batch".into()));
+            };
+            let b = batch.len();
+            let mut edited = Vec::with_capacity(b);
+            let mut original = Vec::with_capacity(b);
+            for &index in &batch {
+                let sample = (!replaying).then_some(&mut rng);
+                edited.push(pairs::posterior(&encoded[index].edited, sample)?);
+                let sample = (!replaying).then_some(&mut rng);
+                original.push(pairs::posterior(&encoded[index].input, sample)?);
+            }
+            let latents = (Tensor::cat(&edited, 0)? * scaling_factor)?; // [b, 4, h/8, w/8]
+            let mut original_latents = Tensor::cat(&original, 0)?; // unscaled
+            let (epsilon, timesteps) =
+                noise.draw(forward_index, &latents, schedule.num_train_timesteps())?;
+            let instructions: Vec<String> = batch
+                .iter()
+                .map(|&index| pairs[index].edit_prompt.clone())
+                .collect();
+            let (mut prompt_embeds, pooled) = captions.batch(components, &instructions)?;
+            if let Some(p) = request.conditioning_dropout_prob {
+                let draws = dropout.draw(forward_index, b)?;
+                let p = p as f32;
+                // The script's comparisons in f32: text dropped below 2p, image in [p, 3p).
+                let rows = draws
+                    .iter()
+                    .enumerate()
+                    .map(|(row, &u)| {
+                        if u < 2.0 * p {
+                            Ok(null_embeds.clone())
+                        } else {
+                            prompt_embeds.narrow(0, row, 1)
+                        }
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                prompt_embeds = Tensor::cat(&rows, 0)?;
+                let keep: Vec<f32> = draws
+                    .iter()
+                    .map(|&u| 1.0 - f32::from(u8::from(u >= p && u < 3.0 * p)))
+                    .collect();
+                let keep = Tensor::from_vec(keep, (b, 1, 1, 1), &device)?;
+                original_latents = original_latents.broadcast_mul(&keep)?;
+            }
+            forward_index += 1;
+            let noisy = schedule.add_noise(&latents, &epsilon, &timesteps)?;
+            let target = schedule.target(&latents, &epsilon, &timesteps)?;
+            let sample = Tensor::cat(&[&noisy, &original_latents], 1)?; // [b, 8, h/8, w/8]
+            let time_ids = Tensor::from_vec(
+                [side, side, 0.0, 0.0, side, side].repeat(b),
+                (b, 6),
+                &device,
+            )?;
+            let added = AddedConditions {
+                text_embeds: pooled,
+                time_ids,
+            };
+            let timestep_tensor = Tensor::new(timesteps.as_slice(), &device)?;
+            let prediction = components.unet.forward_timesteps(
+                &sample,
+                &timestep_tensor,
+                &prompt_embeds,
+                &added,
+                None,
+            )?;
+            let loss = (prediction.to_dtype(DType::F32)? - target.to_dtype(DType::F32)?)?
+                .sqr()?
+                .mean_all()?;
+            let scaled = (loss / accumulation)?;
+            let grads = scaled.backward()?;
+            let step_grads: Vec<Option<Tensor>> = vars
+                .iter()
+                .map(|var| grads.get(var.as_tensor()).cloned())
+                .collect();
+            drop(grads);
+            loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
+            summed = Some(match summed {
+                None => step_grads,
+                Some(previous) => previous
+                    .into_iter()
+                    .zip(step_grads)
+                    .map(|pair| match pair {
+                        (Some(a), Some(b)) => Ok(Some((a + b)?)),
+                        (a, b) => Ok(a.or(b)),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            });
+        }
+        let mut grads = summed.ok_or_else(|| Error::Setting("no gradient was computed".into()))?;
+        let grad_norm = clip_grad_norm(&mut grads, request.max_grad_norm.unwrap_or(f64::INFINITY))?;
+        let lr = lr_schedule.lr_at(step);
+        optimizer.step(&vars, &grads, &vec![lr; vars.len()])?;
+        steps_done = step + 1;
+        observer.step(
+            &StepRecord {
+                step: steps_done,
+                loss: loss_total / accumulation,
+                lr,
+                grad_norm,
+                seconds: step_started.elapsed().as_secs_f64(),
+                epoch,
+            },
+            request.steps,
+        )?;
+    }
+    Ok(InstructPix2PixOutcome {
+        lora,
+        unet,
+        steps_done,
+        pairs_used: pairs.len(),
+        stopped_early,
+    })
+}

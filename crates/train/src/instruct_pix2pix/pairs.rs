@@ -1,0 +1,167 @@
+//! The edit pairs of an InstructPix2Pix dataset folder, as `huatu dataset
+//! instruct-pix2pix` writes it (and diffusers' script reads it with its default columns):
+//! `metadata.jsonl`, one object per line with `input_image` and `edited_image` (file names
+//! in the folder) and `edit_prompt` (the instruction); other keys (`original_caption`,
+//! `edited_caption`) are ignored. Each image is fitted to the square training size (the
+//! project's center crop, which is the script's resize when the image is already square)
+//! and encoded once with the VAE: posterior mean and standard deviation, unscaled.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use huatu_diffusion::loading::SdxlComponents;
+use huatu_imaging::FitMode;
+
+use crate::dataset::{self, ImageOptions};
+use crate::{Error, Result};
+
+/// One line of `metadata.jsonl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EditPair {
+    pub input_image: PathBuf,
+    pub edited_image: PathBuf,
+    pub edit_prompt: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Line {
+    input_image: String,
+    edited_image: String,
+    edit_prompt: String,
+}
+
+/// The pairs of `folder/metadata.jsonl` in line order; a bad line is an error naming it.
+pub fn read_pairs(folder: &Path) -> Result<Vec<EditPair>> {
+    let path = folder.join("metadata.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let mut pairs = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(line).map_err(|error| Error::Dataset {
+            path: path.clone(),
+            message: format!(
+                "line {}: {error} (each line needs input_image, edited_image and edit_prompt)",
+                index + 1
+            ),
+        })?;
+        let pair = EditPair {
+            input_image: folder.join(&parsed.input_image),
+            edited_image: folder.join(&parsed.edited_image),
+            edit_prompt: parsed.edit_prompt,
+        };
+        for image in [&pair.input_image, &pair.edited_image] {
+            if !image.is_file() {
+                return Err(Error::Dataset {
+                    path: path.clone(),
+                    message: format!("line {}: no image {}", index + 1, image.display()),
+                });
+            }
+        }
+        pairs.push(pair);
+    }
+    if pairs.is_empty() {
+        return Err(Error::Dataset {
+            path,
+            message: "no edit pair".into(),
+        });
+    }
+    Ok(pairs)
+}
+
+/// A pair's VAE posteriors, unscaled: (mean, std) of the edited and of the input image,
+/// each [1, 4, h/8, w/8] f32.
+#[derive(Debug, Clone)]
+pub struct EncodedPair {
+    pub edited: (Tensor, Tensor),
+    pub input: (Tensor, Tensor),
+}
+
+/// Fits and encodes every pair once (the pixels are the same every epoch).
+pub fn encode_pairs(
+    components: &SdxlComponents,
+    pairs: &[EditPair],
+    resolution: u32,
+) -> Result<Vec<EncodedPair>> {
+    let options = ImageOptions {
+        resolution,
+        buckets: false,
+        fit: FitMode::CenterCrop,
+        flip: false,
+    };
+    let encode = |path: &Path| -> Result<(Tensor, Tensor)> {
+        let prepared = dataset::prepare_image(path, &options, None)?;
+        let pixels = dataset::pixels_to_tensor(&prepared.pixels, &components.device)?
+            .unsqueeze(0)?
+            .to_dtype(components.vae_dtype)?; // [1, 3, h, w]
+        let distribution = components.vae.encode(&pixels)?;
+        Ok((
+            distribution.mode().to_dtype(DType::F32)?,
+            distribution.std()?.to_dtype(DType::F32)?,
+        ))
+    };
+    pairs
+        .iter()
+        .map(|pair| {
+            Ok(EncodedPair {
+                edited: encode(&pair.edited_image)?,
+                input: encode(&pair.input_image)?,
+            })
+        })
+        .collect()
+}
+
+/// The mean (`epsilon` `None`) or a posterior sample mean + std · ε.
+pub fn posterior(
+    (mean, std): &(Tensor, Tensor),
+    epsilon: Option<&mut rand::rngs::StdRng>,
+) -> Result<Tensor> {
+    match epsilon {
+        None => Ok(mean.clone()),
+        Some(rng) => {
+            let values: Vec<f32> = (0..mean.elem_count())
+                .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng))
+                .collect();
+            let noise = Tensor::from_vec(values, mean.shape(), mean.device())?;
+            Ok((mean + (std * noise)?)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_lines_become_pairs_and_bad_lines_are_named() -> anyhow::Result<()> {
+        let folder = tempfile::tempdir()?;
+        for name in ["a.png", "b.png"] {
+            std::fs::write(folder.path().join(name), b"")?;
+        }
+        std::fs::write(
+            folder.path().join("metadata.jsonl"),
+            "{\"input_image\": \"a.png\", \"edit_prompt\": \"make it red\", \"edited_image\": \"b.png\", \"original_caption\": \"x\"}\n\n",
+        )?;
+        let pairs = read_pairs(folder.path())?;
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].edit_prompt, "make it red");
+        assert_eq!(pairs[0].edited_image, folder.path().join("b.png"));
+        std::fs::write(
+            folder.path().join("metadata.jsonl"),
+            "{\"input_image\": \"a.png\", \"edited_image\": \"b.png\"}\n",
+        )?;
+        let message = read_pairs(folder.path())
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains("line 1") && message.contains("edit_prompt"),
+            "{message}"
+        );
+        Ok(())
+    }
+}
