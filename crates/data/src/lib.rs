@@ -8,6 +8,8 @@
 //!   (search, deduplicate, fit, caption, prompt, write with a report).
 //! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding),
 //!   exact cosine-similarity search over it and, for large ones, a usearch HNSW index.
+//! - [`instruct_pix2pix`]: InstructPix2Pix training data — Prompt-to-Prompt pairs per caption
+//!   and edit, InstructPix2Pix's CLIP filter, the 5-tuple dataset folder (resumable).
 //! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as
 //!   transformers' image processors run them.
 
@@ -16,6 +18,7 @@ pub mod clip;
 pub mod dataset;
 pub mod db;
 pub mod error;
+pub mod instruct_pix2pix;
 pub mod pil_resample;
 
 pub use blip::{BlipForConditionalGeneration, Caption, CaptionOptions};

@@ -3,6 +3,7 @@
 
 mod blip_parity;
 mod clip_parity;
+mod clip_similarity;
 mod image_db;
 
 use std::path::PathBuf;
