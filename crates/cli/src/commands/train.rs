@@ -1,4 +1,5 @@
-//! `huatu train intent`: trains the intent + slot model on CPU and writes a model folder.
+//! `huatu train intent`: trains the intent + slot model on CPU and writes a model folder;
+//! dispatches `huatu train lora` and `huatu train instruct-pix2pix`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,12 +10,20 @@ use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
 use huatu_agent::train::{TrainOptions, Trainer};
 
+// Declared here rather than in commands/mod.rs: `huatu train instruct-pix2pix` lives beside
+// the other `train` subcommands.
+#[path = "train_instruct_pix2pix.rs"]
+pub mod train_instruct_pix2pix;
+
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {
     /// The intent + slot model (INTENTS.md) from labelled JSON lines.
     Intent(TrainIntentArgs),
     /// A LoRA adapter for SDXL on a folder of captioned images (diffusers' trainer).
     Lora(Box<super::train_lora::TrainLoraArgs>),
+    /// An InstructPix2Pix edit model from SDXL on a folder of edit pairs (diffusers' trainer).
+    #[command(name = "instruct-pix2pix")]
+    InstructPix2Pix(Box<train_instruct_pix2pix::TrainInstructPix2PixArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +92,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     let args = match command {
         TrainCommand::Intent(args) => args,
         TrainCommand::Lora(args) => return super::train_lora::run(*args),
+        TrainCommand::InstructPix2Pix(args) => return train_instruct_pix2pix::run(*args),
     };
     let mut examples = Vec::new();
     for (path, times) in &args.data {

@@ -155,6 +155,10 @@ pub fn save_edit_model(
                 "_class_name".into(),
                 "StableDiffusionXLInstructPix2PixPipeline".into(),
             );
+            // The text-to-image pipeline's optional IP-Adapter parts, which the
+            // InstructPix2Pix pipeline does not take.
+            object.remove("feature_extractor");
+            object.remove("image_encoder");
         }
         write_json(&staging.join("model_index.json"), &index)?;
         let mut config = read_json(&base.join("unet/config.json"))?;

@@ -1,0 +1,261 @@
+//! `huatu train instruct-pix2pix`: fine-tunes an SDXL model (or an InstructPix2Pix model)
+//! into an InstructPix2Pix edit model on a folder of edit pairs (`metadata.jsonl`, as
+//! `huatu dataset instruct-pix2pix` writes it) and writes a diffusers model folder that
+//! `huatu edit --instruction` loads. The flags translate into one
+//! `InstructPix2PixTrainingRequest`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Device;
+use clap::Args;
+use huatu_diffusion::schedulers::PredictionType;
+use huatu_train::instruct_pix2pix::save::{check_output, save_edit_model};
+use huatu_train::instruct_pix2pix::{
+    load_trainable, train_instruct_pix2pix, InstructPix2PixTrainingRequest, TrainingMode,
+};
+use huatu_train::lora_params::LoraTargets;
+use huatu_train::lr_schedule::LrScheduleKind;
+use huatu_train::optimizer::AdamWConfig;
+use huatu_train::trainer::{StepRecord, TrainingObserver};
+
+#[derive(Args, Debug)]
+pub struct TrainInstructPix2PixArgs {
+    /// The model to start from, a diffusers folder: an SDXL model (its UNet's conv_in is
+    /// widened to 8 input channels, the new ones zero) or an InstructPix2Pix model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Edit pairs: a folder with metadata.jsonl (input_image, edit_prompt, edited_image).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The model folder to write (must not exist or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// full (every UNet weight, as diffusers' script) or lora (adapters + conv_in).
+    #[arg(long, default_value = "lora")]
+    pub mode: TrainingMode,
+    /// LoRA rank (--mode lora).
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    /// Scale alpha/rank; defaults to the rank (scale 1).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// attn (to_q/k/v/out.0), attn+ff, all-linear (--mode lora).
+    #[arg(long, default_value = "attn")]
+    pub targets: LoraTargets,
+    /// Start the adapters from these LoRA weights (--mode lora; same targets, rank, alpha).
+    #[arg(long)]
+    pub init_lora: Option<PathBuf>,
+    /// Replay noise, timesteps and dropout draws (safetensors `noise` [steps, batch, 4,
+    /// h/8, w/8], `timesteps` [steps, batch], `dropout_random` [steps, batch]); pairs in
+    /// metadata.jsonl order, posterior means.
+    #[arg(long)]
+    pub noise: Option<PathBuf>,
+    /// Training side in pixels (square; diffusers' script defaults to 256).
+    #[arg(long, default_value_t = 1024)]
+    pub resolution: u32,
+    /// Drop the instruction (below 2p) and the original image (in [p, 3p)) of a sample,
+    /// for classifier-free guidance on both (the paper uses 0.05).
+    #[arg(long)]
+    pub conditioning_dropout_prob: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub gradient_accumulation: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+    /// Clip the total gradient norm (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// constant, constant_with_warmup, cosine, linear.
+    #[arg(long, default_value = "constant")]
+    pub lr_scheduler: LrScheduleKind,
+    #[arg(long, default_value_t = 0)]
+    pub lr_warmup_steps: usize,
+    /// epsilon or v_prediction; default: the model's scheduler config.
+    #[arg(long, value_parser = parse_prediction_type)]
+    pub prediction_type: Option<PredictionType>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
+    match text {
+        "epsilon" => Ok(PredictionType::Epsilon),
+        "v_prediction" | "v-prediction" => Ok(PredictionType::VPrediction),
+        other => Err(format!(
+            "unknown prediction type `{other}` (expected epsilon or v_prediction)"
+        )),
+    }
+}
+
+impl TrainInstructPix2PixArgs {
+    fn request(&self) -> InstructPix2PixTrainingRequest {
+        InstructPix2PixTrainingRequest {
+            data: self.data.clone(),
+            mode: self.mode,
+            rank: self.rank,
+            alpha: self.alpha.unwrap_or(self.rank as f64),
+            targets: self.targets,
+            init_lora: self.init_lora.clone(),
+            noise_file: self.noise.clone(),
+            resolution: self.resolution,
+            conditioning_dropout_prob: self.conditioning_dropout_prob,
+            batch_size: self.batch_size,
+            gradient_accumulation: self.gradient_accumulation,
+            steps: self.steps,
+            learning_rate: self.lr,
+            adamw: AdamWConfig {
+                beta1: self.adam_beta1,
+                beta2: self.adam_beta2,
+                eps: self.adam_epsilon,
+                weight_decay: self.weight_decay,
+            },
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            lr_schedule: self.lr_scheduler,
+            warmup_steps: self.lr_warmup_steps,
+            prediction_type: self.prediction_type,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Progress bar, `--log` lines and Ctrl-C.
+struct CliObserver {
+    bar: Option<indicatif::ProgressBar>,
+    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl TrainingObserver for CliObserver {
+    fn message(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(text),
+            _ => eprintln!("{text}"),
+        }
+    }
+
+    fn step(&mut self, record: &StepRecord, total_steps: usize) -> huatu_train::Result<()> {
+        if let Some((path, log)) = &mut self.log {
+            let line = serde_json::to_string(record).unwrap_or_default();
+            writeln!(log, "{line}")
+                .and_then(|()| log.flush())
+                .map_err(|source| huatu_train::Error::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total_steps as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let style = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar
+        });
+        bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+        bar.set_position(record.step as u64);
+        Ok(())
+    }
+
+    fn should_stop(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
+    let request = args.request();
+    request.validate()?;
+    check_output(&args.out)?;
+    let log = match &args.log {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write the log {}", path.display()))?;
+            Some((path.clone(), std::io::BufWriter::new(file)))
+        }
+        None => None,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        // A second Ctrl-C ends the process at once.
+        let _ = ctrlc::set_handler(move || {
+            if interrupted.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: finishing this step and saving what is trained (Ctrl-C again to quit now)");
+        });
+    }
+    // Training runs in f32, as the reference does on the CPU.
+    let (mut components, vars) = load_trainable(&args.model, request.mode, &Device::Cpu)?;
+    let mut observer = CliObserver {
+        bar: None,
+        log,
+        interrupted,
+    };
+    let started = Instant::now();
+    let outcome = train_instruct_pix2pix(&mut components, vars, &request, &mut observer)?;
+    if let Some(bar) = observer.bar.take() {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut metadata = BTreeMap::new();
+    metadata.insert(
+        "huatu_training".to_string(),
+        serde_json::json!({
+            "kind": "instruct-pix2pix",
+            "mode": request.mode.as_str(),
+            "base_model": args.model.display().to_string(),
+            "steps": outcome.steps_done,
+            "pairs": outcome.pairs_used,
+            "learning_rate": request.learning_rate,
+            "resolution": request.resolution,
+            "conditioning_dropout_prob": request.conditioning_dropout_prob,
+            "rank": (request.mode == TrainingMode::Lora).then_some(request.rank),
+        })
+        .to_string(),
+    );
+    save_edit_model(
+        &components,
+        outcome.lora.as_ref(),
+        &args.model,
+        &args.out,
+        metadata,
+    )?;
+    eprintln!(
+        "{} {} steps on {} edit pairs in {seconds:.1}s; wrote {} (edit with `huatu edit --model {} --instruction ...`)",
+        if outcome.stopped_early {
+            "stopped after"
+        } else {
+            "trained"
+        },
+        outcome.steps_done,
+        outcome.pairs_used,
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! `huatu train instruct-pix2pix` end to end: the reproducibility command against diffusers'
+//! reference run (scripts/fixtures/train_ip2p_tiny.py), a seeded run whose model folder
+//! `huatu edit --instruction` then uses, and one clear error for each kind of bad input.
+
+use std::path::Path;
+
+use super::{fixture, huatu, model, stderr, temp_dir};
+
+fn ip2p_fixture(path: &str) -> String {
+    fixture("train_ip2p_tiny").join(path).display().to_string()
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    huatu(&args)
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| arg.to_string()).collect()
+}
+
+/// `huatu edit --instruction` with the trained folder writes a 64×64 image.
+fn edit_with(model_dir: &Path, dir: &Path) {
+    let out = dir.join("edited.png");
+    let output = huatu(&[
+        "edit",
+        "--model",
+        &model_dir.display().to_string(),
+        "--image",
+        &ip2p_fixture("data/00_input.png"),
+        "--instruction",
+        "make it sunny",
+        "--steps",
+        "3",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let image = image::open(&out).unwrap_or_else(|error| panic!("{}: {error}", out.display()));
+    assert_eq!((image.width(), image.height()), (64, 64));
+}
+
+#[test]
+fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
+    let dir = temp_dir("train-ip2p-contract");
+    let (out, log) = (dir.join("edit-model"), dir.join("log.jsonl"));
+    let output = run(&strings(&[
+        "train",
+        "instruct-pix2pix",
+        "--model",
+        &model(),
+        "--data",
+        &ip2p_fixture("data"),
+        "--out",
+        &out.display().to_string(),
+        "--mode",
+        "lora",
+        "--rank",
+        "4",
+        "--init-lora",
+        &ip2p_fixture("init_lora.safetensors"),
+        "--noise",
+        &ip2p_fixture("noise.safetensors"),
+        "--conditioning-dropout-prob",
+        "0.1",
+        "--resolution",
+        "64",
+        "--batch-size",
+        "3",
+        "--steps",
+        "4",
+        "--lr",
+        "0.001",
+        "--log",
+        &log.display().to_string(),
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ip2p_fixture("lora/expected.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let reference: Vec<f64> = expected["losses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_f64)
+        .collect();
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(logged.len(), 4, "one log line per step");
+    for (line, reference) in logged.iter().zip(&reference) {
+        let loss = line["loss"].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            (loss - reference).abs() / reference < 1e-4,
+            "loss {loss} vs diffusers {reference}"
+        );
+        assert_eq!(line["lr"].as_f64(), Some(0.001));
+    }
+    // A diffusers InstructPix2Pix folder: 8-channel UNet config, pipeline class, components.
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("unet/config.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(config["in_channels"].as_u64(), Some(8));
+    let index = std::fs::read_to_string(out.join("model_index.json")).unwrap_or_default();
+    assert!(
+        index.contains("StableDiffusionXLInstructPix2PixPipeline"),
+        "{index}"
+    );
+    for part in [
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer",
+        "tokenizer_2",
+        "scheduler",
+    ] {
+        assert!(out.join(part).is_dir(), "{part}/ missing");
+    }
+    edit_with(&out, &dir);
+}
+
+#[test]
+fn three_pairs_five_full_steps_then_edit_with_the_result() {
+    let dir = temp_dir("train-ip2p-full");
+    let out = dir.join("edit-model");
+    let output = run(&strings(&[
+        "train",
+        "instruct-pix2pix",
+        "--model",
+        &model(),
+        "--data",
+        &ip2p_fixture("data"),
+        "--out",
+        &out.display().to_string(),
+        "--mode",
+        "full",
+        "--conditioning-dropout-prob",
+        "0.05",
+        "--resolution",
+        "64",
+        "--steps",
+        "5",
+        "--lr",
+        "1e-4",
+        "--seed",
+        "3",
+    ]));
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("conv_in widened from 4 to 8")
+            && log.contains("trained 5 steps on 3 edit pairs"),
+        "{log}"
+    );
+    edit_with(&out, &dir);
+
+    // Training on from the InstructPix2Pix model just written: no widening this time.
+    let again = dir.join("again");
+    let output = run(&strings(&[
+        "train",
+        "instruct-pix2pix",
+        "--model",
+        &out.display().to_string(),
+        "--data",
+        &ip2p_fixture("data"),
+        "--out",
+        &again.display().to_string(),
+        "--rank",
+        "2",
+        "--resolution",
+        "64",
+        "--steps",
+        "1",
+    ]));
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(!log.contains("widened"), "{log}");
+}
+
+#[test]
+fn bad_training_input_gives_one_clear_error() {
+    let dir = temp_dir("train-ip2p-errors");
+    let base = |out: &Path| {
+        strings(&[
+            "train",
+            "instruct-pix2pix",
+            "--model",
+            &model(),
+            "--data",
+            &ip2p_fixture("data"),
+            "--out",
+            &out.display().to_string(),
+            "--resolution",
+            "64",
+            "--steps",
+            "1",
+        ])
+    };
+    let expect_error = |args: Vec<String>, needle: &str| {
+        let output = run(&args);
+        let message = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(message.contains(needle), "{args:?}: {message}");
+    };
+    // --out holds something already
+    std::fs::write(dir.join("note.txt"), "keep me").unwrap_or_default();
+    expect_error(base(&dir), "already exists and is not empty");
+    // no metadata.jsonl
+    let mut args = base(&dir.join("a"));
+    args[5] = fixture("train_lora_tiny/data").display().to_string();
+    expect_error(args, "metadata.jsonl");
+    // a dropout probability with a noise file that holds no dropout draws
+    let mut args = base(&dir.join("b"));
+    args.extend(strings(&[
+        "--noise",
+        &fixture("train_lora_tiny/noise.safetensors")
+            .display()
+            .to_string(),
+        "--conditioning-dropout-prob",
+        "0.1",
+        "--batch-size",
+        "2",
+    ]));
+    expect_error(args, "dropout_random");
+    // --mode and --conditioning-dropout-prob out of range
+    let mut args = base(&dir.join("c"));
+    args.extend(strings(&["--mode", "partial"]));
+    expect_error(args, "expected lora or full");
+    let mut args = base(&dir.join("d"));
+    args.extend(strings(&["--conditioning-dropout-prob", "1.5"]));
+    expect_error(args, "must be in [0, 1]");
+}
