@@ -26,6 +26,9 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Edits an image: text edit (InstructPix2Pix), region edit (inpainting, ControlNet) or img2img.
     Edit(commands::edit::EditArgs),
+    /// An original/edited image pair from two captions with shared self-attention
+    /// (Prompt-to-Prompt, as InstructPix2Pix made its training data).
+    EditPair(Box<commands::edit_pair::EditPairArgs>),
     /// Understands an instruction: intent and slots as JSON (INTENTS.md).
     Parse(commands::parse::ParseArgs),
     /// Scores a model on labelled data.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Edit(args) => commands::edit::run(args),
+        Command::EditPair(args) => commands::edit_pair::run(*args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Eval(command) => commands::parse::run_eval(command),

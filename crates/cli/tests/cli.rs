@@ -11,6 +11,8 @@ mod caption;
 mod data;
 #[path = "cli_data/dataset.rs"]
 mod dataset;
+#[path = "cli_data/dataset_pairs.rs"]
+mod dataset_pairs;
 #[path = "cli_train/train_ip2p.rs"]
 mod train_ip2p;
 #[path = "cli_train/train_lora.rs"]

@@ -24,6 +24,10 @@ pub enum DatasetCommand {
     /// Builds a training folder (image + .txt, metadata.jsonl, report.json) from example
     /// images and/or a description: search, deduplicate, fit, caption, write prompts.
     Build(Box<BuildArgs>),
+    /// InstructPix2Pix training data from captions: edit instructions, Prompt-to-Prompt
+    /// pairs over several seeds, CLIP filter, the 5-tuple folder (resumable).
+    #[command(name = "instruct-pix2pix")]
+    InstructPix2Pix(Box<super::dataset_pairs::PairArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +105,7 @@ pub struct BuildArgs {
 pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
     match command {
         DatasetCommand::Build(args) => build(*args),
+        DatasetCommand::InstructPix2Pix(args) => super::dataset_pairs::run(*args),
     }
 }
 

@@ -3,8 +3,10 @@
 pub mod caption;
 pub mod chat;
 pub mod dataset;
+pub mod dataset_pairs;
 pub mod db;
 pub mod edit;
+pub mod edit_pair;
 pub mod embed;
 pub mod generate;
 pub mod lora;

@@ -1,0 +1,150 @@
+//! `huatu edit-pair`: an original/edited image pair from two captions with Prompt-to-Prompt
+//! self-attention sharing, as InstructPix2Pix generated its training data. One JSON line
+//! on stdout: both paths, the seed and the shared fraction `p`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use candle_core::Device;
+use clap::Args;
+use huatu_diffusion::loading::latents_file::read_latents;
+use huatu_diffusion::pipelines::{edit_pair, EditPairRequest, Text2ImageRequest};
+use huatu_diffusion::schedulers::SchedulerKind;
+
+use crate::model_args::{random_seed, ModelArgs, StepBar};
+use crate::png_output::write_png;
+
+#[derive(Args, Debug)]
+pub struct EditPairArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The original image's caption.
+    #[arg(long)]
+    pub caption: String,
+    /// The edited image's caption.
+    #[arg(long)]
+    pub edited_caption: String,
+    /// Not given: zero negative conditioning (SDXL's force_zeros_for_empty_prompt).
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
+    /// Fraction of the steps whose self-attention maps the edited image takes from the
+    /// original. Default: drawn from the seed in [0.1, 0.9], as InstructPix2Pix samples it.
+    #[arg(long)]
+    pub p: Option<f64>,
+    /// Default: the model's native size (unet sample_size × 8).
+    #[arg(long)]
+    pub width: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// euler, euler-a, ddim, dpmpp-2m, dpmpp-2m-karras. Default: the model's own scheduler.
+    #[arg(long)]
+    pub scheduler: Option<SchedulerKind>,
+    /// Seed of the shared initial noise. Default: random.
+    #[arg(long, conflicts_with = "latents")]
+    pub seed: Option<u64>,
+    /// Initial latents (safetensors, key `latents`, [1,4,H/8,W/8]) shared by both images.
+    #[arg(long)]
+    pub latents: Option<PathBuf>,
+    #[arg(long)]
+    pub out_original: PathBuf,
+    #[arg(long)]
+    pub out_edited: PathBuf,
+}
+
+/// InstructPix2Pix's p: uniform in [0.1, 0.9], here drawn from the seed (SplitMix64).
+pub fn sampled_p(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    0.1 + 0.8 * ((z >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
+    if args.out_original == args.out_edited {
+        bail!("--out-original and --out-edited must be different files");
+    }
+    let device = Device::Cpu;
+    let latents = match &args.latents {
+        Some(path) => Some(read_latents(path, &device).context("cannot use --latents")?),
+        None => None,
+    };
+    let components = args.model.load(&device)?;
+    let native = components.unet.config().sample_size.unwrap_or(128) * 8;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let mut base = Text2ImageRequest::new(args.caption.clone());
+    base.negative_prompt = args.negative_prompt.clone();
+    base.height = args.height.unwrap_or(native);
+    base.width = args.width.unwrap_or(native);
+    base.num_inference_steps = args.steps;
+    base.guidance_scale = args.guidance;
+    base.scheduler = args
+        .scheduler
+        .or(components.default_scheduler)
+        .unwrap_or(SchedulerKind::Euler);
+    base.seed = seed;
+    base.latents = latents;
+    let request = EditPairRequest {
+        base,
+        edited_prompt: args.edited_caption.clone(),
+        self_attention_fraction: args.p.unwrap_or_else(|| sampled_p(seed)),
+    };
+    request.validate()?;
+    let mut bar = StepBar::new(args.steps);
+    let output = edit_pair(&components, &request, &mut bar)?;
+    bar.finish();
+    let settings = |caption: &str| {
+        serde_json::json!({
+            "mode": "edit-pair",
+            "model": args.model.model.display().to_string(),
+            "prompt": caption,
+            "caption": request.base.prompt,
+            "edited_caption": request.edited_prompt,
+            "p": request.self_attention_fraction,
+            "steps": request.base.num_inference_steps,
+            "guidance_scale": request.base.guidance_scale,
+            "scheduler": request.base.scheduler.to_string(),
+            "seed": if args.latents.is_some() { serde_json::Value::Null } else { seed.into() },
+            "huatu_version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string()
+    };
+    write_png(
+        &args.out_original,
+        &output.original,
+        &[("huatu", settings(&args.caption))],
+    )?;
+    write_png(
+        &args.out_edited,
+        &output.edited,
+        &[("huatu", settings(&args.edited_caption))],
+    )?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "original": args.out_original.display().to_string(),
+            "edited": args.out_edited.display().to_string(),
+            "seed": seed,
+            "p": request.self_attention_fraction,
+        })
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled_p;
+
+    #[test]
+    fn p_is_drawn_within_the_references_range() {
+        let draws: Vec<f64> = (0..1000).map(sampled_p).collect();
+        assert!(draws.iter().all(|p| (0.1..0.9).contains(p)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.5).abs() < 0.03, "{mean}");
+        assert_eq!(sampled_p(7), sampled_p(7));
+    }
+}
