@@ -1,6 +1,7 @@
 //! `huatu edit-pair` and `huatu dataset instruct-pix2pix` on the tiny SDXL and CLIP
 //! fixtures (issue 13): a pair from two captions; captions → template edits → pairs over
-//! seeds → CLIP filter (some pairs dropped) → the 5-tuple folder; a re-run resumes.
+//! seeds → CLIP filter (some pairs dropped) → the 5-tuple folder → 5 training steps →
+//! `huatu edit --instruction` with the result; a re-run resumes.
 
 use super::{fixture, huatu, stderr, stdout, temp_dir};
 
@@ -111,6 +112,43 @@ fn instruct_pix2pix_dataset_filters_writes_five_tuples_and_resumes() {
             "{line}"
         );
     }
+
+    // the folder trains an edit model (5 LoRA steps) that `huatu edit --instruction` runs
+    let model = dir.join("edit-model");
+    let trained = huatu(&[
+        "train",
+        "instruct-pix2pix",
+        "--model",
+        &fixture("sdxl_tiny").display().to_string(),
+        "--data",
+        &out.display().to_string(),
+        "--out",
+        &model.display().to_string(),
+        "--rank",
+        "2",
+        "--resolution",
+        "64",
+        "--steps",
+        "5",
+    ]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let edited = dir.join("edited.png");
+    let first_input = out.join(lines[0]["input_image"].as_str().expect("input"));
+    let edit = huatu(&[
+        "edit",
+        "--model",
+        &model.display().to_string(),
+        "--image",
+        &first_input.display().to_string(),
+        "--instruction",
+        lines[0]["edit_prompt"].as_str().expect("instruction"),
+        "--steps",
+        "3",
+        "--out",
+        &edited.display().to_string(),
+    ]);
+    assert!(edit.status.success(), "{}", stderr(&edit));
+    assert!(image::open(&edited).is_ok());
 
     // a second run resumes: nothing is generated again
     let again = run("0.1");
