@@ -87,6 +87,33 @@ pub fn checkpointed_gradients(
     added: &AddedConditions,
     loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    checkpointed_gradients_with(
+        unet,
+        params,
+        &[],
+        sample,
+        timesteps,
+        prompt_embeds,
+        added,
+        loss_of,
+    )
+}
+
+/// [`checkpointed_gradients`] for the adapters and the UNet's own trained weights `extra`
+/// (variables the model holds, e.g. InstructPix2Pix's `conv_in` or every weight): the
+/// gradients of `params.vars()` then of `extra`. Stages whose weights are variables still
+/// build a graph in the forward pass, but each is dropped when its output is detached.
+#[allow(clippy::too_many_arguments)]
+pub fn checkpointed_gradients_with(
+    unet: &mut UNet2DConditionModel,
+    params: &LoraParams,
+    extra: &[Var],
+    sample: &Tensor,
+    timesteps: &Tensor,
+    prompt_embeds: &Tensor,
+    added: &AddedConditions,
+    loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
     let (_, _, height, width) = sample.dims4()?;
     let mut tape: Vec<Tensor> = vec![
         sample.detach(),
@@ -163,7 +190,8 @@ pub fn checkpointed_gradients(
 
     // Backward, stage by stage, with the adapters as variables.
     params.attach(Component::Unet, &mut unet.collect_linears(), false)?;
-    let vars = params.vars();
+    let mut vars = params.vars();
+    vars.extend(extra.iter().cloned());
     let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
     for stage in stages.iter().rev() {
         if stage.outputs.iter().all(|&slot| slot_grads[slot].is_none()) {

@@ -56,6 +56,7 @@ fn contract_request(mode: TrainingMode, learning_rate: f64) -> InstructPix2PixTr
         learning_rate,
         adamw: AdamWConfig::default(),
         max_grad_norm: Some(1.0),
+        gradient_checkpointing: false,
         lr_schedule: LrScheduleKind::Constant,
         warmup_steps: 0,
         prediction_type: None,
@@ -83,7 +84,7 @@ fn numbers(value: &serde_json::Value) -> Vec<f64> {
 }
 
 /// Trains one case; returns the trained weights (LoRA merged) and, for lora, the adapters.
-fn check_case(case: &str, mode: TrainingMode) -> anyhow::Result<()> {
+fn check_case(case: &str, mode: TrainingMode, gradient_checkpointing: bool) -> anyhow::Result<()> {
     let root = fixture("train_ip2p_tiny");
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         root.join(case).join("expected.json"),
@@ -91,7 +92,10 @@ fn check_case(case: &str, mode: TrainingMode) -> anyhow::Result<()> {
     let learning_rate = expected["learning_rate"]
         .as_f64()
         .ok_or_else(|| anyhow::anyhow!("no learning_rate"))?;
-    let request = contract_request(mode, learning_rate);
+    let request = InstructPix2PixTrainingRequest {
+        gradient_checkpointing,
+        ..contract_request(mode, learning_rate)
+    };
     let (mut components, vars) = load_trainable(&fixture("sdxl_tiny"), mode, &Device::Cpu)?;
     // The model's weights before training (conv_in as widened).
     let initial: HashMap<String, Tensor> = unet_weights(&components, None)?.into_iter().collect();
@@ -197,12 +201,19 @@ fn check_case(case: &str, mode: TrainingMode) -> anyhow::Result<()> {
 
 #[test]
 fn full_fine_tune_matches_diffusers() -> anyhow::Result<()> {
-    check_case("full", TrainingMode::Full)
+    check_case("full", TrainingMode::Full, false)
+}
+
+/// The same runs with the UNet recomputed stage by stage in the backward pass.
+#[test]
+fn gradient_checkpointing_gives_the_same_full_and_lora_runs() -> anyhow::Result<()> {
+    check_case("full", TrainingMode::Full, true)?;
+    check_case("lora", TrainingMode::Lora, true)
 }
 
 #[test]
 fn lora_with_trained_conv_in_matches_diffusers_and_peft() -> anyhow::Result<()> {
-    check_case("lora", TrainingMode::Lora)
+    check_case("lora", TrainingMode::Lora, false)
 }
 
 /// Widening keeps the base's four channels and bias and adds four zero channels.

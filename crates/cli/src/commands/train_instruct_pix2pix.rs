@@ -83,6 +83,10 @@ pub struct TrainInstructPix2PixArgs {
     /// Clip the total gradient norm (0 turns clipping off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
+    /// Recompute the UNet's blocks in the backward pass instead of keeping them (far less
+    /// memory, about one more forward pass of time).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// constant, constant_with_warmup, cosine, linear.
     #[arg(long, default_value = "constant")]
     pub lr_scheduler: LrScheduleKind,
@@ -131,6 +135,7 @@ impl TrainInstructPix2PixArgs {
                 weight_decay: self.weight_decay,
             },
             max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            gradient_checkpointing: self.gradient_checkpointing,
             lr_schedule: self.lr_scheduler,
             warmup_steps: self.lr_warmup_steps,
             prediction_type: self.prediction_type,

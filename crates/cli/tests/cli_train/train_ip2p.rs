@@ -158,7 +158,8 @@ fn three_pairs_five_full_steps_then_edit_with_the_result() {
     );
     edit_with(&out, &dir);
 
-    // Training on from the InstructPix2Pix model just written: no widening this time.
+    // Training on from the InstructPix2Pix model just written (no widening this time), with
+    // the UNet recomputed stage by stage.
     let again = dir.join("again");
     let output = run(&strings(&[
         "train",
@@ -171,6 +172,7 @@ fn three_pairs_five_full_steps_then_edit_with_the_result() {
         &again.display().to_string(),
         "--rank",
         "2",
+        "--gradient-checkpointing",
         "--resolution",
         "64",
         "--steps",

@@ -21,7 +21,8 @@
 //! adapters on the UNet's linear layers (`--targets`) plus `conv_in`'s weight and bias.
 //! Memory for `full`: the weights, their gradients and AdamW's two moments in f32 are 16
 //! bytes per parameter, about 41 GB for SDXL's 2.6 B UNet parameters, plus the activations
-//! (no gradient checkpointing here yet); `lora` needs the frozen UNet plus the adapters.
+//! (`gradient_checkpointing` keeps one UNet stage's graph at a time); `lora` needs the
+//! frozen UNet (10 GB in f32) plus the adapters, their moments and the activations.
 //!
 //! Reproducibility contract (`--noise FILE`, as `huatu train lora`'s): a safetensors file
 //! with `noise` [steps, batch, 4, h/8, w/8] f32, `timesteps` [steps, batch] i64 and, when a
@@ -52,6 +53,7 @@ use huatu_imaging::Size;
 use rand::{Rng, SeedableRng};
 
 use crate::adapters::checkpoint_layout;
+use crate::checkpointing::checkpointed_gradients_with;
 use crate::dataset;
 use crate::lora_params::{LoraParams, LoraTargets};
 use crate::lora_save::kohya_module_name;
@@ -86,6 +88,8 @@ pub struct InstructPix2PixTrainingRequest {
     pub learning_rate: f64,
     pub adamw: AdamWConfig,
     pub max_grad_norm: Option<f64>,
+    /// Recompute the UNet's stages in the backward pass (see `checkpointing`).
+    pub gradient_checkpointing: bool,
     pub lr_schedule: LrScheduleKind,
     pub warmup_steps: usize,
     pub prediction_type: Option<PredictionType>,
@@ -157,15 +161,15 @@ pub struct InstructPix2PixOutcome {
 /// Conditioning dropout draws: replayed rows of `dropout_random` or a seeded generator.
 enum DropoutDraws {
     Replay(Tensor),
-    Seeded(rand::rngs::StdRng),
+    Seeded(Box<rand::rngs::StdRng>),
 }
 
 impl DropoutDraws {
     fn new(request: &InstructPix2PixTrainingRequest, forward_passes: usize) -> Result<Self> {
         let Some(path) = &request.noise_file else {
-            return Ok(Self::Seeded(rand::rngs::StdRng::seed_from_u64(
+            return Ok(Self::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(
                 request.seed ^ 0x6970_3270, // "ip2p": its own stream, as the script's generator
-            )));
+            ))));
         };
         let bad = |message: String| Error::BadFile {
             path: path.clone(),
@@ -427,23 +431,46 @@ pub fn train_instruct_pix2pix(
                 time_ids,
             };
             let timestep_tensor = Tensor::new(timesteps.as_slice(), &device)?;
-            let prediction = components.unet.forward_timesteps(
-                &sample,
-                &timestep_tensor,
-                &prompt_embeds,
-                &added,
-                None,
-            )?;
-            let loss = (prediction.to_dtype(DType::F32)? - target.to_dtype(DType::F32)?)?
-                .sqr()?
-                .mean_all()?;
-            let scaled = (loss / accumulation)?;
-            let grads = scaled.backward()?;
-            let step_grads: Vec<Option<Tensor>> = vars
-                .iter()
-                .map(|var| grads.get(var.as_tensor()).cloned())
-                .collect();
-            drop(grads);
+            let loss_of = |prediction: &Tensor| -> Result<Tensor> {
+                let loss = (prediction.to_dtype(DType::F32)? - target.to_dtype(DType::F32)?)?
+                    .sqr()?
+                    .mean_all()?;
+                Ok((loss / accumulation)?)
+            };
+            let (scaled, step_grads) = if request.gradient_checkpointing {
+                // The adapters (none in full mode), then the UNet's own variables: `vars`' order.
+                let no_adapters = LoraParams {
+                    rank: 1,
+                    alpha: 1.0,
+                    layers: Vec::new(),
+                };
+                let unet_vars: Vec<Var> = unet.vars.iter().map(|(_, var)| var.clone()).collect();
+                checkpointed_gradients_with(
+                    &mut components.unet,
+                    lora.as_ref().unwrap_or(&no_adapters),
+                    &unet_vars,
+                    &sample,
+                    &timestep_tensor,
+                    &prompt_embeds,
+                    &added,
+                    &loss_of,
+                )?
+            } else {
+                let prediction = components.unet.forward_timesteps(
+                    &sample,
+                    &timestep_tensor,
+                    &prompt_embeds,
+                    &added,
+                    None,
+                )?;
+                let scaled = loss_of(&prediction)?;
+                let grads = scaled.backward()?;
+                let step_grads: Vec<Option<Tensor>> = vars
+                    .iter()
+                    .map(|var| grads.get(var.as_tensor()).cloned())
+                    .collect();
+                (scaled, step_grads)
+            };
             loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
             summed = Some(match summed {
                 None => step_grads,
