@@ -1,41 +1,79 @@
-//! The approximate nearest-neighbour index beside the rows: an HNSW graph from `usearch`
-//! (unum-cloud/usearch) over inner product, saved as `DIR/vectors.usearch`, keyed by the
-//! rows' `seq` (SQLite AUTOINCREMENT key). It is a cache of the rows, never the truth: SQLite's
-//! `ann_index` table records how many rows (and the highest `seq`) the saved file covers;
-//! a file that is missing, unreadable or behind the rows is extended with the newer rows
-//! or rebuilt from all of them, and a removal drops it.
+//! The approximate index beside the rows: every embedding quantized to 8 bits, scanned in
+//! full for each query, and the best few times `k` re-scored exactly from the f32 rows —
+//! faiss's `IndexRefineFlat(IndexScalarQuantizer(QT_8bit))`. Saved as `DIR/vectors.i8`
+//! and keyed by the rows' `seq` (SQLite AUTOINCREMENT key), it is a cache of the rows,
+//! never the truth: SQLite's `ann_index` table records how many rows (and the highest
+//! `seq`) the saved file covers; a file that is missing, unreadable or behind the rows is
+//! extended with the newer rows or rebuilt from all of them, and a removal drops it.
 //!
-//! Why usearch: one well-kept, widely deployed library (ClickHouse, DuckDB, ScyllaDB use
-//! it) with SIMD distance kernels, concurrent insertion, f16/i8 quantization for later,
-//! and a single-file format that can be memory-mapped (`view`) so a search does not read
-//! the whole index; pure-Rust HNSW crates need a custom dump/reload dance and build
-//! slower. The cost is a C++ compiler at build time.
+//! Why a quantized scan and not a graph (HNSW): the retrieval requirement is recall@10 ≥
+//! 0.99 against exact search on 1M random 768-d unit vectors, and uniform random vectors
+//! have no structure for a graph to exploit — every point's neighbours are barely closer
+//! than any other point. Measured at 100k on 2 shared cores: faiss `IndexHNSWFlat` (M 32,
+//! efConstruction 256, the settings this index had) built in 406 s and reached recall@10
+//! 0.58 / 0.94 / 1.0 at efSearch 512 / 2048 / 8192 (p50 8 / 23 / 57 ms); usearch's HNSW
+//! with the same settings over 8-bit vectors built in 283 s and reached 0.54 / 0.91 / 0.99
+//! (10 / 24 / 45 ms; a one-off run outside the benchmark example); at 1M such a build
+//! takes about an hour. The 8-bit scan reads a quarter of the f32 bytes with integer
+//! arithmetic, builds in seconds (quantizing is one pass), holds n × (d + 12) bytes
+//! (780 MB at 1M × 768) and, with the re-ranking, returns the exact top k whenever
+//! the true neighbours rank among the best `CANDIDATES_PER_RESULT · k` by their 8-bit
+//! scores — per-vector scales keep the 8-bit dot product within ~1e-3 of the true cosine,
+//! below the gaps it must resolve, so recall@10 was 1.0 at 100k and 1M. Its cost grows
+//! linearly with the rows (1M: built in 13 s from the rows, 117 ms p50 a query on 2
+//! shared cores, where faiss's flat f32 scan takes 570 ms and its own 8-bit scan with
+//! re-ranking 144 ms); for 100M+ images the README points to a distributed vector store.
+//! On clustered real embeddings a graph answers faster at the same recall, but nothing
+//! guarantees a user's embeddings are clustered, and its build (an hour at 1M here) would
+//! be paid again after every removal, which drops the index.
+//!
+//! Re-ranking reads the candidates' f32 embeddings from SQLite by `seq` (a read-only
+//! connection the index keeps), so the vectors are stored once, in the rows.
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::store::Store;
+use super::search::dot;
+use super::store::{Store, DATABASE_FILE};
 use crate::error::{DataError, Result};
 
 /// The index file inside a database folder.
-pub const INDEX_FILE: &str = "vectors.usearch";
+pub const INDEX_FILE: &str = "vectors.i8";
+/// The former usearch HNSW file, deleted when the new index is saved.
+const LEGACY_INDEX_FILE: &str = "vectors.usearch";
 
-/// Below this many images search scans every embedding (exact and fast enough).
-pub const DEFAULT_ANN_THRESHOLD: usize = 50_000;
+/// Below this many images search scans every embedding read from SQLite: exact, but each
+/// query reads every row (372 ms at 100k on 2 cores, so ~37 ms here), while the index
+/// builds in under 0.1 s at this size and answers in about a millisecond.
+pub const DEFAULT_ANN_THRESHOLD: usize = 10_000;
 
-/// Candidates the graph search keeps (usearch's `expansion_search`, at least `4 k`);
-/// higher is slower and closer to exact.
-const MIN_EXPANSION_SEARCH: usize = 512;
-/// Graph degree and build-time candidates (usearch's defaults are 16 and 128): CLIP
-/// embeddings are high-dimensional, where a denser graph keeps recall up.
-const CONNECTIVITY: usize = 32;
-const EXPANSION_ADD: usize = 256;
+/// Candidates re-scored exactly per result asked for (at least `MIN_CANDIDATES`): at 100k
+/// random 768-d vectors the 8-bit scan's best 10 alone gave recall@10 0.993, its best 20
+/// gave 1.0.
+const CANDIDATES_PER_RESULT: usize = 4;
+const MIN_CANDIDATES: usize = 40;
+/// Rows per parallel work item of the scan.
+const ROWS_PER_CHUNK: usize = 4096;
+/// File header: magic, format version, dimension, rows.
+const MAGIC: &[u8; 8] = b"HUATUI8\0";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 
 /// An index ready to search, and how it was obtained.
 pub struct AnnIndex {
-    index: Index,
+    dimension: usize,
+    /// The rows' `seq`, in index order.
+    seqs: Vec<i64>,
+    /// Per row, the factor from its 8-bit codes back to its values.
+    scales: Vec<f32>,
+    /// [rows × dimension] two's-complement 8-bit codes, kept as bytes as read from the file.
+    codes: Vec<u8>,
+    /// Read-only connection to the rows, for exact re-ranking.
+    rows_database: Connection,
     /// Rows indexed.
     pub rows: usize,
     /// What had to be done to make it current.
@@ -53,24 +91,42 @@ pub enum IndexAction {
     Rebuilt,
 }
 
-fn options(dimension: usize) -> IndexOptions {
-    IndexOptions {
-        dimensions: dimension,
-        // embeddings are L2-normalised: inner product is the cosine; distance = 1 - dot
-        metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
-        connectivity: CONNECTIVITY,
-        expansion_add: EXPANSION_ADD,
-        expansion_search: 0,
-        multi: false,
+/// A vector's 8-bit codes and scale: `value ≈ code · scale`, the largest magnitude → ±127.
+fn quantize(vector: &[f32], codes: &mut Vec<u8>) -> f32 {
+    let largest = vector
+        .iter()
+        .fold(0f32, |largest, value| largest.max(value.abs()));
+    if largest == 0.0 || !largest.is_finite() {
+        codes.extend(std::iter::repeat_n(0u8, vector.len()));
+        return 0.0;
     }
+    let inverse = 127.0 / largest;
+    codes.extend(
+        vector
+            .iter()
+            .map(|value| (value * inverse).round().clamp(-127.0, 127.0) as i8 as u8),
+    );
+    largest / 127.0
 }
 
-fn ann_error(store: &Store, message: String) -> DataError {
-    DataError::BadDatabase {
-        path: store.dir().to_path_buf(),
-        message: format!("approximate index: {message}"),
+/// Integer dot product of two code vectors (16 lanes, so the compiler vectorises it).
+fn dot_codes(row: &[u8], query: &[i8]) -> i32 {
+    let mut sums = [0i32; 16];
+    let whole = row.len() / 16 * 16;
+    for (left, right) in row[..whole]
+        .chunks_exact(16)
+        .zip(query[..whole].chunks_exact(16))
+    {
+        for lane in 0..16 {
+            sums[lane] += i32::from(left[lane] as i8) * i32::from(right[lane]);
+        }
     }
+    let tail: i32 = row[whole..]
+        .iter()
+        .zip(&query[whole..])
+        .map(|(&left, &right)| i32::from(left as i8) * i32::from(right))
+        .sum();
+    sums.iter().sum::<i32>() + tail
 }
 
 fn index_path(store: &Store) -> PathBuf {
@@ -83,92 +139,42 @@ pub fn ensure_index(store: &Store, dimension: usize) -> Result<AnnIndex> {
     let rows = store.count()?;
     let saved = store.ann_state()?;
     let max_seq = store.last_seq()?;
-    if let (Some(state), true) = (saved, path.is_file()) {
-        let newer = store.count_after(state.max_seq)?;
-        if state.rows + newer == rows {
-            let loaded = if newer == 0 {
-                Index::restore_view(&path.to_string_lossy())
-            } else {
-                Index::restore(&path.to_string_lossy())
-            };
-            if let Ok(index) = loaded.map_err(|error| error.to_string()).and_then(|index| {
-                if index.dimensions() == dimension && index.size() == state.rows {
-                    Ok(index)
-                } else {
-                    Err("size or dimension differ".into())
-                }
-            }) {
-                if newer == 0 {
-                    return Ok(AnnIndex {
-                        index,
-                        rows,
-                        action: IndexAction::Loaded,
-                    });
-                }
-                insert_rows(store, &index, state.max_seq, rows, dimension)?;
-                save(store, &index, &path, rows, max_seq)?;
-                return Ok(AnnIndex {
-                    index,
-                    rows,
-                    action: IndexAction::Extended,
-                });
-            }
-        }
-    }
-    let index =
-        Index::new(&options(dimension)).map_err(|error| ann_error(store, error.to_string()))?;
-    insert_rows(store, &index, 0, rows, dimension)?;
-    save(store, &index, &path, rows, max_seq)?;
-    Ok(AnnIndex {
-        index,
-        rows,
-        action: IndexAction::Rebuilt,
-    })
-}
-
-/// Adds every row with `seq` > `after` to `index` (in parallel, a chunk at a time).
-fn insert_rows(
-    store: &Store,
-    index: &Index,
-    after: i64,
-    total: usize,
-    dimension: usize,
-) -> Result<()> {
-    index
-        .reserve_capacity_and_threads(total.max(1), rayon::current_num_threads().max(1))
-        .map_err(|error| ann_error(store, error.to_string()))?;
-    let mut failure = None;
-    store.for_each_vector_chunk(after, dimension, 8192, |keys, vectors| {
-        let result: std::result::Result<(), String> = keys
-            .par_iter()
-            .zip(vectors.par_chunks(dimension))
-            .try_for_each(|(&key, vector)| {
-                index
-                    .add(key as u64, vector)
-                    .map_err(|error| error.to_string())
-            });
-        if let Err(message) = result {
-            failure.get_or_insert(message);
-        }
-    })?;
-    match failure {
-        Some(message) => Err(ann_error(store, message)),
-        None => Ok(()),
-    }
-}
-
-/// Saves beside the final name, then renames (a crash never leaves half a file), and
-/// records what the file covers.
-fn save(store: &Store, index: &Index, path: &Path, rows: usize, max_seq: i64) -> Result<()> {
-    let partial = path.with_extension("usearch.partial");
-    index
-        .save(&partial.to_string_lossy())
-        .map_err(|error| ann_error(store, format!("cannot save {}: {error}", partial.display())))?;
-    std::fs::rename(&partial, path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
+    let rows_database = Connection::open_with_flags(
+        store.dir().join(DATABASE_FILE),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| DataError::Database {
+        path: store.dir().to_path_buf(),
         source,
     })?;
-    store.set_ann_state(rows, max_seq)
+    let mut index = AnnIndex {
+        dimension,
+        seqs: Vec::new(),
+        scales: Vec::new(),
+        codes: Vec::new(),
+        rows_database,
+        rows,
+        action: IndexAction::Rebuilt,
+    };
+    if let (Some(state), true) = (saved, path.is_file()) {
+        let newer = store.count_after(state.max_seq)?;
+        if state.rows + newer == rows && index.load(&path, state.rows).is_ok() {
+            if newer == 0 {
+                index.action = IndexAction::Loaded;
+                return Ok(index);
+            }
+            index.insert_rows(store, state.max_seq)?;
+            index.action = IndexAction::Extended;
+            index.save(store, &path, max_seq)?;
+            return Ok(index);
+        }
+    }
+    index.seqs.clear();
+    index.scales.clear();
+    index.codes.clear();
+    index.insert_rows(store, 0)?;
+    index.save(store, &path, max_seq)?;
+    Ok(index)
 }
 
 /// Drops the saved index (after rows were removed); the next search rebuilds it.
@@ -187,18 +193,191 @@ pub fn invalidate(store: &Store) -> Result<()> {
 impl AnnIndex {
     /// The `k` nearest rows: (`seq`, cosine similarity), best first.
     pub fn search(&self, query: &[f32], k: usize) -> std::result::Result<Vec<(i64, f32)>, String> {
-        self.index
-            .change_expansion_search(MIN_EXPANSION_SEARCH.max(4 * k));
-        let matches = self
-            .index
-            .search(query, k)
+        if query.len() != self.dimension {
+            return Err(format!(
+                "the query has {} values, the index {}",
+                query.len(),
+                self.dimension
+            ));
+        }
+        if k == 0 || self.seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query_codes = Vec::with_capacity(self.dimension);
+        quantize(query, &mut query_codes);
+        let query_codes: Vec<i8> = query_codes.into_iter().map(|code| code as i8).collect();
+        let candidates = (CANDIDATES_PER_RESULT * k).max(MIN_CANDIDATES);
+        let mut scored = self.scan(&query_codes, candidates);
+        // exact re-ranking from the rows: [candidates] → [k]
+        let mut statement = self
+            .rows_database
+            .prepare_cached("SELECT vector FROM images WHERE seq = ?1")
             .map_err(|error| error.to_string())?;
-        Ok(matches
-            .keys
+        let mut exact = Vec::with_capacity(scored.len());
+        for (_, row) in scored.drain(..) {
+            let seq = self.seqs[row];
+            let blob: Option<Vec<u8>> = statement
+                .query_row([seq], |found| found.get(0))
+                .optional()
+                .map_err(|error| error.to_string())?;
+            let Some(blob) = blob else { continue };
+            if blob.len() != self.dimension * 4 {
+                return Err(format!(
+                    "row {seq} has a {}-byte embedding, expected {} f32 values",
+                    blob.len(),
+                    self.dimension
+                ));
+            }
+            let vector: Vec<f32> = blob
+                .chunks_exact(4)
+                .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                .collect();
+            exact.push((seq, dot(&vector, query)));
+        }
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        exact.truncate(k);
+        Ok(exact)
+    }
+
+    /// The `count` rows with the highest 8-bit scores: (approximate score, row), unordered.
+    fn scan(&self, query_codes: &[i8], count: usize) -> Vec<(f32, usize)> {
+        let (dimension, scales) = (self.dimension, &self.scales);
+        let keep = |mut scored: Vec<(f32, usize)>| {
+            if scored.len() > count {
+                scored.select_nth_unstable_by(count - 1, |a, b| b.0.total_cmp(&a.0));
+                scored.truncate(count);
+            }
+            scored
+        };
+        let best: Vec<(f32, usize)> = self
+            .codes
+            .par_chunks(ROWS_PER_CHUNK * dimension)
+            .enumerate()
+            .flat_map_iter(|(chunk_index, chunk)| {
+                let first_row = chunk_index * ROWS_PER_CHUNK;
+                let scored = chunk
+                    .chunks_exact(dimension)
+                    .enumerate()
+                    .map(|(offset, codes)| {
+                        let row = first_row + offset;
+                        (dot_codes(codes, query_codes) as f32 * scales[row], row)
+                    })
+                    .collect();
+                keep(scored)
+            })
+            .collect();
+        keep(best)
+    }
+
+    /// Quantizes and appends every row with `seq` > `after`, a chunk at a time.
+    fn insert_rows(&mut self, store: &Store, after: i64) -> Result<()> {
+        let dimension = self.dimension;
+        let expected = self.rows;
+        self.seqs.reserve(expected.saturating_sub(self.seqs.len()));
+        self.scales
+            .reserve(expected.saturating_sub(self.scales.len()));
+        self.codes
+            .reserve(expected.saturating_sub(self.seqs.len()) * dimension);
+        store.for_each_vector_chunk(after, dimension, 8192, |seqs, vectors| {
+            let quantized: Vec<(Vec<u8>, f32)> = vectors
+                .par_chunks(dimension)
+                .map(|vector| {
+                    let mut codes = Vec::with_capacity(dimension);
+                    let scale = quantize(vector, &mut codes);
+                    (codes, scale)
+                })
+                .collect();
+            self.seqs.extend_from_slice(seqs);
+            for (codes, scale) in quantized {
+                self.codes.extend_from_slice(&codes);
+                self.scales.push(scale);
+            }
+        })?;
+        // rows added by another process meanwhile are indexed too
+        self.rows = self.seqs.len();
+        Ok(())
+    }
+
+    /// Reads a saved index of `rows` rows; any mismatch is an error (the caller rebuilds).
+    fn load(&mut self, path: &Path, rows: usize) -> std::io::Result<()> {
+        let invalid = |message: &str| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, message.to_string())
+        };
+        let file = File::open(path)?;
+        let expected = HEADER_BYTES as u64 + rows as u64 * (12 + self.dimension as u64);
+        if file.metadata()?.len() != expected {
+            return Err(invalid("length differs"));
+        }
+        let mut reader = BufReader::new(file);
+        let mut header = [0u8; HEADER_BYTES];
+        reader.read_exact(&mut header)?;
+        let word = |range: std::ops::Range<usize>| -> u64 {
+            header[range]
+                .iter()
+                .rev()
+                .fold(0u64, |value, &byte| (value << 8) | u64::from(byte))
+        };
+        if &header[..8] != MAGIC
+            || word(8..12) != u64::from(VERSION)
+            || word(12..16) != self.dimension as u64
+            || word(16..24) != rows as u64
+        {
+            return Err(invalid("header differs"));
+        }
+        let mut bytes = vec![0u8; rows * 8];
+        reader.read_exact(&mut bytes)?;
+        self.seqs = bytes
+            .chunks_exact(8)
+            .map(|chunk| i64::from_le_bytes(chunk.try_into().unwrap_or_default()))
+            .collect();
+        let mut bytes = vec![0u8; rows * 4];
+        reader.read_exact(&mut bytes)?;
+        self.scales = bytes
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes(chunk.try_into().unwrap_or_default()))
+            .collect();
+        self.codes = vec![0u8; rows * self.dimension];
+        reader.read_exact(&mut self.codes)?;
+        Ok(())
+    }
+
+    /// Saves beside the final name, then renames (a crash never leaves half a file), and
+    /// records what the file covers.
+    fn save(&self, store: &Store, path: &Path, max_seq: i64) -> Result<()> {
+        let partial = path.with_extension("i8.partial");
+        let io_error = |source| DataError::Io {
+            path: partial.clone(),
+            source,
+        };
+        let file = File::create(&partial).map_err(io_error)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&(self.dimension as u32).to_le_bytes());
+        header.extend_from_slice(&(self.seqs.len() as u64).to_le_bytes());
+        writer.write_all(&header).map_err(io_error)?;
+        let seqs: Vec<u8> = self.seqs.iter().flat_map(|seq| seq.to_le_bytes()).collect();
+        writer.write_all(&seqs).map_err(io_error)?;
+        let scales: Vec<u8> = self
+            .scales
             .iter()
-            .zip(&matches.distances)
-            .map(|(&key, &distance)| (key as i64, 1.0 - distance))
-            .collect())
+            .flat_map(|scale| scale.to_le_bytes())
+            .collect();
+        writer.write_all(&scales).map_err(io_error)?;
+        writer.write_all(&self.codes).map_err(io_error)?;
+        writer
+            .into_inner()
+            .map_err(|error| io_error(error.into_error()))?
+            .sync_all()
+            .map_err(io_error)?;
+        std::fs::rename(&partial, path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // a database indexed before this format: its HNSW file is no longer read
+        let _ = std::fs::remove_file(store.dir().join(LEGACY_INDEX_FILE));
+        store.set_ann_state(self.seqs.len(), max_seq)
     }
 }
 
@@ -206,6 +385,7 @@ impl AnnIndex {
 mod tests {
     use super::*;
     use crate::db::search::exact_top_k;
+    use crate::db::{ImageRow, ModelRecord};
 
     /// Deterministic pseudo-random unit vectors.
     fn unit_vectors(count: usize, dimension: usize, seed: u64) -> Vec<f32> {
@@ -224,36 +404,92 @@ mod tests {
         values
     }
 
+    fn store_with(vectors: &[f32], dimension: usize) -> (tempfile::TempDir, Store) {
+        let scratch = tempfile::tempdir().unwrap();
+        let record = ModelRecord {
+            path: PathBuf::from("(test)"),
+            fingerprint: "test".into(),
+            dimension,
+        };
+        let mut store = Store::create(scratch.path(), &record).unwrap();
+        let rows: Vec<(ImageRow, Vec<f32>)> = vectors
+            .chunks(dimension)
+            .enumerate()
+            .map(|(index, vector)| {
+                let row = ImageRow {
+                    id: format!("{index:064x}"),
+                    path: format!("image{index}.png"),
+                    labels: Vec::new(),
+                    caption: None,
+                    width: 1,
+                    height: 1,
+                };
+                (row, vector.to_vec())
+            })
+            .collect();
+        store.insert(&rows).unwrap();
+        (scratch, store)
+    }
+
     #[test]
-    fn recall_at_10_against_exact_search() {
+    fn quantized_dot_product_tracks_the_exact_one() {
+        let dimension = 768;
+        let vectors = unit_vectors(50, dimension, 3);
+        let (mut left_codes, mut right_codes) = (Vec::new(), Vec::new());
+        for pair in vectors.chunks(2 * dimension) {
+            let (left, right) = pair.split_at(dimension);
+            left_codes.clear();
+            right_codes.clear();
+            let left_scale = quantize(left, &mut left_codes);
+            let right_scale = quantize(right, &mut right_codes);
+            let right_codes: Vec<i8> = right_codes.iter().map(|&code| code as i8).collect();
+            let approximate =
+                dot_codes(&left_codes, &right_codes) as f32 * left_scale * right_scale;
+            assert!((approximate - dot(left, right)).abs() < 2e-3);
+        }
+    }
+
+    #[test]
+    fn recall_at_10_against_exact_search_with_exact_scores() {
         let (count, dimension) = (5000, 32);
         let vectors = unit_vectors(count, dimension, 1);
-        let index = Index::new(&options(dimension)).unwrap();
-        index.reserve(count).unwrap();
-        for (key, vector) in vectors.chunks(dimension).enumerate() {
-            index.add(key as u64, vector).unwrap();
-        }
-        let ann = AnnIndex {
-            index,
-            rows: count,
-            action: IndexAction::Rebuilt,
-        };
+        let (_scratch, store) = store_with(&vectors, dimension);
+        let ann = ensure_index(&store, dimension).unwrap();
+        assert_eq!(ann.action, IndexAction::Rebuilt);
         let queries = unit_vectors(100, dimension, 2);
         let mut found = 0;
         for query in queries.chunks(dimension) {
-            let exact: Vec<i64> = exact_top_k(&vectors, dimension, query, 10, None)
-                .iter()
-                .map(|hit| hit.row as i64)
-                .collect();
+            let exact = exact_top_k(&vectors, dimension, query, 10, None);
             let approximate = ann.search(query, 10).unwrap();
+            // seq is AUTOINCREMENT from 1 in insertion order
             found += approximate
                 .iter()
-                .filter(|(key, _)| exact.contains(key))
+                .filter(|(seq, _)| exact.iter().any(|hit| hit.row as i64 + 1 == *seq))
                 .count();
-            let best = exact_top_k(&vectors, dimension, query, 1, None)[0].score;
-            assert!((approximate[0].1 - best).abs() < 1e-4 || approximate[0].1 < best);
+            assert!((approximate[0].1 - exact[0].score).abs() < 1e-6);
         }
         let recall = found as f64 / 1000.0;
         assert!(recall >= 0.99, "recall@10 {recall}");
+    }
+
+    #[test]
+    fn a_saved_index_loads_and_a_damaged_one_is_rebuilt() {
+        let dimension = 16;
+        let vectors = unit_vectors(300, dimension, 4);
+        let (_scratch, store) = store_with(&vectors, dimension);
+        let built = ensure_index(&store, dimension).unwrap();
+        let loaded = ensure_index(&store, dimension).unwrap();
+        assert_eq!(loaded.action, IndexAction::Loaded);
+        assert_eq!(
+            (&loaded.seqs, &loaded.scales, &loaded.codes),
+            (&built.seqs, &built.scales, &built.codes)
+        );
+        let query = &vectors[..dimension];
+        assert_eq!(loaded.search(query, 3).unwrap()[0].0, 1);
+        std::fs::write(index_path(&store), b"damaged").unwrap();
+        assert_eq!(
+            ensure_index(&store, dimension).unwrap().action,
+            IndexAction::Rebuilt
+        );
     }
 }
