@@ -1,12 +1,17 @@
 //! Prompt-to-Prompt pairs (`edit_pair`) against diffusers' StableDiffusionXLPipeline with
 //! InstructPix2Pix's self-attention sharing as an attention processor
-//! (scripts/fixtures/edit_pair_tiny.py → tests/fixtures/edit_pair_tiny_reference/).
+//! and Google's prompt-to-prompt cross-attention edits (replace, refine, re-weight) as a
+//! second one (scripts/fixtures/edit_pair_tiny.py → tests/fixtures/edit_pair_tiny_reference/).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
-use huatu_diffusion::pipelines::{edit_pair, EditPairRequest, NoProgress, Text2ImageRequest};
+use huatu_diffusion::pipelines::token_alignment::token_map;
+use huatu_diffusion::pipelines::{
+    edit_pair, CrossAttentionMode, EditPairRequest, NoProgress, Text2ImageRequest,
+};
 use huatu_diffusion::schedulers::SchedulerKind;
 use serde::Deserialize;
 
@@ -24,13 +29,19 @@ struct Case {
     p: f64,
     steps: usize,
     guidance_scale: f64,
+    #[serde(default)]
+    cross_attention: Option<String>,
+    #[serde(default)]
+    cross_p: f64,
+    #[serde(default)]
+    reweight: Vec<(String, f64)>,
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
-fn request(case: &Case, latents: Tensor) -> EditPairRequest {
+fn request(case: &Case, latents: Tensor) -> anyhow::Result<EditPairRequest> {
     let mut base = Text2ImageRequest::new(case.caption.clone());
     base.height = 64;
     base.width = 64;
@@ -38,11 +49,61 @@ fn request(case: &Case, latents: Tensor) -> EditPairRequest {
     base.guidance_scale = case.guidance_scale;
     base.scheduler = SchedulerKind::Euler;
     base.latents = Some(latents);
-    EditPairRequest {
-        base,
-        edited_prompt: case.edited_caption.clone(),
-        self_attention_fraction: case.p,
-    }
+    let mode = match &case.cross_attention {
+        Some(mode) => mode
+            .parse::<CrossAttentionMode>()
+            .map_err(anyhow::Error::msg)?,
+        None => CrossAttentionMode::Off,
+    };
+    Ok(EditPairRequest {
+        cross_attention: mode,
+        cross_attention_fraction: case.cross_p,
+        reweight: case.reweight.clone(),
+        ..EditPairRequest::new(base, case.edited_caption.clone(), case.p)
+    })
+}
+
+/// The token map the reference computed equals ours (token_alignment::token_map).
+fn check_token_map(
+    components: &SdxlComponents,
+    case: &Case,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<()> {
+    let Some(mode) = &case.cross_attention else {
+        return Ok(());
+    };
+    let tokenizer = &components.tokenizer;
+    let reweight: Vec<(String, Vec<u32>, f64)> = case
+        .reweight
+        .iter()
+        .map(|(word, factor)| (word.clone(), tokenizer.encode_content(word), *factor))
+        .collect();
+    let map = token_map(
+        mode.parse().map_err(anyhow::Error::msg)?,
+        &tokenizer.encode_content(&case.caption),
+        &tokenizer.encode_content(&case.edited_caption),
+        &reweight,
+        77,
+    )?;
+    let source: Vec<u32> = tensors["source"]
+        .to_vec1::<i64>()?
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    assert_eq!(map.source, source, "{}: source", case.name);
+    assert_eq!(
+        map.alpha,
+        tensors["alpha"].to_vec1::<f32>()?,
+        "{}: alpha",
+        case.name
+    );
+    assert_eq!(
+        map.weight,
+        tensors["weight"].to_vec1::<f32>()?,
+        "{}: weight",
+        case.name
+    );
+    Ok(())
 }
 
 /// diffusers' pipeline with the sharing processor (generate_img_dataset.py's rule).
@@ -53,7 +114,7 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
     let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(fixture(
         "edit_pair_tiny_reference/cases.json",
     ))?)?;
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 7);
     let mut outputs = Vec::new();
     for case in &cases {
         let path = fixture(&format!(
@@ -61,9 +122,10 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
             case.name
         ));
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        check_token_map(&components, case, &tensors)?;
         let output = edit_pair(
             &components,
-            &request(case, tensors["latents"].clone()),
+            &request(case, tensors["latents"].clone())?,
             &mut NoProgress,
         )?;
         let original = max_abs_diff(&output.original_latents, &tensors["original_out"])?;
@@ -79,6 +141,27 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
         );
         outputs.push(output);
     }
+    // the cross-attention edits change the edited image (the reference's too)
+    for index in [4, 5, 6] {
+        let case = &cases[index];
+        let path = fixture(&format!(
+            "edit_pair_tiny_reference/{}.safetensors",
+            case.name
+        ));
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let plain = EditPairRequest {
+            cross_attention: CrossAttentionMode::Off,
+            reweight: Vec::new(),
+            ..request(case, tensors["latents"].clone())?
+        };
+        let output = edit_pair(&components, &plain, &mut NoProgress)?;
+        let change = max_abs_diff(&output.edited_latents, &outputs[index].edited_latents)?;
+        assert!(
+            change > 1e-4,
+            "{}: the cross-attention edit changed nothing ({change})",
+            case.name
+        );
+    }
     // sharing changes the edited image
     let (shared, plain) = (&outputs[0], &outputs[2]);
     assert!(max_abs_diff(&shared.edited_latents, &plain.edited_latents)? > 1e-3);
@@ -89,11 +172,7 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
 fn the_sharing_rule_is_the_references() {
     let mut base = Text2ImageRequest::new("a");
     base.num_inference_steps = 5;
-    let request = EditPairRequest {
-        base,
-        edited_prompt: "b".into(),
-        self_attention_fraction: 0.5,
-    };
+    let request = EditPairRequest::new(base, "b", 0.5);
     // p > i / (n - 1): steps 0 and 1 of 5 (0, 0.25) share, step 2 (0.5) does not
     let shared: Vec<bool> = (0..5).map(|i| request.shares_at(i, 5)).collect();
     assert_eq!(shared, [true, true, false, false, false]);

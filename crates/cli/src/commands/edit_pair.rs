@@ -8,7 +8,9 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use huatu_diffusion::loading::latents_file::read_latents;
-use huatu_diffusion::pipelines::{edit_pair, EditPairRequest, Text2ImageRequest};
+use huatu_diffusion::pipelines::{
+    edit_pair, CrossAttentionMode, EditPairRequest, Text2ImageRequest,
+};
 use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::model_args::{random_seed, ModelArgs, StepBar};
@@ -31,6 +33,18 @@ pub struct EditPairArgs {
     /// original. Default: drawn from the seed in [0.1, 0.9], as InstructPix2Pix samples it.
     #[arg(long)]
     pub p: Option<f64>,
+    /// Google's prompt-to-prompt cross-attention edit on top: off (InstructPix2Pix),
+    /// replace (a word swapped, same token length) or refine (shared words keep the
+    /// original's maps).
+    #[arg(long, default_value = "off")]
+    pub cross_attention: CrossAttentionMode,
+    /// Fraction of the steps the cross-attention edit and re-weighting apply to.
+    #[arg(long, default_value_t = 0.8)]
+    pub cross_p: f64,
+    /// Scale the cross-attention maps of a word of the edited caption, WORD=FACTOR
+    /// (e.g. snowy=2); repeat for several.
+    #[arg(long, value_name = "WORD=FACTOR", value_parser = parse_reweight)]
+    pub reweight: Vec<(String, f64)>,
     /// Default: the model's native size (unet sample_size × 8).
     #[arg(long)]
     pub width: Option<usize>,
@@ -53,6 +67,22 @@ pub struct EditPairArgs {
     pub out_original: PathBuf,
     #[arg(long)]
     pub out_edited: PathBuf,
+}
+
+fn parse_reweight(text: &str) -> Result<(String, f64), String> {
+    let (word, factor) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected WORD=FACTOR, got `{text}`"))?;
+    let factor: f64 = factor
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{factor}` is not a number"))?;
+    if word.trim().is_empty() || !factor.is_finite() {
+        return Err(format!(
+            "expected WORD=FACTOR with a finite factor, got `{text}`"
+        ));
+    }
+    Ok((word.trim().to_string(), factor))
 }
 
 /// InstructPix2Pix's p: uniform in [0.1, 0.9], here drawn from the seed (SplitMix64).
@@ -89,9 +119,14 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
     base.seed = seed;
     base.latents = latents;
     let request = EditPairRequest {
-        base,
-        edited_prompt: args.edited_caption.clone(),
-        self_attention_fraction: args.p.unwrap_or_else(|| sampled_p(seed)),
+        cross_attention: args.cross_attention,
+        cross_attention_fraction: args.cross_p,
+        reweight: args.reweight.clone(),
+        ..EditPairRequest::new(
+            base,
+            args.edited_caption.clone(),
+            args.p.unwrap_or_else(|| sampled_p(seed)),
+        )
     };
     request.validate()?;
     let mut bar = StepBar::new(args.steps);
@@ -105,6 +140,9 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
             "caption": request.base.prompt,
             "edited_caption": request.edited_prompt,
             "p": request.self_attention_fraction,
+            "cross_attention": format!("{:?}", request.cross_attention).to_lowercase(),
+            "cross_p": request.cross_attention_fraction,
+            "reweight": request.reweight,
             "steps": request.base.num_inference_steps,
             "guidance_scale": request.base.guidance_scale,
             "scheduler": request.base.scheduler.to_string(),

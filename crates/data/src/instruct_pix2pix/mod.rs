@@ -374,11 +374,7 @@ fn pairs_for_caption(
         base.guidance_scale = guidance_scale;
         base.scheduler = request.scheduler;
         base.seed = seed;
-        let pair_request = EditPairRequest {
-            base,
-            edited_prompt: edit.edited_caption.clone(),
-            self_attention_fraction: p,
-        };
+        let pair_request = EditPairRequest::new(base, edit.edited_caption.clone(), p);
         let pair = edit_pair(components, &pair_request, &mut NoProgress).map_err(|source| {
             DataError::InvalidRequest(format!("the pair for caption {index} failed: {source}"))
         })?;

@@ -56,12 +56,17 @@ impl Attention {
         let query = self.split_heads(&self.to_q.forward(hidden_states)?)?;
         let key = self.split_heads(&self.to_k.forward(context)?)?;
         let value = self.split_heads(&self.to_v.forward(context)?)?;
-        let shared = match encoder_hidden_states {
-            None => super::attention_control::shared_query_key(&query, &key)?,
-            Some(_) => None,
-        };
-        let (query, key) = shared.unwrap_or((query, key));
-        let attended = scaled_dot_product_attention(&query, &key, &value)?; // [b, heads, n, d]
+        let attended = match encoder_hidden_states {
+            None => {
+                let shared = super::attention_control::shared_query_key(&query, &key)?;
+                let (query, key) = shared.unwrap_or((query, key));
+                scaled_dot_product_attention(&query, &key, &value)?
+            }
+            Some(_) => match super::attention_control::edited_cross_attention(&query, &key, &value)? {
+                Some(attended) => attended,
+                None => scaled_dot_product_attention(&query, &key, &value)?,
+            },
+        }; // [b, heads, n, d]
         let (batch, heads, tokens, head_dim) = attended.dims4()?;
         let merged = attended.transpose(1, 2)?.reshape((batch, tokens, heads * head_dim))?;
         self.to_out.forward(&merged)

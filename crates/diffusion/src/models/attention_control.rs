@@ -1,43 +1,70 @@
-//! The attention-control hook of Prompt-to-Prompt generation: while a pipeline runs the
-//! UNet inside [`share_self_attention`], every self-attention layer of this thread lets
-//! some batch rows use another row's attention map — InstructPix2Pix's data generation
-//! (timothybrooks/instruct-pix2pix, its modified `CrossAttention`): the edited image's
-//! rows attend with the original image's scores, softmax(q_src·k_srcᵀ/√d)·v_own.
+//! The attention-control hook of Prompt-to-Prompt generation. While a pipeline runs the
+//! UNet inside [`with_attention_control`], the attention layers of this thread edit a
+//! batch laid out as (original, edited) row pairs:
 //!
-//! Off, it costs one thread-local read per attention call; cross-attention is untouched.
+//! - self-attention sharing, InstructPix2Pix's data generation
+//!   (timothybrooks/instruct-pix2pix, its modified `CrossAttention`): each row attends
+//!   with its source row's scores, softmax(q_src·k_srcᵀ/√d)·v_own;
+//! - cross-attention edits, Google's prompt-to-prompt (replace, refine, re-weight): the
+//!   edited rows' attention probabilities over the text tokens become
+//!   (P_orig[…, source[j]]·α_j + P_edit[…, j]·(1 − α_j))·w_j, where `source` maps each
+//!   edited token to the original token whose map it takes, α says which do, and `w`
+//!   re-weights tokens.
+//!
+//! Off, it costs one thread-local read per attention call.
 
 use std::cell::RefCell;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor, D};
 
-thread_local! {
-    static SELF_ATTENTION_SOURCES: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+/// What the attention layers do while the control is set.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionControl {
+    /// Self-attention: for each batch row, the row whose attention map it uses (u32 [b]).
+    pub self_sources: Option<Tensor>,
+    /// Cross-attention: how the edited (odd) rows take the original (even) rows' maps.
+    pub cross: Option<CrossAttentionEdit>,
 }
 
-/// Resets the hook when dropped, so a failing or panicking UNet call leaves it off.
-struct Reset(Option<Tensor>);
+/// Per text token of the edited prompt (all three [tokens]).
+#[derive(Debug, Clone)]
+pub struct CrossAttentionEdit {
+    /// u32: the original prompt's token whose map this token takes.
+    pub source: Tensor,
+    /// f32: 1 where the original's map is taken, 0 where the token keeps its own.
+    pub alpha: Tensor,
+    /// f32: the re-weighting factor (1 leaves the token alone).
+    pub weight: Tensor,
+}
 
-impl Drop for Reset {
+thread_local! {
+    static CONTROL: RefCell<Option<AttentionControl>> = const { RefCell::new(None) };
+}
+
+/// Puts the previous control back when dropped, so a failing or panicking UNet call
+/// leaves the hook as it was.
+struct Restore(Option<AttentionControl>);
+
+impl Drop for Restore {
     fn drop(&mut self) {
         let previous = self.0.take();
-        SELF_ATTENTION_SOURCES.with(|sources| *sources.borrow_mut() = previous);
+        CONTROL.with(|control| *control.borrow_mut() = previous);
     }
 }
 
-/// Runs `f` with self-attention sharing: batch row `i` of every self-attention layer takes
-/// the attention map of row `sources[i]` (a u32 tensor of the batch's length).
-pub fn share_self_attention<R>(sources: &Tensor, f: impl FnOnce() -> R) -> R {
-    let previous = SELF_ATTENTION_SOURCES.with(|current| current.replace(Some(sources.clone())));
-    let _reset = Reset(previous);
+/// Runs `f` with `control` on this thread's attention layers.
+pub fn with_attention_control<R>(control: &AttentionControl, f: impl FnOnce() -> R) -> R {
+    let previous = CONTROL.with(|current| current.replace(Some(control.clone())));
+    let _restore = Restore(previous);
     f()
 }
 
-/// Query and key with each row replaced by its source row's, when sharing is on and the
-/// batch matches; otherwise `None` (the layer runs unchanged).
+/// Query and key with each row replaced by its source row's, when self-attention sharing
+/// is on; otherwise `None` (the layer runs unchanged).
 pub(crate) fn shared_query_key(query: &Tensor, key: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
-    SELF_ATTENTION_SOURCES.with(|sources| {
-        let sources = sources.borrow();
-        let Some(rows) = sources.as_ref() else {
+    CONTROL.with(|control| {
+        let control = control.borrow();
+        let Some(rows) = control.as_ref().and_then(|c| c.self_sources.as_ref()) else {
             return Ok(None);
         };
         if rows.dim(0)? != query.dim(0)? {
@@ -50,5 +77,48 @@ pub(crate) fn shared_query_key(query: &Tensor, key: &Tensor) -> Result<Option<(T
         let rows = rows.to_device(query.device())?;
         let pick = |xs: &Tensor| xs.contiguous()?.index_select(&rows, 0);
         Ok(Some((pick(query)?, pick(key)?)))
+    })
+}
+
+/// Cross-attention with the edit applied ([b, heads, n, d]), when one is set; otherwise
+/// `None`. The probabilities are computed explicitly (in f32), as the edit needs them.
+pub(crate) fn edited_cross_attention(
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+) -> Result<Option<Tensor>> {
+    CONTROL.with(|control| {
+        let control = control.borrow();
+        let Some(edit) = control.as_ref().and_then(|c| c.cross.as_ref()) else {
+            return Ok(None);
+        };
+        let (batch, heads, tokens, head_dim) = query.dims4()?;
+        let text_tokens = key.dim(2)?;
+        if batch % 2 != 0 || edit.source.dim(0)? != text_tokens {
+            candle_core::bail!(
+                "attention control: a cross-attention edit over {} tokens for a batch of {batch} with {text_tokens} tokens",
+                edit.source.dim(0)?
+            );
+        }
+        let dtype = query.dtype();
+        let device = query.device();
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scores = (query.contiguous()?.matmul(&key.t()?.contiguous()?)?.to_dtype(DType::F32)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let rows = |offset: u32| -> Result<Tensor> {
+            let indices: Vec<u32> = (0..batch as u32 / 2).map(|pair| 2 * pair + offset).collect();
+            Tensor::new(indices.as_slice(), device)
+        };
+        let original = probs.index_select(&rows(0)?, 0)?;
+        let own = probs.index_select(&rows(1)?, 0)?;
+        let per_token = |t: &Tensor| -> Result<Tensor> {
+            t.to_device(device)?.to_dtype(DType::F32)?.reshape((1, 1, 1, text_tokens))
+        };
+        let alpha = per_token(&edit.alpha)?;
+        let mapped = original.contiguous()?.index_select(&edit.source.to_device(device)?, D::Minus1)?;
+        let edited = (mapped.broadcast_mul(&alpha)? + own.broadcast_mul(&alpha.affine(-1.0, 1.0)?)?)?
+            .broadcast_mul(&per_token(&edit.weight)?)?;
+        let probs = Tensor::stack(&[&original, &edited], 1)?.reshape((batch, heads, tokens, text_tokens))?;
+        Ok(Some(probs.to_dtype(dtype)?.matmul(&value.contiguous()?)?))
     })
 }

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod prompt_encoding;
 pub mod prompt_to_prompt;
 pub mod stable_diffusion_xl;
+pub mod token_alignment;
 
 pub use edit_inputs::EditSettings;
 pub use image::{GrayImage, RgbImage};
@@ -23,3 +24,4 @@ pub use latents::{DecodeOptions, MicroConditioning, VaeTiling};
 pub use progress::{NoProgress, Progress, ProgressSink};
 pub use prompt_to_prompt::{edit_pair, EditPairOutput, EditPairRequest};
 pub use stable_diffusion_xl::{text_to_image, Text2ImageOutput, Text2ImageRequest};
+pub use token_alignment::CrossAttentionMode;

@@ -6,6 +6,11 @@
 //! conditional half of classifier-free guidance), so the pair differs only where the
 //! captions differ. Step `i` of `n` shares when `p > i / (n − 1)`, the reference's rule.
 //!
+//! Google's prompt-to-prompt cross-attention edits come on top when asked
+//! (`cross_attention`: replace or refine, for the first `cross_attention_fraction` of the
+//! steps by the same rule; `reweight` scales chosen words' maps): see
+//! [`crate::models::attention_control`] and [`super::token_alignment`].
+//!
 //! Everything else is `text_to_image`: the same encoding, guidance, schedulers and decoder.
 //! Each image keeps its own scheduler and noise stream, both seeded alike, so ancestral
 //! samplers add the same noise to both images (the reference's "same noise across the
@@ -19,8 +24,11 @@ use super::latents::{decode_latents, micro_conditioning, prepare_latents};
 use super::progress::{Progress, ProgressSink};
 use super::prompt_encoding::{encode_tokens, pad_windows, tokenize, PromptEmbeddings};
 use super::stable_diffusion_xl::Text2ImageRequest;
+use super::token_alignment::{token_map, CrossAttentionMode};
 use crate::loading::SdxlComponents;
-use crate::models::attention_control::share_self_attention;
+use crate::models::attention_control::{
+    with_attention_control, AttentionControl, CrossAttentionEdit,
+};
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
@@ -34,15 +42,46 @@ pub struct EditPairRequest {
     /// Fraction of the denoising steps with shared self-attention maps (IP2P samples it
     /// in [0.1, 0.9]).
     pub self_attention_fraction: f64,
+    /// Google's prompt-to-prompt cross-attention edit (off in InstructPix2Pix's generation).
+    pub cross_attention: CrossAttentionMode,
+    /// Fraction of the steps the cross-attention edit (and re-weighting) applies to.
+    pub cross_attention_fraction: f64,
+    /// Words of the edited caption whose cross-attention maps are scaled, and by how much.
+    pub reweight: Vec<(String, f64)>,
 }
 
 impl EditPairRequest {
+    /// InstructPix2Pix's pair: self-attention sharing only.
+    pub fn new(
+        base: Text2ImageRequest,
+        edited_prompt: impl Into<String>,
+        self_attention_fraction: f64,
+    ) -> Self {
+        Self {
+            base,
+            edited_prompt: edited_prompt.into(),
+            self_attention_fraction,
+            cross_attention: CrossAttentionMode::Off,
+            cross_attention_fraction: 0.0,
+            reweight: Vec::new(),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.base.validate()?;
-        if !(0.0..=1.0).contains(&self.self_attention_fraction) {
+        for (name, fraction) in [
+            ("shared-attention fraction p", self.self_attention_fraction),
+            ("cross-attention fraction", self.cross_attention_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&fraction) {
+                return Err(Error::InvalidRequest(format!(
+                    "the {name} must be within [0, 1], got {fraction}"
+                )));
+            }
+        }
+        if let Some((word, weight)) = self.reweight.iter().find(|(_, weight)| !weight.is_finite()) {
             return Err(Error::InvalidRequest(format!(
-                "the shared-attention fraction p must be within [0, 1], got {}",
-                self.self_attention_fraction
+                "the weight of `{word}` must be finite, got {weight}"
             )));
         }
         Ok(())
@@ -50,13 +89,57 @@ impl EditPairRequest {
 
     /// Whether step `index` of `total` shares self-attention.
     pub fn shares_at(&self, index: usize, total: usize) -> bool {
-        let progress = if total > 1 {
-            index as f64 / (total - 1) as f64
-        } else {
-            0.0
-        };
-        self.self_attention_fraction > progress
+        active(self.self_attention_fraction, index, total)
     }
+
+    /// Whether step `index` of `total` edits cross-attention.
+    pub fn edits_cross_attention_at(&self, index: usize, total: usize) -> bool {
+        self.has_cross_attention_edit() && active(self.cross_attention_fraction, index, total)
+    }
+
+    fn has_cross_attention_edit(&self) -> bool {
+        self.cross_attention != CrossAttentionMode::Off || !self.reweight.is_empty()
+    }
+}
+
+/// The reference's rule: step `index` of `total` is controlled while
+/// `fraction > index / (total − 1)`.
+fn active(fraction: f64, index: usize, total: usize) -> bool {
+    let progress = if total > 1 {
+        index as f64 / (total - 1) as f64
+    } else {
+        0.0
+    };
+    fraction > progress
+}
+
+/// The cross-attention edit over every text token of the batch's conditioning.
+fn cross_attention_edit(
+    components: &SdxlComponents,
+    request: &EditPairRequest,
+    text_tokens: usize,
+) -> Result<CrossAttentionEdit> {
+    let tokenizer = &components.tokenizer;
+    let original = tokenizer.encode_content(&request.base.prompt);
+    let edited = tokenizer.encode_content(&request.edited_prompt);
+    let reweight: Vec<(String, Vec<u32>, f64)> = request
+        .reweight
+        .iter()
+        .map(|(word, weight)| (word.clone(), tokenizer.encode_content(word), *weight))
+        .collect();
+    let map = token_map(
+        request.cross_attention,
+        &original,
+        &edited,
+        &reweight,
+        text_tokens,
+    )?;
+    let device = &components.device;
+    Ok(CrossAttentionEdit {
+        source: Tensor::new(map.source.as_slice(), device)?,
+        alpha: Tensor::new(map.alpha.as_slice(), device)?,
+        weight: Tensor::new(map.weight.as_slice(), device)?,
+    })
 }
 
 /// Both images' final latents ([1, 4, h/8, w/8] each, unscaled) and pictures.
@@ -114,6 +197,14 @@ pub fn edit_pair(
     // every row takes the original's map: its own half's first row
     let sources: Vec<u32> = (0..batch as u32).map(|row| row - row % 2).collect();
     let sources = Tensor::new(sources.as_slice(), device)?;
+    let cross_edit = match request.has_cross_attention_edit() {
+        true => Some(cross_attention_edit(
+            components,
+            request,
+            prompt_embeds.dim(1)?,
+        )?),
+        false => None,
+    };
 
     let build = || {
         base.scheduler
@@ -143,16 +234,21 @@ pub fn edit_pair(
             pair
         };
         let model_input = schedulers[0].scale_model_input(&model_input, timestep)?;
+        let control = AttentionControl {
+            self_sources: request
+                .shares_at(index, timesteps.len())
+                .then(|| sources.clone()),
+            cross: cross_edit
+                .as_ref()
+                .filter(|_| request.edits_cross_attention_at(index, timesteps.len()))
+                .cloned(),
+        };
         let run = || {
             components
                 .unet
                 .forward(&model_input, timestep, &prompt_embeds, &added, None)
         };
-        let noise_pred = if request.shares_at(index, timesteps.len()) {
-            share_self_attention(&sources, run)?
-        } else {
-            run()?
-        };
+        let noise_pred = with_attention_control(&control, run)?;
         let noise_pred = if guided {
             guidance::combine(&noise_pred, base.guidance_scale, base.guidance_rescale)?
         } else {
