@@ -1,9 +1,11 @@
-//! BLIP's tokenizer: transformers' `BertTokenizer` (tokenizers' `BertNormalizer`,
-//! `BertPreTokenizer`, `WordPiece` model and decoder, `TemplateProcessing` with
-//! `[CLS] … [SEP]`), read from `tokenizer.json` or, without it, `vocab.txt`.
+//! transformers' `BertTokenizer` (tokenizers' `BertNormalizer`, `BertPreTokenizer`,
+//! `WordPiece` model and decoder, `TemplateProcessing` with `[CLS] … [SEP]`), read from
+//! `tokenizer.json` or, without it, `vocab.txt` with tokenizer_config.json's
+//! `do_lower_case`, `strip_accents` and `tokenize_chinese_chars`: BLIP's and
+//! Chinese-CLIP's tokenizer.
 //!
 //! Encoding: clean the text (control characters dropped, whitespace made spaces), put
-//! spaces around CJK ideographs, lowercase and strip accents (NFD, marks dropped), split
+//! spaces around CJK ideographs, strip accents (NFD, marks dropped) and lowercase, split
 //! on whitespace and punctuation, then greedy longest-match WordPiece (`##` for word
 //! continuations, `[UNK]` for a word that cannot be spelled). Punctuation is BERT's: ASCII
 //! symbols plus the common Unicode punctuation blocks (General Punctuation, CJK Symbols
@@ -24,18 +26,42 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{DataError, Result};
 
-/// A BERT WordPiece tokenizer with BLIP's special tokens.
+/// A BERT WordPiece tokenizer.
 #[derive(Debug, Clone)]
 pub struct BertTokenizer {
     vocab: HashMap<String, u32>,
     tokens: HashMap<u32, String>,
     special: HashSet<u32>,
-    lowercase: bool,
+    normalizer: Normalizer,
     unk_token: String,
     max_input_chars_per_word: usize,
     clean_up_tokenization_spaces: bool,
+    model_max_length: usize,
     cls_token_id: u32,
     sep_token_id: u32,
+    pad_token_id: u32,
+}
+
+/// `BertNormalizer`'s switches (`clean_text` is always on, as in every BERT tokenizer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Normalizer {
+    handle_chinese_chars: bool,
+    /// `strip_accents`, which follows `lowercase` when unset.
+    strip_accents: bool,
+    lowercase: bool,
+}
+
+impl Normalizer {
+    /// `lowercase`, `strip_accents` (null: as lowercase), `handle_chinese_chars` under
+    /// any of the two spellings (tokenizer.json's normalizer, tokenizer_config.json).
+    fn from_json(value: &Value, lowercase_key: &str, chinese_key: &str) -> Self {
+        let lowercase = value[lowercase_key].as_bool().unwrap_or(true);
+        Self {
+            handle_chinese_chars: value[chinese_key].as_bool().unwrap_or(true),
+            strip_accents: value["strip_accents"].as_bool().unwrap_or(lowercase),
+            lowercase,
+        }
+    }
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> DataError {
@@ -53,35 +79,46 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 impl BertTokenizer {
-    /// Loads `tokenizer.json`, else `vocab.txt` (with `[PAD] [UNK] [CLS] [SEP] [MASK]`
-    /// and BLIP's `[DEC]` / `[ENC]`, appended when missing, as special tokens).
-    pub fn from_dir(dir: &Path) -> Result<Self> {
+    /// Loads `tokenizer.json`, else `vocab.txt` (with `[PAD] [UNK] [CLS] [SEP] [MASK]` and
+    /// `extra_special_tokens`, appended when missing, as special tokens — BLIP's `[DEC]`
+    /// and `[ENC]`), and tokenizer_config.json when there is one. `model` names the model
+    /// in errors ("BLIP", "Chinese-CLIP").
+    pub fn from_dir(dir: &Path, model: &str, extra_special_tokens: &[&str]) -> Result<Self> {
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
+        let config_path = dir.join("tokenizer_config.json");
+        let config: Value = if config_path.is_file() {
+            serde_json::from_str(&read_text(&config_path)?).map_err(|source| DataError::Json {
+                path: config_path.clone(),
+                what: "a tokenizer configuration",
+                source,
+            })?
+        } else {
+            Value::Null
+        };
         let mut tokenizer = if json_path.is_file() {
             Self::from_tokenizer_json(&json_path)?
         } else if vocab_path.is_file() {
-            Self::from_vocab_txt(&vocab_path)?
+            let normalizer =
+                Normalizer::from_json(&config, "do_lower_case", "tokenize_chinese_chars");
+            Self::from_vocab_txt(&vocab_path, normalizer, extra_special_tokens)?
         } else {
             return Err(DataError::MissingModelPart {
-                what: "the BLIP tokenizer (tokenizer.json or vocab.txt)".into(),
+                what: format!("the {model} tokenizer (tokenizer.json or vocab.txt)"),
                 path: json_path,
             });
         };
-        let config_path = dir.join("tokenizer_config.json");
-        if config_path.is_file() {
-            let config: Value =
-                serde_json::from_str(&read_text(&config_path)?).map_err(|source| {
-                    DataError::Json {
-                        path: config_path.clone(),
-                        what: "a tokenizer configuration",
-                        source,
-                    }
-                })?;
-            tokenizer.clean_up_tokenization_spaces = config["clean_up_tokenization_spaces"]
-                .as_bool()
-                .unwrap_or(false);
-        }
+        tokenizer.clean_up_tokenization_spaces = config["clean_up_tokenization_spaces"]
+            .as_bool()
+            .unwrap_or(false);
+        // transformers' "no limit" is a huge float (VERY_LARGE_INTEGER, 1e30)
+        tokenizer.model_max_length = match &config["model_max_length"] {
+            Value::Number(number) => number
+                .as_u64()
+                .and_then(|length| usize::try_from(length).ok())
+                .unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        };
         Ok(tokenizer)
     }
 
@@ -96,7 +133,7 @@ impl BertTokenizer {
         if model["type"] != "WordPiece" {
             return Err(bad(
                 path,
-                format!("BLIP needs a WordPiece tokenizer, got {}", model["type"]),
+                format!("a BERT tokenizer must be WordPiece, got {}", model["type"]),
             ));
         }
         let mut vocab: HashMap<String, u32> = model["vocab"]
@@ -118,34 +155,40 @@ impl BertTokenizer {
                 special.insert(id);
             }
         }
-        let lowercase = value["normalizer"]["lowercase"].as_bool().unwrap_or(true);
+        let normalizer =
+            Normalizer::from_json(&value["normalizer"], "lowercase", "handle_chinese_chars");
         let unk_token = model["unk_token"].as_str().unwrap_or("[UNK]").to_string();
         let max_chars = model["max_input_chars_per_word"].as_u64().unwrap_or(100) as usize;
-        Self::build(path, vocab, special, lowercase, unk_token, max_chars)
+        Self::build(path, vocab, special, normalizer, unk_token, max_chars)
     }
 
-    fn from_vocab_txt(path: &Path) -> Result<Self> {
+    fn from_vocab_txt(
+        path: &Path,
+        normalizer: Normalizer,
+        extra_special_tokens: &[&str],
+    ) -> Result<Self> {
         let mut vocab: HashMap<String, u32> = read_text(path)?
             .lines()
             .enumerate()
             .map(|(index, token)| (token.to_string(), index as u32))
             .collect();
         let mut special = HashSet::new();
-        for token in [
-            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]",
-        ] {
+        for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .chain(extra_special_tokens)
+        {
             let next = vocab.len() as u32;
             let id = *vocab.entry(token.to_string()).or_insert(next);
             special.insert(id);
         }
-        Self::build(path, vocab, special, true, "[UNK]".into(), 100)
+        Self::build(path, vocab, special, normalizer, "[UNK]".into(), 100)
     }
 
     fn build(
         path: &Path,
         vocab: HashMap<String, u32>,
         special: HashSet<u32>,
-        lowercase: bool,
+        normalizer: Normalizer,
         unk_token: String,
         max_input_chars_per_word: usize,
     ) -> Result<Self> {
@@ -157,6 +200,8 @@ impl BertTokenizer {
         };
         let cls_token_id = id("[CLS]")?;
         let sep_token_id = id("[SEP]")?;
+        // `[PAD]` only matters for batches of texts; BERT vocabularies start with it
+        let pad_token_id = vocab.get("[PAD]").copied().unwrap_or(0);
         id(&unk_token)?;
         let tokens = vocab
             .iter()
@@ -166,13 +211,33 @@ impl BertTokenizer {
             vocab,
             tokens,
             special,
-            lowercase,
+            normalizer,
             unk_token,
             max_input_chars_per_word,
             clean_up_tokenization_spaces: false,
+            model_max_length: usize::MAX,
             cls_token_id,
             sep_token_id,
+            pad_token_id,
         })
+    }
+
+    pub fn cls_token_id(&self) -> u32 {
+        self.cls_token_id
+    }
+
+    /// `[SEP]`, which ends every encoded text.
+    pub fn sep_token_id(&self) -> u32 {
+        self.sep_token_id
+    }
+
+    pub fn pad_token_id(&self) -> u32 {
+        self.pad_token_id
+    }
+
+    /// tokenizer_config.json's `model_max_length` (`usize::MAX` when unset).
+    pub fn model_max_length(&self) -> usize {
+        self.model_max_length
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -228,7 +293,7 @@ impl BertTokenizer {
             }
             if c.is_whitespace() {
                 normalized.push(' ');
-            } else if is_cjk(c) {
+            } else if self.normalizer.handle_chinese_chars && is_cjk(c) {
                 normalized.push(' ');
                 normalized.push(c);
                 normalized.push(' ');
@@ -236,13 +301,14 @@ impl BertTokenizer {
                 normalized.push(c);
             }
         }
-        if self.lowercase {
-            // strip_accents follows lowercase when unset, as BertNormalizer
+        if self.normalizer.strip_accents {
             normalized = normalized
                 .nfd()
                 .filter(|c| !is_combining_mark(*c))
-                .collect::<String>()
-                .to_lowercase();
+                .collect();
+        }
+        if self.normalizer.lowercase {
+            normalized = normalized.to_lowercase();
         }
         let mut words = Vec::new();
         for chunk in normalized.split_whitespace() {

@@ -8,7 +8,8 @@
 //! - [`vision`]: `BlipVisionModel` (the image embeddings the decoder reads);
 //! - [`text_decoder`]: `BlipTextLMHeadModel` with its key/value cache;
 //! - [`generate`]: greedy and beam search as transformers' `generate`;
-//! - [`tokenizer`]: `BertTokenizer` (WordPiece).
+//! - the tokenizer: `BertTokenizer` (WordPiece), [`crate::bert::tokenizer`], shared with
+//!   Chinese-CLIP.
 //!
 //! Preprocessing is `BlipImageProcessor`'s PIL backend: a bicubic resize to exactly
 //! size×size (no aspect ratio kept, no crop), rescale, normalise with OpenAI CLIP's mean
@@ -16,7 +17,6 @@
 
 pub mod generate;
 pub mod text_decoder;
-pub mod tokenizer;
 pub mod vision;
 
 use std::path::{Path, PathBuf};
@@ -27,9 +27,9 @@ use image::DynamicImage;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::bert::BertTokenizer;
 pub use generate::GenerationSettings;
 pub use text_decoder::{BlipTextConfig, BlipTextLMHeadModel, DecoderCache};
-pub use tokenizer::BertTokenizer;
 pub use vision::{BlipVisionConfig, BlipVisionModel};
 
 use crate::clip::{ClipImageProcessor, ClipImageProcessorConfig, ResizeTarget};
@@ -129,7 +129,7 @@ impl BlipForConditionalGeneration {
                 ),
             });
         }
-        let tokenizer = BertTokenizer::from_dir(dir)?;
+        let tokenizer = BertTokenizer::from_dir(dir, "BLIP", &["[DEC]", "[ENC]"])?;
         let model_error = |source| DataError::Model {
             path: dir.to_path_buf(),
             source,

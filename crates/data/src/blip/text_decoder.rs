@@ -1,9 +1,10 @@
 //! BLIP's text decoder: transformers' `BlipTextLMHeadModel` and `BlipTextConfig`
 //! (models/blip/modeling_blip_text.py, configuration_blip.py), with a key/value cache.
 //!
-//! A BERT decoder: word + position embeddings → `LayerNorm`; per layer causal
-//! self-attention, cross-attention to the image embeddings and the feed-forward block,
-//! each post-norm (`LayerNorm(dense(x) + residual)`); then the LM head
+//! A BERT decoder (its blocks shared with Chinese-CLIP's text tower, [`crate::bert::layers`]):
+//! word + position embeddings → `LayerNorm`; per layer causal self-attention,
+//! cross-attention to the image embeddings and the feed-forward block, each post-norm
+//! (`LayerNorm(dense(x) + residual)`); then the LM head
 //! (`cls.predictions.transform`: dense, activation, LayerNorm; `cls.predictions.decoder`,
 //! tied to the word embeddings unless the file carries its own weight).
 //!
@@ -12,11 +13,11 @@
 //! `EncoderDecoderCache`); beam search reorders the self-attention part.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 use huatu_diffusion::models::clip_text::ClipActivation;
 use serde::Deserialize;
 
-use super::vision::activation;
+use crate::bert::layers::{activation, BertAttention, BertEmbeddings, BertFeedForward};
 
 /// `BlipTextConfig`; keys missing from config.json take transformers' defaults.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -120,107 +121,35 @@ impl DecoderCache {
     }
 }
 
-fn split_heads(xs: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    let (batch, length, hidden) = xs.dims3()?;
-    xs.reshape((batch, length, heads, hidden / heads))?
-        .transpose(1, 2)?
-        .contiguous()
-}
-
-/// `BlipTextAttention`: `self` (query/key/value) and `output` (dense, LayerNorm).
-#[derive(Debug, Clone)]
-struct BlipTextAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    dense: Linear,
-    layer_norm: LayerNorm,
-    heads: usize,
-}
-
-impl BlipTextAttention {
-    fn new(vb: VarBuilder, config: &BlipTextConfig, key_size: usize) -> candle_core::Result<Self> {
-        let hidden = config.hidden_size;
-        Ok(Self {
-            query: candle_nn::linear(hidden, hidden, vb.pp("self.query"))?,
-            key: candle_nn::linear(key_size, hidden, vb.pp("self.key"))?,
-            value: candle_nn::linear(key_size, hidden, vb.pp("self.value"))?,
-            dense: candle_nn::linear(hidden, hidden, vb.pp("output.dense"))?,
-            layer_norm: candle_nn::layer_norm(
-                hidden,
-                config.layer_norm_eps,
-                vb.pp("output.LayerNorm"),
-            )?,
-            heads: config.num_attention_heads,
-        })
-    }
-
-    /// Keys and values of `states`: ([b, heads, s, d], [b, heads, s, d]).
-    fn key_value(&self, states: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        Ok((
-            split_heads(&self.key.forward(states)?, self.heads)?,
-            split_heads(&self.value.forward(states)?, self.heads)?,
-        ))
-    }
-
-    /// xs: [b, t, hidden]; key, value: [b, heads, s, d]; mask: [t, s] added to the scores.
-    fn forward(
-        &self,
-        xs: &Tensor,
-        key: &Tensor,
-        value: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
-        let (batch, length, hidden) = xs.dims3()?;
-        let head_dim = hidden / self.heads;
-        let query = split_heads(&self.query.forward(xs)?, self.heads)?;
-        let mut scores = (query.matmul(&key.t()?)? / (head_dim as f64).sqrt())?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs
-            .matmul(value)? // [b, heads, t, d]
-            .transpose(1, 2)?
-            .reshape((batch, length, hidden))?;
-        self.layer_norm
-            .forward(&(self.dense.forward(&context)? + xs)?)
-    }
-}
-
 /// `BlipTextLayer`: self-attention, cross-attention, intermediate/output.
 #[derive(Debug, Clone)]
 struct BlipTextLayer {
-    attention: BlipTextAttention,
-    crossattention: BlipTextAttention,
-    intermediate: Linear,
-    output: Linear,
-    output_layer_norm: LayerNorm,
-    act: ClipActivation,
+    attention: BertAttention,
+    crossattention: BertAttention,
+    feed_forward: BertFeedForward,
 }
 
 impl BlipTextLayer {
     fn new(vb: VarBuilder, config: &BlipTextConfig) -> candle_core::Result<Self> {
         let hidden = config.hidden_size;
+        let heads = config.num_attention_heads;
+        let eps = config.layer_norm_eps;
         Ok(Self {
-            attention: BlipTextAttention::new(vb.pp("attention"), config, hidden)?,
-            crossattention: BlipTextAttention::new(
+            attention: BertAttention::new(vb.pp("attention"), hidden, hidden, heads, eps)?,
+            crossattention: BertAttention::new(
                 vb.pp("crossattention"),
-                config,
+                hidden,
                 config.encoder_hidden_size,
+                heads,
+                eps,
             )?,
-            intermediate: candle_nn::linear(
+            feed_forward: BertFeedForward::new(
+                vb,
                 hidden,
                 config.intermediate_size,
-                vb.pp("intermediate.dense"),
+                config.hidden_act,
+                eps,
             )?,
-            output: candle_nn::linear(config.intermediate_size, hidden, vb.pp("output.dense"))?,
-            output_layer_norm: candle_nn::layer_norm(
-                hidden,
-                config.layer_norm_eps,
-                vb.pp("output.LayerNorm"),
-            )?,
-            act: config.hidden_act,
         })
     }
 
@@ -247,9 +176,7 @@ impl BlipTextLayer {
             &cache.cross_value,
             None,
         )?;
-        let intermediate = activation(self.act, &self.intermediate.forward(&attention_output)?)?;
-        self.output_layer_norm
-            .forward(&(self.output.forward(&intermediate)? + attention_output)?)
+        self.feed_forward.forward(&attention_output)
     }
 }
 
@@ -257,9 +184,7 @@ impl BlipTextLayer {
 /// `BlipForConditionalGeneration`).
 #[derive(Debug, Clone)]
 pub struct BlipTextLMHeadModel {
-    word_embeddings: Embedding,
-    position_embeddings: Embedding,
-    embeddings_layer_norm: LayerNorm,
+    embeddings: BertEmbeddings,
     layers: Vec<BlipTextLayer>,
     transform_dense: Linear,
     transform_layer_norm: LayerNorm,
@@ -280,9 +205,14 @@ impl BlipTextLMHeadModel {
         }
         let eps = config.layer_norm_eps;
         let bert = vb.pp("bert");
-        let embeddings = bert.pp("embeddings");
-        let word_embeddings =
-            candle_nn::embedding(config.vocab_size, hidden, embeddings.pp("word_embeddings"))?;
+        let embeddings = BertEmbeddings::new(
+            bert.pp("embeddings"),
+            config.vocab_size,
+            hidden,
+            config.max_position_embeddings,
+            None,
+            eps,
+        )?;
         let layers_vb = bert.pp("encoder.layer");
         let layers = (0..config.num_hidden_layers)
             .map(|index| BlipTextLayer::new(layers_vb.pp(index), config))
@@ -292,7 +222,7 @@ impl BlipTextLMHeadModel {
         let decoder_weight = if predictions.contains_tensor("decoder.weight") {
             predictions.get((config.vocab_size, hidden), "decoder.weight")?
         } else {
-            word_embeddings.embeddings().clone()
+            embeddings.word_embeddings().embeddings().clone()
         };
         let decoder_bias = if predictions.contains_tensor("decoder.bias") {
             predictions.get(config.vocab_size, "decoder.bias")?
@@ -300,13 +230,7 @@ impl BlipTextLMHeadModel {
             predictions.get(config.vocab_size, "bias")?
         };
         Ok(Self {
-            position_embeddings: candle_nn::embedding(
-                config.max_position_embeddings,
-                hidden,
-                embeddings.pp("position_embeddings"),
-            )?,
-            embeddings_layer_norm: candle_nn::layer_norm(hidden, eps, embeddings.pp("LayerNorm"))?,
-            word_embeddings,
+            embeddings,
             layers,
             transform_dense: candle_nn::linear(hidden, hidden, predictions.pp("transform.dense"))?,
             transform_layer_norm: candle_nn::layer_norm(
@@ -360,14 +284,8 @@ impl BlipTextLMHeadModel {
                 past + length
             )));
         }
-        let device = input_ids.device();
-        let positions = Tensor::arange(past as u32, (past + length) as u32, device)?;
-        let embeddings = self
-            .word_embeddings
-            .forward(input_ids)?
-            .broadcast_add(&self.position_embeddings.forward(&positions)?)?;
-        let mut hidden_states = self.embeddings_layer_norm.forward(&embeddings)?; // [b, t, hidden]
-        let mask = causal_mask(length, past, device)?;
+        let mut hidden_states = self.embeddings.forward(input_ids, None, past)?; // [b, t, hidden]
+        let mask = causal_mask(length, past, input_ids.device())?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             hidden_states = layer.forward(&hidden_states, layer_cache, mask.as_ref())?;
         }

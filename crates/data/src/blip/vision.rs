@@ -13,6 +13,8 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use huatu_diffusion::models::clip_text::ClipActivation;
 use serde::Deserialize;
 
+use crate::bert::layers::activation;
+
 /// `BlipVisionConfig`; keys missing from config.json take transformers' defaults.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -39,17 +41,6 @@ impl Default for BlipVisionConfig {
             hidden_act: ClipActivation::Gelu,
             layer_norm_eps: 1e-5,
         }
-    }
-}
-
-/// `hidden_act` applied as transformers' `ACT2FN` does.
-pub(crate) fn activation(act: ClipActivation, xs: &Tensor) -> candle_core::Result<Tensor> {
-    match act {
-        ClipActivation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
-        ClipActivation::Gelu => xs.gelu_erf(),
-        ClipActivation::GeluTanh => xs.gelu(),
-        ClipActivation::Relu => xs.relu(),
-        ClipActivation::Silu => xs.silu(),
     }
 }
 

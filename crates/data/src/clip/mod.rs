@@ -8,7 +8,12 @@
 //! (`ClipTextModelWithProjection` reads `text_model.*` and `text_projection` from a
 //! `CLIPModel` file as it is); the vision tower is in [`vision`]; preprocessing in
 //! [`processor`].
+//!
+//! A `ChineseCLIPModel` folder (config.json's `model_type` "chinese_clip") loads into the
+//! same [`ClipModel`] with the same API: the vision side is CLIP's, the text side a BERT
+//! with its WordPiece tokenizer ([`chinese`]), so Chinese descriptions embed directly.
 
+pub mod chinese;
 pub mod processor;
 pub mod vision;
 
@@ -23,9 +28,11 @@ use image::DynamicImage;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub use chinese::{ChineseClipConfig, ChineseClipTextModel};
 pub use processor::{ClipImageProcessor, ClipImageProcessorConfig, ResizeTarget};
 pub use vision::{ClipVisionConfig, ClipVisionTransformer};
 
+use crate::bert::BertTokenizer;
 use crate::error::{DataError, Result};
 
 /// `CLIPConfig`: the two towers' configs and the shared embedding size.
@@ -43,13 +50,62 @@ fn default_projection_dim() -> usize {
     512
 }
 
-/// A loaded CLIP model folder: both towers, both projections, tokenizer and processor.
+/// The tokenizer of the text tower: CLIP's byte-level BPE, or Chinese-CLIP's BERT
+/// WordPiece. (CLIP's is boxed: its byte-level tables make it six times the size.)
+#[derive(Debug, Clone)]
+pub enum TextTokenizer {
+    Clip(Box<ClipTokenizer>),
+    Bert(BertTokenizer),
+}
+
+impl TextTokenizer {
+    /// `tokenizer(text).input_ids`, untruncated: bos/`[CLS]` … eos/`[SEP]`.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match self {
+            Self::Clip(tokenizer) => tokenizer.encode(text),
+            Self::Bert(tokenizer) => tokenizer.encode(text),
+        }
+    }
+
+    /// The id that ends every text: CLIP's eos, BERT's `[SEP]`.
+    pub fn eos_token_id(&self) -> u32 {
+        match self {
+            Self::Clip(tokenizer) => tokenizer.eos_token_id(),
+            Self::Bert(tokenizer) => tokenizer.sep_token_id(),
+        }
+    }
+
+    pub fn pad_token_id(&self) -> u32 {
+        match self {
+            Self::Clip(tokenizer) => tokenizer.pad_token_id(),
+            Self::Bert(tokenizer) => tokenizer.pad_token_id(),
+        }
+    }
+
+    /// tokenizer_config.json's `model_max_length`.
+    pub fn model_max_length(&self) -> usize {
+        match self {
+            Self::Clip(tokenizer) => tokenizer.model_max_length(),
+            Self::Bert(tokenizer) => tokenizer.model_max_length(),
+        }
+    }
+}
+
+/// The text tower with its projection.
+#[derive(Debug, Clone)]
+enum TextTower {
+    Clip(ClipTextModelWithProjection),
+    ChineseClip(ChineseClipTextModel),
+}
+
+/// A loaded CLIP (or Chinese-CLIP) model folder: both towers, both projections,
+/// tokenizer and processor.
 #[derive(Debug, Clone)]
 pub struct ClipModel {
-    text_model: ClipTextModelWithProjection,
+    text_model: TextTower,
     vision_model: ClipVisionTransformer,
     visual_projection: Linear,
-    tokenizer: ClipTokenizer,
+    tokenizer: TextTokenizer,
     processor: ClipImageProcessor,
     config: ClipConfig,
     dir: PathBuf,
@@ -58,7 +114,8 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// Loads a transformers `CLIPModel` folder in f32. Errors name the missing or bad file.
+    /// Loads a transformers `CLIPModel` or `ChineseCLIPModel` folder in f32. Errors name
+    /// the missing or bad file.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         if !dir.is_dir() {
             return Err(DataError::MissingModelPart {
@@ -80,22 +137,46 @@ impl ClipModel {
                 }
             }
         })?;
+        let chinese_json = |source| DataError::Json {
+            path: config_path.clone(),
+            what: "a ChineseCLIPModel configuration",
+            source,
+        };
         let json = |source| DataError::Json {
             path: config_path.clone(),
             what: "a CLIPModel configuration",
             source,
         };
         let config_value: serde_json::Value = serde_json::from_str(&config_text).map_err(json)?;
-        if config_value.get("vision_config").is_none() || config_value.get("text_config").is_none()
-        {
+        let is_chinese = chinese::is_chinese_clip(&config_value);
+        let has = |key: &str| {
+            config_value.get(key).is_some()
+                || (is_chinese && config_value.get(format!("{key}_dict")).is_some())
+        };
+        if !has("vision_config") || !has("text_config") {
             return Err(DataError::BadModelFile {
                 path: config_path,
                 message:
-                    "not a CLIPModel configuration (needs both `text_config` and `vision_config`)"
+                    "not a CLIPModel or ChineseCLIPModel configuration (needs both `text_config` and `vision_config`)"
                         .into(),
             });
         }
-        let config: ClipConfig = serde_json::from_value(config_value.clone()).map_err(json)?;
+        let model_error = |source| DataError::Model {
+            path: dir.to_path_buf(),
+            source,
+        };
+        // Chinese-CLIP: BERT tokenizer, and CLIP's view of its config (needs the tokenizer)
+        let (config, chinese_config, tokenizer) = if is_chinese {
+            let chinese_config =
+                ChineseClipConfig::from_json(&config_value).map_err(chinese_json)?;
+            let tokenizer = BertTokenizer::from_dir(dir, "Chinese-CLIP", &[])?;
+            let config = chinese_config.clip_view(&tokenizer);
+            (config, Some(chinese_config), TextTokenizer::Bert(tokenizer))
+        } else {
+            let config: ClipConfig = serde_json::from_value(config_value.clone()).map_err(json)?;
+            let tokenizer = ClipTokenizer::from_dir(dir).map_err(model_error)?;
+            (config, None, TextTokenizer::Clip(Box::new(tokenizer)))
+        };
         let processor_config = ClipImageProcessorConfig::from_dir(dir)?;
         let image_size = config.vision_config.image_size as u32;
         let processor = ClipImageProcessor::new(processor_config);
@@ -111,20 +192,25 @@ impl ClipModel {
                 ),
             });
         }
-        let model_error = |source| DataError::Model {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let tokenizer = ClipTokenizer::from_dir(dir).map_err(model_error)?;
         let files = component_weight_files(dir).map_err(model_error)?;
         let vb = mmap_var_builder(&files, DType::F32, device).map_err(model_error)?;
 
-        let text_config = ClipTextConfig {
-            projection_dim: Some(config.projection_dim),
-            ..config.text_config.clone()
+        let text_model = match &chinese_config {
+            Some(chinese_config) => TextTower::ChineseClip(
+                ChineseClipTextModel::new(vb.clone(), chinese_config)
+                    .map_err(|source| model_error(source.into()))?,
+            ),
+            None => {
+                let text_config = ClipTextConfig {
+                    projection_dim: Some(config.projection_dim),
+                    ..config.text_config.clone()
+                };
+                TextTower::Clip(
+                    ClipTextModelWithProjection::new(vb.clone(), &text_config)
+                        .map_err(model_error)?,
+                )
+            }
         };
-        let text_model =
-            ClipTextModelWithProjection::new(vb.clone(), &text_config).map_err(model_error)?;
         let vision_model = ClipVisionTransformer::new(vb.pp("vision_model"), &config.vision_config)
             .map_err(model_error)?;
         let visual_projection = candle_nn::linear_no_bias(
@@ -148,8 +234,16 @@ impl ClipModel {
         })
     }
 
+    /// The `CLIPConfig`; for a Chinese-CLIP folder its CLIP view
+    /// ([`ChineseClipConfig::clip_view`]: the vision config and `projection_dim` as read,
+    /// the BERT text tower's sizes and special ids as a `ClipTextConfig`).
     pub fn config(&self) -> &ClipConfig {
         &self.config
+    }
+
+    /// Whether the folder is a `ChineseCLIPModel` (BERT text tower, Chinese vocabulary).
+    pub fn is_chinese_clip(&self) -> bool {
+        matches!(self.text_model, TextTower::ChineseClip(_))
     }
 
     /// The folder the model was loaded from.
@@ -172,12 +266,12 @@ impl ClipModel {
         &self.processor
     }
 
-    pub fn tokenizer(&self) -> &ClipTokenizer {
+    pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
 
-    /// `processor(text=[text]).input_ids[0]`, truncated as `truncation=True` does (eos kept)
-    /// to the shorter of the tokenizer's and the model's maximum length.
+    /// `processor(text=[text]).input_ids[0]`, truncated as `truncation=True` does (eos or
+    /// `[SEP]` kept) to the shorter of the tokenizer's and the model's maximum length.
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
         let limit = self
             .tokenizer
@@ -203,11 +297,46 @@ impl ClipModel {
 
     /// `get_text_features(input_ids).pooler_output`: [b, projection_dim], unnormalised.
     pub fn text_features(&self, input_ids: &Tensor) -> Result<Tensor> {
-        let output = self
-            .text_model
-            .forward(input_ids)
-            .map_err(|source| self.model_error(source))?;
-        Ok(output.text_embeds)
+        self.text_features_masked(input_ids, None)
+    }
+
+    /// `get_text_features(input_ids, attention_mask).pooler_output` for a padded batch
+    /// (attention_mask [b, t]: 1 for tokens, 0 for padding). CLIP's text tower here runs
+    /// as diffusers calls it, without a padding mask: it needs rows without padding (its
+    /// causal attention and eos pooling make right padding harmless only when the pad id
+    /// is the eos id), so [`Self::embed_texts`] gives it one text at a time.
+    pub fn text_features_masked(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        match &self.text_model {
+            TextTower::Clip(model) => Ok(model
+                .forward(input_ids)
+                .map_err(|source| self.model_error(source))?
+                .text_embeds),
+            TextTower::ChineseClip(model) => model
+                .forward(input_ids, attention_mask)
+                .map_err(|source| self.model_error(source.into())),
+        }
+    }
+
+    /// `processor(text=texts, padding=True)`: each text's [`Self::tokenize`] ids padded on
+    /// the right with the pad id to the longest, and the attention masks (1 token, 0 pad).
+    pub fn tokenize_batch(&self, texts: &[&str]) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        let mut ids: Vec<Vec<u32>> = texts.iter().map(|text| self.tokenize(text)).collect();
+        let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = self.tokenizer.pad_token_id();
+        let masks = ids
+            .iter_mut()
+            .map(|row| {
+                let mut mask = vec![1u32; row.len()];
+                mask.resize(longest, 0);
+                row.resize(longest, pad);
+                mask
+            })
+            .collect();
+        (ids, masks)
     }
 
     /// L2-normalised image embeddings, one per image, in order.
@@ -233,6 +362,23 @@ impl ClipModel {
         let ids = self.tokenize(text);
         let input_ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?; // [1, n]
         first_row(normalized_rows(&self.text_features(&input_ids)?)?)
+    }
+
+    /// L2-normalised embeddings of several texts, in order: Chinese-CLIP runs them as one
+    /// padded batch with its attention mask, CLIP one at a time (see
+    /// [`Self::text_features_masked`]).
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.is_chinese_clip() {
+            return texts.iter().map(|text| self.embed_text(text)).collect();
+        }
+        let (ids, masks) = self.tokenize_batch(texts);
+        let shape = (texts.len(), ids[0].len());
+        let input_ids = Tensor::from_vec(ids.concat(), shape, &self.device)?; // [b, t]
+        let attention_mask = Tensor::from_vec(masks.concat(), shape, &self.device)?;
+        normalized_rows(&self.text_features_masked(&input_ids, Some(&attention_mask))?)
     }
 
     fn model_error(&self, source: huatu_diffusion::Error) -> DataError {

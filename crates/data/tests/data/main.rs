@@ -1,7 +1,8 @@
-//! End-to-end tests of huatu-data, in one binary to save link time: BLIP and CLIP parity
-//! with transformers on the tiny random models, and the image database.
+//! End-to-end tests of huatu-data, in one binary to save link time: BLIP, CLIP and
+//! Chinese-CLIP parity with transformers on the tiny random models, and the image database.
 
 mod blip_parity;
+mod chinese_clip_parity;
 mod clip_parity;
 mod clip_similarity;
 mod image_db;
