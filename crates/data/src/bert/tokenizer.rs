@@ -421,3 +421,36 @@ fn is_punctuation(c: char) -> bool {
             | 0xFF0C..=0xFF0F | 0xFF1A | 0xFF1B | 0xFF1F | 0xFF20 | 0xFF3B..=0xFF3D | 0xFF3F
             | 0xFF5B | 0xFF5D | 0xFF5F..=0xFF65)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer(config: &str) -> BertTokenizer {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncat\nCat\n猫\n##狗\n";
+        std::fs::write(dir.path().join("vocab.txt"), vocab).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), config).unwrap();
+        BertTokenizer::from_dir(dir.path(), "test", &[]).unwrap()
+    }
+
+    #[test]
+    fn vocab_txt_follows_tokenizer_config() {
+        // defaults: lowercased, CJK characters split, no length limit
+        let default = tokenizer("{}");
+        assert_eq!(default.encode("Cat 猫狗"), [2, 5, 7, 1, 3]);
+        assert_eq!(default.model_max_length(), usize::MAX);
+        // as BertNormalizer(lowercase=False, handle_chinese_chars=False): "猫狗" is one
+        // word, spelled 猫 ##狗
+        let cased = tokenizer(
+            r#"{"do_lower_case": false, "tokenize_chinese_chars": false, "model_max_length": 77}"#,
+        );
+        assert_eq!(cased.encode("Cat 猫狗"), [2, 6, 7, 8, 3]);
+        assert_eq!(cased.model_max_length(), 77);
+        // transformers' "no limit" (1e30) is no limit
+        assert_eq!(
+            tokenizer(r#"{"model_max_length": 1e30}"#).model_max_length(),
+            usize::MAX
+        );
+    }
+}
