@@ -61,6 +61,9 @@ fn contract_request(mode: TrainingMode, learning_rate: f64) -> InstructPix2PixTr
         warmup_steps: 0,
         prediction_type: None,
         seed: 0,
+        resume: None,
+        state_path: None,
+        save_every: None,
     }
 }
 
@@ -84,7 +87,14 @@ fn numbers(value: &serde_json::Value) -> Vec<f64> {
 }
 
 /// Trains one case; returns the trained weights (LoRA merged) and, for lora, the adapters.
-fn check_case(case: &str, mode: TrainingMode, gradient_checkpointing: bool) -> anyhow::Result<()> {
+/// With `stop_after`, the run stops after that many steps, saving its state, and a fresh
+/// model resumes it to the end.
+fn check_case(
+    case: &str,
+    mode: TrainingMode,
+    gradient_checkpointing: bool,
+    stop_after: Option<usize>,
+) -> anyhow::Result<()> {
     let root = fixture("train_ip2p_tiny");
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         root.join(case).join("expected.json"),
@@ -100,7 +110,32 @@ fn check_case(case: &str, mode: TrainingMode, gradient_checkpointing: bool) -> a
     // The model's weights before training (conv_in as widened).
     let initial: HashMap<String, Tensor> = unet_weights(&components, None)?.into_iter().collect();
     let mut recorder = Recorder::default();
-    let outcome = train_instruct_pix2pix(&mut components, vars, &request, &mut recorder)?;
+    let state_dir = tempfile::tempdir()?;
+    let (mut components, outcome) = match stop_after {
+        None => {
+            let outcome = train_instruct_pix2pix(&mut components, vars, &request, &mut recorder)?;
+            (components, outcome)
+        }
+        Some(stop) => {
+            let state = state_dir.path().join("run.state.safetensors");
+            let first = InstructPix2PixTrainingRequest {
+                steps: stop,
+                state_path: Some(state.clone()),
+                save_every: Some(stop),
+                ..request.clone()
+            };
+            train_instruct_pix2pix(&mut components, vars, &first, &mut recorder)?;
+            let (mut resumed, vars) = load_trainable(&fixture("sdxl_tiny"), mode, &Device::Cpu)?;
+            let second = InstructPix2PixTrainingRequest {
+                resume: Some(state),
+                ..request.clone()
+            };
+            let outcome = train_instruct_pix2pix(&mut resumed, vars, &second, &mut recorder)?;
+            assert_eq!(outcome.first_step, stop);
+            (resumed, outcome)
+        }
+    };
+    let components = &mut components;
 
     let losses: Vec<f64> = recorder.records.iter().map(|record| record.loss).collect();
     let reference_losses = numbers(&expected["losses"]);
@@ -128,7 +163,7 @@ fn check_case(case: &str, mode: TrainingMode, gradient_checkpointing: bool) -> a
 
     let reference =
         candle_core::safetensors::load(root.join(case).join("expected.safetensors"), &Device::Cpu)?;
-    let trained: HashMap<String, Tensor> = unet_weights(&components, None)?.into_iter().collect();
+    let trained: HashMap<String, Tensor> = unet_weights(components, None)?.into_iter().collect();
     let mut worst = (0f64, String::new());
     let mut compare =
         |name: &str, ours: &Tensor, initial: &Tensor, theirs: &Tensor| -> anyhow::Result<()> {
@@ -201,19 +236,28 @@ fn check_case(case: &str, mode: TrainingMode, gradient_checkpointing: bool) -> a
 
 #[test]
 fn full_fine_tune_matches_diffusers() -> anyhow::Result<()> {
-    check_case("full", TrainingMode::Full, false)
+    check_case("full", TrainingMode::Full, false, None)
 }
 
 /// The same runs with the UNet recomputed stage by stage in the backward pass.
 #[test]
 fn gradient_checkpointing_gives_the_same_full_and_lora_runs() -> anyhow::Result<()> {
-    check_case("full", TrainingMode::Full, true)?;
-    check_case("lora", TrainingMode::Lora, true)
+    check_case("full", TrainingMode::Full, true, None)?;
+    check_case("lora", TrainingMode::Lora, true, None)
 }
 
 #[test]
 fn lora_with_trained_conv_in_matches_diffusers_and_peft() -> anyhow::Result<()> {
-    check_case("lora", TrainingMode::Lora, false)
+    check_case("lora", TrainingMode::Lora, false, None)
+}
+
+/// Stopped after 2 (3) steps and resumed from the saved state: the same 4 steps (adapters,
+/// conv_in, every UNet weight and every AdamW moment restored; the replayed noise and
+/// dropout draws continue where they were).
+#[test]
+fn a_resumed_run_continues_as_if_never_stopped() -> anyhow::Result<()> {
+    check_case("lora", TrainingMode::Lora, false, Some(2))?;
+    check_case("full", TrainingMode::Full, false, Some(3))
 }
 
 /// Widening keeps the base's four channels and bias and adds four zero channels.

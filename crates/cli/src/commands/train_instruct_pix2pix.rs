@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,6 +97,13 @@ pub struct TrainInstructPix2PixArgs {
     pub prediction_type: Option<PredictionType>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Every N steps: save the run's state (OUT.state.safetensors, for --resume).
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Continue a run from its state file (same model, mode, targets, rank and alpha); the
+    /// model folder at --out is replaced when the run ends.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
     /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -140,8 +147,20 @@ impl TrainInstructPix2PixArgs {
             warmup_steps: self.lr_warmup_steps,
             prediction_type: self.prediction_type,
             seed: self.seed,
+            resume: self.resume.clone(),
+            state_path: Some(state_path(&self.out)),
+            save_every: self.save_every,
         }
     }
+}
+
+/// Where a run's state goes: beside the model folder, `OUT.state.safetensors`.
+fn state_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    out.with_file_name(format!("{name}.state.safetensors"))
 }
 
 /// Progress bar, `--log` lines and Ctrl-C.
@@ -194,7 +213,9 @@ impl TrainingObserver for CliObserver {
 pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
     let request = args.request();
     request.validate()?;
-    check_output(&args.out)?;
+    if args.resume.is_none() {
+        check_output(&args.out)?;
+    }
     let log = match &args.log {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -235,6 +256,7 @@ pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
             "mode": request.mode.as_str(),
             "base_model": args.model.display().to_string(),
             "steps": outcome.steps_done,
+            "first_step": outcome.first_step,
             "pairs": outcome.pairs_used,
             "learning_rate": request.learning_rate,
             "resolution": request.resolution,
@@ -249,6 +271,7 @@ pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
         &args.model,
         &args.out,
         metadata,
+        args.resume.is_some(),
     )?;
     eprintln!(
         "{} {} steps on {} edit pairs in {seconds:.1}s; wrote {} (edit with `huatu edit --model {} --instruction ...`)",
@@ -262,5 +285,11 @@ pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
         args.out.display(),
         args.out.display()
     );
+    if outcome.stopped_early || request.save_every.is_some() {
+        eprintln!(
+            "run state: {} (continue with --resume)",
+            state_path(&args.out).display()
+        );
+    }
     Ok(())
 }

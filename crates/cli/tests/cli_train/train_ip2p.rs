@@ -40,11 +40,9 @@ fn edit_with(model_dir: &Path, dir: &Path) {
     assert_eq!((image.width(), image.height()), (64, 64));
 }
 
-#[test]
-fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
-    let dir = temp_dir("train-ip2p-contract");
-    let (out, log) = (dir.join("edit-model"), dir.join("log.jsonl"));
-    let output = run(&strings(&[
+/// The lora case of the reference run (tests/fixtures/train_ip2p_tiny/lora) as flags.
+fn contract_args(out: &Path, log: &Path, steps: &str) -> Vec<String> {
+    strings(&[
         "train",
         "instruct-pix2pix",
         "--model",
@@ -68,13 +66,16 @@ fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
         "--batch-size",
         "3",
         "--steps",
-        "4",
+        steps,
         "--lr",
         "0.001",
         "--log",
         &log.display().to_string(),
-    ]));
-    assert!(output.status.success(), "{}", stderr(&output));
+    ])
+}
+
+/// The reference's per-step losses from `first` on, against the `--log` lines of `log`.
+fn check_logged_losses(log: &Path, first: usize) {
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(ip2p_fixture("lora/expected.json")).unwrap_or_default(),
     )
@@ -84,13 +85,14 @@ fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
         .into_iter()
         .flatten()
         .filter_map(serde_json::Value::as_f64)
+        .skip(first)
         .collect();
-    let logged: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
-    assert_eq!(logged.len(), 4, "one log line per step");
+    assert_eq!(logged.len(), reference.len(), "one log line per step");
     for (line, reference) in logged.iter().zip(&reference) {
         let loss = line["loss"].as_f64().unwrap_or(f64::NAN);
         assert!(
@@ -99,6 +101,15 @@ fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
         );
         assert_eq!(line["lr"].as_f64(), Some(0.001));
     }
+}
+
+#[test]
+fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
+    let dir = temp_dir("train-ip2p-contract");
+    let (out, log) = (dir.join("edit-model"), dir.join("log.jsonl"));
+    let output = run(&contract_args(&out, &log, "4"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    check_logged_losses(&log, 0);
     // A diffusers InstructPix2Pix folder: 8-channel UNet config, pipeline class, components.
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("unet/config.json")).unwrap_or_default(),
@@ -120,6 +131,25 @@ fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
     ] {
         assert!(out.join(part).is_dir(), "{part}/ missing");
     }
+    edit_with(&out, &dir);
+}
+
+#[test]
+fn a_run_saved_after_two_steps_resumes_to_the_reference_losses() {
+    let dir = temp_dir("train-ip2p-resume");
+    let (out, log) = (dir.join("edit-model"), dir.join("log.jsonl"));
+    let mut first = contract_args(&out, &log, "2");
+    first.extend(strings(&["--save-every", "2"]));
+    let output = run(&first);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let state = dir.join("edit-model.state.safetensors");
+    assert!(stderr(&output).contains("continue with --resume") && state.is_file());
+    let mut second = contract_args(&out, &log, "4");
+    second.extend(strings(&["--resume", &state.display().to_string()]));
+    let output = run(&second);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("resuming at step 2"));
+    check_logged_losses(&log, 2);
     edit_with(&out, &dir);
 }
 

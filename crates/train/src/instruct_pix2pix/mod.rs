@@ -29,34 +29,35 @@
 //! dropout probability is set, `dropout_random` [steps, batch] f32 (the script's
 //! `torch.rand(bsz, generator=generator)`, one row per forward pass). Pairs are then taken
 //! in `metadata.jsonl` line order with no shuffling, and both latents are the posterior
-//! means. `--init-lora` starts `lora` mode from given adapters. The whole step is checked
+//! means. `--init-lora` starts `lora` mode from given adapters. A run's state (`state`) is
+//! saved every `save_every` steps, at the end and on a stop; `resume` continues it (a
+//! replayed run exactly as if it had not stopped). The whole step is checked
 //! against scripts/fixtures/train_ip2p_tiny.py (crates/train/tests/train_ip2p_parity.rs).
 //!
 //! Deviations from the script, on purpose: the widened `conv_in` keeps the base's bias (the
 //! script's new `nn.Conv2d` keeps a random one); images are fitted by the project's center
 //! crop (the script stretches to the square, the same for square images).
 
+mod dropout;
 pub mod pairs;
 pub mod save;
+mod state;
 pub mod unet;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use huatu_diffusion::loading::original_keys::Component;
+use candle_core::{DType, Tensor, Var};
 use huatu_diffusion::loading::SdxlComponents;
-use huatu_diffusion::lora::LoraFile;
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::Size;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
-use crate::adapters::checkpoint_layout;
+use crate::checkpoint::Progress;
 use crate::checkpointing::checkpointed_gradients_with;
 use crate::dataset;
 use crate::lora_params::{LoraParams, LoraTargets};
-use crate::lora_save::kohya_module_name;
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
 use crate::noising::{NoiseSchedule, NoiseSource};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
@@ -94,6 +95,11 @@ pub struct InstructPix2PixTrainingRequest {
     pub warmup_steps: usize,
     pub prediction_type: Option<PredictionType>,
     pub seed: u64,
+    /// Continue the run saved in this state file.
+    pub resume: Option<PathBuf>,
+    /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
+    pub state_path: Option<PathBuf>,
+    pub save_every: Option<usize>,
 }
 
 impl InstructPix2PixTrainingRequest {
@@ -154,115 +160,10 @@ pub struct InstructPix2PixOutcome {
     pub lora: Option<LoraParams>,
     pub unet: UnetVars,
     pub steps_done: usize,
+    /// The step this run started at (0, or where a resumed state stood).
+    pub first_step: usize,
     pub pairs_used: usize,
     pub stopped_early: bool,
-}
-
-/// Conditioning dropout draws: replayed rows of `dropout_random` or a seeded generator.
-enum DropoutDraws {
-    Replay(Tensor),
-    Seeded(Box<rand::rngs::StdRng>),
-}
-
-impl DropoutDraws {
-    fn new(request: &InstructPix2PixTrainingRequest, forward_passes: usize) -> Result<Self> {
-        let Some(path) = &request.noise_file else {
-            return Ok(Self::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(
-                request.seed ^ 0x6970_3270, // "ip2p": its own stream, as the script's generator
-            ))));
-        };
-        let bad = |message: String| Error::BadFile {
-            path: path.clone(),
-            message,
-        };
-        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|error| bad(format!("not a readable safetensors file: {error}")))?;
-        let Some(draws) = tensors.remove("dropout_random") else {
-            if request.conditioning_dropout_prob.is_some() {
-                return Err(bad("has no `dropout_random` [steps, batch] f32, which --conditioning-dropout-prob needs with --noise".into()));
-            }
-            return Ok(Self::Replay(Tensor::zeros(
-                (0, 0),
-                DType::F32,
-                &Device::Cpu,
-            )?));
-        };
-        if draws.rank() != 2
-            || draws.dtype() != DType::F32
-            || draws.dims()[0] < forward_passes
-            || draws.dims()[1] != request.batch_size
-        {
-            return Err(bad(format!(
-                "`dropout_random` must be f32 [≥ {forward_passes}, {}], got {:?} {:?}",
-                request.batch_size,
-                draws.dtype(),
-                draws.dims()
-            )));
-        }
-        Ok(Self::Replay(draws))
-    }
-
-    /// One u per sample for forward pass `index`.
-    fn draw(&mut self, index: usize, batch: usize) -> Result<Vec<f32>> {
-        match self {
-            Self::Replay(draws) => Ok(draws.get(index)?.to_vec1::<f32>()?),
-            Self::Seeded(rng) => Ok((0..batch).map(|_| rng.gen::<f32>()).collect()),
-        }
-    }
-}
-
-/// The adapters of `lora` mode: peft's gaussian init or `--init-lora`, attached.
-fn build_lora(
-    components: &mut SdxlComponents,
-    request: &InstructPix2PixTrainingRequest,
-) -> Result<LoraParams> {
-    let layout = checkpoint_layout(components);
-    let device = components.device.clone();
-    let targets = request.targets;
-    let linears = components.unet.collect_linears();
-    let layers = match &request.init_lora {
-        Some(path) => {
-            let file = LoraFile::read(path)?;
-            let names = linears
-                .iter()
-                .map(|(name, _)| {
-                    let kohya = kohya_module_name(Component::Unet, name, &layout);
-                    let bare = kohya.splitn(3, '_').nth(2).unwrap_or(&kohya).to_string();
-                    (bare, name.clone())
-                })
-                .collect();
-            LoraParams::from_file(
-                &file,
-                Component::Unet,
-                &linears,
-                |name| targets.matches(name),
-                (request.rank, request.alpha),
-                &names,
-                &device,
-            )?
-        }
-        None => LoraParams::gaussian(
-            Component::Unet,
-            &linears,
-            |name| targets.matches(name),
-            request.rank,
-            request.seed,
-            &device,
-        )?,
-    };
-    let params = LoraParams {
-        rank: request.rank,
-        alpha: request.alpha,
-        layers,
-    };
-    if params.layers.is_empty() {
-        return Err(Error::Setting(format!(
-            "--targets {} selects no layer of this UNet",
-            request.targets
-        )));
-    }
-    params.attach_to(components, false)?;
-    Ok(params)
 }
 
 /// Runs the training loop on a model loaded by [`load_trainable`] with `unet`'s variables.
@@ -296,7 +197,7 @@ pub fn train_instruct_pix2pix(
             });
         }
     }
-    let mut dropout = DropoutDraws::new(request, forward_passes)?;
+    let mut dropout = dropout::DropoutDraws::new(request, forward_passes)?;
     let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
 
@@ -310,7 +211,7 @@ pub fn train_instruct_pix2pix(
     ));
 
     let lora = match request.mode {
-        TrainingMode::Lora => Some(build_lora(components, request)?),
+        TrainingMode::Lora => Some(unet::build_lora(components, request)?),
         TrainingMode::Full => None,
     };
     let mut vars: Vec<Var> = lora.as_ref().map(LoraParams::vars).unwrap_or_default();
@@ -335,6 +236,61 @@ pub fn train_instruct_pix2pix(
         }
     ));
     let mut optimizer = AdamW::new(&vars, request.adamw);
+    let names = state::trained_names(lora.as_ref(), &unet);
+    let config = components.unet.config();
+    let identity = format!(
+        "{} training, unet channels {:?} cross {} layers {}{}, {} tensors",
+        request.mode,
+        config.block_out_channels,
+        config.cross_attention_dim,
+        config.layers_per_block,
+        match &lora {
+            Some(params) => format!(
+                ", LoRA rank {} alpha {} targets {}",
+                params.rank, params.alpha, request.targets
+            ),
+            None => String::new(),
+        },
+        names.len()
+    );
+    let mut start = Progress {
+        step: 0,
+        forward_index: 0,
+        epoch: 0,
+    };
+    if let Some(path) = &request.resume {
+        start = state::load_state(path, &identity, (&names, &vars), &mut optimizer)?;
+        if start.step >= request.steps {
+            return Err(Error::Resume {
+                path: path.clone(),
+                message: format!(
+                    "it is at step {}, and --steps is {}: nothing is left to train",
+                    start.step, request.steps
+                ),
+            });
+        }
+        observer.message(&format!(
+            "resuming at step {} (epoch {}) from {}",
+            start.step,
+            start.epoch,
+            path.display()
+        ));
+        if !replaying {
+            // A resumed seeded run draws afresh from generators seeded by seed and step.
+            let seed = request.seed ^ (start.step as u64).rotate_left(32);
+            noise = NoiseSource::seeded(seed, 0.0);
+            rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+            dropout = dropout::DropoutDraws::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(
+                seed ^ 0x6970_3270,
+            )));
+        }
+    }
+    let save_state_now = |progress: Progress, optimizer: &AdamW| -> Result<()> {
+        match &request.state_path {
+            Some(path) => state::save_state(path, &identity, progress, (&names, &vars), optimizer),
+            None => Ok(()),
+        }
+    };
     let lr_schedule = LrSchedule {
         kind: request.lr_schedule,
         base_lr: request.learning_rate,
@@ -347,14 +303,22 @@ pub fn train_instruct_pix2pix(
     let side = request.resolution as f32;
     let sizes = vec![Size::new(request.resolution, request.resolution); pairs.len()];
     let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut epoch = 0;
-    let mut forward_index = 0;
-    let mut steps_done = 0;
+    let mut epoch = start.epoch;
+    let mut forward_index = start.forward_index;
+    if replaying && forward_index > 0 {
+        // The replayed order is fixed: skip the batches already trained on.
+        let per_epoch = dataset::epoch_batches(&sizes, 1, request.batch_size, None);
+        let done_in_epoch = forward_index % per_epoch.len();
+        if done_in_epoch > 0 {
+            batches = per_epoch[done_in_epoch..].iter().rev().cloned().collect();
+        }
+    }
+    let mut steps_done = start.step;
     let mut stopped_early = false;
     let scaling_factor = components.vae_config.scaling_factor;
     let accumulation = request.gradient_accumulation as f64;
 
-    for step in 0..request.steps {
+    for step in start.step..request.steps {
         if observer.should_stop() {
             stopped_early = true;
             break;
@@ -396,26 +360,8 @@ pub fn train_instruct_pix2pix(
             let (mut prompt_embeds, pooled) = captions.batch(components, &instructions)?;
             if let Some(p) = request.conditioning_dropout_prob {
                 let draws = dropout.draw(forward_index, b)?;
-                let p = p as f32;
-                // The script's comparisons in f32: text dropped below 2p, image in [p, 3p).
-                let rows = draws
-                    .iter()
-                    .enumerate()
-                    .map(|(row, &u)| {
-                        if u < 2.0 * p {
-                            Ok(null_embeds.clone())
-                        } else {
-                            prompt_embeds.narrow(0, row, 1)
-                        }
-                    })
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                prompt_embeds = Tensor::cat(&rows, 0)?;
-                let keep: Vec<f32> = draws
-                    .iter()
-                    .map(|&u| 1.0 - f32::from(u8::from(u >= p && u < 3.0 * p)))
-                    .collect();
-                let keep = Tensor::from_vec(keep, (b, 1, 1, 1), &device)?;
-                original_latents = original_latents.broadcast_mul(&keep)?;
+                (prompt_embeds, original_latents) =
+                    dropout::apply(p, &draws, &prompt_embeds, &null_embeds, &original_latents)?;
             }
             forward_index += 1;
             let noisy = schedule.add_noise(&latents, &epsilon, &timesteps)?;
@@ -500,11 +446,34 @@ pub fn train_instruct_pix2pix(
             },
             request.steps,
         )?;
+        if request.save_every.is_some_and(|every| {
+            every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps
+        }) {
+            save_state_now(
+                Progress {
+                    step: steps_done,
+                    forward_index,
+                    epoch,
+                },
+                &optimizer,
+            )?;
+        }
+    }
+    if request.save_every.is_some() || stopped_early {
+        save_state_now(
+            Progress {
+                step: steps_done,
+                forward_index,
+                epoch,
+            },
+            &optimizer,
+        )?;
     }
     Ok(InstructPix2PixOutcome {
         lora,
         unet,
         steps_done,
+        first_step: start.step,
         pairs_used: pairs.len(),
         stopped_early,
     })

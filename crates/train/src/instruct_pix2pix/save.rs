@@ -127,15 +127,21 @@ pub fn unet_weights(
     Ok(weights)
 }
 
-/// Writes the model folder `out` from the base folder `base` and the trained UNet.
+/// Writes the model folder `out` from the base folder `base` and the trained UNet. With
+/// `replace` (a resumed run) an existing model folder at `out` (one with a
+/// `model_index.json`) is replaced once the new one is complete.
 pub fn save_edit_model(
     components: &SdxlComponents,
     lora: Option<&LoraParams>,
     base: &Path,
     out: &Path,
     metadata: BTreeMap<String, String>,
+    replace: bool,
 ) -> Result<()> {
-    check_output(out)?;
+    let replacing = replace && out.join("model_index.json").is_file();
+    if !replacing {
+        check_output(out)?;
+    }
     let name = out
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
@@ -179,15 +185,25 @@ pub fn save_edit_model(
         let _ = std::fs::remove_dir_all(&staging);
         return Err(error);
     }
-    if out.is_dir() {
+    let previous = out.with_file_name(format!(".{name}.{}.previous", std::process::id()));
+    if replacing {
+        std::fs::rename(out, &previous).map_err(write_error(out))?;
+    } else if out.is_dir() {
         // An empty folder (check_output allowed it) makes way for the new one.
         std::fs::remove_dir(out).map_err(write_error(out))?;
     }
     std::fs::rename(&staging, out).map_err(|source| {
         let _ = std::fs::remove_dir_all(&staging);
+        if replacing {
+            let _ = std::fs::rename(&previous, out);
+        }
         Error::Write {
             path: out.to_path_buf(),
             source,
         }
-    })
+    })?;
+    if replacing {
+        std::fs::remove_dir_all(&previous).map_err(write_error(&previous))?;
+    }
+    Ok(())
 }
