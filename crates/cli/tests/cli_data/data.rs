@@ -50,6 +50,32 @@ fn embed_prints_one_normalised_embedding() {
     );
 }
 
+// mirrors ChineseCLIPModel.get_text_features(**processor(text=["一只猫"])) then x / |x|
+// (tests/fixtures/chinese_clip_tiny, scripts/fixtures/chinese_clip_tiny.py): a
+// Chinese-CLIP folder works with `huatu embed` as it is. Tolerance 1e-5 per value.
+#[test]
+fn embed_reads_a_chinese_clip_folder() {
+    let model = fixture("chinese_clip_tiny").display().to_string();
+    let vector = embedding(&["embed", "--model", &model, "--text", "一只猫"]);
+    let reference = candle_core::safetensors::load(
+        fixture("chinese_clip_tiny_reference/reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let expected: Vec<f64> = reference["text0.text_embeds"]
+        .flatten_all()
+        .and_then(|row| row.to_vec1::<f32>())
+        .unwrap_or_else(|error| panic!("{error}"))
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let norm = expected.iter().map(|value| value * value).sum::<f64>().sqrt();
+    assert_eq!(vector.len(), expected.len());
+    for (value, expected) in vector.iter().zip(&expected) {
+        assert!((value - expected / norm).abs() < 1e-5, "{vector:?}");
+    }
+}
+
 #[test]
 fn db_add_search_info_remove_export() {
     let dir = temp_dir("db");
