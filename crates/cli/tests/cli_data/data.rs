@@ -69,7 +69,11 @@ fn embed_reads_a_chinese_clip_folder() {
         .into_iter()
         .map(f64::from)
         .collect();
-    let norm = expected.iter().map(|value| value * value).sum::<f64>().sqrt();
+    let norm = expected
+        .iter()
+        .map(|value| value * value)
+        .sum::<f64>()
+        .sqrt();
     assert_eq!(vector.len(), expected.len());
     for (value, expected) in vector.iter().zip(&expected) {
         assert!((value - expected / norm).abs() < 1e-5, "{vector:?}");
