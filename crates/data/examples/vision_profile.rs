@@ -43,6 +43,9 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(3);
     let device = Device::Cpu;
+    if std::env::var_os("BLIP").is_some() {
+        return profile_blip(&model_dir, batch, repeats);
+    }
     let model = ClipModel::load(&model_dir, &device)?;
     let vision = model.config().vision_config.clone();
     let size = vision.image_size;
@@ -167,5 +170,34 @@ fn main() -> anyhow::Result<()> {
         (&xs + &xs)?;
         Ok(())
     })?;
+    Ok(())
+}
+
+/// BLIP captioning (`BLIP=1`): the vision tower alone, then greedy generation of 20
+/// tokens after it, on a random [batch, 3, image_size, image_size] batch.
+fn profile_blip(model_dir: &std::path::Path, batch: usize, repeats: usize) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let model = huatu_data::BlipForConditionalGeneration::load(model_dir, &device)?;
+    let size = model.config().vision_config.image_size;
+    let pixel_values = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &device)?;
+    let vision = best_seconds(repeats, || {
+        model.image_embeds(&pixel_values)?;
+        Ok(())
+    })?;
+    println!("BLIP vision [{batch}, 3, {size}, {size}]: {vision:.3} s");
+    let options = huatu_data::CaptionOptions {
+        max_new_tokens: 20,
+        num_beams: 1,
+        prompt: None,
+    };
+    let total = best_seconds(repeats, || {
+        model.generate(&pixel_values, &options)?;
+        Ok(())
+    })?;
+    println!(
+        "BLIP generate, 20 tokens: {total:.3} s ({:.3} s decoding; {:.3} captions/s)",
+        total - vision,
+        batch as f64 / total
+    );
     Ok(())
 }

@@ -53,6 +53,46 @@ pub fn bias_activation(xs: &Tensor, bias: Option<&Tensor>, activation: Activatio
     tensor_from(output, xs.dims())
 }
 
+/// `activation` over `values` in place, in parallel (fused_linear's last step).
+pub(crate) fn activate_in_place(values: &mut [f32], activation: Activation) {
+    values.par_chunks_mut(CHUNK).for_each(|chunk| activate_chunk(chunk, activation));
+}
+
+fn activate_chunk(values: &mut [f32], activation: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512f() {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+            return unsafe { activate_chunk_avx512(values, activation) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { activate_chunk_avx2(values, activation) };
+        }
+    }
+    activate_chunk_generic(values, activation);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn activate_chunk_avx512(values: &mut [f32], activation: Activation) {
+    activate_chunk_generic(values, activation);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn activate_chunk_avx2(values: &mut [f32], activation: Activation) {
+    activate_chunk_generic(values, activation);
+}
+
+#[inline(always)]
+fn activate_chunk_generic(values: &mut [f32], activation: Activation) {
+    match activation {
+        Activation::QuickGelu => values.iter_mut().for_each(|x| *x = quick_gelu(*x)),
+        Activation::GeluErf => values.iter_mut().for_each(|x| *x = gelu_erf(*x)),
+    }
+}
+
 /// candle's formulation, used as the fallback and in tests.
 pub fn reference_bias_activation(xs: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Result<Tensor> {
     let xs = match bias {

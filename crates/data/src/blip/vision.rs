@@ -9,7 +9,8 @@
 //! before the first layer.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+use huatu_diffusion::models::linear::Linear;
 use huatu_diffusion::models::clip_text::ClipActivation;
 use serde::Deserialize;
 
@@ -108,20 +109,22 @@ impl BlipAttention {
         let hidden = config.hidden_size;
         let head_dim = hidden / config.num_attention_heads;
         Ok(Self {
-            qkv: candle_nn::linear(hidden, 3 * hidden, vb.pp("qkv"))?,
-            projection: candle_nn::linear(hidden, hidden, vb.pp("projection"))?,
+            qkv: Linear::new(hidden, 3 * hidden, vb.pp("qkv"))?,
+            projection: Linear::new(hidden, hidden, vb.pp("projection"))?,
             num_heads: config.num_attention_heads,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// `residual` (the layer's input) is added to the output, inside the projection's
+    /// GEMM where huatu's fused linear applies.
+    fn forward(&self, xs: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
         let (batch, length, hidden) = xs.dims3()?;
         let head_dim = hidden / self.num_heads;
         // [b, t, 3, heads, d] -> [3, b, heads, t, d]
         let qkv = self
             .qkv
-            .forward(xs)?
+            .forward_fused(xs, None, None)?
             .reshape((batch, length, 3, self.num_heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
         let query = qkv.get(0)?.contiguous()?;
@@ -138,7 +141,7 @@ impl BlipAttention {
         let context = context // [b, heads, t, d]
             .transpose(1, 2)?
             .reshape((batch, length, hidden))?;
-        self.projection.forward(&context)
+        self.projection.forward_fused(&context, Some(residual), None)
     }
 }
 
@@ -147,7 +150,7 @@ impl BlipAttention {
 struct BlipEncoderLayer {
     self_attn: BlipAttention,
     layer_norm1: LayerNorm,
-    fc1: huatu_diffusion::models::linear::Linear,
+    fc1: Linear,
     fc2: Linear,
     layer_norm2: LayerNorm,
     act: ClipActivation,
@@ -160,24 +163,23 @@ impl BlipEncoderLayer {
         Ok(Self {
             self_attn: BlipAttention::new(vb.pp("self_attn"), config)?,
             layer_norm1: candle_nn::layer_norm(hidden, eps, vb.pp("layer_norm1"))?,
-            fc1: candle_nn::linear(hidden, config.intermediate_size, vb.pp("mlp.fc1"))?.into(),
-            fc2: candle_nn::linear(config.intermediate_size, hidden, vb.pp("mlp.fc2"))?,
+            fc1: Linear::new(hidden, config.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc2: Linear::new(config.intermediate_size, hidden, vb.pp("mlp.fc2"))?,
             layer_norm2: candle_nn::layer_norm(hidden, eps, vb.pp("layer_norm2"))?,
             act: config.hidden_act,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let residual = xs;
-        let xs = (self.self_attn.forward(&self.layer_norm1.forward(xs)?)? + residual)?;
+        // Each residual is added inside the block's last linear layer.
+        let xs = self.self_attn.forward(&self.layer_norm1.forward(xs)?, xs)?;
         let normed = self.layer_norm2.forward(&xs)?;
         let hidden = match self.act.kernel() {
             // Bias and activation in one pass (huatu-kernels) where a kernel has it.
             Some(kernel) if !normed.track_op() => self.fc1.forward_activation(&normed, kernel)?,
             _ => activation(self.act, &self.fc1.forward(&normed)?)?,
         };
-        let hidden = self.fc2.forward(&hidden)?;
-        hidden + xs
+        self.fc2.forward_fused(&hidden, Some(&xs), None)
     }
 }
 

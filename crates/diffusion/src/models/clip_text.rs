@@ -164,16 +164,23 @@ impl ClipAttention {
     /// hidden_states: [b, n, hidden]; attention_mask: [n, n] f32 added to the scores (the
     /// text tower's causal mask: 0 on and below the diagonal, -inf above), or none (the
     /// vision tower).
-    fn forward(&self, hidden_states: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `residual` (the layer's input), when given, is added to the output (inside the
+    /// output projection's GEMM where the fused linear applies).
+    fn forward(
+        &self,
+        hidden_states: &Tensor,
+        attention_mask: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (batch, tokens, hidden) = hidden_states.dims3()?;
         let split_heads = |xs: Tensor| -> candle_core::Result<Tensor> {
             xs.reshape((batch, tokens, self.heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let query = split_heads(self.q_proj.forward(hidden_states)?)?; // [b, heads, n, d]
-        let key = split_heads(self.k_proj.forward(hidden_states)?)?;
-        let value = split_heads(self.v_proj.forward(hidden_states)?)?;
+        let query = split_heads(self.q_proj.forward_fused(hidden_states, None, None)?)?; // [b, heads, n, d]
+        let key = split_heads(self.k_proj.forward_fused(hidden_states, None, None)?)?;
+        let value = split_heads(self.v_proj.forward_fused(hidden_states, None, None)?)?;
 
         // The vision tower's unmasked attention outside autograd: huatu-kernels' fused
         // attention (scale 1/√d, as `self.scale`), the [n, n] scores never materialised.
@@ -185,7 +192,7 @@ impl ClipAttention {
         {
             let attended = fused_attention(&query, &key, &value)?; // [b, heads, n, d]
             let merged = attended.transpose(1, 2)?.reshape((batch, tokens, hidden))?;
-            return Ok(self.out_proj.forward(&merged)?);
+            return Ok(self.out_proj.forward_fused(&merged, residual, None)?);
         }
 
         let dtype = query.dtype();
@@ -198,7 +205,7 @@ impl ClipAttention {
         let weights = softmax_last_dim(&scores)?.to_dtype(dtype)?;
         let attended = weights.matmul(&value)?; // [b, heads, n, d]
         let merged = attended.transpose(1, 2)?.reshape((batch, tokens, hidden))?;
-        Ok(self.out_proj.forward(&merged)?)
+        Ok(self.out_proj.forward_fused(&merged, residual, None)?)
     }
 }
 
@@ -239,13 +246,15 @@ impl ClipMlp {
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `residual`, when given, is added to the output (inside fc2's GEMM where the fused
+    /// linear applies).
+    fn forward(&self, xs: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let xs = match self.activation.kernel() {
-            // Outside autograd, bias and activation in one pass where a kernel has it.
+            // Outside autograd, bias and activation in fc1's pass where a kernel has it.
             Some(activation) if !xs.track_op() => self.fc1.forward_activation(xs, activation)?,
             _ => self.activation.forward(&self.fc1.forward(xs)?)?,
         };
-        Ok(self.fc2.forward(&xs)?)
+        Ok(self.fc2.forward_fused(&xs, residual, None)?)
     }
 }
 
@@ -291,14 +300,14 @@ impl ClipEncoderLayer {
         attention_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let attended = self
-            .self_attn
-            .forward(&self.layer_norm1.forward(hidden_states)?, attention_mask)?;
-        let hidden_states = (hidden_states + attended)?;
-        let transformed = self
-            .mlp
-            .forward(&self.layer_norm2.forward(&hidden_states)?)?;
-        Ok((hidden_states + transformed)?)
+        // Each residual is added inside the block's last linear layer.
+        let hidden_states = self.self_attn.forward(
+            &self.layer_norm1.forward(hidden_states)?,
+            attention_mask,
+            Some(hidden_states),
+        )?;
+        self.mlp
+            .forward(&self.layer_norm2.forward(&hidden_states)?, Some(&hidden_states))
     }
 }
 

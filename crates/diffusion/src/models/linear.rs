@@ -6,7 +6,8 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use huatu_kernels::activation::{bias_activation, reference_bias_activation, Activation};
+use huatu_kernels::activation::{reference_bias_activation, Activation};
+use huatu_kernels::fused_linear::fused_linear;
 
 /// A low-rank adapter on one linear layer.
 #[derive(Debug, Clone)]
@@ -74,31 +75,37 @@ impl Linear {
 }
 
 impl Linear {
-    /// `activation(self.forward(xs))`. Outside an autograd graph on the CPU in f32 and
-    /// without an adapter, the matmul runs on the flattened rows and the bias is added in
-    /// the activation's pass (huatu-kernels' `bias_activation`) instead of one of its own.
+    /// `activation(self.forward(xs))`; see [`Self::forward_fused`].
     pub fn forward_activation(&self, xs: &Tensor, activation: Activation) -> Result<Tensor> {
+        self.forward_fused(xs, None, Some(activation))
+    }
+
+    /// `activation(self.forward(xs)) + residual`. Outside an autograd graph on the CPU in
+    /// f32 and without an adapter, huatu-kernels' `fused_linear`: one GEMM accumulating
+    /// into a buffer that holds the bias and the residual, the activation in place —
+    /// instead of separate passes (and tensors) for the bias, the activation and the sum.
+    pub fn forward_fused(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+        activation: Option<Activation>,
+    ) -> Result<Tensor> {
         let fast = !xs.track_op()
+            && !residual.is_some_and(Tensor::track_op)
             && self.adapter.is_none()
             && xs.device().is_cpu()
             && xs.dtype() == candle_core::DType::F32;
-        if !fast {
-            return reference_bias_activation(&self.forward(xs)?, None, activation);
+        if fast {
+            return fused_linear(xs, self.inner.weight(), self.inner.bias(), residual, activation);
         }
-        let dims = xs.dims().to_vec();
-        let Some((&features, leading)) = dims.split_last() else {
-            candle_core::bail!("linear: a scalar input")
-        };
-        let rows: usize = leading.iter().product();
-        let weight = self.inner.weight();
-        let product = xs
-            .contiguous()?
-            .reshape((rows, features))?
-            .matmul(&weight.t()?)?; // [rows, out]
-        let out = bias_activation(&product, self.inner.bias(), activation)?;
-        let mut out_dims = leading.to_vec();
-        out_dims.push(weight.dim(0)?);
-        out.reshape(out_dims)
+        let mut out = self.forward(xs)?;
+        if let Some(activation) = activation {
+            out = reference_bias_activation(&out, None, activation)?;
+        }
+        match residual {
+            Some(residual) => out + residual,
+            None => Ok(out),
+        }
     }
 }
 
@@ -178,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn forward_activation_matches_forward_then_activation() -> anyhow::Result<()> {
+    fn fused_forms_match_forward_then_activation_or_residual() -> anyhow::Result<()> {
         let device = Device::Cpu;
         let weight = Tensor::randn(0f32, 1.0, (7, 5), &device)?;
         let bias = Tensor::randn(0f32, 1.0, 7, &device)?;
@@ -191,6 +198,11 @@ mod tests {
             let difference = (fused - plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(difference < 1e-5, "{activation:?}: difference {difference}");
         }
+        let residual = Tensor::randn(0f32, 1.0, (2, 3, 7), &device)?;
+        let fused = layer.forward_fused(&xs, Some(&residual), None)?;
+        let plain = (layer.forward(&xs)? + &residual)?;
+        let difference = (fused - plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(difference < 1e-5, "residual: difference {difference}");
         Ok(())
     }
 
