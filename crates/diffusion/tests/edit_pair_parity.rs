@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::pipelines::prompt_to_prompt::LocalBlend;
 use huatu_diffusion::pipelines::token_alignment::token_map;
 use huatu_diffusion::pipelines::{
     edit_pair, CrossAttentionMode, EditPairRequest, NoProgress, Text2ImageRequest,
@@ -35,6 +36,13 @@ struct Case {
     cross_p: f64,
     #[serde(default)]
     reweight: Vec<(String, f64)>,
+    size: usize,
+    #[serde(default)]
+    blend_words: Vec<String>,
+    #[serde(default)]
+    blend_threshold: f64,
+    #[serde(default)]
+    blend_start: f64,
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
@@ -43,8 +51,8 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
 
 fn request(case: &Case, latents: Tensor) -> anyhow::Result<EditPairRequest> {
     let mut base = Text2ImageRequest::new(case.caption.clone());
-    base.height = 64;
-    base.width = 64;
+    base.height = case.size;
+    base.width = case.size;
     base.num_inference_steps = case.steps;
     base.guidance_scale = case.guidance_scale;
     base.scheduler = SchedulerKind::Euler;
@@ -59,6 +67,11 @@ fn request(case: &Case, latents: Tensor) -> anyhow::Result<EditPairRequest> {
         cross_attention: mode,
         cross_attention_fraction: case.cross_p,
         reweight: case.reweight.clone(),
+        local_blend: (!case.blend_words.is_empty()).then(|| LocalBlend {
+            words: case.blend_words.clone(),
+            threshold: case.blend_threshold,
+            start: case.blend_start,
+        }),
         ..EditPairRequest::new(base, case.edited_caption.clone(), case.p)
     })
 }
@@ -114,7 +127,7 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
     let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(fixture(
         "edit_pair_tiny_reference/cases.json",
     ))?)?;
-    assert_eq!(cases.len(), 7);
+    assert_eq!(cases.len(), 8);
     let mut outputs = Vec::new();
     for case in &cases {
         let path = fixture(&format!(
@@ -141,18 +154,25 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
         );
         outputs.push(output);
     }
-    // the cross-attention edits change the edited image (the reference's too)
-    for index in [4, 5, 6] {
+    // the cross-attention edits and the local blend change the edited image
+    for index in [4, 5, 6, 7] {
         let case = &cases[index];
         let path = fixture(&format!(
             "edit_pair_tiny_reference/{}.safetensors",
             case.name
         ));
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-        let plain = EditPairRequest {
-            cross_attention: CrossAttentionMode::Off,
-            reweight: Vec::new(),
-            ..request(case, tensors["latents"].clone())?
+        let with_edits = request(case, tensors["latents"].clone())?;
+        let plain = match with_edits.local_blend {
+            Some(_) => EditPairRequest {
+                local_blend: None,
+                ..with_edits
+            },
+            None => EditPairRequest {
+                cross_attention: CrossAttentionMode::Off,
+                reweight: Vec::new(),
+                ..with_edits
+            },
         };
         let output = edit_pair(&components, &plain, &mut NoProgress)?;
         let change = max_abs_diff(&output.edited_latents, &outputs[index].edited_latents)?;

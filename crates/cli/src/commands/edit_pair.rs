@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use huatu_diffusion::loading::latents_file::read_latents;
+use huatu_diffusion::pipelines::prompt_to_prompt::LocalBlend;
 use huatu_diffusion::pipelines::{
     edit_pair, CrossAttentionMode, EditPairRequest, Text2ImageRequest,
 };
@@ -45,6 +46,16 @@ pub struct EditPairArgs {
     /// (e.g. snowy=2); repeat for several.
     #[arg(long, value_name = "WORD=FACTOR", value_parser = parse_reweight)]
     pub reweight: Vec<(String, f64)>,
+    /// Local blend: the edited image may differ only where these words (of either
+    /// caption) attend; repeat for several, e.g. --blend cat --blend dog.
+    #[arg(long, value_name = "WORD")]
+    pub blend: Vec<String>,
+    /// Local blend: the share of the normalised attention a pixel needs to change.
+    #[arg(long, default_value_t = 0.3)]
+    pub blend_threshold: f64,
+    /// Local blend: fraction of the steps after which it starts.
+    #[arg(long, default_value_t = 0.2)]
+    pub blend_start: f64,
     /// Default: the model's native size (unet sample_size × 8).
     #[arg(long)]
     pub width: Option<usize>,
@@ -122,6 +133,11 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
         cross_attention: args.cross_attention,
         cross_attention_fraction: args.cross_p,
         reweight: args.reweight.clone(),
+        local_blend: (!args.blend.is_empty()).then(|| LocalBlend {
+            words: args.blend.clone(),
+            threshold: args.blend_threshold,
+            start: args.blend_start,
+        }),
         ..EditPairRequest::new(
             base,
             args.edited_caption.clone(),
@@ -143,6 +159,7 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
             "cross_attention": format!("{:?}", request.cross_attention).to_lowercase(),
             "cross_p": request.cross_attention_fraction,
             "reweight": request.reweight,
+            "blend": args.blend,
             "steps": request.base.num_inference_steps,
             "guidance_scale": request.base.guidance_scale,
             "scheduler": request.base.scheduler.to_string(),

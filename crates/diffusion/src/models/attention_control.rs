@@ -9,11 +9,15 @@
 //!   edited rows' attention probabilities over the text tokens become
 //!   (P_orig[…, source[j]]·α_j + P_edit[…, j]·(1 − α_j))·w_j, where `source` maps each
 //!   edited token to the original token whose map it takes, α says which do, and `w`
-//!   re-weights tokens.
+//!   re-weights tokens;
+//! - recording the cross-attention maps of chosen words, from which the pipeline makes the
+//!   local-blend mask (Google's `LocalBlend`).
 //!
 //! Off, it costs one thread-local read per attention call.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -24,6 +28,18 @@ pub struct AttentionControl {
     pub self_sources: Option<Tensor>,
     /// Cross-attention: how the edited (odd) rows take the original (even) rows' maps.
     pub cross: Option<CrossAttentionEdit>,
+    /// Cross-attention maps of chosen words to record (for local blending).
+    pub word_maps: Option<WordMaps>,
+}
+
+/// Records, per cross-attention resolution, each row's attention on chosen words.
+#[derive(Debug, Clone)]
+pub struct WordMaps {
+    /// f32 [b, text tokens]: 1 at the tokens of the words to record, per batch row.
+    pub words: Tensor,
+    /// Query-token count n → the rows' maps [b, n], mean over heads, summed over the
+    /// words' tokens and over every recorded layer and step.
+    pub store: Rc<RefCell<BTreeMap<usize, Tensor>>>,
 }
 
 /// Per text token of the edited prompt (all three [tokens]).
@@ -80,8 +96,9 @@ pub(crate) fn shared_query_key(query: &Tensor, key: &Tensor) -> Result<Option<(T
     })
 }
 
-/// Cross-attention with the edit applied ([b, heads, n, d]), when one is set; otherwise
-/// `None`. The probabilities are computed explicitly (in f32), as the edit needs them.
+/// Cross-attention with the edit applied and the word maps recorded ([b, heads, n, d]),
+/// when the control asks for either; otherwise `None`. The probabilities are computed
+/// explicitly (in f32), as both need them.
 pub(crate) fn edited_cross_attention(
     query: &Tensor,
     key: &Tensor,
@@ -89,36 +106,67 @@ pub(crate) fn edited_cross_attention(
 ) -> Result<Option<Tensor>> {
     CONTROL.with(|control| {
         let control = control.borrow();
-        let Some(edit) = control.as_ref().and_then(|c| c.cross.as_ref()) else {
+        let Some(control) = control.as_ref().filter(|c| c.cross.is_some() || c.word_maps.is_some()) else {
             return Ok(None);
         };
         let (batch, heads, tokens, head_dim) = query.dims4()?;
         let text_tokens = key.dim(2)?;
-        if batch % 2 != 0 || edit.source.dim(0)? != text_tokens {
-            candle_core::bail!(
-                "attention control: a cross-attention edit over {} tokens for a batch of {batch} with {text_tokens} tokens",
-                edit.source.dim(0)?
-            );
-        }
-        let dtype = query.dtype();
         let device = query.device();
         let scale = 1.0 / (head_dim as f64).sqrt();
         let scores = (query.contiguous()?.matmul(&key.t()?.contiguous()?)?.to_dtype(DType::F32)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let rows = |offset: u32| -> Result<Tensor> {
-            let indices: Vec<u32> = (0..batch as u32 / 2).map(|pair| 2 * pair + offset).collect();
-            Tensor::new(indices.as_slice(), device)
-        };
-        let original = probs.index_select(&rows(0)?, 0)?;
-        let own = probs.index_select(&rows(1)?, 0)?;
-        let per_token = |t: &Tensor| -> Result<Tensor> {
-            t.to_device(device)?.to_dtype(DType::F32)?.reshape((1, 1, 1, text_tokens))
-        };
-        let alpha = per_token(&edit.alpha)?;
-        let mapped = original.contiguous()?.index_select(&edit.source.to_device(device)?, D::Minus1)?;
-        let edited = (mapped.broadcast_mul(&alpha)? + own.broadcast_mul(&alpha.affine(-1.0, 1.0)?)?)?
-            .broadcast_mul(&per_token(&edit.weight)?)?;
-        let probs = Tensor::stack(&[&original, &edited], 1)?.reshape((batch, heads, tokens, text_tokens))?;
-        Ok(Some(probs.to_dtype(dtype)?.matmul(&value.contiguous()?)?))
+        let mut probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if let Some(edit) = &control.cross {
+            probs = apply_edit(&probs, edit)?;
+        }
+        if let Some(maps) = &control.word_maps {
+            if maps.words.dims() != [batch, text_tokens] {
+                candle_core::bail!(
+                    "attention control: word maps for {:?} rows × tokens, the batch has {batch} × {text_tokens}",
+                    maps.words.dims()
+                );
+            }
+            // mean over heads, summed over the words' tokens: [b, n]
+            let words = maps.words.to_device(device)?.to_dtype(DType::F32)?.reshape((batch, text_tokens, 1))?;
+            let per_pixel = (probs.sum(1)? / heads as f64)?.matmul(&words)?.squeeze(2)?;
+            let mut store = maps.store.borrow_mut();
+            let total = match store.remove(&tokens) {
+                Some(sum) => (sum + per_pixel)?,
+                None => per_pixel,
+            };
+            store.insert(tokens, total);
+        }
+        Ok(Some(probs.to_dtype(query.dtype())?.matmul(&value.contiguous()?)?))
     })
+}
+
+/// The edited (odd) rows' probabilities [b, heads, n, m] after the edit.
+fn apply_edit(probs: &Tensor, edit: &CrossAttentionEdit) -> Result<Tensor> {
+    let (batch, heads, tokens, text_tokens) = probs.dims4()?;
+    if batch % 2 != 0 || edit.source.dim(0)? != text_tokens {
+        candle_core::bail!(
+            "attention control: a cross-attention edit over {} tokens for a batch of {batch} with {text_tokens} tokens",
+            edit.source.dim(0)?
+        );
+    }
+    let device = probs.device();
+    let rows = |offset: u32| -> Result<Tensor> {
+        let indices: Vec<u32> = (0..batch as u32 / 2)
+            .map(|pair| 2 * pair + offset)
+            .collect();
+        Tensor::new(indices.as_slice(), device)
+    };
+    let original = probs.index_select(&rows(0)?, 0)?;
+    let own = probs.index_select(&rows(1)?, 0)?;
+    let per_token = |t: &Tensor| -> Result<Tensor> {
+        t.to_device(device)?
+            .to_dtype(DType::F32)?
+            .reshape((1, 1, 1, text_tokens))
+    };
+    let alpha = per_token(&edit.alpha)?;
+    let mapped = original
+        .contiguous()?
+        .index_select(&edit.source.to_device(device)?, D::Minus1)?;
+    let edited = (mapped.broadcast_mul(&alpha)? + own.broadcast_mul(&alpha.affine(-1.0, 1.0)?)?)?
+        .broadcast_mul(&per_token(&edit.weight)?)?;
+    Tensor::stack(&[&original, &edited], 1)?.reshape((batch, heads, tokens, text_tokens))
 }

@@ -26,8 +26,11 @@ use super::prompt_encoding::{encode_tokens, pad_windows, tokenize, PromptEmbeddi
 use super::stable_diffusion_xl::Text2ImageRequest;
 use super::token_alignment::{token_map, CrossAttentionMode};
 use crate::loading::SdxlComponents;
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use crate::models::attention_control::{
-    with_attention_control, AttentionControl, CrossAttentionEdit,
+    with_attention_control, AttentionControl, CrossAttentionEdit, WordMaps,
 };
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::NoiseSource;
@@ -48,6 +51,23 @@ pub struct EditPairRequest {
     pub cross_attention_fraction: f64,
     /// Words of the edited caption whose cross-attention maps are scaled, and by how much.
     pub reweight: Vec<(String, f64)>,
+    /// Google's local blend: only where these words attend may the edited image differ.
+    pub local_blend: Option<LocalBlend>,
+}
+
+/// Local blending (Google's `LocalBlend`): after each step from `start` of the way on, the
+/// edited latents outside a mask are set back to the original's. The mask: each image's
+/// cross-attention on the words (mean over heads, summed over the words' tokens, over the
+/// lowest-resolution cross-attention layers and over the steps so far), max-pooled 3×3,
+/// upsampled (nearest) to the latents, divided by its maximum, above `threshold` in
+/// either image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalBlend {
+    /// Words of either caption (each must be in at least one).
+    pub words: Vec<String>,
+    pub threshold: f64,
+    /// Fraction of the steps after which blending starts.
+    pub start: f64,
 }
 
 impl EditPairRequest {
@@ -64,6 +84,7 @@ impl EditPairRequest {
             cross_attention: CrossAttentionMode::Off,
             cross_attention_fraction: 0.0,
             reweight: Vec::new(),
+            local_blend: None,
         }
     }
 
@@ -83,6 +104,16 @@ impl EditPairRequest {
             return Err(Error::InvalidRequest(format!(
                 "the weight of `{word}` must be finite, got {weight}"
             )));
+        }
+        if let Some(blend) = &self.local_blend {
+            if blend.words.is_empty()
+                || !(0.0..=1.0).contains(&blend.start)
+                || !blend.threshold.is_finite()
+            {
+                return Err(Error::InvalidRequest(
+                    "local blend needs words, a start within [0, 1] and a finite threshold".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -111,6 +142,87 @@ fn active(fraction: f64, index: usize, total: usize) -> bool {
         0.0
     };
     fraction > progress
+}
+
+/// Per batch row, 1 at the tokens of the blend words in that row's caption: [rows, tokens].
+fn blend_words(
+    components: &SdxlComponents,
+    request: &EditPairRequest,
+    blend: &LocalBlend,
+    rows: usize,
+    text_tokens: usize,
+) -> Result<Tensor> {
+    let tokenizer = &components.tokenizer;
+    let captions = [request.base.prompt.as_str(), request.edited_prompt.as_str()];
+    let mut marks = [vec![0f32; text_tokens], vec![0f32; text_tokens]];
+    for word in &blend.words {
+        let tokens = tokenizer.encode_content(word);
+        let mut found = false;
+        for (caption, marks) in captions.iter().zip(marks.iter_mut()) {
+            let content = tokenizer.encode_content(caption);
+            let start = (!tokens.is_empty())
+                .then(|| {
+                    content
+                        .windows(tokens.len())
+                        .position(|piece| piece == tokens.as_slice())
+                })
+                .flatten();
+            if let Some(start) = start.filter(|start| start + tokens.len() < text_tokens) {
+                marks[start + 1..start + 1 + tokens.len()].fill(1.0);
+                found = true;
+            }
+        }
+        if !found {
+            return Err(Error::InvalidRequest(format!(
+                "local blend: `{word}` is in neither caption"
+            )));
+        }
+    }
+    let values: Vec<f32> = (0..rows).flat_map(|row| marks[row % 2].clone()).collect();
+    Ok(Tensor::from_vec(
+        values,
+        (rows, text_tokens),
+        &components.device,
+    )?)
+}
+
+/// The local-blend mask [1, 1, h, w] from the recorded maps of the conditional rows.
+fn blend_mask(
+    store: &std::collections::BTreeMap<usize, Tensor>,
+    conditional: usize,
+    latents: &Tensor,
+    threshold: f64,
+) -> Result<Tensor> {
+    let (_, _, height, width) = latents.dims4()?;
+    let Some((&tokens, maps)) = store.iter().next() else {
+        return Err(Error::InvalidRequest(
+            "local blend: the UNet has no cross-attention".into(),
+        ));
+    };
+    let factor = ((height * width) as f64 / tokens as f64).sqrt().round() as usize;
+    let (map_height, map_width) = (height / factor.max(1), width / factor.max(1));
+    if map_height * map_width != tokens {
+        return Err(Error::InvalidRequest(format!(
+            "local blend: {tokens} attention positions do not tile {height}×{width} latents"
+        )));
+    }
+    let maps = maps
+        .narrow(0, conditional, 2)?
+        .reshape((2, 1, map_height, map_width))?;
+    let pooled = maps
+        .pad_with_zeros(2, 1, 1)?
+        .pad_with_zeros(3, 1, 1)?
+        .max_pool2d_with_stride(3, 1)?;
+    let upsampled = pooled.upsample_nearest2d(height, width)?;
+    let peak = upsampled
+        .max_keepdim(2)?
+        .max_keepdim(3)?
+        .clamp(f32::MIN_POSITIVE, f32::MAX)?;
+    let above = upsampled
+        .broadcast_div(&peak)?
+        .gt(threshold)?
+        .to_dtype(DType::F32)?;
+    Ok(above.max_keepdim(0)?)
 }
 
 /// The cross-attention edit over every text token of the batch's conditioning.
@@ -197,6 +309,13 @@ pub fn edit_pair(
     // every row takes the original's map: its own half's first row
     let sources: Vec<u32> = (0..batch as u32).map(|row| row - row % 2).collect();
     let sources = Tensor::new(sources.as_slice(), device)?;
+    let word_maps = match &request.local_blend {
+        Some(blend) => Some(WordMaps {
+            words: blend_words(components, request, blend, batch, prompt_embeds.dim(1)?)?,
+            store: Rc::new(RefCell::new(std::collections::BTreeMap::new())),
+        }),
+        None => None,
+    };
     let cross_edit = match request.has_cross_attention_edit() {
         true => Some(cross_attention_edit(
             components,
@@ -242,6 +361,7 @@ pub fn edit_pair(
                 .as_ref()
                 .filter(|_| request.edits_cross_attention_at(index, timesteps.len()))
                 .cloned(),
+            word_maps: word_maps.clone(),
         };
         let run = || {
             components
@@ -262,6 +382,19 @@ pub fn edit_pair(
                 &latents[image],
                 &mut noises[image],
             )?;
+        }
+        if let (Some(blend), Some(maps)) = (&request.local_blend, &word_maps) {
+            if index as f64 >= blend.start * timesteps.len() as f64 {
+                let conditional = if guided { 2 } else { 0 };
+                let mask = blend_mask(
+                    &maps.store.borrow(),
+                    conditional,
+                    &latents[0],
+                    blend.threshold,
+                )?
+                .to_dtype(latents[0].dtype())?;
+                latents[1] = (&latents[0] + (&latents[1] - &latents[0])?.broadcast_mul(&mask)?)?;
+            }
         }
         progress.report(Progress::Step {
             step: index + 1,
