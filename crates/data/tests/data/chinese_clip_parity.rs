@@ -221,3 +221,50 @@ fn missing_or_malformed_parts_are_named() -> Result<()> {
     );
     Ok(())
 }
+
+// The image database with a Chinese-CLIP model, as `huatu db add` / `db search` run it:
+// a Chinese description searches the images directly, each hit's score the cosine of the
+// transformers text and image embeddings (within 1e-5), best first; the reopened database
+// reloads the Chinese-CLIP model it was built with.
+#[test]
+fn the_image_database_searches_chinese_text() -> Result<()> {
+    use huatu_data::db::{embed_query, Query};
+    use huatu_data::{AddOptions, ImageDatabase};
+
+    let model = model()?;
+    let reference = reference()?;
+    let scratch = tempfile::tempdir()?;
+    let images = scratch.path().join("images");
+    std::fs::create_dir(&images)?;
+    for name in ["at_size", "wide", "tall_alpha"] {
+        let file = format!("{name}.png");
+        std::fs::copy(
+            fixture(&format!("chinese_clip_tiny_reference/{file}")),
+            images.join(file),
+        )?;
+    }
+    let db_dir = scratch.path().join("db");
+    let mut database = ImageDatabase::open_or_create(&db_dir, &model)?;
+    let report = database.add(&model, &[images], &AddOptions::default(), |_| {})?;
+    assert_eq!(report.added, 3, "{report:?}");
+
+    let reopened = ImageDatabase::open(&db_dir)?;
+    let search_model = reopened.load_model(&Device::Cpu)?;
+    assert!(search_model.is_chinese_clip());
+    let query = embed_query(&search_model, &Query::Text(TEXTS[0].into()))?;
+    let hits = reopened.search(&query, 3, None)?;
+    assert_eq!(hits.len(), 3);
+    let text = values(&reference["text0.text_embeds"])?;
+    for hit in &hits {
+        let name = std::path::Path::new(&hit.path)
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let expected = cosine(&text, &values(&reference[&format!("{name}.image_embeds")])?);
+        println!("{name}: score {:.6}, transformers {expected:.6}", hit.score);
+        assert!((f64::from(hit.score) - expected).abs() < 1e-5, "{name}");
+    }
+    assert!(hits.windows(2).all(|pair| pair[0].score >= pair[1].score));
+    Ok(())
+}
