@@ -261,7 +261,10 @@ fn dataset_build_names_what_is_missing() {
 
 /// A chat-completions server on 127.0.0.1 that answers `count` requests: every third
 /// with HTTP 500, the others with `reply`; returns the port and the request bodies.
-fn chat_server(count: usize, reply: &'static str) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+pub(super) fn chat_server(
+    count: usize,
+    reply: &'static str,
+) -> (u16, std::thread::JoinHandle<Vec<String>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();

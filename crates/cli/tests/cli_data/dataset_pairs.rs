@@ -169,3 +169,70 @@ fn instruct_pix2pix_dataset_filters_writes_five_tuples_and_resumes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn instruct_pix2pix_edits_come_from_the_configured_llm_with_templates_as_fallback() {
+    let dir = temp_dir("dataset-ip2p-llm");
+    let captions = dir.join("captions.jsonl");
+    std::fs::write(
+        &captions,
+        "{\"caption\": \"a red cat on a sofa\"}\n{\"text\": \"a dog\"}\n{\"caption\": \"a house in summer\"}\n",
+    )
+    .expect("captions");
+    let reply = r#"{"instruction": "give it a crown", "instruction_zh": "给它戴上王冠", "edited_caption": "a cat wearing a crown"}"#;
+    // the third request is answered with HTTP 500: that caption gets a template edit
+    let (port, server) = super::dataset::chat_server(3, reply);
+    let scenes = dir.join("scenes.toml");
+    std::fs::write(
+        &scenes,
+        format!("[prompt]\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"local\"\n"),
+    )
+    .expect("scenes.toml");
+    let out = dir.join("pairs");
+    let output = huatu(&[
+        "dataset",
+        "instruct-pix2pix",
+        "--model",
+        &fixture("sdxl_tiny").display().to_string(),
+        "--clip",
+        &fixture("clip_tiny").display().to_string(),
+        "--captions",
+        &captions.display().to_string(),
+        "--scenes",
+        &scenes.display().to_string(),
+        "--samples",
+        "1",
+        "--keep",
+        "1",
+        "--clip-threshold=-1",
+        "--clip-dir-threshold=-1",
+        "--clip-img-threshold=-1",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let bodies = server.join().expect("server");
+    assert!(bodies[0].contains("a red cat on a sofa"), "{}", bodies[0]);
+    let metadata = std::fs::read_to_string(out.join("metadata.jsonl")).expect("metadata");
+    let lines: Vec<serde_json::Value> = metadata.lines().map(json).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["edit_prompt"], "give it a crown");
+    assert_eq!(lines[0]["edit_prompt_zh"], "给它戴上王冠");
+    assert_eq!(lines[1]["edited_caption"], "a cat wearing a crown");
+    assert_ne!(lines[2]["edit_prompt"], "give it a crown");
+    assert!(lines[2]["edited_caption"]
+        .as_str()
+        .is_some_and(|caption| caption.contains("house")));
+    assert!(
+        stderr(&output).contains("using a template"),
+        "{}",
+        stderr(&output)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
