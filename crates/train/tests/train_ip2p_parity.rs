@@ -64,6 +64,8 @@ fn contract_request(mode: TrainingMode, learning_rate: f64) -> InstructPix2PixTr
         resume: None,
         state_path: None,
         save_every: None,
+        cache_latents: false,
+        model_id: "sdxl_tiny".into(),
     }
 }
 

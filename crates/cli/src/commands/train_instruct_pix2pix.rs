@@ -104,6 +104,10 @@ pub struct TrainInstructPix2PixArgs {
     /// model folder at --out is replaced when the run ends.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Keep the pairs' VAE latents in DATA/.huatu-cache (reused while the images, the model
+    /// and the resolution stay the same).
+    #[arg(long)]
+    pub cache_latents: bool,
     /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -150,6 +154,8 @@ impl TrainInstructPix2PixArgs {
             resume: self.resume.clone(),
             state_path: Some(state_path(&self.out)),
             save_every: self.save_every,
+            cache_latents: self.cache_latents,
+            model_id: self.model.display().to_string(),
         }
     }
 }

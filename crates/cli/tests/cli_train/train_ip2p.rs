@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{fixture, huatu, model, stderr, temp_dir};
+use super::{copy_dir, fixture, huatu, model, stderr, temp_dir};
 
 fn ip2p_fixture(path: &str) -> String {
     fixture("train_ip2p_tiny").join(path).display().to_string()
@@ -138,17 +138,32 @@ fn the_replayed_lora_run_reproduces_diffusers_losses_and_the_model_edits() {
 fn a_run_saved_after_two_steps_resumes_to_the_reference_losses() {
     let dir = temp_dir("train-ip2p-resume");
     let (out, log) = (dir.join("edit-model"), dir.join("log.jsonl"));
-    let mut first = contract_args(&out, &log, "2");
+    // The pairs in a folder of their own: --cache-latents writes beside them.
+    let data = dir.join("data");
+    copy_dir(&fixture("train_ip2p_tiny/data"), &data);
+    let with_data = |mut args: Vec<String>| {
+        let at = args.iter().position(|arg| arg == "--data").unwrap_or(0) + 1;
+        args[at] = data.display().to_string();
+        args.push("--cache-latents".into());
+        args
+    };
+    let mut first = with_data(contract_args(&out, &log, "2"));
     first.extend(strings(&["--save-every", "2"]));
     let output = run(&first);
     assert!(output.status.success(), "{}", stderr(&output));
     let state = dir.join("edit-model.state.safetensors");
     assert!(stderr(&output).contains("continue with --resume") && state.is_file());
-    let mut second = contract_args(&out, &log, "4");
+    assert!(data.join(".huatu-cache/latents.safetensors").is_file());
+    let mut second = with_data(contract_args(&out, &log, "4"));
     second.extend(strings(&["--resume", &state.display().to_string()]));
     let output = run(&second);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("resuming at step 2"));
+    let log_text = stderr(&output);
+    assert!(
+        log_text.contains("resuming at step 2")
+            && log_text.contains("(6 images from the latent cache)"),
+        "{log_text}"
+    );
     check_logged_losses(&log, 2);
     edit_with(&out, &dir);
 }

@@ -57,6 +57,7 @@ use rand::SeedableRng;
 use crate::checkpoint::Progress;
 use crate::checkpointing::checkpointed_gradients_with;
 use crate::dataset;
+use crate::latent_cache::LatentCache;
 use crate::lora_params::{LoraParams, LoraTargets};
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
 use crate::noising::{NoiseSchedule, NoiseSource};
@@ -100,6 +101,10 @@ pub struct InstructPix2PixTrainingRequest {
     /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
     pub state_path: Option<PathBuf>,
     pub save_every: Option<usize>,
+    /// Keep the images' VAE latents on disk beside the data (`latent_cache`).
+    pub cache_latents: bool,
+    /// Names the model in the latent cache (its path), so another model's latents are not used.
+    pub model_id: String,
 }
 
 impl InstructPix2PixTrainingRequest {
@@ -203,11 +208,29 @@ pub fn train_instruct_pix2pix(
 
     let pairs = pairs::read_pairs(&request.data)?;
     let started = Instant::now();
-    let encoded = pairs::encode_pairs(components, &pairs, request.resolution)?;
+    let mut cache = request.cache_latents.then(|| {
+        LatentCache::open(
+            &request.data,
+            format!(
+                "instruct-pix2pix (posterior, unscaled) model {} vae {:?} resolution {} fit center-crop",
+                request.model_id, components.vae_config, request.resolution
+            ),
+        )
+    });
+    let (encoded, from_cache) =
+        pairs::encode_pairs(components, &pairs, request.resolution, cache.as_mut())?;
+    if let Some(cache) = &cache {
+        cache.save()?;
+    }
     observer.message(&format!(
-        "encoded {} edit pairs with the VAE in {:.1}s",
+        "encoded {} edit pairs with the VAE in {:.1}s{}",
         pairs.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if from_cache > 0 {
+            format!(" ({from_cache} images from the latent cache)")
+        } else {
+            String::new()
+        }
     ));
 
     let lora = match request.mode {

@@ -4,7 +4,8 @@
 //! in the folder) and `edit_prompt` (the instruction); other keys (`original_caption`,
 //! `edited_caption`) are ignored. Each image is fitted to the square training size (the
 //! project's center crop, which is the script's resize when the image is already square)
-//! and encoded once with the VAE: posterior mean and standard deviation, unscaled.
+//! and encoded once with the VAE: posterior mean and standard deviation, unscaled (kept on
+//! disk in `DATA/.huatu-cache/` with `--cache-latents`, see `latent_cache`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use huatu_diffusion::loading::SdxlComponents;
 use huatu_imaging::FitMode;
 
 use crate::dataset::{self, ImageOptions};
+use crate::latent_cache::LatentCache;
 use crate::{Error, Result};
 
 /// One line of `metadata.jsonl`.
@@ -81,38 +83,68 @@ pub struct EncodedPair {
     pub input: (Tensor, Tensor),
 }
 
-/// Fits and encodes every pair once (the pixels are the same every epoch).
+/// Fits and encodes one image: its posterior (mean, std), unscaled, or the cached one.
+fn encode_image(
+    components: &SdxlComponents,
+    path: &Path,
+    options: &ImageOptions,
+    cache: Option<&mut LatentCache>,
+    from_cache: &mut usize,
+) -> Result<(Tensor, Tensor)> {
+    if let Some(hit) = cache
+        .as_deref()
+        .and_then(|cache| cache.get(path, &components.device))
+    {
+        *from_cache += 1;
+        return Ok((hit.0, hit.1));
+    }
+    let prepared = dataset::prepare_image(path, options, None)?;
+    let pixels = dataset::pixels_to_tensor(&prepared.pixels, &components.device)?
+        .unsqueeze(0)?
+        .to_dtype(components.vae_dtype)?; // [1, 3, h, w]
+    let distribution = components.vae.encode(&pixels)?;
+    let mean = distribution.mode().to_dtype(DType::F32)?;
+    let std = distribution.std()?.to_dtype(DType::F32)?;
+    if let Some(cache) = cache {
+        cache.insert(path, &(mean.clone(), std.clone(), prepared.report))?;
+    }
+    Ok((mean, std))
+}
+
+/// Fits and encodes every pair once (the pixels are the same every epoch), taking what
+/// `cache` (`--cache-latents`) holds; returns the pairs and how many images came from it.
 pub fn encode_pairs(
     components: &SdxlComponents,
     pairs: &[EditPair],
     resolution: u32,
-) -> Result<Vec<EncodedPair>> {
+    mut cache: Option<&mut LatentCache>,
+) -> Result<(Vec<EncodedPair>, usize)> {
     let options = ImageOptions {
         resolution,
         buckets: false,
         fit: FitMode::CenterCrop,
         flip: false,
     };
-    let encode = |path: &Path| -> Result<(Tensor, Tensor)> {
-        let prepared = dataset::prepare_image(path, &options, None)?;
-        let pixels = dataset::pixels_to_tensor(&prepared.pixels, &components.device)?
-            .unsqueeze(0)?
-            .to_dtype(components.vae_dtype)?; // [1, 3, h, w]
-        let distribution = components.vae.encode(&pixels)?;
-        Ok((
-            distribution.mode().to_dtype(DType::F32)?,
-            distribution.std()?.to_dtype(DType::F32)?,
-        ))
-    };
-    pairs
-        .iter()
-        .map(|pair| {
-            Ok(EncodedPair {
-                edited: encode(&pair.edited_image)?,
-                input: encode(&pair.input_image)?,
-            })
-        })
-        .collect()
+    let mut from_cache = 0;
+    let mut encoded = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        let edited = encode_image(
+            components,
+            &pair.edited_image,
+            &options,
+            cache.as_deref_mut(),
+            &mut from_cache,
+        )?;
+        let input = encode_image(
+            components,
+            &pair.input_image,
+            &options,
+            cache.as_deref_mut(),
+            &mut from_cache,
+        )?;
+        encoded.push(EncodedPair { edited, input });
+    }
+    Ok((encoded, from_cache))
 }
 
 /// The mean (`epsilon` `None`) or a posterior sample mean + std · ε.
