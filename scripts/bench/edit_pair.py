@@ -22,6 +22,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, os.path.join(ROOT, "scripts", "fixtures"))
+from edit_pair_tiny import SharedSelfAttention, Sharing  # noqa: E402  (the processor the parity test checks)
 
 
 def make(model_dir):
@@ -47,26 +48,6 @@ def make(model_dir):
     )
     shutil.rmtree(model_dir, ignore_errors=True)
     pipe.save_pretrained(model_dir)
-
-
-class Sharing:
-    on = False
-
-
-class SharedSelfAttention:
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        batch, tokens, _ = hidden_states.shape
-        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        heads = attn.heads
-        head_dim = query.shape[-1] // heads
-        split = lambda x: x.view(batch, -1, heads, head_dim).transpose(1, 2)  # noqa: E731
-        query, key, value = split(query), split(key), split(value)
-        if Sharing.on:
-            rows = torch.tensor([row - row % 2 for row in range(batch)])
-            query, key = query[rows], key[rows]
-        out = torch.nn.functional.scaled_dot_product_attention(query, key, value)
-        out = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
-        return attn.to_out[1](attn.to_out[0](out))
 
 
 def run(model_dir, size, steps, pairs):

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use huatu_agent::chat_backend::ChatBackend;
 use huatu_agent::prompt::Lexicon;
@@ -15,9 +14,9 @@ use huatu_agent::scenes::{PromptBackend, Scenes};
 use huatu_data::dataset::prompt::{PromptWriter, TemplatePromptWriter};
 use huatu_data::dataset::{build_dataset, DatasetModels, DatasetRequest};
 use huatu_data::{BlipForConditionalGeneration, CaptionOptions, ImageDatabase};
-use huatu_imaging::{FitMode, FitOptions, ResizeFilter, Size, TargetSize};
+use huatu_imaging::ResizeFilter;
 
-use super::preprocess::{parse_size, BucketSet};
+use crate::fit_args::FitArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum DatasetCommand {
@@ -48,18 +47,9 @@ pub struct BuildArgs {
     /// The trigger word, first in every prompt (default: the --scene's trigger).
     #[arg(long, value_name = "WORD")]
     pub trigger: Option<String>,
-    /// Training size, e.g. 1024x1024.
-    #[arg(long, value_name = "WxH", value_parser = parse_size, required_unless_present = "bucket", conflicts_with = "bucket")]
-    pub size: Option<Size>,
-    /// Each image to the SDXL bucket nearest its aspect ratio instead of a fixed size.
-    #[arg(long, value_enum)]
-    pub bucket: Option<BucketSet>,
-    /// How the aspect ratio is reconciled with the size.
-    #[arg(long, default_value = "center-crop", value_parser = PossibleValuesParser::new(FitMode::ALL.map(FitMode::as_str)).map(|s| s.parse::<FitMode>().unwrap_or_default()))]
-    pub fit: FitMode,
-    /// Seed of random-crop (each image also mixes in its id).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// The training size and how images are fitted to it.
+    #[command(flatten)]
+    pub fit: FitArgs,
     /// The output folder (must not exist, or be empty).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -178,11 +168,6 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         .describe
         .as_deref()
         .map(|text| search_text(&clip, text));
-    let target = match (args.size, args.bucket) {
-        (Some(size), _) => TargetSize::Exact(size),
-        (None, Some(BucketSet::Sdxl)) => TargetSize::SdxlBucket,
-        (None, None) => bail!("give a training size: --size WxH or --bucket sdxl"),
-    };
     let request = DatasetRequest {
         examples: args.examples,
         include_examples: !args.no_examples,
@@ -190,12 +175,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         take: args.take,
         min_score: args.min_score,
         duplicate_threshold: args.duplicate_threshold,
-        fit: FitOptions {
-            target,
-            mode: args.fit,
-            filter: ResizeFilter::default(),
-            seed: args.seed,
-        },
+        fit: args.fit.options(ResizeFilter::default())?,
         caption: CaptionOptions {
             max_new_tokens: args.max_tokens,
             num_beams: args.num_beams,
@@ -249,7 +229,7 @@ fn search_text(clip: &huatu_data::ClipModel, text: &str) -> String {
     let has_cjk = text
         .chars()
         .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c) || ('\u{3400}'..='\u{4dbf}').contains(&c));
-    if !has_cjk || reads_chinese(clip) {
+    if !has_cjk || clip.is_chinese_clip() {
         return text.to_string();
     }
     let translation = Lexicon::builtin().translate(text);
@@ -266,13 +246,4 @@ fn search_text(clip: &huatu_data::ClipModel, text: &str) -> String {
         }
     );
     translation.english
-}
-
-/// Whether the model folder is a Chinese-CLIP one (its config's `model_type`).
-fn reads_chinese(clip: &huatu_data::ClipModel) -> bool {
-    std::fs::read_to_string(clip.dir().join("config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|config| config.get("model_type")?.as_str().map(str::to_string))
-        .is_some_and(|kind| kind == "chinese_clip")
 }

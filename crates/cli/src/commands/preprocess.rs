@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use huatu_imaging::io::{load_image, save_image};
-use huatu_imaging::{fit, FitMode, FitOptions, FitReport, ResizeFilter, Size, TargetSize};
+use huatu_imaging::{fit, FitMode, FitOptions, FitReport, ResizeFilter, Size};
+
+use crate::fit_args::FitArgs;
 use serde_json::json;
 
 /// File extensions a folder run picks up.
@@ -25,50 +27,18 @@ pub struct PreprocessArgs {
     /// files keep their names and formats).
     #[arg(long = "out", value_name = "IMG|DIR")]
     pub output: PathBuf,
-    /// Target size, e.g. 1024x1024.
-    #[arg(long, value_name = "WxH", value_parser = parse_size, required_unless_present = "bucket", conflicts_with = "bucket")]
-    pub size: Option<Size>,
-    /// Pick the bucket nearest each image's aspect ratio instead of a fixed size.
-    #[arg(long, value_enum)]
-    pub bucket: Option<BucketSet>,
-    /// How the aspect ratio is reconciled with the target.
-    #[arg(long, default_value = "center-crop", value_parser = PossibleValuesParser::new(FitMode::ALL.map(FitMode::as_str)).map(|s| s.parse::<FitMode>().unwrap_or_default()))]
-    pub fit: FitMode,
-    /// Seed for random-crop; each file's offset also depends on its name, so a re-run
-    /// crops the same way.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub fit: FitArgs,
     /// Resampling filter.
     #[arg(long, default_value = "lanczos3", value_parser = PossibleValuesParser::new(ResizeFilter::ALL.map(ResizeFilter::as_str)).map(|s| s.parse::<ResizeFilter>().unwrap_or_default()))]
     pub filter: ResizeFilter,
 }
 
-/// Sets of aspect-ratio buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BucketSet {
-    /// SDXL's ~1-megapixel multi-aspect training resolutions.
-    Sdxl,
-}
-
-pub(crate) fn parse_size(text: &str) -> Result<Size, String> {
-    text.parse::<Size>().map_err(|error| error.to_string())
-}
-
 pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
-    let target = match (args.size, args.bucket) {
-        (Some(size), _) => TargetSize::Exact(size),
-        (None, Some(BucketSet::Sdxl)) => TargetSize::SdxlBucket,
-        (None, None) => bail!("give a target: --size WxH or --bucket sdxl"),
-    };
-    let options = FitOptions {
-        target,
-        mode: args.fit,
-        filter: args.filter,
-        seed: args.seed,
-    };
+    let options = args.fit.options(args.filter)?;
     if !args.input.is_dir() {
         let options = FitOptions {
-            seed: file_seed(args.seed, &args.input),
+            seed: file_seed(args.fit.seed, &args.input),
             ..options
         };
         // an existing folder as --out receives the file under its own name
@@ -103,7 +73,7 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         bar.set_message(name.display().to_string());
         let output = args.output.join(&name);
         let options = FitOptions {
-            seed: file_seed(args.seed, file),
+            seed: file_seed(args.fit.seed, file),
             ..options
         };
         match prepare(file, &output, &options) {
