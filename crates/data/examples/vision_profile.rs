@@ -1,8 +1,8 @@
 //! Where the time of an image-embedding forward goes: the whole CLIP vision tower
 //! (`get_image_features`, projection included) on a random [batch, 3, 224, 224] batch,
 //! then each kind of operation of one encoder layer at the real shapes, repeated as often
-//! as the tower runs it. scripts/bench/vision_ops_torch.py times the same operations in
-//! PyTorch.
+//! as the tower runs it. `scripts/bench/clip_throughput.py DIR N --ops` times the same
+//! operations in PyTorch.
 //!
 //!     cargo run --release -p huatu-data --example vision_profile -- MODEL_DIR [BATCH] [REPEATS]
 
