@@ -110,7 +110,10 @@ fn check_case(
     };
     let (mut components, vars) = load_trainable(&fixture("sdxl_tiny"), mode, &Device::Cpu)?;
     // The model's weights before training (conv_in as widened).
-    let initial: HashMap<String, Tensor> = unet_weights(&components, None)?.into_iter().collect();
+    let initial: HashMap<String, Tensor> = unet_weights(&components, None)?
+        .into_iter()
+        .map(|(name, tensor)| Ok((name, tensor.copy()?)))
+        .collect::<candle_core::Result<_>>()?;
     let mut recorder = Recorder::default();
     let state_dir = tempfile::tempdir()?;
     let (mut components, outcome) = match stop_after {

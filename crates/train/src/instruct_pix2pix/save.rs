@@ -93,7 +93,9 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 /// Every UNet weight as the model holds it now, by diffusers name, with `lora`'s adapters
-/// merged into their layers' weights.
+/// merged into their layers' weights. The unmerged tensors are the model's own (no second
+/// 10 GB for SDXL), sharing storage with the trained variables: copy them to keep their
+/// values past another optimizer step.
 pub fn unet_weights(
     components: &SdxlComponents,
     lora: Option<&LoraParams>,
@@ -121,8 +123,7 @@ pub fn unet_weights(
                 .get(&name)
                 .ok_or_else(|| Error::Setting(format!("no UNet weight `{name}`")))?,
         };
-        // A fresh copy: the model's own tensors (and variables) stay untouched.
-        weights.push((name, tensor.to_dtype(DType::F32)?.copy()?));
+        weights.push((name, tensor.to_dtype(DType::F32)?));
     }
     Ok(weights)
 }
