@@ -162,7 +162,9 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let blip = args
         .caption_model
         .as_deref()
-        .map(|dir| BlipForConditionalGeneration::load(dir, &Device::Cpu))
+        .map(|dir| {
+            BlipForConditionalGeneration::load(dir, &Device::Cpu).map_err(anyhow::Error::from)
+        })
         .transpose()?;
     let describe = args
         .describe

@@ -159,10 +159,14 @@ fn validate(request: &DatasetRequest) -> Result<()> {
     if request.examples.is_empty() && request.describe.is_none() {
         return invalid("give example images (--examples) or a description (--describe)");
     }
-    if request.take == 0 && !(request.include_examples && !request.examples.is_empty()) {
+    let keeps_examples = request.include_examples && !request.examples.is_empty();
+    if request.take == 0 && !keeps_examples {
         return invalid("--take must be at least 1 (or keep the examples in the dataset)");
     }
-    if !(request.duplicate_threshold > 0.0 && request.duplicate_threshold <= 1.0) {
+    if request.duplicate_threshold <= 0.0
+        || request.duplicate_threshold > 1.0
+        || request.duplicate_threshold.is_nan()
+    {
         return invalid("the duplicate threshold must be in (0, 1]");
     }
     if request.batch_size == 0 {

@@ -412,6 +412,13 @@ pub fn edit_pair(
     })
 }
 
+/// The original's and the edited caption's conditioning, and their negatives with guidance.
+type PairEmbeddings = (
+    PromptEmbeddings,
+    PromptEmbeddings,
+    Option<(PromptEmbeddings, PromptEmbeddings)>,
+);
+
 /// Both captions' conditioning and, with guidance, each one's negative (zeros without a
 /// negative prompt under `force_zeros_for_empty_prompt`, as `encode_prompt_pair`), every
 /// prompt padded to the same number of token windows so they batch.
@@ -420,11 +427,7 @@ fn encode_pair(
     base: &Text2ImageRequest,
     edited_prompt: &str,
     guided: bool,
-) -> Result<(
-    PromptEmbeddings,
-    PromptEmbeddings,
-    Option<(PromptEmbeddings, PromptEmbeddings)>,
-)> {
+) -> Result<PairEmbeddings> {
     let mut original = tokenize(components, &base.prompt);
     let mut edited = tokenize(components, edited_prompt);
     let zero_negative = base.negative_prompt.is_none() && components.force_zeros_for_empty_prompt;

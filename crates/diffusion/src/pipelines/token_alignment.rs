@@ -134,9 +134,7 @@ pub fn token_map(
                 "cannot re-weight `{word}`: it is not in the edited caption"
             )));
         };
-        for position in start + 1..start + 1 + tokens.len() {
-            weight[position] = *factor as f32;
-        }
+        weight[start + 1..start + 1 + tokens.len()].fill(*factor as f32);
     }
     Ok(TokenMap {
         source,
