@@ -387,3 +387,53 @@ fn dataset_build_asks_the_configured_llm_and_falls_back_to_the_template() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With a Chinese-CLIP database the Chinese description searches as it is written.
+#[test]
+fn a_chinese_clip_database_reads_the_description_directly() {
+    let dir = temp_dir("dataset-chinese");
+    write_images(&dir.join("library"), 0..6);
+    let db = dir.join("db").display().to_string();
+    let added = huatu(&[
+        "db",
+        "add",
+        "--db",
+        &db,
+        "--model",
+        &fixture("chinese_clip_tiny").display().to_string(),
+        &dir.join("library").display().to_string(),
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let out = dir.join("set");
+    let built = huatu(&[
+        "dataset",
+        "build",
+        "--db",
+        &db,
+        "--describe",
+        "一只红色的猫",
+        "--take",
+        "3",
+        "--duplicate-threshold",
+        "1",
+        "--trigger",
+        "htcat",
+        "--size",
+        "32x32",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert!(
+        !stderr(&built).contains("searching for"),
+        "{}",
+        stderr(&built)
+    );
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(
+        report["queries"][0]["query"],
+        "description \"一只红色的猫\""
+    );
+    assert_eq!(report["from_database"], 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
