@@ -5,6 +5,7 @@
 //! network, clamp, then a Lanczos resize when the wanted scale differs from the
 //! network's.
 
+mod conv;
 pub mod rrdbnet;
 pub mod srvgg;
 pub mod tiling;

@@ -5,7 +5,9 @@
 //! `conv_last`. Scales 2 and 1 pixel-unshuffle the input first, as basicsr does.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, ops::leaky_relu, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{ops::leaky_relu, VarBuilder};
+
+use super::conv::Conv3x3;
 
 const NEGATIVE_SLOPE: f64 = 0.2;
 /// basicsr scales each residual branch by 0.2 before adding it.
@@ -34,33 +36,25 @@ impl RRDBNetConfig {
     };
 }
 
-fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let config = Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    conv2d(in_channels, out_channels, 3, config, vb)
-}
-
 /// basicsr `ResidualDenseBlock`: five densely connected convolutions.
 #[derive(Debug, Clone)]
 pub struct ResidualDenseBlock {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    conv3: Conv2d,
-    conv4: Conv2d,
-    conv5: Conv2d,
+    conv1: Conv3x3,
+    conv2: Conv3x3,
+    conv3: Conv3x3,
+    conv4: Conv3x3,
+    conv5: Conv3x3,
     span: tracing::Span,
 }
 
 impl ResidualDenseBlock {
     pub fn new(vb: VarBuilder, num_feat: usize, num_grow_ch: usize) -> Result<Self> {
         Ok(Self {
-            conv1: conv3x3(num_feat, num_grow_ch, vb.pp("conv1"))?,
-            conv2: conv3x3(num_feat + num_grow_ch, num_grow_ch, vb.pp("conv2"))?,
-            conv3: conv3x3(num_feat + 2 * num_grow_ch, num_grow_ch, vb.pp("conv3"))?,
-            conv4: conv3x3(num_feat + 3 * num_grow_ch, num_grow_ch, vb.pp("conv4"))?,
-            conv5: conv3x3(num_feat + 4 * num_grow_ch, num_feat, vb.pp("conv5"))?,
+            conv1: Conv3x3::new(num_feat, num_grow_ch, vb.pp("conv1"))?,
+            conv2: Conv3x3::new(num_feat + num_grow_ch, num_grow_ch, vb.pp("conv2"))?,
+            conv3: Conv3x3::new(num_feat + 2 * num_grow_ch, num_grow_ch, vb.pp("conv3"))?,
+            conv4: Conv3x3::new(num_feat + 3 * num_grow_ch, num_grow_ch, vb.pp("conv4"))?,
+            conv5: Conv3x3::new(num_feat + 4 * num_grow_ch, num_feat, vb.pp("conv5"))?,
             span: tracing::trace_span!("residual_dense_block"),
         })
     }
@@ -123,13 +117,13 @@ impl Module for ResidualInResidualDenseBlock {
 #[derive(Debug, Clone)]
 pub struct RRDBNet {
     config: RRDBNetConfig,
-    conv_first: Conv2d,
+    conv_first: Conv3x3,
     body: Vec<ResidualInResidualDenseBlock>,
-    conv_body: Conv2d,
-    conv_up1: Conv2d,
-    conv_up2: Conv2d,
-    conv_hr: Conv2d,
-    conv_last: Conv2d,
+    conv_body: Conv3x3,
+    conv_up1: Conv3x3,
+    conv_up2: Conv3x3,
+    conv_hr: Conv3x3,
+    conv_last: Conv3x3,
     span: tracing::Span,
 }
 
@@ -152,13 +146,13 @@ impl RRDBNet {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             config: *config,
-            conv_first: conv3x3(num_in_ch, num_feat, vb.pp("conv_first"))?,
+            conv_first: Conv3x3::new(num_in_ch, num_feat, vb.pp("conv_first"))?,
             body,
-            conv_body: conv3x3(num_feat, num_feat, vb.pp("conv_body"))?,
-            conv_up1: conv3x3(num_feat, num_feat, vb.pp("conv_up1"))?,
-            conv_up2: conv3x3(num_feat, num_feat, vb.pp("conv_up2"))?,
-            conv_hr: conv3x3(num_feat, num_feat, vb.pp("conv_hr"))?,
-            conv_last: conv3x3(num_feat, config.num_out_ch, vb.pp("conv_last"))?,
+            conv_body: Conv3x3::new(num_feat, num_feat, vb.pp("conv_body"))?,
+            conv_up1: Conv3x3::new(num_feat, num_feat, vb.pp("conv_up1"))?,
+            conv_up2: Conv3x3::new(num_feat, num_feat, vb.pp("conv_up2"))?,
+            conv_hr: Conv3x3::new(num_feat, num_feat, vb.pp("conv_hr"))?,
+            conv_last: Conv3x3::new(num_feat, config.num_out_ch, vb.pp("conv_last"))?,
             span: tracing::trace_span!("rrdbnet"),
         })
     }
@@ -182,13 +176,9 @@ impl Module for RRDBNet {
         for block in &self.body {
             body_feat = block.forward(&body_feat)?;
         }
-        let body_feat = self.conv_body.forward(&body_feat)?;
-        let feat = (feat + body_feat)?;
-        let (_, _, height, width) = feat.dims4()?;
-        let feat = feat.upsample_nearest2d(height * 2, width * 2)?;
-        let feat = leaky_relu(&self.conv_up1.forward(&feat)?, NEGATIVE_SLOPE)?;
-        let feat = feat.upsample_nearest2d(height * 4, width * 4)?;
-        let feat = leaky_relu(&self.conv_up2.forward(&feat)?, NEGATIVE_SLOPE)?;
+        let feat = self.conv_body.forward_plus(&body_feat, &feat)?;
+        let feat = leaky_relu(&self.conv_up1.forward_upsampled(&feat)?, NEGATIVE_SLOPE)?;
+        let feat = leaky_relu(&self.conv_up2.forward_upsampled(&feat)?, NEGATIVE_SLOPE)?;
         let hr = leaky_relu(&self.conv_hr.forward(&feat)?, NEGATIVE_SLOPE)?;
         // [b, num_out_ch, 4·h', 4·w']
         self.conv_last.forward(&hr)

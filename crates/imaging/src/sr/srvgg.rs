@@ -5,7 +5,9 @@
 //! pixel-shuffled up and the nearest-upsampled input is added.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, PReLU, VarBuilder};
+use candle_nn::{PReLU, VarBuilder};
+
+use super::conv::Conv3x3;
 
 /// The constructor arguments of `SRVGGNetCompact` with `act_type='prelu'`, the only
 /// activation whose presence the weights reveal (ReLU and LeakyReLU have none).
@@ -32,37 +34,21 @@ impl SRVGGNetCompactConfig {
 #[derive(Debug, Clone)]
 pub struct SRVGGNetCompact {
     config: SRVGGNetCompactConfig,
-    convs: Vec<Conv2d>,
+    convs: Vec<Conv3x3>,
     activations: Vec<PReLU>,
     span: tracing::Span,
 }
 
 impl SRVGGNetCompact {
     pub fn new(vb: VarBuilder, config: &SRVGGNetCompactConfig) -> Result<Self> {
-        let conv_config = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let body = vb.pp("body");
         let mut convs = Vec::with_capacity(config.num_conv + 2);
         let mut activations = Vec::with_capacity(config.num_conv + 1);
-        convs.push(conv2d(
-            config.num_in_ch,
-            config.num_feat,
-            3,
-            conv_config,
-            body.pp(0),
-        )?);
+        convs.push(Conv3x3::new(config.num_in_ch, config.num_feat, body.pp(0))?);
         activations.push(candle_nn::prelu(Some(config.num_feat), body.pp(1))?);
         for index in 0..config.num_conv {
             let conv_index = 2 + 2 * index;
-            convs.push(conv2d(
-                config.num_feat,
-                config.num_feat,
-                3,
-                conv_config,
-                body.pp(conv_index),
-            )?);
+            convs.push(Conv3x3::new(config.num_feat, config.num_feat, body.pp(conv_index))?);
             activations.push(candle_nn::prelu(
                 Some(config.num_feat),
                 body.pp(conv_index + 1),
@@ -70,13 +56,7 @@ impl SRVGGNetCompact {
         }
         let last_index = 2 + 2 * config.num_conv;
         let out_channels = config.num_out_ch * config.upscale * config.upscale;
-        convs.push(conv2d(
-            config.num_feat,
-            out_channels,
-            3,
-            conv_config,
-            body.pp(last_index),
-        )?);
+        convs.push(Conv3x3::new(config.num_feat, out_channels, body.pp(last_index))?);
         Ok(Self {
             config: *config,
             convs,
