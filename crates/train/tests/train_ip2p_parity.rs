@@ -49,6 +49,7 @@ fn contract_request(mode: TrainingMode, learning_rate: f64) -> InstructPix2PixTr
         init_lora: (mode == TrainingMode::Lora).then(|| root.join("init_lora.safetensors")),
         noise_file: Some(root.join("noise.safetensors")),
         resolution: 64,
+        flip: false,
         conditioning_dropout_prob: Some(0.1),
         batch_size: 3,
         gradient_accumulation: 1,

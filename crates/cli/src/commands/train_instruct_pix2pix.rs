@@ -59,6 +59,10 @@ pub struct TrainInstructPix2PixArgs {
     /// Training side in pixels (square; diffusers' script defaults to 256).
     #[arg(long, default_value_t = 1024)]
     pub resolution: u32,
+    /// Random left–right flips, the original and the edited image together (the script's
+    /// --random_flip; not with --noise).
+    #[arg(long)]
+    pub flip: bool,
     /// Drop the instruction (below 2p) and the original image (in [p, 3p)) of a sample,
     /// for classifier-free guidance on both (the paper uses 0.05).
     #[arg(long)]
@@ -134,6 +138,7 @@ impl TrainInstructPix2PixArgs {
             init_lora: self.init_lora.clone(),
             noise_file: self.noise.clone(),
             resolution: self.resolution,
+            flip: self.flip,
             conditioning_dropout_prob: self.conditioning_dropout_prob,
             batch_size: self.batch_size,
             gradient_accumulation: self.gradient_accumulation,

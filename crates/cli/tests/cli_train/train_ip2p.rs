@@ -185,6 +185,7 @@ fn three_pairs_five_full_steps_then_edit_with_the_result() {
         "full",
         "--conditioning-dropout-prob",
         "0.05",
+        "--flip",
         "--resolution",
         "64",
         "--steps",

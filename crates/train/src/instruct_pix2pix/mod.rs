@@ -52,7 +52,7 @@ use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::Size;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 use crate::checkpoint::Progress;
 use crate::checkpointing::checkpointed_gradients_with;
@@ -82,6 +82,8 @@ pub struct InstructPix2PixTrainingRequest {
     pub noise_file: Option<PathBuf>,
     /// Square training side in pixels.
     pub resolution: u32,
+    /// Random left–right flips of both images of a pair together (not when replaying).
+    pub flip: bool,
     pub conditioning_dropout_prob: Option<f64>,
     pub batch_size: usize,
     pub gradient_accumulation: usize,
@@ -217,8 +219,13 @@ pub fn train_instruct_pix2pix(
             ),
         )
     });
-    let (encoded, from_cache) =
-        pairs::encode_pairs(components, &pairs, request.resolution, cache.as_mut())?;
+    let (encoded, from_cache) = pairs::encode_pairs(
+        components,
+        &pairs,
+        request.resolution,
+        request.flip && !replaying,
+        cache.as_mut(),
+    )?;
     if let Some(cache) = &cache {
         cache.save()?;
     }
@@ -367,10 +374,16 @@ pub fn train_instruct_pix2pix(
             let mut edited = Vec::with_capacity(b);
             let mut original = Vec::with_capacity(b);
             for &index in &batch {
+                let pair = &encoded[index];
+                // Both images flipped together, or neither (none when replaying).
+                let (edited_posterior, input_posterior) = match &pair.mirrored {
+                    Some((edited, input)) if rng.gen::<bool>() => (edited, input),
+                    _ => (&pair.edited, &pair.input),
+                };
                 let sample = (!replaying).then_some(&mut rng);
-                edited.push(pairs::posterior(&encoded[index].edited, sample)?);
+                edited.push(pairs::posterior(edited_posterior, sample)?);
                 let sample = (!replaying).then_some(&mut rng);
-                original.push(pairs::posterior(&encoded[index].input, sample)?);
+                original.push(pairs::posterior(input_posterior, sample)?);
             }
             let latents = (Tensor::cat(&edited, 0)? * scaling_factor)?; // [b, 4, h/8, w/8]
             let mut original_latents = Tensor::cat(&original, 0)?; // unscaled

@@ -81,6 +81,35 @@ pub fn read_pairs(folder: &Path) -> Result<Vec<EditPair>> {
 pub struct EncodedPair {
     pub edited: (Tensor, Tensor),
     pub input: (Tensor, Tensor),
+    /// Both images mirrored left–right (`--flip`, the script's `--random_flip`, which flips
+    /// the two together): (edited, input), encoded once as well.
+    pub mirrored: Option<((Tensor, Tensor), (Tensor, Tensor))>,
+}
+
+/// The VAE posterior (mean, std) of fitted pixels, unscaled: [1, 4, h/8, w/8] each.
+fn encode_pixels(
+    components: &SdxlComponents,
+    pixels: &image::RgbImage,
+) -> Result<(Tensor, Tensor)> {
+    let pixels = dataset::pixels_to_tensor(pixels, &components.device)?
+        .unsqueeze(0)?
+        .to_dtype(components.vae_dtype)?; // [1, 3, h, w]
+    let distribution = components.vae.encode(&pixels)?;
+    Ok((
+        distribution.mode().to_dtype(DType::F32)?,
+        distribution.std()?.to_dtype(DType::F32)?,
+    ))
+}
+
+/// The image fitted as training uses it, mirrored left–right, encoded.
+fn encode_mirrored(
+    components: &SdxlComponents,
+    path: &Path,
+    options: &ImageOptions,
+) -> Result<(Tensor, Tensor)> {
+    let mut pixels = dataset::prepare_image(path, options, None)?.pixels;
+    image::imageops::flip_horizontal_in_place(&mut pixels);
+    encode_pixels(components, &pixels)
 }
 
 /// Fits and encodes one image: its posterior (mean, std), unscaled, or the cached one.
@@ -99,12 +128,7 @@ fn encode_image(
         return Ok((hit.0, hit.1));
     }
     let prepared = dataset::prepare_image(path, options, None)?;
-    let pixels = dataset::pixels_to_tensor(&prepared.pixels, &components.device)?
-        .unsqueeze(0)?
-        .to_dtype(components.vae_dtype)?; // [1, 3, h, w]
-    let distribution = components.vae.encode(&pixels)?;
-    let mean = distribution.mode().to_dtype(DType::F32)?;
-    let std = distribution.std()?.to_dtype(DType::F32)?;
+    let (mean, std) = encode_pixels(components, &prepared.pixels)?;
     if let Some(cache) = cache {
         cache.insert(path, &(mean.clone(), std.clone(), prepared.report))?;
     }
@@ -112,11 +136,13 @@ fn encode_image(
 }
 
 /// Fits and encodes every pair once (the pixels are the same every epoch), taking what
-/// `cache` (`--cache-latents`) holds; returns the pairs and how many images came from it.
+/// `cache` (`--cache-latents`) holds, and with `mirror` the mirrored pair too (not cached);
+/// returns the pairs and how many images came from the cache.
 pub fn encode_pairs(
     components: &SdxlComponents,
     pairs: &[EditPair],
     resolution: u32,
+    mirror: bool,
     mut cache: Option<&mut LatentCache>,
 ) -> Result<(Vec<EncodedPair>, usize)> {
     let options = ImageOptions {
@@ -142,7 +168,19 @@ pub fn encode_pairs(
             cache.as_deref_mut(),
             &mut from_cache,
         )?;
-        encoded.push(EncodedPair { edited, input });
+        let mirrored = if mirror {
+            Some((
+                encode_mirrored(components, &pair.edited_image, &options)?,
+                encode_mirrored(components, &pair.input_image, &options)?,
+            ))
+        } else {
+            None
+        };
+        encoded.push(EncodedPair {
+            edited,
+            input,
+            mirrored,
+        });
     }
     Ok((encoded, from_cache))
 }
