@@ -27,11 +27,19 @@ pub enum Activation {
 }
 
 /// `activation(xs + bias)` with `bias` [n] broadcast over the last axis of `xs` [..., n].
-pub fn bias_activation(xs: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Result<Tensor> {
+pub fn bias_activation(
+    xs: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Activation,
+) -> Result<Tensor> {
     let width = xs.dim(D::Minus1)?;
     if let Some(bias) = bias {
         if bias.dims() != [width] {
-            candle_core::bail!("bias activation: bias {:?} does not fit an input {:?}", bias.dims(), xs.dims());
+            candle_core::bail!(
+                "bias activation: bias {:?} does not fit an input {:?}",
+                bias.dims(),
+                xs.dims()
+            );
         }
     }
     let tracked = xs.track_op() || bias.is_some_and(Tensor::track_op);
@@ -55,7 +63,9 @@ pub fn bias_activation(xs: &Tensor, bias: Option<&Tensor>, activation: Activatio
 
 /// `activation` over `values` in place, in parallel (fused_linear's last step).
 pub(crate) fn activate_in_place(values: &mut [f32], activation: Activation) {
-    values.par_chunks_mut(CHUNK).for_each(|chunk| activate_chunk(chunk, activation));
+    values
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| activate_chunk(chunk, activation));
 }
 
 fn activate_chunk(values: &mut [f32], activation: Activation) {
@@ -94,7 +104,11 @@ fn activate_chunk_generic(values: &mut [f32], activation: Activation) {
 }
 
 /// candle's formulation, used as the fallback and in tests.
-pub fn reference_bias_activation(xs: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Result<Tensor> {
+pub fn reference_bias_activation(
+    xs: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Activation,
+) -> Result<Tensor> {
     let xs = match bias {
         Some(bias) => xs.broadcast_add(bias)?,
         None => xs.clone(),
@@ -107,7 +121,13 @@ pub fn reference_bias_activation(xs: &Tensor, bias: Option<&Tensor>, activation:
     }
 }
 
-fn apply_rows(input: &[f32], output: &mut [f32], bias: Option<&[f32]>, width: usize, activation: Activation) {
+fn apply_rows(
+    input: &[f32],
+    output: &mut [f32],
+    bias: Option<&[f32]>,
+    width: usize,
+    activation: Activation,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512f() {
@@ -124,19 +144,40 @@ fn apply_rows(input: &[f32], output: &mut [f32], bias: Option<&[f32]>, width: us
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn apply_rows_avx512(input: &[f32], output: &mut [f32], bias: Option<&[f32]>, width: usize, activation: Activation) {
+unsafe fn apply_rows_avx512(
+    input: &[f32],
+    output: &mut [f32],
+    bias: Option<&[f32]>,
+    width: usize,
+    activation: Activation,
+) {
     apply_rows_generic(input, output, bias, width, activation);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn apply_rows_avx2(input: &[f32], output: &mut [f32], bias: Option<&[f32]>, width: usize, activation: Activation) {
+unsafe fn apply_rows_avx2(
+    input: &[f32],
+    output: &mut [f32],
+    bias: Option<&[f32]>,
+    width: usize,
+    activation: Activation,
+) {
     apply_rows_generic(input, output, bias, width, activation);
 }
 
 #[inline(always)]
-fn apply_rows_generic(input: &[f32], output: &mut [f32], bias: Option<&[f32]>, width: usize, activation: Activation) {
-    for (input, output) in input.chunks_exact(width).zip(output.chunks_exact_mut(width)) {
+fn apply_rows_generic(
+    input: &[f32],
+    output: &mut [f32],
+    bias: Option<&[f32]>,
+    width: usize,
+    activation: Activation,
+) {
+    for (input, output) in input
+        .chunks_exact(width)
+        .zip(output.chunks_exact_mut(width))
+    {
         match (bias, activation) {
             (Some(bias), Activation::QuickGelu) => {
                 for ((y, &x), &b) in output.iter_mut().zip(input).zip(bias) {
@@ -202,7 +243,10 @@ mod tests {
                     assert_eq!(fast.dims(), reference.dims());
                     // erf within 6e-7 (scaled by |x|/2 ≤ ~8), exp within 1e-7 relative.
                     let difference = max_difference(&fast, &reference)?;
-                    assert!(difference < 1e-5, "{dims:?} {activation:?}: max difference {difference}");
+                    assert!(
+                        difference < 1e-5,
+                        "{dims:?} {activation:?}: max difference {difference}"
+                    );
                 }
             }
         }
@@ -211,7 +255,10 @@ mod tests {
 
     #[test]
     fn tails_are_exact_enough() -> anyhow::Result<()> {
-        let xs = Tensor::new(&[-100f32, -20.0, -1e-3, 0.0, 1e-3, 20.0, 100.0], &Device::Cpu)?;
+        let xs = Tensor::new(
+            &[-100f32, -20.0, -1e-3, 0.0, 1e-3, 20.0, 100.0],
+            &Device::Cpu,
+        )?;
         for activation in [Activation::QuickGelu, Activation::GeluErf] {
             let fast = bias_activation(&xs, None, activation)?;
             let reference = reference_bias_activation(&xs, None, activation)?;

@@ -43,8 +43,14 @@ pub fn fused_linear(
             residual.map(Tensor::dims)
         );
     }
-    let tracked = [Some(xs), Some(weight), bias, residual].into_iter().flatten().any(Tensor::track_op);
-    let all_cpu_f32 = [Some(xs), Some(weight), bias, residual].into_iter().flatten().all(is_cpu_f32);
+    let tracked = [Some(xs), Some(weight), bias, residual]
+        .into_iter()
+        .flatten()
+        .any(Tensor::track_op);
+    let all_cpu_f32 = [Some(xs), Some(weight), bias, residual]
+        .into_iter()
+        .flatten()
+        .all(is_cpu_f32);
     // Activation then residual is not an order any caller needs; refuse it rather than guess.
     if activation.is_some() && residual.is_some() {
         candle_core::bail!("fused linear: an activation and a residual together are not supported");
@@ -110,7 +116,10 @@ pub fn reference_fused_linear(
         candle_core::bail!("fused linear: a scalar input")
     };
     let rows: usize = leading.iter().product();
-    let mut out = xs.contiguous()?.reshape((rows, in_features))?.matmul(&weight.t()?)?;
+    let mut out = xs
+        .contiguous()?
+        .reshape((rows, in_features))?
+        .matmul(&weight.t()?)?;
     if let Some(bias) = bias {
         out = out.broadcast_add(bias)?;
     }
@@ -128,22 +137,29 @@ pub fn reference_fused_linear(
 
 /// Each output row = bias + residual row (either may be absent: zeros).
 fn fill(output: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, width: usize) {
-    output.par_chunks_mut(FILL_ROWS * width).enumerate().for_each(|(task, block)| {
-        let first = task * FILL_ROWS * width;
-        for (row_index, row) in block.chunks_exact_mut(width).enumerate() {
-            let start = first + row_index * width;
-            match (bias, residual) {
-                (Some(bias), Some(residual)) => {
-                    for ((y, &b), &r) in row.iter_mut().zip(bias).zip(&residual[start..start + width]) {
-                        *y = b + r;
+    output
+        .par_chunks_mut(FILL_ROWS * width)
+        .enumerate()
+        .for_each(|(task, block)| {
+            let first = task * FILL_ROWS * width;
+            for (row_index, row) in block.chunks_exact_mut(width).enumerate() {
+                let start = first + row_index * width;
+                match (bias, residual) {
+                    (Some(bias), Some(residual)) => {
+                        for ((y, &b), &r) in row
+                            .iter_mut()
+                            .zip(bias)
+                            .zip(&residual[start..start + width])
+                        {
+                            *y = b + r;
+                        }
                     }
+                    (Some(bias), None) => row.copy_from_slice(bias),
+                    (None, Some(residual)) => row.copy_from_slice(&residual[start..start + width]),
+                    (None, None) => row.fill(0.0),
                 }
-                (Some(bias), None) => row.copy_from_slice(bias),
-                (None, Some(residual)) => row.copy_from_slice(&residual[start..start + width]),
-                (None, None) => row.fill(0.0),
             }
-        }
-    });
+        });
 }
 
 /// All of rayon's threads, as candle's matmul uses them.
@@ -166,7 +182,11 @@ mod tests {
     #[test]
     fn matches_candle_with_every_combination() -> anyhow::Result<()> {
         let device = Device::Cpu;
-        for (leading, in_features, out_features) in [(vec![2, 37], 41, 29), (vec![130], 64, 96), (vec![1, 1], 3, 5)] {
+        for (leading, in_features, out_features) in [
+            (vec![2, 37], 41, 29),
+            (vec![130], 64, 96),
+            (vec![1, 1], 3, 5),
+        ] {
             let mut in_dims = leading.clone();
             in_dims.push(in_features);
             let mut out_dims = leading.clone();
@@ -190,7 +210,10 @@ mod tests {
                 let difference = max_difference(&fast, &reference)?;
                 // Sums of ≤ 64 products of size ~0.2 in another order, plus the activations'
                 // 1e-6-level approximations.
-                assert!(difference < 1e-5, "{leading:?} {in_features}->{out_features}: difference {difference}");
+                assert!(
+                    difference < 1e-5,
+                    "{leading:?} {in_features}->{out_features}: difference {difference}"
+                );
             }
         }
         Ok(())
