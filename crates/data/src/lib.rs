@@ -9,7 +9,8 @@
 //! - [`dataset`]: `dataset build`, the whole chain from example images to a training folder
 //!   (search, deduplicate, fit, caption, prompt, write with a report).
 //! - [`db`]: the image database (SQLite rows: id, path, labels, caption, size, embedding),
-//!   exact cosine-similarity search over it and, for large ones, a usearch HNSW index.
+//!   exact cosine-similarity search over it and, for large ones, an 8-bit scan with exact
+//!   re-ranking.
 //! - [`instruct_pix2pix`]: InstructPix2Pix training data — Prompt-to-Prompt pairs per caption
 //!   and edit, InstructPix2Pix's CLIP filter, the 5-tuple dataset folder (resumable).
 //! - [`pil_resample`]: Pillow's resampling and alpha compositing, integer for integer, as

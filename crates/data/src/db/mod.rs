@@ -84,7 +84,7 @@ pub struct DatabaseInfo {
     pub path: PathBuf,
     pub images: usize,
     pub model: ModelRecord,
-    /// "exact" below the threshold, else "approximate (usearch HNSW)".
+    /// "exact" below the threshold, else "approximate (8-bit scan, exact re-rank)".
     pub search: &'static str,
     /// Rows the saved approximate index covers (absent when there is none).
     pub indexed: Option<usize>,
@@ -316,7 +316,7 @@ impl ImageDatabase {
             search: if images < ann::DEFAULT_ANN_THRESHOLD {
                 "exact"
             } else {
-                "approximate (usearch HNSW)"
+                "approximate (8-bit scan, exact re-rank)"
             },
             indexed: self.store.ann_state()?.map(|state| state.rows),
         })
