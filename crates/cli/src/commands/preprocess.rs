@@ -243,8 +243,8 @@ mod tests {
         ])
         .ok();
         assert_eq!(
-            args.map(|a| (a.fit, a.bucket)),
-            Some((FitMode::RandomCrop, Some(BucketSet::Sdxl)))
+            args.map(|a| (a.fit.fit, a.fit.bucket)),
+            Some((FitMode::RandomCrop, Some(crate::fit_args::BucketSet::Sdxl)))
         );
     }
 
