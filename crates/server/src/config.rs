@@ -8,6 +8,9 @@ use clap::Args;
 
 use crate::error::ServerError;
 
+/// The longest synchronous wait honoured (one year); larger `--sync-timeout-secs` are capped.
+const MAX_SYNC_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// An SDXL model: a diffusers folder or a single-file checkpoint (.safetensors).
@@ -63,7 +66,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 150)]
     pub max_steps: usize,
     /// How long a synchronous request waits for its job before answering 504 (the job
-    /// goes on and can be followed at /v1/jobs/{id}).
+    /// goes on and can be followed at /v1/jobs/{id}); at most a year.
     #[arg(long, default_value_t = 600)]
     pub sync_timeout_secs: u64,
     /// Base of the `url`s in responses, e.g. https://huatu.example; default: from the
@@ -194,12 +197,34 @@ impl ServerConfig {
             max_dimension: args.max_dimension,
             max_steps: args.max_steps.max(1),
             max_images: 8,
-            sync_timeout: std::time::Duration::from_secs(args.sync_timeout_secs.max(1)),
+            // a deadline past tokio's clock range would panic when added to `now`
+            sync_timeout: std::time::Duration::from_secs(args.sync_timeout_secs.clamp(1, MAX_SYNC_TIMEOUT_SECS)),
             public_url: args
                 .public_url
                 .as_ref()
                 .map(|url| url.trim_end_matches('/').to_string()),
             dtype: args.dtype,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn a_huge_sync_timeout_is_capped_instead_of_overflowing_the_clock() {
+        let wrapper = Wrapper::try_parse_from(["serve", "--sync-timeout-secs", &u64::MAX.to_string()])
+            .unwrap_or_else(|error| panic!("{error}"));
+        let config = ServerConfig::from_args(&wrapper.args).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.sync_timeout.as_secs(), MAX_SYNC_TIMEOUT_SECS);
+        let _deadline = std::time::Instant::now() + config.sync_timeout;
     }
 }

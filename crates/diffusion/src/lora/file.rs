@@ -130,8 +130,34 @@ impl LoraFile {
                 summarize(&left)
             )));
         }
+        for module in &modules {
+            check_values(module).map_err(bad)?;
+        }
         Ok(Self { path: path.to_path_buf(), format, modules, metadata })
     }
+}
+
+/// A module that would poison every output it touches is refused: rank 0, a non-finite or
+/// zero alpha, or a NaN/infinite weight.
+fn check_values(module: &LoraModule) -> std::result::Result<(), String> {
+    let name = &module.name;
+    if module.rank() == 0 {
+        return Err(format!("`{name}` has rank 0"));
+    }
+    if let Some(alpha) = module.alpha.filter(|alpha| !alpha.is_finite() || *alpha == 0.0) {
+        return Err(format!("`{name}` has alpha {alpha}"));
+    }
+    for (part, tensor) in [("down", &module.down), ("up", &module.up)] {
+        let finite = tensor
+            .abs()
+            .and_then(|t| t.sum_all())
+            .and_then(|t| t.to_scalar::<f32>())
+            .is_ok_and(f32::is_finite);
+        if !finite {
+            return Err(format!("`{name}`: the {part} weights hold NaN or infinite values"));
+        }
+    }
+    Ok(())
 }
 
 /// The first few names and how many more.
@@ -277,6 +303,48 @@ fn diffusers_modules(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(tensors: &[(&str, Tensor)]) -> std::path::PathBuf {
+        let name = format!("huatu-lora-values-{}-{}.safetensors", std::process::id(), tensors.len());
+        let path = std::env::temp_dir().join(name);
+        let map: std::collections::HashMap<String, Tensor> =
+            tensors.iter().map(|(name, tensor)| (name.to_string(), tensor.clone())).collect();
+        candle_core::safetensors::save(&map, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn poisoned_modules_are_refused() {
+        let device = Device::Cpu;
+        let key = "lora_unet_down_blocks_1_attentions_0_proj_in";
+        let down = Tensor::ones((2, 8), DType::F32, &device).unwrap();
+        let up = Tensor::ones((8, 2), DType::F32, &device).unwrap();
+        let nan = Tensor::new(&[f32::NAN], &device).unwrap().reshape(()).unwrap();
+        let pair = |down: Tensor, up: Tensor| {
+            vec![(format!("{key}.lora_down.weight"), down), (format!("{key}.lora_up.weight"), up)]
+        };
+        let mut with_nan_alpha = pair(down.clone(), up.clone());
+        with_nan_alpha.push((format!("{key}.alpha"), nan));
+        let infinite = (down.clone() * f64::INFINITY).unwrap();
+        let empty_down = Tensor::zeros((0, 8), DType::F32, &device).unwrap();
+        let empty_up = Tensor::zeros((8, 0), DType::F32, &device).unwrap();
+        let cases = [
+            (with_nan_alpha, "alpha NaN"),
+            (pair(infinite, up.clone()), "NaN or infinite"),
+            (pair(empty_down, empty_up), "rank 0"),
+        ];
+        for (tensors, expected) in cases {
+            let named: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let path = write(&named);
+            let error = LoraFile::read(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            std::fs::remove_file(&path).ok();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        let path = write(&[(&format!("{key}.lora_down.weight"), down), (&format!("{key}.lora_up.weight"), up)]);
+        let read = LoraFile::read(&path);
+        std::fs::remove_file(&path).ok();
+        assert!(read.is_ok(), "{:?}", read.err());
+    }
 
     #[test]
     fn alpha_over_rank_defaults_to_one() {
