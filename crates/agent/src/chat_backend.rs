@@ -105,7 +105,12 @@ impl ChatBackend {
         let end = reply.rfind('}');
         let json = match (start, end) {
             (Some(start), Some(end)) if start < end => &reply[start..=end],
-            _ => return Err(llm_error(&self.base_url, "the edit reply holds no JSON object")),
+            _ => {
+                return Err(llm_error(
+                    &self.base_url,
+                    "the edit reply holds no JSON object",
+                ))
+            }
         };
         let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| llm_error(&self.base_url, format!("the edit reply is not JSON: {e}")))?;
@@ -125,7 +130,10 @@ impl ChatBackend {
             kind: "llm".into(),
         };
         if idea.edited_caption.eq_ignore_ascii_case(caption.trim()) {
-            return Err(llm_error(&self.base_url, "the edited caption is the caption itself"));
+            return Err(llm_error(
+                &self.base_url,
+                "the edited caption is the caption itself",
+            ));
         }
         Ok(idea)
     }

@@ -11,7 +11,11 @@ mod model_args;
 mod png_output;
 
 #[derive(Parser)]
-#[command(name = "huatu", version, about = "huatu (画图): a self-hosted image creation agent")]
+#[command(
+    name = "huatu",
+    version,
+    about = "huatu (画图): a self-hosted image creation agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -64,7 +64,9 @@ pub fn parse_dtype(text: &str) -> Result<DType, String> {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
-        other => Err(format!("unknown dtype `{other}` (expected f32, f16 or bf16)")),
+        other => Err(format!(
+            "unknown dtype `{other}` (expected f32, f16 or bf16)"
+        )),
     }
 }
 
@@ -88,22 +90,50 @@ impl ModelArgs {
         let loras = self
             .loras
             .iter()
-            .map(|(path, _)| LoraFile::read(path).with_context(|| format!("cannot use --lora {}", path.display())))
+            .map(|(path, _)| {
+                LoraFile::read(path)
+                    .with_context(|| format!("cannot use --lora {}", path.display()))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let source = match ModelSource::from_path(&self.model)? {
-            ModelSource::SingleFile { path, .. } => ModelSource::SingleFile { path, config_dir: self.config.clone() },
+            ModelSource::SingleFile { path, .. } => ModelSource::SingleFile {
+                path,
+                config_dir: self.config.clone(),
+            },
             ModelSource::DiffusersFolder(_) if self.config.is_some() => {
-                anyhow::bail!("--config is for single-file checkpoints; {} is a diffusers folder", self.model.display())
+                anyhow::bail!(
+                    "--config is for single-file checkpoints; {} is a diffusers folder",
+                    self.model.display()
+                )
             }
             folder => folder,
         };
         let started = Instant::now();
-        let mut components = SdxlComponents::load(&source, LoadOptions { dtype: self.dtype, vae_dtype: None }, device)
-            .with_context(|| format!("cannot load the model from {}", self.model.display()))?;
-        eprintln!("loaded {} in {:.1}s", self.model.display(), started.elapsed().as_secs_f64());
+        let mut components = SdxlComponents::load(
+            &source,
+            LoadOptions {
+                dtype: self.dtype,
+                vae_dtype: None,
+            },
+            device,
+        )
+        .with_context(|| format!("cannot load the model from {}", self.model.display()))?;
+        eprintln!(
+            "loaded {} in {:.1}s",
+            self.model.display(),
+            started.elapsed().as_secs_f64()
+        );
         if !loras.is_empty() {
-            let set: Vec<(&LoraFile, f64)> = loras.iter().zip(&self.loras).map(|(file, (_, scale))| (file, *scale)).collect();
-            let policy = if self.lora_allow_partial { UnmatchedModules::Skip } else { UnmatchedModules::Error };
+            let set: Vec<(&LoraFile, f64)> = loras
+                .iter()
+                .zip(&self.loras)
+                .map(|(file, (_, scale))| (file, *scale))
+                .collect();
+            let policy = if self.lora_allow_partial {
+                UnmatchedModules::Skip
+            } else {
+                UnmatchedModules::Error
+            };
             let report = components.set_loras(&set, policy)?;
             for skipped in &report.skipped {
                 eprintln!("warning: LoRA module matches no layer, skipped: {skipped}");
@@ -129,7 +159,10 @@ impl ModelArgs {
         self.loras
             .iter()
             .map(|(path, scale)| {
-                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 format!(" <lora:{name}:{scale}>")
             })
             .collect()
@@ -139,13 +172,17 @@ impl ModelArgs {
 impl SamplingArgs {
     pub fn read_latents(&self, device: &Device) -> anyhow::Result<Option<Tensor>> {
         match &self.latents {
-            Some(path) => Ok(Some(read_latents(path, device).context("cannot use --latents")?)),
+            Some(path) => Ok(Some(
+                read_latents(path, device).context("cannot use --latents")?,
+            )),
             None => Ok(None),
         }
     }
 
     pub fn scheduler_for(&self, components: &SdxlComponents) -> SchedulerKind {
-        self.scheduler.or(components.default_scheduler).unwrap_or(SchedulerKind::Euler)
+        self.scheduler
+            .or(components.default_scheduler)
+            .unwrap_or(SchedulerKind::Euler)
     }
 
     pub fn save_latents(&self, latents: &Tensor, index: usize, count: usize) -> anyhow::Result<()> {
@@ -163,14 +200,23 @@ pub fn numbered_path(path: &Path, index: usize, count: usize) -> PathBuf {
     if count == 1 {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let extension = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
     path.with_file_name(format!("{stem}-{}.{extension}", index + 1))
 }
 
 pub fn random_seed() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
 }
 
@@ -179,9 +225,14 @@ pub struct StepBar(indicatif::ProgressBar);
 
 impl StepBar {
     pub fn new(steps: usize) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(Some(steps as u64), indicatif::ProgressDrawTarget::stderr());
-        let style = indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(steps as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
         Self(bar)
     }

@@ -12,17 +12,31 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use huatu_diffusion::models::autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig};
-use huatu_diffusion::models::unet_2d_condition::{AddedConditions, UNet2DConditionConfig, UNet2DConditionModel};
+use huatu_diffusion::models::unet_2d_condition::{
+    AddedConditions, UNet2DConditionConfig, UNet2DConditionModel,
+};
 
 /// Hands out small random weights of whatever shape a layer asks for (plain tensors, not
 /// `Var`s, so no autograd graph is kept alive).
 struct RandomWeights;
 
 impl SimpleBackend for RandomWeights {
-    fn get(&self, shape: Shape, _name: &str, _init: Init, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        _name: &str,
+        _init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)
     }
-    fn get_unchecked(&self, name: &str, _dtype: DType, _device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("random weights need a shape for {name}")
     }
     fn contains_tensor(&self, _name: &str) -> bool {
@@ -35,7 +49,13 @@ fn peak_rss_mib() -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -59,7 +79,10 @@ fn time<F: FnMut() -> anyhow::Result<()>>(repeats: usize, mut run: F) -> anyhow:
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (part, size) = match args.as_slice() {
-        [_, part, size, ..] => (part.as_str(), size.parse::<usize>().context("size must be a number")?),
+        [_, part, size, ..] => (
+            part.as_str(),
+            size.parse::<usize>().context("size must be a number")?,
+        ),
         _ => bail!("usage: bench_sdxl unet|vae SIZE [REPEATS]"),
     };
     let repeats = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(3);
@@ -76,7 +99,10 @@ fn main() -> anyhow::Result<()> {
             let context = Tensor::randn(0f32, 1.0, (2, 77, 2048), &device)?;
             let added = AddedConditions {
                 text_embeds: Tensor::randn(0f32, 1.0, (2, 1280), &device)?,
-                time_ids: Tensor::new(&[[size as f32, size as f32, 0.0, 0.0, size as f32, size as f32]; 2], &device)?,
+                time_ids: Tensor::new(
+                    &[[size as f32, size as f32, 0.0, 0.0, size as f32, size as f32]; 2],
+                    &device,
+                )?,
             };
             time(repeats, || {
                 unet.forward(&sample, 500.0, &context, &added, None)?;

@@ -47,7 +47,11 @@ pub enum Error {
     UnknownScheduler(String),
 
     #[error("{path}: {count} LoRA modules match no layer of the model: {keys} (use --lora-allow-partial to skip them)")]
-    LoraUnmatched { path: PathBuf, count: usize, keys: String },
+    LoraUnmatched {
+        path: PathBuf,
+        count: usize,
+        keys: String,
+    },
 
     #[error("cancelled")]
     Cancelled,

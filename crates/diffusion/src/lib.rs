@@ -6,8 +6,8 @@
 //! (CLIP byte-level BPE, as transformers' `CLIPTokenizer`).
 
 pub mod error;
-pub mod lora;
 pub mod loading;
+pub mod lora;
 pub mod models;
 pub mod pipelines;
 pub mod schedulers;

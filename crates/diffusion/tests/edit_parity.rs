@@ -15,8 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage, Image2ImageRequest,
-    InpaintRequest, InstructPix2PixRequest, NoProgress, RgbImage,
+    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage,
+    Image2ImageRequest, InpaintRequest, InstructPix2PixRequest, NoProgress, RgbImage,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
@@ -28,28 +28,51 @@ fn fixture(path: &str) -> PathBuf {
 
 fn load(folder: &str) -> anyhow::Result<SdxlComponents> {
     let source = ModelSource::from_path(&fixture(folder))?;
-    Ok(SdxlComponents::load(&source, LoadOptions::default(), &Device::Cpu)?)
+    Ok(SdxlComponents::load(
+        &source,
+        LoadOptions::default(),
+        &Device::Cpu,
+    )?)
 }
 
 fn read_png(path: &Path) -> anyhow::Result<(usize, usize, png::ColorType, Vec<u8>)> {
-    let file = std::fs::File::open(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info()?;
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels)?;
     pixels.truncate(info.buffer_size());
-    Ok((info.width as usize, info.height as usize, info.color_type, pixels))
+    Ok((
+        info.width as usize,
+        info.height as usize,
+        info.color_type,
+        pixels,
+    ))
 }
 
 fn rgb(name: &str) -> anyhow::Result<RgbImage> {
-    let (width, height, color, pixels) = read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
+    let (width, height, color, pixels) =
+        read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
     anyhow::ensure!(color == png::ColorType::Rgb, "{name} is not RGB");
-    Ok(RgbImage { width, height, pixels })
+    Ok(RgbImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
 fn gray(name: &str) -> anyhow::Result<GrayImage> {
-    let (width, height, color, pixels) = read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
-    anyhow::ensure!(color == png::ColorType::Grayscale, "{name} is not grayscale");
-    Ok(GrayImage { width, height, pixels })
+    let (width, height, color, pixels) =
+        read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
+    anyhow::ensure!(
+        color == png::ColorType::Grayscale,
+        "{name} is not grayscale"
+    );
+    Ok(GrayImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -75,11 +98,22 @@ struct Case {
 }
 
 fn case(name: &str) -> anyhow::Result<(Case, Tensor, Tensor)> {
-    let cases: Vec<Case> =
-        serde_json::from_str(&std::fs::read_to_string(fixture("edit_tiny_reference/cases.json"))?)?;
-    let case = cases.into_iter().find(|c| c.name == name).ok_or_else(|| anyhow::anyhow!("no case {name}"))?;
-    let tensors = candle_core::safetensors::load(fixture(&format!("edit_tiny_reference/{name}.safetensors")), &Device::Cpu)?;
-    Ok((case, tensors["noise"].clone(), tensors["latents_out"].clone()))
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(fixture(
+        "edit_tiny_reference/cases.json",
+    ))?)?;
+    let case = cases
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no case {name}"))?;
+    let tensors = candle_core::safetensors::load(
+        fixture(&format!("edit_tiny_reference/{name}.safetensors")),
+        &Device::Cpu,
+    )?;
+    Ok((
+        case,
+        tensors["noise"].clone(),
+        tensors["latents_out"].clone(),
+    ))
 }
 
 fn settings(case: &Case, noise: Tensor) -> EditSettings {
@@ -93,17 +127,43 @@ fn settings(case: &Case, noise: Tensor) -> EditSettings {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
-    anyhow::ensure!(a.dims() == b.dims(), "shapes {:?} vs {:?}", a.dims(), b.dims());
-    Ok((a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    anyhow::ensure!(
+        a.dims() == b.dims(),
+        "shapes {:?} vs {:?}",
+        a.dims(),
+        b.dims()
+    );
+    Ok((a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?)
 }
 
-fn check(name: &str, latents: &Tensor, expected_latents: &Tensor, image: &RgbImage) -> anyhow::Result<()> {
+fn check(
+    name: &str,
+    latents: &Tensor,
+    expected_latents: &Tensor,
+    image: &RgbImage,
+) -> anyhow::Result<()> {
     let latent_difference = max_abs_diff(latents, expected_latents)?;
     let expected = rgb(&format!("{name}.png"))?;
-    let level_difference = image.pixels.iter().zip(&expected.pixels).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(255);
+    let level_difference = image
+        .pixels
+        .iter()
+        .zip(&expected.pixels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(255);
     eprintln!("{name}: latents max diff {latent_difference:.2e}, png max diff {level_difference}");
-    anyhow::ensure!(latent_difference < 1e-4, "{name}: latents differ by {latent_difference}");
-    anyhow::ensure!(level_difference <= 1, "{name}: png differs by {level_difference} levels");
+    anyhow::ensure!(
+        latent_difference < 1e-4,
+        "{name}: latents differ by {latent_difference}"
+    );
+    anyhow::ensure!(
+        level_difference <= 1,
+        "{name}: png differs by {level_difference} levels"
+    );
     Ok(())
 }
 
@@ -138,7 +198,11 @@ fn inpaint_request<'a>(case: &Case, noise: Tensor) -> anyhow::Result<InpaintRequ
 fn assert_outside_mask_is_original(output: &RgbImage, original: &RgbImage, mask: &GrayImage) {
     for (index, &m) in mask.pixels.iter().enumerate() {
         if m < 128 {
-            assert_eq!(output.pixels[index * 3..index * 3 + 3], original.pixels[index * 3..index * 3 + 3], "pixel {index}");
+            assert_eq!(
+                output.pixels[index * 3..index * 3 + 3],
+                original.pixels[index * 3..index * 3 + 3],
+                "pixel {index}"
+            );
         }
     }
 }
@@ -170,7 +234,12 @@ fn instruct_pix2pix_matches_diffusers() -> anyhow::Result<()> {
         image_guidance_scale: case.image_guidance_scale.unwrap_or(1.5),
     };
     let output = instruct_pix2pix(&components, &request, &mut NoProgress)?;
-    check("instruct_pix2pix", &output.latents, &expected, &output.image)
+    check(
+        "instruct_pix2pix",
+        &output.latents,
+        &expected,
+        &output.image,
+    )
 }
 
 #[test]
@@ -200,12 +269,22 @@ fn each_mode_refuses_a_unet_with_the_wrong_input_channels() -> anyhow::Result<()
     let pix2pix = load("sdxl_tiny_instruct_pix2pix")?;
     let (case, noise, _) = case("inpaint4_1.0")?;
     let request = inpaint_request(&case, noise.clone())?;
-    let message = inpaint(&pix2pix, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    let message = inpaint(&pix2pix, &request, &mut NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(message.contains("8 input channels"), "{message}");
 
     let base = load("sdxl_tiny")?;
-    let request = InstructPix2PixRequest { settings: settings(&case, noise), image: rgb("image.png")?, image_guidance_scale: 1.5 };
-    let message = instruct_pix2pix(&base, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    let request = InstructPix2PixRequest {
+        settings: settings(&case, noise),
+        image: rgb("image.png")?,
+        image_guidance_scale: 1.5,
+    };
+    let message = instruct_pix2pix(&base, &request, &mut NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(message.contains("needs an 8-channel UNet"), "{message}");
     Ok(())
 }
@@ -216,15 +295,31 @@ fn bad_masks_and_sizes_are_refused_clearly() -> anyhow::Result<()> {
     let (case, noise, _) = case("inpaint4_1.0")?;
     let mut request = inpaint_request(&case, noise)?;
     request.mask_image.pixels.iter_mut().for_each(|p| *p = 0);
-    let message = inpaint(&components, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    let message = inpaint(&components, &request, &mut NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(message.contains("the mask is empty"), "{message}");
 
     request.mask_image.pixels.iter_mut().for_each(|p| *p = 255);
-    let message = inpaint(&components, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    let message = inpaint(&components, &request, &mut NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(message.contains("covers the whole image"), "{message}");
 
-    request.mask_image = GrayImage { width: 32, height: 64, pixels: vec![255; 32 * 64] };
-    let message = inpaint(&components, &request, &mut NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(message.contains("the mask is 32×64 but the image is 64×64"), "{message}");
+    request.mask_image = GrayImage {
+        width: 32,
+        height: 64,
+        pixels: vec![255; 32 * 64],
+    };
+    let message = inpaint(&components, &request, &mut NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("the mask is 32×64 but the image is 64×64"),
+        "{message}"
+    );
     Ok(())
 }

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
-use huatu_diffusion::pipelines::{text_to_image, MicroConditioning, NoProgress, RgbImage, Text2ImageRequest};
+use huatu_diffusion::pipelines::{
+    text_to_image, MicroConditioning, NoProgress, RgbImage, Text2ImageRequest,
+};
 use huatu_diffusion::schedulers::SchedulerKind;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
@@ -25,7 +27,11 @@ fn fixture(path: &str) -> PathBuf {
 
 fn load_folder() -> anyhow::Result<SdxlComponents> {
     let source = ModelSource::from_path(&fixture("sdxl_tiny"))?;
-    Ok(SdxlComponents::load(&source, LoadOptions::default(), &Device::Cpu)?)
+    Ok(SdxlComponents::load(
+        &source,
+        LoadOptions::default(),
+        &Device::Cpu,
+    )?)
 }
 
 fn load_single_file() -> anyhow::Result<SdxlComponents> {
@@ -33,42 +39,78 @@ fn load_single_file() -> anyhow::Result<SdxlComponents> {
         path: fixture("sdxl_tiny.safetensors"),
         config_dir: Some(fixture("sdxl_tiny")),
     };
-    Ok(SdxlComponents::load(&source, LoadOptions::default(), &Device::Cpu)?)
+    Ok(SdxlComponents::load(
+        &source,
+        LoadOptions::default(),
+        &Device::Cpu,
+    )?)
 }
 
 fn tensors(path: &str) -> anyhow::Result<HashMap<String, Tensor>> {
     let path = fixture(path);
-    candle_core::safetensors::load(&path, &Device::Cpu).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
 
 fn get<'a>(tensors: &'a HashMap<String, Tensor>, name: &str) -> anyhow::Result<&'a Tensor> {
-    tensors.get(name).ok_or_else(|| anyhow::anyhow!("reference has no tensor `{name}`"))
+    tensors
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("reference has no tensor `{name}`"))
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
-    anyhow::ensure!(a.dims() == b.dims(), "shapes differ: {:?} vs {:?}", a.dims(), b.dims());
+    anyhow::ensure!(
+        a.dims() == b.dims(),
+        "shapes differ: {:?} vs {:?}",
+        a.dims(),
+        b.dims()
+    );
     let a = a.to_dtype(DType::F32)?;
     let b = b.to_dtype(DType::F32)?;
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
 fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
-    let file = std::fs::File::open(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info()?;
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels)?;
-    anyhow::ensure!(info.color_type == png::ColorType::Rgb, "{} is not RGB", path.display());
+    anyhow::ensure!(
+        info.color_type == png::ColorType::Rgb,
+        "{} is not RGB",
+        path.display()
+    );
     pixels.truncate(info.buffer_size());
-    Ok(RgbImage { width: info.width as usize, height: info.height as usize, pixels })
+    Ok(RgbImage {
+        width: info.width as usize,
+        height: info.height as usize,
+        pixels,
+    })
 }
 
 fn max_level_diff(a: &RgbImage, b: &RgbImage) -> anyhow::Result<u8> {
-    anyhow::ensure!((a.width, a.height) == (b.width, b.height), "image sizes differ");
-    Ok(a.pixels.iter().zip(&b.pixels).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0))
+    anyhow::ensure!(
+        (a.width, a.height) == (b.width, b.height),
+        "image sizes differ"
+    );
+    Ok(a.pixels
+        .iter()
+        .zip(&b.pixels)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0))
 }
 
-fn unet_call(components: &SdxlComponents, reference: &HashMap<String, Tensor>, suffix: &str) -> anyhow::Result<f32> {
-    let timestep = get(reference, &format!("timestep{suffix}"))?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0];
+fn unet_call(
+    components: &SdxlComponents,
+    reference: &HashMap<String, Tensor>,
+    suffix: &str,
+) -> anyhow::Result<f32> {
+    let timestep = get(reference, &format!("timestep{suffix}"))?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?[0];
     let added = AddedConditions {
         text_embeds: get(reference, &format!("text_embeds{suffix}"))?.clone(),
         time_ids: get(reference, &format!("time_ids{suffix}"))?.clone(),
@@ -89,7 +131,10 @@ fn unet_forward_matches_diffusers() -> anyhow::Result<()> {
     let reference = tensors("sdxl_tiny_reference/unet.safetensors")?;
     for suffix in ["", "_2"] {
         let difference = unet_call(&components, &reference, suffix)?;
-        assert!(difference < 1e-4, "unet call{suffix}: max difference {difference}");
+        assert!(
+            difference < 1e-4,
+            "unet call{suffix}: max difference {difference}"
+        );
     }
     Ok(())
 }
@@ -137,14 +182,30 @@ fn request(case: &Case, latents: Tensor) -> Text2ImageRequest {
 fn check_every_case(components: &SdxlComponents) -> anyhow::Result<Vec<String>> {
     let mut failures = Vec::new();
     for case in cases()? {
-        let reference = tensors(&format!("sdxl_tiny_reference/pipeline/{}.safetensors", case.name))?;
-        let output = text_to_image(components, &request(&case, get(&reference, "latents_in")?.clone()), &mut NoProgress)?;
+        let reference = tensors(&format!(
+            "sdxl_tiny_reference/pipeline/{}.safetensors",
+            case.name
+        ))?;
+        let output = text_to_image(
+            components,
+            &request(&case, get(&reference, "latents_in")?.clone()),
+            &mut NoProgress,
+        )?;
         let latent_difference = max_abs_diff(&output.latents, get(&reference, "latents_out")?)?;
-        let expected_png = read_png(&fixture(&format!("sdxl_tiny_reference/pipeline/{}.png", case.name)))?;
+        let expected_png = read_png(&fixture(&format!(
+            "sdxl_tiny_reference/pipeline/{}.png",
+            case.name
+        )))?;
         let level_difference = max_level_diff(&output.image, &expected_png)?;
-        eprintln!("{}: latents max diff {latent_difference:.2e}, png max diff {level_difference}", case.name);
+        eprintln!(
+            "{}: latents max diff {latent_difference:.2e}, png max diff {level_difference}",
+            case.name
+        );
         if latent_difference > 2e-4 || level_difference > 1 {
-            failures.push(format!("{}: latents {latent_difference}, png {level_difference}", case.name));
+            failures.push(format!(
+                "{}: latents {latent_difference}, png {level_difference}",
+                case.name
+            ));
         }
     }
     Ok(failures)
@@ -153,7 +214,10 @@ fn check_every_case(components: &SdxlComponents) -> anyhow::Result<Vec<String>> 
 #[test]
 fn text_to_image_matches_diffusers_for_every_case() -> anyhow::Result<()> {
     let failures = check_every_case(&load_folder()?)?;
-    assert!(failures.is_empty(), "cases off the reference: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "cases off the reference: {failures:#?}"
+    );
     Ok(())
 }
 
@@ -162,21 +226,39 @@ fn single_file_checkpoint_loads_the_same_model_as_the_folder() -> anyhow::Result
     let single = load_single_file()?;
     // The fixture script keeps the folder's weights exactly representable in the
     // checkpoint's f16, so both loads must give the same tensors bit for bit.
-    let case = cases()?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no cases"))?;
-    let reference = tensors(&format!("sdxl_tiny_reference/pipeline/{}.safetensors", case.name))?;
+    let case = cases()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no cases"))?;
+    let reference = tensors(&format!(
+        "sdxl_tiny_reference/pipeline/{}.safetensors",
+        case.name
+    ))?;
     let latents = get(&reference, "latents_in")?.clone();
-    let from_folder = text_to_image(&load_folder()?, &request(&case, latents.clone()), &mut NoProgress)?;
+    let from_folder = text_to_image(
+        &load_folder()?,
+        &request(&case, latents.clone()),
+        &mut NoProgress,
+    )?;
     let from_file = text_to_image(&single, &request(&case, latents), &mut NoProgress)?;
     let difference = max_abs_diff(&from_folder.latents, &from_file.latents)?;
-    assert_eq!(difference, 0.0, "single file vs folder: latents differ by {difference}");
+    assert_eq!(
+        difference, 0.0,
+        "single file vs folder: latents differ by {difference}"
+    );
     assert_eq!(from_folder.image, from_file.image);
     Ok(())
 }
 
 #[test]
 fn single_file_without_configs_says_what_is_missing() {
-    let source = ModelSource::SingleFile { path: fixture("sdxl_tiny.safetensors"), config_dir: None };
-    let error = SdxlComponents::load(&source, LoadOptions::default(), &Device::Cpu).err().map(|e| e.to_string());
+    let source = ModelSource::SingleFile {
+        path: fixture("sdxl_tiny.safetensors"),
+        config_dir: None,
+    };
+    let error = SdxlComponents::load(&source, LoadOptions::default(), &Device::Cpu)
+        .err()
+        .map(|e| e.to_string());
     let message = error.unwrap_or_default();
     assert!(message.contains("configs and tokenizers"), "{message}");
 }
@@ -191,5 +273,8 @@ fn a_diffusers_component_file_is_not_taken_for_a_checkpoint() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(message.contains("not a single-file SDXL checkpoint"), "{message}");
+    assert!(
+        message.contains("not a single-file SDXL checkpoint"),
+        "{message}"
+    );
 }

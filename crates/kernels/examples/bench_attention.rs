@@ -29,7 +29,10 @@ fn main() -> candle_core::Result<()> {
         let value = Tensor::randn(0f32, 1.0, (2, heads, keys, 64), &device)?;
         let fused = seconds(|| fused_attention(&query, &key, &value))?;
         let unfused = seconds(|| reference_attention(&query, &key, &value))?;
-        println!("{label}: fused {fused:.3}s, candle unfused {unfused:.3}s, speed-up {:.1}×", unfused / fused);
+        println!(
+            "{label}: fused {fused:.3}s, candle unfused {unfused:.3}s, speed-up {:.1}×",
+            unfused / fused
+        );
     }
     Ok(())
 }

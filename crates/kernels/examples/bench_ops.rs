@@ -11,7 +11,10 @@ use huatu_kernels::conv2d::{conv2d_fused, reference_conv2d_fused, Conv2dExtras, 
 use huatu_kernels::geglu::{geglu, reference_geglu};
 use huatu_kernels::group_norm::{group_norm, reference_group_norm};
 
-fn median_seconds<F: FnMut() -> candle_core::Result<Tensor>>(repeats: usize, mut run: F) -> candle_core::Result<f64> {
+fn median_seconds<F: FnMut() -> candle_core::Result<Tensor>>(
+    repeats: usize,
+    mut run: F,
+) -> candle_core::Result<f64> {
     run()?; // warm-up
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
@@ -34,8 +37,23 @@ struct ConvCase {
     upsample: bool,
 }
 
-const fn conv(label: &'static str, batch: usize, channels: (usize, usize), size: usize, kernel: usize) -> ConvCase {
-    ConvCase { label, batch, in_channels: channels.0, out_channels: channels.1, size, kernel, stride: 1, upsample: false }
+const fn conv(
+    label: &'static str,
+    batch: usize,
+    channels: (usize, usize),
+    size: usize,
+    kernel: usize,
+) -> ConvCase {
+    ConvCase {
+        label,
+        batch,
+        in_channels: channels.0,
+        out_channels: channels.1,
+        size,
+        kernel,
+        stride: 1,
+        upsample: false,
+    }
 }
 
 fn main() -> candle_core::Result<()> {
@@ -51,32 +69,73 @@ fn main() -> candle_core::Result<()> {
         conv("unet conv3x3 1280 @16² b2", 2, (1280, 1280), 16, 3),
         conv("unet conv3x3 2560→1280 @16² b2", 2, (2560, 1280), 16, 3),
         conv("unet conv1x1 960→320 @64² b2", 2, (960, 320), 64, 1),
-        ConvCase { stride: 2, ..conv("unet down conv3x3 s2 320 @64² b2", 2, (320, 320), 64, 3) },
-        ConvCase { upsample: true, ..conv("unet up ×2+conv3x3 1280 @16² b2", 2, (1280, 1280), 16, 3) },
+        ConvCase {
+            stride: 2,
+            ..conv("unet down conv3x3 s2 320 @64² b2", 2, (320, 320), 64, 3)
+        },
+        ConvCase {
+            upsample: true,
+            ..conv("unet up ×2+conv3x3 1280 @16² b2", 2, (1280, 1280), 16, 3)
+        },
         conv("vae conv3x3 512 @64²", 1, (512, 512), 64, 3),
         conv("vae conv3x3 512 @128²", 1, (512, 512), 128, 3),
         conv("vae conv3x3 256 @256²", 1, (256, 256), 256, 3),
         conv("vae conv3x3 128 @512²", 1, (128, 128), 512, 3),
         conv("vae conv3x3 128→3 @512²", 1, (128, 3), 512, 3),
-        ConvCase { upsample: true, ..conv("vae up ×2+conv3x3 256 @256²", 1, (256, 256), 256, 3) },
+        ConvCase {
+            upsample: true,
+            ..conv("vae up ×2+conv3x3 256 @256²", 1, (256, 256), 256, 3)
+        },
     ];
-    for case in conv_cases.iter().filter(|case| case.label.contains(&filter)) {
-        let xs = Tensor::randn(0f32, 1.0, (case.batch, case.in_channels, case.size, case.size), &device)?;
-        let weight =
-            Tensor::randn(0f32, 0.02, (case.out_channels, case.in_channels, case.kernel, case.kernel), &device)?;
+    for case in conv_cases
+        .iter()
+        .filter(|case| case.label.contains(&filter))
+    {
+        let xs = Tensor::randn(
+            0f32,
+            1.0,
+            (case.batch, case.in_channels, case.size, case.size),
+            &device,
+        )?;
+        let weight = Tensor::randn(
+            0f32,
+            0.02,
+            (
+                case.out_channels,
+                case.in_channels,
+                case.kernel,
+                case.kernel,
+            ),
+            &device,
+        )?;
         let bias = Tensor::randn(0f32, 0.02, case.out_channels, &device)?;
-        let params = Conv2dParams { stride: case.stride, padding: case.kernel / 2 };
-        let extras = Conv2dExtras { upsample_nearest_2x: case.upsample, ..Default::default() };
-        let ours = median_seconds(repeats, || conv2d_fused(&xs, &weight, Some(&bias), params, extras))?;
+        let params = Conv2dParams {
+            stride: case.stride,
+            padding: case.kernel / 2,
+        };
+        let extras = Conv2dExtras {
+            upsample_nearest_2x: case.upsample,
+            ..Default::default()
+        };
+        let ours = median_seconds(repeats, || {
+            conv2d_fused(&xs, &weight, Some(&bias), params, extras)
+        })?;
         let candle = if skip_candle {
             f64::NAN
         } else {
-            median_seconds(repeats, || reference_conv2d_fused(&xs, &weight, Some(&bias), params, extras))?
+            median_seconds(repeats, || {
+                reference_conv2d_fused(&xs, &weight, Some(&bias), params, extras)
+            })?
         };
         let out_size = case.size * if case.upsample { 2 } else { 1 } / case.stride;
         let flops = 2.0
-            * (case.batch * case.out_channels * out_size * out_size * case.in_channels * case.kernel * case.kernel)
-                as f64;
+            * (case.batch
+                * case.out_channels
+                * out_size
+                * out_size
+                * case.in_channels
+                * case.kernel
+                * case.kernel) as f64;
         println!(
             "{}: huatu {ours:.4}s ({:.0} GFLOP/s), candle {candle:.4}s, speed-up {:.2}×",
             case.label,
@@ -89,7 +148,10 @@ fn main() -> candle_core::Result<()> {
         let lhs = Tensor::randn(0f32, 1.0, (1280, 11520), &device)?;
         let rhs = Tensor::randn(0f32, 1.0, (11520, 512), &device)?;
         let seconds = median_seconds(repeats, || lhs.matmul(&rhs))?;
-        println!("matmul 1280×11520×512: {seconds:.4}s ({:.0} GFLOP/s)", 2.0 * 1280.0 * 11520.0 * 512.0 / seconds / 1e9);
+        println!(
+            "matmul 1280×11520×512: {seconds:.4}s ({:.0} GFLOP/s)",
+            2.0 * 1280.0 * 11520.0 * 512.0 / seconds / 1e9
+        );
     }
     let norm_cases = [
         ("unet group_norm+silu 320 @64² b2", 2, 320, 64, true),
@@ -97,20 +159,39 @@ fn main() -> candle_core::Result<()> {
         ("vae group_norm+silu 512 @128²", 1, 512, 128, true),
         ("vae group_norm+silu 128 @512²", 1, 128, 512, true),
     ];
-    for (label, batch, channels, size, with_silu) in norm_cases.into_iter().filter(|case| case.0.contains(&filter)) {
+    for (label, batch, channels, size, with_silu) in norm_cases
+        .into_iter()
+        .filter(|case| case.0.contains(&filter))
+    {
         let xs = Tensor::randn(0f32, 1.0, (batch, channels, size, size), &device)?;
         let weight = Tensor::randn(1f32, 0.1, channels, &device)?;
         let bias = Tensor::randn(0f32, 0.1, channels, &device)?;
-        let ours = median_seconds(repeats, || group_norm(&xs, 32, &weight, &bias, 1e-6, with_silu))?;
-        let candle = median_seconds(repeats, || reference_group_norm(&xs, 32, &weight, &bias, 1e-6, with_silu))?;
-        println!("{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×", candle / ours);
+        let ours = median_seconds(repeats, || {
+            group_norm(&xs, 32, &weight, &bias, 1e-6, with_silu)
+        })?;
+        let candle = median_seconds(repeats, || {
+            reference_group_norm(&xs, 32, &weight, &bias, 1e-6, with_silu)
+        })?;
+        println!(
+            "{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×",
+            candle / ours
+        );
     }
-    let geglu_cases = [("unet geglu 1024 tokens ×2·2560 b2", 1024, 2560), ("unet geglu 256 tokens ×2·5120 b2", 256, 5120)];
-    for (label, tokens, inner) in geglu_cases.into_iter().filter(|case| case.0.contains(&filter)) {
+    let geglu_cases = [
+        ("unet geglu 1024 tokens ×2·2560 b2", 1024, 2560),
+        ("unet geglu 256 tokens ×2·5120 b2", 256, 5120),
+    ];
+    for (label, tokens, inner) in geglu_cases
+        .into_iter()
+        .filter(|case| case.0.contains(&filter))
+    {
         let xs = Tensor::randn(0f32, 1.0, (2, tokens, 2 * inner), &device)?;
         let ours = median_seconds(repeats, || geglu(&xs))?;
         let candle = median_seconds(repeats, || reference_geglu(&xs))?;
-        println!("{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×", candle / ours);
+        println!(
+            "{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×",
+            candle / ours
+        );
     }
     Ok(())
 }

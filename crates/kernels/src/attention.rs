@@ -18,9 +18,15 @@ pub fn fused_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Result<T
     let tracked = query.track_op() || key.track_op() || value.track_op();
     if query.device().is_cpu() && query.dtype() == DType::F32 && tracked {
         // Inside an autograd graph: the same kernel, with its blockwise backward.
-        query.contiguous()?.apply_op3(&key.contiguous()?, &value.contiguous()?, FusedAttention)
+        query
+            .contiguous()?
+            .apply_op3(&key.contiguous()?, &value.contiguous()?, FusedAttention)
     } else if query.device().is_cpu() && query.dtype() == DType::F32 {
-        query.contiguous()?.apply_op3_no_bwd(&key.contiguous()?, &value.contiguous()?, &FusedAttention)
+        query.contiguous()?.apply_op3_no_bwd(
+            &key.contiguous()?,
+            &value.contiguous()?,
+            &FusedAttention,
+        )
     } else {
         reference_attention(query, key, value)
     }
@@ -31,7 +37,8 @@ pub fn reference_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Resu
     let scale = 1.0 / (query.dim(D::Minus1)? as f64).sqrt();
     let dtype = query.dtype();
     let scores = (query.contiguous()?.matmul(&key.t()?.contiguous()?)? * scale)?;
-    let probs = candle_core::Tensor::to_dtype(&softmax_last_dim(&scores.to_dtype(DType::F32)?)?, dtype)?;
+    let probs =
+        candle_core::Tensor::to_dtype(&softmax_last_dim(&scores.to_dtype(DType::F32)?)?, dtype)?;
     probs.matmul(&value.contiguous()?)
 }
 
@@ -70,7 +77,9 @@ impl CustomOp3 for FusedAttention {
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, heads, queries, head_dim) = query_layout.shape().dims4()?;
         let (key_batch, key_heads, keys, key_dim) = key_layout.shape().dims4()?;
-        if (key_batch, key_heads, key_dim) != (batch, heads, head_dim) || value_layout.shape() != key_layout.shape() {
+        if (key_batch, key_heads, key_dim) != (batch, heads, head_dim)
+            || value_layout.shape() != key_layout.shape()
+        {
             candle_core::bail!(
                 "fused attention: shapes do not match: q {:?}, k {:?}, v {:?}",
                 query_layout.shape(),
@@ -84,16 +93,32 @@ impl CustomOp3 for FusedAttention {
         let scale = 1.0 / (head_dim as f32).sqrt();
 
         let mut output = vec![0f32; batch * heads * queries * head_dim];
-        output.par_chunks_mut(queries * head_dim).enumerate().for_each(|(pair, output_pair)| {
-            let query_pair = &query[pair * queries * head_dim..(pair + 1) * queries * head_dim];
-            let key_pair = &key[pair * keys * head_dim..(pair + 1) * keys * head_dim];
-            let value_pair = &value[pair * keys * head_dim..(pair + 1) * keys * head_dim];
-            output_pair.par_chunks_mut(QUERY_BLOCK * head_dim).enumerate().for_each(|(block, output_block)| {
-                let rows = output_block.len() / head_dim;
-                let query_block = &query_pair[block * QUERY_BLOCK * head_dim..][..rows * head_dim];
-                attend_block(query_block, key_pair, value_pair, output_block, rows, keys, head_dim, scale);
+        output
+            .par_chunks_mut(queries * head_dim)
+            .enumerate()
+            .for_each(|(pair, output_pair)| {
+                let query_pair = &query[pair * queries * head_dim..(pair + 1) * queries * head_dim];
+                let key_pair = &key[pair * keys * head_dim..(pair + 1) * keys * head_dim];
+                let value_pair = &value[pair * keys * head_dim..(pair + 1) * keys * head_dim];
+                output_pair
+                    .par_chunks_mut(QUERY_BLOCK * head_dim)
+                    .enumerate()
+                    .for_each(|(block, output_block)| {
+                        let rows = output_block.len() / head_dim;
+                        let query_block =
+                            &query_pair[block * QUERY_BLOCK * head_dim..][..rows * head_dim];
+                        attend_block(
+                            query_block,
+                            key_pair,
+                            value_pair,
+                            output_block,
+                            rows,
+                            keys,
+                            head_dim,
+                            scale,
+                        );
+                    });
             });
-        });
         Ok((CpuStorage::F32(output), query_layout.shape().clone()))
     }
 
@@ -105,7 +130,8 @@ impl CustomOp3 for FusedAttention {
         output: &Tensor,
         output_grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dq, dk, dv) = crate::attention_grad::attention_backward(query, key, value, output, output_grad)?;
+        let (dq, dk, dv) =
+            crate::attention_grad::attention_backward(query, key, value, output, output_grad)?;
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
@@ -192,14 +218,24 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn check(batch: usize, heads: usize, queries: usize, keys: usize, head_dim: usize) -> anyhow::Result<()> {
+    fn check(
+        batch: usize,
+        heads: usize,
+        queries: usize,
+        keys: usize,
+        head_dim: usize,
+    ) -> anyhow::Result<()> {
         let device = Device::Cpu;
         let query = Tensor::randn(0f32, 1.0, (batch, heads, queries, head_dim), &device)?;
         let key = Tensor::randn(0f32, 1.0, (batch, heads, keys, head_dim), &device)?;
         let value = Tensor::randn(0f32, 1.0, (batch, heads, keys, head_dim), &device)?;
         let fused = fused_attention(&query, &key, &value)?;
         let reference = reference_attention(&query, &key, &value)?;
-        let difference = (fused - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let difference = (fused - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         assert!(difference < 1e-5, "max difference {difference}");
         Ok(())
     }
@@ -221,7 +257,11 @@ mod tests {
         let query = Tensor::randn(0f32, 1.0, (1, 10, 2, 8), &device)?.transpose(1, 2)?;
         let fused = fused_attention(&query, &query, &query)?;
         let reference = reference_attention(&query, &query, &query)?;
-        let difference = (fused - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let difference = (fused - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         assert!(difference < 1e-5);
         Ok(())
     }

@@ -47,7 +47,12 @@ pub struct Conv2dExtras<'a> {
 }
 
 /// `conv2d(xs, weight) + bias`: xs [b, in, h, w], weight [out, in, k, k], bias [out].
-pub fn conv2d(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
+pub fn conv2d(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+) -> Result<Tensor> {
     conv2d_fused(xs, weight, bias, params, Conv2dExtras::default())
 }
 
@@ -60,10 +65,19 @@ pub fn conv2d_fused(
     extras: Conv2dExtras,
 ) -> Result<Tensor> {
     let shape = ConvShape::new(xs, weight, params, extras.upsample_nearest_2x)?;
-    let out_dims = [shape.batch, shape.out_channels, shape.out_height, shape.out_width];
+    let out_dims = [
+        shape.batch,
+        shape.out_channels,
+        shape.out_height,
+        shape.out_width,
+    ];
     if let Some(bias) = bias {
         if bias.dims() != [shape.out_channels] {
-            candle_core::bail!("conv2d: bias must be [{}], got {:?}", shape.out_channels, bias.dims());
+            candle_core::bail!(
+                "conv2d: bias must be [{}], got {:?}",
+                shape.out_channels,
+                bias.dims()
+            );
         }
     }
     if let Some(sample_bias) = extras.sample_bias {
@@ -78,7 +92,10 @@ pub fn conv2d_fused(
     }
     if let Some(residual) = extras.residual {
         if residual.dims() != out_dims {
-            candle_core::bail!("conv2d: residual must be {out_dims:?}, got {:?}", residual.dims());
+            candle_core::bail!(
+                "conv2d: residual must be {out_dims:?}, got {:?}",
+                residual.dims()
+            );
         }
     }
     let all_cpu_f32 = is_cpu_f32(xs)
@@ -117,12 +134,20 @@ pub fn conv2d_fused(
     let output = with_f32(xs, "conv2d input", |input| {
         with_f32(weight, "conv2d weight", |weight| {
             with_optional_f32(bias, "conv2d bias", |bias| {
-                with_optional_f32(extras.sample_bias, "conv2d per-sample bias", |sample_bias| {
-                    with_optional_f32(extras.residual, "conv2d residual", |residual| {
-                        let addends = Addends { bias, sample_bias, residual };
-                        shape.run(input, weight, &addends)
-                    })
-                })
+                with_optional_f32(
+                    extras.sample_bias,
+                    "conv2d per-sample bias",
+                    |sample_bias| {
+                        with_optional_f32(extras.residual, "conv2d residual", |residual| {
+                            let addends = Addends {
+                                bias,
+                                sample_bias,
+                                residual,
+                            };
+                            shape.run(input, weight, &addends)
+                        })
+                    },
+                )
             })
         })
     })??????;
@@ -167,7 +192,9 @@ impl Addends<'_> {
     /// The constant part for (sample, channel).
     fn constant(&self, sample: usize, channel: usize, out_channels: usize) -> f32 {
         self.bias.map_or(0.0, |bias| bias[channel])
-            + self.sample_bias.map_or(0.0, |bias| bias[sample * out_channels + channel])
+            + self
+                .sample_bias
+                .map_or(0.0, |bias| bias[sample * out_channels + channel])
     }
 }
 
@@ -232,7 +259,10 @@ impl ConvShape {
         }
         let factor = if upsample { 2 } else { 1 };
         let (in_height, in_width) = (source_height * factor, source_width * factor);
-        let (padded_height, padded_width) = (in_height + 2 * params.padding, in_width + 2 * params.padding);
+        let (padded_height, padded_width) = (
+            in_height + 2 * params.padding,
+            in_width + 2 * params.padding,
+        );
         if padded_height < kernel || padded_width < kernel {
             candle_core::bail!("conv2d: kernel {kernel} is larger than the padded input {padded_height}×{padded_width}");
         }
@@ -285,7 +315,8 @@ impl ConvShape {
         let channel_blocks = self.out_channels.div_ceil(TILE_CHANNELS);
         let channels = self.out_channels.div_ceil(channel_blocks);
         // At least two tiles per thread, so uneven tiles still balance.
-        while rows > 1 && self.batch * self.out_height.div_ceil(rows) * channel_blocks < 2 * threads {
+        while rows > 1 && self.batch * self.out_height.div_ceil(rows) * channel_blocks < 2 * threads
+        {
             rows = rows.div_ceil(2);
         }
         let mut tiles = Vec::new();
@@ -308,18 +339,25 @@ impl ConvShape {
     /// Writes bias + per-sample bias + residual into the tile's part of `output`.
     fn initialise(&self, tile: &Tile, addends: &Addends, output: SharedMut) {
         let plane = self.out_height * self.out_width;
-        let columns = tile.first_row * self.out_width..(tile.first_row + tile.rows) * self.out_width;
+        let columns =
+            tile.first_row * self.out_width..(tile.first_row + tile.rows) * self.out_width;
         for channel in tile.first_channel..tile.first_channel + tile.channels {
             let start = (tile.sample * self.out_channels + channel) * plane;
             let constant = addends.constant(tile.sample, channel, self.out_channels);
             // SAFETY: this row segment lies inside `output` (sample < batch, channel <
             // out_channels, columns within one plane) and belongs to this tile only.
             let row = unsafe {
-                std::slice::from_raw_parts_mut(output.get().add(start + columns.start), columns.len())
+                std::slice::from_raw_parts_mut(
+                    output.get().add(start + columns.start),
+                    columns.len(),
+                )
             };
             match addends.residual {
                 Some(residual) => {
-                    for (out, residual) in row.iter_mut().zip(&residual[start + columns.start..start + columns.end]) {
+                    for (out, residual) in row
+                        .iter_mut()
+                        .zip(&residual[start + columns.start..start + columns.end])
+                    {
                         *out = constant + residual;
                     }
                 }
@@ -334,7 +372,8 @@ impl ConvShape {
         self.tiles(self.out_width).par_iter().for_each(|tile| {
             self.initialise(tile, addends, output);
             let first_column = tile.first_row * self.out_width;
-            let input = &input[tile.sample * self.in_channels * plane..][..self.in_channels * plane];
+            let input =
+                &input[tile.sample * self.in_channels * plane..][..self.in_channels * plane];
             // SAFETY: dst is this tile's [channels, rows·w] block of output (row stride
             // `plane`), lhs the tile's rows of the contiguous [out, in] weight, rhs the
             // [in, rows·w] block of this sample's input planes (row stride `plane`); all
@@ -344,7 +383,10 @@ impl ConvShape {
                     tile.channels,
                     tile.rows * self.out_width,
                     self.in_channels,
-                    output.get().add((tile.sample * self.out_channels + tile.first_channel) * plane + first_column),
+                    output.get().add(
+                        (tile.sample * self.out_channels + tile.first_channel) * plane
+                            + first_column,
+                    ),
                     1,
                     plane as isize,
                     true,
@@ -366,7 +408,10 @@ impl ConvShape {
     }
 
     fn padded_size(&self) -> (usize, usize) {
-        (self.in_height + 2 * self.padding, self.in_width + 2 * self.padding)
+        (
+            self.in_height + 2 * self.padding,
+            self.in_width + 2 * self.padding,
+        )
     }
 
     /// The input as zero-padded (and upsampled) planes: [b·in, hp·wp] plus `kernel` slack
@@ -382,9 +427,11 @@ impl ConvShape {
             .zip(input.par_chunks(source_plane))
             .for_each(|(padded, source)| {
                 for y in 0..self.in_height {
-                    let row = &mut padded[(y + self.padding) * padded_width + self.padding..][..self.in_width];
+                    let row = &mut padded[(y + self.padding) * padded_width + self.padding..]
+                        [..self.in_width];
                     if self.upsample {
-                        let source_row = &source[(y / 2) * self.source_width..][..self.source_width];
+                        let source_row =
+                            &source[(y / 2) * self.source_width..][..self.source_width];
                         for (pair, value) in row.chunks_exact_mut(2).zip(source_row) {
                             pair[0] = *value;
                             pair[1] = *value;
@@ -406,7 +453,9 @@ impl ConvShape {
         let plane = self.out_height * self.out_width;
         let taps = self.kernel * self.kernel;
         let depth = self.in_channels * taps;
-        let rows = UNFOLD_COLUMNS.div_ceil(self.out_width).clamp(1, self.out_height);
+        let rows = UNFOLD_COLUMNS
+            .div_ceil(self.out_width)
+            .clamp(1, self.out_height);
         let mut col = uninit_vec(depth * rows * self.out_width);
         let output_ptr = SharedMut(output.as_mut_ptr());
         for sample in 0..self.batch {
@@ -415,15 +464,24 @@ impl ConvShape {
                 let columns = tile_rows * self.out_width;
                 let col = &mut col[..depth * columns];
                 // [in·k·k, rows·w']: row (c, ky, kx) holds the input value each output pixel sees.
-                col.par_chunks_mut(taps * columns).enumerate().for_each(|(channel, chunk)| {
-                    let source = &padded[(sample * self.in_channels + channel) * padded_plane..][..padded_plane];
-                    for (tap, col_row) in chunk.chunks_exact_mut(columns).enumerate() {
-                        let (ky, kx) = (tap / self.kernel, tap % self.kernel);
-                        for (row, segment) in col_row.chunks_exact_mut(self.out_width).enumerate() {
-                            segment.copy_from_slice(&source[(first_row + row + ky) * padded_width + kx..][..self.out_width]);
+                col.par_chunks_mut(taps * columns)
+                    .enumerate()
+                    .for_each(|(channel, chunk)| {
+                        let source = &padded
+                            [(sample * self.in_channels + channel) * padded_plane..]
+                            [..padded_plane];
+                        for (tap, col_row) in chunk.chunks_exact_mut(columns).enumerate() {
+                            let (ky, kx) = (tap / self.kernel, tap % self.kernel);
+                            for (row, segment) in
+                                col_row.chunks_exact_mut(self.out_width).enumerate()
+                            {
+                                segment.copy_from_slice(
+                                    &source[(first_row + row + ky) * padded_width + kx..]
+                                        [..self.out_width],
+                                );
+                            }
                         }
-                    }
-                });
+                    });
                 let channel_tiles: Vec<Tile> = (0..self.out_channels)
                     .step_by(TILE_CHANNELS)
                     .map(|first_channel| Tile {
@@ -434,7 +492,9 @@ impl ConvShape {
                         channels: TILE_CHANNELS.min(self.out_channels - first_channel),
                     })
                     .collect();
-                channel_tiles.par_iter().for_each(|tile| self.initialise(tile, addends, output_ptr));
+                channel_tiles
+                    .par_iter()
+                    .for_each(|tile| self.initialise(tile, addends, output_ptr));
                 let start = sample * self.out_channels * plane + first_row * self.out_width;
                 // SAFETY: dst is the [out, rows·w'] block of this sample's output planes (row
                 // stride `plane`), lhs the contiguous [out, in·k·k] weight, rhs the
@@ -495,7 +555,9 @@ impl ConvShape {
                         1,
                         columns as isize,
                         tap > 0,
-                        weight.as_ptr().add(tile.first_channel * self.in_channels * taps + tap),
+                        weight
+                            .as_ptr()
+                            .add(tile.first_channel * self.in_channels * taps + tap),
                         taps as isize,
                         (self.in_channels * taps) as isize,
                         sample_input.as_ptr().add(shift),
@@ -512,12 +574,20 @@ impl ConvShape {
             }
             for (index, accumulated) in accumulator.chunks_exact(columns).enumerate() {
                 let channel = tile.first_channel + index;
-                let start = (tile.sample * self.out_channels + channel) * plane + tile.first_row * self.out_width;
+                let start = (tile.sample * self.out_channels + channel) * plane
+                    + tile.first_row * self.out_width;
                 let constant = addends.constant(tile.sample, channel, self.out_channels);
                 // SAFETY: rows [first_row, first_row + rows) of this (sample, channel)
                 // plane lie inside `output` and belong to this tile only.
-                let out = unsafe { std::slice::from_raw_parts_mut(output_ptr.get().add(start), tile.rows * self.out_width) };
-                let residual = addends.residual.map(|residual| &residual[start..start + tile.rows * self.out_width]);
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        output_ptr.get().add(start),
+                        tile.rows * self.out_width,
+                    )
+                };
+                let residual = addends
+                    .residual
+                    .map(|residual| &residual[start..start + tile.rows * self.out_width]);
                 for (row, (out, accumulated)) in out
                     .chunks_exact_mut(self.out_width)
                     .zip(accumulated.chunks_exact(padded_width))
@@ -527,7 +597,9 @@ impl ConvShape {
                     match residual {
                         Some(residual) => {
                             let residual = &residual[row * self.out_width..][..self.out_width];
-                            for ((out, value), residual) in out.iter_mut().zip(accumulated).zip(residual) {
+                            for ((out, value), residual) in
+                                out.iter_mut().zip(accumulated).zip(residual)
+                            {
                                 *out = *value + constant + *residual;
                             }
                         }
@@ -553,13 +625,15 @@ impl ConvShape {
             let columns = tile.rows * self.out_width;
             // [in·k·k, rows·w']: row (c, ky, kx) holds the input value each output pixel sees.
             let mut col = vec![0f32; depth * columns];
-            let sample_input = &input[tile.sample * self.in_channels * source_plane..][..self.in_channels * source_plane];
+            let sample_input = &input[tile.sample * self.in_channels * source_plane..]
+                [..self.in_channels * source_plane];
             for (row_index, col_row) in col.chunks_exact_mut(columns).enumerate() {
                 let (channel, tap) = (row_index / taps, row_index % taps);
                 let (ky, kx) = (tap / self.kernel, tap % self.kernel);
                 let source = &sample_input[channel * source_plane..][..source_plane];
                 for (out_row, col_segment) in col_row.chunks_exact_mut(self.out_width).enumerate() {
-                    let y = ((tile.first_row + out_row) * self.stride + ky) as isize - self.padding as isize;
+                    let y = ((tile.first_row + out_row) * self.stride + ky) as isize
+                        - self.padding as isize;
                     if y < 0 || y >= self.in_height as isize {
                         continue;
                     }
@@ -572,7 +646,8 @@ impl ConvShape {
                     }
                 }
             }
-            let start = (tile.sample * self.out_channels + tile.first_channel) * plane + tile.first_row * self.out_width;
+            let start = (tile.sample * self.out_channels + tile.first_channel) * plane
+                + tile.first_row * self.out_width;
             // SAFETY: dst is this tile's [channels, rows·w'] block of output (row stride
             // `plane`), lhs the tile's channels of the contiguous [out, in·k·k] weight, rhs
             // the task's own [in·k·k, columns] im2col buffer.
@@ -626,14 +701,24 @@ mod tests {
     ) -> anyhow::Result<()> {
         let device = Device::Cpu;
         let xs = Tensor::randn(0f32, 1.0, (batch, in_channels, height, width), &device)?;
-        let weight = Tensor::randn(0f32, 0.1, (out_channels, in_channels, kernel, kernel), &device)?;
+        let weight = Tensor::randn(
+            0f32,
+            0.1,
+            (out_channels, in_channels, kernel, kernel),
+            &device,
+        )?;
         let bias = Tensor::randn(0f32, 1.0, out_channels, &device)?;
         let params = Conv2dParams { stride, padding };
         let factor = if upsample { 2 } else { 1 };
         let out_height = (height * factor + 2 * padding - kernel) / stride + 1;
         let out_width = (width * factor + 2 * padding - kernel) / stride + 1;
         let sample_bias = Tensor::randn(0f32, 1.0, (batch, out_channels), &device)?;
-        let residual = Tensor::randn(0f32, 1.0, (batch, out_channels, out_height, out_width), &device)?;
+        let residual = Tensor::randn(
+            0f32,
+            1.0,
+            (batch, out_channels, out_height, out_width),
+            &device,
+        )?;
         let extras = Conv2dExtras {
             upsample_nearest_2x: upsample,
             sample_bias: with_extras.then_some(&sample_bias),
@@ -696,10 +781,28 @@ mod tests {
         let device = Device::Cpu;
         let xs = Tensor::zeros((1, 3, 4, 4), DType::F32, &device)?;
         let weight = Tensor::zeros((2, 4, 3, 3), DType::F32, &device)?;
-        assert!(conv2d(&xs, &weight, None, Conv2dParams { stride: 1, padding: 1 }).is_err());
+        assert!(conv2d(
+            &xs,
+            &weight,
+            None,
+            Conv2dParams {
+                stride: 1,
+                padding: 1
+            }
+        )
+        .is_err());
         let weight = Tensor::zeros((2, 3, 3, 3), DType::F32, &device)?;
         let bias = Tensor::zeros(3, DType::F32, &device)?;
-        assert!(conv2d(&xs, &weight, Some(&bias), Conv2dParams { stride: 1, padding: 1 }).is_err());
+        assert!(conv2d(
+            &xs,
+            &weight,
+            Some(&bias),
+            Conv2dParams {
+                stride: 1,
+                padding: 1
+            }
+        )
+        .is_err());
         Ok(())
     }
 
@@ -708,7 +811,15 @@ mod tests {
         let device = Device::Cpu;
         let xs = Tensor::randn(0f32, 1.0, (1, 3, 4, 4), &device)?.to_dtype(DType::F64)?;
         let weight = Tensor::randn(0f32, 1.0, (2, 3, 3, 3), &device)?.to_dtype(DType::F64)?;
-        let out = conv2d(&xs, &weight, None, Conv2dParams { stride: 1, padding: 1 })?;
+        let out = conv2d(
+            &xs,
+            &weight,
+            None,
+            Conv2dParams {
+                stride: 1,
+                padding: 1,
+            },
+        )?;
         assert_eq!((out.dims(), out.dtype()), (&[1, 2, 4, 4][..], DType::F64));
         Ok(())
     }

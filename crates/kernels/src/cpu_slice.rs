@@ -23,7 +23,11 @@ pub(crate) fn with_f32<R>(xs: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) 
 }
 
 /// Like [`with_f32`] for an optional tensor.
-pub(crate) fn with_optional_f32<R>(xs: Option<&Tensor>, what: &str, f: impl FnOnce(Option<&[f32]>) -> R) -> Result<R> {
+pub(crate) fn with_optional_f32<R>(
+    xs: Option<&Tensor>,
+    what: &str,
+    f: impl FnOnce(Option<&[f32]>) -> R,
+) -> Result<R> {
     match xs {
         Some(xs) => with_f32(xs, what, |data| f(Some(data))),
         None => Ok(f(None)),

@@ -44,7 +44,14 @@ pub(crate) fn silu(x: f32) -> f32 {
 /// `output[i] = (input[i] - mean) · scale + shift`, then SiLU when `with_silu`. (Folding
 /// the mean into the shift would cancel digits when `scale` is large.)
 #[inline(always)]
-pub(crate) fn normalise(input: &[f32], output: &mut [f32], mean: f32, scale: f32, shift: f32, with_silu: bool) {
+pub(crate) fn normalise(
+    input: &[f32],
+    output: &mut [f32],
+    mean: f32,
+    scale: f32,
+    shift: f32,
+    with_silu: bool,
+) {
     if with_silu {
         for (y, x) in output.iter_mut().zip(input) {
             *y = silu((*x - mean) * scale + shift);
@@ -70,7 +77,8 @@ pub(crate) fn shifted_sums(values: &[f32], shift: f32) -> (f64, f64) {
         let mut squares = [0f32; 16];
         let mut lanes = block.chunks_exact(16);
         for chunk in &mut lanes {
-            for ((value, sum), square) in chunk.iter().zip(sums.iter_mut()).zip(squares.iter_mut()) {
+            for ((value, sum), square) in chunk.iter().zip(sums.iter_mut()).zip(squares.iter_mut())
+            {
                 let d = *value - shift;
                 *sum += d;
                 *square += d * d;
@@ -109,7 +117,11 @@ mod tests {
         let values: Vec<f32> = (0..5000).map(|i| 10.0 + (i as f32 * 0.1).sin()).collect();
         let (sum, squares) = shifted_sums(&values, values[0]);
         let mean: f64 = values.iter().map(|v| *v as f64).sum::<f64>() / 5000.0;
-        let variance: f64 = values.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / 5000.0;
+        let variance: f64 = values
+            .iter()
+            .map(|v| (*v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 5000.0;
         let got_mean = values[0] as f64 + sum / 5000.0;
         let got_variance = squares / 5000.0 - (sum / 5000.0).powi(2);
         assert!((got_mean - mean).abs() < 1e-6);

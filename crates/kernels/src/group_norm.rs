@@ -10,8 +10,8 @@ use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32};
-use crate::norm_gate_grad::FrozenGroupNorm;
 use crate::elementwise::{has_avx2_fma, has_avx512f, normalise, shifted_sums};
+use crate::norm_gate_grad::FrozenGroupNorm;
 
 /// `group_norm(xs)` over [b, c, ...] with `weight`, `bias` [c]; `silu(group_norm(xs))`
 /// when `with_silu`.
@@ -42,7 +42,13 @@ pub fn group_norm(
     // Inside an autograd graph with a frozen weight and bias: this kernel, with a backward
     // for the input (`norm_gate_grad`); trainable ones take the plain formulation.
     if xs.track_op() && !weight.track_op() && !bias.track_op() && all_cpu_f32 {
-        let op = FrozenGroupNorm { num_groups, weight: weight.clone(), bias: bias.clone(), eps, with_silu };
+        let op = FrozenGroupNorm {
+            num_groups,
+            weight: weight.clone(),
+            bias: bias.clone(),
+            eps,
+            with_silu,
+        };
         return xs.contiguous()?.apply_op1(op);
     }
     if xs.track_op() || weight.track_op() || bias.track_op() || !all_cpu_f32 {
@@ -54,7 +60,12 @@ pub fn group_norm(
         with_f32(weight, "group norm weight", |weight| {
             with_f32(bias, "group norm bias", |bias| {
                 let mut output = uninit_vec(input.len());
-                let job = GroupJob { spatial, channels_per_group: channels / num_groups, eps, with_silu };
+                let job = GroupJob {
+                    spatial,
+                    channels_per_group: channels / num_groups,
+                    eps,
+                    with_silu,
+                };
                 output
                     .par_chunks_mut(group_len)
                     .zip(input.par_chunks(group_len))
@@ -87,7 +98,9 @@ pub fn reference_group_norm(
         other => other,
     };
     let group_len = xs.elem_count() / (dims[0] * num_groups);
-    let grouped = xs.reshape((dims[0], num_groups, group_len))?.to_dtype(internal)?;
+    let grouped = xs
+        .reshape((dims[0], num_groups, group_len))?
+        .to_dtype(internal)?;
     let mean = (grouped.sum_keepdim(2)? / group_len as f64)?;
     let centred = grouped.broadcast_sub(&mean)?;
     let variance = (centred.sqr()?.sum_keepdim(2)? / group_len as f64)?;
@@ -152,9 +165,20 @@ impl GroupJob {
         let mean = reference as f64 + shifted_mean;
         let variance = (squares / count - shifted_mean * shifted_mean).max(0.0);
         let inverse_std = 1.0 / (variance + self.eps).sqrt();
-        for (channel, (input, output)) in input.chunks(self.spatial).zip(output.chunks_mut(self.spatial)).enumerate() {
+        for (channel, (input, output)) in input
+            .chunks(self.spatial)
+            .zip(output.chunks_mut(self.spatial))
+            .enumerate()
+        {
             let scale = (weight[channel] as f64 * inverse_std) as f32;
-            normalise(input, output, mean as f32, scale, bias[channel], self.with_silu);
+            normalise(
+                input,
+                output,
+                mean as f32,
+                scale,
+                bias[channel],
+                self.with_silu,
+            );
         }
     }
 }
@@ -181,7 +205,10 @@ mod tests {
         let difference = max_difference(&fast, &reference)?;
         // Both are f32 computations of O(1) outputs; 1e-5 allows for the different
         // summation orders (candle's sums are sequential f32 over up to 10⁵ values).
-        assert!(difference < 1e-5, "{dims:?} groups {groups} silu {with_silu}: max difference {difference}");
+        assert!(
+            difference < 1e-5,
+            "{dims:?} groups {groups} silu {with_silu}: max difference {difference}"
+        );
         Ok(())
     }
 

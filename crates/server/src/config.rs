@@ -198,7 +198,9 @@ impl ServerConfig {
             max_steps: args.max_steps.max(1),
             max_images: 8,
             // a deadline past tokio's clock range would panic when added to `now`
-            sync_timeout: std::time::Duration::from_secs(args.sync_timeout_secs.clamp(1, MAX_SYNC_TIMEOUT_SECS)),
+            sync_timeout: std::time::Duration::from_secs(
+                args.sync_timeout_secs.clamp(1, MAX_SYNC_TIMEOUT_SECS),
+            ),
             public_url: args
                 .public_url
                 .as_ref()
@@ -221,9 +223,11 @@ mod tests {
 
     #[test]
     fn a_huge_sync_timeout_is_capped_instead_of_overflowing_the_clock() {
-        let wrapper = Wrapper::try_parse_from(["serve", "--sync-timeout-secs", &u64::MAX.to_string()])
-            .unwrap_or_else(|error| panic!("{error}"));
-        let config = ServerConfig::from_args(&wrapper.args).unwrap_or_else(|error| panic!("{error}"));
+        let wrapper =
+            Wrapper::try_parse_from(["serve", "--sync-timeout-secs", &u64::MAX.to_string()])
+                .unwrap_or_else(|error| panic!("{error}"));
+        let config =
+            ServerConfig::from_args(&wrapper.args).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(config.sync_timeout.as_secs(), MAX_SYNC_TIMEOUT_SECS);
         let _deadline = std::time::Instant::now() + config.sync_timeout;
     }

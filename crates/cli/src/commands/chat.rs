@@ -21,7 +21,10 @@ use crate::commands::parse::default_model_dir;
 use crate::model_args::{numbered_path, random_seed, StepBar};
 use crate::png_output::write_png;
 
-const TINY_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sdxl_tiny");
+const TINY_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/sdxl_tiny"
+);
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -75,8 +78,12 @@ pub struct ChatArgs {
 }
 
 fn load_sdxl(path: &std::path::Path, device: &Device) -> anyhow::Result<SdxlComponents> {
-    SdxlComponents::load(&ModelSource::from_path(path)?, LoadOptions::default(), device)
-        .with_context(|| format!("cannot load the model from {}", path.display()))
+    SdxlComponents::load(
+        &ModelSource::from_path(path)?,
+        LoadOptions::default(),
+        device,
+    )
+    .with_context(|| format!("cannot load the model from {}", path.display()))
 }
 
 /// The mask of --region/--box at the original's size (white inside), and its rectangle.
@@ -86,12 +93,21 @@ fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
         (None, Some(text)) => Region::parse_box(text)?,
         (None, None) => return Ok(None),
     };
-    let Some(path) = &args.image else { return Ok(None) };
-    let (width, height) =
-        image::image_dimensions(path).with_context(|| format!("cannot read the image {}", path.display()))?;
+    let Some(path) = &args.image else {
+        return Ok(None);
+    };
+    let (width, height) = image::image_dimensions(path)
+        .with_context(|| format!("cannot read the image {}", path.display()))?;
     let rect = region.to_rect(width, height)?;
     let pixels = region_mask(rect, width, height).into_raw();
-    Ok(Some((GrayImage { width: width as usize, height: height as usize, pixels }, rect)))
+    Ok(Some((
+        GrayImage {
+            width: width as usize,
+            height: height as usize,
+            pixels,
+        },
+        rect,
+    )))
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -101,7 +117,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading the intent model from {}", intent_dir.display()))?;
     let parse = understanding.parse(&args.instruction)?;
     println!("instruction: {}", args.instruction);
-    println!("intent: {} (confidence {:.2})", parse.intent, parse.confidence);
+    println!(
+        "intent: {} (confidence {:.2})",
+        parse.intent, parse.confidence
+    );
     println!("slots: {}", serde_json::to_string(&parse.slots)?);
 
     let scenes = match &args.scenes {
@@ -147,16 +166,31 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
     let mask = drawn_mask(&args)?;
     if let Some((_, rect)) = &mask {
-        println!("region: box ({}, {})–({}, {}) of the original", rect.left, rect.top, rect.right, rect.bottom);
+        println!(
+            "region: box ({}, {})–({}, {}) of the original",
+            rect.left, rect.top, rect.right, rect.bottom
+        );
     }
-    let model_dir = args.model.clone().unwrap_or_else(|| PathBuf::from(TINY_MODEL));
+    let model_dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(TINY_MODEL));
     if args.model.is_none() {
-        println!("model: the tiny random test model ({}); pass --model for real pictures", model_dir.display());
+        println!(
+            "model: the tiny random test model ({}); pass --model for real pictures",
+            model_dir.display()
+        );
     }
     let mut base = load_sdxl(&model_dir, &device)?;
-    let instruct = args.instruct_model.as_deref().map(|path| load_sdxl(path, &device)).transpose()?;
+    let instruct = args
+        .instruct_model
+        .as_deref()
+        .map(|path| load_sdxl(path, &device))
+        .transpose()?;
     let controlnet = match &args.controlnet {
-        Some(path) => Some(load_controlnet(path, base.dtype, &device).context("cannot use --controlnet")?),
+        Some(path) => {
+            Some(load_controlnet(path, base.dtype, &device).context("cannot use --controlnet")?)
+        }
         None => None,
     };
     let upscaler = match &args.sr_model {
@@ -164,8 +198,17 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         None => None,
     };
     switch_lora(&task, &mut base)?;
-    let models = Models { base: &base, instruct: instruct.as_ref(), controlnet: controlnet.as_ref(), upscaler: upscaler.as_ref() };
-    let options = RunOptions { seed: args.seed.unwrap_or_else(random_seed), noise: None, mask: mask.map(|(mask, _)| mask) };
+    let models = Models {
+        base: &base,
+        instruct: instruct.as_ref(),
+        controlnet: controlnet.as_ref(),
+        upscaler: upscaler.as_ref(),
+    };
+    let options = RunOptions {
+        seed: args.seed.unwrap_or_else(random_seed),
+        noise: None,
+        mask: mask.map(|(mask, _)| mask),
+    };
     let mut bar = StepBar::new(task.steps);
     let images = execute(&task, models, &options, &mut bar)?;
     bar.finish();
@@ -193,7 +236,14 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     });
     for (index, image) in images.iter().enumerate() {
         let out = numbered_path(&args.out, index, images.len());
-        write_png(&out, image, &[("huatu", settings.to_string()), ("parameters", task.prompt.clone())])?;
+        write_png(
+            &out,
+            image,
+            &[
+                ("huatu", settings.to_string()),
+                ("parameters", task.prompt.clone()),
+            ],
+        )?;
         println!("output: {}", out.display());
     }
     Ok(())

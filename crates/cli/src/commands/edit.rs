@@ -14,10 +14,12 @@ use candle_core::{DType, Device};
 use clap::Args;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage, Image2ImageRequest,
-    InpaintRequest, InstructPix2PixRequest, RgbImage,
+    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage,
+    Image2ImageRequest, InpaintRequest, InstructPix2PixRequest, RgbImage,
 };
-use huatu_imaging::edit::{control_canvas, mask_bounds, masked_area, region_mask, CannyThresholds, Rect, Region};
+use huatu_imaging::edit::{
+    control_canvas, mask_bounds, masked_area, region_mask, CannyThresholds, Rect, Region,
+};
 
 use crate::model_args::{random_seed, ModelArgs, SamplingArgs, StepBar};
 use crate::png_output::write_png;
@@ -95,22 +97,37 @@ pub struct EditArgs {
 }
 
 fn read_rgb(path: &Path, what: &str) -> anyhow::Result<RgbImage> {
-    let image = huatu_imaging::io::load_image(path).with_context(|| format!("cannot use {what}"))?.to_rgb8();
+    let image = huatu_imaging::io::load_image(path)
+        .with_context(|| format!("cannot use {what}"))?
+        .to_rgb8();
     let (width, height) = image.dimensions();
-    Ok(RgbImage { width: width as usize, height: height as usize, pixels: image.into_raw() })
+    Ok(RgbImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: image.into_raw(),
+    })
 }
 
 fn read_gray(path: &Path, what: &str) -> anyhow::Result<GrayImage> {
-    let image = huatu_imaging::io::load_image(path).with_context(|| format!("cannot use {what}"))?.to_luma8();
+    let image = huatu_imaging::io::load_image(path)
+        .with_context(|| format!("cannot use {what}"))?
+        .to_luma8();
     let (width, height) = image.dimensions();
-    Ok(GrayImage { width: width as usize, height: height as usize, pixels: image.into_raw() })
+    Ok(GrayImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: image.into_raw(),
+    })
 }
 
 fn to_image_crate(image: &RgbImage) -> anyhow::Result<image::RgbImage> {
-    image::RgbImage::from_raw(image.width as u32, image.height as u32, image.pixels.clone())
-        .context("internal: image buffer size")
+    image::RgbImage::from_raw(
+        image.width as u32,
+        image.height as u32,
+        image.pixels.clone(),
+    )
+    .context("internal: image buffer size")
 }
-
 
 /// The mask and the region it covers, from --mask, --region or --box.
 fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(GrayImage, Rect)>> {
@@ -123,11 +140,21 @@ fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(
     if let Some(region) = region {
         let rect = region.to_rect(width, height)?;
         let mask = region_mask(rect, width, height);
-        return Ok(Some((GrayImage { width: image.width, height: image.height, pixels: mask.into_raw() }, rect)));
+        return Ok(Some((
+            GrayImage {
+                width: image.width,
+                height: image.height,
+                pixels: mask.into_raw(),
+            },
+            rect,
+        )));
     }
-    let Some(path) = &args.mask else { return Ok(None) };
+    let Some(path) = &args.mask else {
+        return Ok(None);
+    };
     let mask = read_gray(path, "--mask")?;
-    let rect = mask_bounds(&mask.pixels, mask.width).with_context(|| format!("{} is empty: no pixel ≥ 128 to repaint", path.display()))?;
+    let rect = mask_bounds(&mask.pixels, mask.width)
+        .with_context(|| format!("{} is empty: no pixel ≥ 128 to repaint", path.display()))?;
     Ok(Some((mask, rect)))
 }
 
@@ -139,17 +166,53 @@ fn check_option_combinations(args: &EditArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    given(args.instruction.is_none() && args.image_guidance.is_some(), "--image-guidance", "--instruction")?;
+    given(
+        args.instruction.is_none() && args.image_guidance.is_some(),
+        "--image-guidance",
+        "--instruction",
+    )?;
     let no_controlnet = args.controlnet.is_none();
-    given(no_controlnet && args.controlnet_scale.is_some(), "--controlnet-scale", "--controlnet")?;
-    given(no_controlnet && args.control_start.is_some(), "--control-start", "--controlnet")?;
-    given(no_controlnet && args.control_end.is_some(), "--control-end", "--controlnet")?;
-    given(no_controlnet && args.control_image.is_some(), "--control-image", "--controlnet")?;
-    given(no_controlnet && args.condition_image.is_some(), "--condition-image", "--controlnet")?;
-    given(args.condition_image.is_none() && args.no_edges, "--no-edges", "--condition-image")?;
+    given(
+        no_controlnet && args.controlnet_scale.is_some(),
+        "--controlnet-scale",
+        "--controlnet",
+    )?;
+    given(
+        no_controlnet && args.control_start.is_some(),
+        "--control-start",
+        "--controlnet",
+    )?;
+    given(
+        no_controlnet && args.control_end.is_some(),
+        "--control-end",
+        "--controlnet",
+    )?;
+    given(
+        no_controlnet && args.control_image.is_some(),
+        "--control-image",
+        "--controlnet",
+    )?;
+    given(
+        no_controlnet && args.condition_image.is_some(),
+        "--condition-image",
+        "--controlnet",
+    )?;
+    given(
+        args.condition_image.is_none() && args.no_edges,
+        "--no-edges",
+        "--condition-image",
+    )?;
     let no_region = args.mask.is_none() && args.region.is_none() && args.box_corners.is_none();
-    given(no_region && args.only_masked, "--only-masked", "a region (--mask, --region or --box)")?;
-    given(no_region && args.mask_blur > 0, "--mask-blur", "a region (--mask, --region or --box)")?;
+    given(
+        no_region && args.only_masked,
+        "--only-masked",
+        "a region (--mask, --region or --box)",
+    )?;
+    given(
+        no_region && args.mask_blur > 0,
+        "--mask-blur",
+        "a region (--mask, --region or --box)",
+    )?;
     Ok(())
 }
 
@@ -176,7 +239,11 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     let components = args.model.load(&device)?;
 
     let guess_mode = args.guess_mode || (args.condition_image.is_some() && args.prompt.is_none());
-    let prompt = args.instruction.clone().or_else(|| args.prompt.clone()).unwrap_or_default();
+    let prompt = args
+        .instruction
+        .clone()
+        .or_else(|| args.prompt.clone())
+        .unwrap_or_default();
     let mut settings = EditSettings::new(prompt);
     settings.negative_prompt = args.negative_prompt.clone();
     settings.num_inference_steps = args.sampling.steps;
@@ -188,12 +255,19 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
 
     let mut bar = StepBar::new(args.sampling.steps);
     let (mode, latents, output) = if args.instruction.is_some() {
-        let request = InstructPix2PixRequest { settings: settings.clone(), image, image_guidance_scale: args.image_guidance.unwrap_or(1.5) };
+        let request = InstructPix2PixRequest {
+            settings: settings.clone(),
+            image,
+            image_guidance_scale: args.image_guidance.unwrap_or(1.5),
+        };
         let output = instruct_pix2pix(&components, &request, &mut bar)?;
         ("instruct-pix2pix", output.latents, output.image)
     } else if let Some((mask, rect)) = region {
         let controlnet = match &args.controlnet {
-            Some(path) => Some(load_controlnet(path, components.dtype, &device).context("cannot use --controlnet")?),
+            Some(path) => Some(
+                load_controlnet(path, components.dtype, &device)
+                    .context("cannot use --controlnet")?,
+            ),
             None => None,
         };
         let mut controlnets = Vec::new();
@@ -214,7 +288,11 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
             eprintln!("no prompt: the ControlNet infers the edit from the images (guess mode)");
         }
         let native = components.unet.config().sample_size.unwrap_or(128) as u32 * 8;
-        let crop = if args.only_masked { Some(MaskedArea::new(&image, &mask, args.mask_padding, native)?) } else { None };
+        let crop = if args.only_masked {
+            Some(MaskedArea::new(&image, &mask, args.mask_padding, native)?)
+        } else {
+            None
+        };
         let (work_image, work_mask) = match &crop {
             Some(area) => (area.image.clone(), area.mask.clone()),
             None => (image.clone(), mask.clone()),
@@ -238,16 +316,33 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
             Some(area) => area.paste_back(&image, &mask, &output.image)?,
             None => output.image,
         };
-        (if controlnet.is_some() { "controlnet-inpaint" } else { "inpaint" }, output.latents, result)
+        (
+            if controlnet.is_some() {
+                "controlnet-inpaint"
+            } else {
+                "inpaint"
+            },
+            output.latents,
+            result,
+        )
     } else {
-        let request = Image2ImageRequest { settings: settings.clone(), image, strength: args.strength.unwrap_or(0.8) };
+        let request = Image2ImageRequest {
+            settings: settings.clone(),
+            image,
+            strength: args.strength.unwrap_or(0.8),
+        };
         let output = image_to_image(&components, &request, &mut bar)?;
         ("img2img", output.latents, output.image)
     };
     bar.finish();
 
-    write_png(&args.sampling.out, &output, &settings_chunks(&args, mode, &settings, guess_mode))?;
-    args.sampling.save_latents(&latents.to_dtype(DType::F32)?, 0, 1)?;
+    write_png(
+        &args.sampling.out,
+        &output,
+        &settings_chunks(&args, mode, &settings, guess_mode),
+    )?;
+    args.sampling
+        .save_latents(&latents.to_dtype(DType::F32)?, 0, 1)?;
     println!("{}", args.sampling.out.display());
     Ok(())
 }
@@ -264,35 +359,71 @@ impl MaskedArea {
     fn new(image: &RgbImage, mask: &GrayImage, padding: u32, size: u32) -> anyhow::Result<Self> {
         let full_mask = to_gray_crate(mask)?;
         let rect = masked_area::crop_region(&full_mask, padding, 1.0)?;
-        let (crop, crop_mask) = masked_area::crop_and_scale(&to_image_crate(image)?, &full_mask, rect, (size, size))?;
-        eprintln!("only the masked area: {}×{} at ({}, {}), worked at {size}×{size}", rect.width(), rect.height(), rect.left, rect.top);
-        Ok(Self { rect, size, image: from_image_crate(crop), mask: from_gray_crate(crop_mask) })
+        let (crop, crop_mask) =
+            masked_area::crop_and_scale(&to_image_crate(image)?, &full_mask, rect, (size, size))?;
+        eprintln!(
+            "only the masked area: {}×{} at ({}, {}), worked at {size}×{size}",
+            rect.width(),
+            rect.height(),
+            rect.left,
+            rect.top
+        );
+        Ok(Self {
+            rect,
+            size,
+            image: from_image_crate(crop),
+            mask: from_gray_crate(crop_mask),
+        })
     }
 
     fn crop(&self, image: &RgbImage) -> anyhow::Result<RgbImage> {
         let empty = image::GrayImage::new(image.width as u32, image.height as u32);
-        let (crop, _) = masked_area::crop_and_scale(&to_image_crate(image)?, &empty, self.rect, (self.size, self.size))?;
+        let (crop, _) = masked_area::crop_and_scale(
+            &to_image_crate(image)?,
+            &empty,
+            self.rect,
+            (self.size, self.size),
+        )?;
         Ok(from_image_crate(crop))
     }
 
-    fn paste_back(&self, original: &RgbImage, mask: &GrayImage, result: &RgbImage) -> anyhow::Result<RgbImage> {
-        let out = masked_area::paste_back(&to_image_crate(original)?, &to_gray_crate(mask)?, self.rect, &to_image_crate(result)?)?;
+    fn paste_back(
+        &self,
+        original: &RgbImage,
+        mask: &GrayImage,
+        result: &RgbImage,
+    ) -> anyhow::Result<RgbImage> {
+        let out = masked_area::paste_back(
+            &to_image_crate(original)?,
+            &to_gray_crate(mask)?,
+            self.rect,
+            &to_image_crate(result)?,
+        )?;
         Ok(from_image_crate(out))
     }
 }
 
 fn from_image_crate(image: image::RgbImage) -> RgbImage {
     let (width, height) = image.dimensions();
-    RgbImage { width: width as usize, height: height as usize, pixels: image.into_raw() }
+    RgbImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: image.into_raw(),
+    }
 }
 
 fn to_gray_crate(mask: &GrayImage) -> anyhow::Result<image::GrayImage> {
-    image::GrayImage::from_raw(mask.width as u32, mask.height as u32, mask.pixels.clone()).context("internal: mask buffer size")
+    image::GrayImage::from_raw(mask.width as u32, mask.height as u32, mask.pixels.clone())
+        .context("internal: mask buffer size")
 }
 
 fn from_gray_crate(mask: image::GrayImage) -> GrayImage {
     let (width, height) = mask.dimensions();
-    GrayImage { width: width as usize, height: height as usize, pixels: mask.into_raw() }
+    GrayImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: mask.into_raw(),
+    }
 }
 
 /// The ready control image, or the condition image fitted into the region (with edges).
@@ -301,12 +432,27 @@ fn control_image(args: &EditArgs, image: &RgbImage, rect: Rect) -> anyhow::Resul
         (Some(path), _) => read_rgb(path, "--control-image")?,
         (None, Some(path)) => {
             let condition = to_image_crate(&read_rgb(path, "--condition-image")?)?;
-            let edges = (!args.no_edges).then_some(CannyThresholds { low: args.canny_low, high: args.canny_high });
-            let canvas = control_canvas(&condition, rect, image.width as u32, image.height as u32, edges)?;
+            let edges = (!args.no_edges).then_some(CannyThresholds {
+                low: args.canny_low,
+                high: args.canny_high,
+            });
+            let canvas = control_canvas(
+                &condition,
+                rect,
+                image.width as u32,
+                image.height as u32,
+                edges,
+            )?;
             let (width, height) = canvas.dimensions();
-            RgbImage { width: width as usize, height: height as usize, pixels: canvas.into_raw() }
+            RgbImage {
+                width: width as usize,
+                height: height as usize,
+                pixels: canvas.into_raw(),
+            }
         }
-        (None, None) => bail!("--controlnet needs --control-image (ready) or --condition-image (raw)"),
+        (None, None) => {
+            bail!("--controlnet needs --control-image (ready) or --condition-image (raw)")
+        }
     };
     if let Some(path) = &args.save_control {
         write_png(path, &control, &[])?;
@@ -315,7 +461,12 @@ fn control_image(args: &EditArgs, image: &RgbImage, rect: Rect) -> anyhow::Resul
     Ok(control)
 }
 
-fn settings_chunks(args: &EditArgs, mode: &str, settings: &EditSettings, guess_mode: bool) -> Vec<(&'static str, String)> {
+fn settings_chunks(
+    args: &EditArgs,
+    mode: &str,
+    settings: &EditSettings,
+    guess_mode: bool,
+) -> Vec<(&'static str, String)> {
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     let json = serde_json::json!({
         "mode": mode,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::bail;
 use candle_core::Device;
 use clap::Args;
-use huatu_diffusion::pipelines::{text_to_image, DecodeOptions, MicroConditioning, Text2ImageRequest, VaeTiling};
+use huatu_diffusion::pipelines::{
+    text_to_image, DecodeOptions, MicroConditioning, Text2ImageRequest, VaeTiling,
+};
 
 use crate::model_args::{numbered_path, random_seed, ModelArgs, SamplingArgs, StepBar};
 use crate::png_output::write_png;
@@ -48,7 +50,9 @@ pub fn parse_tiling(text: &str) -> Result<VaeTiling, String> {
         "auto" => Ok(VaeTiling::Auto),
         "always" => Ok(VaeTiling::Always),
         "never" => Ok(VaeTiling::Never),
-        other => Err(format!("unknown tiling `{other}` (expected auto, always or never)")),
+        other => Err(format!(
+            "unknown tiling `{other}` (expected auto, always or never)"
+        )),
     }
 }
 
@@ -56,10 +60,18 @@ fn parse_numbers(text: &str, separator: char) -> Result<(usize, usize), String> 
     let parts: Vec<&str> = text.split(separator).collect();
     match parts.as_slice() {
         [first, second] => Ok((
-            first.trim().parse().map_err(|_| format!("`{first}` is not a whole number"))?,
-            second.trim().parse().map_err(|_| format!("`{second}` is not a whole number"))?,
+            first
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{first}` is not a whole number"))?,
+            second
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{second}` is not a whole number"))?,
         )),
-        _ => Err(format!("expected two numbers separated by `{separator}`, got `{text}`")),
+        _ => Err(format!(
+            "expected two numbers separated by `{separator}`, got `{text}`"
+        )),
     }
 }
 
@@ -98,7 +110,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         crops_coords_top_left: args.crop,
         target_size: args.target_size,
     };
-    request.decode = DecodeOptions { tiling: args.vae_tiling };
+    request.decode = DecodeOptions {
+        tiling: args.vae_tiling,
+    };
     request.validate()?;
 
     for index in 0..args.num_images {
@@ -108,14 +122,18 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         bar.finish();
         let out: PathBuf = numbered_path(&args.sampling.out, index, args.num_images);
         write_png(&out, &output.image, &settings_chunks(&args, &request))?;
-        args.sampling.save_latents(&output.latents, index, args.num_images)?;
+        args.sampling
+            .save_latents(&output.latents, index, args.num_images)?;
         println!("{}", out.display());
     }
     Ok(())
 }
 
 /// The PNG text chunks that make the image reproducible.
-fn settings_chunks(args: &GenerateArgs, request: &Text2ImageRequest) -> Vec<(&'static str, String)> {
+fn settings_chunks(
+    args: &GenerateArgs,
+    request: &Text2ImageRequest,
+) -> Vec<(&'static str, String)> {
     let latents = &args.sampling.latents;
     let settings = serde_json::json!({
         "mode": "text-to-image",

@@ -82,7 +82,9 @@ fn parse_weighted(text: &str) -> Result<(PathBuf, usize), String> {
     match text.rsplit_once('*') {
         Some((path, times)) if !path.is_empty() => match times.parse::<usize>() {
             Ok(times) if times >= 1 => Ok((PathBuf::from(path), times)),
-            _ => Err(format!("`{text}`: the count after `*` must be a whole number ≥ 1")),
+            _ => Err(format!(
+                "`{text}`: the count after `*` must be a whole number ≥ 1"
+            )),
         },
         _ => Ok((PathBuf::from(text), 1)),
     }
@@ -97,7 +99,16 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     let mut examples = Vec::new();
     for (path, times) in &args.data {
         let read = read_jsonl(path)?;
-        eprintln!("{} instructions from {}{}", read.len(), path.display(), if *times > 1 { format!(", counted {times} times") } else { String::new() });
+        eprintln!(
+            "{} instructions from {}{}",
+            read.len(),
+            path.display(),
+            if *times > 1 {
+                format!(", counted {times} times")
+            } else {
+                String::new()
+            }
+        );
         for _ in 0..*times {
             examples.extend(read.iter().cloned());
         }
@@ -174,7 +185,10 @@ mod tests {
 
     #[test]
     fn weighted_files_parse_and_the_default_recipe_exists() {
-        assert_eq!(parse_weighted("a.jsonl*3"), Ok((PathBuf::from("a.jsonl"), 3)));
+        assert_eq!(
+            parse_weighted("a.jsonl*3"),
+            Ok((PathBuf::from("a.jsonl"), 3))
+        );
         assert_eq!(parse_weighted("a.jsonl"), Ok((PathBuf::from("a.jsonl"), 1)));
         assert!(parse_weighted("a.jsonl*0").is_err() && parse_weighted("a.jsonl*x").is_err());
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

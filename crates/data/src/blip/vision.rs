@@ -10,8 +10,8 @@
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
-use huatu_diffusion::models::linear::Linear;
 use huatu_diffusion::models::clip_text::ClipActivation;
+use huatu_diffusion::models::linear::Linear;
 use serde::Deserialize;
 
 use crate::bert::layers::activation;
@@ -130,7 +130,8 @@ impl BlipAttention {
         let query = qkv.get(0)?.contiguous()?;
         let key = qkv.get(1)?.contiguous()?;
         let value = qkv.get(2)?.contiguous()?;
-        let context = if query.device().is_cpu() && query.dtype() == DType::F32 && !query.track_op() {
+        let context = if query.device().is_cpu() && query.dtype() == DType::F32 && !query.track_op()
+        {
             // huatu-kernels' fused attention: the same softmax(q·kᵀ/√d)·v (`self.scale`
             // is 1/√d) without the [t, t] scores of every head in memory.
             huatu_kernels::fused_attention(&query, &key, &value)?
@@ -141,7 +142,8 @@ impl BlipAttention {
         let context = context // [b, heads, t, d]
             .transpose(1, 2)?
             .reshape((batch, length, hidden))?;
-        self.projection.forward_fused(&context, Some(residual), None)
+        self.projection
+            .forward_fused(&context, Some(residual), None)
     }
 }
 
@@ -199,7 +201,9 @@ impl BlipVisionModel {
         if config.patch_size == 0
             || !config.image_size.is_multiple_of(config.patch_size)
             || config.num_attention_heads == 0
-            || !config.hidden_size.is_multiple_of(config.num_attention_heads)
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
         {
             return Err(candle_core::Error::Msg(format!(
                 "BLIP vision config: image_size ({}) must be a multiple of patch_size ({}) and hidden_size ({}) of num_attention_heads ({})",

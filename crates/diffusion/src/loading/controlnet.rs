@@ -18,14 +18,22 @@ pub fn load_controlnet(path: &Path, dtype: DType, device: &Device) -> Result<Con
         let dir = path.parent().unwrap_or(Path::new("."));
         (dir.join("config.json"), vec![path.to_path_buf()])
     } else {
-        return Err(Error::MissingModelPart { what: "ControlNet (a diffusers folder or a .safetensors file)".into(), path: path.to_path_buf() });
+        return Err(Error::MissingModelPart {
+            what: "ControlNet (a diffusers folder or a .safetensors file)".into(),
+            path: path.to_path_buf(),
+        });
     };
     if !config_path.is_file() {
-        return Err(Error::MissingModelPart { what: "ControlNet config.json".into(), path: config_path });
+        return Err(Error::MissingModelPart {
+            what: "ControlNet config.json".into(),
+            path: config_path,
+        });
     }
-    let config = ControlNetConfig::from_json(&read_text(&config_path)?).map_err(|error| Error::BadModelFile {
-        path: config_path.clone(),
-        message: error.to_string(),
+    let config = ControlNetConfig::from_json(&read_text(&config_path)?).map_err(|error| {
+        Error::BadModelFile {
+            path: config_path.clone(),
+            message: error.to_string(),
+        }
     })?;
     let vb = VarBuilder::from_backend(mmap_backend(&files)?, dtype, device.clone());
     ControlNetModel::new(vb, &config).map_err(|error| Error::BadModelFile {

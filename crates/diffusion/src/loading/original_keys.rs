@@ -42,12 +42,23 @@ pub const TEXT_ENCODER_2_PREFIX: &str = "conditioner.embedders.1.model.";
 
 /// The checkpoint name and transform of a diffusers weight name, or `None` when the
 /// diffusers name has no original counterpart.
-pub fn original_name(component: Component, name: &str, layout: &CheckpointLayout) -> Option<(String, Transform)> {
+pub fn original_name(
+    component: Component,
+    name: &str,
+    layout: &CheckpointLayout,
+) -> Option<(String, Transform)> {
     match component {
-        Component::Unet => unet_name(name, layout).map(|n| (format!("{UNET_PREFIX}{n}"), Transform::Reshape)),
-        Component::Vae => vae_name(name, layout.vae_levels).map(|n| (format!("{VAE_PREFIX}{n}"), Transform::Reshape)),
-        Component::TextEncoder => Some((format!("{TEXT_ENCODER_PREFIX}{name}"), Transform::Reshape)),
-        Component::TextEncoder2 => text_encoder_2_name(name).map(|(n, t)| (format!("{TEXT_ENCODER_2_PREFIX}{n}"), t)),
+        Component::Unet => {
+            unet_name(name, layout).map(|n| (format!("{UNET_PREFIX}{n}"), Transform::Reshape))
+        }
+        Component::Vae => vae_name(name, layout.vae_levels)
+            .map(|n| (format!("{VAE_PREFIX}{n}"), Transform::Reshape)),
+        Component::TextEncoder => {
+            Some((format!("{TEXT_ENCODER_PREFIX}{name}"), Transform::Reshape))
+        }
+        Component::TextEncoder2 => {
+            text_encoder_2_name(name).map(|(n, t)| (format!("{TEXT_ENCODER_2_PREFIX}{n}"), t))
+        }
     }
 }
 
@@ -89,17 +100,31 @@ fn unet_name(name: &str, layout: &CheckpointLayout) -> Option<String> {
             match *parts.get(2)? {
                 "resnets" => {
                     let slot = 1 + block * per_level + index(3)?;
-                    Some(format!("input_blocks.{slot}.0.{}.{leaf}", resnet_part(parts.get(4)?)?))
+                    Some(format!(
+                        "input_blocks.{slot}.0.{}.{leaf}",
+                        resnet_part(parts.get(4)?)?
+                    ))
                 }
-                "attentions" => Some(format!("input_blocks.{}.1.{}", 1 + block * per_level + index(3)?, rest(4)?)),
-                "downsamplers" => Some(format!("input_blocks.{}.0.op.{leaf}", block * per_level + per_level)),
+                "attentions" => Some(format!(
+                    "input_blocks.{}.1.{}",
+                    1 + block * per_level + index(3)?,
+                    rest(4)?
+                )),
+                "downsamplers" => Some(format!(
+                    "input_blocks.{}.0.op.{leaf}",
+                    block * per_level + per_level
+                )),
                 _ => None,
             }
         }
         "mid_block" => {
             let layer = index(2)?;
             match *parts.get(1)? {
-                "resnets" => Some(format!("middle_block.{}.{}.{leaf}", 2 * layer, resnet_part(parts.get(3)?)?)),
+                "resnets" => Some(format!(
+                    "middle_block.{}.{}.{leaf}",
+                    2 * layer,
+                    resnet_part(parts.get(3)?)?
+                )),
                 "attentions" => Some(format!("middle_block.1.{}", rest(3)?)),
                 _ => None,
             }
@@ -109,12 +134,26 @@ fn unet_name(name: &str, layout: &CheckpointLayout) -> Option<String> {
             match *parts.get(2)? {
                 "resnets" => {
                     let slot = block * per_level + index(3)?;
-                    Some(format!("output_blocks.{slot}.0.{}.{leaf}", resnet_part(parts.get(4)?)?))
+                    Some(format!(
+                        "output_blocks.{slot}.0.{}.{leaf}",
+                        resnet_part(parts.get(4)?)?
+                    ))
                 }
-                "attentions" => Some(format!("output_blocks.{}.1.{}", block * per_level + index(3)?, rest(4)?)),
+                "attentions" => Some(format!(
+                    "output_blocks.{}.1.{}",
+                    block * per_level + index(3)?,
+                    rest(4)?
+                )),
                 "upsamplers" => {
-                    let slot = if *layout.up_has_attention.get(block)? { 2 } else { 1 };
-                    Some(format!("output_blocks.{}.{slot}.conv.{leaf}", block * per_level + per_level - 1))
+                    let slot = if *layout.up_has_attention.get(block)? {
+                        2
+                    } else {
+                        1
+                    };
+                    Some(format!(
+                        "output_blocks.{}.{slot}.conv.{leaf}",
+                        block * per_level + per_level - 1
+                    ))
                 }
                 _ => None,
             }
@@ -132,12 +171,22 @@ fn vae_name(name: &str, levels: usize) -> Option<String> {
     let rest = parts.get(1..)?;
     let leaf = *rest.last()?;
     let index = |i: usize| rest.get(i).and_then(|p| p.parse::<usize>().ok());
-    let resnet = |n: &str| if n == "conv_shortcut" { "nin_shortcut".to_string() } else { n.to_string() };
+    let resnet = |n: &str| {
+        if n == "conv_shortcut" {
+            "nin_shortcut".to_string()
+        } else {
+            n.to_string()
+        }
+    };
     match *rest.first()? {
         "conv_in" | "conv_out" => Some(name.to_string()),
         "conv_norm_out" => Some(format!("{side}.norm_out.{leaf}")),
         "mid_block" => match *rest.get(1)? {
-            "resnets" => Some(format!("{side}.mid.block_{}.{}.{leaf}", index(2)? + 1, rest.get(3)?)),
+            "resnets" => Some(format!(
+                "{side}.mid.block_{}.{}.{leaf}",
+                index(2)? + 1,
+                rest.get(3)?
+            )),
             "attentions" => {
                 let part = match *rest.get(3)? {
                     "group_norm" => "norm",
@@ -154,7 +203,11 @@ fn vae_name(name: &str, levels: usize) -> Option<String> {
         "down_blocks" => {
             let level = index(1)?;
             match *rest.get(2)? {
-                "resnets" => Some(format!("{side}.down.{level}.block.{}.{}.{leaf}", index(3)?, resnet(rest.get(4)?))),
+                "resnets" => Some(format!(
+                    "{side}.down.{level}.block.{}.{}.{leaf}",
+                    index(3)?,
+                    resnet(rest.get(4)?)
+                )),
                 "downsamplers" => Some(format!("{side}.down.{level}.downsample.conv.{leaf}")),
                 _ => None,
             }
@@ -162,7 +215,11 @@ fn vae_name(name: &str, levels: usize) -> Option<String> {
         "up_blocks" => {
             let level = levels.checked_sub(1 + index(1)?)?;
             match *rest.get(2)? {
-                "resnets" => Some(format!("{side}.up.{level}.block.{}.{}.{leaf}", index(3)?, resnet(rest.get(4)?))),
+                "resnets" => Some(format!(
+                    "{side}.up.{level}.block.{}.{}.{leaf}",
+                    index(3)?,
+                    resnet(rest.get(4)?)
+                )),
                 "upsamplers" => Some(format!("{side}.up.{level}.upsample.conv.{leaf}")),
                 _ => None,
             }
@@ -179,7 +236,9 @@ fn text_encoder_2_name(name: &str) -> Option<(String, Transform)> {
         "text_model.embeddings.position_embedding.weight" => return plain("positional_embedding"),
         "text_model.final_layer_norm.weight" => return plain("ln_final.weight"),
         "text_model.final_layer_norm.bias" => return plain("ln_final.bias"),
-        "text_projection.weight" => return Some(("text_projection".to_string(), Transform::Transpose)),
+        "text_projection.weight" => {
+            return Some(("text_projection".to_string(), Transform::Transpose))
+        }
         _ => {}
     }
     let layer_and_rest = name.strip_prefix("text_model.encoder.layers.")?;
@@ -194,7 +253,10 @@ fn text_encoder_2_name(name: &str) -> Option<(String, Transform)> {
         _ => None,
     };
     if let Some(third) = third {
-        return Some((format!("{target}attn.in_proj_{leaf}"), Transform::ThirdOf(third)));
+        return Some((
+            format!("{target}attn.in_proj_{leaf}"),
+            Transform::ThirdOf(third),
+        ));
     }
     let renamed = match module {
         "layer_norm1" => "ln_1",
@@ -212,7 +274,11 @@ mod tests {
     use super::*;
 
     fn sdxl_layout() -> CheckpointLayout {
-        CheckpointLayout { layers_per_block: 2, up_has_attention: vec![true, true, false], vae_levels: 4 }
+        CheckpointLayout {
+            layers_per_block: 2,
+            up_has_attention: vec![true, true, false],
+            vae_levels: 4,
+        }
     }
 
     #[test]
@@ -221,17 +287,38 @@ mod tests {
         let cases = [
             ("conv_in.weight", "input_blocks.0.0.weight"),
             ("add_embedding.linear_2.bias", "label_emb.0.2.bias"),
-            ("down_blocks.1.resnets.0.conv1.weight", "input_blocks.4.0.in_layers.2.weight"),
-            ("down_blocks.0.downsamplers.0.conv.weight", "input_blocks.3.0.op.weight"),
+            (
+                "down_blocks.1.resnets.0.conv1.weight",
+                "input_blocks.4.0.in_layers.2.weight",
+            ),
+            (
+                "down_blocks.0.downsamplers.0.conv.weight",
+                "input_blocks.3.0.op.weight",
+            ),
             (
                 "down_blocks.2.attentions.1.transformer_blocks.0.attn2.to_k.weight",
                 "input_blocks.8.1.transformer_blocks.0.attn2.to_k.weight",
             ),
-            ("mid_block.resnets.1.time_emb_proj.weight", "middle_block.2.emb_layers.1.weight"),
-            ("mid_block.attentions.0.proj_in.weight", "middle_block.1.proj_in.weight"),
-            ("up_blocks.0.resnets.2.conv_shortcut.bias", "output_blocks.2.0.skip_connection.bias"),
-            ("up_blocks.0.upsamplers.0.conv.weight", "output_blocks.2.2.conv.weight"),
-            ("up_blocks.2.resnets.0.norm2.weight", "output_blocks.6.0.out_layers.0.weight"),
+            (
+                "mid_block.resnets.1.time_emb_proj.weight",
+                "middle_block.2.emb_layers.1.weight",
+            ),
+            (
+                "mid_block.attentions.0.proj_in.weight",
+                "middle_block.1.proj_in.weight",
+            ),
+            (
+                "up_blocks.0.resnets.2.conv_shortcut.bias",
+                "output_blocks.2.0.skip_connection.bias",
+            ),
+            (
+                "up_blocks.0.upsamplers.0.conv.weight",
+                "output_blocks.2.2.conv.weight",
+            ),
+            (
+                "up_blocks.2.resnets.0.norm2.weight",
+                "output_blocks.6.0.out_layers.0.weight",
+            ),
         ];
         for (diffusers, original) in cases {
             let (name, _) = original_name(Component::Unet, diffusers, &layout).unwrap();
@@ -242,10 +329,19 @@ mod tests {
     #[test]
     fn vae_up_blocks_count_from_the_bottom() {
         let layout = sdxl_layout();
-        let (name, _) = original_name(Component::Vae, "decoder.up_blocks.0.resnets.1.conv2.weight", &layout).unwrap();
+        let (name, _) = original_name(
+            Component::Vae,
+            "decoder.up_blocks.0.resnets.1.conv2.weight",
+            &layout,
+        )
+        .unwrap();
         assert_eq!(name, "first_stage_model.decoder.up.3.block.1.conv2.weight");
-        let (name, _) =
-            original_name(Component::Vae, "encoder.mid_block.attentions.0.to_out.0.weight", &layout).unwrap();
+        let (name, _) = original_name(
+            Component::Vae,
+            "encoder.mid_block.attentions.0.to_out.0.weight",
+            &layout,
+        )
+        .unwrap();
         assert_eq!(name, "first_stage_model.encoder.mid.attn_1.proj_out.weight");
     }
 
@@ -254,9 +350,13 @@ mod tests {
         let layout = sdxl_layout();
         let name = "text_model.encoder.layers.3.self_attn.v_proj.bias";
         let (original, transform) = original_name(Component::TextEncoder2, name, &layout).unwrap();
-        assert_eq!(original, "conditioner.embedders.1.model.transformer.resblocks.3.attn.in_proj_bias");
+        assert_eq!(
+            original,
+            "conditioner.embedders.1.model.transformer.resblocks.3.attn.in_proj_bias"
+        );
         assert_eq!(transform, Transform::ThirdOf(2));
-        let (_, transform) = original_name(Component::TextEncoder2, "text_projection.weight", &layout).unwrap();
+        let (_, transform) =
+            original_name(Component::TextEncoder2, "text_projection.weight", &layout).unwrap();
         assert_eq!(transform, Transform::Transpose);
         assert!(original_name(Component::Unet, "nonsense.weight", &layout).is_none());
     }

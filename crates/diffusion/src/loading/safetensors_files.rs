@@ -18,7 +18,10 @@ const WEIGHT_NAMES: [&str; 4] = [
     "model.fp16.safetensors",
 ];
 
-const INDEX_NAMES: [&str; 2] = ["diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"];
+const INDEX_NAMES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors.index.json",
+    "model.safetensors.index.json",
+];
 
 /// The safetensors files holding one component's weights.
 pub fn component_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -34,10 +37,13 @@ pub fn component_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             return sharded_files(&path);
         }
     }
-    let has_pickle = ["diffusion_pytorch_model.bin", "pytorch_model.bin"].iter().any(|name| dir.join(name).is_file());
+    let has_pickle = ["diffusion_pytorch_model.bin", "pytorch_model.bin"]
+        .iter()
+        .any(|name| dir.join(name).is_file());
     Err(Error::MissingModelPart {
         what: if has_pickle {
-            "safetensors weights (only PyTorch .bin files were found; convert them to .safetensors)".to_string()
+            "safetensors weights (only PyTorch .bin files were found; convert them to .safetensors)"
+                .to_string()
         } else {
             format!("weights ({})", WEIGHT_NAMES.join(" or "))
         },
@@ -57,24 +63,42 @@ fn sharded_files(index_path: &Path) -> Result<Vec<PathBuf>> {
         source,
     })?;
     let dir = index_path.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = index.weight_map.values().map(|file| dir.join(file)).collect();
+    let mut files: Vec<PathBuf> = index
+        .weight_map
+        .values()
+        .map(|file| dir.join(file))
+        .collect();
     files.sort();
     files.dedup();
     for file in &files {
         if !file.is_file() {
-            return Err(Error::MissingModelPart { what: "weight shard".into(), path: file.clone() });
+            return Err(Error::MissingModelPart {
+                what: "weight shard".into(),
+                path: file.clone(),
+            });
         }
     }
     Ok(files)
 }
 
 pub fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Memory-maps the files into a VarBuilder that converts each tensor to `dtype` on access.
-pub fn mmap_var_builder(files: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-    Ok(VarBuilder::from_backend(mmap_backend(files)?, dtype, device.clone()))
+pub fn mmap_var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    Ok(VarBuilder::from_backend(
+        mmap_backend(files)?,
+        dtype,
+        device.clone(),
+    ))
 }
 
 /// Memory-maps the files (checked first, so a bad one is named) as a weight source.
@@ -87,24 +111,41 @@ pub fn mmap_backend(files: &[PathBuf]) -> Result<Box<dyn SimpleBackend>> {
     #[expect(unsafe_code, reason = "memory-mapping safetensors files")]
     let mapped = unsafe { MmapedSafetensors::multi(files) };
     let first = files.first().cloned().unwrap_or_default();
-    let mapped = mapped.map_err(|error| Error::BadModelFile { path: first, message: error.to_string() })?;
+    let mapped = mapped.map_err(|error| Error::BadModelFile {
+        path: first,
+        message: error.to_string(),
+    })?;
     Ok(Box::new(mapped))
 }
 
 /// Reads a safetensors header so that a truncated or foreign file is reported by name.
 pub fn check_header(path: &Path) -> Result<()> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let length = file.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?.len();
+    let mut file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let length = file
+        .metadata()
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
     let mut size = [0u8; 8];
-    let bad = |message: &str| Error::BadModelFile { path: path.to_path_buf(), message: message.to_string() };
-    file.read_exact(&mut size).map_err(|_| bad("too short to be a safetensors file"))?;
+    let bad = |message: &str| Error::BadModelFile {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    file.read_exact(&mut size)
+        .map_err(|_| bad("too short to be a safetensors file"))?;
     let header_len = u64::from_le_bytes(size);
     if header_len == 0 || header_len > length.saturating_sub(8) || header_len > 100_000_000 {
         return Err(bad("not a safetensors file (bad header length)"));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|_| bad("truncated safetensors header"))?;
+    file.read_exact(&mut header)
+        .map_err(|_| bad("truncated safetensors header"))?;
     let header: serde_json::Value =
         serde_json::from_slice(&header).map_err(|_| bad("safetensors header is not valid JSON"))?;
     let mut end = 0u64;
@@ -113,7 +154,11 @@ pub fn check_header(path: &Path) -> Result<()> {
             if name == "__metadata__" {
                 continue;
             }
-            if let Some(offset) = entry.get("data_offsets").and_then(|o| o.get(1)).and_then(|o| o.as_u64()) {
+            if let Some(offset) = entry
+                .get("data_offsets")
+                .and_then(|o| o.get(1))
+                .and_then(|o| o.as_u64())
+            {
                 end = end.max(offset);
             }
         }

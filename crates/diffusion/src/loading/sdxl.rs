@@ -25,7 +25,10 @@ pub enum ModelSource {
     DiffusersFolder(PathBuf),
     /// A single-file checkpoint; configs and tokenizers come from `config_dir` (a diffusers
     /// folder without weights is enough) or, when absent, from the built-in SDXL base ones.
-    SingleFile { path: PathBuf, config_dir: Option<PathBuf> },
+    SingleFile {
+        path: PathBuf,
+        config_dir: Option<PathBuf>,
+    },
 }
 
 impl ModelSource {
@@ -34,7 +37,10 @@ impl ModelSource {
         if path.is_dir() {
             Ok(Self::DiffusersFolder(path.to_path_buf()))
         } else if path.is_file() {
-            Ok(Self::SingleFile { path: path.to_path_buf(), config_dir: None })
+            Ok(Self::SingleFile {
+                path: path.to_path_buf(),
+                config_dir: None,
+            })
         } else {
             Err(Error::MissingModelPart {
                 what: "model (a diffusers folder or a .safetensors checkpoint)".into(),
@@ -56,7 +62,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, vae_dtype: None }
+        Self {
+            dtype: DType::F32,
+            vae_dtype: None,
+        }
     }
 }
 
@@ -105,10 +114,17 @@ fn default_true() -> bool {
 
 pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T> {
     if !path.is_file() {
-        return Err(Error::MissingModelPart { what: what.to_string(), path: path.to_path_buf() });
+        return Err(Error::MissingModelPart {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+        });
     }
     let text = read_text(path)?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), what, source })
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })
 }
 
 /// The configuration part of a diffusers folder (no weights needed).
@@ -142,11 +158,20 @@ impl SdxlConfigs {
         Ok(Self {
             tokenizer: ClipTokenizer::from_dir(&root.join("tokenizer"))?,
             tokenizer_2: ClipTokenizer::from_dir(&root.join("tokenizer_2"))?,
-            text_encoder: read_json(&root.join("text_encoder/config.json"), "text_encoder config")?,
-            text_encoder_2: read_json(&root.join("text_encoder_2/config.json"), "text_encoder_2 config")?,
+            text_encoder: read_json(
+                &root.join("text_encoder/config.json"),
+                "text_encoder config",
+            )?,
+            text_encoder_2: read_json(
+                &root.join("text_encoder_2/config.json"),
+                "text_encoder_2 config",
+            )?,
             unet,
             vae: read_json(&root.join("vae/config.json"), "vae config")?,
-            default_scheduler: scheduler.class_name.as_deref().and_then(SchedulerKind::from_class_name),
+            default_scheduler: scheduler
+                .class_name
+                .as_deref()
+                .and_then(SchedulerKind::from_class_name),
             scheduler,
             force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt,
         })
@@ -170,7 +195,10 @@ impl SdxlComponents {
                 let weights = |component: &str| -> Result<Box<dyn SimpleBackend>> {
                     let dir = root.join(component);
                     if !dir.is_dir() {
-                        return Err(Error::MissingModelPart { what: format!("{component}/ folder"), path: dir });
+                        return Err(Error::MissingModelPart {
+                            what: format!("{component}/ folder"),
+                            path: dir,
+                        });
                     }
                     mmap_backend(&component_weight_files(&dir)?)
                 };
@@ -197,20 +225,29 @@ impl SdxlComponents {
         device: &Device,
     ) -> Result<Self> {
         let in_component = |component: &'static str| {
-            move |error: Error| Error::BadModelFile { path: PathBuf::from(component), message: error.to_string() }
+            move |error: Error| Error::BadModelFile {
+                path: PathBuf::from(component),
+                message: error.to_string(),
+            }
         };
         let (unet_vb, unet_weights) = WeightTable::recording(weights.unet, dtype, device);
-        let (text_encoder_vb, text_encoder_weights) = WeightTable::recording(weights.text_encoder, dtype, device);
-        let (text_encoder_2_vb, text_encoder_2_weights) = WeightTable::recording(weights.text_encoder_2, dtype, device);
+        let (text_encoder_vb, text_encoder_weights) =
+            WeightTable::recording(weights.text_encoder, dtype, device);
+        let (text_encoder_2_vb, text_encoder_2_weights) =
+            WeightTable::recording(weights.text_encoder_2, dtype, device);
         let vae_vb = VarBuilder::from_backend(weights.vae, vae_dtype, device.clone());
-        let unet = UNet2DConditionModel::new(unet_vb, &configs.unet).map_err(in_component("unet"))?;
-        let vae = AutoencoderKL::new(vae_vb, &configs.vae).map_err(Error::from).map_err(in_component("vae"))?;
+        let unet =
+            UNet2DConditionModel::new(unet_vb, &configs.unet).map_err(in_component("unet"))?;
+        let vae = AutoencoderKL::new(vae_vb, &configs.vae)
+            .map_err(Error::from)
+            .map_err(in_component("vae"))?;
         let text_encoder = ClipTextModel::new(text_encoder_vb, &configs.text_encoder)
             .map_err(Error::from)
             .map_err(in_component("text_encoder"))?;
-        let text_encoder_2 = ClipTextModelWithProjection::new(text_encoder_2_vb, &configs.text_encoder_2)
-            .map_err(Error::from)
-            .map_err(in_component("text_encoder_2"))?;
+        let text_encoder_2 =
+            ClipTextModelWithProjection::new(text_encoder_2_vb, &configs.text_encoder_2)
+                .map_err(Error::from)
+                .map_err(in_component("text_encoder_2"))?;
         Ok(Self {
             tokenizer: configs.tokenizer,
             tokenizer_2: configs.tokenizer_2,
@@ -236,9 +273,11 @@ impl SdxlComponents {
 }
 
 pub fn vae_dtype(config: &AutoencoderKLConfig, options: LoadOptions) -> DType {
-    options.vae_dtype.unwrap_or(if options.dtype == DType::F16 && config.force_upcast {
-        DType::F32
-    } else {
-        options.dtype
-    })
+    options
+        .vae_dtype
+        .unwrap_or(if options.dtype == DType::F16 && config.force_upcast {
+            DType::F32
+        } else {
+            options.dtype
+        })
 }

@@ -16,7 +16,12 @@ use super::sdxl::{vae_dtype, LoadOptions, SdxlComponents, SdxlConfigs, SdxlWeigh
 use crate::{Error, Result};
 
 /// Loads a single-file checkpoint; configs and tokenizers come from `config_dir`.
-pub fn load(path: &Path, config_dir: Option<&Path>, options: LoadOptions, device: &Device) -> Result<SdxlComponents> {
+pub fn load(
+    path: &Path,
+    config_dir: Option<&Path>,
+    options: LoadOptions,
+    device: &Device,
+) -> Result<SdxlComponents> {
     let Some(config_dir) = config_dir else {
         return Err(Error::MissingModelPart {
             what: "configs and tokenizers for the single-file checkpoint (pass a diffusers SDXL folder, \
@@ -27,7 +32,11 @@ pub fn load(path: &Path, config_dir: Option<&Path>, options: LoadOptions, device
     };
     let configs = SdxlConfigs::from_folder(config_dir)?;
     let checkpoint = Arc::new(open_checkpoint(path)?);
-    if !checkpoint.tensors().iter().any(|(name, _)| name.starts_with(UNET_PREFIX)) {
+    if !checkpoint
+        .tensors()
+        .iter()
+        .any(|(name, _)| name.starts_with(UNET_PREFIX))
+    {
         return Err(Error::BadModelFile {
             path: path.to_path_buf(),
             message: format!(
@@ -38,12 +47,22 @@ pub fn load(path: &Path, config_dir: Option<&Path>, options: LoadOptions, device
     }
     let layout = CheckpointLayout {
         layers_per_block: configs.unet.layers_per_block,
-        up_has_attention: configs.unet.up_block_types.iter().map(|kind| kind.contains("CrossAttn")).collect(),
+        up_has_attention: configs
+            .unet
+            .up_block_types
+            .iter()
+            .map(|kind| kind.contains("CrossAttn"))
+            .collect(),
         vae_levels: configs.vae.up_block_types.len(),
     };
     let vae_dtype = vae_dtype(&configs.vae, options);
     let source = |component: Component| -> Box<dyn SimpleBackend> {
-        Box::new(RenamingBackend { checkpoint: checkpoint.clone(), path: path.to_path_buf(), component, layout: layout.clone() })
+        Box::new(RenamingBackend {
+            checkpoint: checkpoint.clone(),
+            path: path.to_path_buf(),
+            component,
+            layout: layout.clone(),
+        })
     };
     let weights = SdxlWeights {
         unet: source(Component::Unet),
@@ -56,7 +75,10 @@ pub fn load(path: &Path, config_dir: Option<&Path>, options: LoadOptions, device
 
 fn open_checkpoint(path: &Path) -> Result<MmapedSafetensors> {
     if !path.is_file() {
-        return Err(Error::MissingModelPart { what: "single-file checkpoint".into(), path: path.to_path_buf() });
+        return Err(Error::MissingModelPart {
+            what: "single-file checkpoint".into(),
+            path: path.to_path_buf(),
+        });
     }
     if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         return Err(Error::BadModelFile {
@@ -69,7 +91,10 @@ fn open_checkpoint(path: &Path) -> Result<MmapedSafetensors> {
     // being modified while the model is loaded.
     #[expect(unsafe_code, reason = "memory-mapping a safetensors checkpoint")]
     let mapped = unsafe { MmapedSafetensors::new(path) };
-    mapped.map_err(|error| Error::BadModelFile { path: path.to_path_buf(), message: error.to_string() })
+    mapped.map_err(|error| Error::BadModelFile {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })
 }
 
 /// Answers diffusers names of one component from the original checkpoint.
@@ -82,7 +107,9 @@ struct RenamingBackend {
 
 impl RenamingBackend {
     fn missing(&self, name: &str, original: Option<&str>) -> candle_core::Error {
-        let looked_for = original.map(|o| format!(" (looked for `{o}`)")).unwrap_or_default();
+        let looked_for = original
+            .map(|o| format!(" (looked for `{o}`)"))
+            .unwrap_or_default();
         candle_core::Error::Msg(format!(
             "{}: no tensor for `{name}`{looked_for} of the {:?} component",
             self.path.display(),
@@ -90,10 +117,18 @@ impl RenamingBackend {
         ))
     }
 
-    fn read(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<(Tensor, Transform)> {
-        let (original, transform) =
-            original_name(self.component, name, &self.layout).ok_or_else(|| self.missing(name, None))?;
-        let stored = self.checkpoint.load(&original, device).map_err(|_| self.missing(name, Some(&original)))?;
+    fn read(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Transform)> {
+        let (original, transform) = original_name(self.component, name, &self.layout)
+            .ok_or_else(|| self.missing(name, None))?;
+        let stored = self
+            .checkpoint
+            .load(&original, device)
+            .map_err(|_| self.missing(name, Some(&original)))?;
         let tensor = match transform {
             Transform::Reshape => stored,
             Transform::Transpose => stored.t()?.contiguous()?,
@@ -131,7 +166,12 @@ impl SimpleBackend for RenamingBackend {
         )))
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         Ok(self.read(name, dtype, device)?.0)
     }
 

@@ -24,21 +24,32 @@ pub struct WeightTable {
 
 impl std::fmt::Debug for WeightTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WeightTable").field("dtype", &self.dtype).finish_non_exhaustive()
+        f.debug_struct("WeightTable")
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
     }
 }
 
 impl WeightTable {
     /// A VarBuilder reading from `source` whose every tensor is recorded in the table.
-    pub fn recording(source: Box<dyn SimpleBackend>, dtype: DType, device: &Device) -> (VarBuilder<'static>, Self) {
+    pub fn recording(
+        source: Box<dyn SimpleBackend>,
+        dtype: DType,
+        device: &Device,
+    ) -> (VarBuilder<'static>, Self) {
         let table = Self {
             tensors: Arc::new(Mutex::new(BTreeMap::new())),
             source: Arc::from(source),
             dtype,
             device: device.clone(),
         };
-        let backend = RecordingBackend { table: table.clone() };
-        (VarBuilder::from_backend(Box::new(backend), dtype, device.clone()), table)
+        let backend = RecordingBackend {
+            table: table.clone(),
+        };
+        (
+            VarBuilder::from_backend(Box::new(backend), dtype, device.clone()),
+            table,
+        )
     }
 
     /// The tensor the model holds for `name`.
@@ -53,23 +64,39 @@ impl WeightTable {
 
     /// The base weight for `name` as loaded, read again from the source.
     pub fn base(&self, name: &str) -> candle_core::Result<Tensor> {
-        let held = self.get(name).ok_or_else(|| candle_core::Error::Msg(format!("no weight `{name}`")))?;
-        self.source.get(held.shape().clone(), name, Init::Const(0.), self.dtype, &self.device)
+        let held = self
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no weight `{name}`")))?;
+        self.source.get(
+            held.shape().clone(),
+            name,
+            Init::Const(0.),
+            self.dtype,
+            &self.device,
+        )
     }
 
     /// Overwrites the model's weight `name` in place with `value` (same shape and dtype).
     pub fn overwrite(&self, name: &str, value: &Tensor) -> candle_core::Result<()> {
-        let held = self.get(name).ok_or_else(|| candle_core::Error::Msg(format!("no weight `{name}`")))?;
+        let held = self
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no weight `{name}`")))?;
         let value = value.to_dtype(held.dtype())?.contiguous()?;
         if value.shape() != held.shape() {
-            candle_core::bail!("`{name}`: new value has shape {:?}, the weight {:?}", value.dims(), held.dims());
+            candle_core::bail!(
+                "`{name}`: new value has shape {:?}, the weight {:?}",
+                value.dims(),
+                held.dims()
+            );
         }
         held.slice_set(&value, 0, 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tensor>> {
         // A poisoned lock only means another thread panicked mid-insert; the map is intact.
-        self.tensors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tensors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -88,7 +115,14 @@ impl RecordingBackend {
 }
 
 impl SimpleBackend for RecordingBackend {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         if let Some(held) = self.table.get(name) {
             if held.shape() == &shape && held.dtype() == dtype {
                 return Ok(held);
@@ -98,7 +132,12 @@ impl SimpleBackend for RecordingBackend {
         self.record(name, tensor)
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         let tensor = self.table.source.get_unchecked(name, dtype, device)?;
         self.record(name, tensor)
     }

@@ -60,13 +60,21 @@ fn weight_index(components: &SdxlComponents) -> WeightIndex {
     let config = components.unet.config();
     let layout = CheckpointLayout {
         layers_per_block: config.layers_per_block,
-        up_has_attention: config.up_block_types.iter().map(|kind| kind.contains("CrossAttn")).collect(),
+        up_has_attention: config
+            .up_block_types
+            .iter()
+            .map(|kind| kind.contains("CrossAttn"))
+            .collect(),
         vae_levels: components.vae_config.up_block_types.len(),
     };
-    let weights: Vec<(Component, Vec<String>)> = [Component::Unet, Component::TextEncoder, Component::TextEncoder2]
-        .into_iter()
-        .filter_map(|component| table(components, component).map(|t| (component, t.names())))
-        .collect();
+    let weights: Vec<(Component, Vec<String>)> = [
+        Component::Unet,
+        Component::TextEncoder,
+        Component::TextEncoder2,
+    ]
+    .into_iter()
+    .filter_map(|component| table(components, component).map(|t| (component, t.names())))
+    .collect();
     WeightIndex::new(&weights, &layout)
 }
 
@@ -87,18 +95,23 @@ pub fn merged_weight(base: &Tensor, modules: &[(&LoraModule, f64)]) -> Result<Te
     fn add<T: candle_core::WithDType>(base: &Tensor, delta: &[f32]) -> Result<Tensor> {
         use rayon::prelude::*;
         let mut values = base.flatten_all()?.to_vec1::<T>()?;
-        values.par_chunks_mut(1 << 14).zip(delta.par_chunks(1 << 14)).for_each(|(values, delta)| {
-            for (value, delta) in values.iter_mut().zip(delta) {
-                *value = T::from_f64(value.to_f64() + f64::from(*delta));
-            }
-        });
+        values
+            .par_chunks_mut(1 << 14)
+            .zip(delta.par_chunks(1 << 14))
+            .for_each(|(values, delta)| {
+                for (value, delta) in values.iter_mut().zip(delta) {
+                    *value = T::from_f64(value.to_f64() + f64::from(*delta));
+                }
+            });
         Ok(Tensor::from_vec(values, base.shape(), base.device())?)
     }
     match base.dtype() {
         DType::F32 => add::<f32>(base, &delta),
         DType::F16 => add::<half::f16>(base, &delta),
         DType::BF16 => add::<half::bf16>(base, &delta),
-        other => Err(Error::InvalidRequest(format!("LoRA merge into {other:?} weights is not supported"))),
+        other => Err(Error::InvalidRequest(format!(
+            "LoRA merge into {other:?} weights is not supported"
+        ))),
     }
 }
 
@@ -106,7 +119,11 @@ impl SdxlComponents {
     /// Makes `loras` (file, scale) the adapters merged into the UNet and both text encoders,
     /// replacing whatever set was merged before; `&[]` restores the base model exactly.
     /// Nothing changes when an error is returned.
-    pub fn set_loras(&mut self, loras: &[(&LoraFile, f64)], unmatched: UnmatchedModules) -> Result<LoraReport> {
+    pub fn set_loras(
+        &mut self,
+        loras: &[(&LoraFile, f64)],
+        unmatched: UnmatchedModules,
+    ) -> Result<LoraReport> {
         let started = Instant::now();
         let index = weight_index(self);
         let mut report = LoraReport::default();
@@ -116,10 +133,12 @@ impl SdxlComponents {
         for (file, scale) in loras {
             let mut skipped = Vec::new();
             for module in &file.modules {
-                let resolved = index.resolve(module.component, file.format, &module.name).and_then(|name| {
-                    let held = table(self, module.component)?.get(name)?;
-                    Some((name.to_string(), held))
-                });
+                let resolved = index
+                    .resolve(module.component, file.format, &module.name)
+                    .and_then(|name| {
+                        let held = table(self, module.component)?.get(name)?;
+                        Some((name.to_string(), held))
+                    });
                 let Some((name, held)) = resolved else {
                     skipped.push(format!("{:?} {}", module.component, module.name));
                     continue;
@@ -128,12 +147,20 @@ impl SdxlComponents {
                 delta_shape.extend_from_slice(&module.down.dims()[1..]);
                 if held.dims() != delta_shape.as_slice() {
                     return Err(Error::WeightShape {
-                        name: format!("{} (LoRA module {} in {})", name, module.name, file.path.display()),
+                        name: format!(
+                            "{} (LoRA module {} in {})",
+                            name,
+                            module.name,
+                            file.path.display()
+                        ),
                         expected: held.dims().to_vec(),
                         actual: delta_shape,
                     });
                 }
-                updates.entry((module.component, name)).or_default().push((module, *scale));
+                updates
+                    .entry((module.component, name))
+                    .or_default()
+                    .push((module, *scale));
                 report.modules_applied += 1;
             }
             if !skipped.is_empty() && unmatched == UnmatchedModules::Error {
@@ -143,14 +170,20 @@ impl SdxlComponents {
                     keys: summarize(&skipped),
                 });
             }
-            report.skipped.extend(skipped.into_iter().map(|s| format!("{}: {s}", file.path.display())));
+            report.skipped.extend(
+                skipped
+                    .into_iter()
+                    .map(|s| format!("{}: {s}", file.path.display())),
+            );
         }
 
         // Restore what the old set touched and the new one does not; write the new set.
         let new_touched: BTreeSet<(Component, String)> = updates.keys().cloned().collect();
         for key in self.active_loras.touched.union(&new_touched) {
             let (component, name) = key;
-            let Some(table) = table(self, *component) else { continue };
+            let Some(table) = table(self, *component) else {
+                continue;
+            };
             let base = table.base(name)?;
             let value = match updates.get(key) {
                 None => base,
@@ -160,7 +193,10 @@ impl SdxlComponents {
             report.weights_written += 1;
         }
         self.active_loras = ActiveLoras {
-            adapters: loras.iter().map(|(file, scale)| (file.path.clone(), *scale)).collect(),
+            adapters: loras
+                .iter()
+                .map(|(file, scale)| (file.path.clone(), *scale))
+                .collect(),
             touched: new_touched,
         };
         report.seconds = started.elapsed().as_secs_f64();
@@ -177,24 +213,41 @@ mod tests {
     fn delta_of(module: &LoraModule) -> Result<Tensor> {
         let mut shape = vec![module.up.dim(0)?];
         shape.extend_from_slice(&module.down.dims()[1..]);
-        merged_weight(&Tensor::zeros(shape, DType::F32, &Device::Cpu)?, &[(module, 1.0)])
+        merged_weight(
+            &Tensor::zeros(shape, DType::F32, &Device::Cpu)?,
+            &[(module, 1.0)],
+        )
     }
 
     #[test]
     fn two_modules_and_their_scales_add_up() -> Result<()> {
         let device = Device::Cpu;
-        let one = module(Tensor::ones((1, 2), DType::F32, &device)?, Tensor::ones((2, 1), DType::F32, &device)?, None);
+        let one = module(
+            Tensor::ones((1, 2), DType::F32, &device)?,
+            Tensor::ones((2, 1), DType::F32, &device)?,
+            None,
+        );
         let base = Tensor::full(10f32, (2, 2), &device)?;
         let merged = merged_weight(&base, &[(&one, 0.5), (&one, 2.0)])?;
         assert_eq!(merged.to_vec2::<f32>()?, vec![vec![12.5f32; 2]; 2]);
         let half = merged_weight(&base.to_dtype(DType::F16)?, &[(&one, 0.5)])?;
         assert_eq!(half.dtype(), DType::F16);
-        assert_eq!(half.to_dtype(DType::F32)?.to_vec2::<f32>()?, vec![vec![10.5f32; 2]; 2]);
+        assert_eq!(
+            half.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+            vec![vec![10.5f32; 2]; 2]
+        );
         Ok(())
     }
 
     fn module(down: Tensor, up: Tensor, alpha: Option<f64>) -> LoraModule {
-        LoraModule { component: Component::Unet, name: "m".into(), down, up, alpha, rank_stabilized: false }
+        LoraModule {
+            component: Component::Unet,
+            name: "m".into(),
+            down,
+            up,
+            alpha,
+            rank_stabilized: false,
+        }
     }
 
     #[test]
@@ -216,8 +269,14 @@ mod tests {
         let up = Tensor::ones((2, 4), DType::F32, &device)?;
         let with_alpha = |alpha| delta_of(&module(down.clone(), up.clone(), alpha));
         // up·down is 4 everywhere; alpha/rank: 1/4, 8/4, default 4/4
-        assert_eq!(with_alpha(Some(1.0))?.to_vec2::<f32>()?, vec![vec![1f32; 3]; 2]);
-        assert_eq!(with_alpha(Some(8.0))?.to_vec2::<f32>()?, vec![vec![8f32; 3]; 2]);
+        assert_eq!(
+            with_alpha(Some(1.0))?.to_vec2::<f32>()?,
+            vec![vec![1f32; 3]; 2]
+        );
+        assert_eq!(
+            with_alpha(Some(8.0))?.to_vec2::<f32>()?,
+            vec![vec![8f32; 3]; 2]
+        );
         assert_eq!(with_alpha(None)?.to_vec2::<f32>()?, vec![vec![4f32; 3]; 2]);
         Ok(())
     }

@@ -88,24 +88,44 @@ const DIFFUSERS_PREFIXES: [(&str, Component); 3] = [
 const DIFFUSERS_SUFFIXES: [(&str, &str); 3] = [
     (".lora_A.weight", ".lora_B.weight"),
     (".lora.down.weight", ".lora.up.weight"),
-    (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight"),
+    (
+        ".lora_linear_layer.down.weight",
+        ".lora_linear_layer.up.weight",
+    ),
 ];
 
 impl LoraFile {
     pub fn read(path: &Path) -> Result<Self> {
-        let bad = |message: String| Error::BadModelFile { path: path.to_path_buf(), message };
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bad = |message: String| Error::BadModelFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|error| bad(format!("not a safetensors LoRA file: {error}")))?;
-        let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|error| bad(format!("unreadable tensors: {error}")))?;
         for tensor in tensors.values_mut() {
             *tensor = tensor.to_dtype(DType::F32)?;
         }
-        let format = if tensors.keys().any(|k| KOHYA_PREFIXES.iter().any(|(p, _)| k.starts_with(p))) {
+        let format = if tensors
+            .keys()
+            .any(|k| KOHYA_PREFIXES.iter().any(|(p, _)| k.starts_with(p)))
+        {
             LoraFormat::Kohya
-        } else if tensors.keys().any(|k| DIFFUSERS_PREFIXES.iter().any(|(p, _)| k.starts_with(p))) {
+        } else if tensors
+            .keys()
+            .any(|k| DIFFUSERS_PREFIXES.iter().any(|(p, _)| k.starts_with(p)))
+        {
             LoraFormat::Diffusers
         } else {
             let mut sample: Vec<&String> = tensors.keys().take(3).collect();
@@ -133,7 +153,12 @@ impl LoraFile {
         for module in &modules {
             check_values(module).map_err(bad)?;
         }
-        Ok(Self { path: path.to_path_buf(), format, modules, metadata })
+        Ok(Self {
+            path: path.to_path_buf(),
+            format,
+            modules,
+            metadata,
+        })
     }
 }
 
@@ -144,7 +169,10 @@ fn check_values(module: &LoraModule) -> std::result::Result<(), String> {
     if module.rank() == 0 {
         return Err(format!("`{name}` has rank 0"));
     }
-    if let Some(alpha) = module.alpha.filter(|alpha| !alpha.is_finite() || *alpha == 0.0) {
+    if let Some(alpha) = module
+        .alpha
+        .filter(|alpha| !alpha.is_finite() || *alpha == 0.0)
+    {
         return Err(format!("`{name}` has alpha {alpha}"));
     }
     for (part, tensor) in [("down", &module.down), ("up", &module.up)] {
@@ -154,7 +182,9 @@ fn check_values(module: &LoraModule) -> std::result::Result<(), String> {
             .and_then(|t| t.to_scalar::<f32>())
             .is_ok_and(f32::is_finite);
         if !finite {
-            return Err(format!("`{name}`: the {part} weights hold NaN or infinite values"));
+            return Err(format!(
+                "`{name}`: the {part} weights hold NaN or infinite values"
+            ));
         }
     }
     Ok(())
@@ -163,7 +193,12 @@ fn check_values(module: &LoraModule) -> std::result::Result<(), String> {
 /// The first few names and how many more.
 pub fn summarize(names: &[String]) -> String {
     const SHOWN: usize = 8;
-    let mut text = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         text.push_str(&format!(", … and {} more", names.len() - SHOWN));
     }
@@ -189,25 +224,48 @@ fn check_pair(name: &str, down: &Tensor, up: &Tensor) -> std::result::Result<(),
     if shapes_fit {
         Ok(())
     } else {
-        Err(format!("`{name}`: down {:?} and up {:?} are not a low-rank pair", down.dims(), up.dims()))
+        Err(format!(
+            "`{name}`: down {:?} and up {:?} are not a low-rank pair",
+            down.dims(),
+            up.dims()
+        ))
     }
 }
 
-fn kohya_modules(tensors: &mut std::collections::HashMap<String, Tensor>) -> std::result::Result<Vec<LoraModule>, String> {
-    let mut downs: Vec<String> = tensors.keys().filter(|k| k.ends_with(".lora_down.weight")).cloned().collect();
+fn kohya_modules(
+    tensors: &mut std::collections::HashMap<String, Tensor>,
+) -> std::result::Result<Vec<LoraModule>, String> {
+    let mut downs: Vec<String> = tensors
+        .keys()
+        .filter(|k| k.ends_with(".lora_down.weight"))
+        .cloned()
+        .collect();
     downs.sort();
     let mut modules = Vec::with_capacity(downs.len());
     for down_key in downs {
         let full = down_key.trim_end_matches(".lora_down.weight").to_string();
-        let Some((prefix, component)) = KOHYA_PREFIXES.iter().find(|(p, _)| full.starts_with(p)) else {
+        let Some((prefix, component)) = KOHYA_PREFIXES.iter().find(|(p, _)| full.starts_with(p))
+        else {
             continue; // left in `tensors`, reported as unknown
         };
         let down = tensors.remove(&down_key).ok_or("internal: missing down")?;
-        let up = tensors.remove(&format!("{full}.lora_up.weight")).ok_or_else(|| format!("`{full}` has no lora_up"))?;
-        let alpha = tensors.remove(&format!("{full}.alpha")).map(|a| scalar(&a)).transpose()?;
+        let up = tensors
+            .remove(&format!("{full}.lora_up.weight"))
+            .ok_or_else(|| format!("`{full}` has no lora_up"))?;
+        let alpha = tensors
+            .remove(&format!("{full}.alpha"))
+            .map(|a| scalar(&a))
+            .transpose()?;
         check_pair(&full, &down, &up)?;
         let name = full[prefix.len()..].to_string();
-        modules.push(LoraModule { component: *component, name, down, up, alpha, rank_stabilized: false });
+        modules.push(LoraModule {
+            component: *component,
+            name,
+            down,
+            up,
+            alpha,
+            rank_stabilized: false,
+        });
     }
     Ok(modules)
 }
@@ -222,18 +280,27 @@ struct PeftConfig {
 
 fn peft_configs(metadata: &BTreeMap<String, String>) -> BTreeMap<String, PeftConfig> {
     let mut configs: BTreeMap<String, PeftConfig> = BTreeMap::new();
-    let Some(json) = metadata.get("lora_adapter_metadata") else { return configs };
-    let Ok(serde_json::Value::Object(entries)) = serde_json::from_str::<serde_json::Value>(json) else { return configs };
+    let Some(json) = metadata.get("lora_adapter_metadata") else {
+        return configs;
+    };
+    let Ok(serde_json::Value::Object(entries)) = serde_json::from_str::<serde_json::Value>(json)
+    else {
+        return configs;
+    };
     for (key, value) in entries {
-        let Some((component, field)) = key.rsplit_once('.') else { continue };
+        let Some((component, field)) = key.rsplit_once('.') else {
+            continue;
+        };
         let config = configs.entry(component.to_string()).or_default();
         match field {
             "lora_alpha" => config.lora_alpha = value.as_f64(),
             "use_rslora" => config.use_rslora = value.as_bool().unwrap_or(false),
             "alpha_pattern" => {
                 if let Some(pattern) = value.as_object() {
-                    config.alpha_pattern =
-                        pattern.iter().filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v))).collect();
+                    config.alpha_pattern = pattern
+                        .iter()
+                        .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+                        .collect();
                 }
             }
             _ => {}
@@ -271,15 +338,22 @@ fn diffusers_modules(
     keys.sort();
     let mut modules = Vec::new();
     for key in keys {
-        let Some((down_suffix, up_suffix)) = DIFFUSERS_SUFFIXES.iter().find(|(down, _)| key.ends_with(down)) else {
+        let Some((down_suffix, up_suffix)) = DIFFUSERS_SUFFIXES
+            .iter()
+            .find(|(down, _)| key.ends_with(down))
+        else {
             continue;
         };
         let full = &key[..key.len() - down_suffix.len()];
-        let Some((prefix, component)) = DIFFUSERS_PREFIXES.iter().find(|(p, _)| full.starts_with(p)) else {
+        let Some((prefix, component)) =
+            DIFFUSERS_PREFIXES.iter().find(|(p, _)| full.starts_with(p))
+        else {
             continue;
         };
         let down = tensors.remove(&key).ok_or("internal: missing down")?;
-        let up = tensors.remove(&format!("{full}{up_suffix}")).ok_or_else(|| format!("`{full}` has no up weight"))?;
+        let up = tensors
+            .remove(&format!("{full}{up_suffix}"))
+            .ok_or_else(|| format!("`{full}` has no up weight"))?;
         check_pair(full, &down, &up)?;
         let name = normalize_diffusers_name(&full[prefix.len()..]);
         let config = configs.get(prefix.trim_end_matches('.'));
@@ -289,13 +363,22 @@ fn diffusers_modules(
                 // peft matches alpha_pattern keys as a suffix of the module name
                 c.alpha_pattern
                     .iter()
-                    .find(|(pattern, _)| name == **pattern || name.ends_with(&format!(".{pattern}")))
+                    .find(|(pattern, _)| {
+                        name == **pattern || name.ends_with(&format!(".{pattern}"))
+                    })
                     .map(|(_, alpha)| *alpha)
                     .or(c.lora_alpha)
             }),
         };
         let rank_stabilized = config.is_some_and(|c| c.use_rslora);
-        modules.push(LoraModule { component: *component, name, down, up, alpha, rank_stabilized });
+        modules.push(LoraModule {
+            component: *component,
+            name,
+            down,
+            up,
+            alpha,
+            rank_stabilized,
+        });
     }
     Ok(modules)
 }
@@ -305,10 +388,16 @@ mod tests {
     use super::*;
 
     fn write(tensors: &[(&str, Tensor)]) -> std::path::PathBuf {
-        let name = format!("huatu-lora-values-{}-{}.safetensors", std::process::id(), tensors.len());
+        let name = format!(
+            "huatu-lora-values-{}-{}.safetensors",
+            std::process::id(),
+            tensors.len()
+        );
         let path = std::env::temp_dir().join(name);
-        let map: std::collections::HashMap<String, Tensor> =
-            tensors.iter().map(|(name, tensor)| (name.to_string(), tensor.clone())).collect();
+        let map: std::collections::HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(name, tensor)| (name.to_string(), tensor.clone()))
+            .collect();
         candle_core::safetensors::save(&map, &path).unwrap();
         path
     }
@@ -319,9 +408,15 @@ mod tests {
         let key = "lora_unet_down_blocks_1_attentions_0_proj_in";
         let down = Tensor::ones((2, 8), DType::F32, &device).unwrap();
         let up = Tensor::ones((8, 2), DType::F32, &device).unwrap();
-        let nan = Tensor::new(&[f32::NAN], &device).unwrap().reshape(()).unwrap();
+        let nan = Tensor::new(&[f32::NAN], &device)
+            .unwrap()
+            .reshape(())
+            .unwrap();
         let pair = |down: Tensor, up: Tensor| {
-            vec![(format!("{key}.lora_down.weight"), down), (format!("{key}.lora_up.weight"), up)]
+            vec![
+                (format!("{key}.lora_down.weight"), down),
+                (format!("{key}.lora_up.weight"), up),
+            ]
         };
         let mut with_nan_alpha = pair(down.clone(), up.clone());
         with_nan_alpha.push((format!("{key}.alpha"), nan));
@@ -334,13 +429,22 @@ mod tests {
             (pair(empty_down, empty_up), "rank 0"),
         ];
         for (tensors, expected) in cases {
-            let named: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let named: Vec<(&str, Tensor)> = tensors
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.clone()))
+                .collect();
             let path = write(&named);
-            let error = LoraFile::read(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = LoraFile::read(&path)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             std::fs::remove_file(&path).ok();
             assert!(error.contains(expected), "{expected}: {error}");
         }
-        let path = write(&[(&format!("{key}.lora_down.weight"), down), (&format!("{key}.lora_up.weight"), up)]);
+        let path = write(&[
+            (&format!("{key}.lora_down.weight"), down),
+            (&format!("{key}.lora_up.weight"), up),
+        ]);
         let read = LoraFile::read(&path);
         std::fs::remove_file(&path).ok();
         assert!(read.is_ok(), "{:?}", read.err());
@@ -368,7 +472,9 @@ mod tests {
     #[test]
     fn legacy_processor_names_become_module_names() {
         assert_eq!(
-            normalize_diffusers_name("down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora"),
+            normalize_diffusers_name(
+                "down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora"
+            ),
             "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0"
         );
         assert_eq!(

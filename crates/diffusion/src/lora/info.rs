@@ -35,8 +35,11 @@ fn component_name(component: Component) -> &'static str {
 
 /// kohya's `ss_tag_frequency`: {"<repeats>_<dir>": {tag: count}} summed over folders.
 fn tag_counts(metadata: &BTreeMap<String, String>) -> Vec<(String, u64)> {
-    let Some(text) = metadata.get("ss_tag_frequency") else { return Vec::new() };
-    let Ok(serde_json::Value::Object(folders)) = serde_json::from_str::<serde_json::Value>(text) else {
+    let Some(text) = metadata.get("ss_tag_frequency") else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(folders)) = serde_json::from_str::<serde_json::Value>(text)
+    else {
         return Vec::new();
     };
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -67,9 +70,18 @@ impl LoraInfo {
         alphas.sort_by(f64::total_cmp);
         alphas.dedup();
         let tags = tag_counts(&file.metadata);
-        let named_trigger = ["modelspec.trigger_phrase", "ss_trigger_word", "trigger_word"]
-            .iter()
-            .find_map(|key| file.metadata.get(*key).filter(|v| !v.trim().is_empty()).cloned());
+        let named_trigger = [
+            "modelspec.trigger_phrase",
+            "ss_trigger_word",
+            "trigger_word",
+        ]
+        .iter()
+        .find_map(|key| {
+            file.metadata
+                .get(*key)
+                .filter(|v| !v.trim().is_empty())
+                .cloned()
+        });
         let trigger_word = named_trigger.or_else(|| tags.first().map(|(tag, _)| tag.clone()));
         let metadata = file
             .metadata
@@ -77,7 +89,11 @@ impl LoraInfo {
             .filter(|(key, _)| key.as_str() != "ss_tag_frequency")
             .map(|(key, value)| {
                 let value = if value.chars().count() > 120 {
-                    format!("{}… ({} characters)", value.chars().take(120).collect::<String>(), value.chars().count())
+                    format!(
+                        "{}… ({} characters)",
+                        value.chars().take(120).collect::<String>(),
+                        value.chars().count()
+                    )
                 } else {
                     value.clone()
                 };

@@ -25,7 +25,9 @@ impl WeightIndex {
         let mut aliases = HashMap::new();
         for (component, names) in weights {
             for name in names {
-                let Some(module) = name.strip_suffix(".weight") else { continue };
+                let Some(module) = name.strip_suffix(".weight") else {
+                    continue;
+                };
                 let mut add = |format: LoraFormat, alias: String| {
                     aliases.insert((*component, format, alias), name.clone());
                 };
@@ -34,7 +36,9 @@ impl WeightIndex {
                 match component {
                     Component::Unet => {
                         if let Some((original, _)) = original_name(Component::Unet, name, layout) {
-                            let original = original.trim_start_matches(UNET_PREFIX).trim_end_matches(".weight");
+                            let original = original
+                                .trim_start_matches(UNET_PREFIX)
+                                .trim_end_matches(".weight");
                             add(LoraFormat::Kohya, kohya_form(original));
                         }
                     }
@@ -54,7 +58,9 @@ impl WeightIndex {
 
     /// The weight name for a module as a file of `format` names it.
     pub fn resolve(&self, component: Component, format: LoraFormat, module: &str) -> Option<&str> {
-        self.aliases.get(&(component, format, module.to_string())).map(String::as_str)
+        self.aliases
+            .get(&(component, format, module.to_string()))
+            .map(String::as_str)
     }
 }
 
@@ -64,26 +70,59 @@ mod tests {
 
     #[test]
     fn kohya_sgm_and_diffusers_names_find_the_same_weight() {
-        let layout = CheckpointLayout { layers_per_block: 2, up_has_attention: vec![true, true, false], vae_levels: 4 };
-        let weight = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight".to_string();
+        let layout = CheckpointLayout {
+            layers_per_block: 2,
+            up_has_attention: vec![true, true, false],
+            vae_levels: 4,
+        };
+        let weight =
+            "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight".to_string();
         let clip = "text_model.encoder.layers.0.mlp.fc1.weight".to_string();
         let index = WeightIndex::new(
-            &[(Component::Unet, vec![weight.clone()]), (Component::TextEncoder2, vec![clip.clone()])],
+            &[
+                (Component::Unet, vec![weight.clone()]),
+                (Component::TextEncoder2, vec![clip.clone()]),
+            ],
             &layout,
         );
         let unet = |format, module| index.resolve(Component::Unet, format, module);
-        assert_eq!(unet(LoraFormat::Kohya, "input_blocks_4_1_transformer_blocks_0_attn1_to_q"), Some(weight.as_str()));
         assert_eq!(
-            unet(LoraFormat::Kohya, "down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"),
+            unet(
+                LoraFormat::Kohya,
+                "input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+            ),
             Some(weight.as_str())
         );
         assert_eq!(
-            unet(LoraFormat::Diffusers, "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"),
+            unet(
+                LoraFormat::Kohya,
+                "down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+            ),
+            Some(weight.as_str())
+        );
+        assert_eq!(
+            unet(
+                LoraFormat::Diffusers,
+                "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+            ),
             Some(weight.as_str())
         );
         let te2 = |format, module| index.resolve(Component::TextEncoder2, format, module);
-        assert_eq!(te2(LoraFormat::Kohya, "text_model_encoder_layers_0_mlp_fc1"), Some(clip.as_str()));
-        assert_eq!(te2(LoraFormat::Diffusers, "encoder.layers.0.mlp.fc1"), Some(clip.as_str()));
-        assert_eq!(index.resolve(Component::TextEncoder, LoraFormat::Kohya, "text_model_encoder_layers_0_mlp_fc1"), None);
+        assert_eq!(
+            te2(LoraFormat::Kohya, "text_model_encoder_layers_0_mlp_fc1"),
+            Some(clip.as_str())
+        );
+        assert_eq!(
+            te2(LoraFormat::Diffusers, "encoder.layers.0.mlp.fc1"),
+            Some(clip.as_str())
+        );
+        assert_eq!(
+            index.resolve(
+                Component::TextEncoder,
+                LoraFormat::Kohya,
+                "text_model_encoder_layers_0_mlp_fc1"
+            ),
+            None
+        );
     }
 }

@@ -10,7 +10,11 @@ use super::linear::{join, Linear, NamedLinears};
 /// query: [b, heads, n, d], key/value: [b, heads, m, d] -> [b, heads, n, d].
 /// On CPU in f32 this is huatu's fused kernel; otherwise softmax runs in f32 whatever the
 /// input dtype (as diffusers' upcast_softmax).
-pub fn scaled_dot_product_attention(query: &Tensor, key: &Tensor, value: &Tensor) -> Result<Tensor> {
+pub fn scaled_dot_product_attention(
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+) -> Result<Tensor> {
     let _span = tracing::trace_span!("sdpa").entered();
     huatu_kernels::fused_attention(query, key, value)
 }
@@ -49,7 +53,11 @@ impl Attention {
     }
 
     /// hidden_states: [b, n, query_dim]; encoder_hidden_states: [b, m, cross_attention_dim].
-    pub fn forward(&self, hidden_states: &Tensor, encoder_hidden_states: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        hidden_states: &Tensor,
+        encoder_hidden_states: Option<&Tensor>,
+    ) -> Result<Tensor> {
         use candle_core::Module;
         let _enter = self.span.enter();
         let context = encoder_hidden_states.unwrap_or(hidden_states);
@@ -62,13 +70,17 @@ impl Attention {
                 let (query, key) = shared.unwrap_or((query, key));
                 scaled_dot_product_attention(&query, &key, &value)?
             }
-            Some(_) => match super::attention_control::edited_cross_attention(&query, &key, &value)? {
-                Some(attended) => attended,
-                None => scaled_dot_product_attention(&query, &key, &value)?,
-            },
+            Some(_) => {
+                match super::attention_control::edited_cross_attention(&query, &key, &value)? {
+                    Some(attended) => attended,
+                    None => scaled_dot_product_attention(&query, &key, &value)?,
+                }
+            }
         }; // [b, heads, n, d]
         let (batch, heads, tokens, head_dim) = attended.dims4()?;
-        let merged = attended.transpose(1, 2)?.reshape((batch, tokens, heads * head_dim))?;
+        let merged = attended
+            .transpose(1, 2)?
+            .reshape((batch, tokens, heads * head_dim))?;
         self.to_out.forward(&merged)
     }
 
@@ -83,7 +95,8 @@ impl Attention {
     /// [b, n, heads * d] -> [b, heads, n, d]
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
         let (batch, tokens, inner) = xs.dims3()?;
-        xs.reshape((batch, tokens, self.heads, inner / self.heads))?.transpose(1, 2)
+        xs.reshape((batch, tokens, self.heads, inner / self.heads))?
+            .transpose(1, 2)
     }
 }
 
@@ -114,7 +127,10 @@ impl FeedForward {
         let inner_dim = dim * mult;
         let proj = Linear::new(dim, inner_dim * 2, vb.pp("net.0.proj"))?;
         let out = Linear::new(inner_dim, dim, vb.pp("net.2"))?;
-        Ok(Self { geglu: Geglu { proj }, out })
+        Ok(Self {
+            geglu: Geglu { proj },
+            out,
+        })
     }
 
     /// `net.0.proj` and `net.2` under `prefix`.
@@ -154,7 +170,13 @@ impl BasicTransformerBlock {
         let norm = |name: &str| LayerNorm::new(dim, 1e-5, vb.pp(name));
         Ok(Self {
             norm1: norm("norm1")?,
-            attn1: Attention::new(vb.pp("attn1"), dim, None, num_attention_heads, attention_head_dim)?,
+            attn1: Attention::new(
+                vb.pp("attn1"),
+                dim,
+                None,
+                num_attention_heads,
+                attention_head_dim,
+            )?,
             norm2: norm("norm2")?,
             attn2: Attention::new(
                 vb.pp("attn2"),
@@ -177,10 +199,20 @@ impl BasicTransformerBlock {
     }
 
     /// hidden_states: [b, n, dim]; encoder_hidden_states: [b, 77·k, cross_attention_dim].
-    pub fn forward(&self, hidden_states: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        hidden_states: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let xs = (self.attn1.forward(&self.norm1.forward(hidden_states)?, None)? + hidden_states)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(encoder_hidden_states))? + &xs)?;
+        let xs = (self
+            .attn1
+            .forward(&self.norm1.forward(hidden_states)?, None)?
+            + hidden_states)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(encoder_hidden_states))?
+            + &xs)?;
         self.ff.forward(&self.norm3.forward(&xs)?)? + &xs
     }
 }

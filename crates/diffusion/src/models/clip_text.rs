@@ -215,7 +215,9 @@ fn softmax_last_dim(scores: &Tensor) -> candle_core::Result<Tensor> {
     if !scores.track_op() {
         return candle_nn::ops::softmax_last_dim(scores);
     }
-    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?.exp()?;
+    let shifted = scores
+        .broadcast_sub(&scores.max_keepdim(D::Minus1)?.detach())?
+        .exp()?;
     shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)
 }
 
@@ -287,7 +289,8 @@ impl ClipEncoderLayer {
 
     /// The linear layers under `prefix` (`self_attn.q_proj`, …, `mlp.fc1`, `mlp.fc2`).
     pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
-        self.self_attn.collect_linears(&join(prefix, "self_attn"), out);
+        self.self_attn
+            .collect_linears(&join(prefix, "self_attn"), out);
         out.push((join(prefix, "mlp.fc1"), &mut self.mlp.fc1));
         out.push((join(prefix, "mlp.fc2"), &mut self.mlp.fc2));
     }
@@ -306,8 +309,10 @@ impl ClipEncoderLayer {
             attention_mask,
             Some(hidden_states),
         )?;
-        self.mlp
-            .forward(&self.layer_norm2.forward(&hidden_states)?, Some(&hidden_states))
+        self.mlp.forward(
+            &self.layer_norm2.forward(&hidden_states)?,
+            Some(&hidden_states),
+        )
     }
 }
 

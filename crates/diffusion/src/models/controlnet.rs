@@ -41,7 +41,8 @@ pub struct ControlNetConfig {
 
 impl ControlNetConfig {
     pub fn from_json(text: &str) -> crate::Result<Self> {
-        let bad = |error: serde_json::Error| crate::Error::Config(format!("controlnet config: {error}"));
+        let bad =
+            |error: serde_json::Error| crate::Error::Config(format!("controlnet config: {error}"));
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(bad)?;
         // A ControlNet has no up blocks; give the UNet config's validation the mirror image.
         if let Some(object) = value.as_object_mut() {
@@ -58,16 +59,26 @@ impl ControlNetConfig {
                         .collect()
                 })
                 .unwrap_or_default();
-            object.entry("up_block_types").or_insert(serde_json::Value::Array(up));
+            object
+                .entry("up_block_types")
+                .or_insert(serde_json::Value::Array(up));
         }
         let unet: UNet2DConditionConfig = serde_json::from_value(value.clone()).map_err(bad)?;
         let extras: ControlNetExtras = serde_json::from_value(value).map_err(bad)?;
         unet.validate()?;
-        if extras.controlnet_conditioning_channel_order.as_deref().is_some_and(|order| order != "rgb") {
-            return Err(crate::Error::Config("controlnet: only the rgb conditioning channel order is supported".into()));
+        if extras
+            .controlnet_conditioning_channel_order
+            .as_deref()
+            .is_some_and(|order| order != "rgb")
+        {
+            return Err(crate::Error::Config(
+                "controlnet: only the rgb conditioning channel order is supported".into(),
+            ));
         }
         if extras.conditioning_embedding_out_channels.is_empty() {
-            return Err(crate::Error::Config("controlnet: conditioning_embedding_out_channels is empty".into()));
+            return Err(crate::Error::Config(
+                "controlnet: conditioning_embedding_out_channels is empty".into(),
+            ));
         }
         Ok(Self { unet, extras })
     }
@@ -83,19 +94,53 @@ struct ConditioningEmbedding {
 }
 
 impl ConditioningEmbedding {
-    fn new(vb: VarBuilder, conditioning_channels: usize, channels: &[usize], out_channels: usize) -> Result<Self> {
-        let padded = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
-        let strided = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
-        let conv_in = candle_nn::conv2d(conditioning_channels, channels[0], 3, padded, vb.pp("conv_in"))?;
+    fn new(
+        vb: VarBuilder,
+        conditioning_channels: usize,
+        channels: &[usize],
+        out_channels: usize,
+    ) -> Result<Self> {
+        let padded = candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let strided = candle_nn::Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv_in = candle_nn::conv2d(
+            conditioning_channels,
+            channels[0],
+            3,
+            padded,
+            vb.pp("conv_in"),
+        )?;
         let mut blocks = Vec::new();
         for (index, pair) in channels.windows(2).enumerate() {
             let blocks_vb = vb.pp("blocks");
-            blocks.push(candle_nn::conv2d(pair[0], pair[0], 3, padded, blocks_vb.pp(2 * index))?);
-            blocks.push(candle_nn::conv2d(pair[0], pair[1], 3, strided, blocks_vb.pp(2 * index + 1))?);
+            blocks.push(candle_nn::conv2d(
+                pair[0],
+                pair[0],
+                3,
+                padded,
+                blocks_vb.pp(2 * index),
+            )?);
+            blocks.push(candle_nn::conv2d(
+                pair[0],
+                pair[1],
+                3,
+                strided,
+                blocks_vb.pp(2 * index + 1),
+            )?);
         }
         let last = channels[channels.len() - 1];
         let conv_out = candle_nn::conv2d(last, out_channels, 3, padded, vb.pp("conv_out"))?;
-        Ok(Self { conv_in, blocks, conv_out })
+        Ok(Self {
+            conv_in,
+            blocks,
+            conv_out,
+        })
     }
 
     /// [b, 3, h, w] in [0, 1] -> [b, block_out_channels[0], h/8, w/8]
@@ -127,7 +172,9 @@ impl ControlNetModel {
         let blocks = unet.block_out_channels.len();
         let channels = &unet.block_out_channels;
         let heads = unet.heads_per_block()?;
-        let transformer_layers = unet.transformer_layers_per_block.resolve(blocks, "transformer_layers_per_block")?;
+        let transformer_layers = unet
+            .transformer_layers_per_block
+            .resolve(blocks, "transformer_layers_per_block")?;
         let settings = BlockSettings {
             temb_channels: channels[0] * 4,
             norm_num_groups: unet.norm_num_groups,
@@ -141,10 +188,15 @@ impl ControlNetModel {
             unet.flip_sin_to_cos,
             unet.freq_shift,
             unet.addition_time_embed_dim.unwrap_or_default(),
-            unet.projection_class_embeddings_input_dim.unwrap_or_default(),
+            unet.projection_class_embeddings_input_dim
+                .unwrap_or_default(),
         )?;
-        let conv3x3 = candle_nn::Conv2dConfig { padding: 1, ..Default::default() };
-        let conv_in = candle_nn::conv2d(unet.in_channels, channels[0], 3, conv3x3, vb.pp("conv_in"))?;
+        let conv3x3 = candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv_in =
+            candle_nn::conv2d(unet.in_channels, channels[0], 3, conv3x3, vb.pp("conv_in"))?;
         let conditioning_embedding = ConditioningEmbedding::new(
             vb.pp("controlnet_cond_embedding"),
             config.extras.conditioning_channels,
@@ -153,7 +205,13 @@ impl ControlNetModel {
         )?;
 
         let zero_vb = vb.pp("controlnet_down_blocks");
-        let mut zero_convs = vec![candle_nn::conv2d(channels[0], channels[0], 1, Default::default(), zero_vb.pp(0))?];
+        let mut zero_convs = vec![candle_nn::conv2d(
+            channels[0],
+            channels[0],
+            1,
+            Default::default(),
+            zero_vb.pp(0),
+        )?];
         let mut down_blocks = Vec::with_capacity(blocks);
         for (index, kind) in unet.down_block_types.iter().enumerate() {
             let attention = (kind == "CrossAttnDownBlock2D").then_some(BlockAttention {
@@ -163,7 +221,11 @@ impl ControlNetModel {
             let is_final = index + 1 == blocks;
             down_blocks.push(DownBlock::new(
                 vb.pp("down_blocks").pp(index),
-                if index == 0 { channels[0] } else { channels[index - 1] },
+                if index == 0 {
+                    channels[0]
+                } else {
+                    channels[index - 1]
+                },
                 channels[index],
                 unet.layers_per_block,
                 attention,
@@ -174,17 +236,32 @@ impl ControlNetModel {
             let convs_here = unet.layers_per_block + usize::from(!is_final);
             for _ in 0..convs_here {
                 let slot = zero_convs.len();
-                zero_convs.push(candle_nn::conv2d(channels[index], channels[index], 1, Default::default(), zero_vb.pp(slot))?);
+                zero_convs.push(candle_nn::conv2d(
+                    channels[index],
+                    channels[index],
+                    1,
+                    Default::default(),
+                    zero_vb.pp(slot),
+                )?);
             }
         }
         let last = channels[blocks - 1];
         let mid_block = MidBlock::new(
             vb.pp("mid_block"),
             last,
-            BlockAttention { num_attention_heads: heads[blocks - 1], transformer_layers: transformer_layers[blocks - 1] },
+            BlockAttention {
+                num_attention_heads: heads[blocks - 1],
+                transformer_layers: transformer_layers[blocks - 1],
+            },
             &settings,
         )?;
-        let mid_zero_conv = candle_nn::conv2d(last, last, 1, Default::default(), vb.pp("controlnet_mid_block"))?;
+        let mid_zero_conv = candle_nn::conv2d(
+            last,
+            last,
+            1,
+            Default::default(),
+            vb.pp("controlnet_mid_block"),
+        )?;
         Ok(Self {
             time_embedding,
             conv_in,
@@ -217,20 +294,34 @@ impl ControlNetModel {
         let _enter = self.span.enter();
         let (batch, _, _, _) = sample.dims4()?;
         let dtype = sample.dtype();
-        let embedding = self.time_embedding.forward(timestep, batch, &added.text_embeds, &added.time_ids, dtype)?;
+        let embedding = self.time_embedding.forward(
+            timestep,
+            batch,
+            &added.text_embeds,
+            &added.time_ids,
+            dtype,
+        )?;
 
-        let condition = self.conditioning_embedding.forward(&controlnet_cond.to_dtype(dtype)?)?;
+        let condition = self
+            .conditioning_embedding
+            .forward(&controlnet_cond.to_dtype(dtype)?)?;
         let mut hidden = (self.conv_in.forward(sample)? + condition)?;
         let mut residuals = vec![hidden.clone()];
         for block in &self.down_blocks {
-            let (output, block_residuals) = block.forward(&hidden, &embedding, encoder_hidden_states)?;
+            let (output, block_residuals) =
+                block.forward(&hidden, &embedding, encoder_hidden_states)?;
             hidden = output;
             residuals.extend(block_residuals);
         }
-        hidden = self.mid_block.forward(&hidden, &embedding, encoder_hidden_states)?;
+        hidden = self
+            .mid_block
+            .forward(&hidden, &embedding, encoder_hidden_states)?;
 
-        let mut down: Vec<Tensor> =
-            residuals.iter().zip(&self.zero_convs).map(|(residual, conv)| conv.forward(residual)).collect::<Result<_>>()?;
+        let mut down: Vec<Tensor> = residuals
+            .iter()
+            .zip(&self.zero_convs)
+            .map(|(residual, conv)| conv.forward(residual))
+            .collect::<Result<_>>()?;
         let mut mid = self.mid_zero_conv.forward(&hidden)?;
 
         let global_pool = self.config.extras.global_pool_conditions;
@@ -254,6 +345,9 @@ impl ControlNetModel {
             }
             mid = mid.mean_keepdim(3)?.mean_keepdim(2)?;
         }
-        Ok(ControlResiduals { down_block_residuals: down, mid_block_residual: mid })
+        Ok(ControlResiduals {
+            down_block_residuals: down,
+            mid_block_residual: mid,
+        })
     }
 }

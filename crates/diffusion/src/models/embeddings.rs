@@ -91,8 +91,16 @@ impl SdxlTimeEmbedding {
     ) -> Result<Self> {
         let time_embed_dim = first_block_channels * 4;
         Ok(Self {
-            time_proj: Timesteps { num_channels: first_block_channels, flip_sin_to_cos, downscale_freq_shift: freq_shift },
-            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), first_block_channels, time_embed_dim)?,
+            time_proj: Timesteps {
+                num_channels: first_block_channels,
+                flip_sin_to_cos,
+                downscale_freq_shift: freq_shift,
+            },
+            time_embedding: TimestepEmbedding::new(
+                vb.pp("time_embedding"),
+                first_block_channels,
+                time_embed_dim,
+            )?,
             add_time_proj: Timesteps {
                 num_channels: addition_time_embed_dim,
                 flip_sin_to_cos,
@@ -137,8 +145,11 @@ impl SdxlTimeEmbedding {
         let batch = timesteps.dim(0)?;
         let time_features = self.time_proj.forward(timesteps)?.to_dtype(dtype)?;
         let embedding = self.time_embedding.forward(&time_features)?;
-        let time_id_features =
-            self.add_time_proj.forward(&time_ids.flatten_all()?)?.reshape((batch, ()))?.to_dtype(dtype)?;
+        let time_id_features = self
+            .add_time_proj
+            .forward(&time_ids.flatten_all()?)?
+            .reshape((batch, ()))?
+            .to_dtype(dtype)?;
         let add_features = Tensor::cat(&[&text_embeds.to_dtype(dtype)?, &time_id_features], 1)?;
         embedding + self.add_embedding.forward(&add_features)?
     }

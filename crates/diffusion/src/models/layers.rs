@@ -56,14 +56,32 @@ impl Conv2d {
     /// the upsampled tensor: [b, in, h, w] -> [b, out, 2h, 2w] (stride 1, padding 1 as
     /// `Upsample2D` uses it).
     pub fn forward_upsample_2x(&self, xs: &Tensor) -> Result<Tensor> {
-        self.forward_with(xs, Conv2dExtras { upsample_nearest_2x: true, ..Default::default() })
+        self.forward_with(
+            xs,
+            Conv2dExtras {
+                upsample_nearest_2x: true,
+                ..Default::default()
+            },
+        )
     }
 
     /// `conv(xs) + sample_bias[b, out, 1, 1] + residual` in one pass over the output:
     /// `sample_bias` [b, out] (a resnet's projected time embedding), `residual` shaped
     /// like the output.
-    pub fn forward_add(&self, xs: &Tensor, sample_bias: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_with(xs, Conv2dExtras { upsample_nearest_2x: false, sample_bias, residual })
+    pub fn forward_add(
+        &self,
+        xs: &Tensor,
+        sample_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.forward_with(
+            xs,
+            Conv2dExtras {
+                upsample_nearest_2x: false,
+                sample_bias,
+                residual,
+            },
+        )
     }
 
     fn forward_with(&self, xs: &Tensor, extras: Conv2dExtras) -> Result<Tensor> {
@@ -90,7 +108,9 @@ pub struct GroupNorm {
 impl GroupNorm {
     pub fn new(vb: VarBuilder, num_groups: usize, num_channels: usize, eps: f64) -> Result<Self> {
         if num_groups == 0 || num_channels % num_groups != 0 {
-            candle_core::bail!("group norm: {num_channels} channels do not split into {num_groups} groups");
+            candle_core::bail!(
+                "group norm: {num_channels} channels do not split into {num_groups} groups"
+            );
         }
         Ok(Self {
             weight: vb.get_with_hints(num_channels, "weight", candle_nn::Init::Const(1.))?,
@@ -104,14 +124,28 @@ impl GroupNorm {
     /// [b, c, ...] -> same shape, normalised per (sample, group).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        huatu_kernels::group_norm(xs, self.num_groups, &self.weight, &self.bias, self.eps, false)
+        huatu_kernels::group_norm(
+            xs,
+            self.num_groups,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            false,
+        )
     }
 
     /// `silu(group_norm(xs))`, the pair every resnet block and model output starts with,
     /// in one pass.
     pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
-        huatu_kernels::group_norm(xs, self.num_groups, &self.weight, &self.bias, self.eps, true)
+        huatu_kernels::group_norm(
+            xs,
+            self.num_groups,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            true,
+        )
     }
 }
 
@@ -135,7 +169,12 @@ impl LayerNorm {
             Some(bias) => bias.clone(),
             None => candle_core::bail!("layer norm: `bias` is missing"),
         };
-        Ok(Self { inner, weight, bias, eps })
+        Ok(Self {
+            inner,
+            weight,
+            bias,
+            eps,
+        })
     }
 
     /// [..., dim] -> same shape.
@@ -147,7 +186,12 @@ impl LayerNorm {
         let dtype = xs.dtype();
         let frozen = !self.weight.track_op() && !self.bias.track_op();
         if frozen && xs.device().is_cpu() && dtype == candle_core::DType::F32 {
-            return huatu_kernels::norm_gate_grad::frozen_layer_norm(xs, &self.weight, &self.bias, self.eps);
+            return huatu_kernels::norm_gate_grad::frozen_layer_norm(
+                xs,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            );
         }
         let internal = match dtype {
             candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
@@ -156,7 +200,11 @@ impl LayerNorm {
         let xs = xs.to_dtype(internal)?;
         let centred = xs.broadcast_sub(&xs.mean_keepdim(candle_core::D::Minus1)?)?;
         let variance = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let normed = centred.broadcast_div(&(variance + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        let normed = centred
+            .broadcast_div(&(variance + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }

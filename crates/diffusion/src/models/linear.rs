@@ -96,7 +96,13 @@ impl Linear {
             && xs.device().is_cpu()
             && xs.dtype() == candle_core::DType::F32;
         if fast {
-            return fused_linear(xs, self.inner.weight(), self.inner.bias(), residual, activation);
+            return fused_linear(
+                xs,
+                self.inner.weight(),
+                self.inner.bias(),
+                residual,
+                activation,
+            );
         }
         let mut out = self.forward(xs)?;
         if let Some(activation) = activation {

@@ -114,13 +114,17 @@ impl ResnetBlock2D {
             (Some(time_emb_proj), Some(temb)) => Some(time_emb_proj.forward(&temb.silu()?)?), // [b, out]
             _ => None,
         };
-        let hidden = self.conv1.forward_add(&self.norm1.forward_silu(xs)?, temb.as_ref(), None)?;
+        let hidden = self
+            .conv1
+            .forward_add(&self.norm1.forward_silu(xs)?, temb.as_ref(), None)?;
         // Dropout is the identity at inference.
         let shortcut = match &self.conv_shortcut {
             Some(conv_shortcut) => conv_shortcut.forward(xs)?,
             None => xs.clone(),
         };
-        let output = self.conv2.forward_add(&self.norm2.forward_silu(&hidden)?, None, Some(&shortcut))?;
+        let output =
+            self.conv2
+                .forward_add(&self.norm2.forward_silu(&hidden)?, None, Some(&shortcut))?;
         if self.output_scale_factor == 1.0 {
             Ok(output)
         } else {

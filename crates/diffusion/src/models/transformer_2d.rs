@@ -33,10 +33,17 @@ pub struct Transformer2DModel {
 impl Transformer2DModel {
     pub fn new(vb: VarBuilder, config: &Transformer2DConfig) -> Result<Self> {
         if !config.use_linear_projection {
-            candle_core::bail!("Transformer2DModel: only use_linear_projection=true (SDXL) is supported");
+            candle_core::bail!(
+                "Transformer2DModel: only use_linear_projection=true (SDXL) is supported"
+            );
         }
         let inner_dim = config.num_attention_heads * config.attention_head_dim;
-        let norm = GroupNorm::new(vb.pp("norm"), config.norm_num_groups, config.in_channels, 1e-6)?;
+        let norm = GroupNorm::new(
+            vb.pp("norm"),
+            config.norm_num_groups,
+            config.in_channels,
+            1e-6,
+        )?;
         let proj_in = Linear::new(config.in_channels, inner_dim, vb.pp("proj_in"))?;
         let transformer_blocks = (0..config.num_layers)
             .map(|index| {
@@ -50,7 +57,13 @@ impl Transformer2DModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let proj_out = Linear::new(inner_dim, config.in_channels, vb.pp("proj_out"))?;
-        Ok(Self { norm, proj_in, transformer_blocks, proj_out, span: tracing::trace_span!("transformer_2d") })
+        Ok(Self {
+            norm,
+            proj_in,
+            transformer_blocks,
+            proj_out,
+            span: tracing::trace_span!("transformer_2d"),
+        })
     }
 
     /// `proj_in`, `proj_out` and every block's layers (`transformer_blocks.N.*`) under `prefix`.
@@ -69,14 +82,18 @@ impl Transformer2DModel {
         let residual = xs;
         let hidden = self.norm.forward(xs)?;
         // [b, c, h, w] -> [b, h·w, c]
-        let hidden = hidden.permute((0, 2, 3, 1))?.reshape((batch, height * width, channels))?;
+        let hidden = hidden
+            .permute((0, 2, 3, 1))?
+            .reshape((batch, height * width, channels))?;
         let mut hidden = self.proj_in.forward(&hidden)?;
         for block in &self.transformer_blocks {
             hidden = block.forward(&hidden, encoder_hidden_states)?;
         }
         let hidden = self.proj_out.forward(&hidden)?;
         // [b, h·w, c] -> [b, c, h, w]
-        let hidden = hidden.reshape((batch, height, width, channels))?.permute((0, 3, 1, 2))?;
+        let hidden = hidden
+            .reshape((batch, height, width, channels))?
+            .permute((0, 3, 1, 2))?;
         hidden + residual
     }
 }

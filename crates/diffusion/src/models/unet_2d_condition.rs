@@ -114,7 +114,9 @@ impl UNet2DConditionConfig {
         let blocks = self.block_out_channels.len();
         match &self.num_attention_heads {
             Some(heads) => heads.resolve(blocks, "num_attention_heads"),
-            None => self.attention_head_dim.resolve(blocks, "attention_head_dim"),
+            None => self
+                .attention_head_dim
+                .resolve(blocks, "attention_head_dim"),
         }
     }
 
@@ -140,7 +142,10 @@ impl UNet2DConditionConfig {
             }
         }
         if self.mid_block_type != "UNetMidBlock2DCrossAttn" {
-            return bad(format!("unsupported mid block type `{}`", self.mid_block_type));
+            return bad(format!(
+                "unsupported mid block type `{}`",
+                self.mid_block_type
+            ));
         }
         if self.addition_embed_type.as_deref() != Some("text_time") {
             return bad(format!(
@@ -148,16 +153,24 @@ impl UNet2DConditionConfig {
                 self.addition_embed_type
             ));
         }
-        if self.addition_time_embed_dim.is_none() || self.projection_class_embeddings_input_dim.is_none() {
-            return bad("SDXL needs addition_time_embed_dim and projection_class_embeddings_input_dim".into());
+        if self.addition_time_embed_dim.is_none()
+            || self.projection_class_embeddings_input_dim.is_none()
+        {
+            return bad(
+                "SDXL needs addition_time_embed_dim and projection_class_embeddings_input_dim"
+                    .into(),
+            );
         }
         let heads = self.heads_per_block()?;
         for (channels, heads) in self.block_out_channels.iter().zip(&heads) {
             if *heads == 0 || channels % heads != 0 {
-                return bad(format!("{channels} channels cannot be split into {heads} attention heads"));
+                return bad(format!(
+                    "{channels} channels cannot be split into {heads} attention heads"
+                ));
             }
         }
-        self.transformer_layers_per_block.resolve(blocks, "transformer_layers_per_block")?;
+        self.transformer_layers_per_block
+            .resolve(blocks, "transformer_layers_per_block")?;
         Ok(())
     }
 }
@@ -197,7 +210,9 @@ impl UNet2DConditionModel {
         let blocks = config.block_out_channels.len();
         let channels = &config.block_out_channels;
         let heads = config.heads_per_block()?;
-        let transformer_layers = config.transformer_layers_per_block.resolve(blocks, "transformer_layers_per_block")?;
+        let transformer_layers = config
+            .transformer_layers_per_block
+            .resolve(blocks, "transformer_layers_per_block")?;
         let time_embed_dim = channels[0] * 4;
         let settings = BlockSettings {
             temb_channels: time_embed_dim,
@@ -213,7 +228,9 @@ impl UNet2DConditionModel {
             config.flip_sin_to_cos,
             config.freq_shift,
             config.addition_time_embed_dim.unwrap_or_default(),
-            config.projection_class_embeddings_input_dim.unwrap_or_default(),
+            config
+                .projection_class_embeddings_input_dim
+                .unwrap_or_default(),
         )?;
         let conv_in = Conv2d::new(vb.pp("conv_in"), config.in_channels, channels[0], 3, 1, 1)?;
 
@@ -225,7 +242,11 @@ impl UNet2DConditionModel {
             });
             down_blocks.push(DownBlock::new(
                 vb.pp("down_blocks").pp(index),
-                if index == 0 { channels[0] } else { channels[index - 1] },
+                if index == 0 {
+                    channels[0]
+                } else {
+                    channels[index - 1]
+                },
                 channels[index],
                 config.layers_per_block,
                 attention,
@@ -270,7 +291,12 @@ impl UNet2DConditionModel {
             prev_output_channel = out_channels;
         }
 
-        let conv_norm_out = GroupNorm::new(vb.pp("conv_norm_out"), config.norm_num_groups, channels[0], config.norm_eps)?;
+        let conv_norm_out = GroupNorm::new(
+            vb.pp("conv_norm_out"),
+            config.norm_num_groups,
+            channels[0],
+            config.norm_eps,
+        )?;
         let conv_out = Conv2d::new(vb.pp("conv_out"), channels[0], config.out_channels, 3, 1, 1)?;
         Ok(Self {
             time_embedding,
@@ -319,7 +345,8 @@ impl UNet2DConditionModel {
         let mut hidden = self.conv_in(sample)?;
         let mut residuals = vec![hidden.clone()];
         for index in 0..self.down_blocks.len() {
-            let (output, block_residuals) = self.down_block(index, &hidden, &embedding, encoder_hidden_states)?;
+            let (output, block_residuals) =
+                self.down_block(index, &hidden, &embedding, encoder_hidden_states)?;
             hidden = output;
             residuals.extend(block_residuals);
         }
@@ -345,14 +372,27 @@ impl UNet2DConditionModel {
             let split = residuals.len() - self.up_block_residuals(index);
             let block_residuals = residuals.split_off(split);
             let upsample_size = self.upsample_size(index, (height, width), residuals.last())?;
-            hidden = self.up_block(index, &hidden, &block_residuals, &embedding, encoder_hidden_states, upsample_size)?;
+            hidden = self.up_block(
+                index,
+                &hidden,
+                &block_residuals,
+                &embedding,
+                encoder_hidden_states,
+                upsample_size,
+            )?;
         }
         self.conv_out(&hidden)
     }
 
     /// Time plus added ("text_time") embedding: timesteps [b] → [b, time_embed_dim].
-    pub fn embed(&self, timesteps: &Tensor, added: &AddedConditions, dtype: DType) -> Result<Tensor> {
-        self.time_embedding.forward_timesteps(timesteps, &added.text_embeds, &added.time_ids, dtype)
+    pub fn embed(
+        &self,
+        timesteps: &Tensor,
+        added: &AddedConditions,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        self.time_embedding
+            .forward_timesteps(timesteps, &added.text_embeds, &added.time_ids, dtype)
     }
 
     /// `conv_in`: [b, in_channels, h, w] → [b, c0, h, w], also the first skip connection.
@@ -379,8 +419,14 @@ impl UNet2DConditionModel {
         self.down_blocks[index].forward(hidden, embedding, encoder_hidden_states)
     }
 
-    pub fn mid_block(&self, hidden: &Tensor, embedding: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
-        self.mid_block.forward(hidden, embedding, encoder_hidden_states)
+    pub fn mid_block(
+        &self,
+        hidden: &Tensor,
+        embedding: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
+        self.mid_block
+            .forward(hidden, embedding, encoder_hidden_states)
     }
 
     /// How many skip connections up block `index` consumes (from the end of the list).
@@ -417,12 +463,19 @@ impl UNet2DConditionModel {
         encoder_hidden_states: &Tensor,
         upsample_size: Option<(usize, usize)>,
     ) -> Result<Tensor> {
-        self.up_blocks[index].forward(hidden, residuals, embedding, encoder_hidden_states, upsample_size)
+        self.up_blocks[index].forward(
+            hidden,
+            residuals,
+            embedding,
+            encoder_hidden_states,
+            upsample_size,
+        )
     }
 
     /// `conv_norm_out` → SiLU → `conv_out`.
     pub fn conv_out(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.conv_out.forward(&self.conv_norm_out.forward_silu(hidden)?)
+        self.conv_out
+            .forward(&self.conv_norm_out.forward_silu(hidden)?)
     }
 
     /// Every linear layer by diffusers module name (`down_blocks.1.attentions.0.proj_in`,

@@ -26,7 +26,12 @@ pub struct BlockAttention {
     pub transformer_layers: usize,
 }
 
-fn resnet(vb: VarBuilder, in_channels: usize, out_channels: usize, settings: &BlockSettings) -> Result<ResnetBlock2D> {
+fn resnet(
+    vb: VarBuilder,
+    in_channels: usize,
+    out_channels: usize,
+    settings: &BlockSettings,
+) -> Result<ResnetBlock2D> {
     ResnetBlock2D::new(
         vb,
         &ResnetBlock2DConfig {
@@ -100,18 +105,42 @@ impl DownBlock {
         let mut resnets = Vec::with_capacity(num_layers);
         let mut attentions = Vec::new();
         for index in 0..num_layers {
-            let input = if index == 0 { in_channels } else { out_channels };
-            resnets.push(resnet(vb.pp("resnets").pp(index), input, out_channels, settings)?);
+            let input = if index == 0 {
+                in_channels
+            } else {
+                out_channels
+            };
+            resnets.push(resnet(
+                vb.pp("resnets").pp(index),
+                input,
+                out_channels,
+                settings,
+            )?);
             if let Some(attention) = &attention {
-                attentions.push(transformer(vb.pp("attentions").pp(index), out_channels, attention, settings)?);
+                attentions.push(transformer(
+                    vb.pp("attentions").pp(index),
+                    out_channels,
+                    attention,
+                    settings,
+                )?);
             }
         }
         let downsampler = if add_downsample {
-            Some(Downsample2D::new(vb.pp("downsamplers").pp(0), out_channels, out_channels, downsample_padding)?)
+            Some(Downsample2D::new(
+                vb.pp("downsamplers").pp(0),
+                out_channels,
+                out_channels,
+                downsample_padding,
+            )?)
         } else {
             None
         };
-        Ok(Self { resnets, attentions, downsampler, span: tracing::trace_span!("down_block") })
+        Ok(Self {
+            resnets,
+            attentions,
+            downsampler,
+            span: tracing::trace_span!("down_block"),
+        })
     }
 
     /// The linear layers of its resnets and transformers under `prefix`.
@@ -153,26 +182,41 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub fn new(vb: VarBuilder, channels: usize, attention: BlockAttention, settings: &BlockSettings) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        attention: BlockAttention,
+        settings: &BlockSettings,
+    ) -> Result<Self> {
         let first_resnet = resnet(vb.pp("resnets").pp(0), channels, channels, settings)?;
         // diffusers' num_layers=1 for this block: one transformer, one more resnet.
         let layers = vec![(
             transformer(vb.pp("attentions").pp(0), channels, &attention, settings)?,
             resnet(vb.pp("resnets").pp(1), channels, channels, settings)?,
         )];
-        Ok(Self { first_resnet, layers, span: tracing::trace_span!("mid_block") })
+        Ok(Self {
+            first_resnet,
+            layers,
+            span: tracing::trace_span!("mid_block"),
+        })
     }
 
     /// `resnets.0`, then `attentions.0` and `resnets.1`, under `prefix`.
     pub fn collect_linears<'a>(&'a mut self, prefix: &str, out: &mut NamedLinears<'a>) {
-        self.first_resnet.collect_linears(&join(prefix, "resnets.0"), out);
+        self.first_resnet
+            .collect_linears(&join(prefix, "resnets.0"), out);
         for (index, (attention, resnet)) in self.layers.iter_mut().enumerate() {
             attention.collect_linears(&join(prefix, &format!("attentions.{index}")), out);
             resnet.collect_linears(&join(prefix, &format!("resnets.{}", index + 1)), out);
         }
     }
 
-    pub fn forward(&self, xs: &Tensor, temb: &Tensor, encoder_hidden_states: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        temb: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
         let mut hidden = self.first_resnet.forward(xs, Some(temb))?;
         for (attention, resnet) in &self.layers {
@@ -207,8 +251,16 @@ impl UpBlock {
         let mut resnets = Vec::with_capacity(num_layers);
         let mut attentions = Vec::new();
         for index in 0..num_layers {
-            let res_skip_channels = if index == num_layers - 1 { in_channels } else { out_channels };
-            let resnet_in_channels = if index == 0 { prev_output_channel } else { out_channels };
+            let res_skip_channels = if index == num_layers - 1 {
+                in_channels
+            } else {
+                out_channels
+            };
+            let resnet_in_channels = if index == 0 {
+                prev_output_channel
+            } else {
+                out_channels
+            };
             resnets.push(resnet(
                 vb.pp("resnets").pp(index),
                 resnet_in_channels + res_skip_channels,
@@ -216,15 +268,29 @@ impl UpBlock {
                 settings,
             )?);
             if let Some(attention) = &attention {
-                attentions.push(transformer(vb.pp("attentions").pp(index), out_channels, attention, settings)?);
+                attentions.push(transformer(
+                    vb.pp("attentions").pp(index),
+                    out_channels,
+                    attention,
+                    settings,
+                )?);
             }
         }
         let upsampler = if add_upsample {
-            Some(Upsample2D::new(vb.pp("upsamplers").pp(0), out_channels, out_channels)?)
+            Some(Upsample2D::new(
+                vb.pp("upsamplers").pp(0),
+                out_channels,
+                out_channels,
+            )?)
         } else {
             None
         };
-        Ok(Self { resnets, attentions, upsampler, span: tracing::trace_span!("up_block") })
+        Ok(Self {
+            resnets,
+            attentions,
+            upsampler,
+            span: tracing::trace_span!("up_block"),
+        })
     }
 
     /// The linear layers of its resnets and transformers under `prefix`.

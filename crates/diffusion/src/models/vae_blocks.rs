@@ -156,10 +156,20 @@ pub struct DownEncoderBlock2D {
 }
 
 /// The `resnets` both coder blocks start with: the first maps `in_channels` to `out_channels`.
-fn resnet_stack(vb: &VarBuilder, in_channels: usize, out_channels: usize, num_layers: usize, groups: usize) -> Result<Vec<ResnetBlock2D>> {
+fn resnet_stack(
+    vb: &VarBuilder,
+    in_channels: usize,
+    out_channels: usize,
+    num_layers: usize,
+    groups: usize,
+) -> Result<Vec<ResnetBlock2D>> {
     (0..num_layers)
         .map(|index| {
-            let input = if index == 0 { in_channels } else { out_channels };
+            let input = if index == 0 {
+                in_channels
+            } else {
+                out_channels
+            };
             vae_resnet(vb.pp("resnets").pp(index), input, out_channels, groups)
         })
         .collect()

@@ -10,8 +10,8 @@ use super::image::{GrayImage, RgbImage};
 use super::latents::{micro_conditioning, DecodeOptions, MicroConditioning};
 use super::prompt_encoding::encode_prompt_pair;
 use super::stable_diffusion_xl::batch_conditioning;
-use crate::models::unet_2d_condition::AddedConditions;
 use crate::loading::SdxlComponents;
+use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind};
 use crate::{Error, Result};
 
@@ -55,10 +55,16 @@ impl EditSettings {
             return fail("num_inference_steps must be at least 1".into());
         }
         if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
-            return fail(format!("guidance_scale must be a finite number ≥ 0, got {}", self.guidance_scale));
+            return fail(format!(
+                "guidance_scale must be a finite number ≥ 0, got {}",
+                self.guidance_scale
+            ));
         }
         if !(0.0..=1.0).contains(&self.guidance_rescale) {
-            return fail(format!("guidance_rescale must be within [0, 1], got {}", self.guidance_rescale));
+            return fail(format!(
+                "guidance_rescale must be within [0, 1], got {}",
+                self.guidance_rescale
+            ));
         }
         Ok(())
     }
@@ -79,14 +85,22 @@ impl EditSettings {
             self.negative_prompt.as_deref(),
             do_classifier_free_guidance,
         )?;
-        let time_ids = micro_conditioning(&self.micro_conditioning, height, width, &components.device)?;
+        let time_ids =
+            micro_conditioning(&self.micro_conditioning, height, width, &components.device)?;
         batch_conditioning(&positive, negative.as_ref(), &time_ids, components.dtype)
     }
 
     /// The injected noise (checked against the image size) or seeded noise.
-    pub fn initial_noise(&self, noise: &mut NoiseSource, shape: &[usize; 4], device: &Device) -> Result<Tensor> {
+    pub fn initial_noise(
+        &self,
+        noise: &mut NoiseSource,
+        shape: &[usize; 4],
+        device: &Device,
+    ) -> Result<Tensor> {
         match &self.noise {
-            Some(given) if given.dims() == shape => Ok(given.to_device(device)?.to_dtype(DType::F32)?),
+            Some(given) if given.dims() == shape => {
+                Ok(given.to_device(device)?.to_dtype(DType::F32)?)
+            }
             Some(given) => Err(Error::InvalidRequest(format!(
                 "latents must have shape {shape:?} for a {}×{} image, got {:?}",
                 shape[3] * 8,
@@ -120,20 +134,40 @@ pub fn check_same_size(what: &str, width: usize, height: usize, image: &RgbImage
 
 /// [1, 3, h, w] in [-1, 1].
 pub fn image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = image.pixels.iter().map(|&p| f32::from(p) / 255.0 * 2.0 - 1.0).collect();
-    Ok(Tensor::from_vec(values, (image.height, image.width, 3), device)?.permute((2, 0, 1))?.unsqueeze(0)?)
+    let values: Vec<f32> = image
+        .pixels
+        .iter()
+        .map(|&p| f32::from(p) / 255.0 * 2.0 - 1.0)
+        .collect();
+    Ok(
+        Tensor::from_vec(values, (image.height, image.width, 3), device)?
+            .permute((2, 0, 1))?
+            .unsqueeze(0)?,
+    )
 }
 
 /// [1, 3, h, w] in [0, 1], as ControlNets take their condition.
 pub fn control_image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
     let values: Vec<f32> = image.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    Ok(Tensor::from_vec(values, (image.height, image.width, 3), device)?.permute((2, 0, 1))?.unsqueeze(0)?)
+    Ok(
+        Tensor::from_vec(values, (image.height, image.width, 3), device)?
+            .permute((2, 0, 1))?
+            .unsqueeze(0)?,
+    )
 }
 
 /// [1, 1, h, w] with 1 where the mask is ≥ 0.5 (pixel ≥ 128), else 0.
 pub fn mask_to_tensor(mask: &GrayImage, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = mask.pixels.iter().map(|&p| if p >= 128 { 1.0 } else { 0.0 }).collect();
-    Ok(Tensor::from_vec(values, (1, 1, mask.height, mask.width), device)?)
+    let values: Vec<f32> = mask
+        .pixels
+        .iter()
+        .map(|&p| if p >= 128 { 1.0 } else { 0.0 })
+        .collect();
+    Ok(Tensor::from_vec(
+        values,
+        (1, 1, mask.height, mask.width),
+        device,
+    )?)
 }
 
 /// Nearest-neighbour down-sampling by 8 (`F.interpolate(mask, size=(h/8, w/8))`): pixel 8i.
@@ -148,9 +182,15 @@ pub fn mask_at_latent_size(mask: &Tensor) -> Result<Tensor> {
 
 /// VAE-encodes [1, 3, h, w] in [-1, 1] to scaled latents in the UNet's dtype: the mean when
 /// `sample_noise` is `None`, else a sample (diffusers `retrieve_latents` + scaling factor).
-pub fn encode_image(components: &SdxlComponents, image: &Tensor, sample_noise: Option<&mut NoiseSource>) -> Result<Tensor> {
+pub fn encode_image(
+    components: &SdxlComponents,
+    image: &Tensor,
+    sample_noise: Option<&mut NoiseSource>,
+) -> Result<Tensor> {
     let config = &components.vae_config;
-    let distribution = components.vae.encode(&image.to_dtype(components.vae_dtype)?)?;
+    let distribution = components
+        .vae
+        .encode(&image.to_dtype(components.vae_dtype)?)?;
     let latents = match sample_noise {
         None => distribution.mode().clone(),
         Some(noise) => distribution.sample(noise)?,
@@ -158,8 +198,12 @@ pub fn encode_image(components: &SdxlComponents, image: &Tensor, sample_noise: O
     let scaled = match (&config.latents_mean, &config.latents_std) {
         (Some(mean), Some(std)) => {
             let channels = mean.len();
-            let mean = Tensor::new(mean.as_slice(), latents.device())?.reshape((1, channels, 1, 1))?.to_dtype(latents.dtype())?;
-            let std = Tensor::new(std.as_slice(), latents.device())?.reshape((1, channels, 1, 1))?.to_dtype(latents.dtype())?;
+            let mean = Tensor::new(mean.as_slice(), latents.device())?
+                .reshape((1, channels, 1, 1))?
+                .to_dtype(latents.dtype())?;
+            let std = Tensor::new(std.as_slice(), latents.device())?
+                .reshape((1, channels, 1, 1))?
+                .to_dtype(latents.dtype())?;
             (latents.broadcast_sub(&mean)? * config.scaling_factor)?.broadcast_div(&std)?
         }
         _ => (latents * config.scaling_factor)?,
@@ -169,14 +213,24 @@ pub fn encode_image(components: &SdxlComponents, image: &Tensor, sample_noise: O
 
 /// diffusers `get_timesteps`: keep the last ⌊steps·strength⌋ timesteps and tell the scheduler
 /// where it starts. Returns the kept timesteps.
-pub fn timesteps_for_strength(scheduler: &mut dyn Scheduler, num_inference_steps: usize, strength: f64) -> Result<Vec<f64>> {
+pub fn timesteps_for_strength(
+    scheduler: &mut dyn Scheduler,
+    num_inference_steps: usize,
+    strength: f64,
+) -> Result<Vec<f64>> {
     if !(strength > 0.0 && strength <= 1.0) {
-        return Err(Error::InvalidRequest(format!("strength must be within (0, 1], got {strength}")));
+        return Err(Error::InvalidRequest(format!(
+            "strength must be within (0, 1], got {strength}"
+        )));
     }
     let init_timestep = ((num_inference_steps as f64 * strength) as usize).min(num_inference_steps);
     let t_start = num_inference_steps - init_timestep;
     let begin = t_start * scheduler.order();
-    let timesteps: Vec<f64> = scheduler.timesteps().get(begin..).unwrap_or_default().to_vec();
+    let timesteps: Vec<f64> = scheduler
+        .timesteps()
+        .get(begin..)
+        .unwrap_or_default()
+        .to_vec();
     if timesteps.is_empty() {
         return Err(Error::InvalidRequest(format!(
             "strength {strength} with {num_inference_steps} steps leaves no denoising step; raise one of them"

@@ -21,7 +21,11 @@ pub fn combine(noise_pred: &Tensor, guidance_scale: f64, guidance_rescale: f64) 
 
 /// diffusers `rescale_noise_cfg`: match the guided prediction's standard deviation to the
 /// text prediction's, then mix by `guidance_rescale`.
-pub fn rescale_noise_cfg(noise_cfg: &Tensor, noise_pred_text: &Tensor, guidance_rescale: f64) -> Result<Tensor> {
+pub fn rescale_noise_cfg(
+    noise_cfg: &Tensor,
+    noise_pred_text: &Tensor,
+    guidance_rescale: f64,
+) -> Result<Tensor> {
     let std_text = per_sample_std(noise_pred_text)?;
     let std_cfg = per_sample_std(noise_cfg)?;
     let rescaled = noise_cfg.broadcast_mul(&(std_text / std_cfg)?)?;

@@ -22,7 +22,12 @@ pub struct GrayImage {
 }
 
 /// The centered `width`×`height` window of a `channels`-per-pixel buffer `from_width` wide.
-fn centered_window(pixels: &[u8], from: (usize, usize), to: (usize, usize), channels: usize) -> (Vec<u8>, usize, usize) {
+fn centered_window(
+    pixels: &[u8],
+    from: (usize, usize),
+    to: (usize, usize),
+    channels: usize,
+) -> (Vec<u8>, usize, usize) {
     let (left, top) = ((from.0 - to.0) / 2, (from.1 - to.1) / 2);
     let mut out = Vec::with_capacity(to.0 * to.1 * channels);
     for y in top..top + to.1 {
@@ -37,8 +42,17 @@ impl RgbImage {
     /// crop's top-left corner in this image.
     pub fn center_crop_to_multiple(&self, factor: usize) -> (RgbImage, usize, usize) {
         let (width, height) = (self.width / factor * factor, self.height / factor * factor);
-        let (pixels, left, top) = centered_window(&self.pixels, (self.width, self.height), (width, height), 3);
-        (RgbImage { width, height, pixels }, left, top)
+        let (pixels, left, top) =
+            centered_window(&self.pixels, (self.width, self.height), (width, height), 3);
+        (
+            RgbImage {
+                width,
+                height,
+                pixels,
+            },
+            left,
+            top,
+        )
     }
 }
 
@@ -46,8 +60,17 @@ impl GrayImage {
     /// As [`RgbImage::center_crop_to_multiple`], so a mask drawn on an image is cropped with it.
     pub fn center_crop_to_multiple(&self, factor: usize) -> (GrayImage, usize, usize) {
         let (width, height) = (self.width / factor * factor, self.height / factor * factor);
-        let (pixels, left, top) = centered_window(&self.pixels, (self.width, self.height), (width, height), 1);
-        (GrayImage { width, height, pixels }, left, top)
+        let (pixels, left, top) =
+            centered_window(&self.pixels, (self.width, self.height), (width, height), 1);
+        (
+            GrayImage {
+                width,
+                height,
+                pixels,
+            },
+            left,
+            top,
+        )
     }
 }
 
@@ -56,7 +79,9 @@ impl GrayImage {
 pub fn tensor_to_images(samples: &Tensor) -> Result<Vec<RgbImage>> {
     let (batch, channels, height, width) = samples.dims4()?;
     if channels != 3 {
-        return Err(crate::Error::InvalidRequest(format!("expected 3 image channels, got {channels}")));
+        return Err(crate::Error::InvalidRequest(format!(
+            "expected 3 image channels, got {channels}"
+        )));
     }
     let scaled = ((samples.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
     // [b, 3, h, w] -> [b, h, w, 3]
@@ -65,8 +90,15 @@ pub fn tensor_to_images(samples: &Tensor) -> Result<Vec<RgbImage>> {
         .map(|index| {
             let values = interleaved.get(index)?.flatten_all()?.to_vec1::<f32>()?;
             // numpy's round() rounds half to even.
-            let pixels = values.iter().map(|value| value.round_ties_even() as u8).collect();
-            Ok(RgbImage { width, height, pixels })
+            let pixels = values
+                .iter()
+                .map(|value| value.round_ties_even() as u8)
+                .collect();
+            Ok(RgbImage {
+                width,
+                height,
+                pixels,
+            })
         })
         .collect()
 }

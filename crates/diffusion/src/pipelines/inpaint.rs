@@ -10,8 +10,8 @@
 use candle_core::{DType, Tensor};
 
 use super::edit_inputs::{
-    check_image_size, check_same_size, control_image_to_tensor, encode_image, image_to_tensor, mask_at_latent_size,
-    mask_to_tensor, timesteps_for_strength, EditSettings,
+    check_image_size, check_same_size, control_image_to_tensor, encode_image, image_to_tensor,
+    mask_at_latent_size, mask_to_tensor, timesteps_for_strength, EditSettings,
 };
 use super::guidance;
 use super::image::{GrayImage, RgbImage};
@@ -64,10 +64,17 @@ impl InpaintRequest<'_> {
     pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
         self.settings.validate()?;
         check_image_size("the image", self.image.width, self.image.height)?;
-        check_same_size("the mask", self.mask_image.width, self.mask_image.height, &self.image)?;
+        check_same_size(
+            "the mask",
+            self.mask_image.width,
+            self.mask_image.height,
+            &self.image,
+        )?;
         let painted = self.mask_image.pixels.iter().filter(|&&p| p >= 128).count();
         if painted == 0 {
-            return Err(Error::InvalidRequest("the mask is empty (no pixel ≥ 128): there is nothing to repaint".into()));
+            return Err(Error::InvalidRequest(
+                "the mask is empty (no pixel ≥ 128): there is nothing to repaint".into(),
+            ));
         }
         if painted == self.mask_image.pixels.len() && self.controlnets.is_empty() {
             return Err(Error::InvalidRequest(
@@ -82,7 +89,12 @@ impl InpaintRequest<'_> {
             )));
         }
         for unit in &self.controlnets {
-            check_same_size("the control image", unit.control_image.width, unit.control_image.height, &self.image)?;
+            check_same_size(
+                "the control image",
+                unit.control_image.width,
+                unit.control_image.height,
+                &self.image,
+            )?;
             let (start, end) = (unit.control_guidance_start, unit.control_guidance_end);
             if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&end) || start >= end {
                 return Err(Error::InvalidRequest(format!(
@@ -100,7 +112,10 @@ fn conditional_half(xs: &Tensor) -> Result<Tensor> {
     Ok(xs.narrow(0, half, half)?)
 }
 
-fn add_residuals(total: Option<ControlResiduals>, more: ControlResiduals) -> Result<ControlResiduals> {
+fn add_residuals(
+    total: Option<ControlResiduals>,
+    more: ControlResiduals,
+) -> Result<ControlResiduals> {
     let Some(total) = total else { return Ok(more) };
     let down = total
         .down_block_residuals
@@ -108,10 +123,17 @@ fn add_residuals(total: Option<ControlResiduals>, more: ControlResiduals) -> Res
         .zip(&more.down_block_residuals)
         .map(|(a, b)| a + b)
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(ControlResiduals { down_block_residuals: down, mid_block_residual: (total.mid_block_residual + more.mid_block_residual)? })
+    Ok(ControlResiduals {
+        down_block_residuals: down,
+        mid_block_residual: (total.mid_block_residual + more.mid_block_residual)?,
+    })
 }
 
-pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progress: &mut dyn ProgressSink) -> Result<InpaintOutput> {
+pub fn inpaint(
+    components: &SdxlComponents,
+    request: &InpaintRequest<'_>,
+    progress: &mut dyn ProgressSink,
+) -> Result<InpaintOutput> {
     request.validate(components)?;
     let settings = &request.settings;
     let device = &components.device;
@@ -122,11 +144,18 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
 
     // Encode prompt.
     progress.report(Progress::EncodingPrompt)?;
-    let (prompt_embeds, added) = settings.conditioning(components, width, height, do_classifier_free_guidance)?;
+    let (prompt_embeds, added) =
+        settings.conditioning(components, width, height, do_classifier_free_guidance)?;
 
     // Timesteps.
-    let mut scheduler = settings.scheduler.build(&components.scheduler_config, settings.num_inference_steps)?;
-    let timesteps = timesteps_for_strength(scheduler.as_mut(), settings.num_inference_steps, request.strength)?;
+    let mut scheduler = settings
+        .scheduler
+        .build(&components.scheduler_config, settings.num_inference_steps)?;
+    let timesteps = timesteps_for_strength(
+        scheduler.as_mut(),
+        settings.num_inference_steps,
+        request.strength,
+    )?;
     let is_strength_max = request.strength == 1.0;
 
     // Prepare latents, mask and masked-image latents.
@@ -136,11 +165,17 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
     let mask = mask_to_tensor(&request.mask_image, device)?; // [1, 1, h, w]
     let needs_image_latents = unet_channels == 4 || !is_strength_max;
     let image_latents = if needs_image_latents {
-        Some(encode_image(components, &image, sampling.then_some(&mut noise_source))?)
+        Some(encode_image(
+            components,
+            &image,
+            sampling.then_some(&mut noise_source),
+        )?)
     } else {
         None
     };
-    let noise = settings.initial_noise(&mut noise_source, &[1, 4, height / 8, width / 8], device)?.to_dtype(dtype)?;
+    let noise = settings
+        .initial_noise(&mut noise_source, &[1, 4, height / 8, width / 8], device)?
+        .to_dtype(dtype)?;
     let mut latents = match (&image_latents, is_strength_max) {
         (Some(image_latents), false) => scheduler.add_noise(image_latents, &noise, timesteps[0])?,
         _ => (&noise * scheduler.init_noise_sigma())?,
@@ -148,13 +183,23 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
     let latent_mask = mask_at_latent_size(&mask)?.to_dtype(dtype)?; // [1, 1, h/8, w/8]
     let masked_image_latents = if unet_channels == 9 {
         let keep = mask.lt(0.5)?.to_dtype(DType::F32)?; // masked_image = image · (mask < 0.5)
-        Some(encode_image(components, &image.broadcast_mul(&keep)?, sampling.then_some(&mut noise_source))?)
+        Some(encode_image(
+            components,
+            &image.broadcast_mul(&keep)?,
+            sampling.then_some(&mut noise_source),
+        )?)
     } else {
         None
     };
     let batch = if do_classifier_free_guidance { 2 } else { 1 };
     let unet_extra = match &masked_image_latents {
-        Some(masked) => Some(Tensor::cat(&[&latent_mask.repeat((batch, 1, 1, 1))?, &masked.repeat((batch, 1, 1, 1))?], 1)?),
+        Some(masked) => Some(Tensor::cat(
+            &[
+                &latent_mask.repeat((batch, 1, 1, 1))?,
+                &masked.repeat((batch, 1, 1, 1))?,
+            ],
+            1,
+        )?),
         None => None,
     };
     let control_images = request
@@ -162,22 +207,36 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
         .iter()
         .map(|unit| {
             let image = control_image_to_tensor(&unit.control_image, device)?.to_dtype(dtype)?;
-            let copies = if do_classifier_free_guidance && !request.guess_mode { 2 } else { 1 };
+            let copies = if do_classifier_free_guidance && !request.guess_mode {
+                2
+            } else {
+                1
+            };
             Ok(image.repeat((copies, 1, 1, 1))?)
         })
         .collect::<Result<Vec<_>>>()?;
     let controlnet_added = if request.guess_mode && do_classifier_free_guidance {
-        AddedConditions { text_embeds: conditional_half(&added.text_embeds)?, time_ids: conditional_half(&added.time_ids)? }
+        AddedConditions {
+            text_embeds: conditional_half(&added.text_embeds)?,
+            time_ids: conditional_half(&added.time_ids)?,
+        }
     } else {
         added.clone()
     };
-    let controlnet_prompt_embeds =
-        if request.guess_mode && do_classifier_free_guidance { conditional_half(&prompt_embeds)? } else { prompt_embeds.clone() };
+    let controlnet_prompt_embeds = if request.guess_mode && do_classifier_free_guidance {
+        conditional_half(&prompt_embeds)?
+    } else {
+        prompt_embeds.clone()
+    };
 
     // Denoise.
     let steps = timesteps.len();
     for (index, &timestep) in timesteps.iter().enumerate() {
-        let model_input = if do_classifier_free_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+        let model_input = if do_classifier_free_guidance {
+            Tensor::cat(&[&latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
         let model_input = scheduler.scale_model_input(&model_input, timestep)?;
 
         let mut control: Option<ControlResiduals> = None;
@@ -207,9 +266,15 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
             // Only the conditional half saw the ControlNet; the unconditional half gets zeros.
             control = control
                 .map(|c| -> Result<ControlResiduals> {
-                    let pad = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&[&t.zeros_like()?, t], 0)?) };
+                    let pad = |t: &Tensor| -> Result<Tensor> {
+                        Ok(Tensor::cat(&[&t.zeros_like()?, t], 0)?)
+                    };
                     Ok(ControlResiduals {
-                        down_block_residuals: c.down_block_residuals.iter().map(pad).collect::<Result<_>>()?,
+                        down_block_residuals: c
+                            .down_block_residuals
+                            .iter()
+                            .map(pad)
+                            .collect::<Result<_>>()?,
                         mid_block_residual: pad(&c.mid_block_residual)?,
                     })
                 })
@@ -220,9 +285,19 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
             Some(extra) => Tensor::cat(&[&model_input, extra], 1)?, // [b, 4 + 1 + 4, h/8, w/8]
             None => model_input,
         };
-        let noise_pred = components.unet.forward(&unet_input, timestep, &prompt_embeds, &added, control.as_ref())?;
+        let noise_pred = components.unet.forward(
+            &unet_input,
+            timestep,
+            &prompt_embeds,
+            &added,
+            control.as_ref(),
+        )?;
         let noise_pred = if do_classifier_free_guidance {
-            guidance::combine(&noise_pred, settings.guidance_scale, settings.guidance_rescale)?
+            guidance::combine(
+                &noise_pred,
+                settings.guidance_scale,
+                settings.guidance_rescale,
+            )?
         } else {
             noise_pred
         };
@@ -237,7 +312,10 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
             let inverse = latent_mask.affine(-1.0, 1.0)?;
             latents = (known.broadcast_mul(&inverse)? + latents.broadcast_mul(&latent_mask)?)?;
         }
-        progress.report(Progress::Step { step: index + 1, total: steps })?;
+        progress.report(Progress::Step {
+            step: index + 1,
+            total: steps,
+        })?;
     }
 
     // Decode and paste into the original.
@@ -245,5 +323,9 @@ pub fn inpaint(components: &SdxlComponents, request: &InpaintRequest<'_>, progre
     let decoded = decode_latents(components, &latents, &settings.decode)?;
     let weights = feathered_mask(&request.mask_image, request.mask_blur);
     let image = paste_inside_mask(&request.image, &decoded, &weights)?;
-    Ok(InpaintOutput { latents: latents.to_dtype(DType::F32)?, decoded, image })
+    Ok(InpaintOutput {
+        latents: latents.to_dtype(DType::F32)?,
+        decoded,
+        image,
+    })
 }

@@ -57,7 +57,8 @@ pub fn instruct_pix2pix(
     let device = &components.device;
     let dtype = components.dtype;
     let (height, width) = (request.image.height, request.image.width);
-    let do_classifier_free_guidance = settings.guidance_scale > 1.0 && request.image_guidance_scale >= 1.0;
+    let do_classifier_free_guidance =
+        settings.guidance_scale > 1.0 && request.image_guidance_scale >= 1.0;
 
     // Encode prompt: [text, negative, negative].
     progress.report(Progress::EncodingPrompt)?;
@@ -70,28 +71,53 @@ pub fn instruct_pix2pix(
     let time_ids = micro_conditioning(&settings.micro_conditioning, height, width, device)?;
     let (prompt_embeds, added) = match &negative {
         Some(negative) => (
-            Tensor::cat(&[&positive.prompt_embeds, &negative.prompt_embeds, &negative.prompt_embeds], 0)?,
+            Tensor::cat(
+                &[
+                    &positive.prompt_embeds,
+                    &negative.prompt_embeds,
+                    &negative.prompt_embeds,
+                ],
+                0,
+            )?,
             AddedConditions {
                 text_embeds: Tensor::cat(
-                    &[&positive.pooled_prompt_embeds, &negative.pooled_prompt_embeds, &negative.pooled_prompt_embeds],
+                    &[
+                        &positive.pooled_prompt_embeds,
+                        &negative.pooled_prompt_embeds,
+                        &negative.pooled_prompt_embeds,
+                    ],
                     0,
                 )?,
                 time_ids: Tensor::cat(&[&time_ids, &time_ids, &time_ids], 0)?,
             },
         ),
-        None => (positive.prompt_embeds.clone(), AddedConditions { text_embeds: positive.pooled_prompt_embeds.clone(), time_ids }),
+        None => (
+            positive.prompt_embeds.clone(),
+            AddedConditions {
+                text_embeds: positive.pooled_prompt_embeds.clone(),
+                time_ids,
+            },
+        ),
     };
     let prompt_embeds = prompt_embeds.to_dtype(dtype)?;
-    let added = AddedConditions { text_embeds: added.text_embeds.to_dtype(dtype)?, time_ids: added.time_ids.to_dtype(dtype)? };
+    let added = AddedConditions {
+        text_embeds: added.text_embeds.to_dtype(dtype)?,
+        time_ids: added.time_ids.to_dtype(dtype)?,
+    };
 
-    let mut scheduler = settings.scheduler.build(&components.scheduler_config, settings.num_inference_steps)?;
+    let mut scheduler = settings
+        .scheduler
+        .build(&components.scheduler_config, settings.num_inference_steps)?;
     let timesteps = scheduler.timesteps().to_vec();
 
     // Image latents: the VAE's mode, unscaled; [image, image, zeros] under guidance.
     let image = image_to_tensor(&request.image, device)?.to_dtype(components.vae_dtype)?;
     let image_latents = components.vae.encode(&image)?.mode().to_dtype(dtype)?;
     let image_latents = if do_classifier_free_guidance {
-        Tensor::cat(&[&image_latents, &image_latents, &image_latents.zeros_like()?], 0)?
+        Tensor::cat(
+            &[&image_latents, &image_latents, &image_latents.zeros_like()?],
+            0,
+        )?
     } else {
         image_latents
     };
@@ -109,10 +135,22 @@ pub fn instruct_pix2pix(
     )?;
 
     for (index, &timestep) in timesteps.iter().enumerate() {
-        let model_input =
-            if do_classifier_free_guidance { Tensor::cat(&[&latents, &latents, &latents], 0)? } else { latents.clone() };
-        let model_input = Tensor::cat(&[&scheduler.scale_model_input(&model_input, timestep)?, &image_latents], 1)?;
-        let noise_pred = components.unet.forward(&model_input, timestep, &prompt_embeds, &added, None)?;
+        let model_input = if do_classifier_free_guidance {
+            Tensor::cat(&[&latents, &latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
+        let model_input = Tensor::cat(
+            &[
+                &scheduler.scale_model_input(&model_input, timestep)?,
+                &image_latents,
+            ],
+            1,
+        )?;
+        let noise_pred =
+            components
+                .unet
+                .forward(&model_input, timestep, &prompt_embeds, &added, None)?;
         let noise_pred = if do_classifier_free_guidance {
             let text = noise_pred.narrow(0, 0, 1)?;
             let image = noise_pred.narrow(0, 1, 1)?;
@@ -128,10 +166,16 @@ pub fn instruct_pix2pix(
             noise_pred
         };
         latents = scheduler.step(&noise_pred, timestep, &latents, &mut noise_source)?;
-        progress.report(Progress::Step { step: index + 1, total: timesteps.len() })?;
+        progress.report(Progress::Step {
+            step: index + 1,
+            total: timesteps.len(),
+        })?;
     }
 
     progress.report(Progress::Decoding)?;
     let image = decode_latents(components, &latents, &settings.decode)?;
-    Ok(Text2ImageOutput { latents: latents.to_dtype(DType::F32)?, image })
+    Ok(Text2ImageOutput {
+        latents: latents.to_dtype(DType::F32)?,
+        image,
+    })
 }

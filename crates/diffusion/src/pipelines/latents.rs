@@ -21,11 +21,19 @@ pub struct MicroConditioning {
 }
 
 /// `[original_h, original_w, crop_top, crop_left, target_h, target_w]` as a [1, 6] tensor.
-pub fn micro_conditioning(conditioning: &MicroConditioning, height: usize, width: usize, device: &Device) -> Result<Tensor> {
+pub fn micro_conditioning(
+    conditioning: &MicroConditioning,
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let (original_h, original_w) = conditioning.original_size.unwrap_or((height, width));
     let (crop_top, crop_left) = conditioning.crops_coords_top_left;
     let (target_h, target_w) = conditioning.target_size.unwrap_or((height, width));
-    let values = [original_h, original_w, crop_top, crop_left, target_h, target_w].map(|value| value as f32);
+    let values = [
+        original_h, original_w, crop_top, crop_left, target_h, target_w,
+    ]
+    .map(|value| value as f32);
     Ok(Tensor::new(&values, device)?.unsqueeze(0)?)
 }
 
@@ -77,14 +85,20 @@ const AUTO_TILE_PIXELS: usize = 1536 * 1536;
 
 /// Unscales the latents with the VAE's scaling factor (and latents mean/std when the
 /// config has them), decodes in the VAE's dtype and converts to 8-bit RGB.
-pub fn decode_latents(components: &SdxlComponents, latents: &Tensor, options: &DecodeOptions) -> Result<RgbImage> {
+pub fn decode_latents(
+    components: &SdxlComponents,
+    latents: &Tensor,
+    options: &DecodeOptions,
+) -> Result<RgbImage> {
     let config = &components.vae_config;
     let latents = latents.to_dtype(components.vae_dtype)?;
     let unscaled = match (&config.latents_mean, &config.latents_std) {
         (Some(mean), Some(std)) => {
             let channels = mean.len();
-            let mean = Tensor::new(mean.as_slice(), latents.device())?.reshape((1, channels, 1, 1))?;
-            let std = Tensor::new(std.as_slice(), latents.device())?.reshape((1, channels, 1, 1))?;
+            let mean =
+                Tensor::new(mean.as_slice(), latents.device())?.reshape((1, channels, 1, 1))?;
+            let std =
+                Tensor::new(std.as_slice(), latents.device())?.reshape((1, channels, 1, 1))?;
             let mean = mean.to_dtype(latents.dtype())?;
             let std = std.to_dtype(latents.dtype())?;
             (latents.broadcast_mul(&std)? / config.scaling_factor)?.broadcast_add(&mean)?
@@ -98,7 +112,13 @@ pub fn decode_latents(components: &SdxlComponents, latents: &Tensor, options: &D
         VaeTiling::Never => false,
         VaeTiling::Auto => pixels > AUTO_TILE_PIXELS,
     };
-    let decoded = if tile { components.vae.tiled_decode(&unscaled)? } else { components.vae.decode(&unscaled)? };
+    let decoded = if tile {
+        components.vae.tiled_decode(&unscaled)?
+    } else {
+        components.vae.decode(&unscaled)?
+    };
     let mut images = tensor_to_images(&decoded)?;
-    images.pop().ok_or_else(|| Error::InvalidRequest("the VAE decoded no image".into()))
+    images
+        .pop()
+        .ok_or_else(|| Error::InvalidRequest("the VAE decoded no image".into()))
 }

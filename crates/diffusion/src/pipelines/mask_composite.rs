@@ -42,13 +42,22 @@ pub fn feathered_mask(mask: &GrayImage, blur: usize) -> Vec<f32> {
             distance[at(x, y)] = best;
         }
     }
-    distance.iter().map(|&d| (d as f32 / (blur as f32 + 1.0)).min(1.0)).collect()
+    distance
+        .iter()
+        .map(|&d| (d as f32 / (blur as f32 + 1.0)).min(1.0))
+        .collect()
 }
 
 /// `original · (1 − w) + generated · w` per pixel, rounded; w = 0 keeps the original exactly.
-pub fn paste_inside_mask(original: &RgbImage, generated: &RgbImage, weights: &[f32]) -> Result<RgbImage> {
+pub fn paste_inside_mask(
+    original: &RgbImage,
+    generated: &RgbImage,
+    weights: &[f32],
+) -> Result<RgbImage> {
     let pixels = original.width * original.height;
-    if (generated.width, generated.height) != (original.width, original.height) || weights.len() != pixels {
+    if (generated.width, generated.height) != (original.width, original.height)
+        || weights.len() != pixels
+    {
         return Err(Error::InvalidRequest(format!(
             "cannot paste a {}×{} result into a {}×{} original",
             generated.width, generated.height, original.width, original.height
@@ -61,7 +70,8 @@ pub fn paste_inside_mask(original: &RgbImage, generated: &RgbImage, weights: &[f
         }
         for channel in 0..3 {
             let i = index * 3 + channel;
-            let mixed = f32::from(original.pixels[i]) * (1.0 - weight) + f32::from(generated.pixels[i]) * weight;
+            let mixed = f32::from(original.pixels[i]) * (1.0 - weight)
+                + f32::from(generated.pixels[i]) * weight;
             out.pixels[i] = mixed.round().clamp(0.0, 255.0) as u8;
         }
     }
@@ -80,7 +90,11 @@ mod tests {
                 pixels[y * 8 + x] = 255;
             }
         }
-        GrayImage { width: 8, height: 8, pixels }
+        GrayImage {
+            width: 8,
+            height: 8,
+            pixels,
+        }
     }
 
     #[test]
@@ -89,7 +103,10 @@ mod tests {
         let weights = feathered_mask(&mask, 1);
         for (index, (&weight, &pixel)) in weights.iter().zip(&mask.pixels).enumerate() {
             if pixel < 128 {
-                assert_eq!(weight, 0.0, "pixel {index} outside the mask got weight {weight}");
+                assert_eq!(
+                    weight, 0.0,
+                    "pixel {index} outside the mask got weight {weight}"
+                );
             }
         }
         assert_eq!(weights[2 * 8 + 2], 0.5); // on the edge: distance 1 of 2
@@ -99,16 +116,31 @@ mod tests {
     #[test]
     fn pixels_outside_the_mask_are_the_original_exactly() {
         let mask = square_mask();
-        let original = RgbImage { width: 8, height: 8, pixels: (0..192).map(|v| v as u8).collect() };
-        let generated = RgbImage { width: 8, height: 8, pixels: vec![7; 192] };
+        let original = RgbImage {
+            width: 8,
+            height: 8,
+            pixels: (0..192).map(|v| v as u8).collect(),
+        };
+        let generated = RgbImage {
+            width: 8,
+            height: 8,
+            pixels: vec![7; 192],
+        };
         let out = paste_inside_mask(&original, &generated, &feathered_mask(&mask, 2)).unwrap();
         for index in 0..64 {
-            let expected = if mask.pixels[index] >= 128 { None } else { Some(&original.pixels[index * 3..index * 3 + 3]) };
+            let expected = if mask.pixels[index] >= 128 {
+                None
+            } else {
+                Some(&original.pixels[index * 3..index * 3 + 3])
+            };
             if let Some(expected) = expected {
                 assert_eq!(&out.pixels[index * 3..index * 3 + 3], expected);
             }
         }
         let sharp = paste_inside_mask(&original, &generated, &feathered_mask(&mask, 0)).unwrap();
-        assert_eq!(&sharp.pixels[(3 * 8 + 3) * 3..(3 * 8 + 3) * 3 + 3], &[7, 7, 7]);
+        assert_eq!(
+            &sharp.pixels[(3 * 8 + 3) * 3..(3 * 8 + 3) * 3 + 3],
+            &[7, 7, 7]
+        );
     }
 }

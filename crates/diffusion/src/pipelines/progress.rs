@@ -6,7 +6,10 @@ use crate::Result;
 pub enum Progress {
     EncodingPrompt,
     /// Denoising step `step` of `total` has finished.
-    Step { step: usize, total: usize },
+    Step {
+        step: usize,
+        total: usize,
+    },
     Decoding,
 }
 

@@ -48,7 +48,9 @@ pub fn tokenize(components: &SdxlComponents, prompt: &str) -> PromptTokens {
 /// Pads both token lists with empty windows to `count` windows.
 pub fn pad_windows(tokens: &mut PromptTokens, components: &SdxlComponents, count: usize) {
     components.tokenizer.pad_windows(&mut tokens.windows, count);
-    components.tokenizer_2.pad_windows(&mut tokens.windows_2, count);
+    components
+        .tokenizer_2
+        .pad_windows(&mut tokens.windows_2, count);
 }
 
 fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
@@ -56,15 +58,22 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
 }
 
 /// Runs both text encoders over every window.
-pub fn encode_tokens(components: &SdxlComponents, tokens: &PromptTokens) -> Result<PromptEmbeddings> {
+pub fn encode_tokens(
+    components: &SdxlComponents,
+    tokens: &PromptTokens,
+) -> Result<PromptEmbeddings> {
     let device = &components.device;
     let mut windows = Vec::with_capacity(tokens.windows.len());
     let mut pooled = None;
     for (ids, ids_2) in tokens.windows.iter().zip(&tokens.windows_2) {
         // hidden_states[-2] of the first encoder; its last layer is never needed.
         let penultimate_index = components.text_encoder.config().num_hidden_layers - 1;
-        let hidden = components.text_encoder.hidden_state(&ids_tensor(ids, device)?, penultimate_index)?;
-        let second = components.text_encoder_2.forward(&ids_tensor(ids_2, device)?)?;
+        let hidden = components
+            .text_encoder
+            .hidden_state(&ids_tensor(ids, device)?, penultimate_index)?;
+        let second = components
+            .text_encoder_2
+            .forward(&ids_tensor(ids_2, device)?)?;
         let hidden_2 = penultimate(&second.hidden_states)?;
         windows.push(Tensor::cat(&[&hidden, hidden_2], D::Minus1)?); // [1, 77, 768+1280]
         if pooled.is_none() {
@@ -73,15 +82,26 @@ pub fn encode_tokens(components: &SdxlComponents, tokens: &PromptTokens) -> Resu
     }
     let pooled_prompt_embeds = match pooled {
         Some(pooled) => pooled,
-        None => return Err(crate::Error::InvalidRequest("a prompt produced no token window".into())),
+        None => {
+            return Err(crate::Error::InvalidRequest(
+                "a prompt produced no token window".into(),
+            ))
+        }
     };
-    Ok(PromptEmbeddings { prompt_embeds: Tensor::cat(&windows, 1)?, pooled_prompt_embeds })
+    Ok(PromptEmbeddings {
+        prompt_embeds: Tensor::cat(&windows, 1)?,
+        pooled_prompt_embeds,
+    })
 }
 
 fn penultimate(hidden_states: &[Tensor]) -> Result<&Tensor> {
-    hidden_states.len().checked_sub(2).map(|index| &hidden_states[index]).ok_or_else(|| {
-        crate::Error::Config("text encoder returned fewer than two hidden states".into())
-    })
+    hidden_states
+        .len()
+        .checked_sub(2)
+        .map(|index| &hidden_states[index])
+        .ok_or_else(|| {
+            crate::Error::Config("text encoder returned fewer than two hidden states".into())
+        })
 }
 
 /// The positive and (when guidance is on) negative conditioning, as diffusers builds it:
@@ -107,5 +127,8 @@ pub fn encode_prompt_pair(
     let count = tokens.windows.len().max(negative_tokens.windows.len());
     pad_windows(&mut tokens, components, count);
     pad_windows(&mut negative_tokens, components, count);
-    Ok((encode_tokens(components, &tokens)?, Some(encode_tokens(components, &negative_tokens)?)))
+    Ok((
+        encode_tokens(components, &tokens)?,
+        Some(encode_tokens(components, &negative_tokens)?),
+    ))
 }

@@ -5,7 +5,9 @@ use candle_core::{DType, Tensor};
 
 use super::guidance;
 use super::image::RgbImage;
-use super::latents::{decode_latents, micro_conditioning, prepare_latents, DecodeOptions, MicroConditioning};
+use super::latents::{
+    decode_latents, micro_conditioning, prepare_latents, DecodeOptions, MicroConditioning,
+};
 use super::progress::{Progress, ProgressSink};
 use super::prompt_encoding::{encode_prompt_pair, PromptEmbeddings};
 use crate::loading::SdxlComponents;
@@ -65,10 +67,16 @@ impl Text2ImageRequest {
             return fail("num_inference_steps must be at least 1".into());
         }
         if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
-            return fail(format!("guidance_scale must be a finite number ≥ 0, got {}", self.guidance_scale));
+            return fail(format!(
+                "guidance_scale must be a finite number ≥ 0, got {}",
+                self.guidance_scale
+            ));
         }
         if !(0.0..=1.0).contains(&self.guidance_rescale) {
-            return fail(format!("guidance_rescale must be within [0, 1], got {}", self.guidance_rescale));
+            return fail(format!(
+                "guidance_rescale must be within [0, 1], got {}",
+                self.guidance_rescale
+            ));
         }
         Ok(())
     }
@@ -100,11 +108,19 @@ pub fn text_to_image(
         request.negative_prompt.as_deref(),
         do_classifier_free_guidance,
     )?;
-    let time_ids = micro_conditioning(&request.micro_conditioning, request.height, request.width, device)?;
-    let (prompt_embeds, added) = batch_conditioning(&positive, negative.as_ref(), &time_ids, dtype)?;
+    let time_ids = micro_conditioning(
+        &request.micro_conditioning,
+        request.height,
+        request.width,
+        device,
+    )?;
+    let (prompt_embeds, added) =
+        batch_conditioning(&positive, negative.as_ref(), &time_ids, dtype)?;
 
     // Timesteps.
-    let mut scheduler = request.scheduler.build(&components.scheduler_config, request.num_inference_steps)?;
+    let mut scheduler = request
+        .scheduler
+        .build(&components.scheduler_config, request.num_inference_steps)?;
     let timesteps = scheduler.timesteps().to_vec();
 
     // Prepare latents.
@@ -123,22 +139,39 @@ pub fn text_to_image(
 
     // Denoise.
     for (index, &timestep) in timesteps.iter().enumerate() {
-        let model_input = if do_classifier_free_guidance { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+        let model_input = if do_classifier_free_guidance {
+            Tensor::cat(&[&latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
         let model_input = scheduler.scale_model_input(&model_input, timestep)?;
-        let noise_pred = components.unet.forward(&model_input, timestep, &prompt_embeds, &added, None)?;
+        let noise_pred =
+            components
+                .unet
+                .forward(&model_input, timestep, &prompt_embeds, &added, None)?;
         let noise_pred = if do_classifier_free_guidance {
-            guidance::combine(&noise_pred, request.guidance_scale, request.guidance_rescale)?
+            guidance::combine(
+                &noise_pred,
+                request.guidance_scale,
+                request.guidance_rescale,
+            )?
         } else {
             noise_pred
         };
         latents = scheduler.step(&noise_pred, timestep, &latents, &mut noise)?;
-        progress.report(Progress::Step { step: index + 1, total: timesteps.len() })?;
+        progress.report(Progress::Step {
+            step: index + 1,
+            total: timesteps.len(),
+        })?;
     }
 
     // Decode.
     progress.report(Progress::Decoding)?;
     let image = decode_latents(components, &latents, &request.decode)?;
-    Ok(Text2ImageOutput { latents: latents.to_dtype(DType::F32)?, image })
+    Ok(Text2ImageOutput {
+        latents: latents.to_dtype(DType::F32)?,
+        image,
+    })
 }
 
 /// Stacks [negative; positive] conditioning for guidance (diffusers' order) or returns the
@@ -152,13 +185,26 @@ pub fn batch_conditioning(
     let (prompt_embeds, text_embeds, time_ids) = match negative {
         Some(negative) => (
             Tensor::cat(&[&negative.prompt_embeds, &positive.prompt_embeds], 0)?,
-            Tensor::cat(&[&negative.pooled_prompt_embeds, &positive.pooled_prompt_embeds], 0)?,
+            Tensor::cat(
+                &[
+                    &negative.pooled_prompt_embeds,
+                    &positive.pooled_prompt_embeds,
+                ],
+                0,
+            )?,
             Tensor::cat(&[time_ids, time_ids], 0)?,
         ),
-        None => (positive.prompt_embeds.clone(), positive.pooled_prompt_embeds.clone(), time_ids.clone()),
+        None => (
+            positive.prompt_embeds.clone(),
+            positive.pooled_prompt_embeds.clone(),
+            time_ids.clone(),
+        ),
     };
     Ok((
         prompt_embeds.to_dtype(dtype)?,
-        AddedConditions { text_embeds: text_embeds.to_dtype(dtype)?, time_ids: time_ids.to_dtype(dtype)? },
+        AddedConditions {
+            text_embeds: text_embeds.to_dtype(dtype)?,
+            time_ids: time_ids.to_dtype(dtype)?,
+        },
     ))
 }

@@ -19,7 +19,10 @@ pub struct CannyThresholds {
 impl Default for CannyThresholds {
     /// The values ControlNet's canny examples use.
     fn default() -> Self {
-        Self { low: 100.0, high: 200.0 }
+        Self {
+            low: 100.0,
+            high: 200.0,
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl CannyThresholds {
         if !(self.low >= 0.0 && self.high >= self.low && self.high.is_finite()) {
             return Err(ImagingError::Invalid {
                 what: "canny thresholds",
-                reason: format!("need 0 ≤ low ≤ high, got low {}, high {}", self.low, self.high),
+                reason: format!(
+                    "need 0 ≤ low ≤ high, got low {}, high {}",
+                    self.low, self.high
+                ),
             });
         }
         Ok(())
@@ -55,7 +61,11 @@ pub fn canny(image: &RgbImage, thresholds: CannyThresholds) -> Result<RgbImage> 
     thresholds.validate()?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let pixel = |x: i64, y: i64, channel: usize| -> f32 {
-        f32::from(image.get_pixel(reflect(x, width) as u32, reflect(y, height) as u32).0[channel])
+        f32::from(
+            image
+                .get_pixel(reflect(x, width) as u32, reflect(y, height) as u32)
+                .0[channel],
+        )
     };
     // Gradients of the strongest channel.
     let mut gx = vec![0f32; width * height];
@@ -66,8 +76,10 @@ pub fn canny(image: &RgbImage, thresholds: CannyThresholds) -> Result<RgbImage> 
             let index = y as usize * width + x as usize;
             for channel in 0..3 {
                 let p = |dx: i64, dy: i64| pixel(x + dx, y + dy, channel);
-                let dx = (p(1, -1) + 2.0 * p(1, 0) + p(1, 1)) - (p(-1, -1) + 2.0 * p(-1, 0) + p(-1, 1));
-                let dy = (p(-1, 1) + 2.0 * p(0, 1) + p(1, 1)) - (p(-1, -1) + 2.0 * p(0, -1) + p(1, -1));
+                let dx =
+                    (p(1, -1) + 2.0 * p(1, 0) + p(1, 1)) - (p(-1, -1) + 2.0 * p(-1, 0) + p(-1, 1));
+                let dy =
+                    (p(-1, 1) + 2.0 * p(0, 1) + p(1, 1)) - (p(-1, -1) + 2.0 * p(0, -1) + p(1, -1));
                 let m = dx.abs() + dy.abs();
                 if m > magnitude[index] {
                     magnitude[index] = m;
@@ -147,7 +159,9 @@ mod tests {
     fn a_step_gives_one_thin_edge_and_flat_areas_none() {
         let edges = canny(&step_image(), CannyThresholds::default()).unwrap();
         for y in 0..12 {
-            let row: Vec<u32> = (0..16).filter(|&x| edges.get_pixel(x, y).0[0] == 255).collect();
+            let row: Vec<u32> = (0..16)
+                .filter(|&x| edges.get_pixel(x, y).0[0] == 255)
+                .collect();
             assert_eq!(row.len(), 1, "row {y}: edge pixels at {row:?}");
             assert!(row[0] == 7 || row[0] == 8, "row {y}: edge at {row:?}");
         }
@@ -156,8 +170,22 @@ mod tests {
     #[test]
     fn thresholds_above_the_contrast_find_nothing() {
         // the step's L1 magnitude is 4·200 = 800
-        let edges = canny(&step_image(), CannyThresholds { low: 900.0, high: 1000.0 }).unwrap();
+        let edges = canny(
+            &step_image(),
+            CannyThresholds {
+                low: 900.0,
+                high: 1000.0,
+            },
+        )
+        .unwrap();
         assert!(edges.pixels().all(|p| p.0[0] == 0));
-        assert!(canny(&step_image(), CannyThresholds { low: 10.0, high: 5.0 }).is_err());
+        assert!(canny(
+            &step_image(),
+            CannyThresholds {
+                low: 10.0,
+                high: 5.0
+            }
+        )
+        .is_err());
     }
 }

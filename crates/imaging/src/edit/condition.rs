@@ -22,9 +22,16 @@ pub fn control_canvas(
     crate::io::ensure_not_empty("the condition image", condition.width(), condition.height())?;
     let scale = (f64::from(rect.width()) / f64::from(condition.width()))
         .min(f64::from(rect.height()) / f64::from(condition.height()));
-    let fitted_width = ((f64::from(condition.width()) * scale).round() as u32).clamp(1, rect.width());
-    let fitted_height = ((f64::from(condition.height()) * scale).round() as u32).clamp(1, rect.height());
-    let mut fitted = resize_rgb8(condition, (fitted_width, fitted_height), ResizeFilter::Lanczos3, None)?;
+    let fitted_width =
+        ((f64::from(condition.width()) * scale).round() as u32).clamp(1, rect.width());
+    let fitted_height =
+        ((f64::from(condition.height()) * scale).round() as u32).clamp(1, rect.height());
+    let mut fitted = resize_rgb8(
+        condition,
+        (fitted_width, fitted_height),
+        ResizeFilter::Lanczos3,
+        None,
+    )?;
     if let Some(thresholds) = edges {
         fitted = canny(&fitted, thresholds)?;
     }
@@ -45,7 +52,12 @@ mod tests {
         // a 20×10 white condition into a 16×16 region at (8, 4): scaled to 16×8, centered
         // vertically at rows 8..16
         let condition = RgbImage::from_pixel(20, 10, Rgb([255, 255, 255]));
-        let rect = Rect { left: 8, top: 4, right: 24, bottom: 20 };
+        let rect = Rect {
+            left: 8,
+            top: 4,
+            right: 24,
+            bottom: 20,
+        };
         let canvas = control_canvas(&condition, rect, 32, 24, None).unwrap();
         for (x, y, pixel) in canvas.enumerate_pixels() {
             let inside = (8..24).contains(&x) && (8..16).contains(&y);
@@ -60,9 +72,22 @@ mod tests {
             let inside = (4..12).contains(&x) && (4..12).contains(&y);
             Rgb([if inside { 255 } else { 0 }; 3])
         });
-        let rect = Rect { left: 0, top: 0, right: 16, bottom: 16 };
-        let canvas = control_canvas(&condition, rect, 16, 16, Some(CannyThresholds::default())).unwrap();
-        assert_eq!(canvas.get_pixel(8, 8).0, [0; 3], "the inside of the square is not an edge");
-        assert!(canvas.pixels().any(|p| p.0 == [255; 3]), "the square's outline is found");
+        let rect = Rect {
+            left: 0,
+            top: 0,
+            right: 16,
+            bottom: 16,
+        };
+        let canvas =
+            control_canvas(&condition, rect, 16, 16, Some(CannyThresholds::default())).unwrap();
+        assert_eq!(
+            canvas.get_pixel(8, 8).0,
+            [0; 3],
+            "the inside of the square is not an edge"
+        );
+        assert!(
+            canvas.pixels().any(|p| p.0 == [255; 3]),
+            "the square's outline is found"
+        );
     }
 }

@@ -16,14 +16,22 @@ pub fn crop_region(mask: &GrayImage, padding: u32, aspect: f64) -> Result<Rect> 
     let mut bounds: Option<Rect> = None;
     for (x, y, pixel) in mask.enumerate_pixels() {
         if pixel.0[0] >= 128 {
-            let rect = bounds.get_or_insert(Rect { left: x, top: y, right: x + 1, bottom: y + 1 });
+            let rect = bounds.get_or_insert(Rect {
+                left: x,
+                top: y,
+                right: x + 1,
+                bottom: y + 1,
+            });
             rect.left = rect.left.min(x);
             rect.top = rect.top.min(y);
             rect.right = rect.right.max(x + 1);
             rect.bottom = rect.bottom.max(y + 1);
         }
     }
-    let bounds = bounds.ok_or(ImagingError::Invalid { what: "mask", reason: "the mask is empty (no pixel ≥ 128)".into() })?;
+    let bounds = bounds.ok_or(ImagingError::Invalid {
+        what: "mask",
+        reason: "the mask is empty (no pixel ≥ 128)".into(),
+    })?;
     let mut left = bounds.left.saturating_sub(padding) as f64;
     let mut top = bounds.top.saturating_sub(padding) as f64;
     let mut right = (bounds.right + padding).min(width) as f64;
@@ -65,18 +73,35 @@ fn source_box(rect: Rect) -> SourceBox {
 }
 
 /// The crop of the image and of the mask, each scaled to `size` (the mask re-binarised).
-pub fn crop_and_scale(image: &RgbImage, mask: &GrayImage, rect: Rect, size: (u32, u32)) -> Result<(RgbImage, GrayImage)> {
+pub fn crop_and_scale(
+    image: &RgbImage,
+    mask: &GrayImage,
+    rect: Rect,
+    size: (u32, u32),
+) -> Result<(RgbImage, GrayImage)> {
     let image = resize_rgb8(image, size, ResizeFilter::Lanczos3, Some(source_box(rect)))?;
-    let cropped = image::imageops::crop_imm(mask, rect.left, rect.top, rect.width(), rect.height()).to_image();
+    let cropped = image::imageops::crop_imm(mask, rect.left, rect.top, rect.width(), rect.height())
+        .to_image();
     let mut mask = resize_gray8(&cropped, size, ResizeFilter::Lanczos3)?;
-    mask.pixels_mut().for_each(|p| p.0[0] = if p.0[0] >= 128 { 255 } else { 0 });
+    mask.pixels_mut()
+        .for_each(|p| p.0[0] = if p.0[0] >= 128 { 255 } else { 0 });
     Ok((image, mask))
 }
 
 /// Scales `result` back to the crop and pastes it into `original` where `mask` is ≥ 128;
 /// every other pixel stays the original's.
-pub fn paste_back(original: &RgbImage, mask: &GrayImage, rect: Rect, result: &RgbImage) -> Result<RgbImage> {
-    let scaled = resize_rgb8(result, (rect.width(), rect.height()), ResizeFilter::Lanczos3, None)?;
+pub fn paste_back(
+    original: &RgbImage,
+    mask: &GrayImage,
+    rect: Rect,
+    result: &RgbImage,
+) -> Result<RgbImage> {
+    let scaled = resize_rgb8(
+        result,
+        (rect.width(), rect.height()),
+        ResizeFilter::Lanczos3,
+        None,
+    )?;
     let mut out = original.clone();
     for (x, y, pixel) in scaled.enumerate_pixels() {
         let (ox, oy) = (rect.left + x, rect.top + y);
@@ -97,19 +122,57 @@ mod tests {
 
     #[test]
     fn the_crop_holds_the_padded_mask_at_the_working_aspect() {
-        let mask = mask_with_box(400, 300, Rect { left: 100, top: 100, right: 140, bottom: 120 });
+        let mask = mask_with_box(
+            400,
+            300,
+            Rect {
+                left: 100,
+                top: 100,
+                right: 140,
+                bottom: 120,
+            },
+        );
         let crop = crop_region(&mask, 10, 1.0).unwrap();
         // box 90..150 × 90..130 (60×40) grown to 60×60 around its center
-        assert_eq!(crop, Rect { left: 90, top: 80, right: 150, bottom: 140 });
-        let corner = mask_with_box(400, 300, Rect { left: 380, top: 0, right: 400, bottom: 10 });
+        assert_eq!(
+            crop,
+            Rect {
+                left: 90,
+                top: 80,
+                right: 150,
+                bottom: 140
+            }
+        );
+        let corner = mask_with_box(
+            400,
+            300,
+            Rect {
+                left: 380,
+                top: 0,
+                right: 400,
+                bottom: 10,
+            },
+        );
         let crop = crop_region(&corner, 8, 1.0).unwrap();
-        assert!(crop.right <= 400 && crop.width() == crop.height(), "{crop:?}");
+        assert!(
+            crop.right <= 400 && crop.width() == crop.height(),
+            "{crop:?}"
+        );
     }
 
     #[test]
     fn pasting_back_changes_only_masked_pixels() {
         let original = RgbImage::from_pixel(64, 48, image::Rgb([10, 20, 30]));
-        let mask = mask_with_box(64, 48, Rect { left: 20, top: 10, right: 30, bottom: 20 });
+        let mask = mask_with_box(
+            64,
+            48,
+            Rect {
+                left: 20,
+                top: 10,
+                right: 30,
+                bottom: 20,
+            },
+        );
         let rect = crop_region(&mask, 4, 1.0).unwrap();
         let (crop, crop_mask) = crop_and_scale(&original, &mask, rect, (64, 64)).unwrap();
         assert_eq!(crop.dimensions(), (64, 64));
@@ -118,7 +181,11 @@ mod tests {
         let out = paste_back(&original, &mask, rect, &result).unwrap();
         for (x, y, pixel) in out.enumerate_pixels() {
             let inside = (20..30).contains(&x) && (10..20).contains(&y);
-            assert_eq!(pixel.0, if inside { [200; 3] } else { [10, 20, 30] }, "({x}, {y})");
+            assert_eq!(
+                pixel.0,
+                if inside { [200; 3] } else { [10, 20, 30] },
+                "({x}, {y})"
+            );
         }
     }
 }

@@ -48,7 +48,11 @@ impl SRVGGNetCompact {
         activations.push(candle_nn::prelu(Some(config.num_feat), body.pp(1))?);
         for index in 0..config.num_conv {
             let conv_index = 2 + 2 * index;
-            convs.push(Conv3x3::new(config.num_feat, config.num_feat, body.pp(conv_index))?);
+            convs.push(Conv3x3::new(
+                config.num_feat,
+                config.num_feat,
+                body.pp(conv_index),
+            )?);
             activations.push(candle_nn::prelu(
                 Some(config.num_feat),
                 body.pp(conv_index + 1),
@@ -56,7 +60,11 @@ impl SRVGGNetCompact {
         }
         let last_index = 2 + 2 * config.num_conv;
         let out_channels = config.num_out_ch * config.upscale * config.upscale;
-        convs.push(Conv3x3::new(config.num_feat, out_channels, body.pp(last_index))?);
+        convs.push(Conv3x3::new(
+            config.num_feat,
+            out_channels,
+            body.pp(last_index),
+        )?);
         Ok(Self {
             config: *config,
             convs,

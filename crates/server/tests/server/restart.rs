@@ -80,7 +80,9 @@ fn a_killed_server_loses_no_job_and_retries_an_interrupted_one_once() {
     let server = Process::start(data.path());
     // The first job is long enough that the kill lands while it runs (a 40-step job on
     // the tiny model could finish between the poll and the kill).
-    let ids: Vec<String> = (0..4).map(|index| server.submit(if index == 0 { 150 } else { 40 })).collect();
+    let ids: Vec<String> = (0..4)
+        .map(|index| server.submit(if index == 0 { 150 } else { 40 }))
+        .collect();
     wait_for(server.address, &ids[0], limit, running_with_steps);
     server.kill();
     let server = Process::start(data.path());
