@@ -127,6 +127,25 @@ pub struct FitOptions {
     pub seed: u64,
 }
 
+impl FitOptions {
+    /// These options with the seed mixed with `key` (FNV-1a over its bytes), so each image
+    /// gets its own random crop and the same one on every run, whatever else is in the set.
+    pub fn keyed(&self, key: &str) -> FitOptions {
+        FitOptions {
+            seed: keyed_seed(self.seed, key),
+            ..*self
+        }
+    }
+}
+
+/// `seed` mixed with `key` by FNV-1a.
+pub fn keyed_seed(seed: u64, key: &str) -> u64 {
+    key.bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64 ^ seed, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+        })
+}
+
 /// What was done to the image, for SDXL micro-conditioning and for the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FitReport {

@@ -23,6 +23,6 @@ pub mod sr;
 pub use enhance::preset::{Preset, Scenario};
 pub use enhance::{enhance, format_steps, Step, StepKind};
 pub use error::{ImagingError, Result};
-pub use fit::{fit, FitMode, FitOptions, FitReport, Fitted, Size, TargetSize};
+pub use fit::{fit, keyed_seed, FitMode, FitOptions, FitReport, Fitted, Size, TargetSize};
 pub use resize::ResizeFilter;
 pub use sr::{TileOptions, Upscaler};

@@ -136,10 +136,7 @@ fn file_seed(seed: u64, path: &Path) -> u64 {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64 ^ seed, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
-        })
+    huatu_imaging::keyed_seed(seed, &name)
 }
 
 fn report_line(input: &Path, output: &Path, options: &FitOptions, report: &FitReport) -> String {

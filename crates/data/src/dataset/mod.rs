@@ -416,19 +416,8 @@ fn load_examples(clip: &ClipModel, inputs: &[PathBuf]) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
-/// The fit's seed mixed with the image id (FNV-1a), so each image gets its own random
-/// crop and the same one on every run.
-fn seeded(options: &FitOptions, id: &str) -> FitOptions {
-    let seed = id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64 ^ options.seed, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
-        });
-    FitOptions { seed, ..*options }
-}
-
 fn prepare_example(example: &Example, options: &FitOptions) -> Result<Prepared> {
-    let fitted = fit(&example.image, &seeded(options, &example.id))?;
+    let fitted = fit(&example.image, &options.keyed(&example.id))?;
     Ok(Prepared {
         origin: Origin::Example,
         source: example.path.display().to_string(),
@@ -449,7 +438,7 @@ fn prepare_candidate(
     let path = Path::new(&candidate.row.path);
     let image = huatu_imaging::io::load_image(path)
         .map_err(|error| format!("cannot read the image: {error}"))?;
-    let fitted = fit(&image, &seeded(options, &candidate.row.id))
+    let fitted = fit(&image, &options.keyed(&candidate.row.id))
         .map_err(|error| format!("cannot fit the image: {error}"))?;
     Ok(Prepared {
         origin: Origin::Database,
