@@ -51,10 +51,10 @@ pub struct EditPairArgs {
     #[arg(long, value_name = "WORD")]
     pub blend: Vec<String>,
     /// Local blend: the share of the normalised attention a pixel needs to change.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, requires = "blend")]
     pub blend_threshold: f64,
     /// Local blend: fraction of the steps after which it starts.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, requires = "blend")]
     pub blend_start: f64,
     /// Default: the model's native size (unet sample_size × 8).
     #[arg(long)]
