@@ -59,16 +59,31 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub caption_model: Option<PathBuf>,
     /// The most tokens per caption.
-    #[arg(long, value_name = "N", default_value_t = 30, requires = "caption_model")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 30,
+        requires = "caption_model"
+    )]
     pub max_tokens: usize,
     /// Beam search with this many beams; 1 is greedy search.
-    #[arg(long, value_name = "K", default_value_t = 1, requires = "caption_model")]
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 1,
+        requires = "caption_model"
+    )]
     pub num_beams: usize,
     /// A start every caption continues, e.g. "a picture of".
     #[arg(long, value_name = "TEXT", requires = "caption_model")]
     pub caption_prompt: Option<String>,
     /// Images captioned together.
-    #[arg(long, value_name = "N", default_value_t = 8, requires = "caption_model")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8,
+        requires = "caption_model"
+    )]
     pub batch_size: usize,
     /// Only database images at least this similar (cosine) to a query.
     #[arg(long, value_name = "S")]
