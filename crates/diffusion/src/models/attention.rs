@@ -8,8 +8,9 @@ use super::linear::{join, Linear, NamedLinears};
 
 /// `torch.nn.functional.scaled_dot_product_attention` without mask or dropout.
 /// query: [b, heads, n, d], key/value: [b, heads, m, d] -> [b, heads, n, d].
-/// On CPU in f32 this is huatu's fused kernel; otherwise softmax runs in f32 whatever the
-/// input dtype (as diffusers' upcast_softmax).
+/// On CPU this is huatu's fused f32 kernel (f16/bf16 inputs upcast to it); other devices run
+/// it over blocks of queries with softmax in f32 (as diffusers' upcast_softmax). Either way
+/// the [n, m] scores are never all in memory at once: at 2048² they would be 10–21 GB.
 pub fn scaled_dot_product_attention(
     query: &Tensor,
     key: &Tensor,
