@@ -14,6 +14,18 @@ pub enum ImagingError {
         source: image::ImageError,
     },
 
+    #[error("cannot decode {what}: {reason}")]
+    Decode { what: String, reason: String },
+
+    #[error("{what} is {width}×{height} pixels; images may be at most {max_side} pixels a side and {max_pixels} pixels in all")]
+    ImageTooLarge {
+        what: String,
+        width: u32,
+        height: u32,
+        max_side: u32,
+        max_pixels: u64,
+    },
+
     #[error("cannot write image {path}")]
     Write {
         path: PathBuf,
@@ -85,6 +97,9 @@ pub enum ImagingError {
         #[source]
         source: candle_core::Error,
     },
+
+    #[error("cannot load Real-ESRGAN weights from {path}: {reason}")]
+    WeightFile { path: PathBuf, reason: String },
 
     #[error("{path} is not a Real-ESRGAN model huatu knows (RRDBNet ×1/×2/×4 or SRVGGNetCompact): {reason}")]
     UnknownModel { path: PathBuf, reason: String },

@@ -4,28 +4,128 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageReader, Rgb32FImage, RgbImage, RgbaImage};
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Rgb32FImage, RgbImage, RgbaImage};
 
 use crate::error::{ImagingError, Result};
 
-/// Opens and decodes an image, guessing the format from its bytes. Unreadable,
-/// truncated and zero-sized files are errors that name the file.
+/// Bounds on untrusted image files, checked from the header before any pixel is decoded
+/// and passed to the decoder as `image::Limits` (so a file whose header lies is still
+/// stopped before it allocates more than `max_pixels` worth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height.
+    pub max_side: u32,
+    /// Largest width × height.
+    pub max_pixels: u64,
+}
+
+impl DecodeLimits {
+    /// 16384 a side and 64 megapixels (8192²): past every size huatu generates, edits or
+    /// upscales, and a decoded 16-bit RGBA image of that size is 512 MiB, the image
+    /// crate's own default allocation cap.
+    pub const DEFAULT: Self = Self {
+        max_side: 16384,
+        max_pixels: 64 << 20,
+    };
+
+    /// The default pixel budget with a smaller side (the server's `--max-dimension`).
+    pub fn with_max_side(max_side: usize) -> Self {
+        let max_side = u32::try_from(max_side).unwrap_or(u32::MAX);
+        Self {
+            max_side: max_side.min(Self::DEFAULT.max_side),
+            ..Self::DEFAULT
+        }
+    }
+
+    /// Errors unless `width`×`height` is within the limits.
+    pub fn check(&self, what: &str, width: u32, height: u32) -> Result<()> {
+        ensure_not_empty(what, width, height)?;
+        if width > self.max_side
+            || height > self.max_side
+            || u64::from(width) * u64::from(height) > self.max_pixels
+        {
+            return Err(ImagingError::ImageTooLarge {
+                what: what.to_string(),
+                width,
+                height,
+                max_side: self.max_side,
+                max_pixels: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+
+    /// The same bounds for the decoder: at most 8 bytes (16-bit RGBA) per allowed pixel.
+    fn decoder_limits(&self) -> image::Limits {
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(self.max_side);
+        limits.max_image_height = Some(self.max_side);
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(8));
+        limits
+    }
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Opens and decodes an image within [`DecodeLimits::DEFAULT`], guessing the format from
+/// its bytes. Unreadable, truncated, zero-sized and oversized files are errors that name
+/// the file.
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|source| ImagingError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| ImagingError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let image = reader.decode().map_err(|source| ImagingError::Read {
+    load_image_with(path, &DecodeLimits::DEFAULT)
+}
+
+/// As [`load_image`], within `limits`.
+pub fn load_image_with(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    let io_error = |source| ImagingError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let read_error = |source| ImagingError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let open = || -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+        ImageReader::open(path)
+            .map_err(io_error)?
+            .with_guessed_format()
+            .map_err(io_error)
+    };
+    let (width, height) = open()?.into_dimensions().map_err(read_error)?;
+    limits.check(&path.display().to_string(), width, height)?;
+    let mut reader = open()?;
+    reader.limits(limits.decoder_limits());
+    let image = reader.decode().map_err(read_error)?;
     ensure_not_empty(&path.display().to_string(), image.width(), image.height())?;
+    Ok(image)
+}
+
+/// Decodes an image held in memory (an upload) within `limits`; `format` is guessed from
+/// the bytes when `None`. `what` names the image in errors.
+pub fn decode_image(
+    bytes: &[u8],
+    format: Option<ImageFormat>,
+    what: &str,
+    limits: &DecodeLimits,
+) -> Result<DynamicImage> {
+    let decode_error = |source: image::ImageError| ImagingError::Decode {
+        what: what.to_string(),
+        reason: source.to_string(),
+    };
+    let format = match format {
+        Some(format) => format,
+        None => image::guess_format(bytes).map_err(decode_error)?,
+    };
+    let reader = || ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (width, height) = reader().into_dimensions().map_err(decode_error)?;
+    limits.check(what, width, height)?;
+    let mut reader = reader();
+    reader.limits(limits.decoder_limits());
+    let image = reader.decode().map_err(decode_error)?;
+    ensure_not_empty(what, image.width(), image.height())?;
     Ok(image)
 }
 

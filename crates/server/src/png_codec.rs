@@ -33,7 +33,8 @@ pub fn encode_gray_png(image: &GrayImage) -> Result<Vec<u8>, png::EncodingError>
 
 /// A stored PNG back to pixels (RGB).
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
-    let decoded = image::load_from_memory(bytes)
+    let limits = huatu_imaging::io::DecodeLimits::DEFAULT;
+    let decoded = huatu_imaging::io::decode_image(bytes, None, "stored image", &limits)
         .map_err(|error| format!("stored image is unreadable: {error}"))?
         .to_rgb8();
     let (width, height) = decoded.dimensions();
@@ -46,7 +47,8 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
 
 /// A stored PNG back to pixels (grayscale).
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage, String> {
-    let decoded = image::load_from_memory(bytes)
+    let limits = huatu_imaging::io::DecodeLimits::DEFAULT;
+    let decoded = huatu_imaging::io::decode_image(bytes, None, "stored mask", &limits)
         .map_err(|error| format!("stored mask is unreadable: {error}"))?
         .to_luma8();
     let (width, height) = decoded.dimensions();
@@ -96,7 +98,9 @@ pub fn decode_upload(field: &str, bytes: &[u8], max_dimension: usize) -> Result<
             "`{field}` is {width}×{height} pixels; width and height must be between 1 and {max_dimension}"
         ));
     }
-    let decoded = image::load_from_memory_with_format(bytes, format)
+    // the same capped decoder as the CLI's inputs (`image::Limits` from the same bounds)
+    let limits = huatu_imaging::io::DecodeLimits::with_max_side(max_dimension);
+    let decoded = huatu_imaging::io::decode_image(bytes, Some(format), field, &limits)
         .map_err(|error| format!("`{field}` is a broken {name} file: {error}"))?;
     let mask_pixels: Vec<u8> = if decoded.color().has_alpha() {
         decoded

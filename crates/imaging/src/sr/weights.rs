@@ -1,7 +1,13 @@
 //! Loading Real-ESRGAN weights as they are published, and telling the architecture and
-//! its size from the tensors alone: `.pth` through candle's pickle reader (the state
-//! dict wrapped in `params_ema` as in RealESRGAN_x4plus.pth, in `params` as in
-//! realesr-general-x4v3.pth, or bare) and `.safetensors` (a bare state dict).
+//! its size from the tensors alone: `.pth` through our own checkpoint reader (`pth.rs`,
+//! `pickle.rs`: candle's pickle reader panics on malformed files and allocates declared
+//! sizes before reading them) with the state dict wrapped in `params_ema` as in
+//! RealESRGAN_x4plus.pth, in `params` as in realesr-general-x4v3.pth, or bare; and
+//! `.safetensors` (a bare state dict; the safetensors crate checks every declared offset
+//! and size against the file before anything is copied).
+
+mod pickle;
+pub mod pth;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,8 +35,9 @@ impl Architecture {
     }
 }
 
-/// The wrappers the published `.pth` files put around the state dict, tried in order.
-const PTH_KEYS: [Option<&str>; 3] = [Some("params_ema"), Some("params"), None];
+/// The wrappers the published `.pth` files put around the state dict, tried in order
+/// before the top-level dict itself.
+const PTH_WRAPPERS: [&str; 2] = ["params_ema", "params"];
 
 /// Reads every tensor of a `.pth` or `.safetensors` file (chosen by extension).
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
@@ -53,19 +60,16 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
             candle_core::safetensors::load(path, &Device::Cpu).map_err(load_error)
         }
         Some("pth") | Some("pt") => {
-            let mut first_error = None;
-            for key in PTH_KEYS {
-                match candle_core::pickle::read_all_with_key(path, key) {
-                    Ok(tensors) if !tensors.is_empty() => return Ok(tensors.into_iter().collect()),
-                    Ok(_) => {}
-                    Err(error) => {
-                        first_error.get_or_insert(error);
-                    }
+            let file = std::fs::File::open(path).map_err(|source| ImagingError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            pth::read_state_dict(std::io::BufReader::new(file), &PTH_WRAPPERS).map_err(|reason| {
+                ImagingError::WeightFile {
+                    path: path.to_path_buf(),
+                    reason,
                 }
-            }
-            Err(load_error(first_error.unwrap_or_else(|| {
-                candle_core::Error::Msg("the file holds no tensors".to_string())
-            })))
+            })
         }
         _ => Err(ImagingError::UnknownModel {
             path: path.to_path_buf(),
