@@ -63,11 +63,19 @@ fn sharded_files(index_path: &Path) -> Result<Vec<PathBuf>> {
         source,
     })?;
     let dir = index_path.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = index
-        .weight_map
-        .values()
-        .map(|file| dir.join(file))
-        .collect();
+    let mut files = Vec::with_capacity(index.weight_map.len());
+    for (tensor, file) in &index.weight_map {
+        if !is_plain_file_name(file) {
+            return Err(Error::BadModelFile {
+                path: index_path.to_path_buf(),
+                message: format!(
+                    "tensor `{tensor}` is mapped to {file:?}; shard names must be plain file names \
+                     inside the index's folder (no folders, `..` or absolute paths)"
+                ),
+            });
+        }
+        files.push(dir.join(file));
+    }
     files.sort();
     files.dedup();
     for file in &files {
@@ -79,6 +87,17 @@ fn sharded_files(index_path: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+/// A name that stays inside its folder when joined to it: one normal path component, no
+/// separators of either platform, no drive prefix, not `.`/`..`, no NUL.
+pub fn is_plain_file_name(name: &str) -> bool {
+    use std::path::Component;
+    let mut components = Path::new(name).components();
+    matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(_)), None)
+    ) && !name.contains(['/', '\\', ':', '\0'])
 }
 
 pub fn read_text(path: &Path) -> Result<String> {
@@ -103,6 +122,13 @@ pub fn mmap_var_builder(
 
 /// Memory-maps the files (checked first, so a bad one is named) as a weight source.
 pub fn mmap_backend(files: &[PathBuf]) -> Result<Box<dyn SimpleBackend>> {
+    Ok(Box::new(mmap_safetensors(files)?))
+}
+
+/// Memory-maps the files after checking each header; the safetensors crate then checks
+/// every tensor's offsets and element count × dtype size against the mapped bytes, so
+/// nothing is allocated from a declared size.
+pub fn mmap_safetensors(files: &[PathBuf]) -> Result<MmapedSafetensors> {
     for file in files {
         check_header(file)?;
     }
@@ -111,11 +137,10 @@ pub fn mmap_backend(files: &[PathBuf]) -> Result<Box<dyn SimpleBackend>> {
     #[expect(unsafe_code, reason = "memory-mapping safetensors files")]
     let mapped = unsafe { MmapedSafetensors::multi(files) };
     let first = files.first().cloned().unwrap_or_default();
-    let mapped = mapped.map_err(|error| Error::BadModelFile {
+    mapped.map_err(|error| Error::BadModelFile {
         path: first,
         message: error.to_string(),
-    })?;
-    Ok(Box::new(mapped))
+    })
 }
 
 /// Reads a safetensors header so that a truncated or foreign file is reported by name.
@@ -163,8 +188,132 @@ pub fn check_header(path: &Path) -> Result<()> {
             }
         }
     }
-    if 8 + header_len + end > length {
+    if end.saturating_add(8 + header_len) > length {
         return Err(bad("the file is truncated (tensor data runs past its end)"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("huatu-safetensors-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        dir
+    }
+
+    /// A safetensors file: `header_len` as declared, then the header and `data`.
+    fn file_bytes(header_len: Option<u64>, header: &str, data: &[u8]) -> Vec<u8> {
+        let mut bytes = header_len
+            .unwrap_or(header.len() as u64)
+            .to_le_bytes()
+            .to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    #[test]
+    fn shard_names_must_stay_inside_the_folder() {
+        for good in [
+            "model-00001-of-00002.safetensors",
+            "a b.safetensors",
+            "x..y",
+        ] {
+            assert!(is_plain_file_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x.safetensors",
+            "/etc/passwd",
+            "sub/x.safetensors",
+            "sub\\x.safetensors",
+            "C:x.safetensors",
+            "x\0y",
+        ] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+        let dir = scratch("shards");
+        std::fs::write(dir.join("inside.safetensors"), b"").ok();
+        for target in [
+            "../inside.safetensors",
+            "/etc/passwd",
+            "sub/inside.safetensors",
+        ] {
+            let index = format!(
+                r#"{{"metadata": {{}}, "weight_map": {{"a": "inside.safetensors", "b": {target:?}}}}}"#
+            );
+            std::fs::write(dir.join("model.safetensors.index.json"), index).ok();
+            let error = component_weight_files(&dir).err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("plain file names") && e.contains(target)),
+                "{target}: {error:?}"
+            );
+        }
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "inside.safetensors"}}"#,
+        )
+        .ok();
+        assert_eq!(
+            component_weight_files(&dir).ok(),
+            Some(vec![dir.join("inside.safetensors")])
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn lying_headers_are_refused_before_allocation() {
+        let dir = scratch("headers");
+        let tensor = |shape: &str, end: u64| {
+            format!(r#"{{"w":{{"dtype":"F32","shape":{shape},"data_offsets":[0,{end}]}}}}"#)
+        };
+        let cases: [(&str, Vec<u8>); 6] = [
+            // 2^62-byte header in a 40-byte file
+            ("huge header", file_bytes(Some(1 << 62), "{}", &[0; 24])),
+            ("header past the end", file_bytes(Some(1000), "{}", &[])),
+            // 2 TiB of declared data in a small file; offsets near u64::MAX must not wrap
+            (
+                "huge tensor",
+                file_bytes(None, &tensor("[1099511627776]", 1 << 42), &[0; 16]),
+            ),
+            (
+                "wrapping end",
+                file_bytes(None, &tensor("[1]", u64::MAX - 4), &[0; 4]),
+            ),
+            // shape whose element count overflows, with offsets the file covers
+            (
+                "overflowing shape",
+                file_bytes(None, &tensor("[4294967296,4294967296,16]", 4), &[0; 4]),
+            ),
+            // declared element count does not match the stored bytes
+            (
+                "short data",
+                file_bytes(None, &tensor("[1000]", 16), &[0; 16]),
+            ),
+        ];
+        for (what, bytes) in cases {
+            let path = dir.join(format!("{}.safetensors", what.replace(' ', "_")));
+            std::fs::write(&path, &bytes).ok();
+            let error = mmap_safetensors(std::slice::from_ref(&path)).err();
+            assert!(
+                matches!(&error, Some(Error::BadModelFile { path: p, .. }) if p == &path),
+                "{what}: {error:?}"
+            );
+        }
+        // and an honest file maps and reads
+        let path = dir.join("honest.safetensors");
+        std::fs::write(&path, file_bytes(None, &tensor("[2]", 8), &[0; 8])).ok();
+        let loaded = mmap_safetensors(std::slice::from_ref(&path))
+            .and_then(|m| Ok(m.load("w", &Device::Cpu)?.dims().to_vec()));
+        assert_eq!(loaded.ok(), Some(vec![2]));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -96,15 +96,22 @@ const DIFFUSERS_SUFFIXES: [(&str, &str); 3] = [
 
 impl LoraFile {
     pub fn read(path: &Path) -> Result<Self> {
-        let bad = |message: String| Error::BadModelFile {
-            path: path.to_path_buf(),
-            message,
-        };
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Reads a LoRA file already in memory; `path` names it in errors. Every declared
+    /// offset and size is checked against `bytes` (by the safetensors crate) before a
+    /// tensor is copied out.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let bad = |message: String| Error::BadModelFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|error| bad(format!("not a safetensors LoRA file: {error}")))?;
         let metadata: BTreeMap<String, String> = header
             .metadata()
@@ -112,7 +119,7 @@ impl LoraFile {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        let mut tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
             .map_err(|error| bad(format!("unreadable tensors: {error}")))?;
         for tensor in tensors.values_mut() {
             *tensor = tensor.to_dtype(DType::F32)?;
@@ -386,6 +393,28 @@ fn diffusers_modules(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lying_or_truncated_files_are_errors() {
+        let path = Path::new("lying.safetensors");
+        let header = r#"{"lora_unet_a.lora_down.weight":{"dtype":"F32","shape":[1099511627776,4],"data_offsets":[0,17592186044416]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 64]);
+        let huge_header = [&(1u64 << 60).to_le_bytes()[..], b"{}"].concat();
+        for (what, bytes) in [
+            ("a 16 TiB tensor in a small file", &bytes[..]),
+            ("a header longer than the file", &huge_header[..]),
+            ("a truncated header", &bytes[..20]),
+            ("no header", &bytes[..3]),
+        ] {
+            let error = LoraFile::from_bytes(path, bytes).err();
+            assert!(
+                matches!(&error, Some(Error::BadModelFile { message, .. }) if message.contains("safetensors")),
+                "{what}: {error:?}"
+            );
+        }
+    }
 
     fn write(tensors: &[(&str, Tensor)]) -> std::path::PathBuf {
         let name = format!(
