@@ -53,6 +53,13 @@ pub enum Error {
         keys: String,
     },
 
+    #[error("LoRA module {modules}: merging it into `{weight}` gives NaN or infinite weights (its values overflow {dtype}); the model was put back to its base weights")]
+    LoraOverflow {
+        modules: String,
+        weight: String,
+        dtype: String,
+    },
+
     #[error("cancelled")]
     Cancelled,
 

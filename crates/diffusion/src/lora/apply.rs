@@ -81,8 +81,10 @@ fn weight_index(components: &SdxlComponents) -> WeightIndex {
 /// `base + Σ scale · (alpha / rank) · up · down` in `base`'s dtype. The factors go into the
 /// small `up` matrices and all modules into one matmul over their stacked ranks; the sum
 /// with the base weight is one parallel pass (candle's CPU elementwise ops are serial, and
-/// a full-size SDXL adapter touches about a billion weights).
-pub fn merged_weight(base: &Tensor, modules: &[(&LoraModule, f64)]) -> Result<Tensor> {
+/// a full-size SDXL adapter touches about a billion weights). `None` when a merged value is
+/// NaN or infinite: finite adapter weights can still overflow f32 in `up · down`, or the
+/// model's f16 when added, and one such value would poison every output.
+pub fn merged_weight(base: &Tensor, modules: &[(&LoraModule, f64)]) -> Result<Option<Tensor>> {
     let out = base.dim(0)?;
     let mut ups = Vec::with_capacity(modules.len());
     let mut downs = Vec::with_capacity(modules.len());
@@ -92,18 +94,24 @@ pub fn merged_weight(base: &Tensor, modules: &[(&LoraModule, f64)]) -> Result<Te
     }
     let delta = Tensor::cat(&ups, 1)?.matmul(&Tensor::cat(&downs, 0)?)?; // [out, in·k·k]
     let delta = delta.flatten_all()?.to_vec1::<f32>()?;
-    fn add<T: candle_core::WithDType>(base: &Tensor, delta: &[f32]) -> Result<Tensor> {
+    fn add<T: candle_core::WithDType>(base: &Tensor, delta: &[f32]) -> Result<Option<Tensor>> {
         use rayon::prelude::*;
         let mut values = base.flatten_all()?.to_vec1::<T>()?;
-        values
+        let finite = values
             .par_chunks_mut(1 << 14)
             .zip(delta.par_chunks(1 << 14))
-            .for_each(|(values, delta)| {
+            .all(|(values, delta)| {
+                let mut finite = true;
                 for (value, delta) in values.iter_mut().zip(delta) {
                     *value = T::from_f64(value.to_f64() + f64::from(*delta));
+                    finite &= value.to_f64().is_finite();
                 }
+                finite
             });
-        Ok(Tensor::from_vec(values, base.shape(), base.device())?)
+        if !finite {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(values, base.shape(), base.device())?))
     }
     match base.dtype() {
         DType::F32 => add::<f32>(base, &delta),
@@ -118,7 +126,11 @@ pub fn merged_weight(base: &Tensor, modules: &[(&LoraModule, f64)]) -> Result<Te
 impl SdxlComponents {
     /// Makes `loras` (file, scale) the adapters merged into the UNet and both text encoders,
     /// replacing whatever set was merged before; `&[]` restores the base model exactly.
-    /// Nothing changes when an error is returned.
+    /// A set that fails its checks (unmatched modules, shapes) changes nothing; one that
+    /// fails while weights are being written (a merge that overflows, an unreadable base
+    /// weight) puts the base model back, with no adapter merged, before the error returns.
+    /// A panic mid-write leaves every weight either set touches recorded as touched, so the
+    /// next call restores them all whatever it merges.
     pub fn set_loras(
         &mut self,
         loras: &[(&LoraFile, f64)],
@@ -178,19 +190,28 @@ impl SdxlComponents {
         }
 
         // Restore what the old set touched and the new one does not; write the new set.
+        // Until that is done, every weight of either set counts as touched (by no known
+        // adapter), so a failure or a panic midway leaves a record the next call restores.
         let new_touched: BTreeSet<(Component, String)> = updates.keys().cloned().collect();
-        for key in self.active_loras.touched.union(&new_touched) {
-            let (component, name) = key;
-            let Some(table) = table(self, *component) else {
-                continue;
-            };
-            let base = table.base(name)?;
-            let value = match updates.get(key) {
-                None => base,
-                Some(modules) => merged_weight(&base, modules)?,
-            };
-            table.overwrite(name, &value)?;
-            report.weights_written += 1;
+        let dirty: BTreeSet<(Component, String)> = self
+            .active_loras
+            .touched
+            .union(&new_touched)
+            .cloned()
+            .collect();
+        self.active_loras = ActiveLoras {
+            adapters: Vec::new(),
+            touched: dirty.clone(),
+        };
+        if let Err(error) = self.write_weights(&dirty, &updates, &mut report) {
+            match self.restore_base(&dirty) {
+                Ok(()) => self.active_loras = ActiveLoras::default(),
+                Err(restore) => tracing::error!(
+                    "cannot put the base weights back after a failed LoRA switch ({restore}); \
+                     the next switch restores them"
+                ),
+            }
+            return Err(error);
         }
         self.active_loras = ActiveLoras {
             adapters: loras
@@ -201,6 +222,50 @@ impl SdxlComponents {
         };
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Writes base or merged values for every key of `keys`.
+    fn write_weights(
+        &self,
+        keys: &BTreeSet<(Component, String)>,
+        updates: &BTreeMap<(Component, String), Vec<(&LoraModule, f64)>>,
+        report: &mut LoraReport,
+    ) -> Result<()> {
+        for key in keys {
+            let (component, name) = key;
+            let Some(table) = table(self, *component) else {
+                continue;
+            };
+            let base = table.base(name)?;
+            let value = match updates.get(key) {
+                None => base,
+                Some(modules) => merged_weight(&base, modules)?.ok_or_else(|| {
+                    let mut names: Vec<String> = modules
+                        .iter()
+                        .map(|(module, _)| format!("`{}`", module.name))
+                        .collect();
+                    names.dedup();
+                    Error::LoraOverflow {
+                        modules: names.join(", "),
+                        weight: name.clone(),
+                        dtype: format!("{:?}", base.dtype()).to_lowercase(),
+                    }
+                })?,
+            };
+            table.overwrite(name, &value)?;
+            report.weights_written += 1;
+        }
+        Ok(())
+    }
+
+    /// Puts the base value back into every weight of `keys`.
+    fn restore_base(&self, keys: &BTreeSet<(Component, String)>) -> Result<()> {
+        for (component, name) in keys {
+            if let Some(table) = table(self, *component) {
+                table.overwrite(name, &table.base(name)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -213,10 +278,37 @@ mod tests {
     fn delta_of(module: &LoraModule) -> Result<Tensor> {
         let mut shape = vec![module.up.dim(0)?];
         shape.extend_from_slice(&module.down.dims()[1..]);
-        merged_weight(
+        finite(merged_weight(
             &Tensor::zeros(shape, DType::F32, &Device::Cpu)?,
             &[(module, 1.0)],
-        )
+        )?)
+    }
+
+    fn finite(merged: Option<Tensor>) -> Result<Tensor> {
+        merged.ok_or_else(|| Error::InvalidRequest("the merge overflowed".into()))
+    }
+
+    #[test]
+    fn a_merge_that_overflows_is_refused() -> Result<()> {
+        let device = Device::Cpu;
+        // Finite factors whose product overflows f32: 1e25 · 1e25.
+        let huge = module(
+            Tensor::full(1e25f32, (1, 2), &device)?,
+            Tensor::full(1e25f32, (2, 1), &device)?,
+            None,
+        );
+        let base = Tensor::zeros((2, 2), DType::F32, &device)?;
+        assert!(merged_weight(&base, &[(&huge, 1.0)])?.is_none());
+        // A delta that fits f32 but not the model's f16 (largest 65504).
+        let large = module(
+            Tensor::full(300f32, (1, 2), &device)?,
+            Tensor::full(300f32, (2, 1), &device)?,
+            None,
+        );
+        let half = base.to_dtype(DType::F16)?;
+        assert!(merged_weight(&half, &[(&large, 1.0)])?.is_none());
+        assert!(merged_weight(&base, &[(&large, 1.0)])?.is_some());
+        Ok(())
     }
 
     #[test]
@@ -228,9 +320,9 @@ mod tests {
             None,
         );
         let base = Tensor::full(10f32, (2, 2), &device)?;
-        let merged = merged_weight(&base, &[(&one, 0.5), (&one, 2.0)])?;
+        let merged = finite(merged_weight(&base, &[(&one, 0.5), (&one, 2.0)])?)?;
         assert_eq!(merged.to_vec2::<f32>()?, vec![vec![12.5f32; 2]; 2]);
-        let half = merged_weight(&base.to_dtype(DType::F16)?, &[(&one, 0.5)])?;
+        let half = finite(merged_weight(&base.to_dtype(DType::F16)?, &[(&one, 0.5)])?)?;
         assert_eq!(half.dtype(), DType::F16);
         assert_eq!(
             half.to_dtype(DType::F32)?.to_vec2::<f32>()?,
