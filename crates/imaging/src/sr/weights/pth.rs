@@ -336,6 +336,11 @@ impl<R: Read + Seek> Storages<R> {
             .try_fold(1usize, |total, &dim| total.checked_mul(dim))
             .ok_or("the tensor's element count overflows")?;
         if elements == 0 {
+            // an empty tensor still has strides: the other dimensions' product must fit
+            info.shape
+                .iter()
+                .try_fold(1usize, |total, &dim| total.checked_mul(dim.max(1)))
+                .ok_or("the empty tensor's dimensions overflow")?;
             return Tensor::zeros(info.shape.as_slice(), info.dtype, &Device::Cpu)
                 .map_err(|error| error.to_string());
         }
