@@ -395,12 +395,14 @@ fn load_examples(clip: &ClipModel, inputs: &[PathBuf]) -> Result<Vec<Example>> {
             path: path.clone(),
             source,
         })?;
-        let image = image::load_from_memory(&bytes).map_err(|error| {
-            DataError::InvalidRequest(format!(
-                "example {} is not a readable image: {error}",
-                path.display()
-            ))
-        })?;
+        let limits = huatu_imaging::io::DecodeLimits::DEFAULT;
+        let image =
+            huatu_imaging::io::decode_image(&bytes, None, "it", &limits).map_err(|error| {
+                DataError::InvalidRequest(format!(
+                    "example {} is not a readable image: {error}",
+                    path.display()
+                ))
+            })?;
         examples.push(Example {
             name: file_name(&path),
             id: content_id(&bytes),

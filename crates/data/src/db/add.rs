@@ -163,7 +163,9 @@ fn prepare(
         path: path.to_path_buf(),
         reason,
     };
-    let image = image::load_from_memory(bytes).map_err(|error| skip(error.to_string()))?;
+    let limits = huatu_imaging::io::DecodeLimits::DEFAULT;
+    let image = huatu_imaging::io::decode_image(bytes, None, "the file", &limits)
+        .map_err(|error| skip(error.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
         return Err(skip("the image is empty".into()));
     }
