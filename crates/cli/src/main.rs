@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod device_args;
 mod fit_args;
 mod model_args;
 mod png_output;

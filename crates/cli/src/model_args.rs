@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use clap::Args;
+use huatu_diffusion::device::DtypeChoice;
 use huatu_diffusion::loading::latents_file::{read_latents, write_latents};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::pipelines::{Progress, ProgressSink};
 use huatu_diffusion::schedulers::SchedulerKind;
+
+use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct ModelArgs {
@@ -21,9 +24,12 @@ pub struct ModelArgs {
     /// For a single-file checkpoint: a diffusers folder to take configs and tokenizers from.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Compute precision: f32, f16 or bf16 (the VAE stays f32 for f16).
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
-    pub dtype: DType,
+    /// Compute precision: auto (f32 on the CPU; bf16 on a GPU that has it, else f16),
+    /// f32, f16 or bf16. The VAE stays f32 for f16 where its config says so.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeChoice,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// A LoRA adapter (kohya or diffusers .safetensors) with an optional scale, FILE[:SCALE]
     /// (default 1.0). Repeat for several at once.
     #[arg(long = "lora", value_parser = parse_lora)]
@@ -57,17 +63,6 @@ pub struct SamplingArgs {
     /// Writes the final denoised latents (before VAE decoding, unscaled) here.
     #[arg(long)]
     pub save_latents: Option<PathBuf>,
-}
-
-pub fn parse_dtype(text: &str) -> Result<DType, String> {
-    match text {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        other => Err(format!(
-            "unknown dtype `{other}` (expected f32, f16 or bf16)"
-        )),
-    }
 }
 
 /// `FILE[:SCALE]`; a suffix after the last `:` that is not a number belongs to the path.
@@ -112,7 +107,7 @@ impl ModelArgs {
         let mut components = SdxlComponents::load(
             &source,
             LoadOptions {
-                dtype: self.dtype,
+                dtype: self.dtype.resolve(device),
                 vae_dtype: None,
             },
             device,

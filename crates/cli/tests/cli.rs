@@ -994,3 +994,47 @@ fn chat_with_a_box_changes_only_inside_it() {
         stderr(&output)
     );
 }
+
+#[test]
+fn the_device_and_precision_are_chosen_by_flag_or_environment() {
+    let dir = temp_dir("device");
+    let out = dir.join("x.png").display().to_string();
+    let model = model();
+    let small = [
+        "generate", "--model", &model, "--prompt", "x", "--steps", "2", "--width", "64",
+        "--height", "64", "--seed", "1", "--out", &out,
+    ];
+    if !cfg!(feature = "cuda") {
+        let mut args = small.to_vec();
+        args.extend(["--device", "cuda:1"]);
+        expect_error(&args, "built without CUDA");
+    }
+    let mut args = small.to_vec();
+    args.extend(["--device", "cpu", "--dtype", "bf16"]);
+    expect_error(&args, "--dtype f32 or f16");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_huatu"))
+        .args(small)
+        .env("HUATU_DEVICE", "tpu")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run huatu: {error}"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("HUATU_DEVICE: unknown device `tpu`"),
+        "{}",
+        stderr(&output)
+    );
+
+    // `auto` on a CPU build is the CPU in f32, and the PNG says which precision ran.
+    let output = huatu(&small);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings = read_png(Path::new(&out))
+        .1
+        .into_iter()
+        .find(|(key, _)| key == "huatu")
+        .map(|(_, value)| value)
+        .unwrap_or_default();
+    if !cfg!(feature = "cuda") {
+        assert!(settings.contains("\"dtype\":\"f32\""), "{settings}");
+    }
+}

@@ -40,6 +40,10 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A device that cannot be opened, or a precision it cannot compute in.
+    #[error("{0}")]
+    Device(String),
+
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 

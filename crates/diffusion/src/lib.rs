@@ -5,6 +5,7 @@
 //! `loading/` (diffusers folders and single-file checkpoints) and `tokenizer/`
 //! (CLIP byte-level BPE, as transformers' `CLIPTokenizer`).
 
+pub mod device;
 pub mod error;
 pub mod loading;
 pub mod lora;

@@ -6,11 +6,12 @@
 
 use std::path::PathBuf;
 
-use candle_core::Device;
 use clap::Args;
 use huatu_data::db::scan::collect_images;
 use huatu_data::{BlipForConditionalGeneration, CaptionOptions};
 use huatu_imaging::io::load_image;
+
+use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct CaptionArgs {
@@ -18,6 +19,8 @@ pub struct CaptionArgs {
     /// its processor (config.json, model.safetensors, preprocessor_config.json, tokenizer).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Images or folders of images (recursive); repeat for several.
     #[arg(long, value_name = "FILE|FOLDER", required = true)]
     pub image: Vec<PathBuf>,
@@ -46,7 +49,7 @@ pub fn run(args: CaptionArgs) -> anyhow::Result<()> {
     }
     let single = args.image.len() == 1 && args.image[0].is_file();
     let files = collect_images(&args.image)?;
-    let model = BlipForConditionalGeneration::load(&args.model, &Device::Cpu)?;
+    let model = BlipForConditionalGeneration::load(&args.model, &args.device.open()?)?;
     let options = CaptionOptions {
         max_new_tokens: args.max_tokens,
         num_beams: args.num_beams,

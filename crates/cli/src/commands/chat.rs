@@ -12,12 +12,14 @@ use huatu_agent::planner::default_lora_dir;
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::{plan, Plan, PlanInputs};
+use huatu_diffusion::device::DtypeChoice;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::GrayImage;
 use huatu_imaging::edit::{region_mask, Rect, Region};
 
 use crate::commands::parse::default_model_dir;
+use crate::device_args::DeviceArgs;
 use crate::model_args::{numbered_path, random_seed, StepBar};
 use crate::png_output::write_png;
 
@@ -75,15 +77,25 @@ pub struct ChatArgs {
     /// Output PNG; with several images, `-N` is added before the extension.
     #[arg(long, default_value = "huatu-chat.png")]
     pub out: PathBuf,
+    /// Compute precision of the SDXL models: auto (f32 on the CPU; bf16 on a GPU that
+    /// has it, else f16), f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeChoice,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
-fn load_sdxl(path: &std::path::Path, device: &Device) -> anyhow::Result<SdxlComponents> {
-    SdxlComponents::load(
-        &ModelSource::from_path(path)?,
-        LoadOptions::default(),
-        device,
-    )
-    .with_context(|| format!("cannot load the model from {}", path.display()))
+fn load_sdxl(
+    path: &std::path::Path,
+    dtype: DtypeChoice,
+    device: &Device,
+) -> anyhow::Result<SdxlComponents> {
+    let options = LoadOptions {
+        dtype: dtype.resolve(device),
+        ..LoadOptions::default()
+    };
+    SdxlComponents::load(&ModelSource::from_path(path)?, options, device)
+        .with_context(|| format!("cannot load the model from {}", path.display()))
 }
 
 /// The mask of --region/--box at the original's size (white inside), and its rectangle.
@@ -111,7 +123,7 @@ fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let device = Device::Cpu;
+    let device = args.device.open()?;
     let intent_dir = args.intent_model.clone().unwrap_or_else(default_model_dir);
     let understanding = huatu_agent::IntentModel::load(&intent_dir)
         .with_context(|| format!("loading the intent model from {}", intent_dir.display()))?;
@@ -181,11 +193,11 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             model_dir.display()
         );
     }
-    let mut base = load_sdxl(&model_dir, &device)?;
+    let mut base = load_sdxl(&model_dir, args.dtype, &device)?;
     let instruct = args
         .instruct_model
         .as_deref()
-        .map(|path| load_sdxl(path, &device))
+        .map(|path| load_sdxl(path, args.dtype, &device))
         .transpose()?;
     let controlnet = match &args.controlnet {
         Some(path) => {
@@ -194,7 +206,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         None => None,
     };
     let upscaler = match &args.sr_model {
-        Some(path) => Some(huatu_imaging::Upscaler::load(path).context("cannot use --sr-model")?),
+        Some(path) => {
+            Some(huatu_imaging::Upscaler::load_on(path, &device).context("cannot use --sr-model")?)
+        }
         None => None,
     };
     switch_lora(&task, &mut base)?;

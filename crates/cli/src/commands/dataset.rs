@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use candle_core::Device;
 use clap::{Args, Subcommand};
 use huatu_agent::chat_backend::ChatBackend;
 use huatu_agent::prompt::Lexicon;
@@ -16,6 +15,7 @@ use huatu_data::dataset::{build_dataset, DatasetModels, DatasetRequest};
 use huatu_data::{BlipForConditionalGeneration, CaptionOptions, ImageDatabase};
 use huatu_imaging::ResizeFilter;
 
+use crate::device_args::DeviceArgs;
 use crate::fit_args::FitArgs;
 
 #[derive(Subcommand, Debug)]
@@ -34,6 +34,8 @@ pub struct BuildArgs {
     /// The image database to search (`huatu db add`); its CLIP model embeds the queries.
     #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Example images or folders of them: each searches the database, and they go into
     /// the dataset too (unless --no-examples).
     #[arg(long, value_name = "IMAGE|FOLDER", num_args = 1..)]
@@ -173,13 +175,12 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     };
 
     let database = ImageDatabase::open(&args.db)?;
-    let clip = database.load_model(&Device::Cpu)?;
+    let device = args.device.open()?;
+    let clip = database.load_model(&device)?;
     let blip = args
         .caption_model
         .as_deref()
-        .map(|dir| {
-            BlipForConditionalGeneration::load(dir, &Device::Cpu).map_err(anyhow::Error::from)
-        })
+        .map(|dir| BlipForConditionalGeneration::load(dir, &device).map_err(anyhow::Error::from))
         .transpose()?;
     let describe = args
         .describe

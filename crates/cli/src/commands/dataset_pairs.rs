@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use candle_core::Device;
 use clap::Args;
 use huatu_agent::chat_backend::ChatBackend;
 use huatu_agent::edit_instructions::{template_edit, EditIdea};
@@ -184,7 +183,7 @@ pub fn run(args: PairArgs) -> anyhow::Result<()> {
         },
         None => Box::new(TemplateEdits),
     };
-    let device = Device::Cpu;
+    let device = args.model.device.open()?;
     let clip = ClipModel::load(&args.clip, &device)?;
     let components = args.model.load(&device)?;
     let request = PairDatasetRequest {

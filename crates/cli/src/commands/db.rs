@@ -11,11 +11,17 @@ use clap::{Args, Subcommand};
 use huatu_data::db::scan::split_labels;
 use huatu_data::db::{embed_query, AddOptions, AddProgress, ImageDatabase, Query, SearchOptions};
 use huatu_data::ClipModel;
+use huatu_diffusion::device::DeviceChoice;
+
+use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct DbArgs {
     #[command(subcommand)]
     pub command: DbCommand,
+    /// Where CLIP runs: auto, cpu, cuda or cuda:N. Default: $HUATU_DEVICE, else auto.
+    #[arg(long, global = true)]
+    pub device: Option<DeviceChoice>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +99,9 @@ pub enum DbCommand {
 }
 
 pub fn run(args: DbArgs) -> anyhow::Result<()> {
+    let device = DeviceArgs {
+        device: args.device,
+    };
     match args.command {
         DbCommand::Add {
             db,
@@ -100,7 +109,7 @@ pub fn run(args: DbArgs) -> anyhow::Result<()> {
             labels,
             batch_size,
             inputs,
-        } => add(db, model, labels, batch_size, inputs),
+        } => add(db, model, labels, batch_size, inputs, &device.open()?),
         DbCommand::Search {
             db,
             text,
@@ -115,7 +124,7 @@ pub fn run(args: DbArgs) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --text \"...\" or --image FILE"),
             };
             let database = ImageDatabase::open(&db)?;
-            let model = database.load_model(&Device::Cpu)?;
+            let model = database.load_model(&device.open()?)?;
             let embedding = embed_query(&model, &query)?;
             let mut stdout = std::io::stdout().lock();
             let options = SearchOptions {
@@ -159,8 +168,9 @@ fn add(
     labels: Option<String>,
     batch_size: usize,
     inputs: Vec<PathBuf>,
+    device: &Device,
 ) -> anyhow::Result<()> {
-    let model = ClipModel::load(&model, &Device::Cpu)?;
+    let model = ClipModel::load(&model, device)?;
     let mut database = ImageDatabase::open_or_create(&db, &model)?;
     let options = AddOptions {
         labels: labels.as_deref().map(split_labels).unwrap_or_default(),

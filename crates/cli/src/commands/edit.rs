@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use clap::Args;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::pipelines::{
@@ -218,7 +218,7 @@ fn check_option_combinations(args: &EditArgs) -> anyhow::Result<()> {
 
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
     check_option_combinations(&args)?;
-    let device = Device::Cpu;
+    let device = args.model.device.open()?;
     let image = read_rgb(&args.image, "--image")?;
     if image.width % 8 != 0 || image.height % 8 != 0 {
         bail!(

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use candle_core::Device;
 use clap::Args;
 use huatu_diffusion::loading::latents_file::read_latents;
 use huatu_diffusion::pipelines::prompt_to_prompt::LocalBlend;
@@ -109,7 +108,7 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
     if args.out_original == args.out_edited {
         bail!("--out-original and --out-edited must be different files");
     }
-    let device = Device::Cpu;
+    let device = args.model.device.open()?;
     let latents = match &args.latents {
         Some(path) => Some(read_latents(path, &device).context("cannot use --latents")?),
         None => None,

@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
-use candle_core::Device;
 use clap::Args;
 use huatu_data::db::{embed_query, Query};
 use huatu_data::ClipModel;
+
+use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
@@ -15,6 +16,8 @@ pub struct EmbedArgs {
     /// (config.json, model.safetensors, preprocessor_config.json, tokenizer files).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// An image to embed.
     #[arg(
         long,
@@ -34,7 +37,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         (None, Some(text)) => Query::Text(text),
         (None, None) => anyhow::bail!("give --image FILE or --text \"...\""),
     };
-    let model = ClipModel::load(&args.model, &Device::Cpu)?;
+    let model = ClipModel::load(&args.model, &args.device.open()?)?;
     let embedding = embed_query(&model, &query)?;
     // serialised as f32 (shortest round-trip form), not widened to f64
     println!("{{\"embedding\":{}}}", serde_json::to_string(&embedding)?);

@@ -12,6 +12,8 @@ use huatu_imaging::io::{load_image, save_image};
 use huatu_imaging::{enhance, format_steps, Preset, Scenario, Step, StepKind, Upscaler};
 use serde_json::json;
 
+use crate::device_args::DeviceArgs;
+
 #[derive(Args, Debug)]
 pub struct EnhanceArgs {
     /// The image to improve.
@@ -36,6 +38,8 @@ pub struct EnhanceArgs {
     /// Print the steps, their parameters, the presets and the scenario defaults.
     #[arg(long)]
     pub list: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn run(args: EnhanceArgs) -> anyhow::Result<()> {
@@ -61,7 +65,7 @@ pub fn run(args: EnhanceArgs) -> anyhow::Result<()> {
     }
     let needs_upscaler = steps.iter().any(|step| step.kind() == StepKind::Upscale);
     let upscaler = match (&args.sr_model, needs_upscaler) {
-        (Some(path), true) => Some(Upscaler::load(path)?),
+        (Some(path), true) => Some(Upscaler::load_on(path, &args.device.open()?)?),
         (None, true) => bail!("the upscale step needs Real-ESRGAN weights: pass --sr-model FILE (.pth or .safetensors)"),
         (_, false) => None,
     };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use candle_core::Device;
+use candle_core::DType;
 use clap::Args;
 use huatu_diffusion::pipelines::{
     text_to_image, DecodeOptions, MicroConditioning, Text2ImageRequest, VaeTiling,
@@ -90,7 +90,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.sampling.latents.is_some() && args.num_images > 1 {
         bail!("--latents fixes the initial noise, so it makes one image; drop --num-images");
     }
-    let device = Device::Cpu;
+    let device = args.model.device.open()?;
     let initial_latents = args.sampling.read_latents(&device)?;
     let components = args.model.load(&device)?;
 
@@ -121,7 +121,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let output = text_to_image(&components, &request, &mut bar)?;
         bar.finish();
         let out: PathBuf = numbered_path(&args.sampling.out, index, args.num_images);
-        write_png(&out, &output.image, &settings_chunks(&args, &request))?;
+        write_png(
+            &out,
+            &output.image,
+            &settings_chunks(&args, &request, components.dtype),
+        )?;
         args.sampling
             .save_latents(&output.latents, index, args.num_images)?;
         println!("{}", out.display());
@@ -133,6 +137,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
 fn settings_chunks(
     args: &GenerateArgs,
     request: &Text2ImageRequest,
+    dtype: DType,
 ) -> Vec<(&'static str, String)> {
     let latents = &args.sampling.latents;
     let settings = serde_json::json!({
@@ -148,7 +153,7 @@ fn settings_chunks(
         "scheduler": request.scheduler.to_string(),
         "seed": if latents.is_some() { serde_json::Value::Null } else { request.seed.into() },
         "latents": latents.as_ref().map(|p| p.display().to_string()),
-        "dtype": format!("{:?}", args.model.dtype).to_lowercase(),
+        "dtype": dtype.as_str(),
         "original_size": request.micro_conditioning.original_size,
         "crops_coords_top_left": request.micro_conditioning.crops_coords_top_left,
         "target_size": request.micro_conditioning.target_size,

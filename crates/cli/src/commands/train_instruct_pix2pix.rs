@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_train::instruct_pix2pix::save::{check_output, save_edit_model};
@@ -24,12 +23,16 @@ use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
 use huatu_train::trainer::{StepRecord, TrainingObserver};
 
+use crate::device_args::DeviceArgs;
+
 #[derive(Args, Debug)]
 pub struct TrainInstructPix2PixArgs {
     /// The model to start from, a diffusers folder: an SDXL model (its UNet's conv_in is
     /// widened to 8 input channels, the new ones zero) or an InstructPix2Pix model.
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Edit pairs: a folder with metadata.jsonl (input_image, edit_prompt, edited_image).
     #[arg(long)]
     pub data: PathBuf,
@@ -247,7 +250,7 @@ pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
         });
     }
     // Training runs in f32, as the reference does on the CPU.
-    let (mut components, vars) = load_trainable(&args.model, request.mode, &Device::Cpu)?;
+    let (mut components, vars) = load_trainable(&args.model, request.mode, &args.device.open()?)?;
     let mut observer = CliObserver {
         bar: None,
         log,

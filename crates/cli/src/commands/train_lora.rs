@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageRequest};
@@ -23,6 +22,7 @@ use huatu_train::trainer::{
     checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
 };
 
+use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 use crate::png_output::write_png;
 
@@ -31,6 +31,8 @@ pub struct TrainLoraArgs {
     /// The base SDXL model: a diffusers folder, or a single-file checkpoint with --config.
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// For a single-file checkpoint: a diffusers folder to take configs and tokenizers from.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -506,11 +508,12 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     let model = ModelArgs {
         model: args.model.clone(),
         config: args.config.clone(),
-        dtype: candle_core::DType::F32,
+        dtype: huatu_diffusion::device::DtypeChoice::Fixed(candle_core::DType::F32),
+        device: args.device.clone(),
         loras: Vec::new(),
         lora_allow_partial: false,
     };
-    let mut components = model.load(&Device::Cpu)?;
+    let mut components = model.load(&model.device.open()?)?;
     let mut observer = CliObserver {
         bar: None,
         log,

@@ -287,10 +287,12 @@ impl ClipModel {
     }
 
     /// `get_image_features(pixel_values).pooler_output`: [b, projection_dim], unnormalised.
+    /// Pixels prepared on the CPU are moved to the model's device.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let pixel_values = pixel_values.to_device(&self.device)?;
         let pooled = self
             .vision_model
-            .forward(pixel_values)
+            .forward(&pixel_values)
             .map_err(|source| self.model_error(source))?;
         Ok(self.visual_projection.forward(&pooled)?)
     }

@@ -188,6 +188,7 @@ pub struct SdxlWeights {
 
 impl SdxlComponents {
     pub fn load(source: &ModelSource, options: LoadOptions, device: &Device) -> Result<Self> {
+        crate::device::check_supported(options.dtype, device)?;
         match source {
             ModelSource::DiffusersFolder(root) => {
                 let configs = SdxlConfigs::from_folder(root)?;

@@ -52,16 +52,26 @@ pub struct Upscaler {
 }
 
 impl Upscaler {
-    /// Loads a `.pth` or `.safetensors` Real-ESRGAN file, recognising its architecture.
+    /// Loads a `.pth` or `.safetensors` Real-ESRGAN file for the CPU, recognising its
+    /// architecture.
     pub fn load(path: &Path) -> Result<Self> {
-        let tensors = read_tensors(path)?;
-        Self::from_tensors(tensors, path)
+        Self::load_on(path, &Device::Cpu)
     }
 
-    /// Builds the model from tensors already read; `path` names them in errors.
-    pub fn from_tensors(tensors: HashMap<String, Tensor>, path: &Path) -> Result<Self> {
+    /// As `load`, onto `device` (f32 everywhere, as Real-ESRGAN's own inference runs).
+    pub fn load_on(path: &Path, device: &Device) -> Result<Self> {
+        let tensors = read_tensors(path)?;
+        Self::from_tensors(tensors, path, device)
+    }
+
+    /// Builds the model on `device` from tensors already read; `path` names them in errors.
+    pub fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self> {
         let architecture = detect_architecture(&tensors, path)?;
-        let device = Device::Cpu;
+        let device = device.clone();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let load_error = |source| ImagingError::ModelLoad {
             path: path.to_path_buf(),
