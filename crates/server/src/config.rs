@@ -65,6 +65,17 @@ pub struct ServeArgs {
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 150)]
     pub max_steps: usize,
+    /// Most work one job may ask for, in megapixel-steps: images × denoising steps × pixels
+    /// / 1024² (an edit counts the steps its strength runs). Larger jobs are refused with
+    /// 400 `job_too_large`. The default, 120, allows 4 images × 30 steps at 1024² or one
+    /// 2048² image with 30 steps (a few hours on a 2-core CPU); 8 × 150 steps × 2048² is
+    /// 4800.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_MEGAPIXEL_STEPS, value_name = "N")]
+    pub max_megapixel_steps: f64,
+    /// Seconds a job may run before the worker stops it; it ends `failed` ("ran longer
+    /// than N s"). Default six hours; at most a year.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_JOB_SECS, value_name = "SECS")]
+    pub max_job_secs: u64,
     /// How long a synchronous request waits for its job before answering 504 (the job
     /// goes on and can be followed at /v1/jobs/{id}); at most a year.
     #[arg(long, default_value_t = 600)]
@@ -107,6 +118,10 @@ pub struct ServerConfig {
     pub max_dimension: usize,
     pub max_steps: usize,
     pub max_images: usize,
+    /// Most megapixel-steps per job (`--max-megapixel-steps`, see `limits`).
+    pub max_megapixel_steps: f64,
+    /// Longest a job may run (`--max-job-secs`).
+    pub max_job: std::time::Duration,
     pub sync_timeout: std::time::Duration,
     pub public_url: Option<String>,
     pub dtype: DType,
@@ -131,6 +146,8 @@ impl ServerConfig {
             max_dimension: 2048,
             max_steps: 150,
             max_images: 8,
+            max_megapixel_steps: crate::limits::DEFAULT_MAX_MEGAPIXEL_STEPS,
+            max_job: std::time::Duration::from_secs(crate::limits::DEFAULT_MAX_JOB_SECS),
             sync_timeout: std::time::Duration::from_secs(600),
             public_url: None,
             dtype: DType::F32,
@@ -169,6 +186,18 @@ impl ServerConfig {
                 args.max_dimension
             )));
         }
+        if !(args.max_megapixel_steps.is_finite() && args.max_megapixel_steps > 0.0) {
+            return Err(ServerError::Config(format!(
+                "--max-megapixel-steps must be a number above 0, got {}",
+                args.max_megapixel_steps
+            )));
+        }
+        if !(1..=MAX_SYNC_TIMEOUT_SECS).contains(&args.max_job_secs) {
+            return Err(ServerError::Config(format!(
+                "--max-job-secs must be from 1 to {MAX_SYNC_TIMEOUT_SECS} (a year), got {}",
+                args.max_job_secs
+            )));
+        }
         if args.model.is_none() {
             let extras = [
                 ("--instruct-model", args.instruct_model.is_some()),
@@ -197,6 +226,8 @@ impl ServerConfig {
             max_dimension: args.max_dimension,
             max_steps: args.max_steps.max(1),
             max_images: 8,
+            max_megapixel_steps: args.max_megapixel_steps,
+            max_job: std::time::Duration::from_secs(args.max_job_secs),
             // a deadline past tokio's clock range would panic when added to `now`
             sync_timeout: std::time::Duration::from_secs(
                 args.sync_timeout_secs.clamp(1, MAX_SYNC_TIMEOUT_SECS),

@@ -1,9 +1,12 @@
 //! The models a worker owns: the SDXL base with the LoRA set merged into it now, plus the
 //! optional InstructPix2Pix model, ControlNet and Real-ESRGAN weights the agent's plans use.
 //! Translates job specs into the pipelines' requests (text-to-image, inpainting,
-//! image-to-image, the agent's plans); no HTTP here.
+//! image-to-image, the agent's plans); no HTTP here. Each job runs against a deadline
+//! (`--max-job-secs`) that its progress hook enforces, and a LoRA switch that fails leaves
+//! the base model, never a half-merged one.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use huatu_agent::execute::{execute, Models, RunOptions};
@@ -14,7 +17,7 @@ use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
 use huatu_diffusion::pipelines::{
     image_to_image, inpaint, text_to_image, EditSettings, GrayImage, Image2ImageRequest,
-    InpaintRequest, ProgressSink, RgbImage, Text2ImageRequest,
+    InpaintRequest, Progress, ProgressSink, RgbImage, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
@@ -31,6 +34,10 @@ pub struct Engine {
     upscaler: Option<Upscaler>,
     lora_dir: PathBuf,
     active_loras: Vec<LoraSpec>,
+    /// Longest a job may run (`--max-job-secs`).
+    max_job: Duration,
+    /// When the running job must stop (set by `start_job`).
+    deadline: Option<Instant>,
 }
 
 /// Which optional models the workers hold; the agent plans around what is missing.
@@ -115,6 +122,8 @@ impl Engine {
             upscaler,
             lora_dir: config.data_dir.join("loras"),
             active_loras: Vec::new(),
+            max_job: config.max_job,
+            deadline: None,
         })
     }
 
@@ -131,7 +140,50 @@ impl Engine {
             .unwrap_or(SchedulerKind::Euler)
     }
 
-    /// Merges exactly `loras` into the model (no-op when that set is merged already).
+    /// Starts the clock of a job: from now on its pipelines stop, and it fails, once it has
+    /// run longer than `--max-job-secs`. The worker calls this before each job it runs.
+    pub fn start_job(&mut self) {
+        self.deadline = Instant::now().checked_add(self.max_job);
+    }
+
+    /// Why a job over its time ends `failed`.
+    fn over_time(&self) -> GenerateError {
+        let limit = if self.max_job.subsec_nanos() == 0 {
+            self.max_job.as_secs().to_string()
+        } else {
+            format!("{:.1}", self.max_job.as_secs_f64())
+        };
+        GenerateError::Failed(format!(
+            "the job ran longer than {limit} s (this server's --max-job-secs) and was stopped"
+        ))
+    }
+
+    /// Fails at once when the job's time is up (between the images of a job).
+    fn check_deadline(&self) -> Result<(), GenerateError> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(self.over_time()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A pipeline's result with cancellation told apart from running out of time.
+    fn finish<T>(
+        &self,
+        result: Result<T, huatu_diffusion::Error>,
+        expired: bool,
+    ) -> Result<T, GenerateError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(huatu_diffusion::Error::Cancelled) if expired => Err(self.over_time()),
+            Err(huatu_diffusion::Error::Cancelled) => Err(GenerateError::Cancelled),
+            Err(error) => Err(GenerateError::Failed(chain(&error))),
+        }
+    }
+
+    /// Merges exactly `loras` into the model (no-op when that set is merged already). On
+    /// an error the model holds either the set it held before (a file that cannot be read
+    /// changes nothing) or the base weights (`set_loras` restores them when a merge fails
+    /// midway); either way the next job sets its own set from scratch.
     fn use_loras(&mut self, loras: &[LoraSpec]) -> Result<(), String> {
         if self.active_loras == loras {
             return Ok(());
@@ -169,6 +221,7 @@ impl Engine {
         index: usize,
         progress: &mut dyn ProgressSink,
     ) -> Result<RgbImage, GenerateError> {
+        self.check_deadline()?;
         self.use_loras(&spec.loras).map_err(GenerateError::Failed)?;
         let mut request = Text2ImageRequest::new(spec.prompt.clone());
         request.negative_prompt = spec.negative_prompt.clone();
@@ -178,11 +231,10 @@ impl Engine {
         request.guidance_scale = spec.guidance;
         request.scheduler = spec.scheduler.unwrap_or_else(|| self.default_scheduler());
         request.seed = spec.seed.wrapping_add(index as u64);
-        match text_to_image(&self.components, &request, progress) {
-            Ok(output) => Ok(output.image),
-            Err(huatu_diffusion::Error::Cancelled) => Err(GenerateError::Cancelled),
-            Err(error) => Err(GenerateError::Failed(chain(&error))),
-        }
+        let mut sink = DeadlineSink::new(progress, self.deadline);
+        let result = text_to_image(&self.components, &request, &mut sink);
+        let expired = sink.expired;
+        self.finish(result.map(|output| output.image), expired)
     }
 }
 
@@ -196,6 +248,7 @@ impl Engine {
         mask: Option<&GrayImage>,
         progress: &mut dyn ProgressSink,
     ) -> Result<RgbImage, GenerateError> {
+        self.check_deadline()?;
         self.use_loras(&spec.loras).map_err(GenerateError::Failed)?;
         let mut settings = EditSettings::new(spec.prompt.clone());
         settings.negative_prompt = spec.negative_prompt.clone();
@@ -203,6 +256,8 @@ impl Engine {
         settings.guidance_scale = spec.guidance;
         settings.scheduler = spec.scheduler.unwrap_or_else(|| self.default_scheduler());
         settings.seed = spec.seed.wrapping_add(index as u64);
+        let mut sink = DeadlineSink::new(progress, self.deadline);
+        let progress: &mut dyn ProgressSink = &mut sink;
         let result = match mask {
             Some(mask) => {
                 let request = InpaintRequest {
@@ -225,11 +280,8 @@ impl Engine {
                 image_to_image(&self.components, &request, progress).map(|output| output.image)
             }
         };
-        match result {
-            Ok(image) => Ok(image),
-            Err(huatu_diffusion::Error::Cancelled) => Err(GenerateError::Cancelled),
-            Err(error) => Err(GenerateError::Failed(chain(&error))),
-        }
+        let expired = sink.expired;
+        self.finish(result, expired)
     }
 }
 
@@ -244,6 +296,7 @@ impl Engine {
         mask: Option<GrayImage>,
         progress: &mut dyn ProgressSink,
     ) -> Result<Vec<RgbImage>, GenerateError> {
+        self.check_deadline()?;
         self.use_loras(&spec.loras).map_err(GenerateError::Failed)?;
         let mut plan = spec.plan.clone();
         plan.image = image;
@@ -259,8 +312,11 @@ impl Engine {
             noise: None,
             mask,
         };
-        match execute(&plan, models, &options, progress) {
+        let mut sink = DeadlineSink::new(progress, self.deadline);
+        let result = execute(&plan, models, &options, &mut sink);
+        match result {
             Ok(images) => Ok(images),
+            Err(AgentError::Cancelled) if sink.expired => Err(self.over_time()),
             Err(AgentError::Cancelled) => Err(GenerateError::Cancelled),
             Err(error) => Err(GenerateError::Failed(chain(&error))),
         }
@@ -290,6 +346,37 @@ fn load_instruct(
         )));
     }
     Ok(components)
+}
+
+/// A progress sink that stops the pipeline (as a cancel does) once `deadline` has passed,
+/// remembering that it did so the job can fail with the reason.
+struct DeadlineSink<'a> {
+    inner: &'a mut dyn ProgressSink,
+    deadline: Option<Instant>,
+    expired: bool,
+}
+
+impl<'a> DeadlineSink<'a> {
+    fn new(inner: &'a mut dyn ProgressSink, deadline: Option<Instant>) -> Self {
+        Self {
+            inner,
+            deadline,
+            expired: false,
+        }
+    }
+}
+
+impl ProgressSink for DeadlineSink<'_> {
+    fn report(&mut self, progress: Progress) -> huatu_diffusion::Result<()> {
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            self.expired = true;
+            return Err(huatu_diffusion::Error::Cancelled);
+        }
+        self.inner.report(progress)
+    }
 }
 
 #[derive(Debug)]

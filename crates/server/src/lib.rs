@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod png_codec;
 pub mod routes;

@@ -114,6 +114,7 @@ pub fn run_worker(shared: Arc<Shared>, mut engine: Engine) {
             },
         );
         let started = Instant::now();
+        engine.start_job(); // --max-job-secs counts from here
         let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&shared, &mut engine, &job)))
             .unwrap_or_else(|_| {
                 Outcome::Failed("internal error: the pipeline panicked (see the server log)".into())

@@ -255,6 +255,7 @@ pub fn validate_generation(
 /// Puts a job in the queue, subscribed to its events first so none is missed.
 pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, broadcast::Receiver<JobEvent>)> {
     use std::sync::atomic::Ordering;
+    crate::limits::check_job_cost(&spec, &state.config)?;
     if !state.model_loaded {
         return Err(ApiError::unavailable(
             "no model is loaded: start the server with --model DIR",

@@ -24,6 +24,8 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<serde_json
         "edits": true,
         "limits": {
             "max_dimension": state.config.max_dimension,
+            "max_megapixel_steps": state.config.max_megapixel_steps,
+            "max_job_secs": state.config.max_job.as_secs_f64(),
             "native_size": [state.native_size.0, state.native_size.1],
         },
         "models": {

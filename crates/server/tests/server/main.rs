@@ -8,5 +8,6 @@ mod api;
 mod common;
 mod edits_agent;
 mod inputs;
+mod limits;
 mod queue;
 mod restart;
