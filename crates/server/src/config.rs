@@ -10,6 +10,10 @@ use crate::error::ServerError;
 
 /// The longest synchronous wait honoured (one year); larger `--sync-timeout-secs` are capped.
 const MAX_SYNC_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// The longest header or body timeout (one day).
+const MAX_IO_TIMEOUT_SECS: u64 = 24 * 3600;
+/// The most connections `--max-connections` may allow.
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -84,6 +88,24 @@ pub struct ServeArgs {
     /// request's Host header.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// A Host name this server answers to without an API key, besides loopback names, the
+    /// --listen address and --public-url's host (a guard against DNS rebinding). Repeat
+    /// for several.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// Listen on a non-loopback address without an API key (refused otherwise): anyone
+    /// who reaches the port can run jobs and read every prompt and image.
+    #[arg(long)]
+    pub insecure_public: bool,
+    /// Seconds a client has to send a request's headers (slow clients are cut off).
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between two pieces before the request fails.
+    #[arg(long, default_value_t = 60)]
+    pub body_timeout_secs: u64,
+    /// Most open connections; further ones wait until one closes.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
     /// Compute precision: f32, f16 or bf16.
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     pub dtype: DType,
@@ -125,6 +147,11 @@ pub struct ServerConfig {
     pub sync_timeout: std::time::Duration,
     pub public_url: Option<String>,
     pub dtype: DType,
+    pub allowed_hosts: Vec<String>,
+    pub insecure_public: bool,
+    pub header_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -151,6 +178,11 @@ impl ServerConfig {
             sync_timeout: std::time::Duration::from_secs(600),
             public_url: None,
             dtype: DType::F32,
+            allowed_hosts: Vec::new(),
+            insecure_public: false,
+            header_timeout: std::time::Duration::from_secs(30),
+            body_timeout: std::time::Duration::from_secs(60),
+            max_connections: 512,
         }
     }
 
@@ -198,6 +230,22 @@ impl ServerConfig {
                 args.max_job_secs
             )));
         }
+        for (flag, seconds) in [
+            ("--header-timeout-secs", args.header_timeout_secs),
+            ("--body-timeout-secs", args.body_timeout_secs),
+        ] {
+            if !(1..=MAX_IO_TIMEOUT_SECS).contains(&seconds) {
+                return Err(ServerError::Config(format!(
+                    "{flag} must be from 1 to {MAX_IO_TIMEOUT_SECS}, got {seconds}"
+                )));
+            }
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&args.max_connections) {
+            return Err(ServerError::Config(format!(
+                "--max-connections must be from 1 to {MAX_CONNECTIONS}, got {}",
+                args.max_connections
+            )));
+        }
         if args.model.is_none() {
             let extras = [
                 ("--instruct-model", args.instruct_model.is_some()),
@@ -237,6 +285,11 @@ impl ServerConfig {
                 .as_ref()
                 .map(|url| url.trim_end_matches('/').to_string()),
             dtype: args.dtype,
+            allowed_hosts: args.allowed_hosts.clone(),
+            insecure_public: args.insecure_public,
+            header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
+            max_connections: args.max_connections,
         })
     }
 }

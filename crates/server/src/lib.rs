@@ -8,15 +8,18 @@
 
 pub mod assistant;
 pub mod blobs;
+pub mod blocking;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod http_serve;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod png_codec;
 pub mod routes;
+pub mod security;
 pub mod server;
 pub mod state;
 pub mod store;

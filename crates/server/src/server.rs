@@ -56,6 +56,8 @@ fn devices() -> Vec<Device> {
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    // before anything slow (model loading) or lasting (the data directory)
+    crate::security::check_listen(&config)?;
     let data = config.data_dir.clone();
     let data_error = |source| ServerError::DataDir {
         path: data.clone(),
@@ -134,14 +136,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         cancels: Arc::new(CancelRequests::default()),
         shutdown: Arc::new(AtomicBool::new(false)),
     });
+    let worker_health = Arc::new(crate::state::WorkerHealth::default());
     let workers: Vec<std::thread::JoinHandle<()>> = engines
         .into_iter()
         .enumerate()
         .map(|(index, engine)| {
             let shared = shared.clone();
+            let health = worker_health.clone();
             std::thread::Builder::new()
                 .name(format!("huatu-worker-{index}"))
-                .spawn(move || run_worker(shared, engine))
+                .spawn(move || {
+                    // dropped when the thread ends, panicking or not: /healthz sees it
+                    let _alive = health.enter();
+                    run_worker(shared, engine)
+                })
                 .map_err(ServerError::Serve)
         })
         .collect::<Result<_, _>>()?;
@@ -150,6 +158,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut config = config;
     config.listen = address;
     let capabilities = crate::engine::Capabilities::of(&config);
+    let hosts = crate::security::HostPolicy::new(
+        address,
+        config.public_url.as_deref(),
+        &config.allowed_hosts,
+    );
+    let limits = crate::http_serve::HttpLimits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        max_connections: config.max_connections,
+    };
+    let connections = Arc::new(crate::http_serve::Connections::default());
     let state = AppState {
         inner: Arc::new(Inner {
             config,
@@ -160,14 +179,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             assistant,
             stopping: stop_requested.clone(),
             started_at: Instant::now(),
+            hosts,
+            workers: worker_health,
+            connections: connections.clone(),
         }),
     };
     let router = app(state);
     let task = tokio::spawn(async move {
         let mut signal = stop_requested.clone();
         let shutdown_shared = shared.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
+        let served =
+            crate::http_serve::serve(listener, router, limits, connections, async move {
                 let _ = signal.wait_for(|stop| *stop).await;
                 // Stop the workers at once: a running job is put back in the queue.
                 shutdown_shared.shutdown.store(true, Ordering::SeqCst);

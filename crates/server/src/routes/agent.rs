@@ -50,7 +50,9 @@ impl Form {
 }
 
 fn multipart_error(error: MultipartError) -> ApiError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if super::extract::is_body_timeout(&error) {
+        super::extract::body_timeout()
+    } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::payload_too_large(
             "the upload is larger than the server allows (see --max-upload-mib)",
         )
@@ -78,7 +80,7 @@ pub async fn read_form(
                 return Err(ApiError::invalid(format!("field `{name}` was sent twice")));
             }
             let max = state.config.max_dimension;
-            let upload = tokio::task::spawn_blocking(move || {
+            let upload = crate::blocking::spawn(move || {
                 decode_upload(&name, &bytes, max).map(|upload| (name, upload))
             })
             .await

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// `Json<T>` with JSON errors: 400 for malformed or mistyped bodies (the message names
-/// the field), 415 without a JSON content type, 413 over the body limit.
+/// the field), 415 without a JSON content type, 413 over the body limit, 408 when the
+/// body stalled past `--body-timeout-secs`.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -26,7 +27,34 @@ where
     }
 }
 
+/// Whether an error (or one of its causes) is the body timeout firing.
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<tower_http::timeout::TimeoutError>()
+            .is_some()
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// 408 for a request body that stopped arriving.
+pub fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request body stopped arriving (see --body-timeout-secs)",
+    )
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if is_body_timeout(&rejection) {
+        return body_timeout();
+    }
     let status = rejection.status();
     let text = rejection.body_text();
     match status {

@@ -12,11 +12,12 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use super::extract::ApiJson;
-use super::jobs::{base_url, job_view};
+use super::jobs::{base_url, cancel_abandoned, job_view};
 use crate::blobs::{is_blob_id, sniff_image_type};
 use crate::engine::{is_lora_name, lora_path};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{new_job_id, GenerationSpec, Job, JobEvent, JobSpec, JobStatus, LoraSpec};
+use crate::events::Subscription;
+use crate::jobs::{new_job_id, GenerationSpec, Job, JobSpec, JobStatus, LoraSpec};
 use crate::state::AppState;
 use crate::store::SubmitError;
 
@@ -253,7 +254,7 @@ pub fn validate_generation(
 }
 
 /// Puts a job in the queue, subscribed to its events first so none is missed.
-pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, broadcast::Receiver<JobEvent>)> {
+pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, Subscription)> {
     use std::sync::atomic::Ordering;
     crate::limits::check_job_cost(&spec, &state.config)?;
     if !state.model_loaded {
@@ -292,11 +293,40 @@ pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, broadcast::Rec
     }
 }
 
+/// Cancels the job when the waiting request is dropped (its client disconnected) before
+/// the wait settled; disarmed when the job ends, the wait times out (504: the job goes
+/// on, as the answer says) or the server stops (the job stays queued).
+struct CancelOnDrop<'a> {
+    state: &'a AppState,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            cancel_abandoned(self.state, self.id);
+        }
+    }
+}
+
 /// Waits until the job ends (or the sync timeout, or shutdown) and returns its final row.
-pub async fn wait_for_job(
+/// If the request is dropped while it waits (the client went away), the job is cancelled.
+pub async fn wait_for_job(state: &AppState, id: &str, events: Subscription) -> ApiResult<Job> {
+    let mut guard = CancelOnDrop {
+        state,
+        id,
+        armed: true,
+    };
+    let result = wait_until_settled(state, id, events).await;
+    guard.armed = false;
+    result
+}
+
+async fn wait_until_settled(
     state: &AppState,
     id: &str,
-    mut events: broadcast::Receiver<JobEvent>,
+    mut events: Subscription,
 ) -> ApiResult<Job> {
     let mut stopping = state.stopping.clone();
     let deadline = tokio::time::Instant::now() + state.config.sync_timeout;
@@ -422,7 +452,7 @@ pub async fn get_image(
     }
     let blobs = state.shared.blobs.clone();
     let lookup = id.clone();
-    let bytes = tokio::task::spawn_blocking(move || blobs.get(&lookup))
+    let bytes = crate::blocking::spawn(move || blobs.get(&lookup))
         .await
         .map_err(|error| ApiError::internal("reading an image", &error))?
         .map_err(|error| ApiError::internal("reading an image", &error))?

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
+
+use crate::events::Subscription;
 
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{is_job_id, Job, JobEvent, JobStatus};
@@ -144,22 +146,15 @@ pub async fn cancel_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    use std::sync::atomic::Ordering;
     let job = find_job(&state, &id)?;
-    let shared = &state.shared;
-    if job.status == JobStatus::Queued && shared.store.cancel_queued(&id)? {
-        shared
-            .metrics
-            .jobs_cancelled
-            .fetch_add(1, Ordering::Relaxed);
-        shared.hub.publish(&id, JobEvent::Cancelled);
+    if job.status == JobStatus::Queued && cancel_queued(&state, &id)? {
         let job = find_job(&state, &id)?;
         return Ok(Json(job_view(&state, &headers, &job)).into_response());
     }
     let job = find_job(&state, &id)?;
     match job.status {
         JobStatus::Running => {
-            shared.cancels.request(&id);
+            state.shared.cancels.request(&id);
             let mut view = job_view(&state, &headers, &job);
             view["cancel_requested"] = json!(true);
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
@@ -168,6 +163,37 @@ pub async fn cancel_job(
             "job {id} is already {}; nothing to cancel",
             status.as_str()
         ))),
+    }
+}
+
+/// Cancels a job if it is still queued (true), publishing `cancelled`.
+fn cancel_queued(state: &AppState, id: &str) -> Result<bool, rusqlite::Error> {
+    let shared = &state.shared;
+    let cancelled = shared.store.cancel_queued(id)?;
+    if cancelled {
+        shared
+            .metrics
+            .jobs_cancelled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.hub.publish(id, JobEvent::Cancelled);
+    }
+    Ok(cancelled)
+}
+
+/// Cancels a job whoever asked for it is gone (a synchronous client that disconnected):
+/// a queued job at once, a running one at its next step, a finished one stays as it is.
+pub fn cancel_abandoned(state: &AppState, id: &str) {
+    match cancel_queued(state, id) {
+        Ok(true) => tracing::info!(job = %id, "client went away: queued job cancelled"),
+        Ok(false) => match state.shared.store.get(id) {
+            Ok(Some(job)) if job.status == JobStatus::Running => {
+                tracing::info!(job = %id, "client went away: cancelling the running job");
+                state.shared.cancels.request(id);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(job = %id, "cannot cancel an abandoned job: {error}"),
+        },
+        Err(error) => tracing::error!(job = %id, "cannot cancel an abandoned job: {error}"),
     }
 }
 
@@ -216,7 +242,7 @@ fn snapshot(state: &AppState, job: &Job) -> Vec<JobEvent> {
 struct Follow {
     state: AppState,
     id: String,
-    events: broadcast::Receiver<JobEvent>,
+    events: Subscription,
     pending: VecDeque<JobEvent>,
     finished: bool,
     stopping: watch::Receiver<bool>,

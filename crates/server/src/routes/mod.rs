@@ -1,5 +1,11 @@
 //! The router: one file per API area, plus the layers every request passes (metrics,
-//! CORS, bearer-key auth on `/v1`, body size limit) and JSON 404/405 answers.
+//! security headers, the open-server guard, CORS, bearer-key auth on `/v1`, body size
+//! limit) and JSON 404/405 answers.
+//!
+//! CORS stays hand-written: tower-http's `CorsLayer` answers a preflight from an origin
+//! it does not allow with 200 and no CORS headers, where this server answers 403
+//! `cors_forbidden` with a JSON reason (clients and tests rely on it). Auth is tower-http's
+//! `ValidateRequestHeaderLayer` with our own check (`security::ApiKeys`).
 
 pub mod agent;
 pub mod edits;
@@ -12,14 +18,25 @@ pub mod web;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::error::ApiError;
+use crate::security::{guard_open_server, ApiKeys, CONTENT_SECURITY_POLICY};
 use crate::state::AppState;
+
+/// Headers every response carries unless its handler set them.
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
 
 /// The whole HTTP API as a `Router`; tests can call it without a socket.
 pub fn app(state: AppState) -> Router {
@@ -31,11 +48,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs", get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
-    Router::new()
+        .route_layer(ValidateRequestHeaderLayer::custom(ApiKeys::new(
+            &state.config.api_keys,
+        )));
+    let mut router = Router::new()
         .route("/", get(web::index))
         .route("/app.js", get(web::script))
         .route("/style.css", get(web::style))
@@ -47,6 +63,17 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_upload_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard_open_server,
+        ));
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -82,53 +109,6 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .metrics
         .record_request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
-}
-
-/// `Authorization: Bearer KEY` when keys are configured; open otherwise.
-async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let keys = &state.config.api_keys;
-    if keys.is_empty() || request.method() == Method::OPTIONS {
-        return next.run(request).await;
-    }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let error = match given {
-        None => ApiError::unauthorized(
-            "this server needs an API key: send `Authorization: Bearer <key>`",
-        ),
-        Some(key)
-            if keys
-                .iter()
-                .any(|known| constant_time_equal(known.as_bytes(), key.as_bytes())) =>
-        {
-            return next.run(request).await;
-        }
-        Some(_) => ApiError::unauthorized("the API key is not valid"),
-    };
-    let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
-}
-
-/// Compares keys without an early exit on the first differing byte.
-fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
-        return false;
-    }
-    left.iter()
-        .zip(right)
-        .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-        == 0
 }
 
 /// CORS for the configured origins: preflights answered here, allowed origins echoed.
@@ -204,6 +184,13 @@ mod tests {
 
     /// The router alone, no socket and no worker: what `app(state)` is for.
     fn state(dir: &std::path::Path) -> anyhow::Result<AppState> {
+        state_with_workers(dir, Arc::default())
+    }
+
+    fn state_with_workers(
+        dir: &std::path::Path,
+        workers: Arc<crate::state::WorkerHealth>,
+    ) -> anyhow::Result<AppState> {
         let shared = Arc::new(Shared {
             store: Arc::new(crate::store::Store::open(&dir.join("jobs.sqlite3"))?),
             blobs: Arc::new(crate::blobs::Blobs::open(&dir.join("blobs"))?),
@@ -224,6 +211,13 @@ mod tests {
                 assistant: None,
                 stopping,
                 started_at: Instant::now(),
+                hosts: crate::security::HostPolicy::new(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    None,
+                    &[],
+                ),
+                workers,
+                connections: Arc::default(),
             }),
         })
     }
@@ -245,6 +239,59 @@ mod tests {
         let body = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
         let body: serde_json::Value = serde_json::from_slice(&body)?;
         assert_eq!(body["error"]["code"], "unavailable");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn healthz_is_503_once_a_worker_thread_died() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let workers = Arc::new(crate::state::WorkerHealth::default());
+        let router = app(state_with_workers(dir.path(), workers.clone())?);
+        let health = |router: Router| async move {
+            let response = router
+                .oneshot(HttpRequest::get("/healthz").body(Body::empty())?)
+                .await?;
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+            anyhow::Ok((status, serde_json::from_slice::<serde_json::Value>(&body)?))
+        };
+        // One worker alive, one that panics outside any job.
+        let (alive_sender, alive_receiver) = std::sync::mpsc::channel::<()>();
+        let alive = {
+            let workers = workers.clone();
+            std::thread::spawn(move || {
+                let _alive = workers.enter();
+                let _ = alive_receiver.recv();
+            })
+        };
+        let dying = {
+            let workers = workers.clone();
+            std::thread::spawn(move || {
+                let _alive = workers.enter();
+                panic!("a worker thread dies");
+            })
+        };
+        assert!(dying.join().is_err());
+        let (status, body) = health(router.clone()).await?;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["status"], "worker_died");
+        assert_eq!(body["workers"]["started"], 2);
+        assert_eq!(body["workers"]["alive"], 1);
+        drop(alive_sender);
+        assert!(alive.join().is_ok());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok_while_every_worker_lives() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let workers = Arc::new(crate::state::WorkerHealth::default());
+        let _alive = workers.enter();
+        let router = app(state_with_workers(dir.path(), workers)?);
+        let response = router
+            .oneshot(HttpRequest::get("/healthz").body(Body::empty())?)
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK);
         Ok(())
     }
 }

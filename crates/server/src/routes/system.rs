@@ -1,8 +1,11 @@
 //! `/healthz`, `/metrics` (Prometheus text) and `/openapi.json`; open without a key so
-//! that probes and scrapers need no secret.
+//! that probes and scrapers need no secret. `/healthz` answers 503 when a worker thread
+//! has died (jobs would queue forever), so a supervisor can restart the server.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use std::fmt::Write;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -12,10 +15,21 @@ use crate::state::AppState;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 
-pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.shared.store.counts()?;
-    Ok(Json(json!({
-        "status": if *state.stopping.borrow() { "stopping" } else { "ok" },
+    let stopping = *state.stopping.borrow();
+    let (started, alive) = (state.workers.started(), state.workers.alive());
+    let workers_dead = !stopping && alive < started;
+    let status = if stopping {
+        "stopping"
+    } else if workers_dead {
+        "worker_died"
+    } else {
+        "ok"
+    };
+    let body = Json(json!({
+        "status": status,
+        "workers": { "started": started, "alive": alive },
         "model_loaded": state.model_loaded,
         "uptime_seconds": state.started_at.elapsed().as_secs_f64(),
         "queue": { "queued": counts.queued, "running": counts.running, "capacity": state.config.queue_capacity },
@@ -33,12 +47,47 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<serde_json
             "controlnet": state.capabilities.controlnet,
             "upscaler": state.capabilities.upscaler,
         },
-    })))
+    }));
+    if workers_dead {
+        tracing::error!(
+            "{} of {started} worker threads died; jobs are not run",
+            started - alive
+        );
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, body).into_response());
+    }
+    Ok(body.into_response())
 }
 
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.shared.store.counts()?;
-    let text = state.shared.metrics.render(counts, state.model_loaded);
+    let mut text = state.shared.metrics.render(counts, state.model_loaded);
+    let gauges = [
+        (
+            "huatu_event_channels",
+            "Live event channels (one per job someone listens to).",
+            state.shared.hub.channels(),
+        ),
+        (
+            "huatu_http_connections",
+            "Open HTTP connections.",
+            state.connections.open(),
+        ),
+        (
+            "huatu_workers_started",
+            "Worker threads started.",
+            state.workers.started(),
+        ),
+        (
+            "huatu_workers_alive",
+            "Worker threads alive.",
+            state.workers.alive(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(text, "# HELP {name} {help}");
+        let _ = writeln!(text, "# TYPE {name} gauge");
+        let _ = writeln!(text, "{name} {value}");
+    }
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -3,7 +3,11 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { original: null, condition: null, region: null, jobId: null, objectUrls: [] };
+const state = { original: null, condition: null, region: null, jobId: null };
+
+// Result images by id → a promise of their object URL. Images are immutable (ids are
+// content hashes), so each is downloaded once; URLs no longer shown are revoked.
+const imageUrls = new Map();
 
 const statusText = { queued: "排队中", running: "生成中", succeeded: "完成", failed: "失败", cancelled: "已取消" };
 
@@ -59,12 +63,17 @@ async function refreshStatus() {
 }
 
 // ---- uploads and the edit region ----
+// Frees the object URL of an upload that is replaced or dropped.
+function releaseUpload(loaded) {
+  if (loaded && loaded.url) URL.revokeObjectURL(loaded.url);
+}
+
 function loadImage(file) {
   return new Promise((resolve, reject) => {
     const url = URL.createObjectURL(file);
     const image = new Image();
     image.onload = () => resolve({ file, image, url });
-    image.onerror = () => reject(new Error("无法读取图片"));
+    image.onerror = () => { URL.revokeObjectURL(url); reject(new Error("无法读取图片")); };
     image.src = url;
   });
 }
@@ -89,6 +98,7 @@ async function workingImage(loaded) {
   context.drawImage(image, (fitWidth - scaledWidth) / 2, (fitHeight - scaledHeight) / 2, scaledWidth, scaledHeight);
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
   const fitted = await loadImage(new File([blob], "original.png", { type: "image/png" }));
+  releaseUpload(loaded);
   fitted.note = "原图 " + width + "×" + height + " 已调整为 " + fitWidth + "×" + fitHeight + "（边长需为 8 的倍数" + (scale < 1 ? "，并按模型尺寸缩小" : "") + "）。";
   return fitted;
 }
@@ -130,7 +140,9 @@ function showRegion() {
 $("original-input").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   state.region = null;
-  if (!file) { state.original = null; drawCanvas(); showRegion(); return; }
+  releaseUpload(state.original);
+  state.original = null;
+  if (!file) { drawCanvas(); showRegion(); return; }
   try {
     state.original = await workingImage(await loadImage(file));
     if (state.original.note) say(state.original.note);
@@ -149,7 +161,10 @@ $("original-input").addEventListener("change", async (event) => {
 $("condition-input").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   const preview = $("condition-preview");
-  if (!file) { state.condition = null; preview.hidden = true; return; }
+  releaseUpload(state.condition);
+  state.condition = null;
+  preview.removeAttribute("src");
+  if (!file) { preview.hidden = true; return; }
   try {
     state.condition = await loadImage(file);
     preview.src = state.condition.url;
@@ -294,17 +309,40 @@ async function follow(jobId) {
 }
 
 // ---- results and history ----
-async function imageUrl(id) {
-  const response = await api("/v1/images/" + id);
-  if (!response.ok) throw new Error(await errorText(response));
-  const url = URL.createObjectURL(await response.blob());
-  state.objectUrls.push(url);
-  return url;
+function imageUrl(id) {
+  if (!imageUrls.has(id)) {
+    const url = (async () => {
+      const response = await api("/v1/images/" + id);
+      if (!response.ok) throw new Error(await errorText(response));
+      return URL.createObjectURL(await response.blob());
+    })();
+    // A failed download is tried again next time.
+    url.catch(() => imageUrls.delete(id));
+    imageUrls.set(id, url);
+  }
+  return imageUrls.get(id);
+}
+
+// Revokes the object URLs of images neither in the result area nor in the history.
+function releaseUnshownImages(shown) {
+  for (const [id, url] of imageUrls) {
+    if (shown.has(id)) continue;
+    imageUrls.delete(id);
+    url.then((objectUrl) => URL.revokeObjectURL(objectUrl)).catch(() => {});
+  }
+}
+
+const shownIds = { result: [], history: [] };
+
+function keepShown() {
+  releaseUnshownImages(new Set(shownIds.result.concat(shownIds.history)));
 }
 
 async function showResult(imageIds) {
   const result = $("result");
   result.textContent = "";
+  shownIds.result = imageIds.slice();
+  keepShown();
   for (const id of imageIds) {
     const url = await imageUrl(id);
     const image = document.createElement("img");
@@ -327,6 +365,8 @@ async function refreshHistory() {
   const list = (await response.json()).data;
   const history = $("history");
   history.textContent = "";
+  shownIds.history = list.filter((job) => job.status === "succeeded" && job.images.length).map((job) => job.images[0].id);
+  keepShown();
   for (const job of list) {
     const item = document.createElement("li");
     const prompt = (job.request && (job.request.instruction || job.request.prompt)) || job.kind;

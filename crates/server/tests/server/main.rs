@@ -7,6 +7,7 @@
 mod api;
 mod common;
 mod edits_agent;
+mod guards;
 mod inputs;
 mod limits;
 mod queue;
