@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use huatu_diffusion::device::DtypeChoice;
 use huatu_diffusion::loading::latents_file::{read_latents, write_latents};
-use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::pipelines::{Progress, ProgressSink};
 use huatu_diffusion::schedulers::SchedulerKind;
@@ -104,15 +104,8 @@ impl ModelArgs {
             folder => folder,
         };
         let started = Instant::now();
-        let mut components = SdxlComponents::load(
-            &source,
-            LoadOptions {
-                dtype: self.dtype.resolve(device),
-                vae_dtype: None,
-            },
-            device,
-        )
-        .with_context(|| format!("cannot load the model from {}", self.model.display()))?;
+        let mut components = SdxlComponents::load(&source, self.dtype.load_options(device), device)
+            .with_context(|| format!("cannot load the model from {}", self.model.display()))?;
         eprintln!(
             "loaded {} in {:.1}s",
             self.model.display(),

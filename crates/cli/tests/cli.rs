@@ -1009,9 +1009,6 @@ fn the_device_and_precision_are_chosen_by_flag_or_environment() {
         args.extend(["--device", "cuda:1"]);
         expect_error(&args, "built without CUDA");
     }
-    let mut args = small.to_vec();
-    args.extend(["--device", "cpu", "--dtype", "bf16"]);
-    expect_error(&args, "--dtype f32 or f16");
 
     let output = Command::new(env!("CARGO_BIN_EXE_huatu"))
         .args(small)
@@ -1036,5 +1033,27 @@ fn the_device_and_precision_are_chosen_by_flag_or_environment() {
         .unwrap_or_default();
     if !cfg!(feature = "cuda") {
         assert!(settings.contains("\"dtype\":\"f32\""), "{settings}");
+    }
+
+    // Half precision on the CPU: weights held in bf16/f16, computed in f32 — the picture
+    // stays within a few levels of the f32 one.
+    let full = read_png(Path::new(&out)).0;
+    for half in ["bf16", "f16"] {
+        let mut args = small.to_vec();
+        args.extend(["--device", "cpu", "--dtype", half]);
+        let output = huatu(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let (pixels, chunks) = read_png(Path::new(&out));
+        let settings = chunks
+            .into_iter()
+            .find(|(key, _)| key == "huatu")
+            .map(|(_, value)| value)
+            .unwrap_or_default();
+        assert!(
+            settings.contains(&format!("\"weight_dtype\":\"{half}\"")),
+            "{settings}"
+        );
+        let worst = max_level_difference(&full, &pixels);
+        assert!(worst <= 2, "{half} weights: {worst} levels from f32");
     }
 }

@@ -205,7 +205,7 @@ fn main() -> anyhow::Result<()> {
     }
     let options = LoadOptions {
         dtype: DType::F16,
-        vae_dtype: None,
+        ..LoadOptions::default()
     };
     let source = ModelSource::from_path(&root)?;
     // The first load warms the page cache; the second is the reload a switch would cost.

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
+use crate::loading::LoadOptions;
 
 /// The environment variable read when no `--device` is given.
 pub const DEVICE_ENV: &str = "HUATU_DEVICE";
@@ -125,6 +126,24 @@ impl FromStr for DtypeChoice {
 }
 
 impl DtypeChoice {
+    /// How the UNet and text encoders are loaded on `device`. On a GPU they compute in the
+    /// chosen dtype. On the CPU f16 and bf16 mean half-precision *weights* (half the
+    /// memory) computing in f32, since our CPU kernels are f32 and candle has no CPU bf16
+    /// matrix product.
+    pub fn load_options(self, device: &Device) -> LoadOptions {
+        match self {
+            Self::Fixed(storage @ (DType::F16 | DType::BF16)) if device.is_cpu() => LoadOptions {
+                dtype: DType::F32,
+                storage_dtype: Some(storage),
+                ..LoadOptions::default()
+            },
+            choice => LoadOptions {
+                dtype: choice.resolve(device),
+                ..LoadOptions::default()
+            },
+        }
+    }
+
     /// The compute precision of the UNet and text encoders on `device`.
     pub fn resolve(self, device: &Device) -> DType {
         match self {
@@ -142,7 +161,8 @@ pub fn check_supported(dtype: DType, device: &Device) -> Result<()> {
     if device.is_cpu() && dtype == DType::BF16 {
         return Err(Error::Device(
             "bf16 does not compute on the CPU (candle has no bf16 matrix product there); \
-             use --dtype f32 or f16 on the CPU, bf16 on a GPU"
+             keep f32 compute with bf16 weights (LoadOptions::storage_dtype, what \
+             `--dtype bf16` does on the CPU)"
                 .into(),
         ));
     }
@@ -207,9 +227,19 @@ mod tests {
             Ok(()) => panic!("bf16 on the CPU was accepted"),
             Err(error) => error.to_string(),
         };
-        assert!(message.contains("--dtype f32 or f16"), "{message}");
+        assert!(message.contains("storage_dtype"), "{message}");
         assert!(check_supported(DType::F16, &Device::Cpu).is_ok());
         assert!(check_supported(DType::F32, &Device::Cpu).is_ok());
+    }
+
+    #[test]
+    fn half_precision_on_the_cpu_stores_weights_and_computes_in_f32() {
+        for half in [DType::F16, DType::BF16] {
+            let options = DtypeChoice::Fixed(half).load_options(&Device::Cpu);
+            assert_eq!((options.dtype, options.storage()), (DType::F32, half));
+        }
+        let options = DtypeChoice::Auto.load_options(&Device::Cpu);
+        assert_eq!((options.dtype, options.storage()), (DType::F32, DType::F32));
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn unet_generic_layers_in_f16_match_diffusers_within_half_precision() -> anyhow:
     let source = ModelSource::from_path(&fixture("sdxl_tiny"))?;
     let options = LoadOptions {
         dtype: DType::F16,
-        vae_dtype: None,
+        ..LoadOptions::default()
     };
     let components = SdxlComponents::load(&source, options, &Device::Cpu)?;
     let reference = tensors("sdxl_tiny_reference/unet.safetensors")?;

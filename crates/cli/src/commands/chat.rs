@@ -14,7 +14,7 @@ use huatu_agent::scenes::Scenes;
 use huatu_agent::{plan, Plan, PlanInputs};
 use huatu_diffusion::device::DtypeChoice;
 use huatu_diffusion::loading::controlnet::load_controlnet;
-use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::GrayImage;
 use huatu_imaging::edit::{region_mask, Rect, Region};
 
@@ -90,10 +90,7 @@ fn load_sdxl(
     dtype: DtypeChoice,
     device: &Device,
 ) -> anyhow::Result<SdxlComponents> {
-    let options = LoadOptions {
-        dtype: dtype.resolve(device),
-        ..LoadOptions::default()
-    };
+    let options = dtype.load_options(device);
     SdxlComponents::load(&ModelSource::from_path(path)?, options, device)
         .with_context(|| format!("cannot load the model from {}", path.display()))
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use candle_core::DType;
 use clap::Args;
+use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::pipelines::{
     text_to_image, DecodeOptions, MicroConditioning, Text2ImageRequest, VaeTiling,
 };
@@ -124,7 +124,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         write_png(
             &out,
             &output.image,
-            &settings_chunks(&args, &request, components.dtype),
+            &settings_chunks(&args, &request, &components),
         )?;
         args.sampling
             .save_latents(&output.latents, index, args.num_images)?;
@@ -137,7 +137,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
 fn settings_chunks(
     args: &GenerateArgs,
     request: &Text2ImageRequest,
-    dtype: DType,
+    components: &SdxlComponents,
 ) -> Vec<(&'static str, String)> {
     let latents = &args.sampling.latents;
     let settings = serde_json::json!({
@@ -153,7 +153,8 @@ fn settings_chunks(
         "scheduler": request.scheduler.to_string(),
         "seed": if latents.is_some() { serde_json::Value::Null } else { request.seed.into() },
         "latents": latents.as_ref().map(|p| p.display().to_string()),
-        "dtype": dtype.as_str(),
+        "dtype": components.dtype.as_str(),
+        "weight_dtype": components.weight_dtype.as_str(),
         "original_size": request.micro_conditioning.original_size,
         "crops_coords_top_left": request.micro_conditioning.crops_coords_top_left,
         "target_size": request.micro_conditioning.target_size,

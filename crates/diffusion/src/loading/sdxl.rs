@@ -58,6 +58,11 @@ pub struct LoadOptions {
     /// Compute dtype of the VAE; `None` picks f32 when `dtype` is f16 and the VAE config asks
     /// for `force_upcast` (SDXL's VAE overflows in f16), else `dtype`.
     pub vae_dtype: Option<DType>,
+    /// How the UNet's and text encoders' weights are held in memory; `None` is `dtype`.
+    /// f16/bf16 with an f32 `dtype` halves their memory (SDXL's UNet 10 → 5 GB) and
+    /// computes in f32: each layer widens its weights for the call (the CPU's way to half
+    /// precision, where candle has no bf16 matrix product).
+    pub storage_dtype: Option<DType>,
 }
 
 impl Default for LoadOptions {
@@ -65,7 +70,15 @@ impl Default for LoadOptions {
         Self {
             dtype: DType::F32,
             vae_dtype: None,
+            storage_dtype: None,
         }
+    }
+}
+
+impl LoadOptions {
+    /// The dtype weights are held in.
+    pub fn storage(&self) -> DType {
+        self.storage_dtype.unwrap_or(self.dtype)
     }
 }
 
@@ -83,7 +96,10 @@ pub struct SdxlComponents {
     pub default_scheduler: Option<SchedulerKind>,
     /// model_index.json's `force_zeros_for_empty_prompt` (true for SDXL base).
     pub force_zeros_for_empty_prompt: bool,
+    /// The dtype the UNet and text encoders compute in.
     pub dtype: DType,
+    /// The dtype their weights are held in (`LoadOptions::storage_dtype`).
+    pub weight_dtype: DType,
     pub vae_dtype: DType,
     pub device: Device,
     /// The weights of the parts LoRA adapters change, as the models hold them.
@@ -209,7 +225,7 @@ impl SdxlComponents {
                     text_encoder: weights("text_encoder")?,
                     text_encoder_2: weights("text_encoder_2")?,
                 };
-                Self::from_parts(configs, weights, options.dtype, vae_dtype, device)
+                Self::from_parts(configs, weights, options, vae_dtype, device)
             }
             ModelSource::SingleFile { path, config_dir } => {
                 super::single_file_model::load(path, config_dir.as_deref(), options, device)
@@ -221,21 +237,23 @@ impl SdxlComponents {
     pub fn from_parts(
         configs: SdxlConfigs,
         weights: SdxlWeights,
-        dtype: DType,
+        options: LoadOptions,
         vae_dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        let dtype = options.dtype;
+        let storage = options.storage();
         let in_component = |component: &'static str| {
             move |error: Error| Error::BadModelFile {
                 path: PathBuf::from(component),
                 message: error.to_string(),
             }
         };
-        let (unet_vb, unet_weights) = WeightTable::recording(weights.unet, dtype, device);
+        let (unet_vb, unet_weights) = WeightTable::recording(weights.unet, storage, device);
         let (text_encoder_vb, text_encoder_weights) =
-            WeightTable::recording(weights.text_encoder, dtype, device);
+            WeightTable::recording(weights.text_encoder, storage, device);
         let (text_encoder_2_vb, text_encoder_2_weights) =
-            WeightTable::recording(weights.text_encoder_2, dtype, device);
+            WeightTable::recording(weights.text_encoder_2, storage, device);
         let vae_vb = VarBuilder::from_backend(weights.vae, vae_dtype, device.clone());
         let unet =
             UNet2DConditionModel::new(unet_vb, &configs.unet).map_err(in_component("unet"))?;
@@ -244,11 +262,13 @@ impl SdxlComponents {
             .map_err(in_component("vae"))?;
         let text_encoder = ClipTextModel::new(text_encoder_vb, &configs.text_encoder)
             .map_err(Error::from)
-            .map_err(in_component("text_encoder"))?;
+            .map_err(in_component("text_encoder"))?
+            .computing_in(dtype);
         let text_encoder_2 =
             ClipTextModelWithProjection::new(text_encoder_2_vb, &configs.text_encoder_2)
                 .map_err(Error::from)
-                .map_err(in_component("text_encoder_2"))?;
+                .map_err(in_component("text_encoder_2"))?
+                .computing_in(dtype);
         Ok(Self {
             tokenizer: configs.tokenizer,
             tokenizer_2: configs.tokenizer_2,
@@ -261,6 +281,7 @@ impl SdxlComponents {
             default_scheduler: configs.default_scheduler,
             force_zeros_for_empty_prompt: configs.force_zeros_for_empty_prompt,
             dtype,
+            weight_dtype: storage,
             vae_dtype,
             device: device.clone(),
             weights: SdxlWeightTables {

@@ -70,7 +70,7 @@ pub fn load(
         text_encoder: source(Component::TextEncoder),
         text_encoder_2: source(Component::TextEncoder2),
     };
-    SdxlComponents::from_parts(configs, weights, options.dtype, vae_dtype, device)
+    SdxlComponents::from_parts(configs, weights, options, vae_dtype, device)
 }
 
 fn open_checkpoint(path: &Path) -> Result<MmapedSafetensors> {

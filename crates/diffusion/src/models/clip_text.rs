@@ -103,6 +103,9 @@ impl ClipActivation {
 struct ClipTextEmbeddings {
     token_embedding: Embedding,
     position_embedding: Embedding,
+    /// The dtype the layers compute in (the tables' own unless the weights are stored in
+    /// half precision for an f32 model).
+    compute_dtype: DType,
 }
 
 impl ClipTextEmbeddings {
@@ -119,16 +122,22 @@ impl ClipTextEmbeddings {
                 hidden,
                 vb.pp("position_embedding"),
             )?,
+            compute_dtype: vb.dtype(),
         })
     }
 
     /// input_ids: [b, n] -> [b, n, hidden]
     fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
         let tokens = input_ids.dim(1)?;
-        let positions = self.position_embedding.embeddings().narrow(0, 0, tokens)?; // [n, hidden]
+        let positions = self
+            .position_embedding
+            .embeddings()
+            .narrow(0, 0, tokens)? // [n, hidden]
+            .to_dtype(self.compute_dtype)?;
         Ok(self
             .token_embedding
             .forward(input_ids)?
+            .to_dtype(self.compute_dtype)?
             .broadcast_add(&positions)?)
     }
 }
@@ -384,6 +393,13 @@ impl ClipTextModel {
         &self.config
     }
 
+    /// Computes in `dtype` whatever dtype the weights are stored in (see
+    /// `LoadOptions::storage_dtype`).
+    pub fn computing_in(mut self, dtype: DType) -> Self {
+        self.embeddings.compute_dtype = dtype;
+        self
+    }
+
     /// The encoder's linear layers by transformers name without the `text_model.` level
     /// (`encoder.layers.0.self_attn.q_proj`).
     pub fn collect_linears(&mut self) -> NamedLinears<'_> {
@@ -546,6 +562,12 @@ impl ClipTextModelWithProjection {
 
     pub fn config(&self) -> &ClipTextConfig {
         self.text_model.config()
+    }
+
+    /// See [`ClipTextModel::computing_in`].
+    pub fn computing_in(mut self, dtype: DType) -> Self {
+        self.text_model = self.text_model.computing_in(dtype);
+        self
     }
 
     pub fn text_model(&self) -> &ClipTextModel {

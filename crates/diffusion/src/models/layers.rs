@@ -10,6 +10,17 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use huatu_kernels::conv2d::{conv2d_fused, Conv2dExtras, Conv2dParams};
 
+/// `weight` in the dtype of the activations `xs` it meets: a widened copy for this call
+/// when the weights are stored in half precision for an f32 model
+/// (`LoadOptions::storage_dtype`), the tensor itself otherwise.
+pub(crate) fn in_dtype_of(weight: &Tensor, xs: &Tensor) -> Result<Tensor> {
+    if weight.dtype() == xs.dtype() {
+        Ok(weight.clone())
+    } else {
+        weight.to_dtype(xs.dtype())
+    }
+}
+
 /// `nn.Conv2d` with bias, square kernel; weights `weight` [out, in, k, k] and `bias` [out].
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -86,7 +97,13 @@ impl Conv2d {
 
     fn forward_with(&self, xs: &Tensor, extras: Conv2dExtras) -> Result<Tensor> {
         let _enter = self.span.enter();
-        conv2d_fused(xs, &self.weight, Some(&self.bias), self.params, extras)
+        conv2d_fused(
+            xs,
+            &in_dtype_of(&self.weight, xs)?,
+            Some(&in_dtype_of(&self.bias, xs)?),
+            self.params,
+            extras,
+        )
     }
 
     /// The dtype of the weights.
@@ -127,8 +144,8 @@ impl GroupNorm {
         huatu_kernels::group_norm(
             xs,
             self.num_groups,
-            &self.weight,
-            &self.bias,
+            &in_dtype_of(&self.weight, xs)?,
+            &in_dtype_of(&self.bias, xs)?,
             self.eps,
             false,
         )
@@ -141,8 +158,8 @@ impl GroupNorm {
         huatu_kernels::group_norm(
             xs,
             self.num_groups,
-            &self.weight,
-            &self.bias,
+            &in_dtype_of(&self.weight, xs)?,
+            &in_dtype_of(&self.bias, xs)?,
             self.eps,
             true,
         )
@@ -180,6 +197,16 @@ impl LayerNorm {
     /// [..., dim] -> same shape.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         use candle_core::Module;
+        if self.weight.dtype() != xs.dtype() {
+            let (weight, bias) = (in_dtype_of(&self.weight, xs)?, in_dtype_of(&self.bias, xs)?);
+            let widened = Self {
+                inner: candle_nn::LayerNorm::new(weight.clone(), bias.clone(), self.eps),
+                weight,
+                bias,
+                eps: self.eps,
+            };
+            return widened.forward(xs);
+        }
         if !xs.track_op() {
             return self.inner.forward(xs);
         }

@@ -9,6 +9,8 @@ use candle_nn::VarBuilder;
 use huatu_kernels::activation::{reference_bias_activation, Activation};
 use huatu_kernels::fused_linear::fused_linear;
 
+use super::layers::in_dtype_of;
+
 /// A low-rank adapter on one linear layer.
 #[derive(Debug, Clone)]
 pub struct LinearAdapter {
@@ -96,10 +98,15 @@ impl Linear {
             && xs.device().is_cpu()
             && xs.dtype() == candle_core::DType::F32;
         if fast {
+            let bias = self
+                .inner
+                .bias()
+                .map(|bias| in_dtype_of(bias, xs))
+                .transpose()?;
             return fused_linear(
                 xs,
-                self.inner.weight(),
-                self.inner.bias(),
+                &in_dtype_of(self.inner.weight(), xs)?,
+                bias.as_ref(),
                 residual,
                 activation,
             );
@@ -127,7 +134,16 @@ impl From<candle_nn::Linear> for Linear {
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // Inside an autograd graph the frozen base layer grads only its input.
-        let base = if xs.track_op() {
+        let base = if self.inner.weight().dtype() != xs.dtype() {
+            // Weights stored in half precision for an f32 model: widened for this call.
+            let weight = in_dtype_of(self.inner.weight(), xs)?;
+            let bias = self
+                .inner
+                .bias()
+                .map(|bias| in_dtype_of(bias, xs))
+                .transpose()?;
+            huatu_kernels::frozen_linear::linear(xs, &weight, bias.as_ref())?
+        } else if xs.track_op() {
             huatu_kernels::frozen_linear::linear(xs, self.inner.weight(), self.inner.bias())?
         } else {
             self.inner.forward(xs)?

@@ -20,7 +20,7 @@ use candle_nn::Init;
 use huatu_diffusion::loading::original_keys::Component;
 use huatu_diffusion::loading::safetensors_files::{component_weight_files, mmap_backend};
 use huatu_diffusion::loading::sdxl::{SdxlConfigs, SdxlWeights};
-use huatu_diffusion::loading::SdxlComponents;
+use huatu_diffusion::loading::{LoadOptions, SdxlComponents};
 use huatu_diffusion::lora::LoraFile;
 
 use crate::adapters::checkpoint_layout;
@@ -192,7 +192,8 @@ pub fn load_trainable(
         text_encoder: weights("text_encoder")?,
         text_encoder_2: weights("text_encoder_2")?,
     };
-    let components = SdxlComponents::from_parts(configs, sources, DType::F32, DType::F32, device)?;
+    let components =
+        SdxlComponents::from_parts(configs, sources, LoadOptions::default(), DType::F32, device)?;
     let vars = vars
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
