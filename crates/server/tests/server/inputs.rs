@@ -143,3 +143,57 @@ fn every_bad_input_gets_a_clear_json_error() {
         .get("/v1/jobs?offset=3")
         .expect_error(400, "invalid_request");
 }
+
+/// A PNG of about a hundred bytes whose header declares `width`×`height` (65535² is 12 GiB
+/// of pixels).
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        // The header and the start of one data chunk: a decoder learns the size on reaching
+        // the data, long before its end.
+        let mut writer = encoder.write_header().unwrap();
+        writer
+            .write_chunk(png::chunk::IDAT, &[0x78, 0x9c, 0x63, 0, 0])
+            .unwrap();
+        drop(writer);
+    }
+    bytes
+}
+
+#[test]
+fn an_upload_declaring_a_huge_picture_is_refused_from_its_header() {
+    let server = TestServer::start(|_| {});
+    let bomb = png_declaring(65535, 65535);
+    assert!(bytes_are_tiny(&bomb), "{} bytes", bomb.len());
+    let (content_type, body) = multipart(&[
+        ("image", Some("bomb.png"), &bomb),
+        ("prompt", None, b"repaint"),
+        ("steps", None, b"2"),
+    ]);
+    let started = std::time::Instant::now();
+    let response = request(
+        server.address,
+        "POST",
+        "/v1/images/edits",
+        &[("Content-Type", content_type.as_str())],
+        &body,
+    );
+    // Refused from the header, before any pixel buffer exists: fast, and a 4xx that says why.
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(
+        (400..500).contains(&response.status),
+        "{}: {}",
+        response.status,
+        response.text()
+    );
+    assert!(response.text().contains("65535"), "{}", response.text());
+    let jobs = server.get("/v1/jobs").json();
+    assert_eq!(jobs["data"].as_array().map(Vec::len), Some(0), "{jobs}");
+}
+
+fn bytes_are_tiny(bytes: &[u8]) -> bool {
+    bytes.len() < 128
+}
