@@ -3,13 +3,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use candle_core::DType;
 use clap::Args;
+use huatu_diffusion::device::{DeviceChoice, DtypeChoice};
 
 use crate::error::ServerError;
 
 /// The longest synchronous wait honoured (one year); larger `--sync-timeout-secs` are capped.
 const MAX_SYNC_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// The longest `--keep-results` (a thousand years: "forever" without overflowing clocks).
+const MAX_KEEP_DAYS: f64 = 365_000.0;
+/// The largest `--max-store-gib` (1 EiB).
+const MAX_STORE_GIB: f64 = (1u64 << 30) as f64;
 /// The longest header or body timeout (one day).
 const MAX_IO_TIMEOUT_SECS: u64 = 24 * 3600;
 /// The most connections `--max-connections` may allow.
@@ -106,20 +110,25 @@ pub struct ServeArgs {
     /// Most open connections; further ones wait until one closes.
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
-    /// Compute precision: f32, f16 or bf16.
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
-    pub dtype: DType,
-}
-
-fn parse_dtype(text: &str) -> Result<DType, String> {
-    match text {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        other => Err(format!(
-            "unknown dtype `{other}` (expected f32, f16 or bf16)"
-        )),
-    }
+    /// Days a finished job (succeeded, failed or cancelled) is kept, with its inputs and
+    /// images; older ones are deleted, oldest first, and their /v1/jobs/{id} answers 404.
+    /// Fractions allowed (0.5 = 12 hours). Default: kept until --max-store-gib needs room.
+    #[arg(long, value_name = "DAYS")]
+    pub keep_results: Option<f64>,
+    /// Most GiB of stored inputs and images (the blob store); past it the oldest finished
+    /// jobs are deleted with their blobs until it fits. Queued and running jobs are never
+    /// deleted. Fractions allowed. Default: no limit.
+    #[arg(long, value_name = "GIB")]
+    pub max_store_gib: Option<f64>,
+    /// Compute precision: auto (f32 on the CPU; bf16 on a GPU that has it, else f16),
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeChoice,
+    /// A device that gets a worker (its own copy of the models): auto, cpu, cuda or
+    /// cuda:N. Repeat for several GPUs (`--device cuda:0 --device cuda:1`); a job goes to
+    /// the first free one. Default: $HUATU_DEVICE, else auto.
+    #[arg(long = "device")]
+    pub devices: Vec<DeviceChoice>,
 }
 
 /// Everything a server needs, resolved and checked.
@@ -146,7 +155,15 @@ pub struct ServerConfig {
     pub max_job: std::time::Duration,
     pub sync_timeout: std::time::Duration,
     pub public_url: Option<String>,
-    pub dtype: DType,
+    pub dtype: DtypeChoice,
+    /// One worker per device.
+    pub devices: Vec<DeviceChoice>,
+    /// How long finished jobs are kept (`--keep-results`); None: no age limit.
+    pub keep_results: Option<std::time::Duration>,
+    /// Most bytes in the blob store (`--max-store-gib`); None: no limit.
+    pub max_store_bytes: Option<u64>,
+    /// How often retention runs (and once at start).
+    pub retention_interval: std::time::Duration,
     pub allowed_hosts: Vec<String>,
     pub insecure_public: bool,
     pub header_timeout: std::time::Duration,
@@ -177,7 +194,11 @@ impl ServerConfig {
             max_job: std::time::Duration::from_secs(crate::limits::DEFAULT_MAX_JOB_SECS),
             sync_timeout: std::time::Duration::from_secs(600),
             public_url: None,
-            dtype: DType::F32,
+            dtype: DtypeChoice::Auto,
+            devices: vec![DeviceChoice::Auto],
+            keep_results: None,
+            max_store_bytes: None,
+            retention_interval: std::time::Duration::from_secs(600),
             allowed_hosts: Vec::new(),
             insecure_public: false,
             header_timeout: std::time::Duration::from_secs(30),
@@ -187,6 +208,18 @@ impl ServerConfig {
     }
 
     pub fn from_args(args: &ServeArgs) -> Result<Self, ServerError> {
+        let devices = match args.devices.as_slice() {
+            [] => vec![DeviceChoice::from_flag_or_env(None)
+                .map_err(|error| ServerError::Config(error.to_string()))?],
+            given => given.to_vec(),
+        };
+        for (index, device) in devices.iter().enumerate() {
+            if devices[..index].contains(device) {
+                return Err(ServerError::Config(format!(
+                    "--device {device} is given twice (one worker per device)"
+                )));
+            }
+        }
         let mut api_keys: Vec<String> = args
             .api_keys
             .iter()
@@ -218,18 +251,6 @@ impl ServerConfig {
                 args.max_dimension
             )));
         }
-        if !(args.max_megapixel_steps.is_finite() && args.max_megapixel_steps > 0.0) {
-            return Err(ServerError::Config(format!(
-                "--max-megapixel-steps must be a number above 0, got {}",
-                args.max_megapixel_steps
-            )));
-        }
-        if !(1..=MAX_SYNC_TIMEOUT_SECS).contains(&args.max_job_secs) {
-            return Err(ServerError::Config(format!(
-                "--max-job-secs must be from 1 to {MAX_SYNC_TIMEOUT_SECS} (a year), got {}",
-                args.max_job_secs
-            )));
-        }
         for (flag, seconds) in [
             ("--header-timeout-secs", args.header_timeout_secs),
             ("--body-timeout-secs", args.body_timeout_secs),
@@ -244,6 +265,40 @@ impl ServerConfig {
             return Err(ServerError::Config(format!(
                 "--max-connections must be from 1 to {MAX_CONNECTIONS}, got {}",
                 args.max_connections
+            )));
+        }
+        let keep_results = match args.keep_results {
+            None => None,
+            Some(days) if days.is_finite() && days > 0.0 && days <= MAX_KEEP_DAYS => {
+                Some(std::time::Duration::from_secs_f64(days * 86_400.0))
+            }
+            Some(days) => {
+                return Err(ServerError::Config(format!(
+                    "--keep-results must be a number of days above 0 and at most {MAX_KEEP_DAYS}, got {days}"
+                )))
+            }
+        };
+        let max_store_bytes = match args.max_store_gib {
+            None => None,
+            Some(gib) if gib.is_finite() && gib > 0.0 && gib <= MAX_STORE_GIB => {
+                Some((gib * (1u64 << 30) as f64) as u64)
+            }
+            Some(gib) => {
+                return Err(ServerError::Config(format!(
+                    "--max-store-gib must be above 0 and at most {MAX_STORE_GIB}, got {gib}"
+                )))
+            }
+        };
+        if !(args.max_megapixel_steps.is_finite() && args.max_megapixel_steps > 0.0) {
+            return Err(ServerError::Config(format!(
+                "--max-megapixel-steps must be a number above 0, got {}",
+                args.max_megapixel_steps
+            )));
+        }
+        if !(1..=MAX_SYNC_TIMEOUT_SECS).contains(&args.max_job_secs) {
+            return Err(ServerError::Config(format!(
+                "--max-job-secs must be from 1 to {MAX_SYNC_TIMEOUT_SECS} (a year), got {}",
+                args.max_job_secs
             )));
         }
         if args.model.is_none() {
@@ -285,6 +340,10 @@ impl ServerConfig {
                 .as_ref()
                 .map(|url| url.trim_end_matches('/').to_string()),
             dtype: args.dtype,
+            devices,
+            keep_results,
+            max_store_bytes,
+            retention_interval: std::time::Duration::from_secs(600),
             allowed_hosts: args.allowed_hosts.clone(),
             insecure_public: args.insecure_public,
             header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),

@@ -12,7 +12,7 @@ use candle_core::Device;
 use huatu_agent::execute::{execute, Models, RunOptions};
 use huatu_agent::AgentError;
 use huatu_diffusion::loading::controlnet::load_controlnet;
-use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
 use huatu_diffusion::pipelines::{
@@ -87,15 +87,8 @@ impl Engine {
             },
             folder => folder,
         };
-        let components = SdxlComponents::load(
-            &source,
-            LoadOptions {
-                dtype: config.dtype,
-                vae_dtype: None,
-            },
-            device,
-        )
-        .map_err(wrap)?;
+        let components = SdxlComponents::load(&source, config.dtype.load_options(device), device)
+            .map_err(wrap)?;
         let instruct = match &config.instruct_model {
             Some(path) => Some(load_instruct(config, path, device)?),
             None => None,
@@ -110,7 +103,7 @@ impl Engine {
             None => None,
         };
         let upscaler = match &config.sr_model {
-            Some(path) => Some(Upscaler::load(path).map_err(|error| {
+            Some(path) => Some(Upscaler::load_on(path, device).map_err(|error| {
                 ServerError::Config(format!("--sr-model {}: {}", path.display(), chain(&error)))
             })?),
             None => None,
@@ -333,10 +326,7 @@ fn load_instruct(
         source,
     };
     let source = ModelSource::from_path(path).map_err(wrap)?;
-    let options = LoadOptions {
-        dtype: config.dtype,
-        vae_dtype: None,
-    };
+    let options = config.dtype.load_options(device);
     let components = SdxlComponents::load(&source, options, device).map_err(wrap)?;
     let channels = components.unet.config().in_channels;
     if channels != 8 {

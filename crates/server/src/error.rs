@@ -21,6 +21,31 @@ pub enum ServerError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("the job database {path} is damaged or is not a SQLite database ({detail}); move it aside to start with an empty queue (the images under blobs/ stay)")]
+    CorruptDatabase {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("the job database {path} has layout version {found}, newer than this huatu reads ({known}); run the newer huatu, or move the file aside")]
+    NewerDatabase {
+        path: std::path::PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("another huatu server is using the data directory {path}{holder}; stop it, or give this one another --data")]
+    DataDirLocked {
+        path: std::path::PathBuf,
+        /// ` (process N)` when the lock file says who holds it.
+        holder: String,
+    },
+    #[error(
+        "the data directory {path} is not writable (the server keeps its queue and images there)"
+    )]
+    DataDirReadOnly {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot load the model from {path}")]
     Model {
         path: std::path::PathBuf,
@@ -102,6 +127,15 @@ impl ApiError {
         error
     }
 
+    /// 507: the data directory has no room for the request (nothing of it was kept).
+    pub fn storage_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            "the server's data directory is full; retry after its operator frees space",
+        )
+    }
+
     /// Logs the cause and answers 500 without revealing it.
     pub fn internal(context: &str, cause: &dyn std::error::Error) -> Self {
         let mut chain = cause.to_string();
@@ -136,6 +170,10 @@ impl std::error::Error for ApiError {}
 
 impl From<rusqlite::Error> for ApiError {
     fn from(error: rusqlite::Error) -> Self {
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            tracing::error!("job database: {error}");
+            return Self::storage_full();
+        }
         Self::internal("job database", &error)
     }
 }

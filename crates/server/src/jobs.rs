@@ -1,5 +1,5 @@
-//! What a job is: its spec (what to compute, stored as JSON in the queue), its status and
-//! the events it emits while it runs.
+//! What a job is: its spec (what to compute, stored as JSON in the queue with a schema
+//! version), its status and the events it emits while it runs.
 
 use huatu_agent::planner::{PipelineKind, TaskPlan};
 use huatu_diffusion::schedulers::SchedulerKind;
@@ -84,6 +84,12 @@ impl AgentSpec {
     }
 }
 
+/// The version of the stored spec JSON, kept in each row beside it. Raise it when a
+/// change to the spec types would make stored rows read differently; a row of another
+/// version is failed with a clear reason when a worker claims it instead of being run
+/// under a wrong reading.
+pub const SPEC_VERSION: u32 = 1;
+
 /// Everything the queue can run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -91,15 +97,41 @@ pub enum JobSpec {
     Generation(GenerationSpec),
     Edit(EditSpec),
     Agent(Box<AgentSpec>),
+    /// A stored row this version cannot read (another spec version, or damaged JSON):
+    /// listed with its kind, never run (the store fails it when it is claimed). Never
+    /// stored and never read from JSON.
+    #[serde(skip_deserializing)]
+    Unreadable {
+        /// The row's own kind column (`generation`, `edit`, `agent`).
+        stored_kind: String,
+    },
 }
 
 impl JobSpec {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             JobSpec::Generation(_) => "generation",
             JobSpec::Edit(_) => "edit",
             JobSpec::Agent(_) => "agent",
+            JobSpec::Unreadable { stored_kind } => stored_kind,
         }
+    }
+
+    /// The stored blobs (uploads) the job reads: they must stay while the job is kept.
+    pub fn input_blobs(&self) -> Vec<&str> {
+        let ids: Vec<Option<&String>> = match self {
+            JobSpec::Generation(_) | JobSpec::Unreadable { .. } => Vec::new(),
+            JobSpec::Edit(spec) => vec![Some(&spec.image), spec.mask.as_ref()],
+            JobSpec::Agent(spec) => vec![
+                spec.image.as_ref(),
+                spec.condition.as_ref(),
+                spec.mask.as_ref(),
+            ],
+        };
+        let mut ids: Vec<&str> = ids.into_iter().flatten().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Denoising steps the whole job runs (for progress totals).
@@ -109,6 +141,7 @@ impl JobSpec {
             JobSpec::Edit(spec) => spec.steps_run() * spec.n,
             // Edits of a plan run the whole schedule (strength 1).
             JobSpec::Agent(spec) => spec.plan.steps * spec.images(),
+            JobSpec::Unreadable { .. } => 0,
         }
     }
 }

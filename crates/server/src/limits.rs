@@ -57,6 +57,13 @@ impl JobCost {
                 width: spec.plan.width,
                 height: spec.plan.height,
             },
+            // A row this version cannot read never runs.
+            JobSpec::Unreadable { .. } => Self {
+                images: 0,
+                steps: 0,
+                width: 0,
+                height: 0,
+            },
         }
     }
 

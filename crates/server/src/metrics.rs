@@ -28,9 +28,19 @@ pub struct Metrics {
     pub job_run_micros: AtomicU64,
     pub steps: AtomicU64,
     pub images: AtomicU64,
+    /// Finished jobs deleted by retention (`--keep-results`, `--max-store-gib`).
+    pub jobs_evicted: AtomicU64,
+    /// Blobs deleted: evicted jobs' inputs and results, results of jobs that did not succeed.
+    pub blobs_removed: AtomicU64,
+    /// Bytes in the blob store at the last retention sweep.
+    pub store_bytes: AtomicU64,
 }
 
 impl Metrics {
+    pub fn record_blobs_removed(&self, files: u64) {
+        self.blobs_removed.fetch_add(files, Ordering::Relaxed);
+    }
+
     pub fn record_request(&self, status: u16, seconds: f64) {
         let counter = match status {
             200..=299 => &self.requests_2xx,
@@ -141,6 +151,16 @@ impl Metrics {
                 "Images made since start.",
                 load(&self.images),
             ),
+            (
+                "huatu_jobs_evicted_total",
+                "Finished jobs deleted by retention since start.",
+                load(&self.jobs_evicted),
+            ),
+            (
+                "huatu_blobs_removed_total",
+                "Stored inputs and results deleted since start.",
+                load(&self.blobs_removed),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(text, "# HELP {name} {help}");
@@ -157,6 +177,12 @@ impl Metrics {
             "huatu_job_run_seconds_total {}",
             load(&self.job_run_micros) as f64 / 1e6
         );
+        let _ = writeln!(
+            text,
+            "# HELP huatu_blob_store_bytes Bytes of stored inputs and results at the last retention sweep."
+        );
+        let _ = writeln!(text, "# TYPE huatu_blob_store_bytes gauge");
+        let _ = writeln!(text, "huatu_blob_store_bytes {}", load(&self.store_bytes));
         let _ = writeln!(
             text,
             "# HELP huatu_model_loaded Whether a model is loaded (1) or not (0)."

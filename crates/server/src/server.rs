@@ -50,9 +50,18 @@ impl RunningServer {
     }
 }
 
-/// The devices that get a worker each.
-fn devices() -> Vec<Device> {
-    vec![Device::Cpu]
+/// The devices that get a worker each, opened (a named GPU that cannot be opened is an
+/// error at start, not a worker that fails every job).
+fn devices(config: &ServerConfig) -> Result<Vec<Device>, ServerError> {
+    config
+        .devices
+        .iter()
+        .map(|choice| {
+            choice
+                .open()
+                .map_err(|error| ServerError::Config(error.to_string()))
+        })
+        .collect()
 }
 
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
@@ -63,6 +72,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         path: data.clone(),
         source,
     };
+    // One server per data directory (checked to be writable first): a second one would
+    // re-queue the first one's running jobs. Held until the server has stopped.
+    let lock = crate::lock::acquire(&data)?;
     std::fs::create_dir_all(data.join("loras")).map_err(data_error)?;
     let store = Arc::new(Store::open(&data.join("jobs.sqlite3"))?);
     let recovery = store.recover().map_err(|source| ServerError::Database {
@@ -81,7 +93,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut engines = Vec::new();
     let mut native_size = (1024, 1024);
     if let Some(model) = config.model.clone() {
-        for device in devices() {
+        for device in devices(&config)? {
             let started = Instant::now();
             let loading_config = config.clone();
             let model_path = model.clone();
@@ -136,6 +148,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         cancels: Arc::new(CancelRequests::default()),
         shutdown: Arc::new(AtomicBool::new(false)),
     });
+    // Once before the first job: blobs nobody references, jobs past retention.
+    let retention = crate::retention::Policy::of(&config);
+    crate::retention::sweep_now(shared.clone(), retention).await;
+    let redactor = crate::redact::Redactor::new(&config);
     let worker_health = Arc::new(crate::state::WorkerHealth::default());
     let workers: Vec<std::thread::JoinHandle<()>> = engines
         .into_iter()
@@ -143,18 +159,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .map(|(index, engine)| {
             let shared = shared.clone();
             let health = worker_health.clone();
+            let redactor = redactor.clone();
             std::thread::Builder::new()
                 .name(format!("huatu-worker-{index}"))
                 .spawn(move || {
                     // dropped when the thread ends, panicking or not: /healthz sees it
                     let _alive = health.enter();
-                    run_worker(shared, engine)
+                    run_worker(shared, engine, redactor)
                 })
                 .map_err(ServerError::Serve)
         })
         .collect::<Result<_, _>>()?;
 
     let (stop, stop_requested) = watch::channel(false);
+    let sweeper = crate::retention::spawn_sweeper(
+        shared.clone(),
+        retention,
+        config.retention_interval,
+        stop_requested.clone(),
+    );
     let mut config = config;
     config.listen = address;
     let capabilities = crate::engine::Capabilities::of(&config);
@@ -188,14 +211,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let task = tokio::spawn(async move {
         let mut signal = stop_requested.clone();
         let shutdown_shared = shared.clone();
-        let served =
-            crate::http_serve::serve(listener, router, limits, connections, async move {
-                let _ = signal.wait_for(|stop| *stop).await;
-                // Stop the workers at once: a running job is put back in the queue.
-                shutdown_shared.shutdown.store(true, Ordering::SeqCst);
-                shutdown_shared.wakeup.notify();
-            })
-            .await;
+        let served = crate::http_serve::serve(listener, router, limits, connections, async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+            // Stop the workers at once: a running job is put back in the queue.
+            shutdown_shared.shutdown.store(true, Ordering::SeqCst);
+            shutdown_shared.wakeup.notify();
+        })
+        .await;
         shared.shutdown.store(true, Ordering::SeqCst);
         shared.wakeup.notify();
         let joined = tokio::task::spawn_blocking(move || {
@@ -209,6 +231,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         if joined.is_err() {
             tracing::error!("cannot join the worker threads");
         }
+        sweeper.abort();
+        let _ = sweeper.await;
+        // The next server may have the directory once the workers are done with it.
+        drop(lock);
         served.map_err(ServerError::Serve)
     });
     Ok(RunningServer {

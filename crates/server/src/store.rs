@@ -1,16 +1,26 @@
-//! The durable job queue: one SQLite table under `<data>/jobs.sqlite3` (WAL, synchronous
-//! FULL, so an accepted job is on disk before the client hears its id). Every method
+//! The durable job queue: a SQLite database `<data>/jobs.sqlite3` (WAL, synchronous
+//! FULL, so an accepted job is on disk before the client hears its id) with the jobs and
+//! the blobs each references (so retention deletes a blob only when no kept job uses it).
+//! The layout has a version (`user_version`) and each stored request its own
+//! (`spec_version`): older files are upgraded at open, newer ones refused, and a request
+//! this version cannot read fails its job instead of blocking the queue. Every method
 //! takes the connection lock only for its own statements and never across an `.await`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::error::ServerError;
-use crate::jobs::{now_seconds, Job, JobSpec, JobStatus};
+use crate::jobs::{now_seconds, Job, JobSpec, JobStatus, SPEC_VERSION};
 
-const SCHEMA: &str = "
+/// The database layout this server reads and writes, kept in SQLite's `user_version`.
+/// 1: the `jobs` table alone (the first release; its files say 0). 2: `spec_version` per
+/// row and `job_blobs`, the blobs each job references (retention counts them).
+pub const DATABASE_VERSION: i64 = 2;
+
+/// Version 1, as the first release created it.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT NOT NULL UNIQUE,
@@ -27,8 +37,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 ";
 
+/// From version 1 to 2 (the `spec_version` column is added separately: SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS job_blobs (
+    job  TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    PRIMARY KEY (job, blob)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_blobs_by_blob ON job_blobs (blob);
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at, seq) WHERE finished_at IS NOT NULL;
+";
+
 const COLUMNS: &str =
-    "id, spec, status, attempts, error, images, created_at, started_at, finished_at";
+    "id, kind, spec, spec_version, status, attempts, error, images, created_at, started_at, finished_at";
 
 /// Why a crash-interrupted job is not run a third time.
 pub const INTERRUPTED_TWICE: &str =
@@ -73,18 +95,38 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (creating or upgrading) the queue at `path`. A file that is not a SQLite
+    /// database, a damaged one, or one of a newer layout is refused with what to do.
     pub fn open(path: &Path) -> Result<Self, ServerError> {
-        let wrap = |source| ServerError::Database {
-            path: path.to_path_buf(),
-            source,
-        };
-        let connection = Connection::open(path).map_err(wrap)?;
+        let wrap = |source: rusqlite::Error| classify_open_error(path, source);
+        let mut connection = Connection::open(path).map_err(wrap)?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
             )
             .map_err(wrap)?;
-        connection.execute_batch(SCHEMA).map_err(wrap)?;
+        let check: String = connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(wrap)?;
+        if check != "ok" {
+            return Err(ServerError::CorruptDatabase {
+                path: path.to_path_buf(),
+                detail: check,
+            });
+        }
+        let found: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(wrap)?;
+        if found > DATABASE_VERSION {
+            return Err(ServerError::NewerDatabase {
+                path: path.to_path_buf(),
+                found,
+                known: DATABASE_VERSION,
+            });
+        }
+        if found < DATABASE_VERSION {
+            migrate(&mut connection, found).map_err(wrap)?;
+        }
         Ok(Self {
             connection: Mutex::new(connection),
             path: path.to_path_buf(),
@@ -138,9 +180,15 @@ impl Store {
         }
         let created_at = now_seconds();
         transaction.execute(
-            "INSERT INTO jobs (id, kind, spec, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
-            params![id, spec.kind(), spec_json, created_at],
+            "INSERT INTO jobs (id, kind, spec, spec_version, status, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+            params![id, spec.kind(), spec_json, SPEC_VERSION, created_at],
         )?;
+        for blob in spec.input_blobs() {
+            transaction.execute(
+                "INSERT OR IGNORE INTO job_blobs (job, blob) VALUES (?1, ?2)",
+                params![id, blob],
+            )?;
+        }
         transaction.commit()?;
         Ok(Job {
             id: id.to_string(),
@@ -155,37 +203,72 @@ impl Store {
         })
     }
 
-    /// Takes the oldest queued job and marks it running (one more attempt).
+    /// Takes the oldest queued job and marks it running (one more attempt). A row whose
+    /// stored request cannot be read (another spec version, damaged JSON) is failed with
+    /// the reason on the way, so it never blocks the queue.
     pub fn claim(&self) -> rusqlite::Result<Option<Job>> {
         let connection = self.lock();
-        connection
-            .query_row(
-                &format!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?1
-                     WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
-                     RETURNING {COLUMNS}"
-                ),
-                params![now_seconds()],
-                job_from_row,
-            )
-            .optional()
+        loop {
+            let claimed = connection
+                .query_row(
+                    &format!(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?1
+                         WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
+                         RETURNING {COLUMNS}"
+                    ),
+                    params![now_seconds()],
+                    job_from_row,
+                )
+                .optional()?;
+            let (job, problem) = match claimed {
+                None => return Ok(None),
+                Some((job, None)) => return Ok(Some(job)),
+                Some((job, Some(problem))) => (job, problem),
+            };
+            tracing::warn!(job = %job.id, "failing a job whose stored request cannot be read: {problem}");
+            connection.execute(
+                "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+                params![job.id, problem, now_seconds()],
+            )?;
+        }
     }
 
-    pub fn succeed(&self, id: &str, images: &[String]) -> rusqlite::Result<()> {
-        let images = serde_json::to_string(images).unwrap_or_else(|_| "[]".into());
-        self.lock().execute(
-            "UPDATE jobs SET status = 'succeeded', images = ?2, finished_at = ?3, error = NULL WHERE id = ?1",
-            params![id, images, now_seconds()],
+    /// Records the results of the running job `id` (false when it is not running).
+    pub fn succeed(&self, id: &str, images: &[String]) -> rusqlite::Result<bool> {
+        let images_json = serde_json::to_string(images).unwrap_or_else(|_| "[]".into());
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let changed = transaction.execute(
+            "UPDATE jobs SET status = 'succeeded', images = ?2, finished_at = ?3, error = NULL WHERE id = ?1 AND status = 'running'",
+            params![id, images_json, now_seconds()],
         )?;
-        Ok(())
+        for image in images {
+            transaction.execute(
+                "INSERT OR IGNORE INTO job_blobs (job, blob) VALUES (?1, ?2)",
+                params![id, image],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(changed == 1)
     }
 
-    pub fn fail(&self, id: &str, reason: &str) -> rusqlite::Result<()> {
-        self.lock().execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+    /// Fails the running job `id`; false when it is not running (its end is recorded).
+    pub fn fail(&self, id: &str, reason: &str) -> rusqlite::Result<bool> {
+        let changed = self.lock().execute(
+            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 'running'",
             params![id, reason, now_seconds()],
         )?;
-        Ok(())
+        Ok(changed == 1)
+    }
+
+    /// Fails a job that has not ended, queued or running: one whose uploads could not
+    /// be stored (a worker that has it waits for them and then finds its end recorded).
+    pub fn fail_unfinished(&self, id: &str, reason: &str) -> rusqlite::Result<bool> {
+        let changed = self.lock().execute(
+            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND status IN ('queued', 'running')",
+            params![id, reason, now_seconds()],
+        )?;
+        Ok(changed == 1)
     }
 
     pub fn mark_cancelled(&self, id: &str) -> rusqlite::Result<()> {
@@ -215,14 +298,17 @@ impl Store {
         Ok(())
     }
 
+    /// The job `id` (a row whose request cannot be read has `JobSpec::Unreadable`).
     pub fn get(&self, id: &str) -> rusqlite::Result<Option<Job>> {
-        self.lock()
+        let read = self
+            .lock()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
                 params![id],
                 job_from_row,
             )
-            .optional()
+            .optional()?;
+        Ok(read.map(|(job, _)| job))
     }
 
     /// The newest jobs first.
@@ -232,7 +318,7 @@ impl Store {
             "SELECT {COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?1"
         ))?;
         let rows = statement.query_map(params![limit as i64], job_from_row)?;
-        rows.collect()
+        rows.map(|row| row.map(|(job, _)| job)).collect()
     }
 
     /// How many queued jobs are ahead of `id` (None when it is not queued).
@@ -246,6 +332,57 @@ impl Store {
             )
             .optional()
             .map(|count| count.map(|count| count as usize))
+    }
+
+    /// Whether any kept job references blob `id` (as an input or a result).
+    pub fn is_referenced(&self, blob: &str) -> rusqlite::Result<bool> {
+        self.lock().query_row(
+            "SELECT EXISTS (SELECT 1 FROM job_blobs WHERE blob = ?1)",
+            params![blob],
+            |row| row.get(0),
+        )
+    }
+
+    /// Up to `limit` finished jobs (succeeded, failed, cancelled), the earliest finished
+    /// first; with `before`, only those finished before that time (seconds since 1970).
+    pub fn oldest_finished(
+        &self,
+        before: Option<f64>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<String>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1
+             AND status IN ('succeeded', 'failed', 'cancelled')
+             ORDER BY finished_at, seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(
+            params![before.unwrap_or(f64::INFINITY), limit as i64],
+            |row| row.get(0),
+        )?;
+        rows.collect()
+    }
+
+    /// Deletes the finished job `id` and returns the blobs it referenced (None when it
+    /// is not finished: queued and running jobs are never evicted).
+    pub fn evict(&self, id: &str) -> rusqlite::Result<Option<Vec<String>>> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let deleted = transaction.execute(
+            "DELETE FROM jobs WHERE id = ?1 AND status IN ('succeeded', 'failed', 'cancelled')",
+            params![id],
+        )?;
+        if deleted == 0 {
+            return Ok(None);
+        }
+        let blobs: Vec<String> = {
+            let mut statement = transaction.prepare("SELECT blob FROM job_blobs WHERE job = ?1")?;
+            let rows = statement.query_map(params![id], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        transaction.execute("DELETE FROM job_blobs WHERE job = ?1", params![id])?;
+        transaction.commit()?;
+        Ok(Some(blobs))
     }
 
     pub fn counts(&self) -> rusqlite::Result<Counts> {
@@ -272,25 +409,124 @@ impl Store {
     }
 }
 
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+/// Reads a stored request; the error says why it cannot be run.
+fn read_spec(text: &str, version: i64) -> Result<JobSpec, String> {
+    if version != i64::from(SPEC_VERSION) {
+        return Err(format!(
+            "this job was stored by a huatu whose requests have schema version {version}; this server reads version {SPEC_VERSION}; submit the job again"
+        ));
+    }
+    serde_json::from_str(text).map_err(|error| {
+        format!("this job's stored request cannot be read ({error}); submit the job again")
+    })
+}
+
+/// A row as read: the job and, when its request cannot be read, why (the job's spec is
+/// then `Unreadable`, so it is still listed; the store fails it when it is claimed).
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(Job, Option<String>)> {
     let conversion = |index: usize, error: Box<dyn std::error::Error + Send + Sync>| {
         rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error)
     };
-    let spec: String = row.get(1)?;
-    let status: String = row.get(2)?;
-    let images: String = row.get(5)?;
-    Ok(Job {
+    let stored_kind: String = row.get(1)?;
+    let spec: String = row.get(2)?;
+    let version: i64 = row.get(3)?;
+    let status: String = row.get(4)?;
+    let images: String = row.get(7)?;
+    let (spec, problem) = match read_spec(&spec, version) {
+        Ok(spec) => (spec, None),
+        Err(problem) => (JobSpec::Unreadable { stored_kind }, Some(problem)),
+    };
+    let job = Job {
         id: row.get(0)?,
-        spec: serde_json::from_str(&spec).map_err(|error| conversion(1, Box::new(error)))?,
+        spec,
         status: JobStatus::parse(&status)
-            .ok_or_else(|| conversion(2, format!("unknown status {status}").into()))?,
-        attempts: row.get(3)?,
-        error: row.get(4)?,
-        images: serde_json::from_str(&images).map_err(|error| conversion(5, Box::new(error)))?,
-        created_at: row.get(6)?,
-        started_at: row.get(7)?,
-        finished_at: row.get(8)?,
-    })
+            .ok_or_else(|| conversion(4, format!("unknown status {status}").into()))?,
+        attempts: row.get(5)?,
+        error: row.get(6)?,
+        images: serde_json::from_str(&images).map_err(|error| conversion(7, Box::new(error)))?,
+        created_at: row.get(8)?,
+        started_at: row.get(9)?,
+        finished_at: row.get(10)?,
+    };
+    Ok((job, problem))
+}
+
+/// Brings a database of layout `from` to `DATABASE_VERSION` in one transaction.
+fn migrate(connection: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    transaction.execute_batch(SCHEMA_V1)?;
+    if from < 2 {
+        let has_spec_version: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'spec_version')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_spec_version {
+            // Rows of the first release are spec version 1.
+            transaction.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN spec_version INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
+        transaction.execute_batch(SCHEMA_V2)?;
+        // References of existing rows: every blob id their request or results name.
+        let rows: Vec<(String, String, String)> = {
+            let mut statement = transaction.prepare("SELECT id, spec, images FROM jobs")?;
+            let rows =
+                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (id, spec, images) in rows {
+            for blob in blob_ids_in(&spec).chain(blob_ids_in(&images)) {
+                transaction.execute(
+                    "INSERT OR IGNORE INTO job_blobs (job, blob) VALUES (?1, ?2)",
+                    params![id, blob],
+                )?;
+            }
+        }
+    }
+    transaction.execute_batch(&format!("PRAGMA user_version = {DATABASE_VERSION}"))?;
+    transaction.commit()
+}
+
+/// Every run of exactly 64 lowercase hex digits in `text`: the blob ids a stored request
+/// or result list names (a prompt that happens to hold one only keeps a blob longer).
+fn blob_ids_in(text: &str) -> impl Iterator<Item = &str> {
+    let is_hex = |byte: u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+    let bytes = text.as_bytes();
+    let mut ids = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        if !is_hex(bytes[start]) {
+            start += 1;
+            continue;
+        }
+        let mut end = start;
+        while end < bytes.len() && is_hex(bytes[end]) {
+            end += 1;
+        }
+        if end - start == 64 {
+            ids.push(&text[start..end]);
+        }
+        start = end;
+    }
+    ids.into_iter()
+}
+
+/// A clear start-up error for a database SQLite cannot use.
+fn classify_open_error(path: &Path, source: rusqlite::Error) -> ServerError {
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            ServerError::CorruptDatabase {
+                path: path.to_path_buf(),
+                detail: source.to_string(),
+            }
+        }
+        _ => ServerError::Database {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +597,121 @@ mod tests {
         assert_eq!(failed.status, JobStatus::Failed);
         assert_eq!(failed.error.as_deref(), Some(INTERRUPTED_TWICE));
         assert_eq!(store.claim()?.map(|job| job.id).as_deref(), Some("job_b"));
+        Ok(())
+    }
+
+    fn user_version(path: &Path) -> anyhow::Result<i64> {
+        let connection = Connection::open(path)?;
+        Ok(connection.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    #[test]
+    fn a_first_release_database_is_upgraded_with_its_blob_references() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("jobs.sqlite3");
+        let input = "a".repeat(64);
+        let result = "b".repeat(64);
+        {
+            let connection = Connection::open(&path)?;
+            connection.execute_batch(SCHEMA_V1)?;
+            let spec = format!(
+                r#"{{"kind":"edit","prompt":"p","negative_prompt":null,"image":"{input}","mask":null,"width":64,"height":64,"steps":1,"guidance":5.0,"scheduler":null,"seed":0,"n":1,"strength":0.5,"loras":[]}}"#
+            );
+            connection.execute(
+                "INSERT INTO jobs (id, kind, spec, status, images, created_at, finished_at) VALUES ('job_old', 'edit', ?1, 'succeeded', ?2, 1.0, 2.0)",
+                params![spec, format!("[\"{result}\"]")],
+            )?;
+        }
+        assert_eq!(user_version(&path)?, 0);
+        let store = Store::open(&path)?;
+        assert_eq!(user_version(&path)?, DATABASE_VERSION);
+        let job = store
+            .get("job_old")?
+            .ok_or_else(|| anyhow::anyhow!("job_old vanished"))?;
+        assert_eq!(job.spec.input_blobs(), vec![input.as_str()]);
+        assert_eq!(job.images, vec![result.clone()]);
+        assert!(store.is_referenced(&input)?);
+        assert!(store.is_referenced(&result)?);
+        assert!(!store.is_referenced(&"c".repeat(64))?);
+        // Opening again changes nothing.
+        drop(store);
+        let store = Store::open(&path)?;
+        assert_eq!(
+            store.evict("job_old")?,
+            Some(vec![input.clone(), result.clone()])
+        );
+        assert!(!store.is_referenced(&input)?);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_that_cannot_be_read_fail_at_claim_instead_of_blocking_the_queue() -> anyhow::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("jobs.sqlite3");
+        let store = Store::open(&path)?;
+        {
+            let connection = store.lock();
+            let good = serde_json::to_string(&spec())?;
+            for (id, spec, version) in [
+                ("job_newer", good.as_str(), 99),
+                ("job_broken", "{\"kind\":\"generation\",\"prompt\":", 1),
+                ("job_good", good.as_str(), 1),
+            ] {
+                connection.execute(
+                    "INSERT INTO jobs (id, kind, spec, spec_version, status, created_at) VALUES (?1, 'generation', ?2, ?3, 'queued', 1.0)",
+                    params![id, spec, version],
+                )?;
+            }
+        }
+        // Listed (as unreadable) before any claim.
+        assert_eq!(store.list(10)?.len(), 3);
+        let newer = store
+            .get("job_newer")?
+            .ok_or_else(|| anyhow::anyhow!("job_newer vanished"))?;
+        assert_eq!(newer.spec.kind(), "generation");
+        assert!(matches!(newer.spec, JobSpec::Unreadable { .. }));
+
+        let claimed = store.claim()?.map(|job| job.id);
+        assert_eq!(claimed.as_deref(), Some("job_good"));
+        let reason = |id: &str| -> anyhow::Result<(JobStatus, String)> {
+            let job = store
+                .get(id)?
+                .ok_or_else(|| anyhow::anyhow!("{id} vanished"))?;
+            Ok((job.status, job.error.unwrap_or_default()))
+        };
+        let (status, error) = reason("job_newer")?;
+        assert_eq!(status, JobStatus::Failed);
+        assert!(error.contains("schema version 99"), "{error}");
+        let (status, error) = reason("job_broken")?;
+        assert_eq!(status, JobStatus::Failed);
+        assert!(error.contains("cannot be read"), "{error}");
+        assert!(store.claim()?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_or_corrupt_database_is_refused_with_what_to_do() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("jobs.sqlite3");
+        drop(Store::open(&path)?);
+        Connection::open(&path)?.execute_batch("PRAGMA user_version = 7")?;
+        let error = Store::open(&path).err().map(|error| error.to_string());
+        let error = error.unwrap_or_default();
+        assert!(
+            error.contains("layout version 7, newer than this huatu reads (2)"),
+            "{error}"
+        );
+
+        let garbage = dir.path().join("garbage.sqlite3");
+        std::fs::write(&garbage, vec![0x5a; 8192])?;
+        let error = Store::open(&garbage).err().map(|error| error.to_string());
+        let error = error.unwrap_or_default();
+        assert!(
+            error.contains("is damaged or is not a SQLite database"),
+            "{error}"
+        );
+        assert!(error.contains("move it aside"), "{error}");
         Ok(())
     }
 }

@@ -2,21 +2,30 @@
 //! queued job from the store, runs it (compute stays off the async runtime), stores the
 //! results by content hash and reports every step to the event hub. A step hook checks
 //! for cancellation and shutdown, which is how a running job is stopped.
+//!
+//! A job is recorded `succeeded` only after every result is on disk (see `Blobs::put`); a
+//! result that cannot be written (a full disk) fails the job with the reason. Results of
+//! a job that does not succeed are deleted. Reasons clients see have the server's paths
+//! taken out (`Redactor`); the log has the full text.
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use huatu_diffusion::pipelines::Progress;
 
-use crate::blobs::Blobs;
+use crate::blobs::{describe_write_error, Blobs, Pins};
 use crate::engine::{Engine, GenerateError};
 use crate::events::EventHub;
 use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, Job, JobEvent, JobSpec};
 use crate::metrics::Metrics;
+use crate::redact::Redactor;
 use crate::store::Store;
+
+/// How long a worker waits for an upload that its request is still writing.
+const INPUT_WAIT: Duration = Duration::from_secs(60);
 
 /// Wakes sleeping workers when a job arrives or the server stops.
 #[derive(Default)]
@@ -50,32 +59,69 @@ impl Wakeup {
     }
 }
 
-/// Ids of running jobs whose cancellation was asked for.
+/// Cancellation of running jobs, settled one way: **a cancel that `request` accepted
+/// (the API's 202) always ends the job `cancelled`** — even when the job had already
+/// made all its images (they are deleted, never reported done), and even when the
+/// server is shutting down (the job is not put back in the queue). A cancel that comes
+/// after the worker recorded the outcome is refused (`request` is false; the API answers
+/// 409 with the job's final status). Both hold because claiming a job, accepting a
+/// cancel and recording the outcome all happen under one lock, so "running" in the
+/// database and "a worker runs it" here never disagree.
 #[derive(Default)]
 pub struct CancelRequests {
-    ids: Mutex<HashSet<String>>,
+    state: Mutex<CancelState>,
+}
+
+#[derive(Default)]
+struct CancelState {
+    /// Jobs a worker of this server runs now.
+    running: HashSet<String>,
+    /// Those of them whose cancellation was accepted.
+    requested: HashSet<String>,
 }
 
 impl CancelRequests {
-    pub fn request(&self, id: &str) {
-        self.ids
+    fn lock(&self) -> MutexGuard<'_, CancelState> {
+        // Each update is a single set operation; a panic cannot leave them half-changed.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(id.to_string());
+    }
+
+    /// Asks the running job `id` to stop. True: a worker runs it and it will end
+    /// `cancelled`. False: no worker runs it (any more): its outcome is recorded.
+    pub fn request(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        if state.running.contains(id) {
+            state.requested.insert(id.to_string());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Claims a job with `claim` and notes it as running, atomically for `request`.
+    fn claim<E>(&self, claim: impl FnOnce() -> Result<Option<Job>, E>) -> Result<Option<Job>, E> {
+        let mut state = self.lock();
+        let job = claim()?;
+        if let Some(job) = &job {
+            state.running.insert(job.id.clone());
+        }
+        Ok(job)
     }
 
     fn contains(&self, id: &str) -> bool {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(id)
+        self.lock().requested.contains(id)
     }
 
-    fn forget(&self, id: &str) {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(id);
+    /// Ends the run of `id`: `record` gets whether a cancel was accepted and writes the
+    /// outcome, under the lock so that no cancel is accepted in between.
+    fn settle<T>(&self, id: &str, record: impl FnOnce(bool) -> T) -> T {
+        let mut state = self.lock();
+        let cancelled = state.requested.remove(id);
+        let result = record(cancelled);
+        state.running.remove(id);
+        result
     }
 }
 
@@ -90,10 +136,33 @@ pub struct Shared {
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// Runs jobs on `engine` until `shared.shutdown` is set.
-pub fn run_worker(shared: Arc<Shared>, mut engine: Engine) {
+/// Result images stored so far, pinned until the job's outcome is recorded.
+#[derive(Default)]
+struct Results {
+    ids: Vec<String>,
+    pins: Vec<Pins>,
+}
+
+/// Runs jobs on `engine` until `shared.shutdown` is set; `redactor` takes the server's
+/// paths out of failure reasons.
+pub fn run_worker(shared: Arc<Shared>, mut engine: Engine, redactor: Redactor) {
+    // Failures the database could not take yet (a full disk): retried every round.
+    let mut unrecorded: Vec<(String, String)> = Vec::new();
     while !shared.shutdown.load(Ordering::SeqCst) {
-        let job = match shared.store.claim() {
+        unrecorded.retain(|(id, reason)| match shared.store.fail(id, reason) {
+            Ok(false) => false,
+            Ok(true) => {
+                shared.hub.publish(
+                    id,
+                    JobEvent::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+                false
+            }
+            Err(_) => true,
+        });
+        let job = match shared.cancels.claim(|| shared.store.claim()) {
             Ok(Some(job)) => job,
             Ok(None) => {
                 shared.hub.prune();
@@ -115,16 +184,20 @@ pub fn run_worker(shared: Arc<Shared>, mut engine: Engine) {
         );
         let started = Instant::now();
         engine.start_job(); // --max-job-secs counts from here
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_job(&shared, &mut engine, &job)))
-            .unwrap_or_else(|_| {
-                Outcome::Failed("internal error: the pipeline panicked (see the server log)".into())
-            });
+        let mut results = Results::default();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            run_job(&shared, &mut engine, &job, &mut results)
+        }))
+        .unwrap_or_else(|_| {
+            Outcome::Failed("internal error: the pipeline panicked (see the server log)".into())
+        });
         shared
             .metrics
             .job_run_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        shared.cancels.forget(&job.id);
-        finish(&shared, &job, outcome);
+        if let Some(unrecorded_failure) = finish(&shared, &job, outcome, results, &redactor) {
+            unrecorded.push(unrecorded_failure);
+        }
     }
 }
 
@@ -136,55 +209,107 @@ enum Outcome {
     Interrupted,
 }
 
-fn finish(shared: &Shared, job: &Job, outcome: Outcome) {
-    let (result, event) = match outcome {
-        Outcome::Succeeded(images) => {
-            shared
-                .metrics
-                .jobs_succeeded
-                .fetch_add(1, Ordering::Relaxed);
-            (
-                shared.store.succeed(&job.id, &images),
-                Some(JobEvent::Done { images }),
-            )
+/// Records the outcome (a cancel accepted meanwhile wins), deletes results that no job
+/// keeps and tells listeners. Returns a failure the database could not take yet.
+fn finish(
+    shared: &Shared,
+    job: &Job,
+    outcome: Outcome,
+    results: Results,
+    redactor: &Redactor,
+) -> Option<(String, String)> {
+    let store = &shared.store;
+    let metrics = &shared.metrics;
+    let (event, unrecorded) = shared.cancels.settle(&job.id, |cancel_requested| {
+        let outcome = match outcome {
+            // Accepted cancels win over whatever the run came to.
+            _ if cancel_requested => Outcome::Cancelled,
+            outcome => outcome,
+        };
+        let failure = |reason: String| {
+            match store.fail(&job.id, &reason) {
+                Ok(true) => {
+                    metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                    (Some(JobEvent::Failed { reason }), None)
+                }
+                // Already failed by its request (its uploads could not be stored).
+                Ok(false) => (None, None),
+                Err(error) => {
+                    tracing::error!(job = %job.id, "cannot record the job's failure (retried): {error}");
+                    (None, Some((job.id.clone(), reason)))
+                }
+            }
+        };
+        match outcome {
+            Outcome::Succeeded(images) => match store.succeed(&job.id, &images) {
+                Ok(_) => {
+                    metrics.jobs_succeeded.fetch_add(1, Ordering::Relaxed);
+                    (Some(JobEvent::Done { images }), None)
+                }
+                Err(error) => {
+                    tracing::error!(job = %job.id, "cannot record the job's results: {error}");
+                    let full =
+                        error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+                    failure(if full {
+                        "the data directory is full: the results could not be recorded".into()
+                    } else {
+                        "internal error: the results could not be recorded (see the server log)"
+                            .into()
+                    })
+                }
+            },
+            Outcome::Failed(reason) => {
+                tracing::warn!(job = %job.id, "job failed: {reason}");
+                failure(redactor.redact(&reason))
+            }
+            Outcome::Cancelled => {
+                metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+                if let Err(error) = store.mark_cancelled(&job.id) {
+                    tracing::error!(job = %job.id, "cannot record the cancel: {error}");
+                }
+                (Some(JobEvent::Cancelled), None)
+            }
+            Outcome::Interrupted => {
+                tracing::info!(job = %job.id, "job interrupted by shutdown; it stays queued");
+                if let Err(error) = store.requeue_after_shutdown(&job.id) {
+                    tracing::error!(job = %job.id, "cannot put the job back in the queue: {error}");
+                }
+                (None, None)
+            }
         }
-        Outcome::Failed(reason) => {
-            tracing::warn!(job = %job.id, "job failed: {reason}");
-            shared.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-            (
-                shared.store.fail(&job.id, &reason),
-                Some(JobEvent::Failed { reason }),
-            )
+    });
+    // Results of a job that did not succeed: kept by no job unless another shares them.
+    let Results { ids, pins } = results;
+    drop(pins);
+    if !matches!(event, Some(JobEvent::Done { .. })) && !ids.is_empty() {
+        let removed = shared
+            .blobs
+            .remove_unreferenced(ids.iter().map(String::as_str), |id| {
+                store.is_referenced(id).unwrap_or(true)
+            });
+        match removed {
+            Ok(removed) => shared.metrics.record_blobs_removed(removed.files),
+            Err(error) => {
+                tracing::warn!(job = %job.id, "cannot delete the results of an unfinished job: {error}")
+            }
         }
-        Outcome::Cancelled => {
-            shared
-                .metrics
-                .jobs_cancelled
-                .fetch_add(1, Ordering::Relaxed);
-            (
-                shared.store.mark_cancelled(&job.id),
-                Some(JobEvent::Cancelled),
-            )
-        }
-        Outcome::Interrupted => {
-            tracing::info!(job = %job.id, "job interrupted by shutdown; it stays queued");
-            (shared.store.requeue_after_shutdown(&job.id), None)
-        }
-    };
-    if let Err(error) = result {
-        tracing::error!(job = %job.id, "cannot record the job's outcome: {error}");
     }
     if let Some(event) = event {
         tracing::info!(job = %job.id, outcome = event.name(), "job finished");
         shared.hub.publish(&job.id, event);
     }
+    unrecorded
 }
 
-fn run_job(shared: &Shared, engine: &mut Engine, job: &Job) -> Outcome {
+fn run_job(shared: &Shared, engine: &mut Engine, job: &Job, results: &mut Results) -> Outcome {
     match &job.spec {
-        JobSpec::Generation(spec) => run_generation(shared, engine, job, spec),
-        JobSpec::Edit(spec) => run_edit(shared, engine, job, spec),
-        JobSpec::Agent(spec) => run_agent(shared, engine, job, spec),
+        JobSpec::Generation(spec) => run_generation(shared, engine, job, spec, results),
+        JobSpec::Edit(spec) => run_edit(shared, engine, job, spec, results),
+        JobSpec::Agent(spec) => run_agent(shared, engine, job, spec, results),
+        // The store fails these when they are claimed; never run one.
+        JobSpec::Unreadable { .. } => {
+            Outcome::Failed("this job's stored request cannot be read; submit it again".into())
+        }
     }
 }
 
@@ -219,22 +344,31 @@ fn step_hook<'a>(
     }
 }
 
-/// Encodes and stores a result image; its settings go into a PNG text chunk.
+/// Encodes and stores a result image (pinned in `results` until the outcome is
+/// recorded); its settings go into a PNG text chunk.
 fn store_result(
     shared: &Shared,
     image: &huatu_diffusion::pipelines::RgbImage,
     settings: &serde_json::Value,
-) -> Result<String, String> {
+    results: &mut Results,
+) -> Result<(), String> {
     let bytes = crate::png_codec::encode_png(image, &settings.to_string())
         .map_err(|error| error.to_string())?;
-    let id = shared
-        .blobs
-        .put(&bytes)
-        .map_err(|error| format!("cannot store the image: {error}"))?;
+    let (id, pins) = shared.blobs.put_pinned(&bytes).map_err(|error| {
+        tracing::error!("cannot store a result image: {error}");
+        format!(
+            "cannot store the result image: {}",
+            describe_write_error(&error)
+        )
+    })?;
+    results.ids.push(id);
+    results.pins.push(pins);
     shared.metrics.images.fetch_add(1, Ordering::Relaxed);
-    Ok(id)
+    Ok(())
 }
 
+/// A stop seen by the step hook: shutdown puts the job back unless a cancel was accepted
+/// (`finish` checks that again under the lock).
 fn cancelled_outcome(shared: &Shared) -> Outcome {
     if shared.shutdown.load(Ordering::SeqCst) {
         Outcome::Interrupted
@@ -243,8 +377,9 @@ fn cancelled_outcome(shared: &Shared) -> Outcome {
     }
 }
 
-/// The stored input `id`.
+/// The stored input `id` (waiting while its request still writes it).
 fn load_input(shared: &Shared, id: &str) -> Result<Vec<u8>, String> {
+    shared.blobs.wait_until_present(id, INPUT_WAIT);
     shared
         .blobs
         .get(id)
@@ -252,7 +387,13 @@ fn load_input(shared: &Shared, id: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| format!("input {id} is missing from the data directory"))
 }
 
-fn run_edit(shared: &Shared, engine: &mut Engine, job: &Job, spec: &EditSpec) -> Outcome {
+fn run_edit(
+    shared: &Shared,
+    engine: &mut Engine,
+    job: &Job,
+    spec: &EditSpec,
+    results: &mut Results,
+) -> Outcome {
     let load = |id: &str| load_input(shared, id);
     let image = match load(&spec.image).and_then(|bytes| crate::png_codec::decode_rgb(&bytes)) {
         Ok(image) => image,
@@ -265,7 +406,6 @@ fn run_edit(shared: &Shared, engine: &mut Engine, job: &Job, spec: &EditSpec) ->
         },
         None => None,
     };
-    let mut images = Vec::with_capacity(spec.n);
     for index in 0..spec.n {
         let mut hook = step_hook(shared, job, index, spec.n);
         let result = match engine.edit(spec, index, &image, mask.as_ref(), &mut hook) {
@@ -286,12 +426,11 @@ fn run_edit(shared: &Shared, engine: &mut Engine, job: &Job, spec: &EditSpec) ->
             "seed": spec.seed.wrapping_add(index as u64),
             "loras": spec.loras,
         });
-        match store_result(shared, &result, &settings) {
-            Ok(id) => images.push(id),
-            Err(reason) => return Outcome::Failed(reason),
+        if let Err(reason) = store_result(shared, &result, &settings, results) {
+            return Outcome::Failed(reason);
         }
     }
-    Outcome::Succeeded(images)
+    Outcome::Succeeded(results.ids.clone())
 }
 
 fn run_generation(
@@ -299,8 +438,8 @@ fn run_generation(
     engine: &mut Engine,
     job: &Job,
     spec: &GenerationSpec,
+    results: &mut Results,
 ) -> Outcome {
-    let mut images = Vec::with_capacity(spec.n);
     for index in 0..spec.n {
         let mut hook = step_hook(shared, job, index, spec.n);
         let image = match engine.generate(spec, index, &mut hook) {
@@ -319,19 +458,24 @@ fn run_generation(
             "seed": spec.seed.wrapping_add(index as u64),
             "loras": spec.loras,
         });
-        match store_result(shared, &image, &settings) {
-            Ok(id) => images.push(id),
-            Err(reason) => return Outcome::Failed(reason),
+        if let Err(reason) = store_result(shared, &image, &settings, results) {
+            return Outcome::Failed(reason);
         }
     }
-    Outcome::Succeeded(images)
+    Outcome::Succeeded(results.ids.clone())
 }
 
-fn run_agent(shared: &Shared, engine: &mut Engine, job: &Job, spec: &AgentSpec) -> Outcome {
+fn run_agent(
+    shared: &Shared,
+    engine: &mut Engine,
+    job: &Job,
+    spec: &AgentSpec,
+    results: &mut Results,
+) -> Outcome {
     let input_path = |id: &Option<String>| -> Result<Option<std::path::PathBuf>, String> {
         let Some(id) = id else { return Ok(None) };
         match shared.blobs.path(id) {
-            Some(path) if path.is_file() => Ok(Some(path)),
+            Some(path) if shared.blobs.wait_until_present(id, INPUT_WAIT) => Ok(Some(path)),
             _ => Err(format!("input {id} is missing from the data directory")),
         }
     };
@@ -367,14 +511,13 @@ fn run_agent(shared: &Shared, engine: &mut Engine, job: &Job, spec: &AgentSpec) 
         }
         Ok(())
     };
-    let results = match engine.run_plan(spec, image, condition, mask, &mut hook) {
-        Ok(results) => results,
+    let made = match engine.run_plan(spec, image, condition, mask, &mut hook) {
+        Ok(made) => made,
         Err(GenerateError::Cancelled) => return cancelled_outcome(shared),
         Err(GenerateError::Failed(reason)) => return Outcome::Failed(reason),
     };
     let plan = &spec.plan;
-    let mut images = Vec::with_capacity(results.len());
-    for (index, result) in results.iter().enumerate() {
+    for (index, result) in made.iter().enumerate() {
         let settings = serde_json::json!({
             "instruction": spec.instruction,
             "intent": plan.intent,
@@ -392,10 +535,61 @@ fn run_agent(shared: &Shared, engine: &mut Engine, job: &Job, spec: &AgentSpec) 
             "condition": spec.condition,
             "mask": spec.mask,
         });
-        match store_result(shared, result, &settings) {
-            Ok(id) => images.push(id),
-            Err(reason) => return Outcome::Failed(reason),
+        if let Err(reason) = store_result(shared, result, &settings, results) {
+            return Outcome::Failed(reason);
         }
     }
-    Outcome::Succeeded(images)
+    Outcome::Succeeded(results.ids.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{GenerationSpec, JobStatus};
+
+    fn job(id: &str) -> Job {
+        Job {
+            id: id.into(),
+            spec: JobSpec::Generation(GenerationSpec {
+                prompt: "p".into(),
+                negative_prompt: None,
+                width: 64,
+                height: 64,
+                steps: 1,
+                guidance: 5.0,
+                scheduler: None,
+                seed: 0,
+                n: 1,
+                loras: Vec::new(),
+            }),
+            status: JobStatus::Running,
+            attempts: 1,
+            error: None,
+            images: Vec::new(),
+            created_at: 0.0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn an_accepted_cancel_wins_and_a_late_one_is_refused() {
+        let cancels = CancelRequests::default();
+        // Not running (queued, unknown): refused.
+        assert!(!cancels.request("job_a"));
+        let claimed = cancels.claim(|| Ok::<_, ()>(Some(job("job_a"))));
+        assert!(matches!(claimed, Ok(Some(_))));
+        assert!(cancels.request("job_a"));
+        assert!(cancels.contains("job_a"));
+        // The worker finished its images anyway: settle still sees the cancel.
+        assert!(cancels.settle("job_a", |cancelled| cancelled));
+        // After the outcome is recorded: refused, and nothing is left behind.
+        assert!(!cancels.request("job_a"));
+        assert!(!cancels.contains("job_a"));
+
+        // A run nobody cancelled settles as it came.
+        let claimed = cancels.claim(|| Ok::<_, ()>(Some(job("job_b"))));
+        assert!(matches!(claimed, Ok(Some(_))));
+        assert!(!cancels.settle("job_b", |cancelled| cancelled));
+    }
 }

@@ -14,6 +14,7 @@ use huatu_diffusion::pipelines::{GrayImage, RgbImage};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::edits::{submit_with_inputs, Input};
 use crate::assistant::{map_plan, plan_view, EditInputs, Mapped, Overrides};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobSpec;
@@ -269,7 +270,8 @@ pub async fn agent(
         return Err(ApiError::unavailable("the agent has no intent model loaded: start the server with --intent-model DIR (e.g. models/intent)"));
     };
 
-    // Inputs by content hash; the planner sees where they are.
+    // Inputs by content hash; the planner sees where they are to be stored (it does not
+    // read them); they are written only once a job that uses them is accepted.
     let blobs = state.shared.blobs.clone();
     let condition = form.image("condition").cloned();
     let mask = match (&original, &region) {
@@ -286,18 +288,18 @@ pub async fn agent(
     let image_size = original
         .as_ref()
         .map_or((0, 0), |image| (image.width, image.height));
-    let planned = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let put = |image: &RgbImage| -> Result<String, String> {
-            let bytes = encode_png(image, "{}").map_err(|error| error.to_string())?;
-            blobs.put(&bytes).map_err(|error| error.to_string())
+    let planned = crate::blocking::spawn(move || -> Result<_, String> {
+        let encode = |image: &RgbImage| -> Result<Input, String> {
+            encode_png(image, "{}")
+                .map(Input::new)
+                .map_err(|error| error.to_string())
         };
-        let original_id = original.as_ref().map(put).transpose()?;
-        let condition_id = condition.as_ref().map(put).transpose()?;
-        let mask_id = match &stored_mask {
-            Some(mask) => {
-                let bytes = encode_gray_png(mask).map_err(|error| error.to_string())?;
-                Some(blobs.put(&bytes).map_err(|error| error.to_string())?)
-            }
+        let original = original.as_ref().map(encode).transpose()?;
+        let condition = condition.as_ref().map(encode).transpose()?;
+        let mask = match &stored_mask {
+            Some(mask) => Some(Input::new(
+                encode_gray_png(mask).map_err(|error| error.to_string())?,
+            )),
             None => None,
         };
         let parse = assistant
@@ -305,17 +307,23 @@ pub async fn agent(
             .parse(&text)
             .map_err(|error| crate::engine::chain(&error))?;
         let inputs = PlanInputs {
-            image: original_id.as_deref().and_then(|id| blobs.path(id)),
-            condition_image: condition_id.as_deref().and_then(|id| blobs.path(id)),
+            image: original.as_ref().and_then(|input| blobs.path(&input.id)),
+            condition_image: condition.as_ref().and_then(|input| blobs.path(&input.id)),
             lora_dir,
         };
         let plan = huatu_agent::plan(&parse, &inputs, &assistant.scenes, assistant.lexicon);
-        Ok((parse, plan, original_id, condition_id, mask_id))
+        Ok((parse, plan, original, condition, mask))
     })
     .await
     .map_err(|error| ApiError::internal("running the agent", &error))?;
-    let (parse, plan, original_id, condition_id, mask_id) = planned
+    let (parse, plan, original_input, condition_input, mask_input) = planned
         .map_err(|error| ApiError::internal("running the agent", &std::io::Error::other(error)))?;
+    let id_of = |input: &Option<Input>| input.as_ref().map(|input| input.id.clone());
+    let (original_id, condition_id, mask_id) = (
+        id_of(&original_input),
+        id_of(&condition_input),
+        id_of(&mask_input),
+    );
 
     let mut answer = json!({
         "instruction": instruction,
@@ -375,7 +383,11 @@ pub async fn agent(
                     )));
                 }
             }
-            let (job, _events) = super::images::submit(&state, spec)?;
+            let inputs = [original_input, condition_input, mask_input]
+                .into_iter()
+                .flatten()
+                .collect();
+            let (job, _events) = submit_with_inputs(&state, spec, inputs).await?;
             answer["job"] = super::jobs::job_view(&state, &headers, &job);
         }
     }

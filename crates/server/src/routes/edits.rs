@@ -1,5 +1,7 @@
 //! `POST /v1/images/edits` (OpenAI-compatible multipart): inpainting inside the mask
 //! (white, or transparent in an RGBA mask as OpenAI has it), image-to-image without one.
+//! Also `submit_with_inputs`, shared with `/v1/agent`: uploads reach the blob store only
+//! once their job is accepted.
 
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,10 +12,87 @@ use super::images::{
     accepted, images_response, parse_size, submit, validate_common, wait_for_job, CommonInput,
     LoraRequest,
 };
+use crate::blobs::{content_hash, describe_write_error, is_storage_full};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{EditSpec, JobSpec};
+use crate::events::Subscription;
+use crate::jobs::{EditSpec, Job, JobEvent, JobSpec};
 use crate::png_codec::{encode_gray_png, encode_png};
 use crate::state::AppState;
+
+/// An upload to store for a job: its bytes as stored (PNG) and their content hash.
+pub struct Input {
+    pub id: String,
+    bytes: Vec<u8>,
+}
+
+impl Input {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            id: content_hash(&bytes),
+            bytes,
+        }
+    }
+}
+
+/// Queues `spec`, then stores those of `inputs` it reads. Nothing is written for a job
+/// that is refused (429, 503): the inputs are pinned before the job is accepted (a
+/// worker that claims it at once waits for them, retention leaves them alone) and
+/// written after. A write that fails (a full disk) fails the job with the reason and
+/// answers 507 (or 500).
+pub async fn submit_with_inputs(
+    state: &AppState,
+    spec: JobSpec,
+    inputs: Vec<Input>,
+) -> ApiResult<(Job, Subscription)> {
+    let used = spec.input_blobs();
+    let mut inputs: Vec<Input> = inputs
+        .into_iter()
+        .filter(|input| used.contains(&input.id.as_str()))
+        .collect();
+    inputs.sort_by(|a, b| a.id.cmp(&b.id));
+    inputs.dedup_by(|a, b| a.id == b.id);
+    let shared = state.shared.clone();
+    let pins = shared
+        .blobs
+        .pin(inputs.iter().map(|input| input.id.clone()));
+    // Refused: the pins drop here and nothing was written.
+    let (job, events) = submit(state, spec)?;
+    let id = job.id.clone();
+    // Not the bounded pool: the write must happen even if this request goes away now.
+    // The pins drop when the write has ended, either way.
+    let written = tokio::task::spawn_blocking(move || {
+        let _pins = pins;
+        let stored = inputs
+            .iter()
+            .try_for_each(|input| shared.blobs.put(&input.bytes).map(drop));
+        let Err(error) = stored else { return Ok(()) };
+        tracing::error!(job = %id, "cannot store the job's uploads: {error}");
+        let reason = format!(
+            "the uploaded images could not be stored: {}",
+            describe_write_error(&error)
+        );
+        // Before the pins drop: a worker waiting for the inputs then finds the job ended.
+        match shared.store.fail_unfinished(&id, &reason) {
+            Ok(true) => {
+                shared
+                    .metrics
+                    .jobs_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.hub.publish(&id, JobEvent::Failed { reason });
+            }
+            Ok(false) => {}
+            Err(db_error) => tracing::error!(job = %id, "cannot fail the job: {db_error}"),
+        }
+        Err(error)
+    })
+    .await
+    .map_err(|error| ApiError::internal("storing the uploads", &error))?;
+    match written {
+        Ok(()) => Ok((job, events)),
+        Err(error) if is_storage_full(&error) => Err(ApiError::storage_full()),
+        Err(error) => Err(ApiError::internal("storing the uploads", &error)),
+    }
+}
 
 /// Fields `/v1/images/edits` knows (OpenAI's, then huatu's).
 const EDIT_FIELDS: &[&str] = &[
@@ -153,25 +232,24 @@ pub async fn edits(
     }
     let run_async = matches!(form.text("async").map(str::trim), Some("true" | "1"));
 
-    // Inputs are stored by content hash before the job that uses them is accepted.
-    let blobs = state.shared.blobs.clone();
-    let stored =
-        tokio::task::spawn_blocking(move || -> Result<(String, Option<String>), String> {
-            let image_bytes = encode_png(&image, "{}").map_err(|error| error.to_string())?;
-            let image_id = blobs.put(&image_bytes).map_err(|error| error.to_string())?;
-            let mask_id = match &mask {
-                Some(mask) => {
-                    let bytes = encode_gray_png(mask).map_err(|error| error.to_string())?;
-                    Some(blobs.put(&bytes).map_err(|error| error.to_string())?)
-                }
-                None => None,
-            };
-            Ok((image_id, mask_id))
-        })
-        .await
-        .map_err(|error| ApiError::internal("storing the inputs", &error))?;
-    let (image_id, mask_id) = stored
-        .map_err(|error| ApiError::internal("storing the inputs", &std::io::Error::other(error)))?;
+    // Encoded here, stored by content hash once the job is accepted.
+    let encoded = crate::blocking::spawn(move || -> Result<(Input, Option<Input>), String> {
+        let image = Input::new(encode_png(&image, "{}").map_err(|error| error.to_string())?);
+        let mask = match &mask {
+            Some(mask) => Some(Input::new(
+                encode_gray_png(mask).map_err(|error| error.to_string())?,
+            )),
+            None => None,
+        };
+        Ok((image, mask))
+    })
+    .await
+    .map_err(|error| ApiError::internal("encoding the inputs", &error))?;
+    let (image_input, mask_input) = encoded.map_err(|error| {
+        ApiError::internal("encoding the inputs", &std::io::Error::other(error))
+    })?;
+    let image_id = image_input.id.clone();
+    let mask_id = mask_input.as_ref().map(|mask| mask.id.clone());
     let (width, height) = form
         .image("image")
         .or_else(|| form.image("image[]"))
@@ -192,7 +270,8 @@ pub async fn edits(
         strength,
         loras: common.loras,
     };
-    let (job, events) = submit(&state, JobSpec::Edit(spec))?;
+    let inputs = std::iter::once(image_input).chain(mask_input).collect();
+    let (job, events) = submit_with_inputs(&state, JobSpec::Edit(spec), inputs).await?;
     if run_async {
         return Ok(accepted(&state, &headers, &job));
     }

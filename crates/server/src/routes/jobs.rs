@@ -153,11 +153,19 @@ pub async fn cancel_job(
     }
     let job = find_job(&state, &id)?;
     match job.status {
-        JobStatus::Running => {
-            state.shared.cancels.request(&id);
+        // 202 only when the worker took the cancel: the job then ends `cancelled`.
+        JobStatus::Running if state.shared.cancels.request(&id) => {
             let mut view = job_view(&state, &headers, &job);
             view["cancel_requested"] = json!(true);
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+        }
+        // The worker recorded the end between the read above and the request.
+        JobStatus::Running => {
+            let job = find_job(&state, &id)?;
+            Err(ApiError::conflict(format!(
+                "job {id} has just ended ({}); nothing to cancel",
+                job.status.as_str()
+            )))
         }
         status => Err(ApiError::conflict(format!(
             "job {id} is already {}; nothing to cancel",

@@ -5,10 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod cancel_races;
 mod common;
+mod durability;
 mod edits_agent;
 mod guards;
 mod inputs;
 mod limits;
 mod queue;
 mod restart;
+mod soak;
