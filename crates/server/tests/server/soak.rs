@@ -26,30 +26,9 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start() -> Self {
-        use std::io::BufRead;
         let data = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_huatu-server"))
-            .arg("--model")
-            .arg(tiny_model())
-            .arg("--data")
-            .arg(data.path())
-            .args(["--listen", "127.0.0.1:0", "--queue-capacity", "48"])
-            .env("HUATU_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("{line}"))
-            .parse()
-            .unwrap();
+        let (child, address) =
+            spawn_server_binary(data.path(), &["--queue-capacity", "48"], "error");
         Self {
             child,
             address,

@@ -19,6 +19,40 @@ pub fn tiny_model() -> PathBuf {
     workspace_root().join("tests/fixtures/sdxl_tiny")
 }
 
+/// The real `huatu-server` binary on the tiny model over `data`, on a free loopback port,
+/// with `extra` flags; returns the process and the address it printed.
+pub fn spawn_server_binary(
+    data: &std::path::Path,
+    extra: &[&str],
+    log_level: &str,
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_huatu-server"))
+        .arg("--model")
+        .arg(tiny_model())
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("HUATU_LOG", log_level)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    (child, address)
+}
+
 pub struct TestServer {
     pub runtime: tokio::runtime::Runtime,
     pub server: Option<RunningServer>,
