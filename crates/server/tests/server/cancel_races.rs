@@ -33,8 +33,8 @@ fn a_cancel_answered_202_always_ends_cancelled() {
     for round in 0..24u64 {
         let id = submit(&server, "64x64", 3, round);
         wait_for(server.address, &id, LIMIT, |job| job["status"] != "queued");
-        // From at once to a little past the end of the run.
-        std::thread::sleep(run.mul_f64(round as f64 / 20.0));
+        // From at once to well past the end of the run.
+        std::thread::sleep(run.mul_f64(round as f64 / 8.0));
         let response = server.delete(&format!("/v1/jobs/{id}"));
         let job = wait_for(server.address, &id, LIMIT, is_terminal);
         match response.status {

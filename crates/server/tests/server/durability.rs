@@ -488,6 +488,11 @@ fn a_failed_job_does_not_show_the_servers_paths() {
     }
     let model = tiny_model().canonicalize().unwrap();
     assert!(!text.contains(&model.display().to_string()), "{text}");
+    // The file is still named, relative to the data directory.
+    assert!(
+        !text.contains("loras/") || text.contains("<data>/loras/broken.safetensors"),
+        "{text}"
+    );
 }
 
 #[test]
