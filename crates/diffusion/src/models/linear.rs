@@ -98,18 +98,8 @@ impl Linear {
             && xs.device().is_cpu()
             && xs.dtype() == candle_core::DType::F32;
         if fast {
-            let bias = self
-                .inner
-                .bias()
-                .map(|bias| in_dtype_of(bias, xs))
-                .transpose()?;
-            return fused_linear(
-                xs,
-                &in_dtype_of(self.inner.weight(), xs)?,
-                bias.as_ref(),
-                residual,
-                activation,
-            );
+            let (weight, bias) = self.weights_for(xs)?;
+            return fused_linear(xs, &weight, bias.as_ref(), residual, activation);
         }
         let mut out = self.forward(xs)?;
         if let Some(activation) = activation {
@@ -119,6 +109,14 @@ impl Linear {
             Some(residual) => out + residual,
             None => Ok(out),
         }
+    }
+}
+
+impl Linear {
+    /// The weight and bias in the dtype of `xs` (see [`in_dtype_of`]).
+    fn weights_for(&self, xs: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let bias = self.inner.bias().map(|bias| in_dtype_of(bias, xs));
+        Ok((in_dtype_of(self.inner.weight(), xs)?, bias.transpose()?))
     }
 }
 
@@ -136,12 +134,7 @@ impl Module for Linear {
         // Inside an autograd graph the frozen base layer grads only its input.
         let base = if self.inner.weight().dtype() != xs.dtype() {
             // Weights stored in half precision for an f32 model: widened for this call.
-            let weight = in_dtype_of(self.inner.weight(), xs)?;
-            let bias = self
-                .inner
-                .bias()
-                .map(|bias| in_dtype_of(bias, xs))
-                .transpose()?;
+            let (weight, bias) = self.weights_for(xs)?;
             huatu_kernels::frozen_linear::linear(xs, &weight, bias.as_ref())?
         } else if xs.track_op() {
             huatu_kernels::frozen_linear::linear(xs, self.inner.weight(), self.inner.bias())?
