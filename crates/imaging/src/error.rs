@@ -123,6 +123,16 @@ pub enum ImagingError {
 
     #[error("{what}: {reason}")]
     Invalid { what: &'static str, reason: String },
+
+    #[error("region (center {x}, {y}, size {width}×{height}) must lie inside the {image_width}×{image_height} original image")]
+    RegionOutside {
+        x: f64,
+        y: f64,
+        width: f64,
+        height: f64,
+        image_width: u32,
+        image_height: u32,
+    },
 }
 
 pub type Result<T, E = ImagingError> = std::result::Result<T, E>;

@@ -11,7 +11,6 @@ use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::IntentModel;
 use huatu_diffusion::pipelines::GrayImage;
-use serde_json::{json, Value};
 
 use crate::engine::Capabilities;
 use crate::error::ServerError;
@@ -35,43 +34,6 @@ impl Assistant {
             lexicon: Lexicon::builtin(),
         })
     }
-}
-
-/// The intent model to use: the flag, else `$HUATU_INTENT_MODEL`, else `models/intent`
-/// under the working directory when it is there.
-pub fn intent_model_dir(flag: Option<&Path>) -> Option<PathBuf> {
-    if let Some(dir) = flag {
-        return Some(dir.to_path_buf());
-    }
-    if let Some(dir) = std::env::var_os("HUATU_INTENT_MODEL") {
-        return Some(PathBuf::from(dir));
-    }
-    let local = PathBuf::from("models/intent");
-    local.join("config.json").is_file().then_some(local)
-}
-
-/// The plan as the API shows it.
-pub fn plan_view(task: &TaskPlan) -> Value {
-    json!({
-        "scene": task.scene,
-        "pipeline": task.pipeline.as_str(),
-        "prompt": task.prompt,
-        "negative_prompt": task.negative_prompt,
-        "width": task.width,
-        "height": task.height,
-        "steps": task.steps,
-        "guidance": task.guidance,
-        "scheduler": task.scheduler,
-        "lora": task.lora.as_ref().map(|lora| json!({
-            "file": lora.path.file_name().map(|name| name.to_string_lossy().into_owned()),
-            "scale": lora.scale,
-            "trigger": lora.trigger,
-        })),
-        "enhancer": task.enhancer,
-        "num_images": task.num_images,
-        "region": task.region,
-        "chain": task.chain(),
-    })
 }
 
 /// A scene's LoRA as a name under `<data>/loras` (the planner only picks files that exist).
@@ -227,29 +189,6 @@ pub fn map_plan(
                 notes
             },
         ),
-    }
-}
-
-/// A mask from a region (center and size, pixels of the original): 255 inside, 0 outside.
-pub fn region_mask(
-    width: usize,
-    height: usize,
-    region: &crate::routes::agent::Region,
-) -> GrayImage {
-    let left = (region.x - region.width / 2.0).round().max(0.0) as usize;
-    let top = (region.y - region.height / 2.0).round().max(0.0) as usize;
-    let right = ((region.x + region.width / 2.0).round() as usize).min(width);
-    let bottom = ((region.y + region.height / 2.0).round() as usize).min(height);
-    let mut pixels = vec![0u8; width * height];
-    for y in top..bottom {
-        for x in left..right {
-            pixels[y * width + x] = 255;
-        }
-    }
-    GrayImage {
-        width,
-        height,
-        pixels,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Settings of one server: the `huatu serve` flags (clap) and the resolved `ServerConfig`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use huatu_diffusion::device::{DeviceChoice, DtypeChoice};
@@ -18,6 +18,17 @@ const MAX_STORE_GIB: f64 = (1u64 << 30) as f64;
 const MAX_IO_TIMEOUT_SECS: u64 = 24 * 3600;
 /// The most connections `--max-connections` may allow.
 const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// The default `--max-megapixel-steps`: 4 images × 30 steps at 1024², or one 2048² image
+/// with 30 steps. SDXL with guidance is ~13 TFLOP per 1024² step, about two minutes on a
+/// 2-core CPU, so this is a few hours there (minutes on a GPU). The largest request the
+/// other limits allow, 8 × 150 steps × 2048², is 4800: forty times over. (Attention grows
+/// faster than the pixel count: a 2048² step costs ~6× a 1024² one, not 4×.)
+pub const DEFAULT_MAX_MEGAPIXEL_STEPS: f64 = 120.0;
+
+/// The default `--max-job-secs`: six hours, above what the default cost limit takes on a
+/// 2-core CPU, so it only stops what the cost could not foresee.
+pub const DEFAULT_MAX_JOB_SECS: u64 = 6 * 3600;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -78,11 +89,11 @@ pub struct ServeArgs {
     /// 400 `job_too_large`. The default, 120, allows 4 images × 30 steps at 1024² or one
     /// 2048² image with 30 steps (a few hours on a 2-core CPU); 8 × 150 steps × 2048² is
     /// 4800.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_MEGAPIXEL_STEPS, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MAX_MEGAPIXEL_STEPS, value_name = "N")]
     pub max_megapixel_steps: f64,
     /// Seconds a job may run before the worker stops it; it ends `failed` ("ran longer
     /// than N s"). Default six hours; at most a year.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_JOB_SECS, value_name = "SECS")]
+    #[arg(long, default_value_t = DEFAULT_MAX_JOB_SECS, value_name = "SECS")]
     pub max_job_secs: u64,
     /// How long a synchronous request waits for its job before answering 504 (the job
     /// goes on and can be followed at /v1/jobs/{id}); at most a year.
@@ -190,8 +201,8 @@ impl ServerConfig {
             max_dimension: 2048,
             max_steps: 150,
             max_images: 8,
-            max_megapixel_steps: crate::limits::DEFAULT_MAX_MEGAPIXEL_STEPS,
-            max_job: std::time::Duration::from_secs(crate::limits::DEFAULT_MAX_JOB_SECS),
+            max_megapixel_steps: DEFAULT_MAX_MEGAPIXEL_STEPS,
+            max_job: std::time::Duration::from_secs(DEFAULT_MAX_JOB_SECS),
             sync_timeout: std::time::Duration::from_secs(600),
             public_url: None,
             dtype: DtypeChoice::Auto,
@@ -319,7 +330,7 @@ impl ServerConfig {
             instruct_model: args.instruct_model.clone(),
             controlnet: args.controlnet.clone(),
             sr_model: args.sr_model.clone(),
-            intent_model: crate::assistant::intent_model_dir(args.intent_model.as_deref()),
+            intent_model: intent_model_dir(args.intent_model.as_deref()),
             listen: args.listen,
             data_dir: args.data.clone(),
             api_keys,
@@ -351,6 +362,19 @@ impl ServerConfig {
             max_connections: args.max_connections,
         })
     }
+}
+
+/// The intent model to use: the flag, else `$HUATU_INTENT_MODEL`, else `models/intent`
+/// under the working directory when it is there.
+pub fn intent_model_dir(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = flag {
+        return Some(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os("HUATU_INTENT_MODEL") {
+        return Some(PathBuf::from(dir));
+    }
+    let local = PathBuf::from("models/intent");
+    local.join("config.json").is_file().then_some(local)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod png_codec;
+pub mod queue_service;
 pub mod redact;
 pub mod retention;
 pub mod routes;

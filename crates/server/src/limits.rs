@@ -14,17 +14,6 @@ use crate::jobs::JobSpec;
 /// Pixels in one "megapixel" of the cost: a 1024×1024 image, SDXL's native size.
 const MEGAPIXEL: f64 = (1 << 20) as f64;
 
-/// The default `--max-megapixel-steps`: 4 images × 30 steps at 1024², or one 2048² image
-/// with 30 steps. SDXL with guidance is ~13 TFLOP per 1024² step, about two minutes on a
-/// 2-core CPU, so this is a few hours there (minutes on a GPU). The largest request the
-/// other limits allow, 8 × 150 steps × 2048², is 4800: forty times over. (Attention grows
-/// faster than the pixel count: a 2048² step costs ~6× a 1024² one, not 4×.)
-pub const DEFAULT_MAX_MEGAPIXEL_STEPS: f64 = 120.0;
-
-/// The default `--max-job-secs`: six hours, above what the default cost limit takes on a
-/// 2-core CPU, so it only stops what the cost could not foresee.
-pub const DEFAULT_MAX_JOB_SECS: u64 = 6 * 3600;
-
 /// What one job asks of a worker: `images` × `steps` at `width`×`height`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JobCost {
@@ -158,7 +147,10 @@ mod tests {
     #[test]
     fn the_default_allows_ordinary_jobs_and_refuses_the_largest() {
         let config = ServerConfig::new("unused");
-        assert_eq!(config.max_megapixel_steps, DEFAULT_MAX_MEGAPIXEL_STEPS);
+        assert_eq!(
+            config.max_megapixel_steps,
+            crate::config::DEFAULT_MAX_MEGAPIXEL_STEPS
+        );
         for allowed in [generation(4, 30, 1024), generation(1, 30, 2048)] {
             assert!(check_job_cost(&allowed, &config).is_ok());
         }

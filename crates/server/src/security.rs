@@ -14,21 +14,19 @@
 //!
 //! And a non-loopback `--listen` without a key is refused unless `--insecure-public`.
 //! Every response carries the security headers (CSP with `frame-ancestors 'none'`,
-//! X-Frame-Options, nosniff, Referrer-Policy); they are set in `routes::app`.
+//! X-Frame-Options, nosniff, Referrer-Policy); they are set in `routes::app`, which also applies the
+//! guard (`routes::layers`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ServerError};
-use crate::state::AppState;
 
 /// The page's Content-Security-Policy: everything from this origin only, images also
 /// from `blob:` (results are fetched with the key and shown as object URLs), and no
@@ -116,7 +114,7 @@ impl HostPolicy {
 }
 
 /// Whether a state-changing request came from a page of another site.
-fn cross_site(headers: &HeaderMap, config: &ServerConfig) -> Option<String> {
+pub fn cross_site(headers: &HeaderMap, config: &ServerConfig) -> Option<String> {
     let origin = headers
         .get(header::ORIGIN)
         .map(|value| value.to_str().unwrap_or("(not text)"));
@@ -147,56 +145,6 @@ fn cross_site(headers: &HeaderMap, config: &ServerConfig) -> Option<String> {
         .as_deref()
         .is_some_and(|url| url.eq_ignore_ascii_case(origin));
     (!same_host && !public).then(|| format!("it comes from the page {origin}"))
-}
-
-/// Host allowlist and cross-site checks; only when no API key is configured (a bearer
-/// key is never sent by a browser on its own, so keyed servers need neither).
-pub async fn guard_open_server(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let config = &state.config;
-    if !config.api_keys.is_empty() {
-        return next.run(request).await;
-    }
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|value| value.to_str().unwrap_or("(not text)").to_string())
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
-    if let Some(host) = host {
-        if !state.hosts.allows(&host) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "host_forbidden",
-                format!(
-                    "this server does not answer to the host `{host}` (a guard against DNS \
-                     rebinding while no API key is set); add it with --allowed-host or \
-                     --public-url"
-                ),
-            )
-            .into_response();
-        }
-    }
-    let safe = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if !safe {
-        if let Some(reason) = cross_site(request.headers(), config) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cross_site_forbidden",
-                format!(
-                    "a cross-site request may not change anything on this server ({reason}); \
-                     allow the page's origin with --cors-origin, or set an API key"
-                ),
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 /// Bearer-key check for `/v1` as a tower-http `ValidateRequest`: the key given is

@@ -4,9 +4,11 @@
 
 pub mod canny;
 pub mod condition;
+pub mod drawn_region;
 pub mod masked_area;
 pub mod region;
 
 pub use canny::{canny, CannyThresholds};
 pub use condition::control_canvas;
+pub use drawn_region::DrawnRegion;
 pub use region::{mask_bounds, region_mask, Rect, Region};

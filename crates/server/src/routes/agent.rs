@@ -1,120 +1,30 @@
 //! `POST /v1/agent`: an instruction plus optional original/condition images and an edit
 //! region → the recognised intent, the plan and a job (huatu-agent's intent model and
-//! planner). Also the multipart form reader shared with `/v1/images/edits`.
+//! planner).
 
-use std::collections::HashMap;
-
-use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use huatu_agent::planner::{Plan, PlanInputs};
 use huatu_diffusion::pipelines::{GrayImage, RgbImage};
-use serde::Deserialize;
+use huatu_imaging::edit::DrawnRegion;
 use serde_json::json;
 
-use super::edits::{submit_with_inputs, Input};
-use crate::assistant::{map_plan, plan_view, EditInputs, Mapped, Overrides};
+use super::fields::parse_size;
+use super::form::read_form;
+use super::views::{job_view, plan_view};
+use crate::assistant::{map_plan, EditInputs, Mapped, Overrides};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobSpec;
-use crate::png_codec::{decode_upload, encode_gray_png, encode_png, Upload};
+use crate::png_codec::{encode_gray_png, encode_png};
+use crate::queue_service::{submit_with_inputs, Input};
 use crate::state::AppState;
 
-const MAX_TEXT_FIELD_BYTES: usize = 64 << 10;
-
-/// A multipart form read in full: text fields and decoded, size-checked images.
-#[derive(Default)]
-pub struct Form {
-    texts: HashMap<String, String>,
-    images: HashMap<String, Upload>,
-}
-
-impl Form {
-    pub fn text(&self, name: &str) -> Option<&str> {
-        self.texts.get(name).map(String::as_str)
-    }
-
-    pub fn image(&self, name: &str) -> Option<&RgbImage> {
-        self.images.get(name).map(|upload| &upload.image)
-    }
-
-    /// The field read as a mask (white = repaint; transparent = repaint for RGBA).
-    pub fn mask(&self, name: &str) -> Option<&GrayImage> {
-        self.images.get(name).map(|upload| &upload.mask)
-    }
-
-    /// Names of the text fields sent.
-    pub fn text_names(&self) -> impl Iterator<Item = &str> {
-        self.texts.keys().map(String::as_str)
-    }
-}
-
-fn multipart_error(error: MultipartError) -> ApiError {
-    if super::extract::is_body_timeout(&error) {
-        super::extract::body_timeout()
-    } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::payload_too_large(
-            "the upload is larger than the server allows (see --max-upload-mib)",
-        )
-    } else {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_multipart",
-            format!("the multipart body is malformed: {}", error.body_text()),
-        )
-    }
-}
-
-/// Reads every field; those named in `image_fields` must be images within the limits.
-pub async fn read_form(
-    multipart: &mut Multipart,
-    state: &AppState,
-    image_fields: &[&str],
-) -> ApiResult<Form> {
-    let mut form = Form::default();
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
-        let bytes = field.bytes().await.map_err(multipart_error)?;
-        if image_fields.contains(&name.as_str()) {
-            if form.images.contains_key(&name) {
-                return Err(ApiError::invalid(format!("field `{name}` was sent twice")));
-            }
-            let max = state.config.max_dimension;
-            let upload = crate::blocking::spawn(move || {
-                decode_upload(&name, &bytes, max).map(|upload| (name, upload))
-            })
-            .await
-            .map_err(|error| ApiError::internal("decoding an upload", &error))?
-            .map_err(ApiError::invalid)?;
-            form.images.insert(upload.0, upload.1);
-        } else {
-            if bytes.len() > MAX_TEXT_FIELD_BYTES {
-                return Err(ApiError::invalid(format!(
-                    "field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"
-                )));
-            }
-            let text = String::from_utf8(bytes.to_vec())
-                .map_err(|_| ApiError::invalid(format!("field `{name}` is not UTF-8 text")))?;
-            form.texts.insert(name, text);
-        }
-    }
-    Ok(form)
-}
-
-/// An edit region: center point plus width and height, in pixels of the original image.
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Region {
-    pub x: f64,
-    pub y: f64,
-    pub width: f64,
-    pub height: f64,
-}
-
-/// Parses and checks a region against the original image.
-pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region> {
-    let region: Region = serde_json::from_str(text).map_err(|error| {
+/// Parses a drawn region and checks it lies inside the original image.
+fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<DrawnRegion> {
+    let region: DrawnRegion = serde_json::from_str(text).map_err(|error| {
         ApiError::invalid(format!("region must be JSON {{\"x\", \"y\", \"width\", \"height\"}} (center and size in pixels): {error}"))
     })?;
     let Some(original) = original else {
@@ -122,36 +32,10 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
             "a region needs an original image to lie in",
         ));
     };
-    let values = [region.x, region.y, region.width, region.height];
-    let inside = region.width > 0.0
-        && region.height > 0.0
-        && region.x - region.width / 2.0 >= -0.5
-        && region.y - region.height / 2.0 >= -0.5
-        && region.x + region.width / 2.0 <= original.width as f64 + 0.5
-        && region.y + region.height / 2.0 <= original.height as f64 + 0.5;
-    if values.iter().any(|value| !value.is_finite()) || !inside {
-        return Err(ApiError::invalid(format!(
-            "region (center {}, {}, size {}×{}) must lie inside the {}×{} original image",
-            region.x, region.y, region.width, region.height, original.width, original.height
-        )));
-    }
+    region
+        .check_inside(original.width as u32, original.height as u32)
+        .map_err(|error| ApiError::invalid(error.to_string()))?;
     Ok(region)
-}
-
-/// A region of the uploaded original moved into its crop at (`left`, `top`) and clamped
-/// to the cropped image.
-fn shift_region(region: &Region, left: usize, top: usize, cropped: &RgbImage) -> Region {
-    let clamp = |value: f64, extent: usize| value.clamp(0.0, extent as f64);
-    let x0 = clamp(region.x - region.width / 2.0 - left as f64, cropped.width);
-    let x1 = clamp(region.x + region.width / 2.0 - left as f64, cropped.width);
-    let y0 = clamp(region.y - region.height / 2.0 - top as f64, cropped.height);
-    let y1 = clamp(region.y + region.height / 2.0 - top as f64, cropped.height);
-    Region {
-        x: (x0 + x1) / 2.0,
-        y: (y0 + y1) / 2.0,
-        width: x1 - x0,
-        height: y1 - y0,
-    }
 }
 
 const AGENT_FIELDS: &[&str] = &[
@@ -226,7 +110,12 @@ pub async fn agent(
                     image.width, image.height, cropped.width, cropped.height
                 ));
                 if let Some(region) = &mut region {
-                    *region = shift_region(region, left, top, &cropped);
+                    *region = region.in_crop(
+                        left as u32,
+                        top as u32,
+                        cropped.width as u32,
+                        cropped.height as u32,
+                    );
                     if region.width < 1.0 || region.height < 1.0 {
                         return Err(ApiError::invalid(format!(
                             "the region lies in the edge cropped off the original (it is edited as its centered {}×{} crop)",
@@ -242,7 +131,7 @@ pub async fn agent(
     let overrides = Overrides {
         size: match form.text("size").map(str::trim) {
             None | Some("") => None,
-            Some(text) => Some(super::images::parse_size(text, state.config.max_dimension)?),
+            Some(text) => Some(parse_size(text, state.config.max_dimension)?),
         },
         steps: match form.text("steps").map(str::trim) {
             None | Some("") => None,
@@ -275,11 +164,13 @@ pub async fn agent(
     let blobs = state.shared.blobs.clone();
     let condition = form.image("condition").cloned();
     let mask = match (&original, &region) {
-        (Some(image), Some(region)) => Some(crate::assistant::region_mask(
-            image.width,
-            image.height,
-            region,
-        )),
+        (Some(image), Some(region)) => Some(GrayImage {
+            width: image.width,
+            height: image.height,
+            pixels: region
+                .mask(image.width as u32, image.height as u32)
+                .into_raw(),
+        }),
         _ => None,
     };
     let lora_dir = state.config.data_dir.join("loras");
@@ -388,7 +279,7 @@ pub async fn agent(
                 .flatten()
                 .collect();
             let (job, _events) = submit_with_inputs(&state, spec, inputs).await?;
-            answer["job"] = super::jobs::job_view(&state, &headers, &job);
+            answer["job"] = job_view(&state, &headers, &job);
         }
     }
     Ok(Json(answer).into_response())

@@ -1,98 +1,18 @@
 //! `POST /v1/images/edits` (OpenAI-compatible multipart): inpainting inside the mask
 //! (white, or transparent in an RGBA mask as OpenAI has it), image-to-image without one.
-//! Also `submit_with_inputs`, shared with `/v1/agent`: uploads reach the blob store only
-//! once their job is accepted.
 
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::agent::{read_form, Form};
-use super::images::{
-    accepted, images_response, parse_size, submit, validate_common, wait_for_job, CommonInput,
-    LoraRequest,
-};
-use crate::blobs::{content_hash, describe_write_error, is_storage_full};
+use super::fields::{parse_size, validate_common, CommonInput, LoraRequest};
+use super::form::{read_form, Form};
+use super::views::{accepted, images_response};
 use crate::error::{ApiError, ApiResult};
-use crate::events::Subscription;
-use crate::jobs::{EditSpec, Job, JobEvent, JobSpec};
+use crate::jobs::{EditSpec, JobSpec};
 use crate::png_codec::{encode_gray_png, encode_png};
+use crate::queue_service::{submit_with_inputs, wait_for_job, Input};
 use crate::state::AppState;
-
-/// An upload to store for a job: its bytes as stored (PNG) and their content hash.
-pub struct Input {
-    pub id: String,
-    bytes: Vec<u8>,
-}
-
-impl Input {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self {
-            id: content_hash(&bytes),
-            bytes,
-        }
-    }
-}
-
-/// Queues `spec`, then stores those of `inputs` it reads. Nothing is written for a job
-/// that is refused (429, 503): the inputs are pinned before the job is accepted (a
-/// worker that claims it at once waits for them, retention leaves them alone) and
-/// written after. A write that fails (a full disk) fails the job with the reason and
-/// answers 507 (or 500).
-pub async fn submit_with_inputs(
-    state: &AppState,
-    spec: JobSpec,
-    inputs: Vec<Input>,
-) -> ApiResult<(Job, Subscription)> {
-    let used = spec.input_blobs();
-    let mut inputs: Vec<Input> = inputs
-        .into_iter()
-        .filter(|input| used.contains(&input.id.as_str()))
-        .collect();
-    inputs.sort_by(|a, b| a.id.cmp(&b.id));
-    inputs.dedup_by(|a, b| a.id == b.id);
-    let shared = state.shared.clone();
-    let pins = shared
-        .blobs
-        .pin(inputs.iter().map(|input| input.id.clone()));
-    // Refused: the pins drop here and nothing was written.
-    let (job, events) = submit(state, spec)?;
-    let id = job.id.clone();
-    // Not the bounded pool: the write must happen even if this request goes away now.
-    // The pins drop when the write has ended, either way.
-    let written = tokio::task::spawn_blocking(move || {
-        let _pins = pins;
-        let stored = inputs
-            .iter()
-            .try_for_each(|input| shared.blobs.put(&input.bytes).map(drop));
-        let Err(error) = stored else { return Ok(()) };
-        tracing::error!(job = %id, "cannot store the job's uploads: {error}");
-        let reason = format!(
-            "the uploaded images could not be stored: {}",
-            describe_write_error(&error)
-        );
-        // Before the pins drop: a worker waiting for the inputs then finds the job ended.
-        match shared.store.fail_unfinished(&id, &reason) {
-            Ok(true) => {
-                shared
-                    .metrics
-                    .jobs_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                shared.hub.publish(&id, JobEvent::Failed { reason });
-            }
-            Ok(false) => {}
-            Err(db_error) => tracing::error!(job = %id, "cannot fail the job: {db_error}"),
-        }
-        Err(error)
-    })
-    .await
-    .map_err(|error| ApiError::internal("storing the uploads", &error))?;
-    match written {
-        Ok(()) => Ok((job, events)),
-        Err(error) if is_storage_full(&error) => Err(ApiError::storage_full()),
-        Err(error) => Err(ApiError::internal("storing the uploads", &error)),
-    }
-}
 
 /// Fields `/v1/images/edits` knows (OpenAI's, then huatu's).
 const EDIT_FIELDS: &[&str] = &[

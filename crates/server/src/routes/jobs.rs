@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,67 +14,12 @@ use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::events::Subscription;
-
+use super::views::job_view;
 use crate::error::{ApiError, ApiResult};
+use crate::events::Subscription;
 use crate::jobs::{is_job_id, Job, JobEvent, JobStatus};
+use crate::queue_service::cancel_queued;
 use crate::state::AppState;
-
-/// Where clients reach this server: `--public-url`, else from the Host header.
-pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.config.public_url {
-        return url.clone();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok());
-    match host {
-        Some(host) if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()) => {
-            format!("http://{host}")
-        }
-        _ => format!("http://{}", state.config.listen),
-    }
-}
-
-/// A job as the API shows it.
-pub fn job_view(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
-    let base = base_url(state, headers);
-    let total = job.spec.total_steps();
-    let step = match job.status {
-        JobStatus::Succeeded => total,
-        JobStatus::Running => state
-            .shared
-            .hub
-            .progress(&job.id)
-            .map_or(0, |(step, _)| step),
-        _ => 0,
-    };
-    let queue_position = match job.status {
-        JobStatus::Queued => state.shared.store.queue_position(&job.id).ok().flatten(),
-        _ => None,
-    };
-    let images: Vec<Value> = job
-        .images
-        .iter()
-        .map(|image| json!({ "id": image, "url": format!("{base}/v1/images/{image}") }))
-        .collect();
-    json!({
-        "id": job.id,
-        "object": "job",
-        "kind": job.spec.kind(),
-        "status": job.status.as_str(),
-        "attempts": job.attempts,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "error": job.error,
-        "progress": { "step": step, "total": total },
-        "queue_position": queue_position,
-        "images": images,
-        "request": job.spec,
-        "events_url": format!("/v1/jobs/{}/events", job.id),
-    })
-}
 
 fn find_job(state: &AppState, id: &str) -> ApiResult<Job> {
     if !is_job_id(id) {
@@ -171,37 +116,6 @@ pub async fn cancel_job(
             "job {id} is already {}; nothing to cancel",
             status.as_str()
         ))),
-    }
-}
-
-/// Cancels a job if it is still queued (true), publishing `cancelled`.
-fn cancel_queued(state: &AppState, id: &str) -> Result<bool, rusqlite::Error> {
-    let shared = &state.shared;
-    let cancelled = shared.store.cancel_queued(id)?;
-    if cancelled {
-        shared
-            .metrics
-            .jobs_cancelled
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        shared.hub.publish(id, JobEvent::Cancelled);
-    }
-    Ok(cancelled)
-}
-
-/// Cancels a job whoever asked for it is gone (a synchronous client that disconnected):
-/// a queued job at once, a running one at its next step, a finished one stays as it is.
-pub fn cancel_abandoned(state: &AppState, id: &str) {
-    match cancel_queued(state, id) {
-        Ok(true) => tracing::info!(job = %id, "client went away: queued job cancelled"),
-        Ok(false) => match state.shared.store.get(id) {
-            Ok(Some(job)) if job.status == JobStatus::Running => {
-                tracing::info!(job = %id, "client went away: cancelling the running job");
-                state.shared.cancels.request(id);
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(job = %id, "cannot cancel an abandoned job: {error}"),
-        },
-        Err(error) => tracing::error!(job = %id, "cannot cancel an abandoned job: {error}"),
     }
 }
 

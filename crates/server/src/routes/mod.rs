@@ -1,33 +1,31 @@
 //! The router: one file per API area, plus the layers every request passes (metrics,
 //! security headers, the open-server guard, CORS, bearer-key auth on `/v1`, body size
-//! limit) and JSON 404/405 answers.
-//!
-//! CORS stays hand-written: tower-http's `CorsLayer` answers a preflight from an origin
-//! it does not allow with 200 and no CORS headers, where this server answers 403
-//! `cors_forbidden` with a JSON reason (clients and tests rely on it). Auth is tower-http's
-//! `ValidateRequestHeaderLayer` with our own check (`security::ApiKeys`).
+//! limit) and JSON 404/405 answers. Auth is tower-http's `ValidateRequestHeaderLayer`
+//! with our own check (`security::ApiKeys`); the hand-written layers are in `layers`.
 
 pub mod agent;
 pub mod edits;
 pub mod extract;
+pub mod fields;
+pub mod form;
 pub mod images;
 pub mod jobs;
+pub mod layers;
 pub mod system;
+pub mod views;
 pub mod web;
 
-use std::time::Instant;
-
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
+use self::layers::{cors, guard_open_server, record_metrics};
 use crate::error::ApiError;
-use crate::security::{guard_open_server, ApiKeys, CONTENT_SECURITY_POLICY};
+use crate::security::{ApiKeys, CONTENT_SECURITY_POLICY};
 use crate::state::AppState;
 
 /// Headers every response carries unless its handler set them.
@@ -101,73 +99,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let response = next.run(request).await;
-    state
-        .shared
-        .metrics
-        .record_request(response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
-}
-
-/// CORS for the configured origins: preflights answered here, allowed origins echoed.
-async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let origins = &state.config.cors_origins;
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let allowed = origin.as_ref().and_then(|origin| {
-        let text = origin.to_str().ok()?;
-        if origins.iter().any(|allowed| allowed == "*") {
-            Some(HeaderValue::from_static("*"))
-        } else if origins.iter().any(|allowed| allowed == text) {
-            Some(origin.clone())
-        } else {
-            None
-        }
-    });
-    let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight {
-        match &allowed {
-            Some(_) => StatusCode::NO_CONTENT.into_response(),
-            None => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cors_forbidden",
-                "this origin may not call the API (see --cors-origin)",
-            )
-            .into_response(),
-        }
-    } else {
-        next.run(request).await
-    };
-    if let Some(allowed) = allowed {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        if preflight {
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type"),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("600"),
-            );
-        }
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after, location"),
-        );
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
@@ -210,7 +141,7 @@ mod tests {
                 capabilities: Default::default(),
                 assistant: None,
                 stopping,
-                started_at: Instant::now(),
+                started_at: std::time::Instant::now(),
                 hosts: crate::security::HostPolicy::new(
                     std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     None,

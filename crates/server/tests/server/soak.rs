@@ -125,7 +125,7 @@ fn one_request(
     });
     let (kind, status, id) = match index % 10 {
         0..=3 => {
-            let response = post_generation(address, &small_async, &tally_retries);
+            let response = post_generation(address, &small_async, tally_retries);
             ("async", response.status, accepted_id(&response))
         }
         4 => {
@@ -133,7 +133,7 @@ fn one_request(
             // A synchronous answer carries the images, not the job.
             (
                 "sync",
-                post_generation(address, &body, &tally_retries).status,
+                post_generation(address, &body, tally_retries).status,
                 None,
             )
         }
@@ -141,7 +141,7 @@ fn one_request(
             let body = json!({ "prompt": "bad size", "size": "65x64", "steps": 2 });
             (
                 "invalid-size",
-                post_generation(address, &body, &tally_retries).status,
+                post_generation(address, &body, tally_retries).status,
                 None,
             )
         }
@@ -156,7 +156,7 @@ fn one_request(
             ("invalid-json", response.status, None)
         }
         7 => {
-            let response = post_generation(address, &small_async, &tally_retries);
+            let response = post_generation(address, &small_async, tally_retries);
             let id = accepted_id(&response);
             if let Some(job) = &id {
                 let cancel = request(address, "DELETE", &format!("/v1/jobs/{job}"), &[], b"");
@@ -170,7 +170,7 @@ fn one_request(
             ("cancelled", response.status, id)
         }
         8 => {
-            let response = post_generation(address, &small_async, &tally_retries);
+            let response = post_generation(address, &small_async, tally_retries);
             let id = accepted_id(&response);
             if let Some(job) = &id {
                 let events = sse_events(address, job, &[]);

@@ -1,0 +1,159 @@
+//! Answers as the API shows them: a job, a plan, the 202 for an accepted job and
+//! OpenAI's images response.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use huatu_agent::planner::TaskPlan;
+use serde_json::{json, Value};
+
+use super::fields::ResponseFormat;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{Job, JobStatus};
+use crate::state::AppState;
+
+/// Where clients reach this server: `--public-url`, else from the Host header.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    match host {
+        Some(host) if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("http://{host}")
+        }
+        _ => format!("http://{}", state.config.listen),
+    }
+}
+
+/// A job as the API shows it.
+pub fn job_view(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
+    let base = base_url(state, headers);
+    let total = job.spec.total_steps();
+    let step = match job.status {
+        JobStatus::Succeeded => total,
+        JobStatus::Running => state
+            .shared
+            .hub
+            .progress(&job.id)
+            .map_or(0, |(step, _)| step),
+        _ => 0,
+    };
+    let queue_position = match job.status {
+        JobStatus::Queued => state.shared.store.queue_position(&job.id).ok().flatten(),
+        _ => None,
+    };
+    let images: Vec<Value> = job
+        .images
+        .iter()
+        .map(|image| json!({ "id": image, "url": format!("{base}/v1/images/{image}") }))
+        .collect();
+    json!({
+        "id": job.id,
+        "object": "job",
+        "kind": job.spec.kind(),
+        "status": job.status.as_str(),
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "error": job.error,
+        "progress": { "step": step, "total": total },
+        "queue_position": queue_position,
+        "images": images,
+        "request": job.spec,
+        "events_url": format!("/v1/jobs/{}/events", job.id),
+    })
+}
+
+/// The plan as the API shows it.
+pub fn plan_view(task: &TaskPlan) -> Value {
+    json!({
+        "scene": task.scene,
+        "pipeline": task.pipeline.as_str(),
+        "prompt": task.prompt,
+        "negative_prompt": task.negative_prompt,
+        "width": task.width,
+        "height": task.height,
+        "steps": task.steps,
+        "guidance": task.guidance,
+        "scheduler": task.scheduler,
+        "lora": task.lora.as_ref().map(|lora| json!({
+            "file": lora.path.file_name().map(|name| name.to_string_lossy().into_owned()),
+            "scale": lora.scale,
+            "trigger": lora.trigger,
+        })),
+        "enhancer": task.enhancer,
+        "num_images": task.num_images,
+        "region": task.region,
+        "chain": task.chain(),
+    })
+}
+
+/// 202 with the job and `Location: /v1/jobs/{id}`.
+pub fn accepted(state: &AppState, headers: &HeaderMap, job: &Job) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(job_view(state, headers, job))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// OpenAI's `{"created", "data": [...]}` for a finished job, plus the job under `huatu`.
+pub fn images_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    job: &Job,
+    format: ResponseFormat,
+    prompt: &str,
+) -> ApiResult<Response> {
+    match job.status {
+        JobStatus::Succeeded => {}
+        JobStatus::Failed => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "job_failed",
+                format!(
+                    "job {} failed: {}",
+                    job.id,
+                    job.error.as_deref().unwrap_or("no reason recorded")
+                ),
+            ))
+        }
+        JobStatus::Cancelled => {
+            return Err(ApiError::conflict(format!("job {} was cancelled", job.id)))
+        }
+        JobStatus::Queued | JobStatus::Running => {
+            return Err(ApiError::conflict(format!("job {} is not done", job.id)))
+        }
+    }
+    let base = base_url(state, headers);
+    let mut data = Vec::with_capacity(job.images.len());
+    for image in &job.images {
+        let item = match format {
+            ResponseFormat::Url => {
+                serde_json::json!({ "url": format!("{base}/v1/images/{image}"), "revised_prompt": prompt })
+            }
+            ResponseFormat::B64Json => {
+                let bytes = state
+                    .shared
+                    .blobs
+                    .get(image)
+                    .map_err(|error| ApiError::internal("reading a result image", &error))?
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "result image {image} is missing from the data directory"
+                        ))
+                    })?;
+                serde_json::json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes), "revised_prompt": prompt })
+            }
+        };
+        data.push(item);
+    }
+    let created = job.finished_at.unwrap_or(job.created_at) as i64;
+    let body = serde_json::json!({ "created": created, "data": data, "huatu": { "job": job_view(state, headers, job) } });
+    Ok(Json(body).into_response())
+}
