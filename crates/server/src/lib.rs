@@ -6,17 +6,19 @@
 // `x % n == 0` keeps building on Rust 1.80 (the README's minimum); `is_multiple_of` is 1.87.
 #![allow(clippy::manual_is_multiple_of)]
 
-pub mod assistant;
+pub mod agent_jobs;
 pub mod blobs;
 pub mod blocking;
 pub mod config;
+pub mod data_dir_lock;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod http_serve;
+pub mod job_queue;
+pub mod job_services;
 pub mod jobs;
 pub mod limits;
-pub mod lock;
 pub mod metrics;
 pub mod png_codec;
 pub mod queue_service;
@@ -26,7 +28,6 @@ pub mod routes;
 pub mod security;
 pub mod server;
 pub mod state;
-pub mod store;
 pub mod worker;
 
 pub use config::{ServeArgs, ServerConfig};

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::Counts;
+use crate::job_queue::Counts;
 
 /// Upper bounds (seconds) of the request-latency histogram.
 const LATENCY_BUCKETS: [f64; 12] = [

@@ -9,9 +9,9 @@ use tokio::sync::broadcast;
 use crate::blobs::{content_hash, describe_write_error, is_storage_full};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Subscription;
+use crate::job_queue::SubmitError;
 use crate::jobs::{new_job_id, Job, JobEvent, JobSpec, JobStatus};
 use crate::state::AppState;
-use crate::store::SubmitError;
 
 /// Puts a job in the queue, subscribed to its events first so none is missed.
 pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, Subscription)> {
@@ -24,24 +24,27 @@ pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, Subscription)>
     if *state.stopping.borrow() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let shared = &state.shared;
+    let services = &state.services;
     let id = new_job_id();
-    let events = shared.hub.subscribe(&id);
-    match shared.store.submit(&id, &spec, state.config.queue_capacity) {
+    let events = services.events.subscribe(&id);
+    match services
+        .queue
+        .submit(&id, &spec, state.config.queue_capacity)
+    {
         Ok(job) => {
-            shared
+            services
                 .metrics
                 .jobs_submitted
                 .fetch_add(1, Ordering::Relaxed);
-            shared.wakeup.notify();
+            services.wakeup.notify();
             Ok((job, events))
         }
         Err(SubmitError::Full { active }) => {
-            shared
+            services
                 .metrics
                 .jobs_rejected_full
                 .fetch_add(1, Ordering::Relaxed);
-            let per_job = shared.metrics.mean_job_seconds().unwrap_or(5.0);
+            let per_job = services.metrics.mean_job_seconds().unwrap_or(5.0);
             let retry_after = (per_job * active as f64).ceil().clamp(1.0, 3600.0) as u64;
             Err(ApiError::queue_full(
                 state.config.queue_capacity,
@@ -90,7 +93,7 @@ async fn wait_until_settled(
     let mut stopping = state.stopping.clone();
     let deadline = tokio::time::Instant::now() + state.config.sync_timeout;
     loop {
-        if let Some(job) = state.shared.store.get(id)? {
+        if let Some(job) = state.services.queue.get(id)? {
             if job.status.is_terminal() {
                 return Ok(job);
             }
@@ -100,7 +103,7 @@ async fn wait_until_settled(
                 Ok(event) if !event.is_terminal() => continue,
                 // Terminal, lagged or closed: the row says how it ended.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => events = state.shared.hub.subscribe(id),
+                Err(broadcast::error::RecvError::Closed) => events = state.services.events.subscribe(id),
             },
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!(
@@ -149,8 +152,8 @@ pub async fn submit_with_inputs(
         .collect();
     inputs.sort_by(|a, b| a.id.cmp(&b.id));
     inputs.dedup_by(|a, b| a.id == b.id);
-    let shared = state.shared.clone();
-    let pins = shared
+    let services = state.services.clone();
+    let pins = services
         .blobs
         .pin(inputs.iter().map(|input| input.id.clone()));
     // Refused: the pins drop here and nothing was written.
@@ -162,7 +165,7 @@ pub async fn submit_with_inputs(
         let _pins = pins;
         let stored = inputs
             .iter()
-            .try_for_each(|input| shared.blobs.put(&input.bytes).map(drop));
+            .try_for_each(|input| services.blobs.put(&input.bytes).map(drop));
         let Err(error) = stored else { return Ok(()) };
         tracing::error!(job = %id, "cannot store the job's uploads: {error}");
         let reason = format!(
@@ -170,10 +173,10 @@ pub async fn submit_with_inputs(
             describe_write_error(&error)
         );
         // Before the pins drop: a worker waiting for the inputs then finds the job ended.
-        match shared.store.fail_unfinished(&id, &reason) {
+        match services.queue.fail_unfinished(&id, &reason) {
             Ok(true) => {
-                shared.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-                shared.hub.publish(&id, JobEvent::Failed { reason });
+                services.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                services.events.publish(&id, JobEvent::Failed { reason });
             }
             Ok(false) => {}
             Err(db_error) => tracing::error!(job = %id, "cannot fail the job: {db_error}"),
@@ -191,14 +194,14 @@ pub async fn submit_with_inputs(
 
 /// Cancels a job if it is still queued (true), publishing `cancelled`.
 pub fn cancel_queued(state: &AppState, id: &str) -> Result<bool, rusqlite::Error> {
-    let shared = &state.shared;
-    let cancelled = shared.store.cancel_queued(id)?;
+    let services = &state.services;
+    let cancelled = services.queue.cancel_queued(id)?;
     if cancelled {
-        shared
+        services
             .metrics
             .jobs_cancelled
             .fetch_add(1, Ordering::Relaxed);
-        shared.hub.publish(id, JobEvent::Cancelled);
+        services.events.publish(id, JobEvent::Cancelled);
     }
     Ok(cancelled)
 }
@@ -208,10 +211,10 @@ pub fn cancel_queued(state: &AppState, id: &str) -> Result<bool, rusqlite::Error
 pub fn cancel_abandoned(state: &AppState, id: &str) {
     match cancel_queued(state, id) {
         Ok(true) => tracing::info!(job = %id, "client went away: queued job cancelled"),
-        Ok(false) => match state.shared.store.get(id) {
+        Ok(false) => match state.services.queue.get(id) {
             Ok(Some(job)) if job.status == JobStatus::Running => {
                 tracing::info!(job = %id, "client went away: cancelling the running job");
-                state.shared.cancels.request(id);
+                state.services.cancels.request(id);
             }
             Ok(_) => {}
             Err(error) => tracing::error!(job = %id, "cannot cancel an abandoned job: {error}"),

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::blobs::Removed;
 use crate::config::ServerConfig;
+use crate::job_services::JobServices;
 use crate::jobs::now_seconds;
-use crate::worker::Shared;
 
 /// Jobs evicted per database round trip.
 const BATCH: usize = 64;
@@ -69,9 +69,9 @@ impl Sweep {
 }
 
 /// One sweep (see the module comment).
-pub fn sweep(shared: &Shared, policy: &Policy) -> Result<Sweep, SweepError> {
-    let store = &shared.store;
-    let blobs = &shared.blobs;
+pub fn sweep(services: &JobServices, policy: &Policy) -> Result<Sweep, SweepError> {
+    let store = &services.queue;
+    let blobs = &services.blobs;
     let referenced = |id: &str| store.is_referenced(id).unwrap_or(true);
     let mut sweep = Sweep::default();
 
@@ -123,7 +123,7 @@ pub fn sweep(shared: &Shared, policy: &Policy) -> Result<Sweep, SweepError> {
         }
     }
 
-    let metrics = &shared.metrics;
+    let metrics = &services.metrics;
     metrics
         .jobs_evicted
         .fetch_add(sweep.jobs_evicted, Ordering::Relaxed);
@@ -144,8 +144,8 @@ pub fn sweep(shared: &Shared, policy: &Policy) -> Result<Sweep, SweepError> {
 }
 
 /// Runs `sweep` off the async runtime, logging a failure (the next sweep tries again).
-pub async fn sweep_now(shared: Arc<Shared>, policy: Policy) {
-    match tokio::task::spawn_blocking(move || sweep(&shared, &policy)).await {
+pub async fn sweep_now(services: Arc<JobServices>, policy: Policy) {
+    match tokio::task::spawn_blocking(move || sweep(&services, &policy)).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             let cause = std::error::Error::source(&error)
@@ -159,7 +159,7 @@ pub async fn sweep_now(shared: Arc<Shared>, policy: Policy) {
 
 /// Sweeps every `interval` until `stop` turns true.
 pub fn spawn_sweeper(
-    shared: Arc<Shared>,
+    services: Arc<JobServices>,
     policy: Policy,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -170,7 +170,7 @@ pub fn spawn_sweeper(
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            sweep_now(shared.clone(), policy).await;
+            sweep_now(services.clone(), policy).await;
         }
     })
 }
@@ -179,8 +179,8 @@ pub fn spawn_sweeper(
 mod tests {
     use super::*;
     use crate::blobs::Blobs;
+    use crate::job_queue::JobQueue;
     use crate::jobs::{EditSpec, JobSpec};
-    use crate::store::Store;
 
     fn edit(image: &str) -> JobSpec {
         JobSpec::Edit(EditSpec {
@@ -200,11 +200,11 @@ mod tests {
         })
     }
 
-    fn shared(dir: &std::path::Path) -> anyhow::Result<Shared> {
-        Ok(Shared {
-            store: Arc::new(Store::open(&dir.join("jobs.sqlite3"))?),
+    fn services(dir: &std::path::Path) -> anyhow::Result<JobServices> {
+        Ok(JobServices {
+            queue: Arc::new(JobQueue::open(&dir.join("jobs.sqlite3"))?),
             blobs: Arc::new(Blobs::open(&dir.join("blobs"))?),
-            hub: Arc::default(),
+            events: Arc::default(),
             metrics: Arc::default(),
             wakeup: Arc::default(),
             cancels: Arc::default(),
@@ -213,32 +213,32 @@ mod tests {
     }
 
     /// Runs `id` to success with `result` as its one image.
-    fn finish(shared: &Shared, id: &str, input: &str, result: &str) -> anyhow::Result<()> {
-        shared
-            .store
+    fn finish(services: &JobServices, id: &str, input: &str, result: &str) -> anyhow::Result<()> {
+        services
+            .queue
             .submit(id, &edit(input), 100)
             .map_err(|error| anyhow::anyhow!("{error:?}"))?;
-        let claimed = shared.store.claim()?.map(|job| job.id);
+        let claimed = services.queue.claim()?.map(|job| job.id);
         assert_eq!(claimed.as_deref(), Some(id));
-        assert!(shared.store.succeed(id, &[result.to_string()])?);
+        assert!(services.queue.succeed(id, &[result.to_string()])?);
         Ok(())
     }
 
     #[test]
     fn evicts_oldest_first_and_keeps_shared_blobs() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let shared = shared(dir.path())?;
-        let blobs = &shared.blobs;
+        let services = services(dir.path())?;
+        let blobs = &services.blobs;
         let shared_input = blobs.put(&[1u8; 1000])?;
         let result_a = blobs.put(&[2u8; 1000])?;
         let result_b = blobs.put(&[3u8; 1000])?;
         let orphan = blobs.put(&[4u8; 1000])?;
-        finish(&shared, "job_a", &shared_input, &result_a)?;
+        finish(&services, "job_a", &shared_input, &result_a)?;
         std::thread::sleep(Duration::from_millis(20));
-        finish(&shared, "job_b", &shared_input, &result_b)?;
+        finish(&services, "job_b", &shared_input, &result_b)?;
 
         // No limits: only the orphan goes.
-        let swept = sweep(&shared, &Policy::default())?;
+        let swept = sweep(&services, &Policy::default())?;
         assert_eq!((swept.jobs_evicted, swept.blobs_removed), (0, 1));
         assert_eq!(swept.store_bytes, 3000);
         assert!(blobs.get(&orphan)?.is_none());
@@ -249,10 +249,10 @@ mod tests {
             keep: None,
             max_bytes: Some(2500),
         };
-        let swept = sweep(&shared, &policy)?;
+        let swept = sweep(&services, &policy)?;
         assert_eq!((swept.jobs_evicted, swept.blobs_removed), (1, 1));
         assert_eq!(swept.store_bytes, 2000);
-        assert!(shared.store.get("job_a")?.is_none());
+        assert!(services.queue.get("job_a")?.is_none());
         assert!(blobs.get(&result_a)?.is_none());
         assert!(blobs.get(&shared_input)?.is_some());
 
@@ -262,7 +262,7 @@ mod tests {
             keep: Some(Duration::from_millis(10)),
             max_bytes: None,
         };
-        let swept = sweep(&shared, &policy)?;
+        let swept = sweep(&services, &policy)?;
         assert_eq!((swept.jobs_evicted, swept.blobs_removed), (1, 2));
         assert_eq!(swept.store_bytes, 0);
         assert!(blobs.list()?.is_empty());
@@ -272,10 +272,10 @@ mod tests {
     #[test]
     fn queued_and_running_jobs_are_never_evicted() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let shared = shared(dir.path())?;
-        let input = shared.blobs.put(&[5u8; 100])?;
-        shared
-            .store
+        let services = services(dir.path())?;
+        let input = services.blobs.put(&[5u8; 100])?;
+        services
+            .queue
             .submit("job_q", &edit(&input), 100)
             .map_err(|error| anyhow::anyhow!("{error:?}"))?;
         let policy = Policy {
@@ -283,9 +283,9 @@ mod tests {
             max_bytes: Some(1),
         };
         std::thread::sleep(Duration::from_millis(5));
-        let swept = sweep(&shared, &policy)?;
+        let swept = sweep(&services, &policy)?;
         assert_eq!((swept.jobs_evicted, swept.blobs_removed), (0, 0));
-        assert!(shared.blobs.get(&input)?.is_some());
+        assert!(services.blobs.get(&input)?.is_some());
         Ok(())
     }
 }

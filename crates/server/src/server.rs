@@ -15,11 +15,12 @@ use crate::config::{ServeArgs, ServerConfig};
 use crate::engine::Engine;
 use crate::error::ServerError;
 use crate::events::EventHub;
+use crate::job_queue::JobQueue;
+use crate::job_services::{CancelRequests, JobServices, Wakeup};
 use crate::metrics::Metrics;
 use crate::routes::app;
-use crate::state::{AppState, Inner};
-use crate::store::Store;
-use crate::worker::{run_worker, CancelRequests, Shared, Wakeup};
+use crate::state::{AppState, HandlerContext};
+use crate::worker::run_worker;
 
 /// A server running on the current tokio runtime.
 pub struct RunningServer {
@@ -74,11 +75,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     // One server per data directory (checked to be writable first): a second one would
     // re-queue the first one's running jobs. Held until the server has stopped.
-    let lock = crate::lock::acquire(&data)?;
+    let lock = crate::data_dir_lock::acquire(&data)?;
     std::fs::create_dir_all(data.join("loras")).map_err(data_error)?;
-    let store = Arc::new(Store::open(&data.join("jobs.sqlite3"))?);
-    let recovery = store.recover().map_err(|source| ServerError::Database {
-        path: store.path().to_path_buf(),
+    let queue = Arc::new(JobQueue::open(&data.join("jobs.sqlite3"))?);
+    let recovery = queue.recover().map_err(|source| ServerError::Database {
+        path: queue.path().to_path_buf(),
         source,
     })?;
     if recovery.requeued + recovery.failed > 0 {
@@ -115,10 +116,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tracing::warn!("no --model: the API runs, generation answers 503");
     }
     let model_loaded = config.model.is_some();
-    let assistant = match config.intent_model.clone() {
+    let agent_planner = match config.intent_model.clone() {
         Some(dir) => {
             let loaded =
-                tokio::task::spawn_blocking(move || crate::assistant::Assistant::load(&dir))
+                tokio::task::spawn_blocking(move || crate::agent_jobs::AgentPlanner::load(&dir))
                     .await
                     .map_err(|error| {
                         ServerError::Serve(std::io::Error::other(error.to_string()))
@@ -139,10 +140,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         })?;
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 
-    let shared = Arc::new(Shared {
-        store,
+    let services = Arc::new(JobServices {
+        queue,
         blobs,
-        hub: Arc::new(EventHub::default()),
+        events: Arc::new(EventHub::default()),
         metrics: Arc::new(Metrics::default()),
         wakeup: Arc::new(Wakeup::default()),
         cancels: Arc::new(CancelRequests::default()),
@@ -150,14 +151,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     // Once before the first job: blobs nobody references, jobs past retention.
     let retention = crate::retention::Policy::of(&config);
-    crate::retention::sweep_now(shared.clone(), retention).await;
+    crate::retention::sweep_now(services.clone(), retention).await;
     let redactor = crate::redact::Redactor::new(&config);
     let worker_health = Arc::new(crate::state::WorkerHealth::default());
     let workers: Vec<std::thread::JoinHandle<()>> = engines
         .into_iter()
         .enumerate()
         .map(|(index, engine)| {
-            let shared = shared.clone();
+            let services = services.clone();
             let health = worker_health.clone();
             let redactor = redactor.clone();
             std::thread::Builder::new()
@@ -165,7 +166,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 .spawn(move || {
                     // dropped when the thread ends, panicking or not: /healthz sees it
                     let _alive = health.enter();
-                    run_worker(shared, engine, redactor)
+                    run_worker(services, engine, redactor)
                 })
                 .map_err(ServerError::Serve)
         })
@@ -173,7 +174,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let (stop, stop_requested) = watch::channel(false);
     let sweeper = crate::retention::spawn_sweeper(
-        shared.clone(),
+        services.clone(),
         retention,
         config.retention_interval,
         stop_requested.clone(),
@@ -193,13 +194,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let connections = Arc::new(crate::http_serve::Connections::default());
     let state = AppState {
-        inner: Arc::new(Inner {
+        context: Arc::new(HandlerContext {
             config,
-            shared: shared.clone(),
+            services: services.clone(),
             model_loaded,
             native_size,
             capabilities,
-            assistant,
+            agent_planner,
             stopping: stop_requested.clone(),
             started_at: Instant::now(),
             hosts,
@@ -210,16 +211,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let router = app(state);
     let task = tokio::spawn(async move {
         let mut signal = stop_requested.clone();
-        let shutdown_shared = shared.clone();
+        let shutdown_services = services.clone();
         let served = crate::http_serve::serve(listener, router, limits, connections, async move {
             let _ = signal.wait_for(|stop| *stop).await;
             // Stop the workers at once: a running job is put back in the queue.
-            shutdown_shared.shutdown.store(true, Ordering::SeqCst);
-            shutdown_shared.wakeup.notify();
+            shutdown_services.shutdown.store(true, Ordering::SeqCst);
+            shutdown_services.wakeup.notify();
         })
         .await;
-        shared.shutdown.store(true, Ordering::SeqCst);
-        shared.wakeup.notify();
+        services.shutdown.store(true, Ordering::SeqCst);
+        services.wakeup.notify();
         let joined = tokio::task::spawn_blocking(move || {
             for worker in workers {
                 if worker.join().is_err() {

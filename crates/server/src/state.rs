@@ -7,17 +7,17 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::job_services::JobServices;
 use crate::security::HostPolicy;
-use crate::worker::Shared;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub inner: Arc<Inner>,
+    pub context: Arc<HandlerContext>,
 }
 
-pub struct Inner {
+pub struct HandlerContext {
     pub config: ServerConfig,
-    pub shared: Arc<Shared>,
+    pub services: Arc<JobServices>,
     /// Whether a model is loaded (generation needs one).
     pub model_loaded: bool,
     /// The model's native size (width, height), the default `size`.
@@ -25,7 +25,7 @@ pub struct Inner {
     /// The optional models the workers hold (InstructPix2Pix, ControlNet, Real-ESRGAN).
     pub capabilities: crate::engine::Capabilities,
     /// The agent (intent model, scenes, lexicon), when an intent model was found.
-    pub assistant: Option<Arc<crate::assistant::Assistant>>,
+    pub agent_planner: Option<Arc<crate::agent_jobs::AgentPlanner>>,
     /// Turns true when the server begins to stop: streams and waiting requests end.
     pub stopping: watch::Receiver<bool>,
     pub started_at: std::time::Instant,
@@ -38,10 +38,10 @@ pub struct Inner {
 }
 
 impl std::ops::Deref for AppState {
-    type Target = Inner;
+    type Target = HandlerContext;
 
-    fn deref(&self) -> &Inner {
-        &self.inner
+    fn deref(&self) -> &HandlerContext {
+        &self.context
     }
 }
 

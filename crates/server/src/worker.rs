@@ -8,133 +8,21 @@
 //! a job that does not succeed are deleted. Reasons clients see have the server's paths
 //! taken out (`Redactor`); the log has the full text.
 
-use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huatu_diffusion::pipelines::Progress;
 
-use crate::blobs::{describe_write_error, Blobs, Pins};
+use crate::blobs::{describe_write_error, Pins};
 use crate::engine::{Engine, GenerateError};
-use crate::events::EventHub;
+use crate::job_services::JobServices;
 use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, Job, JobEvent, JobSpec};
-use crate::metrics::Metrics;
 use crate::redact::Redactor;
-use crate::store::Store;
 
 /// How long a worker waits for an upload that its request is still writing.
 const INPUT_WAIT: Duration = Duration::from_secs(60);
-
-/// Wakes sleeping workers when a job arrives or the server stops.
-#[derive(Default)]
-pub struct Wakeup {
-    pending: Mutex<bool>,
-    condvar: Condvar,
-}
-
-impl Wakeup {
-    pub fn notify(&self) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *pending = true;
-        self.condvar.notify_all();
-    }
-
-    fn wait(&self, timeout: Duration) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !*pending {
-            pending = match self.condvar.wait_timeout(pending, timeout) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        *pending = false;
-    }
-}
-
-/// Cancellation of running jobs, settled one way: **a cancel that `request` accepted
-/// (the API's 202) always ends the job `cancelled`** — even when the job had already
-/// made all its images (they are deleted, never reported done), and even when the
-/// server is shutting down (the job is not put back in the queue). A cancel that comes
-/// after the worker recorded the outcome is refused (`request` is false; the API answers
-/// 409 with the job's final status). Both hold because claiming a job, accepting a
-/// cancel and recording the outcome all happen under one lock, so "running" in the
-/// database and "a worker runs it" here never disagree.
-#[derive(Default)]
-pub struct CancelRequests {
-    state: Mutex<CancelState>,
-}
-
-#[derive(Default)]
-struct CancelState {
-    /// Jobs a worker of this server runs now.
-    running: HashSet<String>,
-    /// Those of them whose cancellation was accepted.
-    requested: HashSet<String>,
-}
-
-impl CancelRequests {
-    fn lock(&self) -> MutexGuard<'_, CancelState> {
-        // Each update is a single set operation; a panic cannot leave them half-changed.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Asks the running job `id` to stop. True: a worker runs it and it will end
-    /// `cancelled`. False: no worker runs it (any more): its outcome is recorded.
-    pub fn request(&self, id: &str) -> bool {
-        let mut state = self.lock();
-        if state.running.contains(id) {
-            state.requested.insert(id.to_string());
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Claims a job with `claim` and notes it as running, atomically for `request`.
-    fn claim<E>(&self, claim: impl FnOnce() -> Result<Option<Job>, E>) -> Result<Option<Job>, E> {
-        let mut state = self.lock();
-        let job = claim()?;
-        if let Some(job) = &job {
-            state.running.insert(job.id.clone());
-        }
-        Ok(job)
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.lock().requested.contains(id)
-    }
-
-    /// Ends the run of `id`: `record` gets whether a cancel was accepted and writes the
-    /// outcome, under the lock so that no cancel is accepted in between.
-    fn settle<T>(&self, id: &str, record: impl FnOnce(bool) -> T) -> T {
-        let mut state = self.lock();
-        let cancelled = state.requested.remove(id);
-        let result = record(cancelled);
-        state.running.remove(id);
-        result
-    }
-}
-
-/// What workers share with the HTTP side.
-pub struct Shared {
-    pub store: Arc<Store>,
-    pub blobs: Arc<Blobs>,
-    pub hub: Arc<EventHub>,
-    pub metrics: Arc<Metrics>,
-    pub wakeup: Arc<Wakeup>,
-    pub cancels: Arc<CancelRequests>,
-    pub shutdown: Arc<AtomicBool>,
-}
 
 /// Result images stored so far, pinned until the job's outcome is recorded.
 #[derive(Default)]
@@ -145,14 +33,14 @@ struct Results {
 
 /// Runs jobs on `engine` until `shared.shutdown` is set; `redactor` takes the server's
 /// paths out of failure reasons.
-pub fn run_worker(shared: Arc<Shared>, mut engine: Engine, redactor: Redactor) {
+pub fn run_worker(shared: Arc<JobServices>, mut engine: Engine, redactor: Redactor) {
     // Failures the database could not take yet (a full disk): retried every round.
     let mut unrecorded: Vec<(String, String)> = Vec::new();
     while !shared.shutdown.load(Ordering::SeqCst) {
-        unrecorded.retain(|(id, reason)| match shared.store.fail(id, reason) {
+        unrecorded.retain(|(id, reason)| match shared.queue.fail(id, reason) {
             Ok(false) => false,
             Ok(true) => {
-                shared.hub.publish(
+                shared.events.publish(
                     id,
                     JobEvent::Failed {
                         reason: reason.clone(),
@@ -162,10 +50,10 @@ pub fn run_worker(shared: Arc<Shared>, mut engine: Engine, redactor: Redactor) {
             }
             Err(_) => true,
         });
-        let job = match shared.cancels.claim(|| shared.store.claim()) {
+        let job = match shared.cancels.claim(|| shared.queue.claim()) {
             Ok(Some(job)) => job,
             Ok(None) => {
-                shared.hub.prune();
+                shared.events.prune();
                 shared.wakeup.wait(Duration::from_millis(500));
                 continue;
             }
@@ -176,7 +64,7 @@ pub fn run_worker(shared: Arc<Shared>, mut engine: Engine, redactor: Redactor) {
             }
         };
         tracing::info!(job = %job.id, attempt = job.attempts, "job started");
-        shared.hub.publish(
+        shared.events.publish(
             &job.id,
             JobEvent::Running {
                 attempt: job.attempts,
@@ -212,13 +100,13 @@ enum Outcome {
 /// Records the outcome (a cancel accepted meanwhile wins), deletes results that no job
 /// keeps and tells listeners. Returns a failure the database could not take yet.
 fn finish(
-    shared: &Shared,
+    shared: &JobServices,
     job: &Job,
     outcome: Outcome,
     results: Results,
     redactor: &Redactor,
 ) -> Option<(String, String)> {
-    let store = &shared.store;
+    let store = &shared.queue;
     let metrics = &shared.metrics;
     let (event, unrecorded) = shared.cancels.settle(&job.id, |cancel_requested| {
         let outcome = match outcome {
@@ -296,12 +184,12 @@ fn finish(
     }
     if let Some(event) = event {
         tracing::info!(job = %job.id, outcome = event.name(), "job finished");
-        shared.hub.publish(&job.id, event);
+        shared.events.publish(&job.id, event);
     }
     unrecorded
 }
 
-fn run_job(shared: &Shared, engine: &mut Engine, job: &Job, results: &mut Results) -> Outcome {
+fn run_job(shared: &JobServices, engine: &mut Engine, job: &Job, results: &mut Results) -> Outcome {
     match &job.spec {
         JobSpec::Generation(spec) => run_generation(shared, engine, job, spec, results),
         JobSpec::Edit(spec) => run_edit(shared, engine, job, spec, results),
@@ -314,14 +202,14 @@ fn run_job(shared: &Shared, engine: &mut Engine, job: &Job, results: &mut Result
 }
 
 /// Whether the running job is to stop (cancelled, or the server shuts down).
-fn stop_requested(shared: &Shared, job: &Job) -> bool {
+fn stop_requested(shared: &JobServices, job: &Job) -> bool {
     shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id)
 }
 
 /// A progress hook for image `index` of `count`: publishes steps over the whole job and
 /// stops the pipeline on cancel or shutdown.
 fn step_hook<'a>(
-    shared: &'a Shared,
+    shared: &'a JobServices,
     job: &'a Job,
     index: usize,
     count: usize,
@@ -332,7 +220,7 @@ fn step_hook<'a>(
         }
         if let Progress::Step { step, total } = progress {
             shared.metrics.steps.fetch_add(1, Ordering::Relaxed);
-            shared.hub.publish(
+            shared.events.publish(
                 &job.id,
                 JobEvent::Step {
                     step: index * total + step,
@@ -347,7 +235,7 @@ fn step_hook<'a>(
 /// Encodes and stores a result image (pinned in `results` until the outcome is
 /// recorded); its settings go into a PNG text chunk.
 fn store_result(
-    shared: &Shared,
+    shared: &JobServices,
     image: &huatu_diffusion::pipelines::RgbImage,
     settings: &serde_json::Value,
     results: &mut Results,
@@ -369,7 +257,7 @@ fn store_result(
 
 /// A stop seen by the step hook: shutdown puts the job back unless a cancel was accepted
 /// (`finish` checks that again under the lock).
-fn cancelled_outcome(shared: &Shared) -> Outcome {
+fn cancelled_outcome(shared: &JobServices) -> Outcome {
     if shared.shutdown.load(Ordering::SeqCst) {
         Outcome::Interrupted
     } else {
@@ -378,7 +266,7 @@ fn cancelled_outcome(shared: &Shared) -> Outcome {
 }
 
 /// The stored input `id` (waiting while its request still writes it).
-fn load_input(shared: &Shared, id: &str) -> Result<Vec<u8>, String> {
+fn load_input(shared: &JobServices, id: &str) -> Result<Vec<u8>, String> {
     shared.blobs.wait_until_present(id, INPUT_WAIT);
     shared
         .blobs
@@ -388,7 +276,7 @@ fn load_input(shared: &Shared, id: &str) -> Result<Vec<u8>, String> {
 }
 
 fn run_edit(
-    shared: &Shared,
+    shared: &JobServices,
     engine: &mut Engine,
     job: &Job,
     spec: &EditSpec,
@@ -434,7 +322,7 @@ fn run_edit(
 }
 
 fn run_generation(
-    shared: &Shared,
+    shared: &JobServices,
     engine: &mut Engine,
     job: &Job,
     spec: &GenerationSpec,
@@ -466,7 +354,7 @@ fn run_generation(
 }
 
 fn run_agent(
-    shared: &Shared,
+    shared: &JobServices,
     engine: &mut Engine,
     job: &Job,
     spec: &AgentSpec,
@@ -501,7 +389,7 @@ fn run_agent(
         if let Progress::Step { .. } = progress {
             done += 1;
             shared.metrics.steps.fetch_add(1, Ordering::Relaxed);
-            shared.hub.publish(
+            shared.events.publish(
                 &job.id,
                 JobEvent::Step {
                     step: done.min(total),
@@ -540,56 +428,4 @@ fn run_agent(
         }
     }
     Outcome::Succeeded(results.ids.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jobs::{GenerationSpec, JobStatus};
-
-    fn job(id: &str) -> Job {
-        Job {
-            id: id.into(),
-            spec: JobSpec::Generation(GenerationSpec {
-                prompt: "p".into(),
-                negative_prompt: None,
-                width: 64,
-                height: 64,
-                steps: 1,
-                guidance: 5.0,
-                scheduler: None,
-                seed: 0,
-                n: 1,
-                loras: Vec::new(),
-            }),
-            status: JobStatus::Running,
-            attempts: 1,
-            error: None,
-            images: Vec::new(),
-            created_at: 0.0,
-            started_at: None,
-            finished_at: None,
-        }
-    }
-
-    #[test]
-    fn an_accepted_cancel_wins_and_a_late_one_is_refused() {
-        let cancels = CancelRequests::default();
-        // Not running (queued, unknown): refused.
-        assert!(!cancels.request("job_a"));
-        let claimed = cancels.claim(|| Ok::<_, ()>(Some(job("job_a"))));
-        assert!(matches!(claimed, Ok(Some(_))));
-        assert!(cancels.request("job_a"));
-        assert!(cancels.contains("job_a"));
-        // The worker finished its images anyway: settle still sees the cancel.
-        assert!(cancels.settle("job_a", |cancelled| cancelled));
-        // After the outcome is recorded: refused, and nothing is left behind.
-        assert!(!cancels.request("job_a"));
-        assert!(!cancels.contains("job_a"));
-
-        // A run nobody cancelled settles as it came.
-        let claimed = cancels.claim(|| Ok::<_, ()>(Some(job("job_b"))));
-        assert!(matches!(claimed, Ok(Some(_))));
-        assert!(!cancels.settle("job_b", |cancelled| cancelled));
-    }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::fields::parse_size;
 use super::form::read_form;
 use super::views::{job_view, plan_view};
-use crate::assistant::{map_plan, EditInputs, Mapped, Overrides};
+use crate::agent_jobs::{job_for_plan, AgentUploads, Overrides, PlannedJob};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobSpec;
 use crate::png_codec::{encode_gray_png, encode_png};
@@ -155,13 +155,13 @@ pub async fn agent(
             })?),
         },
     };
-    let Some(assistant) = state.assistant.clone() else {
+    let Some(planner) = state.agent_planner.clone() else {
         return Err(ApiError::unavailable("the agent has no intent model loaded: start the server with --intent-model DIR (e.g. models/intent)"));
     };
 
     // Inputs by content hash; the planner sees where they are to be stored (it does not
     // read them); they are written only once a job that uses them is accepted.
-    let blobs = state.shared.blobs.clone();
+    let blobs = state.services.blobs.clone();
     let condition = form.image("condition").cloned();
     let mask = match (&original, &region) {
         (Some(image), Some(region)) => Some(GrayImage {
@@ -193,7 +193,7 @@ pub async fn agent(
             )),
             None => None,
         };
-        let parse = assistant
+        let parse = planner
             .model
             .parse(&text)
             .map_err(|error| crate::engine::chain(&error))?;
@@ -202,7 +202,7 @@ pub async fn agent(
             condition_image: condition.as_ref().and_then(|input| blobs.path(&input.id)),
             lora_dir,
         };
-        let plan = huatu_agent::plan(&parse, &inputs, &assistant.scenes, assistant.lexicon);
+        let plan = huatu_agent::plan(&parse, &inputs, &planner.scenes, planner.lexicon);
         Ok((parse, plan, original, condition, mask))
     })
     .await
@@ -234,7 +234,7 @@ pub async fn agent(
         Plan::Task(task) => task,
     };
     answer["plan"] = plan_view(&task);
-    let edit = EditInputs {
+    let edit = AgentUploads {
         image: original_id,
         mask,
         mask_id,
@@ -242,7 +242,7 @@ pub async fn agent(
         image_size,
     };
     let lora_dir = state.config.data_dir.join("loras");
-    let mapped = map_plan(
+    let mapped = job_for_plan(
         &instruction,
         &task,
         overrides,
@@ -252,11 +252,11 @@ pub async fn agent(
         state.capabilities,
     );
     match mapped {
-        Mapped::NotRun(reply, notes) => {
+        PlannedJob::NotRun(reply, notes) => {
             answer["reply"] = json!(reply);
             answer["notes"] = json!([input_notes, notes].concat());
         }
-        Mapped::Job(spec, notes) => {
+        PlannedJob::Job(spec, notes) => {
             answer["notes"] = json!([input_notes, notes].concat());
             if let JobSpec::Agent(agent) = &spec {
                 // The plan as it runs: overrides applied, edits at the original's size.

@@ -5,7 +5,7 @@ use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::fields::{parse_size, validate_common, CommonInput, LoraRequest};
+use super::fields::{check_fields, parse_size, LoraRequest, SentFields};
 use super::form::{read_form, Form};
 use super::views::{accepted, images_response};
 use crate::error::{ApiError, ApiResult};
@@ -123,9 +123,9 @@ pub async fn edits(
             ))
         })?,
     };
-    let common = validate_common(
+    let common = check_fields(
         &state,
-        &CommonInput {
+        &SentFields {
             prompt: form.text("prompt"),
             negative_prompt: form.text("negative_prompt"),
             n: form_number(&form, "n", "a whole number")?,

@@ -69,7 +69,7 @@ pub fn check_prompt(field: &str, text: &str) -> ApiResult<()> {
 
 /// The fields generation and editing share, as sent.
 #[derive(Default)]
-pub struct CommonInput<'a> {
+pub struct SentFields<'a> {
     pub prompt: Option<&'a str>,
     pub negative_prompt: Option<&'a str>,
     pub n: Option<usize>,
@@ -82,7 +82,7 @@ pub struct CommonInput<'a> {
 }
 
 /// Those fields checked, with defaults resolved.
-pub struct Common {
+pub struct CheckedFields {
     pub prompt: String,
     pub negative_prompt: Option<String>,
     pub n: usize,
@@ -94,7 +94,7 @@ pub struct Common {
     pub response_format: ResponseFormat,
 }
 
-pub fn validate_common(state: &AppState, input: &CommonInput<'_>) -> ApiResult<Common> {
+pub fn check_fields(state: &AppState, input: &SentFields<'_>) -> ApiResult<CheckedFields> {
     let config = &state.config;
     let prompt = input.prompt.map(str::trim).unwrap_or_default();
     if prompt.is_empty() {
@@ -164,7 +164,7 @@ pub fn validate_common(state: &AppState, input: &CommonInput<'_>) -> ApiResult<C
             Ok(LoraSpec { name: lora.name.clone(), scale })
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Common {
+    Ok(CheckedFields {
         prompt: prompt.to_string(),
         negative_prompt: input.negative_prompt.map(String::from),
         n,

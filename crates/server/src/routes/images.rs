@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::extract::ApiJson;
-use super::fields::{parse_size, validate_common, CommonInput, LoraRequest, ResponseFormat};
+use super::fields::{check_fields, parse_size, LoraRequest, ResponseFormat, SentFields};
 use super::views::{accepted, images_response};
 use crate::blobs::{is_blob_id, sniff_image_type};
 use crate::error::{ApiError, ApiResult};
@@ -47,9 +47,9 @@ pub fn validate_generation(
     state: &AppState,
     request: &GenerationRequest,
 ) -> ApiResult<(GenerationSpec, ResponseFormat)> {
-    let common = validate_common(
+    let common = check_fields(
         state,
-        &CommonInput {
+        &SentFields {
             prompt: request.prompt.as_deref(),
             negative_prompt: request.negative_prompt.as_deref(),
             n: request.n,
@@ -107,7 +107,7 @@ pub async fn get_image(
             "`{id}` is not an image id (64 lowercase hex digits)"
         )));
     }
-    let blobs = state.shared.blobs.clone();
+    let blobs = state.services.blobs.clone();
     let lookup = id.clone();
     let bytes = crate::blocking::spawn(move || blobs.get(&lookup))
         .await

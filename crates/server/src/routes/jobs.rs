@@ -28,8 +28,8 @@ fn find_job(state: &AppState, id: &str) -> ApiResult<Job> {
         )));
     }
     state
-        .shared
-        .store
+        .services
+        .queue
         .get(id)?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
@@ -66,7 +66,7 @@ pub async fn list_jobs(
             }
         }
     }
-    let jobs = state.shared.store.list(limit)?;
+    let jobs = state.services.queue.list(limit)?;
     let data: Vec<Value> = jobs
         .iter()
         .map(|job| job_view(&state, &headers, job))
@@ -99,7 +99,7 @@ pub async fn cancel_job(
     let job = find_job(&state, &id)?;
     match job.status {
         // 202 only when the worker took the cancel: the job then ends `cancelled`.
-        JobStatus::Running if state.shared.cancels.request(&id) => {
+        JobStatus::Running if state.services.cancels.request(&id) => {
             let mut view = job_view(&state, &headers, &job);
             view["cancel_requested"] = json!(true);
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
@@ -141,8 +141,8 @@ fn snapshot(state: &AppState, job: &Job) -> Vec<JobEvent> {
     match job.status {
         JobStatus::Queued => {
             let position = state
-                .shared
-                .store
+                .services
+                .queue
                 .queue_position(&job.id)
                 .ok()
                 .flatten()
@@ -153,7 +153,7 @@ fn snapshot(state: &AppState, job: &Job) -> Vec<JobEvent> {
             let mut events = vec![JobEvent::Running {
                 attempt: job.attempts,
             }];
-            if let Some((step, total)) = state.shared.hub.progress(&job.id) {
+            if let Some((step, total)) = state.services.events.progress(&job.id) {
                 events.push(JobEvent::Step { step, total });
             }
             events
@@ -173,10 +173,10 @@ struct Follow {
 impl Follow {
     /// After a gap (lagged or closed channel): the state from the row.
     fn resync(&mut self) {
-        match self.state.shared.store.get(&self.id) {
+        match self.state.services.queue.get(&self.id) {
             Ok(Some(job)) => {
                 if !job.status.is_terminal() && self.events.is_closed() {
-                    self.events = self.state.shared.hub.subscribe(&self.id);
+                    self.events = self.state.services.events.subscribe(&self.id);
                 }
                 self.pending.extend(snapshot(&self.state, &job));
             }
@@ -229,7 +229,7 @@ pub async fn job_events(
         )));
     }
     // Subscribe before reading the row so no event falls in between.
-    let events = state.shared.hub.subscribe(&id);
+    let events = state.services.events.subscribe(&id);
     let job = find_job(&state, &id)?;
     let pending: VecDeque<JobEvent> = snapshot(&state, &job).into();
     let stopping = state.stopping.clone();

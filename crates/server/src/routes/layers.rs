@@ -25,7 +25,7 @@ pub async fn record_metrics(
     let started = Instant::now();
     let response = next.run(request).await;
     state
-        .shared
+        .services
         .metrics
         .record_request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response

@@ -110,8 +110,8 @@ mod tests {
 
     use super::*;
     use crate::config::ServerConfig;
-    use crate::state::Inner;
-    use crate::worker::Shared;
+    use crate::job_services::JobServices;
+    use crate::state::HandlerContext;
 
     /// The router alone, no socket and no worker: what `app(state)` is for.
     fn state(dir: &std::path::Path) -> anyhow::Result<AppState> {
@@ -122,10 +122,10 @@ mod tests {
         dir: &std::path::Path,
         workers: Arc<crate::state::WorkerHealth>,
     ) -> anyhow::Result<AppState> {
-        let shared = Arc::new(Shared {
-            store: Arc::new(crate::store::Store::open(&dir.join("jobs.sqlite3"))?),
+        let services = Arc::new(JobServices {
+            queue: Arc::new(crate::job_queue::JobQueue::open(&dir.join("jobs.sqlite3"))?),
             blobs: Arc::new(crate::blobs::Blobs::open(&dir.join("blobs"))?),
-            hub: Arc::default(),
+            events: Arc::default(),
             metrics: Arc::default(),
             wakeup: Arc::default(),
             cancels: Arc::default(),
@@ -133,13 +133,13 @@ mod tests {
         });
         let (_stop, stopping) = tokio::sync::watch::channel(false);
         Ok(AppState {
-            inner: Arc::new(Inner {
+            context: Arc::new(HandlerContext {
                 config: ServerConfig::new(dir),
-                shared,
+                services,
                 model_loaded: false,
                 native_size: (1024, 1024),
                 capabilities: Default::default(),
-                assistant: None,
+                agent_planner: None,
                 stopping,
                 started_at: std::time::Instant::now(),
                 hosts: crate::security::HostPolicy::new(

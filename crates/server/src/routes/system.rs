@@ -16,7 +16,7 @@ use crate::state::AppState;
 const OPENAPI: &str = include_str!("../openapi.json");
 
 pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
-    let counts = state.shared.store.counts()?;
+    let counts = state.services.queue.counts()?;
     let stopping = *state.stopping.borrow();
     let (started, alive) = (state.workers.started(), state.workers.alive());
     let workers_dead = !stopping && alive < started;
@@ -34,7 +34,7 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
         "uptime_seconds": state.started_at.elapsed().as_secs_f64(),
         "queue": { "queued": counts.queued, "running": counts.running, "capacity": state.config.queue_capacity },
         "auth": !state.config.api_keys.is_empty(),
-        "agent": state.assistant.is_some(),
+        "agent": state.agent_planner.is_some(),
         "edits": true,
         "limits": {
             "max_dimension": state.config.max_dimension,
@@ -59,13 +59,13 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let counts = state.shared.store.counts()?;
-    let mut text = state.shared.metrics.render(counts, state.model_loaded);
+    let counts = state.services.queue.counts()?;
+    let mut text = state.services.metrics.render(counts, state.model_loaded);
     let gauges = [
         (
             "huatu_event_channels",
             "Live event channels (one per job someone listens to).",
-            state.shared.hub.channels(),
+            state.services.events.channels(),
         ),
         (
             "huatu_http_connections",

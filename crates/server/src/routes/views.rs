@@ -36,14 +36,14 @@ pub fn job_view(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
     let step = match job.status {
         JobStatus::Succeeded => total,
         JobStatus::Running => state
-            .shared
-            .hub
+            .services
+            .events
             .progress(&job.id)
             .map_or(0, |(step, _)| step),
         _ => 0,
     };
     let queue_position = match job.status {
-        JobStatus::Queued => state.shared.store.queue_position(&job.id).ok().flatten(),
+        JobStatus::Queued => state.services.queue.queue_position(&job.id).ok().flatten(),
         _ => None,
     };
     let images: Vec<Value> = job
@@ -139,7 +139,7 @@ pub fn images_response(
             }
             ResponseFormat::B64Json => {
                 let bytes = state
-                    .shared
+                    .services
                     .blobs
                     .get(image)
                     .map_err(|error| ApiError::internal("reading a result image", &error))?

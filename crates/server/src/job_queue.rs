@@ -89,12 +89,12 @@ impl From<rusqlite::Error> for SubmitError {
     }
 }
 
-pub struct Store {
+pub struct JobQueue {
     connection: Mutex<Connection>,
     path: PathBuf,
 }
 
-impl Store {
+impl JobQueue {
     /// Opens (creating or upgrading) the queue at `path`. A file that is not a SQLite
     /// database, a damaged one, or one of a newer layout is refused with what to do.
     pub fn open(path: &Path) -> Result<Self, ServerError> {
@@ -554,7 +554,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("jobs.sqlite3");
         {
-            let store = Store::open(&path)?;
+            let store = JobQueue::open(&path)?;
             store
                 .submit("job_a", &spec(), 10)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -570,7 +570,7 @@ mod tests {
             assert_eq!(claimed.as_deref(), Some("job_a"));
             // "crash": the store is dropped with job_a running.
         }
-        let store = Store::open(&path)?;
+        let store = JobQueue::open(&path)?;
         assert_eq!(
             store.recover()?,
             Recovery {
@@ -583,7 +583,7 @@ mod tests {
             .ok_or_else(|| anyhow::anyhow!("job_a not requeued"))?;
         assert_eq!((again.id.as_str(), again.attempts), ("job_a", 2));
         drop(store);
-        let store = Store::open(&path)?;
+        let store = JobQueue::open(&path)?;
         assert_eq!(
             store.recover()?,
             Recovery {
@@ -623,7 +623,7 @@ mod tests {
             )?;
         }
         assert_eq!(user_version(&path)?, 0);
-        let store = Store::open(&path)?;
+        let store = JobQueue::open(&path)?;
         assert_eq!(user_version(&path)?, DATABASE_VERSION);
         let job = store
             .get("job_old")?
@@ -635,7 +635,7 @@ mod tests {
         assert!(!store.is_referenced(&"c".repeat(64))?);
         // Opening again changes nothing.
         drop(store);
-        let store = Store::open(&path)?;
+        let store = JobQueue::open(&path)?;
         assert_eq!(
             store.evict("job_old")?,
             Some(vec![input.clone(), result.clone()])
@@ -649,7 +649,7 @@ mod tests {
     {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("jobs.sqlite3");
-        let store = Store::open(&path)?;
+        let store = JobQueue::open(&path)?;
         {
             let connection = store.lock();
             let good = serde_json::to_string(&spec())?;
@@ -694,9 +694,9 @@ mod tests {
     fn a_newer_or_corrupt_database_is_refused_with_what_to_do() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("jobs.sqlite3");
-        drop(Store::open(&path)?);
+        drop(JobQueue::open(&path)?);
         Connection::open(&path)?.execute_batch("PRAGMA user_version = 7")?;
-        let error = Store::open(&path).err().map(|error| error.to_string());
+        let error = JobQueue::open(&path).err().map(|error| error.to_string());
         let error = error.unwrap_or_default();
         assert!(
             error.contains("layout version 7, newer than this huatu reads (2)"),
@@ -705,7 +705,9 @@ mod tests {
 
         let garbage = dir.path().join("garbage.sqlite3");
         std::fs::write(&garbage, vec![0x5a; 8192])?;
-        let error = Store::open(&garbage).err().map(|error| error.to_string());
+        let error = JobQueue::open(&garbage)
+            .err()
+            .map(|error| error.to_string());
         let error = error.unwrap_or_default();
         assert!(
             error.contains("is damaged or is not a SQLite database"),

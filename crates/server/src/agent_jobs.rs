@@ -1,7 +1,7 @@
-//! The agent as the server uses it: the intent model, the scenes and the lexicon, and the
-//! translation of a `TaskPlan` into a job spec. The agent decides; this file only maps its
-//! decision onto what the queue can run with the models loaded, and says plainly what it
-//! cannot run.
+//! Agent jobs for the HTTP API: the planner the server holds (intent model, scenes,
+//! lexicon) and the translation of its `TaskPlan` into a job spec. The agent decides; this
+//! file only maps its decision onto what the queue can run with the models loaded, and
+//! says plainly what it cannot run.
 
 use std::path::{Path, PathBuf};
 
@@ -16,13 +16,14 @@ use crate::engine::Capabilities;
 use crate::error::ServerError;
 use crate::jobs::{AgentSpec, EditSpec, JobSpec, LoraSpec};
 
-pub struct Assistant {
+/// What `/v1/agent` plans with: the intent model, the scenes and the lexicon.
+pub struct AgentPlanner {
     pub model: IntentModel,
     pub scenes: Scenes,
     pub lexicon: &'static Lexicon,
 }
 
-impl Assistant {
+impl AgentPlanner {
     pub fn load(dir: &Path) -> Result<Self, ServerError> {
         let wrap = |error: huatu_agent::AgentError| ServerError::Agent {
             path: dir.to_path_buf(),
@@ -59,12 +60,12 @@ pub struct Overrides {
 }
 
 /// What the queue runs for a plan, or why it runs nothing (said to the user), plus notes.
-pub enum Mapped {
+pub enum PlannedJob {
     Job(JobSpec, Vec<String>),
     NotRun(String, Vec<String>),
 }
 
-pub struct EditInputs {
+pub struct AgentUploads {
     pub image: Option<String>,
     /// The drawn region (center and size), when one was sent.
     pub mask: Option<GrayImage>,
@@ -77,15 +78,15 @@ pub struct EditInputs {
 /// when the workers hold the models it needs; a text edit without an InstructPix2Pix
 /// model falls back to a prompt through inpainting / image-to-image; a region edit
 /// without a ControlNet is not run.
-pub fn map_plan(
+pub fn job_for_plan(
     instruction: &str,
     task: &TaskPlan,
     overrides: Overrides,
     lora_dir: &Path,
-    edit: &EditInputs,
+    edit: &AgentUploads,
     max_images: usize,
     capabilities: Capabilities,
-) -> Mapped {
+) -> PlannedJob {
     // The planner's notes name files; clients see them relative to the data directory.
     let shown_dir = lora_dir.display().to_string();
     let mut notes: Vec<String> = task
@@ -135,7 +136,7 @@ pub fn map_plan(
     }
     plan.notes.clone_from(&notes);
     let agent_job = |plan: TaskPlan, loras: Vec<LoraSpec>, notes: Vec<String>| {
-        Mapped::Job(
+        PlannedJob::Job(
             JobSpec::Agent(Box::new(AgentSpec {
                 instruction: instruction.to_string(),
                 plan,
@@ -151,7 +152,7 @@ pub fn map_plan(
     match plan.pipeline {
         PipelineKind::TextToImage => agent_job(plan, loras, notes),
         PipelineKind::InstructPix2Pix if edit.image.is_none() => {
-            Mapped::NotRun(huatu_agent::planner::ASK_IMAGE.into(), notes)
+            PlannedJob::NotRun(huatu_agent::planner::ASK_IMAGE.into(), notes)
         }
         PipelineKind::InstructPix2Pix if capabilities.instruct => agent_job(plan, loras, notes),
         PipelineKind::InstructPix2Pix => {
@@ -159,7 +160,7 @@ pub fn map_plan(
                 "the server has no InstructPix2Pix model loaded (--instruct-model): the instruction runs as a prompt through inpainting (inside the drawn region) or image-to-image (no region) on the base model, without the enhancer".into(),
             );
             let (width, height) = edit.image_size;
-            Mapped::Job(
+            PlannedJob::Job(
                 JobSpec::Edit(EditSpec {
                     prompt: plan.prompt.clone(),
                     negative_prompt: (!plan.negative_prompt.is_empty())
@@ -182,7 +183,7 @@ pub fn map_plan(
         PipelineKind::ControlNetInpaint if capabilities.controlnet => {
             agent_job(plan, loras, notes)
         }
-        PipelineKind::ControlNetInpaint => Mapped::NotRun(
+        PipelineKind::ControlNetInpaint => PlannedJob::NotRun(
             "计划已生成，但本服务器没有加载 ControlNet 模型（--controlnet），暂时不能把素材图放进原图（图文编辑）。".into(),
             {
                 notes.push("edit.reference needs ControlNet-inpaint; start the server with --controlnet DIR (an SDXL canny ControlNet) to run it".into());
@@ -217,8 +218,8 @@ mod tests {
         }
     }
 
-    fn no_inputs() -> EditInputs {
-        EditInputs {
+    fn no_inputs() -> AgentUploads {
+        AgentUploads {
             image: None,
             mask: None,
             mask_id: None,
@@ -237,7 +238,7 @@ mod tests {
             steps: Some(3),
             seed: Some(9),
         };
-        let Mapped::Job(JobSpec::Agent(spec), notes) = map_plan(
+        let PlannedJob::Job(JobSpec::Agent(spec), notes) = job_for_plan(
             "做一张中秋海报",
             &task,
             overrides,
@@ -280,7 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut task = poster_plan(dir.path());
         task.enhancer = Some("denoise,upscale:x2".into());
-        let map = |capabilities| match map_plan(
+        let map = |capabilities| match job_for_plan(
             "x",
             &task,
             Overrides::default(),
@@ -289,7 +290,7 @@ mod tests {
             8,
             capabilities,
         ) {
-            Mapped::Job(JobSpec::Agent(spec), notes) => (spec.plan.enhancer, notes),
+            PlannedJob::Job(JobSpec::Agent(spec), notes) => (spec.plan.enhancer, notes),
             _ => panic!("expected an agent job"),
         };
         let (enhancer, notes) = map(Capabilities::default());
