@@ -5,6 +5,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
 
 /// Errors of starting and running the service (not of single requests).
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +180,53 @@ impl From<rusqlite::Error> for ApiError {
     }
 }
 
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema, ToResponse)]
+#[schema(as = Error)]
+#[response(description = "An error")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs.
+    #[schema(examples(
+        "invalid_request",
+        "invalid_json",
+        "unsupported_media_type",
+        "payload_too_large",
+        "unauthorized",
+        "not_found",
+        "method_not_allowed",
+        "conflict",
+        "queue_full",
+        "job_too_large",
+        "not_implemented",
+        "unavailable",
+        "timeout",
+        "job_failed",
+        "internal",
+        "cors_forbidden",
+        "invalid_multipart",
+        "body_timeout",
+        "storage_full",
+        "host_forbidden",
+        "cross_site_forbidden"
+    ))]
+    pub code: String,
+    /// For people: the rule broken and the value sent.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -11,12 +11,13 @@ use huatu_agent::planner::{Plan, PlanInputs};
 use huatu_diffusion::pipelines::{GrayImage, RgbImage};
 use huatu_imaging::edit::DrawnRegion;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::fields::parse_size;
 use super::form::read_form;
 use super::views::{job_view, plan_view};
 use crate::agent_jobs::{job_for_plan, AgentUploads, Overrides, PlannedJob};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::jobs::JobSpec;
 use crate::png_codec::{encode_gray_png, encode_png};
 use crate::queue_service::{submit_with_inputs, Input};
@@ -48,10 +49,49 @@ const AGENT_FIELDS: &[&str] = &[
     "seed",
 ];
 
-/// `POST /v1/agent` (multipart: `instruction`, optional `original`, `condition`,
-/// `region`, and `size`/`steps`/`seed` overriding the plan's). Understands the
-/// instruction, plans, and queues the plan's job: 200 with the intent, the plan and the
-/// job, or with a `reply` (a question back, a refusal, or why a plan is not run).
+/// The multipart form of `POST /v1/agent`, for the OpenAPI document (the handler reads
+/// it field by field; a test holds its fields to `AGENT_FIELDS`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AgentForm {
+    #[schema(max_length = 1000)]
+    instruction: String,
+    /// the picture to edit, at least 64×64; sides that are not multiples of 8 are cropped
+    /// to its centered crop (said in `notes`), the region moving with it
+    #[schema(value_type = Option<String>, format = Binary)]
+    original: Option<Vec<u8>>,
+    /// the picture to put into the original (edit.reference)
+    #[schema(value_type = Option<String>, format = Binary)]
+    condition: Option<Vec<u8>>,
+    /// JSON {x, y, width, height}: center and size in pixels of the original; edits
+    /// change only inside it
+    region: Option<String>,
+    /// WxH overriding the plan's size (text-to-image only; edits keep the original's size)
+    size: Option<String>,
+    /// overrides the plan's number of steps
+    #[schema(minimum = 1)]
+    steps: Option<usize>,
+    seed: Option<u64>,
+}
+
+/// An instruction (+ optional original/condition images and region) → the recognised intent, slots, the plan and its job
+///
+/// The job is of kind `agent`: the plan's pipeline — text-to-image, InstructPix2Pix with
+/// --instruct-model, ControlNet inpainting with --controlnet — then its enhancer. Or a
+/// `reply` (a question back, a refusal, or why the plan is not run). Needs an intent
+/// model (503 without).
+#[utoipa::path(
+    post,
+    path = "/v1/agent",
+    request_body(content = AgentForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "{instruction, intent, confidence, slots, plan, reply, notes, job}", body = Object),
+        (status = 400, response = ErrorBody),
+        (status = 401, response = ErrorBody),
+        (status = 413, response = ErrorBody),
+        (status = 503, response = ErrorBody),
+    )
+)]
 pub async fn agent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -279,8 +319,28 @@ pub async fn agent(
                 .flatten()
                 .collect();
             let (job, _events) = submit_with_inputs(&state, spec, inputs).await?;
-            answer["job"] = job_view(&state, &headers, &job);
+            answer["job"] = json!(job_view(&state, &headers, &job));
         }
     }
     Ok(Json(answer).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    #[test]
+    fn the_documented_form_has_every_field_the_handler_reads() {
+        let schema = serde_json::to_value(AgentForm::schema()).unwrap_or_default();
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .map(|fields| fields.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut read = AGENT_FIELDS.to_vec();
+        documented.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(documented, read);
+    }
 }

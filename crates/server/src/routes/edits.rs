@@ -4,11 +4,13 @@
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use utoipa::ToSchema;
 
 use super::fields::{check_fields, parse_size, LoraRequest, SentFields};
 use super::form::{read_form, Form};
-use super::views::{accepted, images_response};
-use crate::error::{ApiError, ApiResult};
+use super::images::scheduler_schema;
+use super::views::{accepted, images_response, ImagesResponse, JobView};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::jobs::{EditSpec, JobSpec};
 use crate::png_codec::{encode_gray_png, encode_png};
 use crate::queue_service::{submit_with_inputs, wait_for_job, Input};
@@ -46,9 +48,68 @@ fn form_number<T: std::str::FromStr>(form: &Form, name: &str, kind: &str) -> Api
     }
 }
 
-/// `POST /v1/images/edits` (multipart, OpenAI's fields plus huatu's): with a mask,
-/// inpainting inside it (white, or transparent in an RGBA mask as OpenAI has it, is
-/// repainted; every pixel outside stays the original's); without one, image-to-image.
+/// The multipart form of `POST /v1/images/edits`, for the OpenAPI document (the handler
+/// reads it field by field; a test holds its fields to `EDIT_FIELDS`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EditForm {
+    /// The picture to edit (PNG, JPEG or WebP), sides multiples of 8, at least 64.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// The same as `image`, as some OpenAI clients name it.
+    #[serde(rename = "image[]")]
+    #[schema(value_type = Option<String>, format = Binary)]
+    image_list: Option<Vec<u8>>,
+    /// White (or transparent in an RGBA mask) is repainted; the size of `image`.
+    #[schema(value_type = Option<String>, format = Binary)]
+    mask: Option<Vec<u8>>,
+    #[schema(max_length = 4000)]
+    prompt: String,
+    n: Option<usize>,
+    /// The image's own size or `auto`: edits keep the original's size.
+    size: Option<String>,
+    #[schema(pattern = "^(b64_json|url)$")]
+    response_format: Option<String>,
+    /// Accepted and ignored.
+    model: Option<String>,
+    /// Accepted and ignored.
+    quality: Option<String>,
+    /// Accepted and ignored.
+    user: Option<String>,
+    #[schema(max_length = 4000)]
+    negative_prompt: Option<String>,
+    steps: Option<usize>,
+    guidance: Option<f64>,
+    #[schema(schema_with = scheduler_schema)]
+    scheduler: Option<String>,
+    seed: Option<u64>,
+    /// Default 0.9999 with a mask, 0.8 without.
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    strength: Option<f64>,
+    /// JSON list of {name, scale}
+    loras: Option<String>,
+    #[serde(rename = "async")]
+    #[schema(pattern = "^(true|false|1|0)$")]
+    run_async: Option<String>,
+}
+
+/// Edit an image (OpenAI-compatible multipart). With a mask: inpainting inside it (white, or transparent in an RGBA mask, is repainted; pixels outside stay the original's). Without: image-to-image. Synchronous unless async=true.
+#[utoipa::path(
+    post,
+    path = "/v1/images/edits",
+    request_body(content = EditForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 202, description = "Accepted (async): the job", body = JobView),
+        (status = 400, response = ErrorBody),
+        (status = 401, response = ErrorBody),
+        (status = 413, response = ErrorBody),
+        (status = 429, response = ErrorBody),
+        (status = 500, response = ErrorBody),
+        (status = 503, response = ErrorBody),
+        (status = 504, response = ErrorBody),
+    )
+)]
 pub async fn edits(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -197,4 +258,24 @@ pub async fn edits(
     }
     let job = wait_for_job(&state, &job.id, events).await?;
     images_response(&state, &headers, &job, common.response_format, &prompt)
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    #[test]
+    fn the_documented_form_has_every_field_the_handler_reads() {
+        let schema = serde_json::to_value(EditForm::schema()).unwrap_or_default();
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .map(|fields| fields.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut read = EDIT_FIELDS.to_vec();
+        documented.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(documented, read);
+    }
 }

@@ -3,6 +3,7 @@
 
 use huatu_diffusion::schedulers::SchedulerKind;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::engine::{is_lora_name, lora_path};
 use crate::error::{ApiError, ApiResult};
@@ -12,10 +13,13 @@ use crate::state::AppState;
 const MAX_PROMPT_CHARS: usize = 4000;
 const MAX_LORAS: usize = 8;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoraRequest {
+    /// The file <data>/loras/<name>.safetensors.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]
     pub name: String,
+    #[schema(minimum = -4, maximum = 4, default = 1)]
     pub scale: Option<f64>,
 }
 

@@ -5,41 +5,69 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
+use huatu_diffusion::schedulers::SchedulerKind;
 use serde::Deserialize;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::ToSchema;
 
 use super::extract::ApiJson;
 use super::fields::{check_fields, parse_size, LoraRequest, ResponseFormat, SentFields};
-use super::views::{accepted, images_response};
+use super::views::{accepted, images_response, ImagesResponse, JobView};
 use crate::blobs::{is_blob_id, sniff_image_type};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::jobs::{GenerationSpec, JobSpec};
 use crate::queue_service::{submit, wait_for_job};
 use crate::state::AppState;
 
 /// The body of `POST /v1/images/generations`: OpenAI's fields plus huatu's.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationRequest {
+    /// What to draw (required).
+    #[schema(required = true, max_length = 4000)]
     pub prompt: Option<String>,
+    #[schema(minimum = 1, maximum = 8, default = 1)]
     pub n: Option<usize>,
-    /// `WxH`, e.g. `1024x1024`; default the model's native size.
+    /// WIDTHxHEIGHT, multiples of 8 from 64 to --max-dimension; `auto` or absent: the
+    /// model's native size.
+    #[schema(pattern = "^([0-9]+x[0-9]+|auto)$")]
     pub size: Option<String>,
-    /// `b64_json` (default) or `url`.
+    #[schema(value_type = Option<String>, pattern = "^(b64_json|url)$", default = "b64_json")]
     pub response_format: Option<String>,
-    /// Accepted for OpenAI clients and ignored: the server has one model.
+    /// Accepted for OpenAI clients; ignored (the server has one model).
     pub model: Option<String>,
+    /// Accepted and ignored.
     pub quality: Option<String>,
+    /// Accepted and ignored.
     pub style: Option<String>,
+    /// Accepted and ignored.
     pub user: Option<String>,
+    #[schema(max_length = 4000)]
     pub negative_prompt: Option<String>,
+    /// Denoising steps, at most --max-steps (150).
+    #[schema(minimum = 1, default = 30)]
     pub steps: Option<usize>,
+    #[schema(minimum = 0, maximum = 30, default = 5)]
     pub guidance: Option<f64>,
+    /// Default: the model's own.
+    #[schema(schema_with = scheduler_schema)]
     pub scheduler: Option<String>,
+    /// Image i uses seed + i. Default: random (recorded in the job).
     pub seed: Option<u64>,
+    #[schema(max_items = 8)]
     pub loras: Option<Vec<LoraRequest>>,
-    /// Answer 202 with the job at once instead of waiting for the images.
+    /// true: answer 202 with the job at once instead of waiting.
     #[serde(rename = "async")]
+    #[schema(default = false)]
     pub run_async: Option<bool>,
+}
+
+/// The scheduler names, from `SchedulerKind` (one spelling for the CLI, HTTP and logs).
+pub fn scheduler_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(SchedulerKind::ALL.iter().map(|kind| kind.as_str())))
+        .description(Some("Default: the model's own."))
 }
 
 /// Checks every field and resolves defaults; the result is what the queue stores.
@@ -80,7 +108,26 @@ pub fn validate_generation(
     Ok((spec, common.response_format))
 }
 
-/// `POST /v1/images/generations`.
+/// Text to image (OpenAI-compatible; synchronous unless async=true)
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    request_body = GenerationRequest,
+    responses(
+        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 202, description = "Accepted (async): the job; Location: /v1/jobs/{id}", body = JobView),
+        (status = 429, description = "Queue full; Retry-After says when to retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 400, response = ErrorBody),
+        (status = 401, response = ErrorBody),
+        (status = 409, response = ErrorBody),
+        (status = 413, response = ErrorBody),
+        (status = 415, response = ErrorBody),
+        (status = 500, response = ErrorBody),
+        (status = 503, response = ErrorBody),
+        (status = 504, response = ErrorBody),
+    )
+)]
 pub async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -96,7 +143,17 @@ pub async fn generations(
     images_response(&state, &headers, &job, format, &prompt)
 }
 
-/// `GET /v1/images/{id}`: a stored image by content hash.
+/// A stored image by content hash (sha256)
+#[utoipa::path(
+    get,
+    path = "/v1/images/{id}",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$")),
+    responses(
+        (status = 200, description = "The image", content_type = "image/png", body = Vec<u8>),
+        (status = 401, response = ErrorBody),
+        (status = 404, response = ErrorBody),
+    )
+)]
 pub async fn get_image(
     State(state): State<AppState>,
     Path(id): Path<String>,

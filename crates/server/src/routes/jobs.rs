@@ -11,11 +11,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream};
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::views::job_view;
-use crate::error::{ApiError, ApiResult};
+use super::views::{job_view, JobList, JobView};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::Subscription;
 use crate::jobs::{is_job_id, Job, JobEvent, JobStatus};
 use crate::queue_service::cancel_queued;
@@ -34,12 +33,24 @@ fn find_job(state: &AppState, id: &str) -> ApiResult<Job> {
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
+/// Jobs, newest first
+///
 /// `GET /v1/jobs?limit=N` (1–200, default 50).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    params(("limit" = Option<usize>, Query, minimum = 1, maximum = 200)),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 400, response = ErrorBody),
+        (status = 401, response = ErrorBody),
+    )
+)]
 pub async fn list_jobs(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobList>> {
     let mut limit = 50;
     for pair in query
         .as_deref()
@@ -67,25 +78,51 @@ pub async fn list_jobs(
         }
     }
     let jobs = state.services.queue.list(limit)?;
-    let data: Vec<Value> = jobs
+    let data = jobs
         .iter()
         .map(|job| job_view(&state, &headers, job))
         .collect();
-    Ok(Json(json!({ "object": "list", "data": data })))
+    Ok(Json(JobList {
+        object: "list",
+        data,
+    }))
 }
 
-/// `GET /v1/jobs/{id}`.
+/// A job
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    params(("id" = String, Path, pattern = "^job_[0-9a-f]{24}$")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, response = ErrorBody),
+        (status = 404, response = ErrorBody),
+    )
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobView>> {
     let job = find_job(&state, &id)?;
     Ok(Json(job_view(&state, &headers, &job)))
 }
 
-/// `DELETE /v1/jobs/{id}`: a queued job is cancelled at once (200); a running one is
-/// stopped at its next step (202, then a `cancelled` event); a finished one is 409.
+/// Cancel: a queued job at once (200), a running one at its next step (202)
+///
+/// A running one ends with a `cancelled` event; a finished one is 409.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    params(("id" = String, Path, pattern = "^job_[0-9a-f]{24}$")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 202, description = "Cancellation requested", body = JobView),
+        (status = 401, response = ErrorBody),
+        (status = 404, response = ErrorBody),
+        (status = 409, response = ErrorBody),
+    )
+)]
 pub async fn cancel_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -101,7 +138,7 @@ pub async fn cancel_job(
         // 202 only when the worker took the cancel: the job then ends `cancelled`.
         JobStatus::Running if state.services.cancels.request(&id) => {
             let mut view = job_view(&state, &headers, &job);
-            view["cancel_requested"] = json!(true);
+            view.cancel_requested = Some(true);
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
         }
         // The worker recorded the end between the read above and the request.
@@ -218,7 +255,17 @@ impl Follow {
     }
 }
 
-/// `GET /v1/jobs/{id}/events`: the current state first, then every event until the end.
+/// Server-Sent Events: the current state, then queued / running / step {step, total} until done {images} / failed {reason} / cancelled
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    params(("id" = String, Path, pattern = "^job_[0-9a-f]{24}$")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 401, response = ErrorBody),
+        (status = 404, response = ErrorBody),
+    )
+)]
 pub async fn job_events(
     State(state): State<AppState>,
     Path(id): Path<String>,

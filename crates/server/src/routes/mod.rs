@@ -11,6 +11,7 @@ pub mod form;
 pub mod images;
 pub mod jobs;
 pub mod layers;
+pub mod openapi;
 pub mod system;
 pub mod views;
 pub mod web;
@@ -18,12 +19,15 @@ pub mod web;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::layers::{cors, guard_open_server, record_metrics};
+use self::openapi::{ApiDoc, OpenApiJson};
 use crate::error::ApiError;
 use crate::security::{ApiKeys, CONTENT_SECURITY_POLICY};
 use crate::state::AppState;
@@ -36,27 +40,51 @@ const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::REFERRER_POLICY, "no-referrer"),
 ];
 
+/// The routes open without a key: the web page, probes and this document.
+fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(web::index))
+        .routes(routes!(web::script))
+        .routes(routes!(web::style))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+}
+
+/// The `/v1` API (bearer-key auth when keys are configured).
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(images::generations))
+        .routes(routes!(edits::edits))
+        .routes(routes!(images::get_image))
+        .routes(routes!(agent::agent))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job, jobs::cancel_job))
+        .routes(routes!(jobs::job_events))
+}
+
+/// The OpenAPI document of every route `app` serves.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(open_routes())
+        .merge(api_routes())
+        .into_openapi()
+}
+
 /// The whole HTTP API as a `Router`; tests can call it without a socket.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/images/generations", post(images::generations))
-        .route("/v1/images/edits", post(edits::edits))
-        .route("/v1/images/{id}", get(images::get_image))
-        .route("/v1/agent", post(agent::agent))
-        .route("/v1/jobs", get(jobs::list_jobs))
-        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route("/v1/jobs/{id}/events", get(jobs::job_events))
-        .route_layer(ValidateRequestHeaderLayer::custom(ApiKeys::new(
-            &state.config.api_keys,
-        )));
-    let mut router = Router::new()
-        .route("/", get(web::index))
-        .route("/app.js", get(web::script))
-        .route("/style.css", get(web::style))
-        .route("/healthz", get(system::healthz))
-        .route("/metrics", get(system::metrics))
-        .route("/openapi.json", get(system::openapi))
+    let api = api_routes().route_layer(ValidateRequestHeaderLayer::custom(ApiKeys::new(
+        &state.config.api_keys,
+    )));
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(open_routes())
         .merge(api)
+        .split_for_parts();
+    let document = document
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    let mut router = router
+        .layer(Extension(OpenApiJson(document.into())))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_upload_bytes))
@@ -210,6 +238,49 @@ mod tests {
         assert_eq!(body["workers"]["alive"], 1);
         drop(alive_sender);
         assert!(alive.join().is_ok());
+        Ok(())
+    }
+
+    /// The document is generated from the routes `app` serves; this holds the other way:
+    /// every operation it lists reaches a handler (not the 404/405 fallbacks).
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let router = app(state(dir.path())?);
+        let document = serde_json::to_value(openapi_document())?;
+        let paths = document["paths"].as_object().cloned().unwrap_or_default();
+        let mut operations = 0;
+        for (path, methods) in &paths {
+            let concrete = path
+                .replace("/v1/images/{id}", &format!("/v1/images/{}", "0".repeat(64)))
+                .replace("{id}", &format!("job_{}", "0".repeat(24)));
+            for method in methods
+                .as_object()
+                .into_iter()
+                .flat_map(|methods| methods.keys())
+            {
+                let request = HttpRequest::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .body(Body::empty())?;
+                let response = router.clone().oneshot(request).await?;
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+                let text = String::from_utf8_lossy(&body);
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert!(!text.contains("no route for"), "{method} {path}: {text}");
+                operations += 1;
+            }
+        }
+        assert_eq!(operations, 14, "{:?}", paths.keys().collect::<Vec<_>>());
+        let served = router
+            .oneshot(HttpRequest::get("/openapi.json").body(Body::empty())?)
+            .await?;
+        let body = axum::body::to_bytes(served.into_body(), 1 << 20).await?;
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body)?,
+            document
+        );
         Ok(())
     }
 

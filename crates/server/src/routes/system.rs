@@ -2,8 +2,10 @@
 //! that probes and scrapers need no secret. `/healthz` answers 503 when a worker thread
 //! has died (jobs would queue forever), so a supervisor can restart the server.
 
-use axum::extract::State;
 use std::fmt::Write;
+
+use axum::extract::State;
+use axum::Extension;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,8 +15,18 @@ use serde_json::json;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
-const OPENAPI: &str = include_str!("../openapi.json");
+use super::openapi::OpenApiJson;
 
+/// Liveness and queue state (no key needed)
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    security(()),
+    responses(
+        (status = 200, description = "ok", body = Object),
+        (status = 503, description = "A worker thread died (`status`: `worker_died`)", body = Object),
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.services.queue.counts()?;
     let stopping = *state.stopping.borrow();
@@ -58,6 +70,13 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(body.into_response())
 }
 
+/// Prometheus text metrics (no key needed)
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    security(()),
+    responses((status = 200, description = "metrics", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.services.queue.counts()?;
     let mut text = state.services.metrics.render(counts, state.model_loaded);
@@ -96,8 +115,15 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(response)
 }
 
-pub async fn openapi() -> Response {
-    let mut response = OPENAPI.into_response();
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1", body = Object))
+)]
+pub async fn openapi(Extension(document): Extension<OpenApiJson>) -> Response {
+    let mut response = document.0.to_string().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

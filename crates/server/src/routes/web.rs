@@ -19,14 +19,35 @@ fn with_type(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
+/// The web page (Chinese UI)
+#[utoipa::path(
+    get,
+    path = "/",
+    security(()),
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String))
+)]
 pub async fn index() -> Response {
     with_type(INDEX, "text/html; charset=utf-8")
 }
 
+/// The web page's script
+#[utoipa::path(
+    get,
+    path = "/app.js",
+    security(()),
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String))
+)]
 pub async fn script() -> Response {
     with_type(SCRIPT, "text/javascript; charset=utf-8")
 }
 
+/// The web page's style
+#[utoipa::path(
+    get,
+    path = "/style.css",
+    security(()),
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String))
+)]
 pub async fn style() -> Response {
     with_type(STYLE, "text/css; charset=utf-8")
 }
