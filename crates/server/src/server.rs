@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 use tokio::sync::watch;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
 
 use crate::blobs::Blobs;
 use crate::config::{ServeArgs, ServerConfig};
@@ -245,19 +247,23 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// Logs to stderr (`HUATU_LOG=debug` for more).
+/// Logs to stderr, filtered by `HUATU_LOG`: a level (`HUATU_LOG=debug` for more) or
+/// `tracing` directives (`HUATU_LOG=info,huatu_server=debug`); `info` when unset.
 pub fn init_logging() {
-    let level = match std::env::var("HUATU_LOG").as_deref() {
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("warn") => tracing::Level::WARN,
-        Ok("error") => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
+    let filter = log_filter(std::env::var("HUATU_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// `info` for everything, changed by the directives in `text`; ones that do not parse
+/// are skipped.
+fn log_filter(text: Option<&str>) -> EnvFilter {
+    EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .parse_lossy(text.unwrap_or_default())
 }
 
 /// `huatu serve`: runs until Ctrl-C or SIGTERM. Prints `listening on http://ADDR` to
@@ -307,5 +313,26 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huatu_log_takes_a_level_or_directives() {
+        let most_verbose = |text: Option<&str>| log_filter(text).max_level_hint();
+        assert_eq!(most_verbose(None), Some(LevelFilter::INFO));
+        assert_eq!(most_verbose(Some("")), Some(LevelFilter::INFO));
+        assert_eq!(most_verbose(Some("debug")), Some(LevelFilter::DEBUG));
+        assert_eq!(most_verbose(Some("warn")), Some(LevelFilter::WARN));
+        assert_eq!(most_verbose(Some("error")), Some(LevelFilter::ERROR));
+        assert_eq!(
+            most_verbose(Some("warn,huatu_server=trace")),
+            Some(LevelFilter::TRACE)
+        );
+        let filter = log_filter(Some("warn,huatu_server=debug")).to_string();
+        assert!(filter.contains("huatu_server=debug"), "{filter}");
     }
 }
