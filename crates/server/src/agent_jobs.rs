@@ -11,6 +11,7 @@ use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::IntentModel;
 use huatu_diffusion::pipelines::GrayImage;
+use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::engine::Capabilities;
 use crate::error::ServerError;
@@ -159,6 +160,14 @@ pub fn job_for_plan(
             notes.push(
                 "the server has no InstructPix2Pix model loaded (--instruct-model): the instruction runs as a prompt through inpainting (inside the drawn region) or image-to-image (no region) on the base model, without the enhancer".into(),
             );
+            // Said, not dropped: a scene naming a scheduler this build lacks.
+            let scheduler = match plan.scheduler.parse::<SchedulerKind>() {
+                Ok(kind) => Some(kind),
+                Err(error) => {
+                    notes.push(format!("{error}: the model's own scheduler is used"));
+                    None
+                }
+            };
             let (width, height) = edit.image_size;
             PlannedJob::Job(
                 JobSpec::Edit(EditSpec {
@@ -171,7 +180,7 @@ pub fn job_for_plan(
                     height,
                     steps: plan.steps,
                     guidance: plan.guidance,
-                    scheduler: plan.scheduler.parse().ok(),
+                    scheduler,
                     seed,
                     n: 1,
                     strength: if edit.mask.is_some() { 0.9999 } else { 0.75 },
@@ -304,5 +313,42 @@ mod tests {
             ..Capabilities::default()
         };
         assert_eq!(map(with_weights).0.as_deref(), Some("denoise,upscale:x2"));
+    }
+
+    #[test]
+    fn a_plans_unknown_scheduler_is_said_not_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut task = poster_plan(dir.path());
+        task.pipeline = PipelineKind::InstructPix2Pix;
+        let uploads = AgentUploads {
+            image: Some("0".repeat(64)),
+            image_size: (64, 64),
+            ..no_inputs()
+        };
+        let plan_with = |scheduler: &str| {
+            let mut task = task.clone();
+            task.scheduler = scheduler.into();
+            match job_for_plan(
+                "x",
+                &task,
+                Overrides::default(),
+                dir.path(),
+                &uploads,
+                8,
+                Capabilities::default(),
+            ) {
+                PlannedJob::Job(JobSpec::Edit(spec), notes) => (spec.scheduler, notes),
+                _ => panic!("expected an edit job"),
+            }
+        };
+        let (scheduler, notes) = plan_with("plms");
+        assert_eq!(scheduler, None);
+        assert!(
+            notes
+                .iter()
+                .any(|note| note.contains("unknown scheduler `plms`") && note.contains("euler")),
+            "{notes:?}"
+        );
+        assert_eq!(plan_with("ddim").0, Some(SchedulerKind::Ddim));
     }
 }

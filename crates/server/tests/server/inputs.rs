@@ -54,7 +54,7 @@ fn every_bad_input_gets_a_clear_json_error() {
         ),
         (
             json!({ "prompt": "a", "scheduler": "plms" }),
-            "unknown scheduler `plms`",
+            "unknown scheduler `plms` (expected one of: euler, euler-a, ddim, dpmpp-2m, dpmpp-2m-karras)",
         ),
         (
             json!({ "prompt": "a", "response_format": "png" }),
