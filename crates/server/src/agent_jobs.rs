@@ -26,9 +26,9 @@ pub struct AgentPlanner {
 
 impl AgentPlanner {
     pub fn load(dir: &Path) -> Result<Self, ServerError> {
-        let wrap = |error: huatu_agent::AgentError| ServerError::Agent {
+        let wrap = |source| ServerError::Agent {
             path: dir.to_path_buf(),
-            message: crate::engine::chain(&error),
+            source,
         };
         Ok(Self {
             model: IntentModel::load(dir).map_err(wrap)?,

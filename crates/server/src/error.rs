@@ -54,10 +54,17 @@ pub enum ServerError {
         #[source]
         source: huatu_diffusion::Error,
     },
-    #[error("cannot load the agent's intent model from {path}: {message}")]
+    #[error("cannot load the agent's intent model from {path}")]
     Agent {
         path: std::path::PathBuf,
-        message: String,
+        #[source]
+        source: huatu_agent::AgentError,
+    },
+    #[error("cannot open the device {device}")]
+    Device {
+        device: String,
+        #[source]
+        source: huatu_diffusion::Error,
     },
     #[error("cannot listen on {address}")]
     Listen {
@@ -69,6 +76,17 @@ pub enum ServerError {
     Config(String),
     #[error("server failed")]
     Serve(#[source] std::io::Error),
+    #[error("{task} stopped unexpectedly")]
+    Task {
+        /// What the task was doing, e.g. `loading the model`.
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot write the listening address to stdout")]
+    Stdout(#[source] std::io::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,3 +256,19 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_errors_keep_their_causes_through_anyhow() {
+        // `huatu serve` hands a ServerError to anyhow: it must stay Send + Sync + 'static
+        // and keep its chain.
+        let error = anyhow::Error::from(ServerError::Runtime(std::io::Error::other(
+            "no threads left",
+        )));
+        let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+        assert_eq!(chain, ["cannot start the async runtime", "no threads left"]);
+    }
+}

@@ -1,7 +1,8 @@
 //! huatu's service: an OpenAI-compatible HTTP API over a durable SQLite job queue, one
 //! worker thread per device, live progress over Server-Sent Events, and the web page.
 //! `app(state)` is the router (tests can call it without a socket); `start` runs a
-//! server; `run` is `huatu serve`.
+//! server; `run` is `huatu serve`. Start-up and serving fail with a `ServerError` (its
+//! causes chained as sources); requests fail with an `ApiError` answer.
 
 // `x % n == 0` keeps building on Rust 1.80 (the README's minimum); `is_multiple_of` is 1.87.
 #![allow(clippy::manual_is_multiple_of)]

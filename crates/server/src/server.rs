@@ -43,7 +43,10 @@ impl RunningServer {
     pub async fn wait(self) -> Result<(), ServerError> {
         match self.task.await {
             Ok(result) => result,
-            Err(error) => Err(ServerError::Serve(std::io::Error::other(error.to_string()))),
+            Err(source) => Err(ServerError::Task {
+                task: "the server",
+                source,
+            }),
         }
     }
 
@@ -60,9 +63,10 @@ fn devices(config: &ServerConfig) -> Result<Vec<Device>, ServerError> {
         .devices
         .iter()
         .map(|choice| {
-            choice
-                .open()
-                .map_err(|error| ServerError::Config(error.to_string()))
+            choice.open().map_err(|source| ServerError::Device {
+                device: choice.to_string(),
+                source,
+            })
         })
         .collect()
 }
@@ -104,7 +108,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 Engine::load(&loading_config, &model_path, &device)
             })
             .await
-            .map_err(|error| ServerError::Serve(std::io::Error::other(error.to_string())))??;
+            .map_err(|source| ServerError::Task {
+                task: "loading the model",
+                source,
+            })??;
             native_size = engine.native_size();
             tracing::info!(
                 "loaded {} in {:.1}s",
@@ -123,8 +130,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let loaded =
                 tokio::task::spawn_blocking(move || crate::agent_jobs::AgentPlanner::load(&dir))
                     .await
-                    .map_err(|error| {
-                        ServerError::Serve(std::io::Error::other(error.to_string()))
+                    .map_err(|source| ServerError::Task {
+                        task: "loading the intent model",
+                        source,
                     })??;
             Some(Arc::new(loaded))
         }
@@ -268,19 +276,21 @@ fn log_filter(text: Option<&str>) -> EnvFilter {
 
 /// `huatu serve`: runs until Ctrl-C or SIGTERM. Prints `listening on http://ADDR` to
 /// stdout once it accepts connections.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(args: ServeArgs) -> Result<(), ServerError> {
     init_logging();
     let config = ServerConfig::from_args(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(ServerError::Runtime)?;
     runtime.block_on(async move {
         let server = start(config).await?;
         {
             use std::io::Write;
             let mut stdout = std::io::stdout();
-            writeln!(stdout, "listening on http://{}", server.address)?;
-            stdout.flush()?;
+            writeln!(stdout, "listening on http://{}", server.address)
+                .and_then(|()| stdout.flush())
+                .map_err(ServerError::Stdout)?;
         }
         let stopper = server.stopper();
         tokio::spawn(async move {
@@ -288,8 +298,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("stopping (a second signal is not needed; running jobs are re-queued)");
             let _ = stopper.send(true);
         });
-        server.wait().await?;
-        Ok(())
+        server.wait().await
     })
 }
 

@@ -3,5 +3,5 @@
 pub use huatu_server::ServeArgs;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    huatu_server::run(args)
+    Ok(huatu_server::run(args)?)
 }

@@ -21,8 +21,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            let mut cause = std::error::Error::source(&error);
+            while let Some(next) = cause {
+                eprintln!("  caused by: {next}");
+                cause = next.source();
             }
             ExitCode::FAILURE
         }
