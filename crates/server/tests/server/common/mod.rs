@@ -1,14 +1,16 @@
 //! Test helpers: a real server on 127.0.0.1:0 over a temporary data directory with the
-//! tiny SDXL fixture, and a minimal HTTP/1.1 client on std's TcpStream (loopback only).
+//! tiny SDXL fixture, and an HTTP/1.1 client on hyper.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use huatu_server::{RunningServer, ServerConfig};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 pub fn workspace_root() -> PathBuf {
@@ -165,7 +167,7 @@ impl Response {
     }
 }
 
-/// One HTTP/1.1 exchange with `Connection: close`; chunked bodies are decoded.
+/// One HTTP/1.1 exchange through hyper's client, the body read to its end.
 pub fn request(
     address: SocketAddr,
     method: &str,
@@ -173,87 +175,60 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let raw = exchange(
-        address,
-        method,
-        path,
-        headers,
-        body,
-        Duration::from_secs(60),
-    );
-    parse_response(&raw)
+    request_to_host(address, method, path, &address.to_string(), headers, body)
 }
 
-pub fn exchange(
+/// One exchange with a chosen `Host` header (`Connection: close`); at most ten minutes.
+pub fn request_to_host(
     address: SocketAddr,
     method: &str,
     path: &str,
+    host: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-    timeout: Duration,
-) -> Vec<u8> {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if !body.is_empty() || method == "POST" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
+) -> Response {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("connection", "close");
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        builder = builder.header(*name, *value);
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    raw
-}
-
-pub fn parse_response(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("no header end");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("no status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(name, value)| {
-        name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|window| window == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        data = &data[line_end + 2..];
-        if size == 0 || data.len() < size {
-            break;
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_string(), value)
+            })
+            .collect();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let _ = connection.await;
+        Response {
+            status,
+            headers,
+            body: body.to_vec(),
         }
-        out.extend_from_slice(&data[..size]);
-        data = &data[(size + 2).min(data.len())..];
-    }
-    out
+    };
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(600), exchange).await })
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within ten minutes"))
 }
 
 /// Reads `/v1/jobs/{id}/events` to its end: (event name, data) pairs.
