@@ -8,7 +8,12 @@ use huatu_imaging::{FitMode, FitOptions, ResizeFilter, Size, TargetSize};
 #[derive(Args, Debug, Clone)]
 pub struct FitArgs {
     /// Target size, e.g. 1024x1024.
-    #[arg(long, value_name = "WxH", value_parser = parse_size, required_unless_present = "bucket", conflicts_with = "bucket")]
+    #[arg(
+        long,
+        value_name = "WxH",
+        required_unless_present = "bucket",
+        conflicts_with = "bucket"
+    )]
     pub size: Option<Size>,
     /// Each image to the bucket nearest its aspect ratio instead of a fixed size.
     #[arg(long, value_enum)]
@@ -27,10 +32,6 @@ pub struct FitArgs {
 pub enum BucketSet {
     /// SDXL's ~1-megapixel multi-aspect training resolutions.
     Sdxl,
-}
-
-fn parse_size(text: &str) -> Result<Size, String> {
-    text.parse::<Size>().map_err(|error| error.to_string())
 }
 
 impl FitArgs {

@@ -37,19 +37,6 @@ fn names_round_trip() {
 }
 
 #[test]
-fn sizes_parse_and_reject_nonsense() {
-    assert_eq!("1024x768".parse::<Size>().ok(), Some(Size::new(1024, 768)));
-    assert_eq!("64×32".parse::<Size>().ok(), Some(Size::new(64, 32)));
-    for bad in ["0x10", "10", "axb", "10x", "100000x10", "-1x5"] {
-        assert!(bad.parse::<Size>().is_err(), "{bad}");
-    }
-    assert_eq!(
-        Size::new(3, 4).to_string().parse::<Size>().ok(),
-        Some(Size::new(3, 4))
-    );
-}
-
-#[test]
 fn center_crop_of_a_wide_image_reports_the_offsets() {
     // 400x200 → 100x100: scaled to 200x100, 100 columns cut, 50 on each side
     let fitted = fit(

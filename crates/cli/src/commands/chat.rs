@@ -17,6 +17,7 @@ use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::GrayImage;
 use huatu_imaging::edit::{region_mask, Rect, Region};
+use huatu_imaging::Size;
 
 use crate::commands::parse::default_model_dir;
 use crate::device_args::DeviceArgs;
@@ -67,8 +68,8 @@ pub struct ChatArgs {
     #[arg(long)]
     pub lora_dir: Option<PathBuf>,
     /// Override the scene's size, WxH.
-    #[arg(long)]
-    pub size: Option<String>,
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<Size>,
     /// Override the scene's number of steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -152,12 +153,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    if let Some(size) = &args.size {
-        let (width, height) = size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
-            .with_context(|| format!("--size must be WxH, got `{size}`"))?;
-        (task.width, task.height) = (width, height);
+    if let Some(size) = args.size {
+        (task.width, task.height) = (size.width as usize, size.height as usize);
     }
     if let Some(steps) = args.steps {
         task.steps = steps;

@@ -257,16 +257,12 @@ impl SdxlComponents {
         let vae_vb = VarBuilder::from_backend(weights.vae, vae_dtype, device.clone());
         let unet =
             UNet2DConditionModel::new(unet_vb, &configs.unet).map_err(in_component("unet"))?;
-        let vae = AutoencoderKL::new(vae_vb, &configs.vae)
-            .map_err(Error::from)
-            .map_err(in_component("vae"))?;
+        let vae = AutoencoderKL::new(vae_vb, &configs.vae).map_err(in_component("vae"))?;
         let text_encoder = ClipTextModel::new(text_encoder_vb, &configs.text_encoder)
-            .map_err(Error::from)
             .map_err(in_component("text_encoder"))?
             .computing_in(dtype);
         let text_encoder_2 =
             ClipTextModelWithProjection::new(text_encoder_2_vb, &configs.text_encoder_2)
-                .map_err(Error::from)
                 .map_err(in_component("text_encoder_2"))?
                 .computing_in(dtype);
         Ok(Self {
