@@ -10,6 +10,7 @@ mod device_args;
 mod error_report;
 mod fit_args;
 mod model_args;
+mod model_lookup;
 mod png_output;
 
 #[derive(Parser)]

@@ -26,9 +26,16 @@ fn fixture(path: &str) -> PathBuf {
     Path::new(FIXTURES).join(path)
 }
 
+/// Runs the binary with the tiny model as `$HUATU_MODEL` and no config file, so a
+/// developer's own settings never reach a test.
 fn huatu(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_huatu"))
         .args(args)
+        .env("HUATU_MODEL", fixture("sdxl_tiny"))
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("huatu-cli-no-config"),
+        )
         .output()
         .unwrap_or_else(|error| panic!("cannot run huatu: {error}"))
 }
@@ -748,6 +755,62 @@ fn chat_understands_plans_and_makes_the_picture() {
     assert!(chunks
         .iter()
         .any(|(key, text)| key == "huatu" && text.contains("\"intent\":\"generate.poster\"")));
+}
+
+#[test]
+fn the_sdxl_model_comes_from_the_flag_the_environment_or_the_config_file() {
+    let dir = temp_dir("model-lookup");
+    let out = dir.join("poster.png");
+    let chat = |config_home: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_huatu"))
+            .args([
+                "chat",
+                "请帮我生成一张元宵祝福图",
+                "--size",
+                "64x64",
+                "--steps",
+                "1",
+            ])
+            .args(["--seed", "1", "--out", &out.display().to_string()])
+            .env_remove("HUATU_MODEL")
+            .env("XDG_CONFIG_HOME", config_home)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run huatu: {error}"))
+    };
+    let config = |name: &str, text: &str| {
+        let home = dir.join(name);
+        std::fs::create_dir_all(home.join("huatu")).unwrap();
+        std::fs::write(home.join("huatu/config.toml"), text).unwrap();
+        home
+    };
+
+    let output = chat(&dir.join("none"));
+    let message = stderr(&output);
+    assert!(!output.status.success(), "ran without a model");
+    for needle in [
+        "no SDXL model given",
+        "--model",
+        "HUATU_MODEL",
+        "huatu/config.toml",
+    ] {
+        assert!(
+            message.contains(needle),
+            "`{needle}` missing from:\n{message}"
+        );
+    }
+
+    let home = config("good", &format!("model = {:?}\n", model()));
+    let output = chat(&home);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.is_file());
+
+    let home = config("misspelt", &format!("modle = {:?}\n", model()));
+    let output = chat(&home);
+    assert!(
+        !output.status.success() && stderr(&output).contains("unknown field `modle`"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

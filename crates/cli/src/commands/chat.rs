@@ -1,6 +1,7 @@
 //! `huatu chat "INSTRUCTION"`: the whole chain — understand the instruction (intent and
 //! slots), plan (scene, prompt, pipeline, LoRA, enhancer), run it, save the images —
-//! printing each step. Without `--model` it runs on the tiny random test model.
+//! printing each step. The SDXL model: `--model`, `$HUATU_MODEL` or the config file
+//! (`model_lookup`).
 
 use std::path::PathBuf;
 
@@ -22,12 +23,8 @@ use huatu_imaging::Size;
 use crate::commands::parse::default_model_dir;
 use crate::device_args::DeviceArgs;
 use crate::model_args::{numbered_path, random_seed, StepBar};
+use crate::model_lookup::sdxl_model;
 use crate::png_output::write_png;
-
-const TINY_MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/sdxl_tiny"
-);
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -46,7 +43,8 @@ pub struct ChatArgs {
     /// Where to edit, as corners `X0,Y0,X1,Y1` (pixels or fractions). Needs --image.
     #[arg(long = "box", requires = "image")]
     pub box_corners: Option<String>,
-    /// SDXL model (diffusers folder). Default: the tiny random test model.
+    /// SDXL model (diffusers folder). Default: $HUATU_MODEL, else `model` in
+    /// $XDG_CONFIG_HOME/huatu/config.toml (~/.config/huatu/config.toml).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// InstructPix2Pix SDXL model, for text edits.
@@ -177,16 +175,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             rect.left, rect.top, rect.right, rect.bottom
         );
     }
-    let model_dir = args
-        .model
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(TINY_MODEL));
-    if args.model.is_none() {
-        println!(
-            "model: the tiny random test model ({}); pass --model for real pictures",
-            model_dir.display()
-        );
-    }
+    let model_dir = sdxl_model(args.model.as_deref())?;
     let mut base = load_sdxl(&model_dir, args.dtype, &device)?;
     let instruct = args
         .instruct_model
