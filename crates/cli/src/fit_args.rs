@@ -19,7 +19,7 @@ pub struct FitArgs {
     #[arg(long, value_enum)]
     pub bucket: Option<BucketSet>,
     /// How the aspect ratio is reconciled with the target.
-    #[arg(long, default_value = "center-crop", value_parser = PossibleValuesParser::new(FitMode::ALL.map(FitMode::as_str)).map(|s| s.parse::<FitMode>().unwrap_or_default()))]
+    #[arg(long, default_value = "center-crop", value_parser = PossibleValuesParser::new(FitMode::ALL.iter().map(|mode| mode.as_str())).try_map(|text| text.parse::<FitMode>()))]
     pub fit: FitMode,
     /// Seed for random-crop; each image's offset also depends on the image, so a re-run
     /// crops the same way.

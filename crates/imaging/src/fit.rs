@@ -5,20 +5,24 @@
 //! `train_text_to_image_sdxl.py` (resize so the image covers the target, then crop;
 //! offsets are in the resized image's pixels).
 
-use std::fmt;
 use std::str::FromStr;
 
 use image::{DynamicImage, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
+use strum::{IntoStaticStr, VariantArray};
 
 use crate::buckets::nearest_sdxl_bucket;
+use crate::enhance::preset::parse_name;
 use crate::error::{ImagingError, Result};
 use crate::io::ensure_not_empty;
 use crate::resize::{resize_rgb8, ResizeFilter, SourceBox};
 use crate::size::Size;
 
 /// How an image is brought to the target's aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, strum::Display, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum FitMode {
     /// Scale to fit inside, fill the rest with the image's mean colour, centered.
     Pad,
@@ -30,34 +34,17 @@ pub enum FitMode {
 }
 
 impl FitMode {
-    pub const ALL: [FitMode; 3] = [FitMode::Pad, FitMode::CenterCrop, FitMode::RandomCrop];
+    pub const ALL: &'static [FitMode] = FitMode::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            FitMode::Pad => "pad",
-            FitMode::CenterCrop => "center-crop",
-            FitMode::RandomCrop => "random-crop",
-        }
-    }
-}
-
-impl fmt::Display for FitMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 impl FromStr for FitMode {
     type Err = ImagingError;
     fn from_str(text: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|mode| mode.as_str() == text)
-            .ok_or_else(|| ImagingError::UnknownName {
-                what: "fit mode",
-                given: text.to_string(),
-                known: Self::ALL.map(|mode| mode.as_str()).join(", "),
-            })
+        parse_name("fit mode", text)
     }
 }
 

@@ -25,7 +25,7 @@ fn halves(width: u32, height: u32) -> DynamicImage {
 
 #[test]
 fn names_round_trip() {
-    for mode in FitMode::ALL {
+    for &mode in FitMode::ALL {
         assert_eq!(mode.as_str().parse::<FitMode>().ok(), Some(mode));
     }
     let error = "crop"

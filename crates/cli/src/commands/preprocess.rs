@@ -31,7 +31,7 @@ pub struct PreprocessArgs {
     #[command(flatten)]
     pub fit: FitArgs,
     /// Resampling filter.
-    #[arg(long, default_value = "lanczos3", value_parser = PossibleValuesParser::new(ResizeFilter::ALL.map(ResizeFilter::as_str)).map(|s| s.parse::<ResizeFilter>().unwrap_or_default()))]
+    #[arg(long, default_value = "lanczos3", value_parser = PossibleValuesParser::new(ResizeFilter::ALL.map(ResizeFilter::as_str)).try_map(|text| text.parse::<ResizeFilter>()))]
     pub filter: ResizeFilter,
 }
 
