@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use strum::{IntoStaticStr, VariantArray};
 
 use crate::buckets::nearest_sdxl_bucket;
-use crate::enhance::preset::parse_name;
 use crate::error::{ImagingError, Result};
 use crate::io::ensure_not_empty;
+use crate::names::parse_name;
 use crate::resize::{resize_rgb8, ResizeFilter, SourceBox};
 use crate::size::Size;
 

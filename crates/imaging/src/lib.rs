@@ -17,6 +17,7 @@ pub mod enhance;
 pub mod error;
 pub mod fit;
 pub mod io;
+mod names;
 pub mod resize;
 pub mod size;
 pub mod sr;

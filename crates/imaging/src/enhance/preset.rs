@@ -9,6 +9,7 @@ use strum::{IntoStaticStr, VariantArray};
 
 use super::Step;
 use crate::error::{ImagingError, Result};
+use crate::names::parse_name;
 
 /// A named chain of enhancer steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, IntoStaticStr, VariantArray)]
@@ -33,26 +34,6 @@ pub enum Scenario {
     Icon,
     Free,
     Edit,
-}
-
-/// One of `T`'s names (its strum spelling), or an error that lists them all.
-pub(crate) fn parse_name<T>(what: &'static str, text: &str) -> Result<T>
-where
-    T: Copy + VariantArray + Into<&'static str>,
-{
-    T::VARIANTS
-        .iter()
-        .copied()
-        .find(|value| Into::<&'static str>::into(*value) == text)
-        .ok_or_else(|| ImagingError::UnknownName {
-            what,
-            given: text.to_string(),
-            known: T::VARIANTS
-                .iter()
-                .map(|value| Into::<&'static str>::into(*value))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
 }
 
 impl FromStr for Preset {
