@@ -6,7 +6,6 @@
 //! tensor (the training issue allows 1e-3 for losses and 1e-2 for updates).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use huatu_diffusion::lora::LoraFile;

@@ -4,7 +4,6 @@
 //! the LoRA update (trained − initial) within 1e-2 relative of PyTorch's, per module.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
