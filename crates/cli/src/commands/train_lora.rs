@@ -162,7 +162,8 @@ pub struct TrainLoraArgs {
     pub log: Option<PathBuf>,
 }
 
-fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
+/// `--prediction-type` of both training commands, spelt as diffusers' training scripts.
+pub(crate) fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
     match text {
         "epsilon" => Ok(PredictionType::Epsilon),
         "v_prediction" | "v-prediction" => Ok(PredictionType::VPrediction),
