@@ -8,13 +8,18 @@ use huatu_imaging::{FitMode, FitOptions, ResizeFilter, Size, TargetSize};
 #[derive(Args, Debug, Clone)]
 pub struct FitArgs {
     /// Target size, e.g. 1024x1024.
-    #[arg(long, value_name = "WxH", value_parser = parse_size, required_unless_present = "bucket", conflicts_with = "bucket")]
+    #[arg(
+        long,
+        value_name = "WxH",
+        required_unless_present = "bucket",
+        conflicts_with = "bucket"
+    )]
     pub size: Option<Size>,
     /// Each image to the bucket nearest its aspect ratio instead of a fixed size.
     #[arg(long, value_enum)]
     pub bucket: Option<BucketSet>,
     /// How the aspect ratio is reconciled with the target.
-    #[arg(long, default_value = "center-crop", value_parser = PossibleValuesParser::new(FitMode::ALL.map(FitMode::as_str)).map(|s| s.parse::<FitMode>().unwrap_or_default()))]
+    #[arg(long, default_value = "center-crop", value_parser = PossibleValuesParser::new(FitMode::ALL.iter().map(|mode| mode.as_str())).try_map(|text| text.parse::<FitMode>()))]
     pub fit: FitMode,
     /// Seed for random-crop; each image's offset also depends on the image, so a re-run
     /// crops the same way.
@@ -27,10 +32,6 @@ pub struct FitArgs {
 pub enum BucketSet {
     /// SDXL's ~1-megapixel multi-aspect training resolutions.
     Sdxl,
-}
-
-fn parse_size(text: &str) -> Result<Size, String> {
-    text.parse::<Size>().map_err(|error| error.to_string())
 }
 
 impl FitArgs {

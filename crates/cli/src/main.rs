@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod device_args;
+mod error_report;
 mod fit_args;
 mod model_args;
+mod model_lookup;
 mod png_output;
 
 #[derive(Parser)]
@@ -83,10 +85,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            error_report::print_chain(&error);
             ExitCode::FAILURE
         }
     }

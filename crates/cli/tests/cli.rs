@@ -1,6 +1,8 @@
 //! End-to-end tests of the `huatu` binary (one test binary, to save link time): `generate`
 //! on the tiny SDXL fixture (tests/fixtures/sdxl_tiny) with and without LoRA adapters, its
 //! outputs, `lora info`, and one clear error for each kind of bad input.
+// Test code: a failed expectation is the failure the test reports.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,9 +26,16 @@ fn fixture(path: &str) -> PathBuf {
     Path::new(FIXTURES).join(path)
 }
 
+/// Runs the binary with the tiny model as `$HUATU_MODEL` and no config file, so a
+/// developer's own settings never reach a test.
 fn huatu(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_huatu"))
         .args(args)
+        .env("HUATU_MODEL", fixture("sdxl_tiny"))
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("huatu-cli-no-config"),
+        )
         .output()
         .unwrap_or_else(|error| panic!("cannot run huatu: {error}"))
 }
@@ -599,10 +608,7 @@ fn a_condition_image_without_text_runs_guess_mode_in_the_region() {
             }
         }
     }
-    assert!(
-        canvas.iter().any(|&v| v == 255),
-        "no edges in the control image"
-    );
+    assert!(canvas.contains(&255), "no edges in the control image");
 }
 
 #[test]
@@ -749,6 +755,62 @@ fn chat_understands_plans_and_makes_the_picture() {
     assert!(chunks
         .iter()
         .any(|(key, text)| key == "huatu" && text.contains("\"intent\":\"generate.poster\"")));
+}
+
+#[test]
+fn the_sdxl_model_comes_from_the_flag_the_environment_or_the_config_file() {
+    let dir = temp_dir("model-lookup");
+    let out = dir.join("poster.png");
+    let chat = |config_home: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_huatu"))
+            .args([
+                "chat",
+                "请帮我生成一张元宵祝福图",
+                "--size",
+                "64x64",
+                "--steps",
+                "1",
+            ])
+            .args(["--seed", "1", "--out", &out.display().to_string()])
+            .env_remove("HUATU_MODEL")
+            .env("XDG_CONFIG_HOME", config_home)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run huatu: {error}"))
+    };
+    let config = |name: &str, text: &str| {
+        let home = dir.join(name);
+        std::fs::create_dir_all(home.join("huatu")).unwrap();
+        std::fs::write(home.join("huatu/config.toml"), text).unwrap();
+        home
+    };
+
+    let output = chat(&dir.join("none"));
+    let message = stderr(&output);
+    assert!(!output.status.success(), "ran without a model");
+    for needle in [
+        "no SDXL model given",
+        "--model",
+        "HUATU_MODEL",
+        "huatu/config.toml",
+    ] {
+        assert!(
+            message.contains(needle),
+            "`{needle}` missing from:\n{message}"
+        );
+    }
+
+    let home = config("good", &format!("model = {:?}\n", model()));
+    let output = chat(&home);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.is_file());
+
+    let home = config("misspelt", &format!("modle = {:?}\n", model()));
+    let output = chat(&home);
+    assert!(
+        !output.status.success() && stderr(&output).contains("unknown field `modle`"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

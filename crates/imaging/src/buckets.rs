@@ -4,7 +4,7 @@
 //! multi-aspect training resolutions). Picking the bucket whose aspect ratio is nearest
 //! an image's keeps cropping or padding to a minimum.
 
-use crate::fit::Size;
+use crate::size::Size;
 
 /// The buckets as (width, height), from the tallest to the widest.
 pub const SDXL_BUCKETS: [(u32, u32); 41] = [

@@ -5,60 +5,24 @@
 //! `train_text_to_image_sdxl.py` (resize so the image covers the target, then crop;
 //! offsets are in the resized image's pixels).
 
-use std::fmt;
 use std::str::FromStr;
 
 use image::{DynamicImage, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
+use strum::{IntoStaticStr, VariantArray};
 
 use crate::buckets::nearest_sdxl_bucket;
 use crate::error::{ImagingError, Result};
 use crate::io::ensure_not_empty;
+use crate::names::parse_name;
 use crate::resize::{resize_rgb8, ResizeFilter, SourceBox};
-
-/// The largest side `Size::from_str` accepts, to keep a typo from allocating gigabytes.
-pub const MAX_SIDE: u32 = 16_384;
-
-/// A width and height in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Size {
-    pub width: u32,
-    pub height: u32,
-}
-
-impl Size {
-    pub const fn new(width: u32, height: u32) -> Self {
-        Self { width, height }
-    }
-}
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}", self.width, self.height)
-    }
-}
-
-impl FromStr for Size {
-    type Err = ImagingError;
-    /// Parses `WIDTHxHEIGHT` (also `×` or `X` as separator).
-    fn from_str(text: &str) -> Result<Self> {
-        let error = || ImagingError::InvalidSize {
-            text: text.to_string(),
-            max: MAX_SIDE,
-        };
-        let normalized = text.trim().replace(['×', 'X'], "x");
-        let (width, height) = normalized.split_once('x').ok_or_else(error)?;
-        let width: u32 = width.trim().parse().map_err(|_| error())?;
-        let height: u32 = height.trim().parse().map_err(|_| error())?;
-        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
-            return Err(error());
-        }
-        Ok(Size::new(width, height))
-    }
-}
+use crate::size::Size;
 
 /// How an image is brought to the target's aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, strum::Display, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum FitMode {
     /// Scale to fit inside, fill the rest with the image's mean colour, centered.
     Pad,
@@ -70,34 +34,17 @@ pub enum FitMode {
 }
 
 impl FitMode {
-    pub const ALL: [FitMode; 3] = [FitMode::Pad, FitMode::CenterCrop, FitMode::RandomCrop];
+    pub const ALL: &'static [FitMode] = FitMode::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            FitMode::Pad => "pad",
-            FitMode::CenterCrop => "center-crop",
-            FitMode::RandomCrop => "random-crop",
-        }
-    }
-}
-
-impl fmt::Display for FitMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 impl FromStr for FitMode {
     type Err = ImagingError;
     fn from_str(text: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|mode| mode.as_str() == text)
-            .ok_or_else(|| ImagingError::UnknownName {
-                what: "fit mode",
-                given: text.to_string(),
-                known: Self::ALL.map(|mode| mode.as_str()).join(", "),
-            })
+        parse_name("fit mode", text)
     }
 }
 

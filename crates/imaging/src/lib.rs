@@ -17,12 +17,15 @@ pub mod enhance;
 pub mod error;
 pub mod fit;
 pub mod io;
+mod names;
 pub mod resize;
+pub mod size;
 pub mod sr;
 
 pub use enhance::preset::{Preset, Scenario};
 pub use enhance::{enhance, format_steps, Step, StepKind};
 pub use error::{ImagingError, Result};
-pub use fit::{fit, keyed_seed, FitMode, FitOptions, FitReport, Fitted, Size, TargetSize};
+pub use fit::{fit, keyed_seed, FitMode, FitOptions, FitReport, Fitted, TargetSize};
 pub use resize::ResizeFilter;
+pub use size::{Size, MAX_SIDE};
 pub use sr::{TileOptions, Upscaler};

@@ -10,8 +10,7 @@ use candle_core::{Result, Tensor, D};
 use rayon::prelude::*;
 
 use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32, with_optional_f32};
-use crate::elementwise::{has_avx2_fma, has_avx512f};
-use crate::geglu::erf;
+use crate::elementwise::{erf, has_avx2_fma, has_avx512f};
 use crate::softmax_exp::exp_nonpositive;
 
 /// Elements per parallel task.

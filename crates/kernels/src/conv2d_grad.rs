@@ -3,14 +3,14 @@
 //! which is itself a convolution — of the output gradient with the kernel transposed
 //! (in ↔ out) and flipped, zero-padded by k − 1 − p, after inserting stride − 1 zeros
 //! between its rows and columns for a strided convolution — and runs on the same fused
-//! kernel as the forward pass. For the fused nearest ×2 upsampling, the gradient of the
+//! GEMM kernel as the forward pass. For the fused nearest ×2 upsampling, the gradient of the
 //! upsampled input is summed over each 2×2 block. candle's own convolution backward would
 //! also compute the weights' gradient (a second, discarded convolution) and its transposed
 //! convolution on the CPU is a plain loop.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
-use crate::conv2d::{conv2d_fused, Conv2dExtras, Conv2dParams};
+use crate::conv2d_gemm::{gemm_conv2d, Conv2dExtras, Conv2dParams};
 use crate::cpu_slice::{tensor_from, with_f32};
 
 /// `conv2d(upsample?(x), weight) + bias` with `weight` and `bias` constant.
@@ -50,7 +50,7 @@ impl CustomOp1 for FrozenConv2d {
             upsample_nearest_2x: self.upsample_nearest_2x,
             ..Default::default()
         };
-        let out = conv2d_fused(&xs, &self.weight, self.bias.as_ref(), self.params, extras)?;
+        let out = gemm_conv2d(&xs, &self.weight, self.bias.as_ref(), self.params, extras)?;
         Ok((storage_of(&out)?, out.shape().clone()))
     }
 
@@ -132,7 +132,7 @@ pub(crate) fn input_gradient(
         tensor_from(spread_out, &[batch, channels, rows, columns])?
     };
     let flipped = transposed_flipped(weight)?;
-    let upsampled_gradient = conv2d_fused(
+    let upsampled_gradient = gemm_conv2d(
         &dilated,
         &flipped,
         None,
@@ -171,7 +171,7 @@ pub(crate) fn input_gradient(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv2d::reference_conv2d_fused;
+    use crate::conv2d::{conv2d_fused, reference_conv2d_fused};
     use candle_core::Var;
 
     /// (kernel, stride, padding, upsample, input height, width)

@@ -1,7 +1,7 @@
 //! Borrowing the f32 data of a contiguous CPU tensor, and wrapping a result vector back
 //! into a tensor: the glue between candle tensors and the plain-slice kernels.
 
-use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 /// Whether the fast kernels apply: f32 data on the CPU.
 pub(crate) fn is_cpu_f32(xs: &Tensor) -> bool {
@@ -44,4 +44,22 @@ pub(crate) fn uninit_vec(len: usize) -> Vec<f32> {
     // Zero-filled: `vec![0.0; n]` maps fresh zero pages for large sizes, which costs no
     // more than leaving memory uninitialised and needs no unsafe code.
     vec![0f32; len]
+}
+
+/// The input of a `CustomOp1` forward as a tensor (copied), for the fused kernels.
+pub(crate) fn input_tensor(storage: &CpuStorage, layout: &Layout, what: &str) -> Result<Tensor> {
+    let data = match storage {
+        CpuStorage::F32(data) => data.as_slice(),
+        _ => candle_core::bail!("{what}: the input must be f32"),
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{what}: the input must be contiguous")
+    };
+    Tensor::from_slice(&data[start..end], layout.shape(), &Device::Cpu)
+}
+
+/// A tensor's values as the storage a `CustomOp1` forward returns.
+pub(crate) fn output_storage(tensor: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let values = with_f32(tensor, "output", <[f32]>::to_vec)?;
+    Ok((CpuStorage::F32(values), tensor.shape().clone()))
 }

@@ -95,6 +95,22 @@ pub(crate) fn shifted_sums(values: &[f32], shift: f32) -> (f64, f64) {
     (total, total_squares)
 }
 
+/// Abramowitz & Stegun 7.1.26: erf(|x|) ≈ 1 - t·P(t)·e^{-x²}, t = 1 / (1 + p|x|).
+#[inline(always)]
+pub(crate) fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let polynomial = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let magnitude = 1.0 - polynomial * exp_nonpositive(-a * a);
+    if x < 0.0 {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

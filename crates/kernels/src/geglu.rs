@@ -4,12 +4,14 @@
 //! The erf is Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, 6e-7 in f32) on a vectorisable exp.
 //! Other devices/dtypes use candle's operations.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32};
-use crate::elementwise::{has_avx2_fma, has_avx512f};
-use crate::softmax_exp::exp_nonpositive;
+use crate::cpu_slice::{
+    input_tensor, is_cpu_f32, output_storage, tensor_from, uninit_vec, with_f32,
+};
+use crate::elementwise::{erf, has_avx2_fma, has_avx512f};
+use crate::norm_gate_grad::Geglu;
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
@@ -25,7 +27,7 @@ pub fn geglu(xs: &Tensor) -> Result<Tensor> {
     }
     if xs.track_op() {
         // Inside an autograd graph: this kernel with its backward (`norm_gate_grad`).
-        return xs.contiguous()?.apply_op1(crate::norm_gate_grad::Geglu);
+        return xs.contiguous()?.apply_op1(Geglu);
     }
     let half = width / 2;
     let mut dims = xs.dims().to_vec();
@@ -97,19 +99,18 @@ fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Abramowitz & Stegun 7.1.26: erf(|x|) ≈ 1 - t·P(t)·e^{-x²}, t = 1 / (1 + p|x|).
-#[inline(always)]
-pub(crate) fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let polynomial = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let magnitude = 1.0 - polynomial * exp_nonpositive(-a * a);
-    if x < 0.0 {
-        -magnitude
-    } else {
-        magnitude
+/// The kernel inside an autograd graph; the gradient is `norm_gate_grad`'s.
+impl CustomOp1 for Geglu {
+    fn name(&self) -> &'static str {
+        "geglu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        output_storage(&geglu(&input_tensor(storage, layout, "geglu")?)?)
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        self.input_gradient(arg, grad_res).map(Some)
     }
 }
 

@@ -6,10 +6,12 @@
 //! each a separate single-threaded tensor op.
 //! Other devices/dtypes use the plain candle formulation.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_slice::{is_cpu_f32, tensor_from, uninit_vec, with_f32};
+use crate::cpu_slice::{
+    input_tensor, is_cpu_f32, output_storage, tensor_from, uninit_vec, with_f32,
+};
 use crate::elementwise::{has_avx2_fma, has_avx512f, normalise, shifted_sums};
 use crate::norm_gate_grad::FrozenGroupNorm;
 
@@ -180,6 +182,29 @@ impl GroupJob {
                 self.with_silu,
             );
         }
+    }
+}
+
+/// The kernel inside an autograd graph; the gradient is `norm_gate_grad`'s.
+impl CustomOp1 for FrozenGroupNorm {
+    fn name(&self) -> &'static str {
+        "frozen-group-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let xs = input_tensor(storage, layout, "group norm")?;
+        output_storage(&group_norm(
+            &xs,
+            self.num_groups,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            self.with_silu,
+        )?)
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        self.input_gradient(arg, grad_res).map(Some)
     }
 }
 

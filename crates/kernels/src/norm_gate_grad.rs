@@ -7,28 +7,14 @@
 //! dy = dz·(s + y·s·(1 − s)) with s = sigmoid(y) (or dz); g = dy·w;
 //! dx = r·(g − mean(g) − x̂·mean(g·x̂)), means over the group.
 //! GEGLU out = h·gelu(a): dh = dout·gelu(a), da = dout·h·(Φ(a) + a·φ(a)).
+//! The group norm's and GEGLU's operations (`CustomOp1`) are implemented beside their
+//! forward kernels and call the gradients here.
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_slice::{tensor_from, with_f32};
-
-/// The input of a `CustomOp1` forward as a tensor (copied), for the fused kernels.
-fn input_tensor(storage: &CpuStorage, layout: &Layout, what: &str) -> Result<Tensor> {
-    let data = match storage {
-        CpuStorage::F32(data) => data.as_slice(),
-        _ => candle_core::bail!("{what}: the input must be f32"),
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{what}: the input must be contiguous")
-    };
-    Tensor::from_slice(&data[start..end], layout.shape(), &Device::Cpu)
-}
-
-fn output_storage(tensor: &Tensor) -> Result<(CpuStorage, Shape)> {
-    let values = with_f32(tensor, "output", <[f32]>::to_vec)?;
-    Ok((CpuStorage::F32(values), tensor.shape().clone()))
-}
+use crate::cpu_slice::{input_tensor, tensor_from, with_f32};
+use crate::elementwise::erf;
 
 /// `group_norm(x)` (then SiLU) with frozen `weight` and `bias`.
 pub(crate) struct FrozenGroupNorm {
@@ -39,24 +25,9 @@ pub(crate) struct FrozenGroupNorm {
     pub with_silu: bool,
 }
 
-impl CustomOp1 for FrozenGroupNorm {
-    fn name(&self) -> &'static str {
-        "frozen-group-norm"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let xs = input_tensor(storage, layout, "group norm")?;
-        output_storage(&crate::group_norm(
-            &xs,
-            self.num_groups,
-            &self.weight,
-            &self.bias,
-            self.eps,
-            self.with_silu,
-        )?)
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+impl FrozenGroupNorm {
+    /// dL/dx from dL/d(output) (`arg` is x).
+    pub(crate) fn input_gradient(&self, arg: &Tensor, grad_res: &Tensor) -> Result<Tensor> {
         let dims = arg.dims();
         let channels = dims[1];
         let group_len = arg.elem_count() / (dims[0] * self.num_groups);
@@ -96,7 +67,7 @@ impl CustomOp1 for FrozenGroupNorm {
                 })
             })
         })????;
-        Ok(Some(tensor_from(grad, dims)?))
+        tensor_from(grad, dims)
     }
 }
 
@@ -246,16 +217,9 @@ impl CustomOp1 for FrozenLayerNorm {
 /// GEGLU: [..., 2n] → [..., n].
 pub(crate) struct Geglu;
 
-impl CustomOp1 for Geglu {
-    fn name(&self) -> &'static str {
-        "geglu"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        output_storage(&crate::geglu(&input_tensor(storage, layout, "geglu")?)?)
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+impl Geglu {
+    /// dL/dx from dL/d(output) (`arg` is x).
+    pub(crate) fn input_gradient(&self, arg: &Tensor, grad_res: &Tensor) -> Result<Tensor> {
         let width = arg.dim(candle_core::D::Minus1)?;
         let half = width / 2;
         let grad = with_f32(arg, "geglu input", |input| {
@@ -268,8 +232,7 @@ impl CustomOp1 for Geglu {
                         let (d_hidden, d_gate) = grad.split_at_mut(half);
                         for i in 0..half {
                             let a = gate[i];
-                            let cdf = 0.5
-                                * (1.0 + crate::geglu::erf(a * std::f32::consts::FRAC_1_SQRT_2));
+                            let cdf = 0.5 * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2));
                             let pdf = (-0.5 * a * a).exp() * 0.398_942_3;
                             d_hidden[i] = output_grad[i] * a * cdf;
                             d_gate[i] = output_grad[i] * hidden[i] * (cdf + a * pdf);
@@ -278,7 +241,7 @@ impl CustomOp1 for Geglu {
                 grad
             })
         })??;
-        Ok(Some(tensor_from(grad, arg.dims())?))
+        tensor_from(grad, arg.dims())
     }
 }
 
@@ -287,7 +250,7 @@ mod tests {
     use super::*;
     use crate::geglu::reference_geglu;
     use crate::group_norm::reference_group_norm;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
 
     fn compare(ours: &Tensor, theirs: &Tensor, xs: &Var, what: &str) -> anyhow::Result<()> {
         let g = Tensor::randn(0f32, 1.0, ours.dims(), &Device::Cpu)?;

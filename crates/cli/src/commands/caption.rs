@@ -12,6 +12,7 @@ use huatu_data::{BlipForConditionalGeneration, CaptionOptions};
 use huatu_imaging::io::load_image;
 
 use crate::device_args::DeviceArgs;
+use crate::error_report::one_line;
 
 #[derive(Args, Debug)]
 pub struct CaptionArgs {
@@ -77,7 +78,7 @@ pub fn run(args: CaptionArgs) -> anyhow::Result<()> {
                 }
                 Err(error) => {
                     skipped += 1;
-                    eprintln!("skipped {}: {error}", path.display());
+                    eprintln!("skipped {}: {}", path.display(), one_line(&error));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! `huatu chat "INSTRUCTION"`: the whole chain — understand the instruction (intent and
 //! slots), plan (scene, prompt, pipeline, LoRA, enhancer), run it, save the images —
-//! printing each step. Without `--model` it runs on the tiny random test model.
+//! printing each step. The SDXL model: `--model`, `$HUATU_MODEL` or the config file
+//! (`model_lookup`).
 
 use std::path::PathBuf;
 
@@ -17,16 +18,13 @@ use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::GrayImage;
 use huatu_imaging::edit::{region_mask, Rect, Region};
+use huatu_imaging::Size;
 
 use crate::commands::parse::default_model_dir;
 use crate::device_args::DeviceArgs;
 use crate::model_args::{numbered_path, random_seed, StepBar};
+use crate::model_lookup::sdxl_model;
 use crate::png_output::write_png;
-
-const TINY_MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/sdxl_tiny"
-);
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -45,7 +43,8 @@ pub struct ChatArgs {
     /// Where to edit, as corners `X0,Y0,X1,Y1` (pixels or fractions). Needs --image.
     #[arg(long = "box", requires = "image")]
     pub box_corners: Option<String>,
-    /// SDXL model (diffusers folder). Default: the tiny random test model.
+    /// SDXL model (diffusers folder). Default: $HUATU_MODEL, else `model` in
+    /// $XDG_CONFIG_HOME/huatu/config.toml (~/.config/huatu/config.toml).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// InstructPix2Pix SDXL model, for text edits.
@@ -67,8 +66,8 @@ pub struct ChatArgs {
     #[arg(long)]
     pub lora_dir: Option<PathBuf>,
     /// Override the scene's size, WxH.
-    #[arg(long)]
-    pub size: Option<String>,
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<Size>,
     /// Override the scene's number of steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -152,12 +151,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    if let Some(size) = &args.size {
-        let (width, height) = size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
-            .with_context(|| format!("--size must be WxH, got `{size}`"))?;
-        (task.width, task.height) = (width, height);
+    if let Some(size) = args.size {
+        (task.width, task.height) = (size.width as usize, size.height as usize);
     }
     if let Some(steps) = args.steps {
         task.steps = steps;
@@ -180,16 +175,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             rect.left, rect.top, rect.right, rect.bottom
         );
     }
-    let model_dir = args
-        .model
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(TINY_MODEL));
-    if args.model.is_none() {
-        println!(
-            "model: the tiny random test model ({}); pass --model for real pictures",
-            model_dir.display()
-        );
-    }
+    let model_dir = sdxl_model(args.model.as_deref())?;
     let mut base = load_sdxl(&model_dir, args.dtype, &device)?;
     let instruct = args
         .instruct_model

@@ -12,6 +12,7 @@ use clap::Args;
 use huatu_imaging::io::{load_image, save_image};
 use huatu_imaging::{fit, FitMode, FitOptions, FitReport, ResizeFilter, Size};
 
+use crate::error_report::one_line;
 use crate::fit_args::FitArgs;
 use serde_json::json;
 
@@ -30,7 +31,7 @@ pub struct PreprocessArgs {
     #[command(flatten)]
     pub fit: FitArgs,
     /// Resampling filter.
-    #[arg(long, default_value = "lanczos3", value_parser = PossibleValuesParser::new(ResizeFilter::ALL.map(ResizeFilter::as_str)).map(|s| s.parse::<ResizeFilter>().unwrap_or_default()))]
+    #[arg(long, default_value = "lanczos3", value_parser = PossibleValuesParser::new(ResizeFilter::ALL.map(ResizeFilter::as_str)).try_map(|text| text.parse::<ResizeFilter>()))]
     pub filter: ResizeFilter,
 }
 
@@ -80,7 +81,9 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
             Ok(report) => println!("{}", report_line(file, &output, &options, &report)),
             Err(error) => {
                 failed += 1;
-                bar.suspend(|| eprintln!("skipped {}: {}", file.display(), chain(&error)));
+                bar.suspend(|| {
+                    eprintln!("skipped {}: {}", file.display(), one_line(error.as_ref()))
+                });
             }
         }
         bar.inc(1);
@@ -154,14 +157,6 @@ fn report_line(input: &Path, output: &Path, options: &FitOptions, report: &FitRe
         "seed": (options.mode == FitMode::RandomCrop).then_some(options.seed),
     })
     .to_string()
-}
-
-fn chain(error: &anyhow::Error) -> String {
-    error
-        .chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 fn progress_bar(count: usize) -> indicatif::ProgressBar {

@@ -23,6 +23,7 @@ use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
 use huatu_train::trainer::{StepRecord, TrainingObserver};
 
+use crate::commands::train_lora::parse_prediction_type;
 use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
@@ -118,16 +119,6 @@ pub struct TrainInstructPix2PixArgs {
     /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
     #[arg(long)]
     pub log: Option<PathBuf>,
-}
-
-fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
-    match text {
-        "epsilon" => Ok(PredictionType::Epsilon),
-        "v_prediction" | "v-prediction" => Ok(PredictionType::VPrediction),
-        other => Err(format!(
-            "unknown prediction type `{other}` (expected epsilon or v_prediction)"
-        )),
-    }
 }
 
 impl TrainInstructPix2PixArgs {

@@ -155,14 +155,15 @@ pub struct TrainLoraArgs {
     #[arg(long, default_value_t = 20)]
     pub sample_steps: usize,
     /// Sample size, WxH (default: --resolution square).
-    #[arg(long)]
-    pub sample_size: Option<String>,
+    #[arg(long, value_name = "WxH")]
+    pub sample_size: Option<huatu_imaging::Size>,
     /// One JSON object per optimizer step: step, loss, lr, grad_norm, seconds, epoch.
     #[arg(long)]
     pub log: Option<PathBuf>,
 }
 
-fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
+/// `--prediction-type` of both training commands, spelt as diffusers' training scripts.
+pub(crate) fn parse_prediction_type(text: &str) -> Result<PredictionType, String> {
     match text {
         "epsilon" => Ok(PredictionType::Epsilon),
         "v_prediction" | "v-prediction" => Ok(PredictionType::VPrediction),
@@ -445,19 +446,8 @@ fn kohya_metadata(
 
 /// The sample images' requests: each prompt at the fixed seed.
 fn sample_requests(args: &TrainLoraArgs) -> anyhow::Result<Vec<Text2ImageRequest>> {
-    let (width, height) = match &args.sample_size {
-        Some(text) => {
-            let (width, height) = text
-                .split_once(['x', 'X', '×'])
-                .and_then(|(w, h)| {
-                    Some((
-                        w.trim().parse::<usize>().ok()?,
-                        h.trim().parse::<usize>().ok()?,
-                    ))
-                })
-                .with_context(|| format!("--sample-size must be WxH, got `{text}`"))?;
-            (width, height)
-        }
+    let (width, height) = match args.sample_size {
+        Some(size) => (size.width as usize, size.height as usize),
         None => (args.resolution as usize, args.resolution as usize),
     };
     args.sample_prompt

@@ -11,7 +11,7 @@ use huatu_data::clip::normalized;
 use huatu_data::ClipModel;
 use huatu_imaging::io::load_image;
 
-use crate::fixture;
+use crate::{cosine, fixture, max_difference};
 
 /// The texts of chinese_clip_tiny.py's `TEXTS`, in order.
 const TEXTS: [&str; 5] = [
@@ -42,23 +42,6 @@ fn values(tensor: &Tensor) -> Result<Vec<f32>> {
 
 fn ids(tensor: &Tensor) -> Result<Vec<Vec<u32>>> {
     Ok(tensor.to_dtype(DType::U32)?.to_vec2()?)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
-fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -10,7 +10,7 @@ use huatu_data::clip::normalized;
 use huatu_data::ClipModel;
 use huatu_imaging::io::load_image;
 
-use crate::fixture;
+use crate::{cosine, fixture, max_difference};
 
 fn reference() -> Result<HashMap<String, Tensor>> {
     Ok(candle_core::safetensors::load(
@@ -25,23 +25,6 @@ fn model() -> Result<ClipModel> {
 
 fn row(tensor: &Tensor) -> Result<Vec<f32>> {
     Ok(tensor.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
-fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 // mirrors transformers CLIPImageProcessorPil.__call__ (PIL bicubic resize, center crop,

@@ -12,20 +12,16 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use super::original_keys::{original_name, CheckpointLayout, Component, Transform, UNET_PREFIX};
-use super::sdxl::{vae_dtype, LoadOptions, SdxlComponents, SdxlConfigs, SdxlWeights};
+use super::sdxl_parts::{SdxlConfigs, SdxlWeights};
 use crate::{Error, Result};
 
-/// Loads a single-file checkpoint; configs and tokenizers come from `config_dir`.
-pub fn load(
-    path: &Path,
-    config_dir: Option<&Path>,
-    options: LoadOptions,
-    device: &Device,
-) -> Result<SdxlComponents> {
+/// Opens a single-file checkpoint: its configs and tokenizers from `config_dir`, its
+/// weights renamed to diffusers keys.
+pub fn read(path: &Path, config_dir: Option<&Path>) -> Result<(SdxlConfigs, SdxlWeights)> {
     let Some(config_dir) = config_dir else {
         return Err(Error::MissingModelPart {
-            what: "configs and tokenizers for the single-file checkpoint (pass a diffusers SDXL folder, \
-                   e.g. `--config DIR`; its weights are not needed)"
+            what: "configs and tokenizers for the single-file checkpoint (a diffusers SDXL folder \
+                   as its config folder; its weights are not needed)"
                 .into(),
             path: path.to_path_buf(),
         });
@@ -55,7 +51,6 @@ pub fn load(
             .collect(),
         vae_levels: configs.vae.up_block_types.len(),
     };
-    let vae_dtype = vae_dtype(&configs.vae, options);
     let source = |component: Component| -> Box<dyn SimpleBackend> {
         Box::new(RenamingBackend {
             checkpoint: checkpoint.clone(),
@@ -70,7 +65,7 @@ pub fn load(
         text_encoder: source(Component::TextEncoder),
         text_encoder_2: source(Component::TextEncoder2),
     };
-    SdxlComponents::from_parts(configs, weights, options, vae_dtype, device)
+    Ok((configs, weights))
 }
 
 fn open_checkpoint(path: &Path) -> Result<MmapedSafetensors> {

@@ -1,6 +1,6 @@
 //! Unit tests of the CLIP text encoder on random weights: shapes, causality, the hidden
 //! state shortcut, key prefixes and both pooling rules. Numerical parity with
-//! transformers is in tests/clip_text_parity.rs.
+//! transformers is in tests/parity/clip_text_parity.rs.
 
 use std::collections::HashMap;
 

@@ -24,7 +24,8 @@ use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
 use super::byte_level_bpe::{bytes_to_unicode, encode_word, MergeTable};
-use super::files::TokenizerFiles;
+pub use super::files::ClipSpecialTokens;
+use super::files::{parse_vocab, TokenizerFiles, DEFAULT_MODEL_MAX_LENGTH};
 use crate::{Error, Result};
 
 /// CLIP's pre-tokenization pattern (the `Split` pre-tokenizer of `CLIPTokenizer`).
@@ -34,32 +35,6 @@ const CLIP_SPLIT_PATTERN: &str =
 /// branches: the pieces it sees come from `CLIP_SPLIT_PATTERN` and hold no whitespace. It
 /// only splits a lower-cased `<|STARTOFTEXT|>` typed as text into `<|`, the word and `|>`.
 const BYTE_LEVEL_SPLIT_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+";
-
-pub(super) const DEFAULT_MODEL_MAX_LENGTH: usize = 77;
-const DEFAULT_BOS_TOKEN: &str = "<|startoftext|>";
-const DEFAULT_EOS_TOKEN: &str = "<|endoftext|>";
-
-/// The special token strings of a CLIP tokenizer (transformers' defaults: bos
-/// `<|startoftext|>`, eos = unk = pad = `<|endoftext|>`; SDXL's second tokenizer uses `!`
-/// as pad).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClipSpecialTokens {
-    pub bos_token: String,
-    pub eos_token: String,
-    pub unk_token: String,
-    pub pad_token: String,
-}
-
-impl Default for ClipSpecialTokens {
-    fn default() -> Self {
-        Self {
-            bos_token: DEFAULT_BOS_TOKEN.to_string(),
-            eos_token: DEFAULT_EOS_TOKEN.to_string(),
-            unk_token: DEFAULT_EOS_TOKEN.to_string(),
-            pad_token: DEFAULT_EOS_TOKEN.to_string(),
-        }
-    }
-}
 
 /// CLIP byte-level BPE tokenizer; see the module documentation for the exact pipeline.
 pub struct ClipTokenizer {
@@ -379,12 +354,6 @@ impl ClipTokenizer {
             cache.insert(mapped, word_ids);
         }
     }
-}
-
-/// `vocab.json`: an object of token → id.
-pub(super) fn parse_vocab(vocab_json: &str) -> std::result::Result<HashMap<String, u32>, String> {
-    serde_json::from_str(vocab_json)
-        .map_err(|error| format!("not a JSON object of token → id: {error}"))
 }
 
 #[cfg(test)]

@@ -1,13 +1,45 @@
 //! Reading a transformers tokenizer folder: `vocab.json` + `merges.txt` (what the hub's
 //! SDXL folders and transformers 4 hold) or `tokenizer.json` (all transformers 5's
-//! `save_pretrained` writes), plus `tokenizer_config.json` / `special_tokens_map.json`.
+//! `save_pretrained` writes), plus `tokenizer_config.json` / `special_tokens_map.json`,
+//! and the defaults of what those files may leave out (special tokens, maximum length).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::byte_level_bpe::{MergeTable, END_OF_WORD};
-use super::clip_tokenizer::{parse_vocab, ClipSpecialTokens, DEFAULT_MODEL_MAX_LENGTH};
 use crate::{Error, Result};
+
+pub(super) const DEFAULT_MODEL_MAX_LENGTH: usize = 77;
+const DEFAULT_BOS_TOKEN: &str = "<|startoftext|>";
+const DEFAULT_EOS_TOKEN: &str = "<|endoftext|>";
+
+/// The special token strings of a CLIP tokenizer (transformers' defaults: bos
+/// `<|startoftext|>`, eos = unk = pad = `<|endoftext|>`; SDXL's second tokenizer uses `!`
+/// as pad).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClipSpecialTokens {
+    pub bos_token: String,
+    pub eos_token: String,
+    pub unk_token: String,
+    pub pad_token: String,
+}
+
+impl Default for ClipSpecialTokens {
+    fn default() -> Self {
+        Self {
+            bos_token: DEFAULT_BOS_TOKEN.to_string(),
+            eos_token: DEFAULT_EOS_TOKEN.to_string(),
+            unk_token: DEFAULT_EOS_TOKEN.to_string(),
+            pad_token: DEFAULT_EOS_TOKEN.to_string(),
+        }
+    }
+}
+
+/// `vocab.json`: an object of token → id.
+pub(super) fn parse_vocab(vocab_json: &str) -> std::result::Result<HashMap<String, u32>, String> {
+    serde_json::from_str(vocab_json)
+        .map_err(|error| format!("not a JSON object of token → id: {error}"))
+}
 
 /// Everything `ClipTokenizer` needs from a folder.
 pub(super) struct TokenizerFiles {

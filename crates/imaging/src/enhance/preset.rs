@@ -3,73 +3,60 @@
 //! plus edits. Presets are classical only: the upscale step needs weights the user
 //! supplies, so it is added explicitly (`--steps`, or a preset followed by `--upscale`).
 
-use std::fmt;
 use std::str::FromStr;
+
+use strum::{IntoStaticStr, VariantArray};
 
 use super::Step;
 use crate::error::{ImagingError, Result};
+use crate::names::parse_name;
 
-macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ImagingError;
-            fn from_str(text: &str) -> Result<Self> {
-                Self::ALL.iter().copied().find(|value| value.as_str() == text).ok_or_else(|| {
-                    ImagingError::UnknownName {
-                        what: $what,
-                        given: text.to_string(),
-                        known: Self::ALL.iter().map(|value| value.as_str()).collect::<Vec<_>>().join(", "),
-                    }
-                })
-            }
-        }
-    };
+/// A named chain of enhancer steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Preset {
+    None,
+    Clean,
+    Crisp,
+    Vivid,
+    Portrait,
+    Scenery,
+    Icon,
 }
 
-named_enum!(
-    /// A named chain of enhancer steps.
-    Preset, "preset" {
-        None => "none",
-        Clean => "clean",
-        Crisp => "crisp",
-        Vivid => "vivid",
-        Portrait => "portrait",
-        Scenery => "scenery",
-        Icon => "icon",
-    }
-);
+/// The scenarios huatu generates for (the agent's scene names), plus edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Scenario {
+    Poster,
+    Portrait,
+    Background,
+    Icon,
+    Free,
+    Edit,
+}
 
-named_enum!(
-    /// The scenarios huatu generates for (the agent's scene names), plus edits.
-    Scenario, "scenario" {
-        Poster => "poster",
-        Portrait => "portrait",
-        Background => "background",
-        Icon => "icon",
-        Free => "free",
-        Edit => "edit",
+impl FromStr for Preset {
+    type Err = ImagingError;
+    fn from_str(text: &str) -> Result<Self> {
+        parse_name("preset", text)
     }
-);
+}
+
+impl FromStr for Scenario {
+    type Err = ImagingError;
+    fn from_str(text: &str) -> Result<Self> {
+        parse_name("scenario", text)
+    }
+}
 
 impl Preset {
+    pub const ALL: &'static [Preset] = Preset::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// The chain in the `--steps` syntax.
     pub fn definition(self) -> &'static str {
         match self {
@@ -100,6 +87,12 @@ impl Preset {
 }
 
 impl Scenario {
+    pub const ALL: &'static [Scenario] = Scenario::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// The preset recommended for results of this scenario. Edits get none: the user's
     /// original should change only where the edit asked.
     pub fn recommended_preset(self) -> Preset {

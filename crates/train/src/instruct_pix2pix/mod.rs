@@ -32,7 +32,7 @@
 //! means. `--init-lora` starts `lora` mode from given adapters. A run's state (`state`) is
 //! saved every `save_every` steps, at the end and on a stop; `resume` continues it (a
 //! replayed run exactly as if it had not stopped). The whole step is checked
-//! against scripts/fixtures/train_ip2p_tiny.py (crates/train/tests/train_ip2p_parity.rs).
+//! against scripts/fixtures/train_ip2p_tiny.py (crates/train/tests/parity/train_ip2p_parity.rs).
 //!
 //! Deviations from the script, on purpose: the widened `conv_in` keeps the base's bias (the
 //! script's new `nn.Conv2d` keeps a random one); images are fitted by the project's center

@@ -10,28 +10,15 @@
 //! weights here, unmerged in peft: the same product summed in another order); PNGs within
 //! 1 level.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::original_keys::Component;
-use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::{LoraFile, LoraInfo, LoraModule, UnmatchedModules};
 use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageOutput, Text2ImageRequest};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
-
-fn load() -> anyhow::Result<SdxlComponents> {
-    let source = ModelSource::from_path(&fixture("sdxl_tiny"))?;
-    Ok(SdxlComponents::load(
-        &source,
-        LoadOptions::default(),
-        &Device::Cpu,
-    )?)
-}
+use crate::common::{fixture, load_tiny_sdxl};
 
 fn lora(name: &str) -> anyhow::Result<LoraFile> {
     Ok(LoraFile::read(&fixture(&format!("lora_tiny/{name}")))?)
@@ -96,7 +83,7 @@ fn cases() -> anyhow::Result<Vec<Case>> {
 
 #[test]
 fn loras_match_diffusers_at_two_scales_and_two_at_once() -> anyhow::Result<()> {
-    let mut components = load()?;
+    let mut components = load_tiny_sdxl()?;
     let mut failures = Vec::new();
     for case in cases()? {
         let files: Vec<LoraFile> = case
@@ -145,7 +132,7 @@ fn loras_match_diffusers_at_two_scales_and_two_at_once() -> anyhow::Result<()> {
 
 #[test]
 fn removing_the_adapters_restores_the_base_model_bit_for_bit() -> anyhow::Result<()> {
-    let mut components = load()?;
+    let mut components = load_tiny_sdxl()?;
     let case = cases()?
         .into_iter()
         .next()
@@ -183,7 +170,7 @@ fn removing_the_adapters_restores_the_base_model_bit_for_bit() -> anyhow::Result
 
 #[test]
 fn modules_that_match_no_layer_are_an_error_unless_allowed() -> anyhow::Result<()> {
-    let mut components = load()?;
+    let mut components = load_tiny_sdxl()?;
     let mut file = lora("kohya.safetensors")?;
     let template = file
         .modules

@@ -7,28 +7,13 @@
 //! so a bad module of the second text encoder fails after every UNet and first-encoder
 //! weight of the set has been written: the worst case for a half-merge.
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::original_keys::Component;
-use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
+use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageRequest};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
-
-fn load() -> anyhow::Result<SdxlComponents> {
-    let source = ModelSource::from_path(&fixture("sdxl_tiny"))?;
-    Ok(SdxlComponents::load(
-        &source,
-        LoadOptions::default(),
-        &Device::Cpu,
-    )?)
-}
+use crate::common::{fixture, load_tiny_sdxl};
 
 fn kohya() -> anyhow::Result<LoraFile> {
     Ok(LoraFile::read(&fixture("lora_tiny/kohya.safetensors"))?)
@@ -94,7 +79,7 @@ fn with_bad_last_module(
 
 #[test]
 fn a_merge_that_overflows_puts_the_base_model_back() -> anyhow::Result<()> {
-    let mut components = load()?;
+    let mut components = load_tiny_sdxl()?;
     let latents = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu)?;
     let base_weights = snapshot(&components)?;
     let base = latents_of(&components, &latents)?;
@@ -146,7 +131,7 @@ fn a_merge_that_overflows_puts_the_base_model_back() -> anyhow::Result<()> {
 
 #[test]
 fn a_merge_that_errors_midway_puts_the_base_model_back() -> anyhow::Result<()> {
-    let mut components = load()?;
+    let mut components = load_tiny_sdxl()?;
     let base_weights = snapshot(&components)?;
     let good = kohya()?;
     components.set_loras(&[(&good, 0.5)], UnmatchedModules::Error)?;

@@ -9,7 +9,7 @@
 //! `__call__`. Tolerances: final latents 1e-4 absolute; decoded PNG within 1 level per
 //! channel; inpainting output: the original exactly outside the mask.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::controlnet::load_controlnet;
@@ -20,11 +20,7 @@ use huatu_diffusion::pipelines::{
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
+use crate::common::fixture;
 
 fn load(folder: &str) -> anyhow::Result<SdxlComponents> {
     let source = ModelSource::from_path(&fixture(folder))?;

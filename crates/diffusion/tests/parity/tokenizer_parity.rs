@@ -3,11 +3,9 @@
 //! scripts/fixtures/sdxl_tiny.py into tests/fixtures/sdxl_tiny_reference/tokenizer.json.
 //! Exact equality: token ids leave no tolerance.
 
-use std::path::{Path, PathBuf};
-
 use huatu_diffusion::tokenizer::ClipTokenizer;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+use crate::common::fixture;
 
 #[derive(Debug, serde::Deserialize)]
 struct Case {
@@ -18,10 +16,6 @@ struct Case {
     /// `tokenizer(text, padding="max_length", max_length=77, truncation=True).input_ids`
     padded: Vec<u32>,
     padded_2: Vec<u32>,
-}
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
 }
 
 fn cases() -> anyhow::Result<Vec<Case>> {

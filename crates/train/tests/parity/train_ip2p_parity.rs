@@ -6,7 +6,6 @@
 //! tensor (the training issue allows 1e-3 for losses and 1e-2 for updates).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use huatu_diffusion::lora::LoraFile;
@@ -19,11 +18,7 @@ use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
 use huatu_train::trainer::{StepRecord, TrainingObserver};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
+use crate::common::{fixture, relative_difference};
 
 #[derive(Default)]
 struct Recorder {
@@ -68,16 +63,6 @@ fn contract_request(mode: TrainingMode, learning_rate: f64) -> InstructPix2PixTr
         cache_latents: false,
         model_id: "sdxl_tiny".into(),
     }
-}
-
-fn relative_difference(ours: &Tensor, reference: &Tensor) -> anyhow::Result<f64> {
-    let difference = (ours - reference)?
-        .sqr()?
-        .sum_all()?
-        .sqrt()?
-        .to_scalar::<f32>()? as f64;
-    let norm = reference.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
-    Ok(difference / norm.max(1e-12))
 }
 
 fn numbers(value: &serde_json::Value) -> Vec<f64> {

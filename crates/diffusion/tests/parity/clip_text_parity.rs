@@ -6,7 +6,6 @@
 //! Tolerance: 1e-5 absolute, f32 on CPU.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::safetensors_files::{component_weight_files, mmap_var_builder};
@@ -14,12 +13,9 @@ use huatu_diffusion::models::clip_text::{
     ClipTextConfig, ClipTextModel, ClipTextModelWithProjection,
 };
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-const TOLERANCE: f32 = 1e-5;
+use crate::common::fixture;
 
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
+const TOLERANCE: f32 = 1e-5;
 
 fn config(component: &str) -> anyhow::Result<ClipTextConfig> {
     let path = fixture(&format!("sdxl_tiny/{component}/config.json"));
@@ -42,20 +38,6 @@ fn get<'a>(reference: &'a HashMap<String, Tensor>, name: &str) -> anyhow::Result
     reference
         .get(name)
         .ok_or_else(|| anyhow::anyhow!("reference has no tensor `{name}`"))
-}
-
-fn assert_close(name: &str, actual: &Tensor, expected: &Tensor) -> anyhow::Result<()> {
-    assert_eq!(actual.dims(), expected.dims(), "{name}: shape");
-    let difference: f32 = (actual - expected)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar()?;
-    assert!(
-        difference <= TOLERANCE,
-        "{name}: max abs difference {difference:e} > {TOLERANCE:e}"
-    );
-    Ok(())
 }
 
 // mirrors transformers CLIPTextModel.forward(input_ids, output_hidden_states=True)
@@ -124,5 +106,19 @@ fn text_encoder_2_matches_transformers() -> anyhow::Result<()> {
         &output.text_embeds,
         get(&reference, "te2_text_embeds")?,
     )?;
+    Ok(())
+}
+
+fn assert_close(name: &str, actual: &Tensor, expected: &Tensor) -> anyhow::Result<()> {
+    assert_eq!(actual.dims(), expected.dims(), "{name}: shape");
+    let difference: f32 = (actual - expected)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar()?;
+    assert!(
+        difference <= TOLERANCE,
+        "{name}: max abs difference {difference:e} > {TOLERANCE:e}"
+    );
     Ok(())
 }

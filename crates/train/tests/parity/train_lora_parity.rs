@@ -4,7 +4,6 @@
 //! the LoRA update (trained − initial) within 1e-2 relative of PyTorch's, per module.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
@@ -18,11 +17,7 @@ use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
 use huatu_train::trainer::{train_lora, LoraTrainingRequest, StepRecord, TrainingObserver};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
+use crate::common::{fixture, relative_difference};
 
 #[derive(Default)]
 struct Recorder {
@@ -105,16 +100,6 @@ fn modules(file: &LoraFile) -> BTreeMap<String, (Tensor, Tensor)> {
             )
         })
         .collect()
-}
-
-fn relative_difference(ours: &Tensor, reference: &Tensor) -> anyhow::Result<f64> {
-    let difference = (ours - reference)?
-        .sqr()?
-        .sum_all()?
-        .sqrt()?
-        .to_scalar::<f32>()? as f64;
-    let norm = reference.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
-    Ok(difference / norm.max(1e-12))
 }
 
 fn check_case(case: &str, request: LoraTrainingRequest) -> anyhow::Result<()> {

@@ -7,18 +7,14 @@
 //! Tolerance: 1e-4 absolute, f32 on CPU.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::safetensors_files::{component_weight_files, mmap_var_builder};
 use huatu_diffusion::models::autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig, TileSettings};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-const TOLERANCE: f32 = 1e-4;
+use crate::common::fixture;
 
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
+const TOLERANCE: f32 = 1e-4;
 
 fn load_vae() -> anyhow::Result<AutoencoderKL> {
     let path = fixture("sdxl_tiny/vae/config.json");
@@ -60,20 +56,6 @@ impl Reference {
             .map(String::as_str)
             .ok_or_else(|| anyhow::anyhow!("reference metadata has no `{name}`"))
     }
-}
-
-fn assert_close(name: &str, actual: &Tensor, expected: &Tensor) -> anyhow::Result<()> {
-    assert_eq!(actual.dims(), expected.dims(), "{name}: shape");
-    let difference: f32 = (actual - expected)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar()?;
-    assert!(
-        difference <= TOLERANCE,
-        "{name}: max abs difference {difference:e} > {TOLERANCE:e}"
-    );
-    Ok(())
 }
 
 #[test]
@@ -139,4 +121,18 @@ fn tiled_encode_matches_diffusers() -> anyhow::Result<()> {
         &posterior.logvar,
         reference.get("tiled_encode_logvar")?,
     )
+}
+
+fn assert_close(name: &str, actual: &Tensor, expected: &Tensor) -> anyhow::Result<()> {
+    assert_eq!(actual.dims(), expected.dims(), "{name}: shape");
+    let difference: f32 = (actual - expected)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar()?;
+    assert!(
+        difference <= TOLERANCE,
+        "{name}: max abs difference {difference:e} > {TOLERANCE:e}"
+    );
+    Ok(())
 }

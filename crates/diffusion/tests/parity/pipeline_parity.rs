@@ -9,7 +9,7 @@
 //! channel (a rounding boundary). Single file vs folder: identical.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
@@ -19,11 +19,7 @@ use huatu_diffusion::pipelines::{
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(FIXTURES).join(path)
-}
+use crate::common::fixture;
 
 fn load_folder() -> anyhow::Result<SdxlComponents> {
     let source = ModelSource::from_path(&fixture("sdxl_tiny"))?;

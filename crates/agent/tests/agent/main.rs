@@ -1,0 +1,6 @@
+//! The agent crate's integration tests, one test binary (link time on two cores): the
+//! intent model (encoder parity with transformers, training, save/load, the committed
+//! model on dev examples) and the planner.
+
+mod intent_model;
+mod planner;
