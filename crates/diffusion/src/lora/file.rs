@@ -5,6 +5,7 @@
 //!   `.lora_B.weight` (or the older `.lora.down/.lora.up`, `.lora_linear_layer.down/.up`,
 //!   `processor.to_q_lora` spellings), rank and alpha from the header's
 //!   `lora_adapter_metadata` (peft's `LoraConfig`) when present.
+//!
 //! Names stay as the file spells them here; `names.rs` finds the model layer for each.
 
 use std::collections::BTreeMap;

@@ -281,6 +281,10 @@ impl ControlNetModel {
 
     /// sample: [b, 4, h/8, w/8]; controlnet_cond: [b, 3, h, w] in [0, 1].
     /// mirrors `ControlNetModel.forward(..., conditioning_scale, guess_mode)`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the arguments of diffusers' ControlNetModel.forward, one for one"
+    )]
     pub fn forward(
         &self,
         sample: &Tensor,

@@ -296,7 +296,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<ObjectId>) -> Result<Vec<(ObjectId, ObjectId)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("a dict needs as many keys as values"));
         }
         Ok(items
