@@ -59,6 +59,12 @@ pub enum AgentError {
     TrainOption(String),
     #[error("the training data is empty")]
     EmptyData,
+    #[error("cannot read the scenes file {path}")]
+    SceneFile {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid scenes file {path}: {message}")]
     Scenes { path: PathBuf, message: String },
     #[error("prompt server {url}: {message}")]

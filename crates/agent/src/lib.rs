@@ -15,10 +15,10 @@ pub mod labels;
 pub mod model;
 pub mod planner;
 pub mod prompt;
+pub mod scene_file;
 pub mod scenes;
 pub mod sizing;
 pub mod text;
-pub mod toml_lite;
 pub mod train;
 pub mod vocab;
 
