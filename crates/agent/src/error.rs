@@ -67,6 +67,30 @@ pub enum AgentError {
     },
     #[error("invalid scenes file {path}: {message}")]
     Scenes { path: PathBuf, message: String },
+    #[error("prompt server {url} cannot be reached")]
+    PromptBackendRequest {
+        url: String,
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    #[error("prompt server {url} answered HTTP {status}: {reply}")]
+    PromptBackendStatus {
+        url: String,
+        status: u16,
+        reply: String,
+    },
+    #[error("prompt server {url}: cannot read the reply")]
+    PromptBackendReply {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("prompt server {url}: the reply is not JSON")]
+    PromptBackendJson {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("prompt server {url}: {message}")]
     PromptBackend { url: String, message: String },
     #[error(transparent)]
