@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::corpus::{SlotValue, Slots};
 use crate::edit_instructions::EditIdea;
 use crate::error::{AgentError, Result};
+use crate::intent::corpus::{SlotValue, Slots};
 use crate::prompt::WrittenPrompt;
 
 /// `[prompt]` settings: where the server is and which model to ask.

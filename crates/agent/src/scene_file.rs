@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::labels::Intent;
+use crate::intent::labels::Intent;
 
 /// A whole scenes file: `[scenes.NAME]` tables and an optional `[prompt]` table.
 #[derive(Debug, Deserialize)]
