@@ -113,8 +113,11 @@ impl ChatBackend {
                 ))
             }
         };
-        let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| llm_error(&self.base_url, format!("the edit reply is not JSON: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|source| AgentError::PromptBackendJson {
+                url: self.base_url.clone(),
+                source,
+            })?;
         let field = |name: &str| {
             value
                 .get(name)

@@ -388,7 +388,7 @@ fn initialise(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
     let data = lock(varmap);
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    let normal = Normal::new(0f32, 0.02).map_err(|e| AgentError::Config(e.to_string()))?;
+    let normal = Normal::new(0f32, 0.02).map_err(AgentError::Initialisation)?;
     for name in names {
         let var = &data[name];
         let shape = var.shape().clone();
