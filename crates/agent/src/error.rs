@@ -14,14 +14,14 @@ pub enum AgentError {
     Diffusion {
         step: &'static str,
         #[source]
-        source: huatu_diffusion::Error,
+        source: Box<huatu_diffusion::Error>,
     },
     /// An image operation (enhancer, crop, mask) failed during a step of a plan.
     #[error("{step} failed")]
     Imaging {
         step: &'static str,
         #[source]
-        source: huatu_imaging::ImagingError,
+        source: Box<huatu_imaging::ImagingError>,
     },
     /// A step of a plan lacks an input it needs (the rule, in words).
     #[error("{step}: {rule}")]
