@@ -1,18 +1,16 @@
 //! The second prompt writer: an OpenAI-compatible chat-completions server (llama.cpp,
 //! vLLM, Ollama, LM Studio …) turns the instruction and slots into an English SDXL
-//! prompt. Plain HTTP/1.1 over `std::net` (local servers; no TLS), JSON with serde.
+//! prompt. HTTP through `ureq` (https with rustls, so an API key never travels in
+//! clear to a remote server; http for local ones), JSON with serde.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::corpus::{SlotValue, Slots};
 use crate::edit_instructions::EditIdea;
 use crate::error::{AgentError, Result};
+use crate::intent::corpus::{SlotValue, Slots};
 use crate::prompt::WrittenPrompt;
-use crate::scenes::Scene;
 
 /// `[prompt]` settings: where the server is and which model to ask.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,9 +36,12 @@ fn llm_error(base_url: &str, message: impl Into<String>) -> AgentError {
 }
 
 impl ChatBackend {
+    /// The English prompt for `text` from the scene's prompt `template`; the scene's
+    /// `negative_prompt` is passed through.
     pub fn write_prompt(
         &self,
-        scene: &Scene,
+        template: &str,
+        negative_prompt: &str,
         text: &str,
         slots: &Slots,
         trigger: &str,
@@ -55,12 +56,12 @@ impl ChatBackend {
         let user = format!(
             "Request: {text}\nSlots: {}\nTemplate: {}\nKeep the trigger word `{trigger}` first if it is not empty.",
             slot_list.join("; "),
-            scene.prompt
+            template
         );
         let prompt = self.complete(SYSTEM, &user)?;
         Ok(WrittenPrompt {
             prompt,
-            negative_prompt: scene.negative_prompt.clone(),
+            negative_prompt: negative_prompt.to_string(),
             untranslated: Vec::new(),
         })
     }
@@ -112,8 +113,11 @@ impl ChatBackend {
                 ))
             }
         };
-        let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| llm_error(&self.base_url, format!("the edit reply is not JSON: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|source| AgentError::PromptBackendJson {
+                url: self.base_url.clone(),
+                source,
+            })?;
         let field = |name: &str| {
             value
                 .get(name)
@@ -149,9 +153,7 @@ impl ChatBackend {
             ],
             "temperature": 0.2,
         });
-        let response = self.post("/chat/completions", &body.to_string())?;
-        let value: serde_json::Value = serde_json::from_str(&response)
-            .map_err(|e| llm_error(&self.base_url, format!("reply is not JSON: {e}")))?;
+        let value = self.post("/chat/completions", &body)?;
         let content = value
             .pointer("/choices/0/message/content")
             .and_then(|c| c.as_str())
@@ -166,102 +168,53 @@ impl ChatBackend {
         Ok(prompt)
     }
 
-    fn post(&self, path: &str, body: &str) -> Result<String> {
-        let rest = self.base_url.strip_prefix("http://").ok_or_else(|| {
-            llm_error(
-                &self.base_url,
-                "only http:// URLs are supported (run a local server or a TLS proxy)",
-            )
-        })?;
-        let (authority, base_path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let host_port = if authority.contains(':') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        let address = host_port
-            .to_socket_addrs()
-            .map_err(|e| llm_error(&self.base_url, format!("cannot resolve {host_port}: {e}")))?
-            .next()
-            .ok_or_else(|| llm_error(&self.base_url, format!("no address for {host_port}")))?;
-        let io = |e: std::io::Error| llm_error(&self.base_url, e.to_string());
-        let mut stream = TcpStream::connect_timeout(&address, self.timeout).map_err(io)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
-        let full_path = format!("/{}{path}", base_path.trim_end_matches('/')).replace("//", "/");
-        let mut request = format!(
-            "POST {full_path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
+    /// POSTs `body` as JSON to `base_url` + `path` and reads the JSON reply; connect,
+    /// read and write each time out after `timeout`.
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base_url.trim_end_matches('/'));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(self.timeout)
+            .timeout_read(self.timeout)
+            .timeout_write(self.timeout)
+            .build();
+        let mut request = agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .set("Accept", "application/json");
         if let Some(key) = &self.api_key {
-            request += &format!("Authorization: Bearer {key}\r\n");
+            request = request.set("Authorization", &format!("Bearer {key}"));
         }
-        request += "\r\n";
-        stream.write_all(request.as_bytes()).map_err(io)?;
-        stream.write_all(body.as_bytes()).map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(io)?;
-        let (status, headers, body) = split_response(&raw)
-            .ok_or_else(|| llm_error(&self.base_url, "malformed HTTP reply"))?;
-        let chunked = headers.lines().any(|l| {
-            l.to_ascii_lowercase().starts_with("transfer-encoding:")
-                && l.to_ascii_lowercase().contains("chunked")
-        });
-        let body = if chunked {
-            dechunk(body).ok_or_else(|| llm_error(&self.base_url, "malformed chunked body"))?
-        } else {
-            body.to_vec()
+        let response = match request.send_string(&body.to_string()) {
+            Ok(response) => response,
+            Err(ureq::Error::Status(status, response)) => {
+                let reply: String = response
+                    .into_string()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                return Err(AgentError::PromptBackendStatus {
+                    url: self.base_url.clone(),
+                    status,
+                    reply,
+                });
+            }
+            Err(ureq::Error::Transport(source)) => {
+                return Err(AgentError::PromptBackendRequest {
+                    url: self.base_url.clone(),
+                    source: Box::new(source),
+                })
+            }
         };
-        let body = String::from_utf8_lossy(&body).into_owned();
-        if !(200..300).contains(&status) {
-            let snippet: String = body.chars().take(200).collect();
-            return Err(llm_error(
-                &self.base_url,
-                format!("HTTP {status}: {snippet}"),
-            ));
-        }
-        Ok(body)
-    }
-}
-
-fn split_response(raw: &[u8]) -> Option<(u16, String, &[u8])> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let status = head
-        .lines()
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((status, head, &raw[end + 4..]))
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&body[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(
-            dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n").as_deref(),
-            Some(&b"Wikipedia"[..])
-        );
-        assert_eq!(dechunk(b"zz\r\n"), None);
+        let text = response
+            .into_string()
+            .map_err(|source| AgentError::PromptBackendReply {
+                url: self.base_url.clone(),
+                source,
+            })?;
+        serde_json::from_str(&text).map_err(|source| AgentError::PromptBackendJson {
+            url: self.base_url.clone(),
+            source,
+        })
     }
 }

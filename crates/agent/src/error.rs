@@ -5,8 +5,27 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// A step of running a plan failed (the step and the cause, in words).
+    /// Being replaced by the typed variants above (`Diffusion`, `Imaging`,
+    /// `MissingInput`) as the plan runner moves to them.
     #[error("{0}")]
     Run(String),
+    /// A diffusion pipeline or model failed during a step of a plan.
+    #[error("{step} failed")]
+    Diffusion {
+        step: &'static str,
+        #[source]
+        source: Box<huatu_diffusion::Error>,
+    },
+    /// An image operation (enhancer, crop, mask) failed during a step of a plan.
+    #[error("{step} failed")]
+    Imaging {
+        step: &'static str,
+        #[source]
+        source: Box<huatu_imaging::ImagingError>,
+    },
+    /// A step of a plan lacks an input it needs (the rule, in words).
+    #[error("{step}: {rule}")]
+    MissingInput { step: &'static str, rule: String },
     /// The progress sink stopped the run (a cancelled job).
     #[error("cancelled")]
     Cancelled,
@@ -34,7 +53,7 @@ pub enum AgentError {
         line: usize,
         message: String,
     },
-    #[error("model folder {dir} lacks {file} (a trained intent model has config.json, vocab.txt and model.safetensors; train one with `huatu train intent`)")]
+    #[error("model folder {dir} lacks {file} (a trained intent model has config.json, vocab.txt and model.safetensors; training writes one)")]
     MissingModelFile { dir: PathBuf, file: String },
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },
@@ -55,12 +74,44 @@ pub enum AgentError {
     MissingSpecialToken { path: PathBuf, token: String },
     #[error("invalid model config: {0}")]
     Config(String),
+    #[error("invalid weight initialisation")]
+    Initialisation(#[source] rand_distr::NormalError),
     #[error("invalid training option: {0}")]
     TrainOption(String),
     #[error("the training data is empty")]
     EmptyData,
+    #[error("cannot read the scenes file {path}")]
+    SceneFile {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid scenes file {path}: {message}")]
     Scenes { path: PathBuf, message: String },
+    #[error("prompt server {url} cannot be reached")]
+    PromptBackendRequest {
+        url: String,
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    #[error("prompt server {url} answered HTTP {status}: {reply}")]
+    PromptBackendStatus {
+        url: String,
+        status: u16,
+        reply: String,
+    },
+    #[error("prompt server {url}: cannot read the reply")]
+    PromptBackendReply {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("prompt server {url}: the reply is not JSON")]
+    PromptBackendJson {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("prompt server {url}: {message}")]
     PromptBackend { url: String, message: String },
     #[error(transparent)]

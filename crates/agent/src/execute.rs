@@ -55,7 +55,10 @@ fn failed(step: &str, error: impl std::fmt::Display) -> AgentError {
 fn pipeline_failed(step: &'static str) -> impl Fn(huatu_diffusion::Error) -> AgentError {
     move |error| match error {
         huatu_diffusion::Error::Cancelled => AgentError::Cancelled,
-        other => failed(step, other),
+        source => AgentError::Diffusion {
+            step,
+            source: Box::new(source),
+        },
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::chat_backend::ChatBackend;
 use crate::error::{AgentError, Result};
 use crate::labels::Intent;
-use crate::toml_lite::{self, Value};
+use crate::scene_file::{PromptTable, SceneFile, SceneTable};
 
 pub const DEFAULT_SCENES: &str = include_str!("../scenes.toml");
 
@@ -72,34 +72,23 @@ impl Scenes {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let file = SceneFile::parse(text).map_err(|source| AgentError::SceneFile {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         let bad = |message: String| AgentError::Scenes {
             path: path.to_path_buf(),
             message,
         };
-        let document =
-            toml_lite::parse(text).map_err(|(line, m)| bad(format!("line {line}: {m}")))?;
+        let prompt_backend = match file.prompt {
+            Some(table) => backend_from(table).map_err(|m| bad(format!("[prompt]: {m}")))?,
+            None => PromptBackend::Lexicon,
+        };
         let mut scenes = BTreeMap::new();
-        let mut prompt_backend = PromptBackend::Lexicon;
-        for (table, entries) in &document {
-            if table == "prompt" {
-                prompt_backend =
-                    backend_from(entries).map_err(|m| bad(format!("[prompt]: {m}")))?;
-                continue;
-            }
-            if table.is_empty() {
-                if let Some(key) = entries.keys().next() {
-                    return Err(bad(format!("`{key}` must be inside a [scenes.NAME] table")));
-                }
-                continue;
-            }
-            let Some(name) = table.strip_prefix("scenes.") else {
-                return Err(bad(format!(
-                    "unknown table [{table}] (expected [scenes.NAME])"
-                )));
-            };
+        for (name, table) in file.scenes {
             let scene =
-                scene_from(name, entries).map_err(|m| bad(format!("[scenes.{name}]: {m}")))?;
-            scenes.insert(name.to_string(), scene);
+                scene_from(&name, table).map_err(|m| bad(format!("[scenes.{name}]: {m}")))?;
+            scenes.insert(name, scene);
         }
         Ok(Self {
             scenes,
@@ -129,39 +118,21 @@ impl Scenes {
     }
 }
 
-fn backend_from(entries: &BTreeMap<String, Value>) -> std::result::Result<PromptBackend, String> {
-    let get = |key: &str| match entries.get(key) {
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("`{key}` must be a string")),
-        None => Ok(None),
-    };
-    const KEYS: [&str; 6] = [
-        "backend",
-        "base_url",
-        "model",
-        "api_key",
-        "api_key_env",
-        "timeout_s",
-    ];
-    if let Some(unknown) = entries.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown key `{unknown}` (known: {})",
-            KEYS.join(", ")
-        ));
-    }
-    match get("backend")?.as_deref() {
+fn backend_from(table: PromptTable) -> std::result::Result<PromptBackend, String> {
+    match table.backend.as_deref() {
         None | Some("lexicon") => Ok(PromptBackend::Lexicon),
         Some("openai") => {
-            let base_url =
-                get("base_url")?.ok_or("`base_url` is missing (e.g. http://127.0.0.1:8080/v1)")?;
-            let model = get("model")?.ok_or("`model` is missing")?;
-            let api_key = match (get("api_key")?, get("api_key_env")?) {
+            let base_url = table
+                .base_url
+                .ok_or("`base_url` is missing (e.g. http://127.0.0.1:8080/v1)")?;
+            let model = table.model.ok_or("`model` is missing")?;
+            let api_key = match (table.api_key, table.api_key_env) {
                 (Some(key), _) => Some(key),
                 (None, Some(variable)) => std::env::var(&variable).ok(),
                 (None, None) => None,
             };
-            let timeout = match entries.get("timeout_s") {
-                Some(Value::Integer(n)) if *n > 0 => *n as u64,
+            let timeout = match table.timeout_s {
+                Some(n) if n > 0 => n as u64,
                 Some(_) => return Err("`timeout_s` must be a positive integer".into()),
                 None => 60,
             };
@@ -176,97 +147,53 @@ fn backend_from(entries: &BTreeMap<String, Value>) -> std::result::Result<Prompt
     }
 }
 
-fn scene_from(name: &str, entries: &BTreeMap<String, Value>) -> std::result::Result<Scene, String> {
-    const KEYS: [&str; 13] = [
-        "intent",
-        "lora",
-        "lora_scale",
-        "trigger",
-        "prompt",
-        "negative_prompt",
-        "width",
-        "height",
-        "steps",
-        "guidance",
-        "scheduler",
-        "enhancer",
-        "pipeline",
-    ];
-    if let Some(unknown) = entries.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown key `{unknown}` (known: {})",
-            KEYS.join(", ")
-        ));
-    }
-    let string = |key: &str| -> std::result::Result<String, String> {
-        match entries.get(key) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(format!("`{key}` must be a string")),
-            None => Err(format!("`{key}` is missing")),
+fn scene_from(name: &str, table: SceneTable) -> std::result::Result<Scene, String> {
+    let integer = |key: &str, value: i64, min: i64, max: i64| {
+        if (min..=max).contains(&value) {
+            Ok(value as usize)
+        } else {
+            Err(format!(
+                "`{key}` must be between {min} and {max}, got {value}"
+            ))
         }
     };
-    let optional_string = |key: &str| match entries.get(key) {
-        None => Ok(String::new()),
-        Some(_) => string(key),
-    };
-    let integer = |key: &str, min: i64, max: i64| -> std::result::Result<usize, String> {
-        match entries.get(key) {
-            Some(Value::Integer(n)) if (min..=max).contains(n) => Ok(*n as usize),
-            Some(Value::Integer(n)) => {
-                Err(format!("`{key}` must be between {min} and {max}, got {n}"))
-            }
-            Some(_) => Err(format!("`{key}` must be an integer")),
-            None => Err(format!("`{key}` is missing")),
-        }
-    };
-    let number = |key: &str, default: Option<f64>| -> std::result::Result<f64, String> {
-        match entries.get(key) {
-            Some(Value::Float(x)) => Ok(*x),
-            Some(Value::Integer(n)) => Ok(*n as f64),
-            Some(_) => Err(format!("`{key}` must be a number")),
-            None => default.ok_or_else(|| format!("`{key}` is missing")),
-        }
-    };
-    let intent: Intent = string("intent")?
-        .parse()
-        .map_err(|e: AgentError| e.to_string())?;
-    let width = integer("width", 64, 4096)?;
-    let height = integer("height", 64, 4096)?;
+    let width = integer("width", table.width, 64, 4096)?;
+    let height = integer("height", table.height, 64, 4096)?;
     if width % 8 != 0 || height % 8 != 0 {
         return Err(format!(
             "width and height must be multiples of 8, got {width}×{height}"
         ));
     }
-    let scheduler = string("scheduler")?;
+    let scheduler = table.scheduler;
     if !SCHEDULERS.contains(&scheduler.as_str()) {
         return Err(format!(
             "scheduler must be one of {}, got {scheduler}",
             SCHEDULERS.join(", ")
         ));
     }
-    let guidance = number("guidance", None)?;
-    let lora_scale = number("lora_scale", Some(1.0))?;
+    let guidance = table.guidance;
+    let lora_scale = table.lora_scale.unwrap_or(1.0);
     if !(0.0..=30.0).contains(&guidance) || !(-4.0..=4.0).contains(&lora_scale) {
         return Err(format!(
             "guidance must be in [0, 30] and lora_scale in [-4, 4], got {guidance} and {lora_scale}"
         ));
     }
-    let lora = optional_string("lora")?;
-    let enhancer = optional_string("enhancer")?;
+    let lora = table.lora.unwrap_or_default();
+    let enhancer = table.enhancer.unwrap_or_default();
     if !enhancer.is_empty() {
         crate::execute::enhancer_steps(&enhancer).map_err(|error| error.to_string())?;
     }
     Ok(Scene {
         name: name.to_string(),
-        intent,
+        intent: table.intent,
         lora: (!lora.is_empty()).then(|| PathBuf::from(lora)),
         lora_scale,
-        trigger: optional_string("trigger")?,
-        prompt: string("prompt")?,
-        negative_prompt: optional_string("negative_prompt")?,
+        trigger: table.trigger.unwrap_or_default(),
+        prompt: table.prompt,
+        negative_prompt: table.negative_prompt.unwrap_or_default(),
         width,
         height,
-        steps: integer("steps", 1, 200)?,
+        steps: integer("steps", table.steps, 1, 200)?,
         guidance,
         scheduler,
         enhancer: (!enhancer.is_empty() && enhancer != "none").then_some(enhancer),
@@ -324,10 +251,13 @@ mod tests {
     #[test]
     fn invalid_scenes_say_what_is_wrong() {
         let check = |text: &str, needle: &str| {
-            let error = Scenes::parse(text, Path::new("s.toml"))
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let result = Scenes::parse(text, Path::new("s.toml"));
+            let mut error = String::new();
+            let mut cause: Option<&dyn std::error::Error> = result.as_ref().err().map(|e| e as _);
+            while let Some(current) = cause {
+                error.push_str(&format!("{current}: "));
+                cause = current.source();
+            }
             assert!(error.contains(needle), "{error:?} lacks {needle:?}");
         };
         let base =
@@ -342,9 +272,15 @@ mod tests {
         );
         check(
             &format!("{base}width = 512\nheight = 512\nscheduler = \"euler\"\ncolour = \"red\"\n"),
-            "unknown key `colour`",
+            "unknown field `colour`",
+        );
+        check(
+            &format!(
+                "{base}width = 512\nheight = 512\nscheduler = \"euler\"\npipeline = \"sdxl\"\n"
+            ),
+            "unknown field `pipeline`",
         );
         check("[scenes.x]\nintent = \"draw\"\n", "unknown intent `draw`");
-        check("[other]\n", "unknown table [other]");
+        check("[other]\n", "unknown field `other`");
     }
 }

@@ -291,7 +291,13 @@ fn chat_backend_asks_a_local_server() {
     let poster = builtin.get("poster").unwrap_or_else(|| panic!("poster"));
     let slots = Slots::from([(SlotName::Subject, SlotValue::Text("元宵祝福".into()))]);
     let written = backend
-        .write_prompt(poster, "请帮我生成一张元宵祝福图", &slots, "htposter")
+        .write_prompt(
+            &poster.prompt,
+            &poster.negative_prompt,
+            "请帮我生成一张元宵祝福图",
+            &slots,
+            "htposter",
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         written.prompt,
@@ -333,7 +339,13 @@ fn chat_backend_reports_an_unreachable_server() {
     let builtin = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
     let scene = builtin.get("free").unwrap_or_else(|| panic!("free"));
     let error = backend
-        .write_prompt(scene, "画只猫", &Slots::new(), "")
+        .write_prompt(
+            &scene.prompt,
+            &scene.negative_prompt,
+            "画只猫",
+            &Slots::new(),
+            "",
+        )
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

@@ -7,14 +7,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
 
-use crate::bert::Dropout;
-use crate::checkpoint::load_safetensors;
-use crate::corpus::{SlotValue, Slots, COUNT_CLASSIFIERS};
 use crate::error::{AgentError, Result};
-use crate::joint::{JointConfig, JointModel};
-use crate::labels::{Intent, SlotName, Tag};
-use crate::text::parse_number;
-use crate::vocab::{Encoding, Vocab};
+use crate::intent::bert::Dropout;
+use crate::intent::checkpoint::load_safetensors;
+use crate::intent::corpus::{SlotValue, Slots, COUNT_CLASSIFIERS};
+use crate::intent::joint::{JointConfig, JointModel};
+use crate::intent::labels::{Intent, SlotName, Tag};
+use crate::intent::text::parse_number;
+use crate::intent::vocab::{Encoding, Vocab};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const VOCAB_FILE: &str = "vocab.txt";

@@ -4,20 +4,45 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
 
-/// One intent per instruction (INTENTS.md, "Intents").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One intent per instruction (INTENTS.md, "Intents"). The spellings live in the
+/// `strum` attributes; serde, `Display` and `FromStr` all use them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(into = "&'static str", try_from = "String")]
+#[strum(parse_err_ty = AgentError, parse_err_fn = unknown_intent)]
 pub enum Intent {
+    #[strum(serialize = "generate.poster")]
     GeneratePoster,
+    #[strum(serialize = "generate.portrait")]
     GeneratePortrait,
+    #[strum(serialize = "generate.background")]
     GenerateBackground,
+    #[strum(serialize = "generate.icon")]
     GenerateIcon,
+    #[strum(serialize = "generate.free")]
     GenerateFree,
+    #[strum(serialize = "edit.reference")]
     EditReference,
+    #[strum(serialize = "edit.instruct")]
     EditInstruct,
+    #[strum(serialize = "other")]
     Other,
 }
 
@@ -34,16 +59,7 @@ impl Intent {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Intent::GeneratePoster => "generate.poster",
-            Intent::GeneratePortrait => "generate.portrait",
-            Intent::GenerateBackground => "generate.background",
-            Intent::GenerateIcon => "generate.icon",
-            Intent::GenerateFree => "generate.free",
-            Intent::EditReference => "edit.reference",
-            Intent::EditInstruct => "edit.instruct",
-            Intent::Other => "other",
-        }
+        self.into()
     }
 
     pub fn index(self) -> usize {
@@ -76,8 +92,25 @@ impl Intent {
     }
 }
 
-/// A slot of INTENTS.md, "Slots".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A slot of INTENTS.md, "Slots", spelled in lower case.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(into = "&'static str", try_from = "String")]
+#[strum(serialize_all = "lowercase")]
+#[strum(parse_err_ty = AgentError, parse_err_fn = unknown_slot)]
 pub enum SlotName {
     Subject,
     Style,
@@ -100,15 +133,7 @@ impl SlotName {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            SlotName::Subject => "subject",
-            SlotName::Style => "style",
-            SlotName::Aspect => "aspect",
-            SlotName::Count => "count",
-            SlotName::Target => "target",
-            SlotName::Content => "content",
-            SlotName::Region => "region",
-        }
+        self.into()
     }
 
     pub fn index(self) -> usize {
@@ -153,43 +178,30 @@ impl Tag {
     }
 }
 
-macro_rules! string_enum {
-    ($type:ty, $error:expr) => {
-        impl fmt::Display for $type {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $type {
-            type Err = AgentError;
-
-            fn from_str(text: &str) -> Result<Self, AgentError> {
-                <$type>::ALL
-                    .iter()
-                    .copied()
-                    .find(|value| value.as_str() == text)
-                    .ok_or_else(|| $error(text.to_string()))
-            }
-        }
-
-        impl Serialize for $type {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $type {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
+fn unknown_intent(text: &str) -> AgentError {
+    AgentError::UnknownIntent(text.to_string())
 }
 
-string_enum!(Intent, AgentError::UnknownIntent);
-string_enum!(SlotName, AgentError::UnknownSlot);
+fn unknown_slot(text: &str) -> AgentError {
+    AgentError::UnknownSlot(text.to_string())
+}
+
+// Deserialising (`try_from = "String"`) reports an unknown spelling with the known ones.
+impl TryFrom<String> for Intent {
+    type Error = AgentError;
+
+    fn try_from(text: String) -> Result<Self, AgentError> {
+        text.parse()
+    }
+}
+
+impl TryFrom<String> for SlotName {
+    type Error = AgentError;
+
+    fn try_from(text: String) -> Result<Self, AgentError> {
+        text.parse()
+    }
+}
 
 impl fmt::Display for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -246,6 +258,28 @@ mod tests {
         assert_eq!(Tag::all().len(), 15);
         assert!(Tag::from_index(Tag::COUNT).is_none());
         assert!("X-subject".parse::<Tag>().is_err());
+    }
+
+    #[test]
+    fn spellings_are_those_of_intents_md() {
+        let json = serde_json::to_string(&Intent::ALL).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"["generate.poster","generate.portrait","generate.background","generate.icon","generate.free","edit.reference","edit.instruct","other"]"#
+        );
+        let json = serde_json::to_string(&SlotName::ALL).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"["subject","style","aspect","count","target","content","region"]"#
+        );
+        let parsed: Vec<SlotName> = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(parsed, SlotName::ALL);
+        assert_eq!(Intent::EditInstruct.to_string(), "edit.instruct");
+        let error = serde_json::from_str::<Intent>(r#""draw""#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("unknown intent `draw`"), "{error}");
     }
 
     #[test]

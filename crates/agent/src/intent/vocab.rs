@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::error::{AgentError, Result};
-use crate::text::normalize_char;
+use crate::intent::text::normalize_char;
 
 pub const PAD: &str = "[PAD]";
 pub const UNK: &str = "[UNK]";

@@ -17,13 +17,15 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::bert::{BertConfig, Dropout};
-use crate::checkpoint::{load_safetensors, save_safetensors};
-use crate::corpus::Example;
 use crate::error::{AgentError, Result};
-use crate::joint::{Batch, JointConfig, JointModel};
-use crate::model::{pad_batch, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE};
-use crate::vocab::Vocab;
+use crate::intent::bert::{BertConfig, Dropout};
+use crate::intent::checkpoint::{load_safetensors, save_safetensors};
+use crate::intent::corpus::Example;
+use crate::intent::inference::{
+    pad_batch, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
+};
+use crate::intent::joint::{Batch, JointConfig, JointModel};
+use crate::intent::vocab::Vocab;
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -230,7 +232,7 @@ impl Trainer {
                 })
                 .collect();
             let n = ids.len();
-            encodings.push(crate::vocab::Encoding {
+            encodings.push(crate::intent::vocab::Encoding {
                 ids,
                 char_indices: Vec::new(),
             });
@@ -386,7 +388,7 @@ fn initialise(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
     let data = lock(varmap);
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    let normal = Normal::new(0f32, 0.02).map_err(|e| AgentError::Config(e.to_string()))?;
+    let normal = Normal::new(0f32, 0.02).map_err(AgentError::Initialisation)?;
     for name in names {
         let var = &data[name];
         let shape = var.shape().clone();

@@ -7,9 +7,9 @@ use candle_core::{Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{BertConfig, BertModel, Dropout};
 use crate::error::{AgentError, Result};
-use crate::labels::{Intent, Tag};
+use crate::intent::bert::{BertConfig, BertModel, Dropout};
+use crate::intent::labels::{Intent, Tag};
 
 /// `config.json` of a trained intent model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::corpus::{Example, SlotValue};
-use crate::labels::{Intent, SlotName};
-use crate::model::Parse;
+use crate::intent::corpus::{Example, SlotValue};
+use crate::intent::inference::Parse;
+use crate::intent::labels::{Intent, SlotName};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -175,7 +175,7 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::Slots;
+    use crate::intent::corpus::Slots;
 
     fn parse(text: &str, intent: Intent, slots: Slots) -> Parse {
         Parse {

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
-use crate::labels::{Intent, SlotName, Tag};
-use crate::text::{is_numeral_char, parse_number};
+use crate::intent::labels::{Intent, SlotName, Tag};
+use crate::intent::text::{is_numeral_char, parse_number};
 
 /// A slot value: verbatim text, or the integer of `count`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

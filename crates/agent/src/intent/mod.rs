@@ -1,0 +1,14 @@
+//! The intent model: a BERT-style joint intent + slot model that reads a Chinese
+//! instruction (INTENTS.md), with its label set, tokenizer, corpus format, training and
+//! evaluation.
+
+pub mod bert;
+pub mod checkpoint;
+pub mod corpus;
+pub mod eval;
+pub mod inference;
+pub mod joint;
+pub mod labels;
+pub mod text;
+pub mod train;
+pub mod vocab;
