@@ -1119,3 +1119,35 @@ fn the_device_and_precision_are_chosen_by_flag_or_environment() {
         assert!(worst <= 2, "{half} weights: {worst} levels from f32");
     }
 }
+
+#[test]
+fn parse_uses_the_built_in_intent_model_unless_given_a_folder() {
+    let instruction = "帮我画一张春节促销海报，16:9";
+    let elsewhere = temp_dir("parse-elsewhere");
+    let built_in = Command::new(env!("CARGO_BIN_EXE_huatu"))
+        .args(["parse", instruction])
+        .current_dir(&elsewhere)
+        .env_remove("HUATU_INTENT_MODEL")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run huatu: {error}"));
+    assert!(built_in.status.success(), "{}", stderr(&built_in));
+    let folder = fixture("../../models/intent").display().to_string();
+    let from_folder = huatu(&["parse", "--intent-model", &folder, instruction]);
+    assert!(from_folder.status.success(), "{}", stderr(&from_folder));
+    assert_eq!(built_in.stdout, from_folder.stdout);
+    assert!(String::from_utf8_lossy(&built_in.stdout).contains("\"intent\":\"generate.poster\""));
+}
+
+#[test]
+fn a_bad_intent_model_folder_is_one_clear_error() {
+    let missing = temp_dir("no-intent-model").join("absent");
+    let missing = missing.display().to_string();
+    expect_error(
+        &["parse", "--model", &missing, "画一只猫"],
+        "lacks config.json",
+    );
+    expect_error(
+        &["chat", "--intent-model", &missing, "画一只猫"],
+        "lacks config.json",
+    );
+}

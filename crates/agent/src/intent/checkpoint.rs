@@ -43,7 +43,15 @@ pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
         });
     }
-    let tensors = candle_core::safetensors::load(path, device)?;
+    canonical_f32(candle_core::safetensors::load(path, device)?)
+}
+
+/// Loads safetensors bytes (an embedded model) as f32 tensors under canonical names.
+pub fn load_safetensors_bytes(bytes: &[u8], device: &Device) -> Result<HashMap<String, Tensor>> {
+    canonical_f32(candle_core::safetensors::load_buffer(bytes, device)?)
+}
+
+fn canonical_f32(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (name, tensor) in tensors {
         if let Some(canonical) = canonical_name(&name) {

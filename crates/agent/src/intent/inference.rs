@@ -1,6 +1,7 @@
 //! The trained intent model at inference: loads a model folder (config.json, vocab.txt,
-//! model.safetensors), runs batches and decodes intents and slot spans.
+//! model.safetensors) or the one built into the binary, runs batches and decodes intents and slot spans.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -9,8 +10,9 @@ use serde::Serialize;
 
 use crate::error::{AgentError, Result};
 use crate::intent::bert::Dropout;
-use crate::intent::checkpoint::load_safetensors;
+use crate::intent::checkpoint::{load_safetensors, load_safetensors_bytes};
 use crate::intent::corpus::{SlotValue, Slots, COUNT_CLASSIFIERS};
+use crate::intent::embedded::{self, EMBEDDED_ORIGIN};
 use crate::intent::joint::{JointConfig, JointModel};
 use crate::intent::labels::{Intent, SlotName, Tag};
 use crate::intent::text::parse_number;
@@ -60,10 +62,39 @@ fn required(dir: &Path, file: &str) -> Result<PathBuf> {
 }
 
 impl IntentModel {
+    /// Loads a model folder (config.json, vocab.txt, model.safetensors).
     pub fn load(dir: &Path) -> Result<Self> {
         let config = read_config(&required(dir, CONFIG_FILE)?)?;
-        config.validate()?;
         let vocab = Vocab::load(&required(dir, VOCAB_FILE)?)?;
+        let weights_path = required(dir, WEIGHTS_FILE)?;
+        let tensors = load_safetensors(&weights_path, &Device::Cpu)?;
+        Self::assemble(config, vocab, tensors, dir, &weights_path)
+    }
+
+    /// The model committed in `models/intent`, built into the binary.
+    pub fn embedded() -> Result<Self> {
+        let origin = Path::new(EMBEDDED_ORIGIN);
+        let config: JointConfig =
+            serde_json::from_slice(embedded::CONFIG).map_err(|source| AgentError::Json {
+                path: origin.join(CONFIG_FILE),
+                source,
+            })?;
+        let tokens = embedded::VOCAB.lines().map(str::to_string).collect();
+        let vocab = Vocab::from_tokens(tokens, &origin.join(VOCAB_FILE))?;
+        let tensors = load_safetensors_bytes(embedded::WEIGHTS, &Device::Cpu)?;
+        Self::assemble(config, vocab, tensors, origin, &origin.join(WEIGHTS_FILE))
+    }
+
+    /// Checks the parts agree and builds the model; `dir` and `weights_path` name them
+    /// in errors.
+    fn assemble(
+        config: JointConfig,
+        vocab: Vocab,
+        tensors: HashMap<String, Tensor>,
+        dir: &Path,
+        weights_path: &Path,
+    ) -> Result<Self> {
+        config.validate()?;
         if vocab.len() != config.bert.vocab_size {
             return Err(AgentError::Config(format!(
                 "{} has {} tokens but config.json says vocab_size {}",
@@ -73,13 +104,11 @@ impl IntentModel {
             )));
         }
         let device = Device::Cpu;
-        let weights_path = required(dir, WEIGHTS_FILE)?;
-        let tensors = load_safetensors(&weights_path, &device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = JointModel::new(vb, &config).map_err(|error| match error {
             AgentError::Candle(candle_core::Error::CannotFindTensor { path }) => {
                 AgentError::MissingTensor {
-                    path: weights_path.clone(),
+                    path: weights_path.to_path_buf(),
                     name: path,
                 }
             }

@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod corpus;
+pub mod embedded;
 pub mod eval;
 pub mod inference;
 pub mod joint;

@@ -239,6 +239,17 @@ fn committed_model_parses_odd_input_without_panicking() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn the_embedded_model_parses_like_the_committed_folder() -> Result<()> {
+    let embedded = IntentModel::embedded()?;
+    let folder = committed()?;
+    let dev = read_jsonl(&repo().join("data/intents/dev.jsonl"))?;
+    let texts: Vec<&str> = dev.iter().step_by(7).map(|e| e.text.as_str()).collect();
+    assert!(!texts.is_empty());
+    assert_eq!(embedded.parse_batch(&texts)?, folder.parse_batch(&texts)?);
+    Ok(())
+}
+
 // Snapshot of `huatu parse --jsonl` output for the first dev instructions; regenerate
 // with UPDATE_SNAPSHOTS=1 after retraining the committed model.
 #[test]

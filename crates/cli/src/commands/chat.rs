@@ -20,7 +20,7 @@ use huatu_diffusion::pipelines::GrayImage;
 use huatu_imaging::edit::{region_mask, Rect, Region};
 use huatu_imaging::Size;
 
-use crate::commands::parse::default_model_dir;
+use crate::commands::parse::load_intent_model;
 use crate::device_args::DeviceArgs;
 use crate::model_args::{numbered_path, random_seed, StepBar};
 use crate::model_lookup::sdxl_model;
@@ -56,7 +56,7 @@ pub struct ChatArgs {
     /// Real-ESRGAN weights, for enhancer presets that upscale.
     #[arg(long)]
     pub sr_model: Option<PathBuf>,
-    /// Intent model folder. Default: $HUATU_INTENT_MODEL or the committed models/intent.
+    /// Intent model folder. Default: $HUATU_INTENT_MODEL, else the model built into huatu.
     #[arg(long)]
     pub intent_model: Option<PathBuf>,
     /// A scenes.toml overriding the built-in scenes.
@@ -120,9 +120,7 @@ fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let intent_dir = args.intent_model.clone().unwrap_or_else(default_model_dir);
-    let understanding = huatu_agent::IntentModel::load(&intent_dir)
-        .with_context(|| format!("loading the intent model from {}", intent_dir.display()))?;
+    let understanding = load_intent_model(args.intent_model.as_deref())?;
     let parse = understanding.parse(&args.instruction)?;
     println!("instruction: {}", args.instruction);
     println!(

@@ -2,7 +2,7 @@
 //! `huatu eval intent` (intent accuracy, per-intent precision/recall, slot F1).
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -11,16 +11,17 @@ use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
 use huatu_agent::IntentModel;
 
-/// The committed model, found from the working directory or from the source tree.
-pub fn default_model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HUATU_INTENT_MODEL") {
-        return PathBuf::from(dir);
+/// The intent model `parse` and `chat` use: the folder given (flag), else
+/// `$HUATU_INTENT_MODEL`, else the model built into the binary.
+pub fn load_intent_model(dir: Option<&Path>) -> anyhow::Result<IntentModel> {
+    let dir = dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("HUATU_INTENT_MODEL").map(PathBuf::from));
+    match dir {
+        Some(dir) => IntentModel::load(&dir)
+            .with_context(|| format!("loading the intent model from {}", dir.display())),
+        None => IntentModel::embedded().context("loading the built-in intent model"),
     }
-    let local = PathBuf::from("models/intent");
-    if local.join("config.json").is_file() {
-        return local;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/intent"))
 }
 
 #[derive(Args, Debug)]
@@ -32,22 +33,16 @@ pub struct ParseArgs {
     #[arg(long)]
     pub jsonl: bool,
     /// Intent model folder (config.json, vocab.txt, model.safetensors).
-    /// Default: $HUATU_INTENT_MODEL or the committed models/intent.
-    #[arg(long)]
+    /// Default: $HUATU_INTENT_MODEL, else the model built into huatu.
+    #[arg(long, visible_alias = "intent-model")]
     pub model: Option<PathBuf>,
     /// Instructions run together through the model.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
 }
 
-fn load(model: Option<PathBuf>) -> anyhow::Result<IntentModel> {
-    let dir = model.unwrap_or_else(default_model_dir);
-    IntentModel::load(&dir)
-        .with_context(|| format!("loading the intent model from {}", dir.display()))
-}
-
 pub fn run(args: ParseArgs) -> anyhow::Result<()> {
-    let model = load(args.model)?;
+    let model = load_intent_model(args.model.as_deref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if let Some(text) = args.text {
@@ -107,7 +102,7 @@ pub struct EvalIntentArgs {
 
 pub fn run_eval(command: EvalCommand) -> anyhow::Result<()> {
     let EvalCommand::Intent(args) = command;
-    let model = load(args.model)?;
+    let model = load_intent_model(args.model.as_deref())?;
     let gold = read_jsonl(&args.data)?;
     let started = Instant::now();
     let mut parses = Vec::with_capacity(gold.len());
