@@ -254,7 +254,7 @@ fn scene_from(name: &str, entries: &BTreeMap<String, Value>) -> std::result::Res
     let lora = optional_string("lora")?;
     let enhancer = optional_string("enhancer")?;
     if !enhancer.is_empty() {
-        crate::execute::enhancer_steps(&enhancer).map_err(|error| error.to_string())?;
+        huatu_imaging::enhancer_steps(&enhancer).map_err(|error| error.to_string())?;
     }
     Ok(Scene {
         name: name.to_string(),

@@ -9,7 +9,6 @@ mod commands;
 mod device_args;
 mod fit_args;
 mod model_args;
-mod png_output;
 
 #[derive(Parser)]
 #[command(

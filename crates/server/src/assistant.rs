@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use huatu_agent::execute::enhancer_upscales;
 use huatu_agent::planner::{LoraChoice, PipelineKind, TaskPlan};
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::IntentModel;
-use huatu_diffusion::pipelines::GrayImage;
+use huatu_imaging::enhancer_upscales;
+use huatu_imaging::GrayImage;
 use serde_json::{json, Value};
 
 use crate::engine::Capabilities;
@@ -240,17 +240,10 @@ pub fn region_mask(
     let top = (region.y - region.height / 2.0).round().max(0.0) as usize;
     let right = ((region.x + region.width / 2.0).round() as usize).min(width);
     let bottom = ((region.y + region.height / 2.0).round() as usize).min(height);
-    let mut pixels = vec![0u8; width * height];
-    for y in top..bottom {
-        for x in left..right {
-            pixels[y * width + x] = 255;
-        }
-    }
-    GrayImage {
-        width,
-        height,
-        pixels,
-    }
+    GrayImage::from_fn(width as u32, height as u32, |x, y| {
+        let inside = (left..right).contains(&(x as usize)) && (top..bottom).contains(&(y as usize));
+        image::Luma([if inside { 255 } else { 0 }])
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use huatu_agent::planner::{Plan, PlanInputs};
-use huatu_diffusion::pipelines::{GrayImage, RgbImage};
+use huatu_imaging::{center_crop_to_multiple, GrayImage, RgbImage};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -127,12 +127,17 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
         && region.height > 0.0
         && region.x - region.width / 2.0 >= -0.5
         && region.y - region.height / 2.0 >= -0.5
-        && region.x + region.width / 2.0 <= original.width as f64 + 0.5
-        && region.y + region.height / 2.0 <= original.height as f64 + 0.5;
+        && region.x + region.width / 2.0 <= original.width() as f64 + 0.5
+        && region.y + region.height / 2.0 <= original.height() as f64 + 0.5;
     if values.iter().any(|value| !value.is_finite()) || !inside {
         return Err(ApiError::invalid(format!(
             "region (center {}, {}, size {}×{}) must lie inside the {}×{} original image",
-            region.x, region.y, region.width, region.height, original.width, original.height
+            region.x,
+            region.y,
+            region.width,
+            region.height,
+            original.width(),
+            original.height()
         )));
     }
     Ok(region)
@@ -140,12 +145,18 @@ pub fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<Region
 
 /// A region of the uploaded original moved into its crop at (`left`, `top`) and clamped
 /// to the cropped image.
-fn shift_region(region: &Region, left: usize, top: usize, cropped: &RgbImage) -> Region {
-    let clamp = |value: f64, extent: usize| value.clamp(0.0, extent as f64);
-    let x0 = clamp(region.x - region.width / 2.0 - left as f64, cropped.width);
-    let x1 = clamp(region.x + region.width / 2.0 - left as f64, cropped.width);
-    let y0 = clamp(region.y - region.height / 2.0 - top as f64, cropped.height);
-    let y1 = clamp(region.y + region.height / 2.0 - top as f64, cropped.height);
+fn shift_region(region: &Region, left: u32, top: u32, cropped: &RgbImage) -> Region {
+    let clamp = |value: f64, extent: u32| value.clamp(0.0, f64::from(extent));
+    let x0 = clamp(region.x - region.width / 2.0 - left as f64, cropped.width());
+    let x1 = clamp(region.x + region.width / 2.0 - left as f64, cropped.width());
+    let y0 = clamp(
+        region.y - region.height / 2.0 - top as f64,
+        cropped.height(),
+    );
+    let y1 = clamp(
+        region.y + region.height / 2.0 - top as f64,
+        cropped.height(),
+    );
     Region {
         x: (x0 + x1) / 2.0,
         y: (y0 + y1) / 2.0,
@@ -212,25 +223,26 @@ pub async fn agent(
     };
     let mut input_notes = Vec::new();
     let original = match uploaded {
-        Some(image) if image.width < 64 || image.height < 64 => {
+        Some(image) if image.width() < 64 || image.height() < 64 => {
             return Err(ApiError::invalid(format!(
                 "original width and height must be at least 64, got {}×{}",
-                image.width, image.height
+                image.width(),
+                image.height()
             )));
         }
         Some(image) => {
-            let (cropped, left, top) = image.center_crop_to_multiple(8);
-            if (cropped.width, cropped.height) != (image.width, image.height) {
+            let (cropped, left, top) = center_crop_to_multiple(image, 8);
+            if (cropped.width(), cropped.height()) != (image.width(), image.height()) {
                 input_notes.push(format!(
                     "the original ({}×{}) is edited as its centered {}×{} crop: SDXL needs sides that are multiples of 8",
-                    image.width, image.height, cropped.width, cropped.height
+                    image.width(), image.height(), cropped.width(), cropped.height()
                 ));
                 if let Some(region) = &mut region {
                     *region = shift_region(region, left, top, &cropped);
                     if region.width < 1.0 || region.height < 1.0 {
                         return Err(ApiError::invalid(format!(
                             "the region lies in the edge cropped off the original (it is edited as its centered {}×{} crop)",
-                            cropped.width, cropped.height
+                            cropped.width(), cropped.height()
                         )));
                     }
                 }
@@ -276,8 +288,8 @@ pub async fn agent(
     let condition = form.image("condition").cloned();
     let mask = match (&original, &region) {
         (Some(image), Some(region)) => Some(crate::assistant::region_mask(
-            image.width,
-            image.height,
+            image.width() as usize,
+            image.height() as usize,
             region,
         )),
         _ => None,
@@ -285,9 +297,9 @@ pub async fn agent(
     let lora_dir = state.config.data_dir.join("loras");
     let text = instruction.clone();
     let stored_mask = mask.clone();
-    let image_size = original
-        .as_ref()
-        .map_or((0, 0), |image| (image.width, image.height));
+    let image_size = original.as_ref().map_or((0, 0), |image| {
+        (image.width() as usize, image.height() as usize)
+    });
     let planned = crate::blocking::spawn(move || -> Result<_, String> {
         let encode = |image: &RgbImage| -> Result<Input, String> {
             encode_png(image, "{}")
