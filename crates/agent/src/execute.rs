@@ -10,14 +10,16 @@ use candle_core::Tensor;
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
-use huatu_diffusion::pipelines::mask_composite::{feathered_mask, paste_inside_mask};
 use huatu_diffusion::pipelines::{
-    inpaint, instruct_pix2pix, text_to_image, ControlNetUnit, EditSettings, GrayImage,
-    InpaintRequest, InstructPix2PixRequest, ProgressSink, RgbImage, Text2ImageRequest,
+    inpaint, instruct_pix2pix, text_to_image, ControlNetUnit, EditSettings, InpaintRequest,
+    InstructPix2PixRequest, ProgressSink, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
-use huatu_imaging::edit::{control_canvas, mask_bounds, region_mask, CannyThresholds, Rect};
-use huatu_imaging::{Preset, Scenario, Step, StepKind, Upscaler};
+use huatu_imaging::edit::{
+    control_canvas, feathered_mask, mask_bounds, paste_inside_mask, region_mask, CannyThresholds,
+    Rect,
+};
+use huatu_imaging::{center_crop_to_multiple, enhancer_steps, GrayImage, RgbImage, Upscaler};
 
 use crate::planner::{PipelineKind, TaskPlan};
 use crate::{AgentError, Result};
@@ -119,39 +121,7 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
             ),
         ));
     }
-    let whole = RgbImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: image.into_raw(),
-    };
-    Ok(whole.center_crop_to_multiple(8).0)
-}
-
-/// The steps an enhancer names: a preset (`vivid`), a scenario standing for its recommended
-/// preset (`poster`), or a step list as `huatu enhance --steps` takes it
-/// (`denoise,sharpen:amount=0.6,upscale:x2`).
-pub fn enhancer_steps(name: &str) -> Result<Vec<Step>> {
-    if let Ok(preset) = name.parse::<Preset>() {
-        return preset.steps().map_err(|e| failed("enhancer", e));
-    }
-    if let Ok(scenario) = name.parse::<Scenario>() {
-        return scenario
-            .recommended_preset()
-            .steps()
-            .map_err(|e| failed("enhancer", e));
-    }
-    Step::parse_list(name).map_err(|e| {
-        failed(
-            "enhancer",
-            format!("`{name}` is neither a preset, a scenario nor a step list: {e}"),
-        )
-    })
-}
-
-/// Whether the enhancer runs Real-ESRGAN (and so needs its weights).
-pub fn enhancer_upscales(name: &str) -> bool {
-    enhancer_steps(name)
-        .is_ok_and(|steps| steps.iter().any(|step| step.kind() == StepKind::Upscale))
+    Ok(center_crop_to_multiple(&image, 8).0)
 }
 
 fn enhance(
@@ -162,22 +132,15 @@ fn enhance(
     let Some(name) = enhancer else {
         return Ok(image);
     };
-    let steps = enhancer_steps(name)?;
+    let steps = enhancer_steps(name).map_err(|e| failed("enhancer", e))?;
     if steps.is_empty() {
         return Ok(image);
     }
-    let buffer = image::RgbImage::from_raw(image.width as u32, image.height as u32, image.pixels)
-        .ok_or_else(|| failed("enhancer", "image buffer size"))?;
-    let enhanced =
-        huatu_imaging::enhance(&image::DynamicImage::ImageRgb8(buffer), &steps, upscaler)
+    Ok(
+        huatu_imaging::enhance(&image::DynamicImage::ImageRgb8(image), &steps, upscaler)
             .map_err(|e| failed("enhancer", e))?
-            .to_rgb8();
-    let (width, height) = enhanced.dimensions();
-    Ok(RgbImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: enhanced.into_raw(),
-    })
+            .to_rgb8(),
+    )
 }
 
 fn settings(plan: &TaskPlan, options: &RunOptions) -> Result<EditSettings> {
@@ -256,14 +219,14 @@ pub fn execute(
             let (rect, mask) = match &options.mask {
                 Some(drawn) => {
                     let drawn = fit_mask(drawn, &image)?;
-                    let rect = mask_bounds(&drawn.pixels, drawn.width)
+                    let rect = mask_bounds(drawn.as_raw(), drawn.width() as usize)
                         .ok_or_else(|| failed("region edit", "the drawn mask is empty"))?;
-                    (rect, drawn.pixels)
+                    (rect, drawn)
                 }
                 None => {
-                    let rect = rect_in(image.width, image.height, plan.region.as_deref());
-                    let mask = region_mask(rect, image.width as u32, image.height as u32);
-                    (rect, mask.into_raw())
+                    let (width, height) = image.dimensions();
+                    let rect = rect_in(width as usize, height as usize, plan.region.as_deref());
+                    (rect, region_mask(rect, width, height))
                 }
             };
             let condition = huatu_imaging::io::load_image(condition_path)
@@ -272,29 +235,21 @@ pub fn execute(
             let canvas = control_canvas(
                 &condition,
                 rect,
-                image.width as u32,
-                image.height as u32,
+                image.width(),
+                image.height(),
                 Some(CannyThresholds::default()),
             )
             .map_err(|e| failed("control image", e))?;
             let guess_mode = plan.prompt.trim().is_empty();
             let request = InpaintRequest {
                 settings: settings.clone(),
-                mask_image: GrayImage {
-                    width: image.width,
-                    height: image.height,
-                    pixels: mask,
-                },
+                mask_image: mask,
                 image,
                 strength: 1.0,
                 mask_blur: 2,
                 controlnets: vec![ControlNetUnit {
                     controlnet,
-                    control_image: RgbImage {
-                        width: canvas.width() as usize,
-                        height: canvas.height() as usize,
-                        pixels: canvas.into_raw(),
-                    },
+                    control_image: canvas,
                     controlnet_conditioning_scale: 0.8,
                     control_guidance_start: 0.0,
                     control_guidance_end: 1.0,
@@ -349,17 +304,19 @@ pub fn execute(
 /// The drawn mask for `image`: as it is when the sizes agree, or cropped like
 /// [`read_image`] crops the original when it was drawn on the uncropped original.
 fn fit_mask(mask: &GrayImage, image: &RgbImage) -> Result<GrayImage> {
-    let size = (image.width, image.height);
-    if (mask.width, mask.height) == size {
+    if mask.dimensions() == image.dimensions() {
         return Ok(mask.clone());
     }
-    let (cropped, _, _) = mask.center_crop_to_multiple(8);
-    if (cropped.width, cropped.height) != size {
+    let (cropped, _, _) = center_crop_to_multiple(mask, 8);
+    if cropped.dimensions() != image.dimensions() {
         return Err(failed(
             "edit region",
             format!(
                 "the mask is {}×{} but the image is {}×{}",
-                mask.width, mask.height, image.width, image.height
+                mask.width(),
+                mask.height(),
+                image.width(),
+                image.height()
             ),
         ));
     }
@@ -382,40 +339,14 @@ mod tests {
 
     #[test]
     fn a_mask_drawn_on_the_uncropped_original_is_cropped_with_it() {
-        let image = RgbImage {
-            width: 8,
-            height: 8,
-            pixels: vec![0; 8 * 8 * 3],
-        };
+        let image = RgbImage::new(8, 8);
         // 10×9 → 8×8: one column off the left, none off the top.
-        let pixels = (0..9 * 10)
-            .map(|i| if i % 10 == 1 { 255 } else { 0 })
-            .collect();
-        let mask = GrayImage {
-            width: 10,
-            height: 9,
-            pixels,
-        };
+        let mask = GrayImage::from_fn(10, 9, |x, _| image::Luma([if x == 1 { 255 } else { 0 }]));
         let fitted = fit_mask(&mask, &image).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((fitted.width, fitted.height), (8, 8));
-        assert!((0..8).all(|y| fitted.pixels[y * 8] == 255 && fitted.pixels[y * 8 + 1] == 0));
-        let wrong = GrayImage {
-            width: 16,
-            height: 8,
-            pixels: vec![0; 128],
-        };
+        assert_eq!(fitted.dimensions(), (8, 8));
+        assert!((0..8).all(|y| fitted.get_pixel(0, y)[0] == 255 && fitted.get_pixel(1, y)[0] == 0));
+        let wrong = GrayImage::new(16, 8);
         assert!(fit_mask(&wrong, &image).is_err());
-    }
-
-    #[test]
-    fn enhancers_are_presets_scenarios_or_step_lists() {
-        assert!(enhancer_steps("vivid").is_ok_and(|steps| !steps.is_empty()));
-        assert!(enhancer_steps("poster").is_ok_and(|steps| !steps.is_empty()));
-        assert!(enhancer_steps("none").is_ok_and(|steps| steps.is_empty()));
-        assert!(enhancer_upscales("denoise,upscale:x2"));
-        assert!(!enhancer_upscales("poster"));
-        let error = enhancer_steps("sparkle").unwrap_err().to_string();
-        assert!(error.contains("neither a preset"), "{error}");
     }
 
     #[test]

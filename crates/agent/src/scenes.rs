@@ -181,7 +181,7 @@ fn scene_from(name: &str, table: SceneTable) -> std::result::Result<Scene, Strin
     let lora = table.lora.unwrap_or_default();
     let enhancer = table.enhancer.unwrap_or_default();
     if !enhancer.is_empty() {
-        crate::execute::enhancer_steps(&enhancer).map_err(|error| error.to_string())?;
+        huatu_imaging::enhancer_steps(&enhancer).map_err(|error| error.to_string())?;
     }
     Ok(Scene {
         name: name.to_string(),

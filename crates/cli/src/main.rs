@@ -11,7 +11,6 @@ mod error_report;
 mod fit_args;
 mod model_args;
 mod model_lookup;
-mod png_output;
 
 #[derive(Parser)]
 #[command(

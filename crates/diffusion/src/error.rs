@@ -67,6 +67,10 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// A pixel operation of the imaging crate (the mask composite).
+    #[error(transparent)]
+    Imaging(#[from] huatu_imaging::ImagingError),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

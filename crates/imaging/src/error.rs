@@ -33,6 +33,24 @@ pub enum ImagingError {
         source: image::ImageError,
     },
 
+    #[error("cannot write {path}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot encode a {width}×{height} image as PNG")]
+    PngEncode {
+        width: u32,
+        height: u32,
+        #[source]
+        source: png::EncodingError,
+    },
+
+    #[error("`{name}` is neither an enhancer preset, a scenario nor a step list: {reason}")]
+    UnknownEnhancer { name: String, reason: String },
+
     #[error("cannot access {path}")]
     Io {
         path: PathBuf,

@@ -1,6 +1,7 @@
 //! Reading and writing image files with errors that name the file, and the conversions
 //! between 8-bit images and the f32 RGB working format the enhancers use
-//! (values in [0, 1], interleaved, as `image::Rgb32FImage`).
+//! (values in [0, 1], interleaved, as `image::Rgb32FImage`), and PNGs with the settings
+//! an image was made with in text chunks.
 
 use std::path::Path;
 
@@ -149,6 +150,67 @@ pub fn save_image(image: &DynamicImage, path: &Path) -> Result<()> {
     })
 }
 
+/// An 8-bit RGB PNG with UTF-8 (iTXt) text chunks, `(keyword, text)` in order: how huatu
+/// stores the settings an image was made with (`huatu generate`'s files, the server's
+/// results), so any image can be reproduced.
+pub fn encode_png<T: AsRef<str>>(image: &RgbImage, text_chunks: &[(&str, T)]) -> Result<Vec<u8>> {
+    encode_png_pixels(
+        image.as_raw(),
+        image.dimensions(),
+        png::ColorType::Rgb,
+        text_chunks,
+    )
+}
+
+/// An 8-bit grayscale PNG (masks), no text chunks.
+pub fn encode_gray_png(image: &GrayImage) -> Result<Vec<u8>> {
+    encode_png_pixels::<&str>(
+        image.as_raw(),
+        image.dimensions(),
+        png::ColorType::Grayscale,
+        &[],
+    )
+}
+
+/// [`encode_png`] written to `path`.
+pub fn write_png<T: AsRef<str>>(
+    path: &Path,
+    image: &RgbImage,
+    text_chunks: &[(&str, T)],
+) -> Result<()> {
+    let bytes = encode_png(image, text_chunks)?;
+    std::fs::write(path, bytes).map_err(|source| ImagingError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn encode_png_pixels<T: AsRef<str>>(
+    pixels: &[u8],
+    (width, height): (u32, u32),
+    color: png::ColorType,
+    text_chunks: &[(&str, T)],
+) -> Result<Vec<u8>> {
+    let encoding = |source| ImagingError::PngEncode {
+        width,
+        height,
+        source,
+    };
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    for (keyword, text) in text_chunks {
+        encoder
+            .add_itxt_chunk(keyword.to_string(), text.as_ref().to_string())
+            .map_err(encoding)?;
+    }
+    let mut writer = encoder.write_header().map_err(encoding)?;
+    writer.write_image_data(pixels).map_err(encoding)?;
+    writer.finish().map_err(encoding)?;
+    Ok(bytes)
+}
+
 /// Errors unless the image has at least one pixel.
 pub fn ensure_not_empty(what: &str, width: u32, height: u32) -> Result<()> {
     if width == 0 || height == 0 {
@@ -267,6 +329,44 @@ mod tests {
             .unwrap_or_default();
         assert!(message.contains("missing.png"), "{message}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn png_text_chunks_are_written_and_pixels_round_trip() -> Result<()> {
+        let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 80, y as u8 * 90, 5]));
+        let bytes = encode_png(
+            &image,
+            &[("huatu", "{\"seed\":1}"), ("parameters", "a cat")],
+        )?;
+        let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+        let reader = decoder.read_info().map_err(|error| ImagingError::Decode {
+            what: "test PNG".into(),
+            reason: error.to_string(),
+        })?;
+        let chunks: Vec<(String, String)> = reader
+            .info()
+            .utf8_text
+            .iter()
+            .map(|chunk| (chunk.keyword.clone(), chunk.get_text().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            chunks,
+            vec![
+                ("huatu".to_string(), "{\"seed\":1}".to_string()),
+                ("parameters".to_string(), "a cat".to_string())
+            ]
+        );
+        let decoded = decode_image(&bytes, None, "test PNG", &DecodeLimits::DEFAULT)?;
+        assert_eq!(decoded.to_rgb8(), image);
+        let mask = GrayImage::from_fn(2, 2, |x, _| image::Luma([x as u8 * 255]));
+        let decoded = decode_image(
+            &encode_gray_png(&mask)?,
+            None,
+            "mask",
+            &DecodeLimits::DEFAULT,
+        )?;
+        assert_eq!(decoded.to_luma8(), mask);
+        Ok(())
     }
 
     #[test]

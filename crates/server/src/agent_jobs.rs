@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use huatu_agent::execute::enhancer_upscales;
 use huatu_agent::planner::{LoraChoice, PipelineKind, TaskPlan};
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::IntentModel;
-use huatu_diffusion::pipelines::GrayImage;
 use huatu_diffusion::schedulers::SchedulerKind;
+use huatu_imaging::enhancer_upscales;
+use huatu_imaging::GrayImage;
 
 use crate::engine::Capabilities;
 use crate::error::ServerError;

@@ -16,14 +16,14 @@ use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, text_to_image, EditSettings, GrayImage, Image2ImageRequest,
-    InpaintRequest, Progress, ProgressSink, RgbImage, Text2ImageRequest,
+    image_to_image, inpaint, text_to_image, EditSettings, Image2ImageRequest, InpaintRequest,
+    Progress, ProgressSink, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
-use huatu_imaging::Upscaler;
+use huatu_imaging::{GrayImage, RgbImage, Upscaler};
 
 use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, LoraSpec};
 

@@ -2,33 +2,13 @@
 //! `huatu generate` writes them); uploads are decoded with size limits checked from the
 //! header before any pixel is decoded.
 
-use huatu_diffusion::pipelines::{GrayImage, RgbImage};
+use huatu_imaging::{GrayImage, ImagingError, RgbImage};
 
-pub fn encode_png(image: &RgbImage, settings_json: &str) -> Result<Vec<u8>, png::EncodingError> {
-    let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, image.width as u32, image.height as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.add_itxt_chunk("huatu".to_string(), settings_json.to_string())?;
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(&image.pixels)?;
-        writer.finish()?;
-    }
-    Ok(bytes)
-}
+pub use huatu_imaging::io::encode_gray_png;
 
-pub fn encode_gray_png(image: &GrayImage) -> Result<Vec<u8>, png::EncodingError> {
-    let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, image.width as u32, image.height as u32);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(&image.pixels)?;
-        writer.finish()?;
-    }
-    Ok(bytes)
+/// A result or an input as stored: its settings as JSON in a `huatu` iTXt chunk.
+pub fn encode_png(image: &RgbImage, settings_json: &str) -> Result<Vec<u8>, ImagingError> {
+    huatu_imaging::io::encode_png(image, &[("huatu", settings_json)])
 }
 
 /// A stored PNG back to pixels (RGB).
@@ -37,12 +17,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
     let decoded = huatu_imaging::io::decode_image(bytes, None, "stored image", &limits)
         .map_err(|error| format!("stored image is unreadable: {error}"))?
         .to_rgb8();
-    let (width, height) = decoded.dimensions();
-    Ok(RgbImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: decoded.into_raw(),
-    })
+    Ok(decoded)
 }
 
 /// A stored PNG back to pixels (grayscale).
@@ -51,12 +26,7 @@ pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage, String> {
     let decoded = huatu_imaging::io::decode_image(bytes, None, "stored mask", &limits)
         .map_err(|error| format!("stored mask is unreadable: {error}"))?
         .to_luma8();
-    let (width, height) = decoded.dimensions();
-    Ok(GrayImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: decoded.into_raw(),
-    })
+    Ok(decoded)
 }
 
 /// An uploaded image, checked and decoded to RGB.
@@ -102,27 +72,21 @@ pub fn decode_upload(field: &str, bytes: &[u8], max_dimension: usize) -> Result<
     let limits = huatu_imaging::io::DecodeLimits::with_max_side(max_dimension);
     let decoded = huatu_imaging::io::decode_image(bytes, Some(format), field, &limits)
         .map_err(|error| format!("`{field}` is a broken {name} file: {error}"))?;
-    let mask_pixels: Vec<u8> = if decoded.color().has_alpha() {
-        decoded
-            .to_rgba8()
-            .pixels()
-            .map(|pixel| if pixel[3] < 128 { 255 } else { 0 })
-            .collect()
+    let mask = if decoded.color().has_alpha() {
+        let rgba = decoded.to_rgba8();
+        GrayImage::from_fn(width, height, |x, y| {
+            image::Luma([if rgba.get_pixel(x, y)[3] < 128 {
+                255
+            } else {
+                0
+            }])
+        })
     } else {
-        decoded.to_luma8().into_raw()
+        decoded.to_luma8()
     };
-    let (width, height) = (width as usize, height as usize);
     Ok(Upload {
-        image: RgbImage {
-            width,
-            height,
-            pixels: decoded.to_rgb8().into_raw(),
-        },
-        mask: GrayImage {
-            width,
-            height,
-            pixels: mask_pixels,
-        },
+        image: decoded.to_rgb8(),
+        mask,
         format: name,
     })
 }
@@ -133,11 +97,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_limits() {
-        let image = RgbImage {
-            width: 2,
-            height: 1,
-            pixels: vec![255, 0, 0, 0, 255, 0],
-        };
+        let image = RgbImage::from_fn(2, 1, |x, _| {
+            image::Rgb(if x == 0 { [255, 0, 0] } else { [0, 255, 0] })
+        });
         let bytes = encode_png(&image, "{}").unwrap_or_default();
         let upload = decode_upload("image", &bytes, 16);
         assert!(
@@ -167,7 +129,7 @@ mod tests {
         }
         let upload = decode_upload("mask", &bytes, 16);
         assert!(
-            matches!(&upload, Ok(upload) if upload.mask.pixels == vec![0, 255]),
+            matches!(&upload, Ok(upload) if upload.mask.as_raw() == &vec![0, 255]),
             "{upload:?}"
         );
     }

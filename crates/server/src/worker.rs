@@ -236,7 +236,7 @@ fn step_hook<'a>(
 /// recorded); its settings go into a PNG text chunk.
 fn store_result(
     shared: &JobServices,
-    image: &huatu_diffusion::pipelines::RgbImage,
+    image: &huatu_imaging::RgbImage,
     settings: &serde_json::Value,
     results: &mut Results,
 ) -> Result<(), String> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
-use huatu_agent::execute::{enhancer_upscales, execute, switch_lora, Models, RunOptions};
+use huatu_agent::execute::{execute, switch_lora, Models, RunOptions};
 use huatu_agent::planner::default_lora_dir;
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
@@ -16,7 +16,6 @@ use huatu_agent::{plan, Plan, PlanInputs};
 use huatu_diffusion::device::DtypeChoice;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{ModelSource, SdxlComponents};
-use huatu_diffusion::pipelines::GrayImage;
 use huatu_imaging::edit::{region_mask, Rect, Region};
 use huatu_imaging::Size;
 
@@ -24,7 +23,8 @@ use crate::commands::parse::load_intent_model;
 use crate::device_args::DeviceArgs;
 use crate::model_args::{numbered_path, random_seed, StepBar};
 use crate::model_lookup::sdxl_model;
-use crate::png_output::write_png;
+use huatu_imaging::io::write_png;
+use huatu_imaging::GrayImage;
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -107,15 +107,7 @@ fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
     let (width, height) = image::image_dimensions(path)
         .with_context(|| format!("cannot read the image {}", path.display()))?;
     let rect = region.to_rect(width, height)?;
-    let pixels = region_mask(rect, width, height).into_raw();
-    Ok(Some((
-        GrayImage {
-            width: width as usize,
-            height: height as usize,
-            pixels,
-        },
-        rect,
-    )))
+    Ok(Some((region_mask(rect, width, height), rect)))
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -163,7 +155,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         println!("note: {note}");
     }
 
-    if args.sr_model.is_none() && task.enhancer.as_deref().is_some_and(enhancer_upscales) {
+    if args.sr_model.is_none()
+        && task
+            .enhancer
+            .as_deref()
+            .is_some_and(huatu_imaging::enhancer_upscales)
+    {
         bail!("the scene's enhancer upscales with Real-ESRGAN: pass --sr-model FILE (.pth or .safetensors)");
     }
     let mask = drawn_mask(&args)?;

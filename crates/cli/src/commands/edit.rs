@@ -14,15 +14,16 @@ use candle_core::DType;
 use clap::Args;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage,
-    Image2ImageRequest, InpaintRequest, InstructPix2PixRequest, RgbImage,
+    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, Image2ImageRequest,
+    InpaintRequest, InstructPix2PixRequest,
 };
 use huatu_imaging::edit::{
     control_canvas, mask_bounds, masked_area, region_mask, CannyThresholds, Rect, Region,
 };
 
 use crate::model_args::{random_seed, ModelArgs, SamplingArgs, StepBar};
-use crate::png_output::write_png;
+use huatu_imaging::io::write_png;
+use huatu_imaging::{GrayImage, RgbImage};
 
 #[derive(Args, Debug)]
 pub struct EditArgs {
@@ -97,41 +98,20 @@ pub struct EditArgs {
 }
 
 fn read_rgb(path: &Path, what: &str) -> anyhow::Result<RgbImage> {
-    let image = huatu_imaging::io::load_image(path)
+    Ok(huatu_imaging::io::load_image(path)
         .with_context(|| format!("cannot use {what}"))?
-        .to_rgb8();
-    let (width, height) = image.dimensions();
-    Ok(RgbImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: image.into_raw(),
-    })
+        .to_rgb8())
 }
 
 fn read_gray(path: &Path, what: &str) -> anyhow::Result<GrayImage> {
-    let image = huatu_imaging::io::load_image(path)
+    Ok(huatu_imaging::io::load_image(path)
         .with_context(|| format!("cannot use {what}"))?
-        .to_luma8();
-    let (width, height) = image.dimensions();
-    Ok(GrayImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: image.into_raw(),
-    })
-}
-
-fn to_image_crate(image: &RgbImage) -> anyhow::Result<image::RgbImage> {
-    image::RgbImage::from_raw(
-        image.width as u32,
-        image.height as u32,
-        image.pixels.clone(),
-    )
-    .context("internal: image buffer size")
+        .to_luma8())
 }
 
 /// The mask and the region it covers, from --mask, --region or --box.
 fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(GrayImage, Rect)>> {
-    let (width, height) = (image.width as u32, image.height as u32);
+    let (width, height) = image.dimensions();
     let region = match (&args.region, &args.box_corners) {
         (Some(text), _) => Some(Region::parse_center(text)?),
         (None, Some(text)) => Some(Region::parse_box(text)?),
@@ -140,20 +120,13 @@ fn mask_and_region(args: &EditArgs, image: &RgbImage) -> anyhow::Result<Option<(
     if let Some(region) = region {
         let rect = region.to_rect(width, height)?;
         let mask = region_mask(rect, width, height);
-        return Ok(Some((
-            GrayImage {
-                width: image.width,
-                height: image.height,
-                pixels: mask.into_raw(),
-            },
-            rect,
-        )));
+        return Ok(Some((mask, rect)));
     }
     let Some(path) = &args.mask else {
         return Ok(None);
     };
     let mask = read_gray(path, "--mask")?;
-    let rect = mask_bounds(&mask.pixels, mask.width)
+    let rect = mask_bounds(mask.as_raw(), mask.width() as usize)
         .with_context(|| format!("{} is empty: no pixel ≥ 128 to repaint", path.display()))?;
     Ok(Some((mask, rect)))
 }
@@ -220,12 +193,12 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     check_option_combinations(&args)?;
     let device = args.model.device.open()?;
     let image = read_rgb(&args.image, "--image")?;
-    if image.width % 8 != 0 || image.height % 8 != 0 {
+    if image.width() % 8 != 0 || image.height() % 8 != 0 {
         bail!(
             "{} is {}×{}; SDXL needs both sides to be multiples of 8 (resize it first, e.g. `huatu preprocess`)",
             args.image.display(),
-            image.width,
-            image.height
+            image.width(),
+            image.height()
         );
     }
     let noise = args.sampling.read_latents(&device)?;
@@ -357,10 +330,8 @@ struct MaskedArea {
 
 impl MaskedArea {
     fn new(image: &RgbImage, mask: &GrayImage, padding: u32, size: u32) -> anyhow::Result<Self> {
-        let full_mask = to_gray_crate(mask)?;
-        let rect = masked_area::crop_region(&full_mask, padding, 1.0)?;
-        let (crop, crop_mask) =
-            masked_area::crop_and_scale(&to_image_crate(image)?, &full_mask, rect, (size, size))?;
+        let rect = masked_area::crop_region(mask, padding, 1.0)?;
+        let (crop, crop_mask) = masked_area::crop_and_scale(image, mask, rect, (size, size))?;
         eprintln!(
             "only the masked area: {}×{} at ({}, {}), worked at {size}×{size}",
             rect.width(),
@@ -371,20 +342,16 @@ impl MaskedArea {
         Ok(Self {
             rect,
             size,
-            image: from_image_crate(crop),
-            mask: from_gray_crate(crop_mask),
+            image: crop,
+            mask: crop_mask,
         })
     }
 
     fn crop(&self, image: &RgbImage) -> anyhow::Result<RgbImage> {
-        let empty = image::GrayImage::new(image.width as u32, image.height as u32);
-        let (crop, _) = masked_area::crop_and_scale(
-            &to_image_crate(image)?,
-            &empty,
-            self.rect,
-            (self.size, self.size),
-        )?;
-        Ok(from_image_crate(crop))
+        let empty = GrayImage::new(image.width(), image.height());
+        let (crop, _) =
+            masked_area::crop_and_scale(image, &empty, self.rect, (self.size, self.size))?;
+        Ok(crop)
     }
 
     fn paste_back(
@@ -393,36 +360,7 @@ impl MaskedArea {
         mask: &GrayImage,
         result: &RgbImage,
     ) -> anyhow::Result<RgbImage> {
-        let out = masked_area::paste_back(
-            &to_image_crate(original)?,
-            &to_gray_crate(mask)?,
-            self.rect,
-            &to_image_crate(result)?,
-        )?;
-        Ok(from_image_crate(out))
-    }
-}
-
-fn from_image_crate(image: image::RgbImage) -> RgbImage {
-    let (width, height) = image.dimensions();
-    RgbImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: image.into_raw(),
-    }
-}
-
-fn to_gray_crate(mask: &GrayImage) -> anyhow::Result<image::GrayImage> {
-    image::GrayImage::from_raw(mask.width as u32, mask.height as u32, mask.pixels.clone())
-        .context("internal: mask buffer size")
-}
-
-fn from_gray_crate(mask: image::GrayImage) -> GrayImage {
-    let (width, height) = mask.dimensions();
-    GrayImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: mask.into_raw(),
+        Ok(masked_area::paste_back(original, mask, self.rect, result)?)
     }
 }
 
@@ -431,31 +369,19 @@ fn control_image(args: &EditArgs, image: &RgbImage, rect: Rect) -> anyhow::Resul
     let control = match (&args.control_image, &args.condition_image) {
         (Some(path), _) => read_rgb(path, "--control-image")?,
         (None, Some(path)) => {
-            let condition = to_image_crate(&read_rgb(path, "--condition-image")?)?;
+            let condition = read_rgb(path, "--condition-image")?;
             let edges = (!args.no_edges).then_some(CannyThresholds {
                 low: args.canny_low,
                 high: args.canny_high,
             });
-            let canvas = control_canvas(
-                &condition,
-                rect,
-                image.width as u32,
-                image.height as u32,
-                edges,
-            )?;
-            let (width, height) = canvas.dimensions();
-            RgbImage {
-                width: width as usize,
-                height: height as usize,
-                pixels: canvas.into_raw(),
-            }
+            control_canvas(&condition, rect, image.width(), image.height(), edges)?
         }
         (None, None) => {
             bail!("--controlnet needs --control-image (ready) or --condition-image (raw)")
         }
     };
     if let Some(path) = &args.save_control {
-        write_png(path, &control, &[])?;
+        write_png::<&str>(path, &control, &[])?;
         eprintln!("saved the control image to {}", path.display());
     }
     Ok(control)

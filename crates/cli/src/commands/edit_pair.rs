@@ -14,7 +14,7 @@ use huatu_diffusion::pipelines::{
 use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::model_args::{random_seed, ModelArgs, StepBar};
-use crate::png_output::write_png;
+use huatu_imaging::io::write_png;
 
 #[derive(Args, Debug)]
 pub struct EditPairArgs {

@@ -10,7 +10,7 @@ use huatu_diffusion::pipelines::{
 };
 
 use crate::model_args::{numbered_path, random_seed, ModelArgs, SamplingArgs, StepBar};
-use crate::png_output::write_png;
+use huatu_imaging::io::write_png;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {

@@ -24,7 +24,7 @@ use huatu_train::trainer::{
 
 use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
-use crate::png_output::write_png;
+use huatu_imaging::io::write_png;
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {

@@ -21,9 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use huatu_diffusion::loading::SdxlComponents;
-use huatu_diffusion::pipelines::{
-    edit_pair, EditPairRequest, NoProgress, RgbImage, Text2ImageRequest,
-};
+use huatu_diffusion::pipelines::{edit_pair, EditPairRequest, NoProgress, Text2ImageRequest};
 use huatu_diffusion::schedulers::SchedulerKind;
 use image::DynamicImage;
 use serde::Serialize;
@@ -165,16 +163,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn to_dynamic(image: &RgbImage) -> Result<DynamicImage> {
-    image::RgbImage::from_raw(
-        image.width as u32,
-        image.height as u32,
-        image.pixels.clone(),
-    )
-    .map(DynamicImage::ImageRgb8)
-    .ok_or_else(|| DataError::InvalidRequest("the pipeline returned a malformed image".into()))
 }
 
 /// Writes `image` as PNG through a temporary name.
@@ -378,7 +366,10 @@ fn pairs_for_caption(
         let pair = edit_pair(components, &pair_request, &mut NoProgress).map_err(|source| {
             DataError::InvalidRequest(format!("the pair for caption {index} failed: {source}"))
         })?;
-        let images = [to_dynamic(&pair.original)?, to_dynamic(&pair.edited)?];
+        let images = [
+            DynamicImage::ImageRgb8(pair.original.clone()),
+            DynamicImage::ImageRgb8(pair.edited.clone()),
+        ];
         let embeddings = clip.embed_images(&images)?;
         let similarity = ClipSimilarity::new(&embeddings[0], &embeddings[1], &text_0, &text_1);
         let rejected = request.thresholds.rejection(&similarity);

@@ -6,7 +6,6 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::image::{GrayImage, RgbImage};
 use super::latents::{micro_conditioning, DecodeOptions, MicroConditioning};
 use super::prompt_encoding::encode_prompt_pair;
 use super::stable_diffusion_xl::batch_conditioning;
@@ -14,6 +13,7 @@ use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind};
 use crate::{Error, Result};
+use huatu_imaging::{GrayImage, RgbImage};
 
 /// Settings every editing request has; names as in diffusers.
 #[derive(Debug, Clone)]
@@ -123,10 +123,11 @@ pub fn check_image_size(what: &str, width: usize, height: usize) -> Result<()> {
 }
 
 pub fn check_same_size(what: &str, width: usize, height: usize, image: &RgbImage) -> Result<()> {
-    if (width, height) != (image.width, image.height) {
+    let (image_width, image_height) = (image.width() as usize, image.height() as usize);
+    if (width, height) != (image_width, image_height) {
         return Err(Error::InvalidRequest(format!(
             "{what} is {width}×{height} but the image is {}×{}; they must be the same size",
-            image.width, image.height
+            image_width, image_height
         )));
     }
     Ok(())
@@ -135,37 +136,45 @@ pub fn check_same_size(what: &str, width: usize, height: usize, image: &RgbImage
 /// [1, 3, h, w] in [-1, 1].
 pub fn image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
     let values: Vec<f32> = image
-        .pixels
+        .as_raw()
         .iter()
         .map(|&p| f32::from(p) / 255.0 * 2.0 - 1.0)
         .collect();
-    Ok(
-        Tensor::from_vec(values, (image.height, image.width, 3), device)?
-            .permute((2, 0, 1))?
-            .unsqueeze(0)?,
-    )
+    Ok(Tensor::from_vec(
+        values,
+        (image.height() as usize, image.width() as usize, 3),
+        device,
+    )?
+    .permute((2, 0, 1))?
+    .unsqueeze(0)?)
 }
 
 /// [1, 3, h, w] in [0, 1], as ControlNets take their condition.
 pub fn control_image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = image.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    Ok(
-        Tensor::from_vec(values, (image.height, image.width, 3), device)?
-            .permute((2, 0, 1))?
-            .unsqueeze(0)?,
-    )
+    let values: Vec<f32> = image
+        .as_raw()
+        .iter()
+        .map(|&p| f32::from(p) / 255.0)
+        .collect();
+    Ok(Tensor::from_vec(
+        values,
+        (image.height() as usize, image.width() as usize, 3),
+        device,
+    )?
+    .permute((2, 0, 1))?
+    .unsqueeze(0)?)
 }
 
 /// [1, 1, h, w] with 1 where the mask is ≥ 0.5 (pixel ≥ 128), else 0.
 pub fn mask_to_tensor(mask: &GrayImage, device: &Device) -> Result<Tensor> {
     let values: Vec<f32> = mask
-        .pixels
+        .as_raw()
         .iter()
         .map(|&p| if p >= 128 { 1.0 } else { 0.0 })
         .collect();
     Ok(Tensor::from_vec(
         values,
-        (1, 1, mask.height, mask.width),
+        (1, 1, mask.height() as usize, mask.width() as usize),
         device,
     )?)
 }

@@ -9,13 +9,13 @@ use super::edit_inputs::{
     check_image_size, encode_image, image_to_tensor, timesteps_for_strength, EditSettings,
 };
 use super::guidance;
-use super::image::RgbImage;
 use super::latents::decode_latents;
 use super::progress::{Progress, ProgressSink};
 use super::stable_diffusion_xl::Text2ImageOutput;
 use crate::loading::SdxlComponents;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
+use huatu_imaging::RgbImage;
 
 #[derive(Debug, Clone)]
 pub struct Image2ImageRequest {
@@ -27,7 +27,11 @@ pub struct Image2ImageRequest {
 impl Image2ImageRequest {
     pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
         self.settings.validate()?;
-        check_image_size("the image", self.image.width, self.image.height)?;
+        check_image_size(
+            "the image",
+            self.image.width() as usize,
+            self.image.height() as usize,
+        )?;
         let channels = components.unet.config().in_channels;
         if channels != 4 {
             return Err(Error::InvalidRequest(format!(
@@ -47,7 +51,10 @@ pub fn image_to_image(
     request.validate(components)?;
     let settings = &request.settings;
     let device = &components.device;
-    let (height, width) = (request.image.height, request.image.width);
+    let (height, width) = (
+        request.image.height() as usize,
+        request.image.width() as usize,
+    );
     let do_classifier_free_guidance = settings.guidance_scale > 1.0;
 
     progress.report(Progress::EncodingPrompt)?;

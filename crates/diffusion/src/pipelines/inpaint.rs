@@ -14,15 +14,15 @@ use super::edit_inputs::{
     mask_at_latent_size, mask_to_tensor, timesteps_for_strength, EditSettings,
 };
 use super::guidance;
-use super::image::{GrayImage, RgbImage};
 use super::latents::decode_latents;
-use super::mask_composite::{feathered_mask, paste_inside_mask};
 use super::progress::{Progress, ProgressSink};
 use crate::loading::SdxlComponents;
 use crate::models::controlnet::ControlNetModel;
 use crate::models::unet_2d_condition::{AddedConditions, ControlResiduals};
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
+use huatu_imaging::edit::{feathered_mask, paste_inside_mask};
+use huatu_imaging::{GrayImage, RgbImage};
 
 /// One ControlNet and its control image (already processed: edges, pose…), the size of
 /// the original image.
@@ -63,20 +63,29 @@ pub struct InpaintOutput {
 impl InpaintRequest<'_> {
     pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
         self.settings.validate()?;
-        check_image_size("the image", self.image.width, self.image.height)?;
+        check_image_size(
+            "the image",
+            self.image.width() as usize,
+            self.image.height() as usize,
+        )?;
         check_same_size(
             "the mask",
-            self.mask_image.width,
-            self.mask_image.height,
+            self.mask_image.width() as usize,
+            self.mask_image.height() as usize,
             &self.image,
         )?;
-        let painted = self.mask_image.pixels.iter().filter(|&&p| p >= 128).count();
+        let painted = self
+            .mask_image
+            .as_raw()
+            .iter()
+            .filter(|&&p| p >= 128)
+            .count();
         if painted == 0 {
             return Err(Error::InvalidRequest(
                 "the mask is empty (no pixel ≥ 128): there is nothing to repaint".into(),
             ));
         }
-        if painted == self.mask_image.pixels.len() && self.controlnets.is_empty() {
+        if painted == self.mask_image.as_raw().len() && self.controlnets.is_empty() {
             return Err(Error::InvalidRequest(
                 "the mask covers the whole image: that is image generation, not inpainting (use generate, or img2img)"
                     .into(),
@@ -91,8 +100,8 @@ impl InpaintRequest<'_> {
         for unit in &self.controlnets {
             check_same_size(
                 "the control image",
-                unit.control_image.width,
-                unit.control_image.height,
+                unit.control_image.width() as usize,
+                unit.control_image.height() as usize,
                 &self.image,
             )?;
             let (start, end) = (unit.control_guidance_start, unit.control_guidance_end);
@@ -138,7 +147,10 @@ pub fn inpaint(
     let settings = &request.settings;
     let device = &components.device;
     let dtype = components.dtype;
-    let (height, width) = (request.image.height, request.image.width);
+    let (height, width) = (
+        request.image.height() as usize,
+        request.image.width() as usize,
+    );
     let do_classifier_free_guidance = settings.guidance_scale > 1.0;
     let unet_channels = components.unet.config().in_channels;
 

@@ -8,7 +8,6 @@ use candle_core::{DType, Tensor};
 
 use super::edit_inputs::{check_image_size, image_to_tensor, EditSettings};
 use super::guidance::rescale_noise_cfg;
-use super::image::RgbImage;
 use super::latents::{decode_latents, micro_conditioning, prepare_latents};
 use super::progress::{Progress, ProgressSink};
 use super::prompt_encoding::encode_prompt_pair;
@@ -17,6 +16,7 @@ use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
+use huatu_imaging::RgbImage;
 
 #[derive(Debug, Clone)]
 pub struct InstructPix2PixRequest {
@@ -30,7 +30,11 @@ pub struct InstructPix2PixRequest {
 impl InstructPix2PixRequest {
     pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
         self.settings.validate()?;
-        check_image_size("the image", self.image.width, self.image.height)?;
+        check_image_size(
+            "the image",
+            self.image.width() as usize,
+            self.image.height() as usize,
+        )?;
         if !self.image_guidance_scale.is_finite() || self.image_guidance_scale < 0.0 {
             return Err(Error::InvalidRequest(format!(
                 "image_guidance_scale must be a finite number ≥ 0, got {}",
@@ -56,7 +60,10 @@ pub fn instruct_pix2pix(
     let settings = &request.settings;
     let device = &components.device;
     let dtype = components.dtype;
-    let (height, width) = (request.image.height, request.image.width);
+    let (height, width) = (
+        request.image.height() as usize,
+        request.image.width() as usize,
+    );
     let do_classifier_free_guidance =
         settings.guidance_scale > 1.0 && request.image_guidance_scale >= 1.0;
 

@@ -4,7 +4,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::image::{tensor_to_images, RgbImage};
+use huatu_imaging::RgbImage;
+
+use super::image::tensor_to_images;
 use crate::loading::SdxlComponents;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};

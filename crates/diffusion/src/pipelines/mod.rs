@@ -1,5 +1,6 @@
 //! Pipelines: a typed request in, images out. One file per task; the helpers they share
-//! (prompt encoding, latents, guidance, image conversion) are plain functions.
+//! (prompt encoding, latents, guidance, image conversion) are plain functions. Images are
+//! `huatu_imaging`'s RGB and gray buffers; pixel work (crops, mask composites) lives there.
 
 pub mod edit_inputs;
 pub mod guidance;
@@ -8,7 +9,6 @@ pub mod img2img;
 pub mod inpaint;
 pub mod instruct_pix2pix;
 pub mod latents;
-pub mod mask_composite;
 pub mod progress;
 pub mod prompt_encoding;
 pub mod prompt_to_prompt;
@@ -16,7 +16,6 @@ pub mod stable_diffusion_xl;
 pub mod token_alignment;
 
 pub use edit_inputs::EditSettings;
-pub use image::{GrayImage, RgbImage};
 pub use img2img::{image_to_image, Image2ImageRequest};
 pub use inpaint::{inpaint, ControlNetUnit, InpaintOutput, InpaintRequest};
 pub use instruct_pix2pix::{instruct_pix2pix, InstructPix2PixRequest};

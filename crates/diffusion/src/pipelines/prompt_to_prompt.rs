@@ -19,13 +19,13 @@
 use candle_core::{DType, Tensor};
 
 use super::guidance;
-use super::image::RgbImage;
 use super::latents::{decode_latents, micro_conditioning, prepare_latents};
 use super::progress::{Progress, ProgressSink};
 use super::prompt_encoding::{encode_tokens, pad_windows, tokenize, PromptEmbeddings};
 use super::stable_diffusion_xl::Text2ImageRequest;
 use super::token_alignment::{token_map, CrossAttentionMode};
 use crate::loading::SdxlComponents;
+use huatu_imaging::RgbImage;
 use std::cell::RefCell;
 use std::rc::Rc;
 

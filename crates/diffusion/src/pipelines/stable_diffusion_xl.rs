@@ -4,7 +4,6 @@
 use candle_core::{DType, Tensor};
 
 use super::guidance;
-use super::image::RgbImage;
 use super::latents::{
     decode_latents, micro_conditioning, prepare_latents, DecodeOptions, MicroConditioning,
 };
@@ -14,6 +13,7 @@ use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::{NoiseSource, SchedulerKind};
 use crate::{Error, Result};
+use huatu_imaging::RgbImage;
 
 /// One text-to-image request; field names follow diffusers.
 #[derive(Debug, Clone)]

@@ -15,10 +15,11 @@ use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, GrayImage,
-    Image2ImageRequest, InpaintRequest, InstructPix2PixRequest, NoProgress, RgbImage,
+    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, Image2ImageRequest,
+    InpaintRequest, InstructPix2PixRequest, NoProgress,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
+use huatu_imaging::{GrayImage, RgbImage};
 
 use crate::common::fixture;
 
@@ -50,11 +51,8 @@ fn rgb(name: &str) -> anyhow::Result<RgbImage> {
     let (width, height, color, pixels) =
         read_png(&fixture(&format!("edit_tiny_reference/{name}")))?;
     anyhow::ensure!(color == png::ColorType::Rgb, "{name} is not RGB");
-    Ok(RgbImage {
-        width,
-        height,
-        pixels,
-    })
+    RgbImage::from_raw(width as u32, height as u32, pixels)
+        .ok_or_else(|| anyhow::anyhow!("{name}: pixel buffer does not match its size"))
 }
 
 fn gray(name: &str) -> anyhow::Result<GrayImage> {
@@ -64,11 +62,8 @@ fn gray(name: &str) -> anyhow::Result<GrayImage> {
         color == png::ColorType::Grayscale,
         "{name} is not grayscale"
     );
-    Ok(GrayImage {
-        width,
-        height,
-        pixels,
-    })
+    GrayImage::from_raw(width as u32, height as u32, pixels)
+        .ok_or_else(|| anyhow::anyhow!("{name}: pixel buffer does not match its size"))
 }
 
 #[derive(serde::Deserialize)]
@@ -145,9 +140,9 @@ fn check(
     let latent_difference = max_abs_diff(latents, expected_latents)?;
     let expected = rgb(&format!("{name}.png"))?;
     let level_difference = image
-        .pixels
+        .as_raw()
         .iter()
-        .zip(&expected.pixels)
+        .zip(expected.as_raw())
         .map(|(a, b)| a.abs_diff(*b))
         .max()
         .unwrap_or(255);
@@ -192,12 +187,12 @@ fn inpaint_request<'a>(case: &Case, noise: Tensor) -> anyhow::Result<InpaintRequ
 }
 
 fn assert_outside_mask_is_original(output: &RgbImage, original: &RgbImage, mask: &GrayImage) {
-    for (index, &m) in mask.pixels.iter().enumerate() {
-        if m < 128 {
+    for (x, y, m) in mask.enumerate_pixels() {
+        if m[0] < 128 {
             assert_eq!(
-                output.pixels[index * 3..index * 3 + 3],
-                original.pixels[index * 3..index * 3 + 3],
-                "pixel {index}"
+                output.get_pixel(x, y),
+                original.get_pixel(x, y),
+                "pixel ({x}, {y})"
             );
         }
     }
@@ -290,25 +285,22 @@ fn bad_masks_and_sizes_are_refused_clearly() -> anyhow::Result<()> {
     let components = load("sdxl_tiny")?;
     let (case, noise, _) = case("inpaint4_1.0")?;
     let mut request = inpaint_request(&case, noise)?;
-    request.mask_image.pixels.iter_mut().for_each(|p| *p = 0);
+    request.mask_image.iter_mut().for_each(|p| *p = 0);
     let message = inpaint(&components, &request, &mut NoProgress)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(message.contains("the mask is empty"), "{message}");
 
-    request.mask_image.pixels.iter_mut().for_each(|p| *p = 255);
+    request.mask_image.iter_mut().for_each(|p| *p = 255);
     let message = inpaint(&components, &request, &mut NoProgress)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(message.contains("covers the whole image"), "{message}");
 
-    request.mask_image = GrayImage {
-        width: 32,
-        height: 64,
-        pixels: vec![255; 32 * 64],
-    };
+    request.mask_image = GrayImage::from_raw(32, 64, vec![255; 32 * 64])
+        .ok_or_else(|| anyhow::anyhow!("mask buffer"))?;
     let message = inpaint(&components, &request, &mut NoProgress)
         .err()
         .map(|e| e.to_string())

@@ -106,7 +106,7 @@ fn loras_match_diffusers_at_two_scales_and_two_at_once() -> anyhow::Result<()> {
         let expected = read_png(&fixture(&format!("lora_tiny/{}.png", case.name)))?;
         let level_difference = output
             .image
-            .pixels
+            .as_raw()
             .iter()
             .zip(&expected)
             .map(|(a, b)| a.abs_diff(*b))

@@ -14,10 +14,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
-use huatu_diffusion::pipelines::{
-    text_to_image, MicroConditioning, NoProgress, RgbImage, Text2ImageRequest,
-};
+use huatu_diffusion::pipelines::{text_to_image, MicroConditioning, NoProgress, Text2ImageRequest};
 use huatu_diffusion::schedulers::SchedulerKind;
+use huatu_imaging::RgbImage;
 
 use crate::common::fixture;
 
@@ -78,21 +77,15 @@ fn read_png(path: &Path) -> anyhow::Result<RgbImage> {
         path.display()
     );
     pixels.truncate(info.buffer_size());
-    Ok(RgbImage {
-        width: info.width as usize,
-        height: info.height as usize,
-        pixels,
-    })
+    RgbImage::from_raw(info.width, info.height, pixels)
+        .ok_or_else(|| anyhow::anyhow!("{}: pixel buffer does not match its size", path.display()))
 }
 
 fn max_level_diff(a: &RgbImage, b: &RgbImage) -> anyhow::Result<u8> {
-    anyhow::ensure!(
-        (a.width, a.height) == (b.width, b.height),
-        "image sizes differ"
-    );
-    Ok(a.pixels
+    anyhow::ensure!(a.dimensions() == b.dimensions(), "image sizes differ");
+    Ok(a.as_raw()
         .iter()
-        .zip(&b.pixels)
+        .zip(b.as_raw())
         .map(|(x, y)| x.abs_diff(*y))
         .max()
         .unwrap_or(0))

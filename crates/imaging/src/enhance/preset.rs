@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use strum::{IntoStaticStr, VariantArray};
 
-use super::Step;
+use super::{Step, StepKind};
 use crate::error::{ImagingError, Result};
 use crate::names::parse_name;
 
@@ -107,10 +107,44 @@ impl Scenario {
     }
 }
 
+/// The steps an enhancer name stands for: a preset (`vivid`), a scenario standing for its
+/// recommended preset (`poster`), or a step list (`denoise,sharpen:amount=0.6,upscale:x2`).
+pub fn enhancer_steps(name: &str) -> Result<Vec<Step>> {
+    if let Ok(preset) = name.parse::<Preset>() {
+        return preset.steps();
+    }
+    if let Ok(scenario) = name.parse::<Scenario>() {
+        return scenario.recommended_preset().steps();
+    }
+    Step::parse_list(name).map_err(|error| ImagingError::UnknownEnhancer {
+        name: name.to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// Whether the enhancer runs Real-ESRGAN (and so needs its weights).
+pub fn enhancer_upscales(name: &str) -> bool {
+    enhancer_steps(name)
+        .is_ok_and(|steps| steps.iter().any(|step| step.kind() == StepKind::Upscale))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enhance::StepKind;
+
+    #[test]
+    fn enhancers_are_presets_scenarios_or_step_lists() {
+        assert!(enhancer_steps("vivid").is_ok_and(|steps| !steps.is_empty()));
+        assert!(enhancer_steps("poster").is_ok_and(|steps| !steps.is_empty()));
+        assert!(enhancer_steps("none").is_ok_and(|steps| steps.is_empty()));
+        assert!(enhancer_upscales("denoise,upscale:x2"));
+        assert!(!enhancer_upscales("poster"));
+        let error = enhancer_steps("sparkle")
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("neither an enhancer preset"), "{error}");
+    }
 
     #[test]
     fn names_round_trip() {

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use huatu_agent::planner::{Plan, PlanInputs};
-use huatu_diffusion::pipelines::{GrayImage, RgbImage};
 use huatu_imaging::edit::DrawnRegion;
+use huatu_imaging::{center_crop_to_multiple, RgbImage};
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -34,7 +34,7 @@ fn parse_region(text: &str, original: Option<&RgbImage>) -> ApiResult<DrawnRegio
         ));
     };
     region
-        .check_inside(original.width as u32, original.height as u32)
+        .check_inside(original.width(), original.height())
         .map_err(|error| ApiError::invalid(error.to_string()))?;
     Ok(region)
 }
@@ -136,30 +136,26 @@ pub async fn agent(
     };
     let mut input_notes = Vec::new();
     let original = match uploaded {
-        Some(image) if image.width < 64 || image.height < 64 => {
+        Some(image) if image.width() < 64 || image.height() < 64 => {
             return Err(ApiError::invalid(format!(
                 "original width and height must be at least 64, got {}×{}",
-                image.width, image.height
+                image.width(),
+                image.height()
             )));
         }
         Some(image) => {
-            let (cropped, left, top) = image.center_crop_to_multiple(8);
-            if (cropped.width, cropped.height) != (image.width, image.height) {
+            let (cropped, left, top) = center_crop_to_multiple(image, 8);
+            if (cropped.width(), cropped.height()) != (image.width(), image.height()) {
                 input_notes.push(format!(
                     "the original ({}×{}) is edited as its centered {}×{} crop: SDXL needs sides that are multiples of 8",
-                    image.width, image.height, cropped.width, cropped.height
+                    image.width(), image.height(), cropped.width(), cropped.height()
                 ));
                 if let Some(region) = &mut region {
-                    *region = region.in_crop(
-                        left as u32,
-                        top as u32,
-                        cropped.width as u32,
-                        cropped.height as u32,
-                    );
+                    *region = region.in_crop(left, top, cropped.width(), cropped.height());
                     if region.width < 1.0 || region.height < 1.0 {
                         return Err(ApiError::invalid(format!(
                             "the region lies in the edge cropped off the original (it is edited as its centered {}×{} crop)",
-                            cropped.width, cropped.height
+                            cropped.width(), cropped.height()
                         )));
                     }
                 }
@@ -204,21 +200,15 @@ pub async fn agent(
     let blobs = state.services.blobs.clone();
     let condition = form.image("condition").cloned();
     let mask = match (&original, &region) {
-        (Some(image), Some(region)) => Some(GrayImage {
-            width: image.width,
-            height: image.height,
-            pixels: region
-                .mask(image.width as u32, image.height as u32)
-                .into_raw(),
-        }),
+        (Some(image), Some(region)) => Some(region.mask(image.width(), image.height())),
         _ => None,
     };
     let lora_dir = state.config.data_dir.join("loras");
     let text = instruction.clone();
     let stored_mask = mask.clone();
-    let image_size = original
-        .as_ref()
-        .map_or((0, 0), |image| (image.width, image.height));
+    let image_size = original.as_ref().map_or((0, 0), |image| {
+        (image.width() as usize, image.height() as usize)
+    });
     let planned = crate::blocking::spawn(move || -> Result<_, String> {
         let encode = |image: &RgbImage| -> Result<Input, String> {
             encode_png(image, "{}")

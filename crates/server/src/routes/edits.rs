@@ -139,39 +139,47 @@ pub async fn edits(
             ApiError::invalid("image is required: the picture to edit (PNG, JPEG or WebP)")
         })?
         .clone();
-    if image.width % 8 != 0 || image.height % 8 != 0 || image.width < 64 || image.height < 64 {
+    if image.width() % 8 != 0
+        || image.height() % 8 != 0
+        || image.width() < 64
+        || image.height() < 64
+    {
         return Err(ApiError::invalid(format!(
             "image width and height must be multiples of 8 and at least 64, got {}×{}",
-            image.width, image.height
+            image.width(),
+            image.height()
         )));
     }
     let mask = match form.mask("mask") {
         None => None,
-        Some(mask) if (mask.width, mask.height) != (image.width, image.height) => {
+        Some(mask) if (mask.width(), mask.height()) != (image.width(), image.height()) => {
             return Err(ApiError::invalid(format!(
                 "mask must be the size of image: image is {}×{}, mask is {}×{}",
-                image.width, image.height, mask.width, mask.height
+                image.width(),
+                image.height(),
+                mask.width(),
+                mask.height()
             )));
         }
         Some(mask) => {
-            let painted = mask.pixels.iter().filter(|&&pixel| pixel >= 128).count();
+            let painted = mask.as_raw().iter().filter(|&&pixel| pixel >= 128).count();
             if painted == 0 {
                 return Err(ApiError::invalid(
                     "the mask marks nothing to edit (white, or transparent in an RGBA mask, means edit)",
                 ));
             }
             // A mask over everything is an edit of the whole picture: image-to-image.
-            (painted < mask.pixels.len()).then(|| mask.clone())
+            (painted < mask.as_raw().len()).then(|| mask.clone())
         }
     };
     match form.text("size").map(str::trim) {
         None | Some("") | Some("auto") => {}
         Some(size) => {
             let (width, height) = parse_size(size, state.config.max_dimension)?;
-            if (width, height) != (image.width, image.height) {
+            if (width, height) != (image.width() as usize, image.height() as usize) {
                 return Err(ApiError::invalid(format!(
                     "size must be the image's own ({}x{}) or auto: edits keep the original's size, got `{size}`",
-                    image.width, image.height
+                    image.width(), image.height()
                 )));
             }
         }
@@ -234,7 +242,9 @@ pub async fn edits(
     let (width, height) = form
         .image("image")
         .or_else(|| form.image("image[]"))
-        .map_or((0, 0), |image| (image.width, image.height));
+        .map_or((0, 0), |image| {
+            (image.width() as usize, image.height() as usize)
+        });
     let prompt = common.prompt.clone();
     let spec = EditSpec {
         prompt: common.prompt,

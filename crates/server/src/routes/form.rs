@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::multipart::{Multipart, MultipartError};
 use axum::http::StatusCode;
-use huatu_diffusion::pipelines::{GrayImage, RgbImage};
+use huatu_imaging::{GrayImage, RgbImage};
 
 use super::extract::{body_timeout, is_body_timeout};
 use crate::error::{ApiError, ApiResult};
