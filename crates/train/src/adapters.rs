@@ -8,8 +8,8 @@ use huatu_diffusion::lora::LoraFile;
 use huatu_diffusion::models::linear::NamedLinears;
 
 use crate::lora_params::{text_encoder_target, LoraParams};
+use crate::lora_request::LoraTrainingRequest;
 use crate::lora_save::kohya_module_name;
-use crate::trainer::LoraTrainingRequest;
 use crate::{Error, Result};
 
 /// The layout of the UNet's original checkpoint names (for kohya module names).

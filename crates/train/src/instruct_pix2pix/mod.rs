@@ -61,9 +61,9 @@ use crate::latent_cache::LatentCache;
 use crate::lora_params::{LoraParams, LoraTargets};
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
 use crate::noising::{NoiseSchedule, NoiseSource};
+use crate::observer::{StepRecord, TrainingObserver};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::text_conditioning::CaptionCache;
-use crate::trainer::{StepRecord, TrainingObserver};
 use crate::{Error, Result};
 
 pub use unet::{load_trainable, TrainingMode, UnetVars};
