@@ -23,5 +23,6 @@ pub mod optimizer;
 pub mod text_conditioning;
 pub mod trainer;
 mod training_images;
+mod training_loop;
 
 pub use error::{Error, Result};

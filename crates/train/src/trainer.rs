@@ -22,10 +22,13 @@ pub use crate::lora_request::LoraTrainingRequest;
 use crate::lr_schedule::LrSchedule;
 use crate::noising::{NoiseSchedule, NoiseSource};
 pub use crate::observer::{StepRecord, TrainingObserver};
-use crate::optimizer::{clip_grad_norm, AdamW};
+use crate::optimizer::AdamW;
 use crate::text_conditioning::{encode_batch_with_graph, CaptionCache};
 use crate::training_images::{batch_latents, load_images};
-use crate::{Error, Result};
+use crate::training_loop::{
+    noise_source, plain_gradients, resume, AccumulatedGradients, BatchOrder, StateSaving,
+};
+use crate::Result;
 
 /// What a state file must match to be resumed by this run.
 fn run_identity(
@@ -77,22 +80,17 @@ pub fn train_lora(
     request.validate()?;
     let device = components.device.clone();
     let replaying = request.replaying();
-    let mut noise = match &request.noise_file {
-        Some(path) => NoiseSource::replay(path)?,
-        None => NoiseSource::seeded(request.seed, request.noise_offset),
-    };
     let forward_passes = request.steps * request.gradient_accumulation;
-    if let (Some(held), Some(path)) = (noise.replay_steps(), &request.noise_file) {
-        if held < forward_passes {
-            return Err(Error::BadFile {
-                path: path.clone(),
-                message: format!(
-                    "holds noise for {held} forward passes; --steps {} × --gradient-accumulation {} needs {forward_passes}",
-                    request.steps, request.gradient_accumulation
-                ),
-            });
-        }
-    }
+    let mut noise = noise_source(
+        request.noise_file.as_deref(),
+        request.seed,
+        request.noise_offset,
+        forward_passes,
+        &format!(
+            "--steps {} × --gradient-accumulation {} needs {forward_passes}",
+            request.steps, request.gradient_accumulation
+        ),
+    )?;
     let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
 
@@ -132,22 +130,9 @@ pub fn train_lora(
         epoch: 0,
     };
     if let Some(path) = &request.resume {
-        start = load_state(path, &identity, &params, &mut optimizer)?;
-        if start.step >= request.steps {
-            return Err(Error::Resume {
-                path: path.clone(),
-                message: format!(
-                    "it is at step {}, and --steps is {}: nothing is left to train",
-                    start.step, request.steps
-                ),
-            });
-        }
-        observer.message(&format!(
-            "resuming at step {} (epoch {}) from {}",
-            start.step,
-            start.epoch,
-            path.display()
-        ));
+        start = resume(path, request.steps, observer, || {
+            load_state(path, &identity, &params, &mut optimizer)
+        })?;
         if !replaying {
             // A resumed seeded run draws afresh from a generator seeded by seed and step.
             noise = NoiseSource::seeded(
@@ -171,20 +156,20 @@ pub fn train_lora(
         .iter()
         .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
         .collect();
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut epoch = start.epoch;
+    let mut batches = BatchOrder::new(
+        &images.sizes,
+        request.repeats,
+        request.batch_size,
+        start,
+        replaying,
+    );
     let mut forward_index = start.forward_index;
-    if replaying && forward_index > 0 {
-        // The replayed order is fixed: skip the batches already trained on.
-        let per_epoch =
-            dataset::epoch_batches(&images.sizes, request.repeats, request.batch_size, None);
-        let done_in_epoch = forward_index % per_epoch.len();
-        if done_in_epoch > 0 {
-            batches = per_epoch[done_in_epoch..].iter().rev().cloned().collect();
-        }
-    }
     let mut stopped_early = false;
     let mut steps_done = start.step;
+    let saving = StateSaving {
+        save_every: request.save_every,
+        total_steps: request.steps,
+    };
     let save_state_now =
         |progress: Progress, params: &LoraParams, optimizer: &AdamW| -> Result<()> {
             match &request.state_path {
@@ -199,22 +184,9 @@ pub fn train_lora(
             break;
         }
         let started = Instant::now();
-        let mut summed: Option<Vec<Option<Tensor>>> = None;
-        let mut loss_total = 0f64;
+        let mut accumulated = AccumulatedGradients::new(request.gradient_accumulation);
         for _ in 0..request.gradient_accumulation {
-            if batches.is_empty() {
-                batches = dataset::epoch_batches(
-                    &images.sizes,
-                    request.repeats,
-                    request.batch_size,
-                    (!replaying).then_some(&mut rng),
-                );
-                batches.reverse();
-                epoch += 1;
-            }
-            let Some(batch) = batches.pop() else {
-                return Err(Error::Setting("the dataset produced no batch".into()));
-            };
+            let batch = batches.next((!replaying).then_some(&mut rng))?;
             let captions: Vec<String> = batch
                 .iter()
                 .map(|&index| {
@@ -263,40 +235,19 @@ pub fn train_lora(
                     &loss_of,
                 )?
             } else {
-                let prediction = components.unet.forward_timesteps(
+                plain_gradients(
+                    &mut components.unet,
+                    &vars,
                     &noisy,
                     &timestep_tensor,
                     &prompt_embeds,
                     &added,
-                    None,
-                )?;
-                let scaled = loss_of(&prediction)?;
-                let grads = scaled.backward()?;
-                (
-                    scaled,
-                    vars.iter()
-                        .map(|var| grads.get(var.as_tensor()).cloned())
-                        .collect(),
-                )
+                    &loss_of,
+                )?
             };
-            loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
-            summed = Some(match summed {
-                None => step_grads,
-                Some(previous) => previous
-                    .into_iter()
-                    .zip(step_grads)
-                    .map(|pair| match pair {
-                        (Some(a), Some(b)) => Ok(Some((a + b)?)),
-                        (a, b) => Ok(a.or(b)),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            });
+            accumulated.add(&scaled, step_grads)?;
         }
-        let mut grads = summed.ok_or_else(|| Error::Setting("no gradient was computed".into()))?;
-        let grad_norm = match request.max_grad_norm {
-            Some(max_norm) => clip_grad_norm(&mut grads, max_norm)?,
-            None => crate::optimizer::clip_grad_norm(&mut grads.clone(), f64::INFINITY)?,
-        };
+        let (grads, grad_norm, mean_loss) = accumulated.finish(request.max_grad_norm)?;
         let lr = lr_schedule.lr_at(step);
         let text_encoder_lr = request
             .text_encoder_lr
@@ -317,21 +268,19 @@ pub fn train_lora(
         steps_done = step + 1;
         let record = StepRecord {
             step: steps_done,
-            loss: loss_total / request.gradient_accumulation as f64,
+            loss: mean_loss,
             lr,
             grad_norm,
             seconds: started.elapsed().as_secs_f64(),
-            epoch,
+            epoch: batches.epoch,
         };
         observer.step(&record, request.steps)?;
-        if request.save_every.is_some_and(|every| {
-            every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps
-        }) {
+        if saving.due_after(steps_done) {
             save_state_now(
                 Progress {
                     step: steps_done,
                     forward_index,
-                    epoch,
+                    epoch: batches.epoch,
                 },
                 &params,
                 &optimizer,
@@ -339,12 +288,12 @@ pub fn train_lora(
         }
         observer.after_step(steps_done, &params, components)?;
     }
-    if request.save_every.is_some() || stopped_early {
+    if saving.due_at_end(stopped_early) {
         save_state_now(
             Progress {
                 step: steps_done,
                 forward_index,
-                epoch,
+                epoch: batches.epoch,
             },
             &params,
             &optimizer,
