@@ -2,14 +2,16 @@
 //! `--train-text-encoder`), created with peft's init or read from `--init-lora` (kohya or
 //! diffusers names), and attached to the model.
 
+use std::path::Path;
+
 use huatu_diffusion::loading::original_keys::{CheckpointLayout, Component};
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::LoraFile;
 use huatu_diffusion::models::linear::NamedLinears;
 
-use crate::lora_params::{text_encoder_target, LoraParams};
+use crate::lora_params::{text_encoder_target, LoraParams, LoraTargets};
+use crate::lora_request::LoraTrainingRequest;
 use crate::lora_save::kohya_module_name;
-use crate::trainer::LoraTrainingRequest;
 use crate::{Error, Result};
 
 /// The layout of the UNet's original checkpoint names (for kohya module names).
@@ -26,10 +28,23 @@ pub fn checkpoint_layout(components: &SdxlComponents) -> CheckpointLayout {
     }
 }
 
+/// The adapters a run trains (LoRA and InstructPix2Pix's `lora` mode alike).
+pub(crate) struct AdapterSettings<'a> {
+    pub rank: usize,
+    pub alpha: f64,
+    pub targets: LoraTargets,
+    /// Start from these adapters instead of peft's gaussian init.
+    pub init_lora: Option<&'a Path>,
+    /// The UNet's init seed (the text encoders' are the next ones).
+    pub seed: u64,
+    /// Also both text encoders' attention projections.
+    pub train_text_encoder: bool,
+}
+
 /// The components a run trains.
-fn trained_components(request: &LoraTrainingRequest) -> Vec<Component> {
+fn trained_components(settings: &AdapterSettings) -> Vec<Component> {
     let mut components = vec![Component::Unet];
-    if request.train_text_encoder {
+    if settings.train_text_encoder {
         components.extend([Component::TextEncoder, Component::TextEncoder2]);
     }
     components
@@ -49,14 +64,28 @@ pub fn build_params(
     components: &mut SdxlComponents,
     request: &LoraTrainingRequest,
 ) -> Result<LoraParams> {
+    build_adapters(
+        components,
+        &AdapterSettings {
+            rank: request.rank,
+            alpha: request.alpha,
+            targets: request.targets,
+            init_lora: request.init_lora.as_deref(),
+            seed: request.seed,
+            train_text_encoder: request.train_text_encoder,
+        },
+    )
+}
+
+/// [`build_params`] from the adapter settings alone.
+pub(crate) fn build_adapters(
+    components: &mut SdxlComponents,
+    request: &AdapterSettings,
+) -> Result<LoraParams> {
     let layout = checkpoint_layout(components);
     let device = components.device.clone();
     let targets = request.targets;
-    let file = request
-        .init_lora
-        .as_deref()
-        .map(LoraFile::read)
-        .transpose()?;
+    let file = request.init_lora.map(LoraFile::read).transpose()?;
     let mut layers = Vec::new();
     for (index, component) in trained_components(request).into_iter().enumerate() {
         let selected = |name: &str| match component {

@@ -37,11 +37,72 @@ pub struct RunIdentity {
 
 const HEADER_KEY: &str = "huatu_training_state";
 
+/// A state file's header (LoRA and InstructPix2Pix runs alike): the run it belongs to,
+/// where the run stood and AdamW's step count per trained tensor.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Header {
-    identity: RunIdentity,
+pub(crate) struct StateHeader<I> {
+    pub identity: I,
+    pub progress: Progress,
+    pub optimizer_steps: Vec<u64>,
+}
+
+/// Writes `tensors` and the header (under `header_key`) to `path`, atomically.
+pub(crate) fn write_state<I: serde::Serialize>(
+    path: &Path,
+    header_key: &str,
+    identity: I,
     progress: Progress,
-    optimizer_steps: Vec<u64>,
+    optimizer: &AdamW,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<()> {
+    let header = StateHeader {
+        identity,
+        progress,
+        optimizer_steps: optimizer
+            .moments
+            .iter()
+            .map(|moments| moments.step)
+            .collect(),
+    };
+    let json = serde_json::to_string(&header).map_err(|error| Error::Setting(error.to_string()))?;
+    write_safetensors_atomically(
+        tensors,
+        HashMap::from([(header_key.to_string(), json)]),
+        path,
+    )
+}
+
+/// Reads the header (under `header_key`; `kind` names the state in the error when there is
+/// none) and the tensors of the state at `path`.
+pub(crate) fn read_state<I: serde::de::DeserializeOwned>(
+    path: &Path,
+    header_key: &str,
+    kind: &str,
+) -> Result<(StateHeader<I>, HashMap<String, Tensor>)> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|error| resume_error(path, format!("not a safetensors file: {error}")))?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|entries| entries.get(header_key))
+        .ok_or_else(|| resume_error(path, format!("not a {kind} (no header)")))?;
+    let header = serde_json::from_str(json)
+        .map_err(|error| resume_error(path, format!("bad header: {error}")))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|error| resume_error(path, format!("unreadable tensors: {error}")))?;
+    Ok((header, tensors))
+}
+
+/// Why the state at `path` cannot be resumed.
+pub(crate) fn resume_error(path: &Path, message: String) -> Error {
+    Error::Resume {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// Writes the state to `path`.
@@ -77,21 +138,7 @@ pub fn save_state(
             ));
         }
     }
-    let header = Header {
-        identity: identity.clone(),
-        progress,
-        optimizer_steps: optimizer
-            .moments
-            .iter()
-            .map(|moments| moments.step)
-            .collect(),
-    };
-    let json = serde_json::to_string(&header).map_err(|error| Error::Setting(error.to_string()))?;
-    write_safetensors_atomically(
-        tensors,
-        HashMap::from([(HEADER_KEY.to_string(), json)]),
-        path,
-    )
+    write_state(path, HEADER_KEY, identity, progress, optimizer, tensors)
 }
 
 /// Reads a state into `params` and `optimizer` (built for this run) and returns where the
@@ -102,41 +149,24 @@ pub fn load_state(
     params: &LoraParams,
     optimizer: &mut AdamW,
 ) -> Result<Progress> {
-    let resume_error = |message: String| Error::Resume {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|error| resume_error(format!("not a safetensors file: {error}")))?;
-    let json = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|entries| entries.get(HEADER_KEY))
-        .ok_or_else(|| resume_error("not a huatu training state (no header)".into()))?;
-    let header: Header =
-        serde_json::from_str(json).map_err(|error| resume_error(format!("bad header: {error}")))?;
+    let refused = |message: String| resume_error(path, message);
+    let (header, tensors) = read_state::<RunIdentity>(path, HEADER_KEY, "huatu training state")?;
     if header.identity != *identity {
-        return Err(resume_error(format!(
+        return Err(refused(format!(
             "it was saved by a run with {:?}; this run has {:?}",
             header.identity, identity
         )));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|error| resume_error(format!("unreadable tensors: {error}")))?;
     let get = |name: String| {
         tensors
             .get(&name)
-            .ok_or_else(|| resume_error(format!("no tensor `{name}`")))
+            .ok_or_else(|| refused(format!("no tensor `{name}`")))
     };
     for (index, layer) in params.layers.iter().enumerate() {
         for (part, var) in [("down", &layer.down), ("up", &layer.up)] {
             let value = get(format!("{index}.{part}"))?;
             if value.dims() != var.dims() {
-                return Err(resume_error(format!(
+                return Err(refused(format!(
                     "`{}` {part} is {:?}, expected {:?}",
                     layer.name,
                     value.dims(),

@@ -2,8 +2,8 @@
 //! `train_text_to_image_lora_sdxl.py` (see `../shared/TRAINING.md`): the dataset
 //! (`dataset`), the trainable adapters (`lora_params`) and their files (`lora_save`), the
 //! forward noising (`noising`), torch's AdamW and clipping (`optimizer`), gradient checkpointing (`checkpointing`), saved run states (`checkpoint`), learning-rate
-//! schedules (`lr_schedule`), the text conditioning (`text_conditioning`) and the loop
-//! (`trainer`); InstructPix2Pix fine-tuning (`instruct_pix2pix`, diffusers'
+//! schedules (`lr_schedule`), the text conditioning (`text_conditioning`), a run's settings
+//! (`lora_request`), what a run reports (`observer`) and the loop (`trainer`); InstructPix2Pix fine-tuning (`instruct_pix2pix`, diffusers'
 //! `train_instruct_pix2pix_sdxl.py`).
 
 pub mod adapters;
@@ -14,12 +14,15 @@ pub mod error;
 pub mod instruct_pix2pix;
 pub mod latent_cache;
 pub mod lora_params;
+pub mod lora_request;
 pub mod lora_save;
 pub mod lr_schedule;
 pub mod noising;
+pub mod observer;
 pub mod optimizer;
 pub mod text_conditioning;
 pub mod trainer;
 mod training_images;
+mod training_loop;
 
 pub use error::{Error, Result};

@@ -4,183 +4,31 @@
 //! every trainable parameter, AdamW, learning-rate schedule; gradient accumulation divides
 //! the loss and steps the optimizer once per accumulated batch.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::original_keys::Component;
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
-use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::FitReport;
 use rand::SeedableRng;
 
 pub use crate::adapters::{build_params, checkpoint_layout};
 use crate::checkpoint::{load_state, save_state, Progress, RunIdentity};
 use crate::checkpointing::checkpointed_gradients;
-use crate::dataset::{self, CaptionOptions, ImageOptions, Scan};
-use crate::lora_params::{LoraParams, LoraTargets};
-use crate::lora_save::SaveFormat;
-use crate::lr_schedule::{LrSchedule, LrScheduleKind};
+use crate::dataset::{self, Scan};
+use crate::lora_params::LoraParams;
+pub use crate::lora_request::LoraTrainingRequest;
+use crate::lr_schedule::LrSchedule;
 use crate::noising::{NoiseSchedule, NoiseSource};
-use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+pub use crate::observer::{StepRecord, TrainingObserver};
+use crate::optimizer::AdamW;
 use crate::text_conditioning::{encode_batch_with_graph, CaptionCache};
-use crate::training_images::{batch_latents, images_are_fixed, load_images};
-use crate::{Error, Result};
-
-/// Everything a run needs besides the model.
-#[derive(Debug, Clone)]
-pub struct LoraTrainingRequest {
-    pub data: PathBuf,
-    pub rank: usize,
-    pub alpha: f64,
-    pub targets: LoraTargets,
-    pub init_lora: Option<PathBuf>,
-    /// Replays noise and timesteps; images in file-name order, no augmentation, posterior mean.
-    pub noise_file: Option<PathBuf>,
-    pub image: ImageOptions,
-    pub captions: CaptionOptions,
-    pub repeats: usize,
-    pub batch_size: usize,
-    pub gradient_accumulation: usize,
-    /// Optimizer steps.
-    pub steps: usize,
-    pub learning_rate: f64,
-    /// Also train LoRA adapters on both text encoders' attention projections.
-    pub train_text_encoder: bool,
-    /// The text encoders' learning rate; `None`: `learning_rate`.
-    pub text_encoder_lr: Option<f64>,
-    pub adamw: AdamWConfig,
-    /// `None`: no clipping.
-    pub max_grad_norm: Option<f64>,
-    /// Recompute block activations in the backward pass (memory for 1024² steps).
-    pub gradient_checkpointing: bool,
-    pub lr_schedule: LrScheduleKind,
-    pub warmup_steps: usize,
-    pub prediction_type: Option<PredictionType>,
-    pub snr_gamma: Option<f64>,
-    pub noise_offset: f64,
-    pub seed: u64,
-    pub format: SaveFormat,
-    /// Continue the run saved in this state file.
-    pub resume: Option<PathBuf>,
-    /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
-    pub state_path: Option<PathBuf>,
-    pub save_every: Option<usize>,
-    /// Keep the images' VAE latents on disk beside the data (fixed images only).
-    pub cache_latents: bool,
-    /// Names the model in the latent cache (its path), so another model's latents are not used.
-    pub model_id: String,
-}
-
-impl LoraTrainingRequest {
-    /// The rules every setting must follow, checked before anything is loaded.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::Setting(message));
-        if self.rank == 0 {
-            return bad("--rank must be at least 1".into());
-        }
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return bad(format!(
-                "--alpha must be a positive number, got {}",
-                self.alpha
-            ));
-        }
-        if self.batch_size == 0
-            || self.steps == 0
-            || self.repeats == 0
-            || self.gradient_accumulation == 0
-        {
-            return bad(
-                "--batch-size, --steps, --repeats and --gradient-accumulation must be at least 1"
-                    .into(),
-            );
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "--lr must be a positive number, got {}",
-                self.learning_rate
-            ));
-        }
-        if self.image.resolution == 0 || !self.image.resolution.is_multiple_of(8) {
-            return bad(format!(
-                "--resolution must be a positive multiple of 8, got {}",
-                self.image.resolution
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.captions.dropout) {
-            return bad(format!(
-                "--caption-dropout must be in [0, 1], got {}",
-                self.captions.dropout
-            ));
-        }
-        if let Some(gamma) = self
-            .snr_gamma
-            .filter(|gamma| !(gamma.is_finite() && *gamma > 0.0))
-        {
-            return bad(format!(
-                "--snr-gamma must be a positive number, got {gamma}"
-            ));
-        }
-        if self.cache_latents && !images_are_fixed(self) {
-            return bad("--cache-latents needs the same pixels every epoch: not with --fit random-crop or --flip".into());
-        }
-        if let Some(lr) = self
-            .text_encoder_lr
-            .filter(|lr| !(lr.is_finite() && *lr > 0.0))
-        {
-            return bad(format!(
-                "--text-encoder-lr must be a positive number, got {lr}"
-            ));
-        }
-        if let Some(norm) = self
-            .max_grad_norm
-            .filter(|norm| !(norm.is_finite() && *norm > 0.0))
-        {
-            return bad(format!(
-                "--max-grad-norm must be a positive number, got {norm}"
-            ));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn replaying(&self) -> bool {
-        self.noise_file.is_some()
-    }
-}
-
-/// One optimizer step, as `--log` writes it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StepRecord {
-    pub step: usize,
-    /// The mean loss over the accumulated batches.
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub seconds: f64,
-    pub epoch: usize,
-}
-
-/// What a run reports while it goes.
-pub trait TrainingObserver {
-    fn message(&mut self, text: &str);
-    fn step(&mut self, record: &StepRecord, total_steps: usize) -> Result<()>;
-    /// Asked before every step: stop early (Ctrl-C), keeping what was trained.
-    fn should_stop(&self) -> bool {
-        false
-    }
-    /// After every optimizer step (and after the state is saved on a `save_every` step): the
-    /// adapters as trained so far, attached to `components`' layers, for snapshots and
-    /// sample images.
-    fn after_step(
-        &mut self,
-        _step: usize,
-        _params: &LoraParams,
-        _components: &mut SdxlComponents,
-    ) -> Result<()> {
-        Ok(())
-    }
-}
+use crate::training_images::{batch_latents, load_images};
+use crate::training_loop::{
+    noise_source, plain_gradients, resume, AccumulatedGradients, BatchOrder, StateSaving,
+};
+use crate::Result;
 
 /// What a state file must match to be resumed by this run.
 fn run_identity(
@@ -232,22 +80,17 @@ pub fn train_lora(
     request.validate()?;
     let device = components.device.clone();
     let replaying = request.replaying();
-    let mut noise = match &request.noise_file {
-        Some(path) => NoiseSource::replay(path)?,
-        None => NoiseSource::seeded(request.seed, request.noise_offset),
-    };
     let forward_passes = request.steps * request.gradient_accumulation;
-    if let (Some(held), Some(path)) = (noise.replay_steps(), &request.noise_file) {
-        if held < forward_passes {
-            return Err(Error::BadFile {
-                path: path.clone(),
-                message: format!(
-                    "holds noise for {held} forward passes; --steps {} × --gradient-accumulation {} needs {forward_passes}",
-                    request.steps, request.gradient_accumulation
-                ),
-            });
-        }
-    }
+    let mut noise = noise_source(
+        request.noise_file.as_deref(),
+        request.seed,
+        request.noise_offset,
+        forward_passes,
+        &format!(
+            "--steps {} × --gradient-accumulation {} needs {forward_passes}",
+            request.steps, request.gradient_accumulation
+        ),
+    )?;
     let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
 
@@ -287,22 +130,9 @@ pub fn train_lora(
         epoch: 0,
     };
     if let Some(path) = &request.resume {
-        start = load_state(path, &identity, &params, &mut optimizer)?;
-        if start.step >= request.steps {
-            return Err(Error::Resume {
-                path: path.clone(),
-                message: format!(
-                    "it is at step {}, and --steps is {}: nothing is left to train",
-                    start.step, request.steps
-                ),
-            });
-        }
-        observer.message(&format!(
-            "resuming at step {} (epoch {}) from {}",
-            start.step,
-            start.epoch,
-            path.display()
-        ));
+        start = resume(path, request.steps, observer, || {
+            load_state(path, &identity, &params, &mut optimizer)
+        })?;
         if !replaying {
             // A resumed seeded run draws afresh from a generator seeded by seed and step.
             noise = NoiseSource::seeded(
@@ -326,20 +156,20 @@ pub fn train_lora(
         .iter()
         .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
         .collect();
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut epoch = start.epoch;
+    let mut batches = BatchOrder::new(
+        &images.sizes,
+        request.repeats,
+        request.batch_size,
+        start,
+        replaying,
+    );
     let mut forward_index = start.forward_index;
-    if replaying && forward_index > 0 {
-        // The replayed order is fixed: skip the batches already trained on.
-        let per_epoch =
-            dataset::epoch_batches(&images.sizes, request.repeats, request.batch_size, None);
-        let done_in_epoch = forward_index % per_epoch.len();
-        if done_in_epoch > 0 {
-            batches = per_epoch[done_in_epoch..].iter().rev().cloned().collect();
-        }
-    }
     let mut stopped_early = false;
     let mut steps_done = start.step;
+    let saving = StateSaving {
+        save_every: request.save_every,
+        total_steps: request.steps,
+    };
     let save_state_now =
         |progress: Progress, params: &LoraParams, optimizer: &AdamW| -> Result<()> {
             match &request.state_path {
@@ -354,22 +184,9 @@ pub fn train_lora(
             break;
         }
         let started = Instant::now();
-        let mut summed: Option<Vec<Option<Tensor>>> = None;
-        let mut loss_total = 0f64;
+        let mut accumulated = AccumulatedGradients::new(request.gradient_accumulation);
         for _ in 0..request.gradient_accumulation {
-            if batches.is_empty() {
-                batches = dataset::epoch_batches(
-                    &images.sizes,
-                    request.repeats,
-                    request.batch_size,
-                    (!replaying).then_some(&mut rng),
-                );
-                batches.reverse();
-                epoch += 1;
-            }
-            let Some(batch) = batches.pop() else {
-                return Err(Error::Setting("the dataset produced no batch".into()));
-            };
+            let batch = batches.next((!replaying).then_some(&mut rng))?;
             let captions: Vec<String> = batch
                 .iter()
                 .map(|&index| {
@@ -418,40 +235,19 @@ pub fn train_lora(
                     &loss_of,
                 )?
             } else {
-                let prediction = components.unet.forward_timesteps(
+                plain_gradients(
+                    &mut components.unet,
+                    &vars,
                     &noisy,
                     &timestep_tensor,
                     &prompt_embeds,
                     &added,
-                    None,
-                )?;
-                let scaled = loss_of(&prediction)?;
-                let grads = scaled.backward()?;
-                (
-                    scaled,
-                    vars.iter()
-                        .map(|var| grads.get(var.as_tensor()).cloned())
-                        .collect(),
-                )
+                    &loss_of,
+                )?
             };
-            loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
-            summed = Some(match summed {
-                None => step_grads,
-                Some(previous) => previous
-                    .into_iter()
-                    .zip(step_grads)
-                    .map(|pair| match pair {
-                        (Some(a), Some(b)) => Ok(Some((a + b)?)),
-                        (a, b) => Ok(a.or(b)),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            });
+            accumulated.add(&scaled, step_grads)?;
         }
-        let mut grads = summed.ok_or_else(|| Error::Setting("no gradient was computed".into()))?;
-        let grad_norm = match request.max_grad_norm {
-            Some(max_norm) => clip_grad_norm(&mut grads, max_norm)?,
-            None => crate::optimizer::clip_grad_norm(&mut grads.clone(), f64::INFINITY)?,
-        };
+        let (grads, grad_norm, mean_loss) = accumulated.finish(request.max_grad_norm)?;
         let lr = lr_schedule.lr_at(step);
         let text_encoder_lr = request
             .text_encoder_lr
@@ -472,21 +268,19 @@ pub fn train_lora(
         steps_done = step + 1;
         let record = StepRecord {
             step: steps_done,
-            loss: loss_total / request.gradient_accumulation as f64,
+            loss: mean_loss,
             lr,
             grad_norm,
             seconds: started.elapsed().as_secs_f64(),
-            epoch,
+            epoch: batches.epoch,
         };
         observer.step(&record, request.steps)?;
-        if request.save_every.is_some_and(|every| {
-            every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps
-        }) {
+        if saving.due_after(steps_done) {
             save_state_now(
                 Progress {
                     step: steps_done,
                     forward_index,
-                    epoch,
+                    epoch: batches.epoch,
                 },
                 &params,
                 &optimizer,
@@ -494,12 +288,12 @@ pub fn train_lora(
         }
         observer.after_step(steps_done, &params, components)?;
     }
-    if request.save_every.is_some() || stopped_early {
+    if saving.due_at_end(stopped_early) {
         save_state_now(
             Progress {
                 step: steps_done,
                 forward_index,
-                epoch,
+                epoch: batches.epoch,
             },
             &params,
             &optimizer,

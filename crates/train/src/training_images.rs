@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use huatu_diffusion::loading::SdxlComponents;
-use huatu_imaging::{FitMode, FitReport, Size};
+use huatu_imaging::{FitReport, Size};
 
 use crate::dataset::{self, Scan};
 use crate::latent_cache::LatentCache;
-use crate::trainer::{LoraTrainingRequest, TrainingObserver};
+use crate::lora_request::{images_are_fixed, LoraTrainingRequest};
+use crate::observer::TrainingObserver;
 use crate::{Error, Result};
 
 /// The image set as the run uses it.
@@ -20,11 +21,6 @@ pub(crate) struct TrainingImages {
     pub sizes: Vec<Size>,
     /// Cached when the images are the same every epoch: (latent mean, std, fit report).
     pub cached: Vec<Option<(Tensor, Tensor, FitReport)>>,
-}
-
-/// Whether every epoch sees the same pixels of an image (its latents can be cached).
-pub(crate) fn images_are_fixed(request: &LoraTrainingRequest) -> bool {
-    request.replaying() || (request.image.fit != FitMode::RandomCrop && !request.image.flip)
 }
 
 pub(crate) fn load_images(

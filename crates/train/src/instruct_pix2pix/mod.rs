@@ -56,14 +56,16 @@ use rand::{Rng, SeedableRng};
 
 use crate::checkpoint::Progress;
 use crate::checkpointing::checkpointed_gradients_with;
-use crate::dataset;
 use crate::latent_cache::LatentCache;
 use crate::lora_params::{LoraParams, LoraTargets};
 use crate::lr_schedule::{LrSchedule, LrScheduleKind};
 use crate::noising::{NoiseSchedule, NoiseSource};
-use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::observer::{StepRecord, TrainingObserver};
+use crate::optimizer::{AdamW, AdamWConfig};
 use crate::text_conditioning::CaptionCache;
-use crate::trainer::{StepRecord, TrainingObserver};
+use crate::training_loop::{
+    noise_source, plain_gradients, resume, AccumulatedGradients, BatchOrder, StateSaving,
+};
 use crate::{Error, Result};
 
 pub use unet::{load_trainable, TrainingMode, UnetVars};
@@ -190,20 +192,13 @@ pub fn train_instruct_pix2pix(
     let device = components.device.clone();
     let replaying = request.noise_file.is_some();
     let forward_passes = request.steps * request.gradient_accumulation;
-    let mut noise = match &request.noise_file {
-        Some(path) => NoiseSource::replay(path)?,
-        None => NoiseSource::seeded(request.seed, 0.0),
-    };
-    if let (Some(held), Some(path)) = (noise.replay_steps(), &request.noise_file) {
-        if held < forward_passes {
-            return Err(Error::BadFile {
-                path: path.clone(),
-                message: format!(
-                    "holds noise for {held} forward passes; the run needs {forward_passes}"
-                ),
-            });
-        }
-    }
+    let mut noise = noise_source(
+        request.noise_file.as_deref(),
+        request.seed,
+        0.0,
+        forward_passes,
+        &format!("the run needs {forward_passes}"),
+    )?;
     let mut dropout = dropout::DropoutDraws::new(request, forward_passes)?;
     let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -289,22 +284,9 @@ pub fn train_instruct_pix2pix(
         epoch: 0,
     };
     if let Some(path) = &request.resume {
-        start = state::load_state(path, &identity, (&names, &vars), &mut optimizer)?;
-        if start.step >= request.steps {
-            return Err(Error::Resume {
-                path: path.clone(),
-                message: format!(
-                    "it is at step {}, and --steps is {}: nothing is left to train",
-                    start.step, request.steps
-                ),
-            });
-        }
-        observer.message(&format!(
-            "resuming at step {} (epoch {}) from {}",
-            start.step,
-            start.epoch,
-            path.display()
-        ));
+        start = resume(path, request.steps, observer, || {
+            state::load_state(path, &identity, (&names, &vars), &mut optimizer)
+        })?;
         if !replaying {
             // A resumed seeded run draws afresh from generators seeded by seed and step.
             let seed = request.seed ^ (start.step as u64).rotate_left(32);
@@ -315,6 +297,10 @@ pub fn train_instruct_pix2pix(
             )));
         }
     }
+    let saving = StateSaving {
+        save_every: request.save_every,
+        total_steps: request.steps,
+    };
     let save_state_now = |progress: Progress, optimizer: &AdamW| -> Result<()> {
         match &request.state_path {
             Some(path) => state::save_state(path, &identity, progress, (&names, &vars), optimizer),
@@ -332,17 +318,8 @@ pub fn train_instruct_pix2pix(
     let (null_embeds, _) = captions.batch(components, &[String::new()])?; // [1, 77, d]
     let side = request.resolution as f32;
     let sizes = vec![Size::new(request.resolution, request.resolution); pairs.len()];
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut epoch = start.epoch;
+    let mut batches = BatchOrder::new(&sizes, 1, request.batch_size, start, replaying);
     let mut forward_index = start.forward_index;
-    if replaying && forward_index > 0 {
-        // The replayed order is fixed: skip the batches already trained on.
-        let per_epoch = dataset::epoch_batches(&sizes, 1, request.batch_size, None);
-        let done_in_epoch = forward_index % per_epoch.len();
-        if done_in_epoch > 0 {
-            batches = per_epoch[done_in_epoch..].iter().rev().cloned().collect();
-        }
-    }
     let mut steps_done = start.step;
     let mut stopped_early = false;
     let scaling_factor = components.vae_config.scaling_factor;
@@ -354,22 +331,9 @@ pub fn train_instruct_pix2pix(
             break;
         }
         let step_started = Instant::now();
-        let mut summed: Option<Vec<Option<Tensor>>> = None;
-        let mut loss_total = 0f64;
+        let mut accumulated = AccumulatedGradients::new(request.gradient_accumulation);
         for _ in 0..request.gradient_accumulation {
-            if batches.is_empty() {
-                batches = dataset::epoch_batches(
-                    &sizes,
-                    1,
-                    request.batch_size,
-                    (!replaying).then_some(&mut rng),
-                );
-                batches.reverse();
-                epoch += 1;
-            }
-            let Some(batch) = batches.pop() else {
-                return Err(Error::Setting("the dataset produced no batch".into()));
-            };
+            let batch = batches.next((!replaying).then_some(&mut rng))?;
             let b = batch.len();
             let mut edited = Vec::with_capacity(b);
             let mut original = Vec::with_capacity(b);
@@ -438,69 +402,50 @@ pub fn train_instruct_pix2pix(
                     &loss_of,
                 )?
             } else {
-                let prediction = components.unet.forward_timesteps(
+                plain_gradients(
+                    &mut components.unet,
+                    &vars,
                     &sample,
                     &timestep_tensor,
                     &prompt_embeds,
                     &added,
-                    None,
-                )?;
-                let scaled = loss_of(&prediction)?;
-                let grads = scaled.backward()?;
-                let step_grads: Vec<Option<Tensor>> = vars
-                    .iter()
-                    .map(|var| grads.get(var.as_tensor()).cloned())
-                    .collect();
-                (scaled, step_grads)
+                    &loss_of,
+                )?
             };
-            loss_total += f64::from(scaled.to_scalar::<f32>()?) * accumulation;
-            summed = Some(match summed {
-                None => step_grads,
-                Some(previous) => previous
-                    .into_iter()
-                    .zip(step_grads)
-                    .map(|pair| match pair {
-                        (Some(a), Some(b)) => Ok(Some((a + b)?)),
-                        (a, b) => Ok(a.or(b)),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            });
+            accumulated.add(&scaled, step_grads)?;
         }
-        let mut grads = summed.ok_or_else(|| Error::Setting("no gradient was computed".into()))?;
-        let grad_norm = clip_grad_norm(&mut grads, request.max_grad_norm.unwrap_or(f64::INFINITY))?;
+        let (grads, grad_norm, mean_loss) = accumulated.finish(request.max_grad_norm)?;
         let lr = lr_schedule.lr_at(step);
         optimizer.step(&vars, &grads, &vec![lr; vars.len()])?;
         steps_done = step + 1;
         observer.step(
             &StepRecord {
                 step: steps_done,
-                loss: loss_total / accumulation,
+                loss: mean_loss,
                 lr,
                 grad_norm,
                 seconds: step_started.elapsed().as_secs_f64(),
-                epoch,
+                epoch: batches.epoch,
             },
             request.steps,
         )?;
-        if request.save_every.is_some_and(|every| {
-            every > 0 && steps_done.is_multiple_of(every) && steps_done < request.steps
-        }) {
+        if saving.due_after(steps_done) {
             save_state_now(
                 Progress {
                     step: steps_done,
                     forward_index,
-                    epoch,
+                    epoch: batches.epoch,
                 },
                 &optimizer,
             )?;
         }
     }
-    if request.save_every.is_some() || stopped_early {
+    if saving.due_at_end(stopped_early) {
         save_state_now(
             Progress {
                 step: steps_done,
                 forward_index,
-                epoch,
+                epoch: batches.epoch,
             },
             &optimizer,
         )?;

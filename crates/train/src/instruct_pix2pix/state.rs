@@ -4,27 +4,18 @@
 //! epoch). One safetensors file written to a temporary name and renamed; its header names
 //! the run (mode, UNet, adapters) and a state of another run is refused.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 
-use crate::checkpoint::Progress;
+use crate::checkpoint::{read_state, resume_error, write_state, Progress};
 use crate::lora_params::LoraParams;
-use crate::lora_save::write_safetensors_atomically;
 use crate::optimizer::AdamW;
-use crate::{Error, Result};
+use crate::Result;
 
 use super::UnetVars;
 
 const HEADER_KEY: &str = "huatu_instruct_pix2pix_state";
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Header {
-    identity: String,
-    progress: Progress,
-    optimizer_steps: Vec<u64>,
-}
 
 /// The names of the trained tensors, in the optimizer's order (adapters, then the UNet's).
 pub(crate) fn trained_names(lora: Option<&LoraParams>, unet: &UnetVars) -> Vec<String> {
@@ -67,21 +58,7 @@ pub(crate) fn save_state(
             Tensor::from_slice(&moments.exp_avg_sq, var.shape(), &Device::Cpu)?,
         ));
     }
-    let header = Header {
-        identity: identity.to_string(),
-        progress,
-        optimizer_steps: optimizer
-            .moments
-            .iter()
-            .map(|moments| moments.step)
-            .collect(),
-    };
-    let json = serde_json::to_string(&header).map_err(|error| Error::Setting(error.to_string()))?;
-    write_safetensors_atomically(
-        tensors,
-        HashMap::from([(HEADER_KEY.to_string(), json)]),
-        path,
-    )
+    write_state(path, HEADER_KEY, identity, progress, optimizer, tensors)
 }
 
 /// Reads a state into the run's variables and optimizer; returns where the run stood.
@@ -92,39 +69,21 @@ pub(crate) fn load_state(
     optimizer: &mut AdamW,
 ) -> Result<Progress> {
     let (names, vars) = trained;
-    let resume_error = |message: String| Error::Resume {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|error| resume_error(format!("not a safetensors file: {error}")))?;
-    let json = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|entries| entries.get(HEADER_KEY))
-        .ok_or_else(|| {
-            resume_error("not a huatu InstructPix2Pix training state (no header)".into())
-        })?;
-    let header: Header =
-        serde_json::from_str(json).map_err(|error| resume_error(format!("bad header: {error}")))?;
+    let refused = |message: String| resume_error(path, message);
+    let (header, tensors) =
+        read_state::<String>(path, HEADER_KEY, "huatu InstructPix2Pix training state")?;
     if header.identity != identity {
-        return Err(resume_error(format!(
+        return Err(refused(format!(
             "it was saved by the run `{}`; this run is `{identity}`",
             header.identity
         )));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|error| resume_error(format!("unreadable tensors: {error}")))?;
     let get = |name: &str, like: &Var| -> Result<Tensor> {
         let tensor = tensors
             .get(name)
-            .ok_or_else(|| resume_error(format!("no tensor `{name}`")))?;
+            .ok_or_else(|| refused(format!("no tensor `{name}`")))?;
         if tensor.dims() != like.dims() {
-            return Err(resume_error(format!(
+            return Err(refused(format!(
                 "`{name}` is {:?}, this run's is {:?}",
                 tensor.dims(),
                 like.dims()

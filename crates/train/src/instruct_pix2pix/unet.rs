@@ -17,15 +17,12 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
-use huatu_diffusion::loading::original_keys::Component;
 use huatu_diffusion::loading::safetensors_files::{component_weight_files, mmap_backend};
 use huatu_diffusion::loading::sdxl::{SdxlConfigs, SdxlWeights};
 use huatu_diffusion::loading::{LoadOptions, SdxlComponents};
-use huatu_diffusion::lora::LoraFile;
 
-use crate::adapters::checkpoint_layout;
+use crate::adapters::{build_adapters, AdapterSettings};
 use crate::lora_params::LoraParams;
-use crate::lora_save::kohya_module_name;
 use crate::{Error, Result};
 
 use super::InstructPix2PixTrainingRequest;
@@ -214,51 +211,15 @@ pub(crate) fn build_lora(
     components: &mut SdxlComponents,
     request: &InstructPix2PixTrainingRequest,
 ) -> Result<LoraParams> {
-    let layout = checkpoint_layout(components);
-    let device = components.device.clone();
-    let targets = request.targets;
-    let linears = components.unet.collect_linears();
-    let layers = match &request.init_lora {
-        Some(path) => {
-            let file = LoraFile::read(path)?;
-            let names = linears
-                .iter()
-                .map(|(name, _)| {
-                    let kohya = kohya_module_name(Component::Unet, name, &layout);
-                    let bare = kohya.splitn(3, '_').nth(2).unwrap_or(&kohya).to_string();
-                    (bare, name.clone())
-                })
-                .collect();
-            LoraParams::from_file(
-                &file,
-                Component::Unet,
-                &linears,
-                |name| targets.matches(name),
-                (request.rank, request.alpha),
-                &names,
-                &device,
-            )?
-        }
-        None => LoraParams::gaussian(
-            Component::Unet,
-            &linears,
-            |name| targets.matches(name),
-            request.rank,
-            request.seed,
-            &device,
-        )?,
-    };
-    let params = LoraParams {
-        rank: request.rank,
-        alpha: request.alpha,
-        layers,
-    };
-    if params.layers.is_empty() {
-        return Err(Error::Setting(format!(
-            "--targets {} selects no layer of this UNet",
-            request.targets
-        )));
-    }
-    params.attach_to(components, false)?;
-    Ok(params)
+    build_adapters(
+        components,
+        &AdapterSettings {
+            rank: request.rank,
+            alpha: request.alpha,
+            targets: request.targets,
+            init_lora: request.init_lora.as_deref(),
+            seed: request.seed,
+            train_text_encoder: false,
+        },
+    )
 }
