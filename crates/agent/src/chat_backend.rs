@@ -3,24 +3,15 @@
 //! prompt. HTTP through `ureq` (https with rustls, so an API key never travels in
 //! clear to a remote server; http for local ones), JSON with serde.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::edit_instructions::EditIdea;
 use crate::error::{AgentError, Result};
 use crate::intent::corpus::{SlotValue, Slots};
 use crate::prompt::WrittenPrompt;
-
-/// `[prompt]` settings: where the server is and which model to ask.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatBackend {
-    /// e.g. `http://127.0.0.1:8080/v1`
-    pub base_url: String,
-    pub model: String,
-    pub api_key: Option<String>,
-    pub timeout: Duration,
-}
+/// The chat server's settings are part of the scenes file (`[prompt]`); this module is how
+/// they are used.
+pub use crate::scenes::ChatBackend;
 
 const SYSTEM: &str = "You write prompts for Stable Diffusion XL. Given a Chinese image request, its extracted slots and a prompt template, reply with one English prompt only: comma-separated phrases, no quotes, no explanations, no Chinese.";
 

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::chat_backend::ChatBackend;
 use crate::error::{AgentError, Result};
 use crate::labels::Intent;
 use crate::scene_file::{PromptTable, SceneFile, SceneTable};
@@ -41,6 +41,16 @@ pub struct Scenes {
     scenes: BTreeMap<String, Scene>,
     /// `[prompt]`: which prompt writer to use.
     pub prompt_backend: PromptBackend,
+}
+
+/// `[prompt]` settings of an OpenAI-compatible chat server (`chat_backend` uses them): where the server is and which model to ask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatBackend {
+    /// e.g. `http://127.0.0.1:8080/v1`
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
 }
 
 /// The prompt writer: the built-in lexicon (default, offline) or a chat server.
@@ -140,7 +150,7 @@ fn backend_from(table: PromptTable) -> std::result::Result<PromptBackend, String
                 base_url,
                 model,
                 api_key,
-                timeout: std::time::Duration::from_secs(timeout),
+                timeout: Duration::from_secs(timeout),
             }))
         }
         Some(other) => Err(format!("backend must be lexicon or openai, got {other}")),
