@@ -1,10 +1,7 @@
 //! `huatu train lora`: trains a LoRA adapter on a folder of captioned images and writes it
 //! in kohya's or diffusers' format. The flags translate into one `LoraTrainingRequest`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -22,6 +19,7 @@ use huatu_train::trainer::{
     checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
 };
 
+use crate::commands::train::train_progress::RunProgress;
 use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 use crate::png_output::write_png;
@@ -311,49 +309,21 @@ impl Snapshots {
 
 /// Progress bar, `--log` lines, Ctrl-C, snapshots and samples.
 struct CliObserver {
-    bar: Option<indicatif::ProgressBar>,
-    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
-    interrupted: Arc<AtomicBool>,
+    progress: RunProgress,
     snapshots: Snapshots,
 }
 
 impl TrainingObserver for CliObserver {
     fn message(&mut self, text: &str) {
-        match &self.bar {
-            Some(bar) if !bar.is_hidden() => bar.println(text),
-            _ => eprintln!("{text}"),
-        }
+        self.progress.message(text);
     }
 
     fn step(&mut self, record: &StepRecord, total_steps: usize) -> huatu_train::Result<()> {
-        if let Some((path, log)) = &mut self.log {
-            let line = serde_json::to_string(record).unwrap_or_default();
-            writeln!(log, "{line}")
-                .and_then(|()| log.flush())
-                .map_err(|source| huatu_train::Error::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(total_steps as u64),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            let style = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style.progress_chars("=> "));
-            bar
-        });
-        bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
-        bar.set_position(record.step as u64);
-        Ok(())
+        self.progress.step(record, total_steps)
     }
 
     fn should_stop(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
+        self.progress.should_stop()
     }
 
     fn after_step(
@@ -475,25 +445,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
         .iter()
         .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
         .collect();
-    let log = match &args.log {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot write the log {}", path.display()))?;
-            Some((path.clone(), std::io::BufWriter::new(file)))
-        }
-        None => None,
-    };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        // A second Ctrl-C ends the process at once.
-        let _ = ctrlc::set_handler(move || {
-            if interrupted.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: finishing this step and saving what is trained (Ctrl-C again to quit now)");
-        });
-    }
+    let progress = RunProgress::start(args.log.as_deref())?;
     // Training runs in f32 (as the reference does on the CPU), on the base model alone.
     let model = ModelArgs {
         model: args.model.clone(),
@@ -505,9 +457,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     };
     let mut components = model.load(&model.device.open()?)?;
     let mut observer = CliObserver {
-        bar: None,
-        log,
-        interrupted,
+        progress,
         snapshots: Snapshots {
             save_every: args.save_every,
             sample_every: args.sample_every,
@@ -519,9 +469,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let outcome = train_lora(&mut components, &request, &mut observer)?;
-    if let Some(bar) = observer.bar.take() {
-        bar.finish_and_clear();
-    }
+    observer.progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let metadata = kohya_metadata(&args, &request, outcome.steps_done, &outcome.captions);
     save_lora(
