@@ -16,10 +16,9 @@ use huatu_train::instruct_pix2pix::{
 };
 use huatu_train::lora_params::LoraTargets;
 use huatu_train::lr_schedule::LrScheduleKind;
-use huatu_train::optimizer::AdamWConfig;
 
 use crate::commands::train::train_progress::RunProgress;
-use crate::commands::train_lora::parse_prediction_type;
+use crate::commands::train_lora::{parse_prediction_type, OptimizerArgs};
 use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
@@ -76,17 +75,8 @@ pub struct TrainInstructPix2PixArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
-    #[arg(long, default_value_t = 1e-2)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub adam_epsilon: f64,
-    /// Clip the total gradient norm (0 turns clipping off).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
+    #[command(flatten)]
+    pub optimizer_args: OptimizerArgs,
     /// Recompute the UNet's blocks in the backward pass instead of keeping them (far less
     /// memory, about one more forward pass of time).
     #[arg(long)]
@@ -134,13 +124,8 @@ impl TrainInstructPix2PixArgs {
             gradient_accumulation: self.gradient_accumulation,
             steps: self.steps,
             learning_rate: self.lr,
-            adamw: AdamWConfig {
-                beta1: self.adam_beta1,
-                beta2: self.adam_beta2,
-                eps: self.adam_epsilon,
-                weight_decay: self.weight_decay,
-            },
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            adamw: self.optimizer_args.adamw(),
+            max_grad_norm: self.optimizer_args.max_grad_norm(),
             gradient_checkpointing: self.gradient_checkpointing,
             lr_schedule: self.lr_scheduler,
             warmup_steps: self.lr_warmup_steps,

@@ -24,6 +24,38 @@ use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 use crate::png_output::write_png;
 
+/// AdamW's settings and gradient clipping, the same flags for both training commands.
+#[derive(Args, Debug)]
+pub struct OptimizerArgs {
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+    /// Clip the total gradient norm (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+}
+
+impl OptimizerArgs {
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// `None` (no clipping) for 0.
+    pub fn max_grad_norm(&self) -> Option<f64> {
+        (self.max_grad_norm > 0.0).then_some(self.max_grad_norm)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
     /// The base SDXL model: a diffusers folder, or a single-file checkpoint with --config.
@@ -100,17 +132,8 @@ pub struct TrainLoraArgs {
     /// adamw (torch's AdamW).
     #[arg(long, default_value = "adamw", value_parser = ["adamw"])]
     pub optimizer: String,
-    #[arg(long, default_value_t = 1e-2)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub adam_epsilon: f64,
-    /// Clip the total gradient norm (0 turns clipping off).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
+    #[command(flatten)]
+    pub optimizer_args: OptimizerArgs,
     /// Recompute block activations in the backward pass instead of keeping them (far less
     /// memory, about one more forward pass of time); needed for 1024² on most machines.
     #[arg(long)]
@@ -198,13 +221,8 @@ impl TrainLoraArgs {
             learning_rate: self.lr,
             train_text_encoder: self.train_text_encoder,
             text_encoder_lr: self.text_encoder_lr,
-            adamw: AdamWConfig {
-                beta1: self.adam_beta1,
-                beta2: self.adam_beta2,
-                eps: self.adam_epsilon,
-                weight_decay: self.weight_decay,
-            },
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            adamw: self.optimizer_args.adamw(),
+            max_grad_norm: self.optimizer_args.max_grad_norm(),
             gradient_checkpointing: self.gradient_checkpointing,
             lr_schedule: self.lr_scheduler,
             warmup_steps: self.lr_warmup_steps,
