@@ -10,10 +10,12 @@ use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
 use huatu_agent::train::{TrainOptions, Trainer};
 
-// Declared here rather than in commands/mod.rs: `huatu train instruct-pix2pix` lives beside
-// the other `train` subcommands.
+// Declared here rather than in commands/mod.rs: `huatu train instruct-pix2pix` and the
+// progress reporting both trainers share live beside the other `train` subcommands.
 #[path = "train_instruct_pix2pix.rs"]
 pub mod train_instruct_pix2pix;
+#[path = "train_progress.rs"]
+pub(crate) mod train_progress;
 
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {

@@ -5,13 +5,9 @@
 //! `InstructPix2PixTrainingRequest`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Args;
 use huatu_diffusion::schedulers::PredictionType;
 use huatu_train::instruct_pix2pix::save::{check_output, save_edit_model};
@@ -20,10 +16,9 @@ use huatu_train::instruct_pix2pix::{
 };
 use huatu_train::lora_params::LoraTargets;
 use huatu_train::lr_schedule::LrScheduleKind;
-use huatu_train::optimizer::AdamWConfig;
-use huatu_train::trainer::{StepRecord, TrainingObserver};
 
-use crate::commands::train_lora::parse_prediction_type;
+use crate::commands::train::train_progress::RunProgress;
+use crate::commands::train_lora::{parse_prediction_type, OptimizerArgs};
 use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]
@@ -80,17 +75,8 @@ pub struct TrainInstructPix2PixArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
-    #[arg(long, default_value_t = 1e-2)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub adam_epsilon: f64,
-    /// Clip the total gradient norm (0 turns clipping off).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
+    #[command(flatten)]
+    pub optimizer_args: OptimizerArgs,
     /// Recompute the UNet's blocks in the backward pass instead of keeping them (far less
     /// memory, about one more forward pass of time).
     #[arg(long)]
@@ -138,13 +124,8 @@ impl TrainInstructPix2PixArgs {
             gradient_accumulation: self.gradient_accumulation,
             steps: self.steps,
             learning_rate: self.lr,
-            adamw: AdamWConfig {
-                beta1: self.adam_beta1,
-                beta2: self.adam_beta2,
-                eps: self.adam_epsilon,
-                weight_decay: self.weight_decay,
-            },
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            adamw: self.optimizer_args.adamw(),
+            max_grad_norm: self.optimizer_args.max_grad_norm(),
             gradient_checkpointing: self.gradient_checkpointing,
             lr_schedule: self.lr_scheduler,
             warmup_steps: self.lr_warmup_steps,
@@ -168,90 +149,18 @@ fn state_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{name}.state.safetensors"))
 }
 
-/// Progress bar, `--log` lines and Ctrl-C.
-struct CliObserver {
-    bar: Option<indicatif::ProgressBar>,
-    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
-    interrupted: Arc<AtomicBool>,
-}
-
-impl TrainingObserver for CliObserver {
-    fn message(&mut self, text: &str) {
-        match &self.bar {
-            Some(bar) if !bar.is_hidden() => bar.println(text),
-            _ => eprintln!("{text}"),
-        }
-    }
-
-    fn step(&mut self, record: &StepRecord, total_steps: usize) -> huatu_train::Result<()> {
-        if let Some((path, log)) = &mut self.log {
-            let line = serde_json::to_string(record).unwrap_or_default();
-            writeln!(log, "{line}")
-                .and_then(|()| log.flush())
-                .map_err(|source| huatu_train::Error::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(total_steps as u64),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            let style = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style.progress_chars("=> "));
-            bar
-        });
-        bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
-        bar.set_position(record.step as u64);
-        Ok(())
-    }
-
-    fn should_stop(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
-    }
-}
-
 pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
     let request = args.request();
     request.validate()?;
     if args.resume.is_none() {
         check_output(&args.out)?;
     }
-    let log = match &args.log {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot write the log {}", path.display()))?;
-            Some((path.clone(), std::io::BufWriter::new(file)))
-        }
-        None => None,
-    };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        // A second Ctrl-C ends the process at once.
-        let _ = ctrlc::set_handler(move || {
-            if interrupted.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: finishing this step and saving what is trained (Ctrl-C again to quit now)");
-        });
-    }
+    let mut observer = RunProgress::start(args.log.as_deref())?;
     // Training runs in f32, as the reference does on the CPU.
     let (mut components, vars) = load_trainable(&args.model, request.mode, &args.device.open()?)?;
-    let mut observer = CliObserver {
-        bar: None,
-        log,
-        interrupted,
-    };
     let started = Instant::now();
     let outcome = train_instruct_pix2pix(&mut components, vars, &request, &mut observer)?;
-    if let Some(bar) = observer.bar.take() {
-        bar.finish_and_clear();
-    }
+    observer.finish();
     let seconds = started.elapsed().as_secs_f64();
     let mut metadata = BTreeMap::new();
     metadata.insert(

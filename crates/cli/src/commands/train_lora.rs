@@ -1,10 +1,7 @@
 //! `huatu train lora`: trains a LoRA adapter on a folder of captioned images and writes it
 //! in kohya's or diffusers' format. The flags translate into one `LoraTrainingRequest`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -22,9 +19,42 @@ use huatu_train::trainer::{
     checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
 };
 
+use crate::commands::train::train_progress::RunProgress;
 use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 use huatu_imaging::io::write_png;
+
+/// AdamW's settings and gradient clipping, the same flags for both training commands.
+#[derive(Args, Debug)]
+pub struct OptimizerArgs {
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+    /// Clip the total gradient norm (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+}
+
+impl OptimizerArgs {
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// `None` (no clipping) for 0.
+    pub fn max_grad_norm(&self) -> Option<f64> {
+        (self.max_grad_norm > 0.0).then_some(self.max_grad_norm)
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct TrainLoraArgs {
@@ -102,17 +132,8 @@ pub struct TrainLoraArgs {
     /// adamw (torch's AdamW).
     #[arg(long, default_value = "adamw", value_parser = ["adamw"])]
     pub optimizer: String,
-    #[arg(long, default_value_t = 1e-2)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub adam_epsilon: f64,
-    /// Clip the total gradient norm (0 turns clipping off).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
+    #[command(flatten)]
+    pub optimizer_args: OptimizerArgs,
     /// Recompute block activations in the backward pass instead of keeping them (far less
     /// memory, about one more forward pass of time); needed for 1024² on most machines.
     #[arg(long)]
@@ -200,13 +221,8 @@ impl TrainLoraArgs {
             learning_rate: self.lr,
             train_text_encoder: self.train_text_encoder,
             text_encoder_lr: self.text_encoder_lr,
-            adamw: AdamWConfig {
-                beta1: self.adam_beta1,
-                beta2: self.adam_beta2,
-                eps: self.adam_epsilon,
-                weight_decay: self.weight_decay,
-            },
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            adamw: self.optimizer_args.adamw(),
+            max_grad_norm: self.optimizer_args.max_grad_norm(),
             gradient_checkpointing: self.gradient_checkpointing,
             lr_schedule: self.lr_scheduler,
             warmup_steps: self.lr_warmup_steps,
@@ -311,49 +327,21 @@ impl Snapshots {
 
 /// Progress bar, `--log` lines, Ctrl-C, snapshots and samples.
 struct CliObserver {
-    bar: Option<indicatif::ProgressBar>,
-    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
-    interrupted: Arc<AtomicBool>,
+    progress: RunProgress,
     snapshots: Snapshots,
 }
 
 impl TrainingObserver for CliObserver {
     fn message(&mut self, text: &str) {
-        match &self.bar {
-            Some(bar) if !bar.is_hidden() => bar.println(text),
-            _ => eprintln!("{text}"),
-        }
+        self.progress.message(text);
     }
 
     fn step(&mut self, record: &StepRecord, total_steps: usize) -> huatu_train::Result<()> {
-        if let Some((path, log)) = &mut self.log {
-            let line = serde_json::to_string(record).unwrap_or_default();
-            writeln!(log, "{line}")
-                .and_then(|()| log.flush())
-                .map_err(|source| huatu_train::Error::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(total_steps as u64),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            let style = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style.progress_chars("=> "));
-            bar
-        });
-        bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
-        bar.set_position(record.step as u64);
-        Ok(())
+        self.progress.step(record, total_steps)
     }
 
     fn should_stop(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
+        self.progress.should_stop()
     }
 
     fn after_step(
@@ -475,25 +463,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
         .iter()
         .map(|entry| request.captions.caption(entry.caption.as_deref(), None))
         .collect();
-    let log = match &args.log {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot write the log {}", path.display()))?;
-            Some((path.clone(), std::io::BufWriter::new(file)))
-        }
-        None => None,
-    };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        // A second Ctrl-C ends the process at once.
-        let _ = ctrlc::set_handler(move || {
-            if interrupted.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: finishing this step and saving what is trained (Ctrl-C again to quit now)");
-        });
-    }
+    let progress = RunProgress::start(args.log.as_deref())?;
     // Training runs in f32 (as the reference does on the CPU), on the base model alone.
     let model = ModelArgs {
         model: args.model.clone(),
@@ -505,9 +475,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     };
     let mut components = model.load(&model.device.open()?)?;
     let mut observer = CliObserver {
-        bar: None,
-        log,
-        interrupted,
+        progress,
         snapshots: Snapshots {
             save_every: args.save_every,
             sample_every: args.sample_every,
@@ -519,9 +487,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let outcome = train_lora(&mut components, &request, &mut observer)?;
-    if let Some(bar) = observer.bar.take() {
-        bar.finish_and_clear();
-    }
+    observer.progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let metadata = kohya_metadata(&args, &request, outcome.steps_done, &outcome.captions);
     save_lora(
