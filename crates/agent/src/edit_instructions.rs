@@ -113,7 +113,7 @@ fn chinese(word: &str) -> String {
     static REVERSE: OnceLock<HashMap<String, String>> = OnceLock::new();
     let reverse = REVERSE.get_or_init(|| {
         let mut map: HashMap<String, String> = HashMap::new();
-        for line in include_str!("lexicon.tsv").lines() {
+        for line in include_str!("plan/lexicon.tsv").lines() {
             let Some((zh, en)) = line.split_once('\t') else {
                 continue;
             };

@@ -15,4 +15,7 @@ pub mod parse;
 pub mod preprocess;
 pub mod serve;
 pub mod train;
+pub mod train_instruct_pix2pix;
 pub mod train_lora;
+/// Progress, `--log` lines and Ctrl-C for both training commands.
+pub mod train_progress;

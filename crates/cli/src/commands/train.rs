@@ -10,13 +10,6 @@ use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
 use huatu_agent::train::{TrainOptions, Trainer};
 
-// Declared here rather than in commands/mod.rs: `huatu train instruct-pix2pix` and the
-// progress reporting both trainers share live beside the other `train` subcommands.
-#[path = "train_instruct_pix2pix.rs"]
-pub mod train_instruct_pix2pix;
-#[path = "train_progress.rs"]
-pub(crate) mod train_progress;
-
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {
     /// The intent + slot model (INTENTS.md) from labelled JSON lines.
@@ -25,7 +18,7 @@ pub enum TrainCommand {
     Lora(Box<super::train_lora::TrainLoraArgs>),
     /// An InstructPix2Pix edit model from SDXL on a folder of edit pairs (diffusers' trainer).
     #[command(name = "instruct-pix2pix")]
-    InstructPix2Pix(Box<train_instruct_pix2pix::TrainInstructPix2PixArgs>),
+    InstructPix2Pix(Box<super::train_instruct_pix2pix::TrainInstructPix2PixArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -96,7 +89,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     let args = match command {
         TrainCommand::Intent(args) => args,
         TrainCommand::Lora(args) => return super::train_lora::run(*args),
-        TrainCommand::InstructPix2Pix(args) => return train_instruct_pix2pix::run(*args),
+        TrainCommand::InstructPix2Pix(args) => return super::train_instruct_pix2pix::run(*args),
     };
     let mut examples = Vec::new();
     for (path, times) in &args.data {

@@ -17,8 +17,8 @@ use huatu_train::instruct_pix2pix::{
 use huatu_train::lora_params::LoraTargets;
 use huatu_train::lr_schedule::LrScheduleKind;
 
-use crate::commands::train::train_progress::RunProgress;
 use crate::commands::train_lora::{parse_prediction_type, OptimizerArgs};
+use crate::commands::train_progress::RunProgress;
 use crate::device_args::DeviceArgs;
 
 #[derive(Args, Debug)]

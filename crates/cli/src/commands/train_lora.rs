@@ -19,7 +19,7 @@ use huatu_train::trainer::{
     checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
 };
 
-use crate::commands::train::train_progress::RunProgress;
+use crate::commands::train_progress::RunProgress;
 use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 use huatu_imaging::io::write_png;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use crate::error::{AgentError, Result};
 use crate::labels::Intent;
-use crate::scene_file::{PromptTable, SceneFile, SceneTable};
+use crate::plan::scene_file::{PromptTable, SceneFile, SceneTable};
 
-pub const DEFAULT_SCENES: &str = include_str!("../scenes.toml");
+pub const DEFAULT_SCENES: &str = include_str!("../../scenes.toml");
 
 /// Scheduler spellings the diffusion pipelines accept (`huatu generate --scheduler`).
 pub const SCHEDULERS: [&str; 5] = ["euler", "euler-a", "ddim", "dpmpp-2m", "dpmpp-2m-karras"];

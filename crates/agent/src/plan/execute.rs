@@ -21,7 +21,7 @@ use huatu_imaging::edit::{
 };
 use huatu_imaging::{center_crop_to_multiple, enhancer_steps, GrayImage, RgbImage, Upscaler};
 
-use crate::planner::{PipelineKind, TaskPlan};
+use crate::plan::planner::{PipelineKind, TaskPlan};
 use crate::{AgentError, Result};
 
 /// The models a plan may need (the base with the plan's LoRA merged, see [`switch_lora`]).

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use crate::corpus::{SlotValue, Slots};
 use crate::labels::SlotName;
-use crate::scenes::Scene;
+use crate::plan::scenes::Scene;
 use crate::text::normalize_char;
 
 const LEXICON: &str = include_str!("lexicon.tsv");
@@ -291,7 +291,7 @@ pub fn write_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenes::Scenes;
+    use crate::plan::scenes::Scenes;
 
     #[test]
     fn translates_with_longest_match_and_reorders_modifiers() {

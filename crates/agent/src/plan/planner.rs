@@ -12,9 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::corpus::SlotValue;
 use crate::labels::{Intent, SlotName};
 use crate::model::Parse;
-use crate::prompt::{write_prompt, Lexicon};
-use crate::scenes::Scenes;
-use crate::sizing::size_for_aspect;
+use crate::plan::prompt::{write_prompt, Lexicon};
+use crate::plan::scenes::Scenes;
+use crate::plan::sizing::size_for_aspect;
 
 /// Which pipeline a plan runs; spelled as in logs and the HTTP API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

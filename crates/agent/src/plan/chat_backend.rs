@@ -8,10 +8,10 @@ use serde_json::json;
 use crate::edit_instructions::EditIdea;
 use crate::error::{AgentError, Result};
 use crate::intent::corpus::{SlotValue, Slots};
-use crate::prompt::WrittenPrompt;
+use crate::plan::prompt::WrittenPrompt;
 /// The chat server's settings are part of the scenes file (`[prompt]`); this module is how
 /// they are used.
-pub use crate::scenes::ChatBackend;
+pub use crate::plan::scenes::ChatBackend;
 
 const SYSTEM: &str = "You write prompts for Stable Diffusion XL. Given a Chinese image request, its extracted slots and a prompt template, reply with one English prompt only: comma-separated phrases, no quotes, no explanations, no Chinese.";
 
