@@ -67,10 +67,17 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
-    /// A pixel operation of the imaging crate (the mask composite).
+    /// A pixel operation of the imaging crate (the mask composite); boxed, as imaging's
+    /// errors are large and this type travels in every `Result` of the pipelines.
     #[error(transparent)]
-    Imaging(#[from] huatu_imaging::ImagingError),
+    Imaging(Box<huatu_imaging::ImagingError>),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl From<huatu_imaging::ImagingError> for Error {
+    fn from(error: huatu_imaging::ImagingError) -> Self {
+        Error::Imaging(Box::new(error))
+    }
 }

@@ -13,8 +13,8 @@ use huatu_diffusion::schedulers::SchedulerKind;
 use huatu_imaging::enhancer_upscales;
 use huatu_imaging::GrayImage;
 
-use crate::engine::Capabilities;
 use crate::error::ServerError;
+use crate::job_runner::Capabilities;
 use crate::jobs::{AgentSpec, EditSpec, JobSpec, LoraSpec};
 
 /// What `/v1/agent` plans with: the intent model, the scenes and the lexicon.
@@ -46,7 +46,7 @@ fn lora_spec(lora: &LoraChoice, lora_dir: &Path) -> Option<LoraSpec> {
         .file_name()?
         .to_str()?
         .strip_suffix(".safetensors")?;
-    (inside && crate::engine::is_lora_name(name)).then(|| LoraSpec {
+    (inside && crate::job_runner::is_lora_name(name)).then(|| LoraSpec {
         name: name.to_string(),
         scale: lora.scale,
     })

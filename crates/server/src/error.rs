@@ -257,6 +257,18 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// An error and its causes on one line (a job's failure reason, a LoRA's load error).
+pub fn one_line_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::blobs::Blobs;
 use crate::config::{ServeArgs, ServerConfig};
-use crate::engine::Engine;
 use crate::error::ServerError;
 use crate::events::EventHub;
 use crate::job_queue::JobQueue;
+use crate::job_runner::JobRunner;
 use crate::job_services::{CancelRequests, JobServices, Wakeup};
 use crate::metrics::Metrics;
 use crate::routes::app;
@@ -105,7 +105,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let loading_config = config.clone();
             let model_path = model.clone();
             let engine = tokio::task::spawn_blocking(move || {
-                Engine::load(&loading_config, &model_path, &device)
+                JobRunner::load(&loading_config, &model_path, &device)
             })
             .await
             .map_err(|source| ServerError::Task {
@@ -191,7 +191,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     );
     let mut config = config;
     config.listen = address;
-    let capabilities = crate::engine::Capabilities::of(&config);
+    let capabilities = crate::job_runner::Capabilities::of(&config);
     let hosts = crate::security::HostPolicy::new(
         address,
         config.public_url.as_deref(),

@@ -23,7 +23,7 @@ pub struct HandlerContext {
     /// The model's native size (width, height), the default `size`.
     pub native_size: (usize, usize),
     /// The optional models the workers hold (InstructPix2Pix, ControlNet, Real-ESRGAN).
-    pub capabilities: crate::engine::Capabilities,
+    pub capabilities: crate::job_runner::Capabilities,
     /// The agent (intent model, scenes, lexicon), when an intent model was found.
     pub agent_planner: Option<Arc<crate::agent_jobs::AgentPlanner>>,
     /// Turns true when the server begins to stop: streams and waiting requests end.

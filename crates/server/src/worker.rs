@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use huatu_diffusion::pipelines::Progress;
 
 use crate::blobs::{describe_write_error, Pins};
-use crate::engine::{Engine, GenerateError};
+use crate::job_runner::{GenerateError, JobRunner};
 use crate::job_services::JobServices;
 use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, Job, JobEvent, JobSpec};
 use crate::redact::Redactor;
@@ -33,7 +33,7 @@ struct Results {
 
 /// Runs jobs on `engine` until `shared.shutdown` is set; `redactor` takes the server's
 /// paths out of failure reasons.
-pub fn run_worker(shared: Arc<JobServices>, mut engine: Engine, redactor: Redactor) {
+pub fn run_worker(shared: Arc<JobServices>, mut engine: JobRunner, redactor: Redactor) {
     // Failures the database could not take yet (a full disk): retried every round.
     let mut unrecorded: Vec<(String, String)> = Vec::new();
     while !shared.shutdown.load(Ordering::SeqCst) {
@@ -189,7 +189,12 @@ fn finish(
     unrecorded
 }
 
-fn run_job(shared: &JobServices, engine: &mut Engine, job: &Job, results: &mut Results) -> Outcome {
+fn run_job(
+    shared: &JobServices,
+    engine: &mut JobRunner,
+    job: &Job,
+    results: &mut Results,
+) -> Outcome {
     match &job.spec {
         JobSpec::Generation(spec) => run_generation(shared, engine, job, spec, results),
         JobSpec::Edit(spec) => run_edit(shared, engine, job, spec, results),
@@ -277,7 +282,7 @@ fn load_input(shared: &JobServices, id: &str) -> Result<Vec<u8>, String> {
 
 fn run_edit(
     shared: &JobServices,
-    engine: &mut Engine,
+    engine: &mut JobRunner,
     job: &Job,
     spec: &EditSpec,
     results: &mut Results,
@@ -323,7 +328,7 @@ fn run_edit(
 
 fn run_generation(
     shared: &JobServices,
-    engine: &mut Engine,
+    engine: &mut JobRunner,
     job: &Job,
     spec: &GenerationSpec,
     results: &mut Results,
@@ -355,7 +360,7 @@ fn run_generation(
 
 fn run_agent(
     shared: &JobServices,
-    engine: &mut Engine,
+    engine: &mut JobRunner,
     job: &Job,
     spec: &AgentSpec,
     results: &mut Results,

@@ -114,7 +114,7 @@ impl EditSettings {
 
 /// Width and height must be positive multiples of 8 (the VAE's factor).
 pub fn check_image_size(what: &str, width: usize, height: usize) -> Result<()> {
-    if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(8) || !height.is_multiple_of(8) {
         return Err(Error::InvalidRequest(format!(
             "{what} must be a positive multiple of 8 on each side, got {width}×{height}"
         )));

@@ -11,7 +11,7 @@ use super::edit_inputs::{
 use super::guidance;
 use super::latents::decode_latents;
 use super::progress::{Progress, ProgressSink};
-use super::stable_diffusion_xl::Text2ImageOutput;
+use super::stable_diffusion_xl::GeneratedImage;
 use crate::loading::SdxlComponents;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
@@ -47,7 +47,7 @@ pub fn image_to_image(
     components: &SdxlComponents,
     request: &Image2ImageRequest,
     progress: &mut dyn ProgressSink,
-) -> Result<Text2ImageOutput> {
+) -> Result<GeneratedImage> {
     request.validate(components)?;
     let settings = &request.settings;
     let device = &components.device;
@@ -116,7 +116,7 @@ pub fn image_to_image(
 
     progress.report(Progress::Decoding)?;
     let image = decode_latents(components, &latents, &settings.decode)?;
-    Ok(Text2ImageOutput {
+    Ok(GeneratedImage {
         latents: latents.to_dtype(DType::F32)?,
         image,
     })

@@ -11,7 +11,7 @@ use super::guidance::rescale_noise_cfg;
 use super::latents::{decode_latents, micro_conditioning, prepare_latents};
 use super::progress::{Progress, ProgressSink};
 use super::prompt_encoding::encode_prompt_pair;
-use super::stable_diffusion_xl::Text2ImageOutput;
+use super::stable_diffusion_xl::GeneratedImage;
 use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::NoiseSource;
@@ -55,7 +55,7 @@ pub fn instruct_pix2pix(
     components: &SdxlComponents,
     request: &InstructPix2PixRequest,
     progress: &mut dyn ProgressSink,
-) -> Result<Text2ImageOutput> {
+) -> Result<GeneratedImage> {
     request.validate(components)?;
     let settings = &request.settings;
     let device = &components.device;
@@ -181,7 +181,7 @@ pub fn instruct_pix2pix(
 
     progress.report(Progress::Decoding)?;
     let image = decode_latents(components, &latents, &settings.decode)?;
-    Ok(Text2ImageOutput {
+    Ok(GeneratedImage {
         latents: latents.to_dtype(DType::F32)?,
         image,
     })

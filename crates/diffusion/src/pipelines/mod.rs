@@ -22,5 +22,5 @@ pub use instruct_pix2pix::{instruct_pix2pix, InstructPix2PixRequest};
 pub use latents::{DecodeOptions, MicroConditioning, VaeTiling};
 pub use progress::{NoProgress, Progress, ProgressSink};
 pub use prompt_to_prompt::{edit_pair, EditPairOutput, EditPairRequest};
-pub use stable_diffusion_xl::{text_to_image, Text2ImageOutput, Text2ImageRequest};
+pub use stable_diffusion_xl::{text_to_image, GeneratedImage, Text2ImageRequest};
 pub use token_alignment::CrossAttentionMode;

@@ -57,7 +57,11 @@ impl Text2ImageRequest {
 
     pub fn validate(&self) -> Result<()> {
         let fail = |message: String| Err(Error::InvalidRequest(message));
-        if self.height == 0 || self.width == 0 || self.height % 8 != 0 || self.width % 8 != 0 {
+        if self.height == 0
+            || self.width == 0
+            || !self.height.is_multiple_of(8)
+            || !self.width.is_multiple_of(8)
+        {
             return fail(format!(
                 "height and width must be positive multiples of 8, got {}×{} (width×height)",
                 self.width, self.height
@@ -82,9 +86,10 @@ impl Text2ImageRequest {
     }
 }
 
-/// The denoised latents (before VAE scaling) and the decoded image.
+/// What text-to-image, image-to-image and InstructPix2Pix return: the denoised latents
+/// (before VAE scaling) and the decoded image.
 #[derive(Debug, Clone)]
-pub struct Text2ImageOutput {
+pub struct GeneratedImage {
     pub latents: Tensor,
     pub image: RgbImage,
 }
@@ -94,7 +99,7 @@ pub fn text_to_image(
     components: &SdxlComponents,
     request: &Text2ImageRequest,
     progress: &mut dyn ProgressSink,
-) -> Result<Text2ImageOutput> {
+) -> Result<GeneratedImage> {
     request.validate()?;
     let device = &components.device;
     let dtype = components.dtype;
@@ -168,7 +173,7 @@ pub fn text_to_image(
     // Decode.
     progress.report(Progress::Decoding)?;
     let image = decode_latents(components, &latents, &request.decode)?;
-    Ok(Text2ImageOutput {
+    Ok(GeneratedImage {
         latents: latents.to_dtype(DType::F32)?,
         image,
     })

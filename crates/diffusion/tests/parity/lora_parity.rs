@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::original_keys::Component;
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::{LoraFile, LoraInfo, LoraModule, UnmatchedModules};
-use huatu_diffusion::pipelines::{text_to_image, NoProgress, Text2ImageOutput, Text2ImageRequest};
+use huatu_diffusion::pipelines::{text_to_image, GeneratedImage, NoProgress, Text2ImageRequest};
 
 use crate::common::{fixture, load_tiny_sdxl};
 
@@ -46,7 +46,7 @@ fn run(
     components: &SdxlComponents,
     case: &Case,
     latents: Tensor,
-) -> anyhow::Result<Text2ImageOutput> {
+) -> anyhow::Result<GeneratedImage> {
     let mut request = Text2ImageRequest::new(case.prompt.clone());
     request.negative_prompt = Some(case.negative_prompt.clone());
     request.height = case.height;

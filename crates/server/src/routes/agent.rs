@@ -226,7 +226,7 @@ pub async fn agent(
         let parse = planner
             .model
             .parse(&text)
-            .map_err(|error| crate::engine::chain(&error))?;
+            .map_err(|error| crate::error::one_line_chain(&error))?;
         let inputs = PlanInputs {
             image: original.as_ref().and_then(|input| blobs.path(&input.id)),
             condition_image: condition.as_ref().and_then(|input| blobs.path(&input.id)),

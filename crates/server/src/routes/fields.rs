@@ -5,8 +5,8 @@ use huatu_diffusion::schedulers::SchedulerKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::engine::{is_lora_name, lora_path};
 use crate::error::{ApiError, ApiResult};
+use crate::job_runner::{is_lora_name, lora_path};
 use crate::jobs::LoraSpec;
 use crate::state::AppState;
 

@@ -169,7 +169,7 @@ fn a_corrupt_lora_leaves_the_next_job_equal_to_the_base_model() {
 #[test]
 fn a_job_that_panics_leaves_the_next_job_equal_to_the_base_model() {
     use huatu_diffusion::pipelines::Progress;
-    use huatu_server::engine::{Engine, GenerateError};
+    use huatu_server::job_runner::{GenerateError, JobRunner};
     use huatu_server::jobs::{GenerationSpec, LoraSpec};
 
     let data = tempfile::tempdir().unwrap();
@@ -177,7 +177,7 @@ fn a_job_that_panics_leaves_the_next_job_equal_to_the_base_model() {
     std::fs::copy(fixture_lora(), data.path().join("loras/good.safetensors")).unwrap();
     let mut config = huatu_server::ServerConfig::new(data.path());
     config.model = Some(tiny_model());
-    let mut engine = Engine::load(&config, &tiny_model(), &Device::Cpu).unwrap();
+    let mut engine = JobRunner::load(&config, &tiny_model(), &Device::Cpu).unwrap();
     let spec = |loras: Vec<LoraSpec>| GenerationSpec {
         prompt: "a festive poster".into(),
         negative_prompt: None,
@@ -195,7 +195,7 @@ fn a_job_that_panics_leaves_the_next_job_equal_to_the_base_model() {
         scale: 1.0,
     }];
     let mut quiet = |_: Progress| -> huatu_diffusion::Result<()> { Ok(()) };
-    let mut run = |engine: &mut Engine, loras: Vec<LoraSpec>| {
+    let mut run = |engine: &mut JobRunner, loras: Vec<LoraSpec>| {
         engine.start_job();
         match engine.generate(&spec(loras), 0, &mut quiet) {
             Ok(image) => image,

@@ -22,12 +22,12 @@ use huatu_diffusion::pipelines::{
 use huatu_diffusion::schedulers::SchedulerKind;
 
 use crate::config::ServerConfig;
-use crate::error::ServerError;
+use crate::error::{one_line_chain, ServerError};
 use huatu_imaging::{GrayImage, RgbImage, Upscaler};
 
 use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, LoraSpec};
 
-pub struct Engine {
+pub struct JobRunner {
     components: SdxlComponents,
     instruct: Option<SdxlComponents>,
     controlnet: Option<ControlNetModel>,
@@ -74,7 +74,7 @@ pub fn is_lora_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-impl Engine {
+impl JobRunner {
     pub fn load(config: &ServerConfig, model: &Path, device: &Device) -> Result<Self, ServerError> {
         let wrap = |source| ServerError::Model {
             path: model.to_path_buf(),
@@ -104,7 +104,11 @@ impl Engine {
         };
         let upscaler = match &config.sr_model {
             Some(path) => Some(Upscaler::load_on(path, device).map_err(|error| {
-                ServerError::Config(format!("--sr-model {}: {}", path.display(), chain(&error)))
+                ServerError::Config(format!(
+                    "--sr-model {}: {}",
+                    path.display(),
+                    one_line_chain(&error)
+                ))
             })?),
             None => None,
         };
@@ -169,7 +173,7 @@ impl Engine {
             Ok(value) => Ok(value),
             Err(huatu_diffusion::Error::Cancelled) if expired => Err(self.over_time()),
             Err(huatu_diffusion::Error::Cancelled) => Err(GenerateError::Cancelled),
-            Err(error) => Err(GenerateError::Failed(chain(&error))),
+            Err(error) => Err(GenerateError::Failed(one_line_chain(&error))),
         }
     }
 
@@ -186,7 +190,7 @@ impl Engine {
             .map(|lora| {
                 let path = lora_path(&self.lora_dir, &lora.name);
                 LoraFile::read(&path)
-                    .map_err(|error| format!("LoRA `{}`: {}", lora.name, chain(&error)))
+                    .map_err(|error| format!("LoRA `{}`: {}", lora.name, one_line_chain(&error)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let set: Vec<(&LoraFile, f64)> = files
@@ -202,7 +206,7 @@ impl Engine {
         }];
         self.components
             .set_loras(&set, UnmatchedModules::Error)
-            .map_err(|error| chain(&error))?;
+            .map_err(|error| one_line_chain(&error))?;
         self.active_loras = loras.to_vec();
         Ok(())
     }
@@ -231,7 +235,7 @@ impl Engine {
     }
 }
 
-impl Engine {
+impl JobRunner {
     /// Image `index` of an edit: inpainting inside the mask, or image-to-image without.
     pub fn edit(
         &mut self,
@@ -278,7 +282,7 @@ impl Engine {
     }
 }
 
-impl Engine {
+impl JobRunner {
     /// Runs an agent plan (its LoRA switched like any job's) with the models held here.
     /// Inputs are files of the data directory; `mask` is a drawn region, white = change.
     pub fn run_plan(
@@ -311,7 +315,7 @@ impl Engine {
             Ok(images) => Ok(images),
             Err(AgentError::Cancelled) if sink.expired => Err(self.over_time()),
             Err(AgentError::Cancelled) => Err(GenerateError::Cancelled),
-            Err(error) => Err(GenerateError::Failed(chain(&error))),
+            Err(error) => Err(GenerateError::Failed(one_line_chain(&error))),
         }
     }
 }
@@ -373,18 +377,6 @@ impl ProgressSink for DeadlineSink<'_> {
 pub enum GenerateError {
     Cancelled,
     Failed(String),
-}
-
-/// An error and its causes on one line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
 }
 
 #[cfg(test)]
