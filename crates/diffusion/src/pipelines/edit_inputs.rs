@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::latents::{micro_conditioning, DecodeOptions, MicroConditioning};
 use super::prompt_encoding::encode_prompt_pair;
-use super::stable_diffusion_xl::batch_conditioning;
+use super::stable_diffusion_xl::{batch_conditioning, check_sampling};
 use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind};
@@ -50,23 +50,11 @@ impl EditSettings {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let fail = |message: String| Err(Error::InvalidRequest(message));
-        if self.num_inference_steps == 0 {
-            return fail("num_inference_steps must be at least 1".into());
-        }
-        if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
-            return fail(format!(
-                "guidance_scale must be a finite number ≥ 0, got {}",
-                self.guidance_scale
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.guidance_rescale) {
-            return fail(format!(
-                "guidance_rescale must be within [0, 1], got {}",
-                self.guidance_rescale
-            ));
-        }
-        Ok(())
+        check_sampling(
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.guidance_rescale,
+        )
     }
 
     /// The prompt and negative prompt encoded and stacked for guidance with the time ids

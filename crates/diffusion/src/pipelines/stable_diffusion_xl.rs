@@ -67,23 +67,36 @@ impl Text2ImageRequest {
                 self.width, self.height
             ));
         }
-        if self.num_inference_steps == 0 {
-            return fail("num_inference_steps must be at least 1".into());
-        }
-        if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
-            return fail(format!(
-                "guidance_scale must be a finite number ≥ 0, got {}",
-                self.guidance_scale
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.guidance_rescale) {
-            return fail(format!(
-                "guidance_rescale must be within [0, 1], got {}",
-                self.guidance_rescale
-            ));
-        }
-        Ok(())
+        check_sampling(
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.guidance_rescale,
+        )
     }
+}
+
+/// The sampling settings every request has (text-to-image and the edits): at least one
+/// step, a finite guidance scale ≥ 0 and a rescale within [0, 1].
+pub fn check_sampling(
+    num_inference_steps: usize,
+    guidance_scale: f64,
+    guidance_rescale: f64,
+) -> Result<()> {
+    let fail = |message: String| Err(Error::InvalidRequest(message));
+    if num_inference_steps == 0 {
+        return fail("num_inference_steps must be at least 1".into());
+    }
+    if !guidance_scale.is_finite() || guidance_scale < 0.0 {
+        return fail(format!(
+            "guidance_scale must be a finite number ≥ 0, got {guidance_scale}"
+        ));
+    }
+    if !(0.0..=1.0).contains(&guidance_rescale) {
+        return fail(format!(
+            "guidance_rescale must be within [0, 1], got {guidance_rescale}"
+        ));
+    }
+    Ok(())
 }
 
 /// What text-to-image, image-to-image and InstructPix2Pix return: the denoised latents
