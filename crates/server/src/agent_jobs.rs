@@ -9,7 +9,6 @@ use huatu_agent::planner::{LoraChoice, PipelineKind, TaskPlan};
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::IntentModel;
-use huatu_diffusion::schedulers::SchedulerKind;
 use huatu_imaging::enhancer_upscales;
 use huatu_imaging::GrayImage;
 
@@ -160,14 +159,7 @@ pub fn job_for_plan(
             notes.push(
                 "the server has no InstructPix2Pix model loaded (--instruct-model): the instruction runs as a prompt through inpainting (inside the drawn region) or image-to-image (no region) on the base model, without the enhancer".into(),
             );
-            // Said, not dropped: a scene naming a scheduler this build lacks.
-            let scheduler = match plan.scheduler.parse::<SchedulerKind>() {
-                Ok(kind) => Some(kind),
-                Err(error) => {
-                    notes.push(format!("{error}: the model's own scheduler is used"));
-                    None
-                }
-            };
+            let scheduler = Some(plan.scheduler);
             let (width, height) = edit.image_size;
             PlannedJob::Job(
                 JobSpec::Edit(EditSpec {
@@ -206,6 +198,7 @@ pub fn job_for_plan(
 mod tests {
     use huatu_agent::corpus::SlotValue;
     use huatu_agent::{Intent, Parse, PlanInputs, SlotName};
+    use huatu_diffusion::schedulers::SchedulerKind;
 
     use super::*;
 
@@ -316,39 +309,28 @@ mod tests {
     }
 
     #[test]
-    fn a_plans_unknown_scheduler_is_said_not_dropped() {
+    fn the_fallback_edit_keeps_the_plans_scheduler() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut task = poster_plan(dir.path());
         task.pipeline = PipelineKind::InstructPix2Pix;
+        task.scheduler = SchedulerKind::Ddim;
         let uploads = AgentUploads {
             image: Some("0".repeat(64)),
             image_size: (64, 64),
             ..no_inputs()
         };
-        let plan_with = |scheduler: &str| {
-            let mut task = task.clone();
-            task.scheduler = scheduler.into();
-            match job_for_plan(
-                "x",
-                &task,
-                Overrides::default(),
-                dir.path(),
-                &uploads,
-                8,
-                Capabilities::default(),
-            ) {
-                PlannedJob::Job(JobSpec::Edit(spec), notes) => (spec.scheduler, notes),
-                _ => panic!("expected an edit job"),
-            }
+        let scheduler = match job_for_plan(
+            "x",
+            &task,
+            Overrides::default(),
+            dir.path(),
+            &uploads,
+            8,
+            Capabilities::default(),
+        ) {
+            PlannedJob::Job(JobSpec::Edit(spec), _) => spec.scheduler,
+            _ => panic!("expected an edit job"),
         };
-        let (scheduler, notes) = plan_with("plms");
-        assert_eq!(scheduler, None);
-        assert!(
-            notes
-                .iter()
-                .any(|note| note.contains("unknown scheduler `plms`") && note.contains("euler")),
-            "{notes:?}"
-        );
-        assert_eq!(plan_with("ddim").0, Some(SchedulerKind::Ddim));
+        assert_eq!(scheduler, Some(SchedulerKind::Ddim));
     }
 }

@@ -14,7 +14,6 @@ use huatu_diffusion::pipelines::{
     inpaint, instruct_pix2pix, text_to_image, ControlNetUnit, EditSettings, InpaintRequest,
     InstructPix2PixRequest, ProgressSink, Text2ImageRequest,
 };
-use huatu_diffusion::schedulers::SchedulerKind;
 use huatu_imaging::edit::{
     control_canvas, feathered_mask, mask_bounds, paste_inside_mask, region_mask, CannyThresholds,
     Rect,
@@ -148,10 +147,7 @@ fn settings(plan: &TaskPlan, options: &RunOptions) -> Result<EditSettings> {
     settings.negative_prompt = Some(plan.negative_prompt.clone()).filter(|n| !n.is_empty());
     settings.num_inference_steps = plan.steps;
     settings.guidance_scale = plan.guidance;
-    settings.scheduler = plan
-        .scheduler
-        .parse::<SchedulerKind>()
-        .map_err(|e| failed("scheduler", e))?;
+    settings.scheduler = plan.scheduler;
     settings.seed = options.seed;
     settings.noise = options.noise.clone();
     Ok(settings)

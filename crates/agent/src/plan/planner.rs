@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use huatu_diffusion::schedulers::SchedulerKind;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::corpus::SlotValue;
@@ -91,7 +92,7 @@ pub struct TaskPlan {
     pub height: usize,
     pub steps: usize,
     pub guidance: f64,
-    pub scheduler: String,
+    pub scheduler: SchedulerKind,
     pub lora: Option<LoraChoice>,
     pub enhancer: Option<String>,
     pub num_images: usize,
@@ -232,7 +233,7 @@ pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexic
         height,
         steps: scene.steps,
         guidance: scene.guidance,
-        scheduler: scene.scheduler.clone(),
+        scheduler: scene.scheduler,
         lora,
         enhancer: scene.enhancer.clone(),
         num_images,

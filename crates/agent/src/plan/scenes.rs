@@ -8,14 +8,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use huatu_diffusion::schedulers::SchedulerKind;
+
 use crate::error::{AgentError, Result};
 use crate::labels::Intent;
 use crate::plan::scene_file::{PromptTable, SceneFile, SceneTable};
 
 pub const DEFAULT_SCENES: &str = include_str!("../../scenes.toml");
-
-/// Scheduler spellings the diffusion pipelines accept (`huatu generate --scheduler`).
-pub const SCHEDULERS: [&str; 5] = ["euler", "euler-a", "ddim", "dpmpp-2m", "dpmpp-2m-karras"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
@@ -31,7 +30,7 @@ pub struct Scene {
     pub height: usize,
     pub steps: usize,
     pub guidance: f64,
-    pub scheduler: String,
+    pub scheduler: SchedulerKind,
     /// Enhancer preset; `None` for "none".
     pub enhancer: Option<String>,
 }
@@ -174,13 +173,14 @@ fn scene_from(name: &str, table: SceneTable) -> std::result::Result<Scene, Strin
             "width and height must be multiples of 8, got {width}×{height}"
         ));
     }
-    let scheduler = table.scheduler;
-    if !SCHEDULERS.contains(&scheduler.as_str()) {
-        return Err(format!(
-            "scheduler must be one of {}, got {scheduler}",
-            SCHEDULERS.join(", ")
-        ));
-    }
+    let scheduler: SchedulerKind = table.scheduler.parse().map_err(|_| {
+        let known: Vec<String> = SchedulerKind::ALL.iter().map(ToString::to_string).collect();
+        format!(
+            "scheduler must be one of {}, got {}",
+            known.join(", "),
+            table.scheduler
+        )
+    })?;
     let guidance = table.guidance;
     let lora_scale = table.lora_scale.unwrap_or(1.0);
     if !(0.0..=30.0).contains(&guidance) || !(-4.0..=4.0).contains(&lora_scale) {
