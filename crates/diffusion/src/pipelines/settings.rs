@@ -5,8 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::latents::{micro_conditioning, DecodeOptions, MicroConditioning};
-use super::prompt_encoding::encode_prompt_pair;
-use super::stable_diffusion_xl::batch_conditioning;
+use super::prompt_encoding::{encode_prompt_pair, PromptEmbeddings};
 use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::{NoiseSource, SchedulerKind};
@@ -110,4 +109,39 @@ impl GenerationSettings {
             None => noise.randn(shape, device, DType::F32),
         }
     }
+}
+
+/// Stacks [negative; positive] conditioning for guidance (diffusers' order) or returns the
+/// positive alone.
+fn batch_conditioning(
+    positive: &PromptEmbeddings,
+    negative: Option<&PromptEmbeddings>,
+    time_ids: &Tensor,
+    dtype: DType,
+) -> Result<(Tensor, AddedConditions)> {
+    let (prompt_embeds, text_embeds, time_ids) = match negative {
+        Some(negative) => (
+            Tensor::cat(&[&negative.prompt_embeds, &positive.prompt_embeds], 0)?,
+            Tensor::cat(
+                &[
+                    &negative.pooled_prompt_embeds,
+                    &positive.pooled_prompt_embeds,
+                ],
+                0,
+            )?,
+            Tensor::cat(&[time_ids, time_ids], 0)?,
+        ),
+        None => (
+            positive.prompt_embeds.clone(),
+            positive.pooled_prompt_embeds.clone(),
+            time_ids.clone(),
+        ),
+    };
+    Ok((
+        prompt_embeds.to_dtype(dtype)?,
+        AddedConditions {
+            text_embeds: text_embeds.to_dtype(dtype)?,
+            time_ids: time_ids.to_dtype(dtype)?,
+        },
+    ))
 }

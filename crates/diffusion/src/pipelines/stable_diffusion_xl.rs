@@ -6,10 +6,8 @@ use candle_core::{DType, Tensor};
 use super::guidance;
 use super::latents::{decode_latents, prepare_latents};
 use super::progress::{Progress, ProgressSink};
-use super::prompt_encoding::PromptEmbeddings;
 use super::settings::GenerationSettings;
 use crate::loading::SdxlComponents;
-use crate::models::unet_2d_condition::AddedConditions;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
 use huatu_imaging::RgbImage;
@@ -128,39 +126,4 @@ pub fn text_to_image(
         latents: latents.to_dtype(DType::F32)?,
         image,
     })
-}
-
-/// Stacks [negative; positive] conditioning for guidance (diffusers' order) or returns the
-/// positive alone.
-pub fn batch_conditioning(
-    positive: &PromptEmbeddings,
-    negative: Option<&PromptEmbeddings>,
-    time_ids: &Tensor,
-    dtype: DType,
-) -> Result<(Tensor, AddedConditions)> {
-    let (prompt_embeds, text_embeds, time_ids) = match negative {
-        Some(negative) => (
-            Tensor::cat(&[&negative.prompt_embeds, &positive.prompt_embeds], 0)?,
-            Tensor::cat(
-                &[
-                    &negative.pooled_prompt_embeds,
-                    &positive.pooled_prompt_embeds,
-                ],
-                0,
-            )?,
-            Tensor::cat(&[time_ids, time_ids], 0)?,
-        ),
-        None => (
-            positive.prompt_embeds.clone(),
-            positive.pooled_prompt_embeds.clone(),
-            time_ids.clone(),
-        ),
-    };
-    Ok((
-        prompt_embeds.to_dtype(dtype)?,
-        AddedConditions {
-            text_embeds: text_embeds.to_dtype(dtype)?,
-            time_ids: time_ids.to_dtype(dtype)?,
-        },
-    ))
 }
