@@ -114,6 +114,12 @@ pub enum AgentError {
     },
     #[error("prompt server {url}: {message}")]
     PromptBackend { url: String, message: String },
+    #[error("prompt model {path}")]
+    PromptModel {
+        path: PathBuf,
+        #[source]
+        source: Box<huatu_llm::LlmError>,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
