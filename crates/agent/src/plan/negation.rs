@@ -6,7 +6,7 @@
 use crate::plan::segment::Word;
 
 /// Cues, as jieba cuts them: one word or two or three adjacent words joined.
-const CUES: [&str; 32] = [
+const CUES: [&str; 38] = [
     "不要",
     "别",
     "无",
@@ -39,19 +39,35 @@ const CUES: [&str; 32] = [
     "不想",
     "不能",
     "不希望",
+    "避免出现",
+    "请勿",
+    "别出现",
+    "不要有",
+    "无需",
+    "不必",
 ];
 
 /// Verbs and determiners between a cue and the thing (别放人, 不要出现任何文字).
-const AFTER_CUE: [&str; 22] = [
+const AFTER_CUE: [&str; 26] = [
     "放", "出现", "有", "加", "带", "要", "用", "画", "出", "包含", "含", "是", "任何", "其他",
-    "其它", "多余", "的", "画面", "里", "中", "加上", "添加",
+    "其它", "多余", "的", "画面", "里", "中", "加上", "添加", "看到", "看见", "见到", "放上",
+];
+
+/// Words that are themselves a negated thing (无人的街道: no people), with the thing.
+const NEGATED_WORDS: [(&str, &str); 6] = [
+    ("无人", "人"),
+    ("没人", "人"),
+    ("无字", "文字"),
+    ("有人", "人"),
+    ("任何人", "人"),
+    ("无水印", "水印"),
 ];
 
 /// Words that end a negated span (不要卡通，但是要可爱 / 不要人只要风景).
 const CONTRAST: [&str; 6] = ["但", "但是", "而是", "只要", "只", "就"];
 
 /// Words that separate the items of a negated list.
-const SEPARATORS: [&str; 7] = ["和", "与", "或", "及", "以及", "或者", "还有"];
+const SEPARATORS: [&str; 9] = ["和", "与", "或", "及", "以及", "或者", "还有", "也", "跟"];
 
 /// The length in words of the cue starting at `words[at]`, if one does.
 fn cue_at(words: &[Word], at: usize) -> Option<usize> {
@@ -67,32 +83,70 @@ fn cue_at(words: &[Word], at: usize) -> Option<usize> {
     })
 }
 
+fn word(text: &str) -> Word {
+    Word {
+        text: text.to_string(),
+        tag: "n".into(),
+    }
+}
+
+fn negated_word(text: &str) -> Option<&'static str> {
+    NEGATED_WORDS
+        .iter()
+        .find(|(word, _)| *word == text)
+        .map(|(_, thing)| *thing)
+}
+
 /// A clause's words without its negated spans, and each negated item.
 pub fn split_negations(words: &[Word]) -> (Vec<Word>, Vec<Vec<Word>>) {
     let mut kept = Vec::new();
     let mut negated = Vec::new();
     let mut at = 0;
     while at < words.len() {
+        if let Some(thing) = negated_word(&words[at].text).filter(|_| words[at].text != "有人") {
+            negated.push(vec![word(thing)]);
+            at += 1;
+            continue;
+        }
         let Some(cue) = cue_at(words, at) else {
             kept.push(words[at].clone());
             at += 1;
             continue;
         };
         at += cue;
-        while at < words.len() && AFTER_CUE.contains(&words[at].text.as_str()) {
-            at += 1;
-        }
         let mut item = Vec::new();
+        let mut starting = true;
         while at < words.len() && !CONTRAST.contains(&words[at].text.as_str()) {
-            let word = &words[at];
-            if SEPARATORS.contains(&word.text.as_str()) {
+            let text = words[at].text.as_str();
+            if let Some(cue) = cue_at(words, at) {
+                // 不要文字也不要logo: a cue inside the span starts the next item.
                 negated.push(std::mem::take(&mut item));
-            } else if !AFTER_CUE.contains(&word.text.as_str()) || !item.is_empty() {
-                item.push(word.clone());
+                starting = true;
+                at += cue;
+                continue;
+            }
+            if text == "的" && !starting {
+                // 不含人物的森林: the negation ends at 的; what follows is wanted.
+                break;
+            }
+            if SEPARATORS.contains(&text) {
+                negated.push(std::mem::take(&mut item));
+                starting = true;
+            } else if starting && AFTER_CUE.contains(&text) {
+                // The verb or determiner between the cue and the thing.
+            } else if let Some(thing) = negated_word(text) {
+                item.push(word(thing));
+                starting = false;
+            } else {
+                item.push(words[at].clone());
+                starting = false;
             }
             at += 1;
         }
         negated.push(item);
+        if words.get(at).is_some_and(|w| w.text == "的") {
+            at += 1;
+        }
     }
     negated.retain(|item| !item.is_empty());
     (kept, negated)
@@ -125,5 +179,16 @@ mod tests {
         assert_eq!(kept.first().map(String::as_str), Some("但是"));
         assert_eq!(split("无人机").1, Vec::<String>::new());
         assert_eq!(split("别墅").1, Vec::<String>::new());
+        assert_eq!(split("不要有文字也不要logo").1, ["文字", "logo"]);
+        assert_eq!(split("图中不要出现任何人").1, ["人"]);
+        assert_eq!(split("不能有人").1, ["人"]);
+        let (kept, negated) = split("无人的街道");
+        assert_eq!(
+            (kept, negated),
+            (
+                vec!["的".to_string(), "街道".to_string()],
+                vec!["人".to_string()]
+            )
+        );
     }
 }

@@ -141,7 +141,29 @@ const FILLERS: &[&str] = &[
     "一款",
     "一套",
     "一版",
+    "画面",
+    "画面中",
+    "画面里",
+    "图中",
+    "图里",
+    "图上",
+    "只要",
+    "只有",
+    "只",
+    "仅",
+    "就好",
+    "就行",
 ];
+
+/// Classifiers after a number (一朵, 三只): the number carries the meaning.
+const CLASSIFIERS: &str =
+    "个只张幅条位名件把朵棵座辆艘头匹架根块盆瓶间栋顶双轮片杯碗束盘支颗粒株枝台部本封套幢";
+
+/// 一 + classifier (一朵, 一双): a singular that SDXL needs no word for.
+fn is_singular_measure(word: &str) -> bool {
+    let chars: Vec<char> = word.chars().collect();
+    chars.len() == 2 && chars[0] == '一' && CLASSIFIERS.contains(chars[1])
+}
 
 /// Words that only make sense after another word (水墨风, 胶片感, 卡通风格).
 const SUFFIXES: &[&str] = &["风", "感", "风的", "风格的", "系", "调"];
@@ -267,6 +289,7 @@ impl OfflineWriter<'_> {
     /// Words → translated pieces: fillers out, domain phrases over several words, unknown
     /// words split into the longest known pieces.
     fn pieces(&self, words: &[Word], untranslated: &mut Vec<String>) -> Vec<Piece> {
+        let mut words = words.to_vec();
         let mut pieces: Vec<Piece> = Vec::new();
         let mut at = 0;
         while at < words.len() {
@@ -286,7 +309,7 @@ impl OfflineWriter<'_> {
                 at += n;
                 continue;
             }
-            let word = &words[at];
+            let word = words[at].clone();
             at += 1;
             let text = word.text.as_str();
             let after_word = !pieces.is_empty();
@@ -299,8 +322,30 @@ impl OfflineWriter<'_> {
                 });
                 continue;
             }
+            let after_number = pieces.last().is_some_and(|p: &Piece| {
+                p.chinese
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "一二两三四五六七八九十几".contains(c))
+            });
+            if text == "一" {
+                // 一 + classifier, which jieba may fuse with the noun (一/朵玫瑰).
+                if let Some(next) = words.get_mut(at) {
+                    let mut chars = next.text.chars();
+                    if chars.next().is_some_and(|c| CLASSIFIERS.contains(c)) {
+                        let rest: String = chars.collect();
+                        if rest.is_empty() {
+                            at += 1;
+                        } else {
+                            next.text = rest;
+                        }
+                        continue;
+                    }
+                }
+            }
             if FILLERS.contains(&text)
                 || is_image_count(text)
+                || is_singular_measure(text)
+                || (after_number && text.chars().count() == 1 && CLASSIFIERS.contains(text))
                 || (after_word && SUFFIXES.contains(&text))
                 || (text.contains(':') && text.is_ascii())
             {
@@ -377,7 +422,11 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
         if rest.is_empty() {
             return phrases(modifier);
         }
-        let head = rest.iter().take_while(|p| is_noun(p)).count().max(1);
+        let measures = rest
+            .iter()
+            .take_while(|p| p.tag.starts_with('m') || p.tag.starts_with('q'))
+            .count();
+        let head = (measures + rest[measures..].iter().take_while(|p| is_noun(p)).count()).max(1);
         let mut out = phrases(&rest[..head]);
         out.extend(phrases(modifier));
         out.extend(phrases(&rest[head..]));
@@ -399,7 +448,11 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
                 // 下着小雨: the verb's object says it ("light rain").
                 continue;
             }
-            if words.len() > run_start {
+            if words.len() <= run_start {
+                // 图中 / 画面里 with the place dropped: nothing to put it before.
+                continue;
+            }
+            {
                 let place = words.split_off(run_start);
                 push_phrase(&mut out, &words);
                 words.clear();
