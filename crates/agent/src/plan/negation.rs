@@ -66,6 +66,9 @@ const NEGATED_WORDS: [(&str, &str); 6] = [
 /// Words that end a negated span (不要卡通，但是要可爱 / 不要人只要风景).
 const CONTRAST: [&str; 6] = ["但", "但是", "而是", "只要", "只", "就"];
 
+/// Cues meaning "without", whose span a 的 ends (不含人物的森林: a forest without people).
+const WITHOUT: [&str; 6] = ["不含", "不带", "没有", "无", "不包含", "不能有"];
+
 /// Words that separate the items of a negated list.
 const SEPARATORS: [&str; 9] = ["和", "与", "或", "及", "以及", "或者", "还有", "也", "跟"];
 
@@ -113,6 +116,10 @@ pub fn split_negations(words: &[Word]) -> (Vec<Word>, Vec<Vec<Word>>) {
             at += 1;
             continue;
         };
+        let cue_text: String = words[at..at + cue]
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect();
         at += cue;
         let mut item = Vec::new();
         let mut starting = true;
@@ -125,8 +132,9 @@ pub fn split_negations(words: &[Word]) -> (Vec<Word>, Vec<Vec<Word>>) {
                 at += cue;
                 continue;
             }
-            if text == "的" && !starting {
-                // 不含人物的森林: the negation ends at 的; what follows is wanted.
+            if text == "的" && !starting && WITHOUT.contains(&cue_text.as_str()) {
+                // 不含人物的森林: "without" ends at 的; what follows is wanted. (不要黑色的背景
+                // negates the whole span.)
                 break;
             }
             if SEPARATORS.contains(&text) {
@@ -182,6 +190,11 @@ mod tests {
         assert_eq!(split("不要有文字也不要logo").1, ["文字", "logo"]);
         assert_eq!(split("图中不要出现任何人").1, ["人"]);
         assert_eq!(split("不能有人").1, ["人"]);
+        assert_eq!(
+            split("不含人物的森林"),
+            (vec!["森林".to_string()], vec!["人物".to_string()])
+        );
+        assert_eq!(split("不要黑色的背景").1.len(), 1);
         let (kept, negated) = split("无人的街道");
         assert_eq!(
             (kept, negated),

@@ -157,9 +157,10 @@ const FILLERS: &[&str] = &[
 
 /// Classifiers after a number (一朵, 三只): the number carries the meaning.
 const CLASSIFIERS: &str =
-    "个只张幅条位名件把朵棵座辆艘头匹架根块盆瓶间栋顶双轮片杯碗束盘支颗粒株枝台部本封套幢";
+    "个只张幅条位名件把朵棵座辆艘头匹架根块盆瓶间栋顶轮片杯碗束盘支颗粒株枝台部本封套幢";
 
-/// 一 + classifier (一朵, 一双): a singular that SDXL needs no word for.
+/// 一 + classifier (一朵, 一只): a singular that SDXL needs no word for (一双, 一对, 一群
+/// say more and are translated).
 fn is_singular_measure(word: &str) -> bool {
     let chars: Vec<char> = word.chars().collect();
     chars.len() == 2 && chars[0] == '一' && CLASSIFIERS.contains(chars[1])
@@ -448,11 +449,7 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
                 // 下着小雨: the verb's object says it ("light rain").
                 continue;
             }
-            if words.len() <= run_start {
-                // 图中 / 画面里 with the place dropped: nothing to put it before.
-                continue;
-            }
-            {
+            if words.len() > run_start {
                 let place = words.split_off(run_start);
                 push_phrase(&mut out, &words);
                 words.clear();

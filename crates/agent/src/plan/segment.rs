@@ -1,11 +1,22 @@
-//! Word segmentation of instructions with jieba (jieba-rs and its embedded dictionary),
-//! with every headword of the domain lexicon added so that domain words and idioms
-//! (宝妈, 流量包, 氛围感) come out whole. No HMM: a run jieba does not know stays in
-//! single characters, which the writer then matches against its dictionaries.
+//! Word segmentation of instructions with jieba-rs over the words huatu can translate
+//! (`data/jieba`: jieba's dictionary, frequencies and tags, cut to the headwords of the
+//! CC-CEDICT glosses and the domain lexicon), with every headword of the domain lexicon
+//! added so that domain words and idioms (宝妈, 流量包, 氛围感) come out whole. No HMM: a
+//! run jieba does not know stays in single characters, which the writer then matches
+//! against its dictionaries.
 
+use std::io::BufReader;
 use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
+
+const DICTIONARY_GZ: &[u8] = include_bytes!("../../../../data/jieba/dict_subset.txt.gz");
+
+/// jieba over the embedded dictionary (empty if it were unreadable, which a test rules out).
+fn jieba() -> Jieba {
+    let mut reader = BufReader::new(flate2::read::GzDecoder::new(DICTIONARY_GZ));
+    Jieba::with_dict(&mut reader).unwrap_or_else(|_| Jieba::empty())
+}
 
 use crate::plan::prompt::Lexicon;
 
@@ -29,7 +40,7 @@ impl Segmenter {
     }
 
     pub fn with_lexicon(lexicon: &Lexicon) -> Segmenter {
-        let mut jieba = Jieba::new();
+        let mut jieba = jieba();
         for word in lexicon.headwords() {
             // Single characters are already in jieba; raising them would split words.
             if word.chars().count() > 1 && !word.is_ascii() {
@@ -63,6 +74,11 @@ mod tests {
             .into_iter()
             .map(|w| w.text)
             .collect()
+    }
+
+    #[test]
+    fn the_embedded_dictionary_reads() {
+        assert_eq!(texts("交通安全宣传"), ["交通安全", "宣传"]);
     }
 
     #[test]
