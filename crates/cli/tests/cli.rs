@@ -15,6 +15,8 @@ mod data;
 mod dataset;
 #[path = "cli_data/dataset_pairs.rs"]
 mod dataset_pairs;
+#[path = "cli_plan/plan.rs"]
+mod plan;
 #[path = "cli_train/train_ip2p.rs"]
 mod train_ip2p;
 #[path = "cli_train/train_lora.rs"]
