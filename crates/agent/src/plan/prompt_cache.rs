@@ -43,26 +43,38 @@ fn cache() -> &'static Mutex<Lru> {
 /// The cached prompt for `key`, or `write()`'s, which is then kept (the least recently
 /// used entry goes when the cache is full).
 pub fn cached(key: PromptKey, write: impl FnOnce() -> WrittenPrompt) -> WrittenPrompt {
-    {
-        let mut lru = cache()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lru.clock += 1;
-        let now = lru.clock;
-        if let Some((used, prompt)) = lru.entries.get_mut(&key) {
-            *used = now;
-            let prompt = prompt.clone();
-            lru.hits += 1;
-            return prompt;
-        }
-        lru.misses += 1;
+    if let Some(prompt) = lookup(&key) {
+        return prompt;
     }
     // Written outside the lock: another thread may write the same prompt meanwhile.
     let prompt = write();
+    store(key, prompt.clone());
+    prompt
+}
+
+/// The prompt kept for `key`, counted as a hit or a miss.
+pub fn lookup(key: &PromptKey) -> Option<WrittenPrompt> {
     let mut lru = cache()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if lru.entries.len() >= CAPACITY {
+    lru.clock += 1;
+    let now = lru.clock;
+    if let Some((used, prompt)) = lru.entries.get_mut(key) {
+        *used = now;
+        let prompt = prompt.clone();
+        lru.hits += 1;
+        return Some(prompt);
+    }
+    lru.misses += 1;
+    None
+}
+
+/// Keeps `prompt` for `key` (the least recently used entry goes when the cache is full).
+pub fn store(key: PromptKey, prompt: WrittenPrompt) {
+    let mut lru = cache()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if lru.entries.len() >= CAPACITY && !lru.entries.contains_key(&key) {
         let oldest = lru
             .entries
             .iter()
@@ -73,8 +85,7 @@ pub fn cached(key: PromptKey, write: impl FnOnce() -> WrittenPrompt) -> WrittenP
         }
     }
     let now = lru.clock;
-    lru.entries.insert(key, (now, prompt.clone()));
-    prompt
+    lru.entries.insert(key, (now, prompt));
 }
 
 /// (hits, misses) since the process started.

@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use huatu_agent::llm_writer::{rewrite_with, PromptModel};
 use huatu_agent::planner::default_lora_dir;
 use huatu_agent::prompt::Lexicon;
-use huatu_agent::scenes::Scenes;
+use huatu_agent::scenes::{PromptBackend, Scenes};
 use huatu_agent::{plan, Intent, IntentModel, Parse, Plan, PlanInputs};
 use serde_json::{json, Value};
 
@@ -35,6 +36,12 @@ pub struct PlanSetup {
     /// Folder the scenes' LoRA files are in. Default: $HUATU_LORA_DIR or models/lora.
     #[arg(long)]
     pub lora_dir: Option<PathBuf>,
+    /// A local instruction-tuned Qwen2/Qwen2.5/Qwen3 (transformers folder or .gguf file with
+    /// tokenizer.json beside it) that writes the prompt; its answer is checked and the
+    /// offline writer's prompt kept when it is unusable. Default: $HUATU_PROMPT_MODEL, else
+    /// the scenes file's chat server when it names one, else the offline writer alone.
+    #[arg(long)]
+    pub prompt_model: Option<PathBuf>,
 }
 
 /// The intent model, the scenes and the inputs, loaded once for many instructions.
@@ -42,6 +49,8 @@ pub struct Planner {
     model: IntentModel,
     scenes: Scenes,
     inputs: PlanInputs,
+    /// The language model that rewrites prompts, if any.
+    writer: Option<PromptModel>,
 }
 
 impl Planner {
@@ -56,10 +65,20 @@ impl Planner {
             condition_image: setup.condition_image.clone(),
             lora_dir: setup.lora_dir.clone().unwrap_or_else(default_lora_dir),
         };
+        let prompt_model = setup
+            .prompt_model
+            .clone()
+            .or_else(|| std::env::var_os("HUATU_PROMPT_MODEL").map(PathBuf::from));
+        let writer = match (prompt_model, &scenes.prompt_backend) {
+            (Some(path), _) => Some(PromptModel::load_local(&path)?),
+            (None, PromptBackend::Chat(backend)) => Some(PromptModel::Chat(backend.clone())),
+            (None, PromptBackend::Lexicon) => None,
+        };
         Ok(Self {
             model,
             scenes,
             inputs,
+            writer,
         })
     }
 
@@ -69,7 +88,11 @@ impl Planner {
 
     /// The plan for a parse (its intent may have been set by the caller).
     pub fn plan_parse(&self, parse: &Parse) -> Plan {
-        plan(parse, &self.inputs, &self.scenes, Lexicon::builtin())
+        let mut plan = plan(parse, &self.inputs, &self.scenes, Lexicon::builtin());
+        if let (Plan::Task(task), Some(writer)) = (&mut plan, &self.writer) {
+            rewrite_with(task, &parse.text, writer);
+        }
+        plan
     }
 
     pub fn plan(&self, text: &str) -> anyhow::Result<(Parse, Plan)> {

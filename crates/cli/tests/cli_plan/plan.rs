@@ -10,6 +10,7 @@ fn huatu_without_model(args: &[&str], input: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_huatu"))
         .args(args)
         .env("HUATU_MODEL", "/nonexistent/huatu-sdxl")
+        .env_remove("HUATU_PROMPT_MODEL")
         .env(
             "XDG_CONFIG_HOME",
             std::env::temp_dir().join("huatu-cli-no-config"),
@@ -100,4 +101,40 @@ fn eval_prompts_scores_coverage_forbidden_words_and_negatives() {
     ] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
+}
+
+#[test]
+fn a_prompt_model_whose_answer_is_unusable_leaves_the_offline_prompt() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/qwen2_tiny")
+        .display()
+        .to_string();
+    let instruction = "画一只戴草帽的熊猫在竹林里钓鱼，水墨风";
+    let offline = huatu_without_model(&["plan", instruction], None);
+    let with_model = huatu_without_model(&["plan", "--prompt-model", &model, instruction], None);
+    assert!(with_model.status.success(), "{}", stderr(&with_model));
+    let text = stdout(&with_model);
+    // The tiny random model answers noise: refused, so the offline prompt stays, and a
+    // note says so.
+    let prompt_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.starts_with("prompt: ") || line.starts_with("negative_prompt: "))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(prompt_lines(&text), prompt_lines(&stdout(&offline)));
+    assert!(
+        text.contains("gave no usable prompt") && text.contains("offline writer"),
+        "{text}"
+    );
+    let missing = huatu_without_model(
+        &["plan", "--prompt-model", "/nonexistent/qwen", instruction],
+        None,
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("prompt model"),
+        "{}",
+        stderr(&missing)
+    );
 }
