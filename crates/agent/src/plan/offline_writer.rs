@@ -265,7 +265,11 @@ impl OfflineWriter<'_> {
             for item in negated {
                 let pieces = self.pieces(&item, &mut content.untranslated);
                 let phrase = phrases(&pieces).join(" ");
-                if !phrase.is_empty() {
+                if phrase == "person" || phrase == "people" {
+                    // No one at all: SDXL reads "person" as one figure.
+                    content.negatives.push("people".into());
+                    content.negatives.push("person".into());
+                } else if !phrase.is_empty() {
                     content.negatives.push(phrase);
                 }
             }
@@ -531,7 +535,7 @@ mod tests {
             "{prompt}"
         );
         assert_eq!(content.negatives, ["text"]);
-        assert_eq!(write("别放人").negatives, ["person"]);
+        assert_eq!(write("别放人").negatives, ["people", "person"]);
         assert!(write("画一架无人机").negatives.is_empty());
     }
 

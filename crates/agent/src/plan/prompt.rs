@@ -500,7 +500,7 @@ mod tests {
         );
         assert!(!written.prompt.contains("festive"), "{}", written.prompt);
         assert!(
-            written.negative_prompt.starts_with("person, "),
+            written.negative_prompt.starts_with("people, person, "),
             "{}",
             written.negative_prompt
         );
