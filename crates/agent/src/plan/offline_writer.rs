@@ -153,11 +153,12 @@ const FILLERS: &[&str] = &[
     "仅",
     "就好",
     "就行",
+    "个",
 ];
 
 /// Classifiers after a number (一朵, 三只): the number carries the meaning.
 const CLASSIFIERS: &str =
-    "个只张幅条位名件把朵棵座辆艘头匹架根块盆瓶间栋顶轮片杯碗束盘支颗粒株枝台部本封套幢";
+    "个只张幅条位名件把朵棵座辆艘头匹架根块盆瓶间栋顶轮片杯碗束盘支颗粒株枝台部本封套幢款";
 
 /// 一 + classifier (一朵, 一只): a singular that SDXL needs no word for (一双, 一对, 一群
 /// say more and are translated).
@@ -440,10 +441,25 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
     let mut out = Vec::new();
     let mut words: Vec<String> = Vec::new();
     let mut run_start = 0;
+    // After 在 with no position word yet: 在图书馆看书 is "in library, reading".
+    let mut after_zai = false;
     for (index, piece) in pieces.iter().enumerate() {
         if piece.chinese == "在" || piece.chinese == "于" {
             run_start = words.len();
+            after_zai = true;
             continue;
+        }
+        if after_zai
+            && piece.tag.starts_with('v')
+            && words.len() > run_start
+            && position(piece).is_none()
+        {
+            let place = words.split_off(run_start);
+            push_phrase(&mut out, &words);
+            words.clear();
+            out.push(format!("in {}", place.join(" ")));
+            run_start = 0;
+            after_zai = false;
         }
         let before_aspect = pieces
             .get(index + 1)
@@ -454,6 +470,7 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
                 continue;
             }
             if words.len() > run_start {
+                after_zai = false;
                 let place = words.split_off(run_start);
                 push_phrase(&mut out, &words);
                 words.clear();
