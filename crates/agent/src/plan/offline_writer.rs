@@ -457,7 +457,7 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
             let place = words.split_off(run_start);
             push_phrase(&mut out, &words);
             words.clear();
-            out.push(format!("in {}", place.join(" ")));
+            out.push(with_preposition("in", &place.join(" ")));
             run_start = 0;
             after_zai = false;
         }
@@ -474,7 +474,7 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
                 let place = words.split_off(run_start);
                 push_phrase(&mut out, &words);
                 words.clear();
-                out.push(format!("{preposition} {}", place.join(" ")));
+                out.push(with_preposition(preposition, &place.join(" ")));
                 run_start = 0;
                 continue;
             }
@@ -487,6 +487,20 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
     }
     push_phrase(&mut out, &words);
     out
+}
+
+/// "in X", unless the lexicon's English of X has its own preposition (公园里: "in the park").
+fn with_preposition(preposition: &str, place: &str) -> String {
+    let has_own = [
+        "in ", "on ", "at ", "under ", "inside ", "outside ", "beside ", "by ", "near ",
+    ]
+    .iter()
+    .any(|own| place.starts_with(own));
+    if has_own {
+        place.to_string()
+    } else {
+        format!("{preposition} {place}")
+    }
 }
 
 fn push_phrase(out: &mut Vec<String>, words: &[String]) {
@@ -569,6 +583,8 @@ mod tests {
             prompt.contains("straw hat") && prompt.contains("in the bamboo forest"),
             "{prompt}"
         );
+        let park = write("老爷爷在公园里下棋").phrases.join(", ");
+        assert!(!park.contains("in in"), "{park}");
         let rain = write("窗外下着小雨").phrases.join(", ");
         assert!(!rain.contains("under"), "{rain}");
     }
