@@ -3,8 +3,8 @@
 //!
 //! - [`scenes`] and [`scene_file`]: the scenes file (`scenes.toml`) and its settings;
 //! - [`prompt`]: the domain lexicon and the template filling; [`offline_writer`] the
-//!   offline writer over [`segment`] (jieba), [`dictionary`] (CC-CEDICT), [`negation`] and
-//!   [`purpose`]; [`prompt_cache`] keeps written prompts; [`chat_backend`] the chat-server
+//!   offline writer over [`segment`] (jieba), [`dictionary`] (CC-CEDICT), [`negation`],
+//!   [`word_classes`] and [`purpose`]; [`template`] fills a scene's template; [`prompt_cache`] keeps written prompts; [`chat_backend`] the chat-server
 //!   writer;
 //! - [`sizing`]: the image size for an aspect ratio;
 //! - [`planner`]: the plan; [`execute`]: running a plan through the pipelines;
@@ -24,3 +24,5 @@ pub mod scene_file;
 pub mod scenes;
 pub mod segment;
 pub mod sizing;
+pub mod template;
+pub mod word_classes;
