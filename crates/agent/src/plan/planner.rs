@@ -15,10 +15,11 @@ use crate::error::AgentError;
 use crate::labels::{Intent, SlotName};
 use crate::model::Parse;
 use crate::plan::dictionary::DICTIONARY_VERSION;
-use crate::plan::prompt::{write_prompt, Lexicon};
+use crate::plan::prompt::Lexicon;
 use crate::plan::prompt_cache::{cached, PromptKey};
 use crate::plan::scenes::Scenes;
 use crate::plan::sizing::size_for_aspect;
+use crate::plan::template::write_prompt;
 
 /// Which pipeline a plan runs; spelled as in logs and the HTTP API (the `strum`
 /// attributes; serde, `Display` and `FromStr` all use them).

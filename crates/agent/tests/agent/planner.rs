@@ -368,3 +368,28 @@ fn chat_backend_reports_an_unreachable_server() {
         "{error}"
     );
 }
+
+#[test]
+fn a_repeated_instruction_is_planned_from_the_prompt_cache() {
+    let p = parse(
+        "做一张招聘海报，蓝色，别放人（缓存测试）",
+        Intent::GeneratePoster,
+        &[(SlotName::Subject, "招聘")],
+    );
+    let (hits_before, _) = huatu_agent::plan::prompt_cache::stats();
+    let first = task(run(&p, &PlanInputs::default()));
+    let second = task(run(&p, &PlanInputs::default()));
+    let (hits_after, _) = huatu_agent::plan::prompt_cache::stats();
+    assert_eq!(first.prompt, second.prompt);
+    assert!(hits_after > hits_before);
+    assert!(
+        first.prompt.contains("recruitment poster"),
+        "{}",
+        first.prompt
+    );
+    assert!(
+        first.negative_prompt.starts_with("people, person"),
+        "{}",
+        first.negative_prompt
+    );
+}
