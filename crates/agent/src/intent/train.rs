@@ -22,8 +22,9 @@ use crate::intent::bert::{BertConfig, Dropout};
 use crate::intent::checkpoint::{load_safetensors, save_safetensors};
 use crate::intent::corpus::Example;
 use crate::intent::inference::{
-    pad_batch, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
+    pad_batch, pad_ids, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
 };
+use crate::intent::segment::{token_word_tags, word_tags};
 use crate::intent::joint::{Batch, JointConfig, JointModel};
 use crate::intent::vocab::Vocab;
 
@@ -46,6 +47,10 @@ pub struct TrainOptions {
     pub min_char_count: usize,
     /// Chance of replacing a character by [UNK] during training.
     pub unk_probability: f64,
+    /// Word-boundary (BMES) embeddings from the segmentation as input features.
+    pub word_boundaries: bool,
+    /// A CRF over the tags.
+    pub crf: bool,
     /// A Hugging Face BERT folder (config.json, vocab.txt, model.safetensors) to
     /// fine-tune instead of training an encoder from scratch; one of our model folders
     /// resumes its training (heads included).
@@ -69,6 +74,8 @@ impl Default for TrainOptions {
             dropout: 0.1,
             min_char_count: 1,
             unk_probability: 0.03,
+            word_boundaries: true,
+            crf: true,
             pretrained: None,
         }
     }
@@ -115,6 +122,7 @@ pub struct Trainer {
 
 struct Prepared {
     ids: Vec<u32>,
+    word_tags: Vec<u32>,
     tags: Vec<u32>,
     intent: u32,
 }
@@ -164,6 +172,8 @@ impl Trainer {
         let max_len = options.max_len.min(bert.max_position_embeddings);
         let mut config = JointConfig::new(bert, max_len);
         config.classifier_dropout = options.dropout;
+        config.word_boundaries = options.word_boundaries;
+        config.crf = options.crf;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let joint = JointModel::new(vb, &config)?;
@@ -199,7 +209,9 @@ impl Trainer {
                         .map(|&i| char_tags[i].index() as u32),
                 );
                 tags.push(0);
+                let word_tags = token_word_tags(&word_tags(&example.text), &encoding);
                 Ok(Prepared {
+                    word_tags,
                     ids: encoding.ids,
                     tags,
                     intent: example.intent.index() as u32,
@@ -243,10 +255,13 @@ impl Trainer {
             weights.extend(std::iter::repeat_n(0f32, seq_len - n + 1));
         }
         let (input_ids, attention_mask) = pad_batch(&encodings, vocab.pad_id, &device)?;
+        let word_tags: Vec<Vec<u32>> = items.iter().map(|p| p.word_tags.clone()).collect();
+        let word_tags = pad_ids(&word_tags, 0, &device)?;
         let intents: Vec<u32> = items.iter().map(|p| p.intent).collect();
         Ok(Batch {
             input_ids,
             attention_mask,
+            word_tags,
             intents: Tensor::from_vec(intents, b, &device)?,
             tags: Tensor::from_vec(tags, (b, seq_len), &device)?,
             tag_weights: Tensor::from_vec(weights, (b, seq_len), &device)?,

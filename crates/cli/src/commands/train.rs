@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
 use huatu_agent::train::{TrainOptions, Trainer};
+use huatu_agent::tuning::tune_decoding;
 
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {
@@ -61,6 +62,12 @@ pub struct TrainIntentArgs {
     /// Save f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
+    /// Leave out the word-boundary (segmentation) input features.
+    #[arg(long)]
+    pub no_word_boundaries: bool,
+    /// Leave out the CRF over the tags (per-character cross-entropy only).
+    #[arg(long)]
+    pub no_crf: bool,
 }
 
 const DEFAULT_DATA: [&str; 6] = [
@@ -125,6 +132,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         max_len: args.max_len,
         dropout: args.dropout,
         pretrained: args.pretrained,
+        word_boundaries: !args.no_word_boundaries,
+        crf: !args.no_crf,
         ..TrainOptions::default()
     };
     eprintln!("training on {} instructions", examples.len());
@@ -165,6 +174,23 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     })?;
     if let Some(error) = failure {
         return Err(error).context("scoring the dev set or saving");
+    }
+    // The intent temperature and the word-boundary cost of decoding, fitted on the dev
+    // sets (never on held-out test sets).
+    let dev_examples: Vec<_> = dev.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+    if let Some(tuning) = tune_decoding(&mut trainer.model, &dev_examples)? {
+        let tried: Vec<String> = tuning
+            .slot_f1_by_penalty
+            .iter()
+            .map(|(penalty, f1)| format!("{penalty}: {:.1}%", 100.0 * f1))
+            .collect();
+        eprintln!(
+            "decoding fitted on the dev sets: intent temperature {:.2}, word-boundary cost {} (dev slot F1 by cost: {})",
+            tuning.intent_temperature,
+            tuning.boundary_penalty,
+            tried.join(", ")
+        );
+        trainer.save(&args.out, half)?;
     }
     eprintln!(
         "trained in {:.1} s; wrote {}",
