@@ -148,8 +148,10 @@ impl Crf {
             let keep = mask.narrow(1, t, 1)?; // [b, 1]
             alpha = (next.broadcast_mul(&keep)? + alpha.broadcast_mul(&(1.0 - &keep)?)?)?;
         }
-        let log_partition =
-            log_sum_exp(&alpha.broadcast_add(&self.end_transitions.unsqueeze(0)?)?, 1)?;
+        let log_partition = log_sum_exp(
+            &alpha.broadcast_add(&self.end_transitions.unsqueeze(0)?)?,
+            1,
+        )?;
         Ok(((log_partition - gold_score)? * present)?.sum_all()?)
     }
 
@@ -165,11 +167,7 @@ mod tests {
     use candle_nn::VarMap;
 
     /// log Z by listing every path, for a check of the forward algorithm.
-    fn brute_force_nll(
-        emissions: &[Vec<f32>],
-        gold: &[usize],
-        scores: &TransitionScores,
-    ) -> f32 {
+    fn brute_force_nll(emissions: &[Vec<f32>], gold: &[usize], scores: &TransitionScores) -> f32 {
         let tags = scores.start.len();
         let n = emissions.len();
         let path_score = |path: &[usize]| {
@@ -196,7 +194,9 @@ mod tests {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let crf = Crf::new(vb, 3)?;
         // Row 0: [CLS] + 3 tagged + [SEP]; row 1: [CLS] + 2 tagged + [SEP] + pad.
-        let values: Vec<f32> = (0..2 * 5 * 3).map(|i| ((i * 7 % 11) as f32) / 5.0 - 1.0).collect();
+        let values: Vec<f32> = (0..2 * 5 * 3)
+            .map(|i| ((i * 7 % 11) as f32) / 5.0 - 1.0)
+            .collect();
         let emissions = Tensor::from_vec(values.clone(), (2, 5, 3), &device)?;
         let tags = Tensor::from_vec(vec![0u32, 1, 2, 0, 0, 0, 2, 2, 0, 0], (2, 5), &device)?;
         let mask = Tensor::from_vec(
@@ -204,7 +204,9 @@ mod tests {
             (2, 5),
             &device,
         )?;
-        let nll = crf.neg_log_likelihood(&emissions, &tags, &mask)?.to_scalar::<f32>()?;
+        let nll = crf
+            .neg_log_likelihood(&emissions, &tags, &mask)?
+            .to_scalar::<f32>()?;
         let scores = crf.scores()?;
         let row = |b: usize, t: usize| values[(b * 5 + t) * 3..(b * 5 + t) * 3 + 3].to_vec();
         let expected = brute_force_nll(&[row(0, 1), row(0, 2), row(0, 3)], &[1, 2, 0], &scores)
@@ -224,9 +226,11 @@ mod tests {
         let mask = Tensor::from_vec(vec![0f32, 1., 1., 0.], (1, 4), &device)?;
         let loss = crf.neg_log_likelihood(emissions.as_tensor(), &tags, &mask)?;
         let grads = loss.backward()?;
-        let emission_grad = grads
-            .get(emissions.as_tensor())
-            .map(|g| g.abs().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()));
+        let emission_grad = grads.get(emissions.as_tensor()).map(|g| {
+            g.abs()
+                .and_then(|g| g.sum_all())
+                .and_then(|g| g.to_scalar::<f32>())
+        });
         assert!(matches!(emission_grad, Some(Ok(g)) if g > 0.0));
         for var in varmap.all_vars() {
             assert!(grads.get(var.as_tensor()).is_some());

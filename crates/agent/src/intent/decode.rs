@@ -48,7 +48,12 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
         })
         .collect();
     let edge_costs = edge_costs(output, &chars, settings.boundary_penalty);
-    let path = viterbi(output.emissions, settings.transitions, &allowed, &edge_costs);
+    let path = viterbi(
+        output.emissions,
+        settings.transitions,
+        &allowed,
+        &edge_costs,
+    );
     let mut spans: Vec<Span> = Vec::new();
     for (position, &tag) in path.iter().enumerate() {
         let p = output
@@ -60,9 +65,7 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
         match tag {
             Tag::Outside => {}
             // Each slot has one value, so a B right after the same slot is a slip.
-            Tag::Begin(slot) | Tag::Inside(slot)
-                if matches!(spans.last(), Some(s) if s.slot == slot && s.last + 1 == position) =>
-            {
+            Tag::Begin(slot) | Tag::Inside(slot) if matches!(spans.last(), Some(s) if s.slot == slot && s.last + 1 == position) => {
                 if let Some(span) = spans.last_mut() {
                     span.last = position;
                     span.probability_sum += p;
@@ -84,7 +87,11 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
         ) else {
             continue;
         };
-        let value: String = chars[start..=end].iter().collect::<String>().trim().to_string();
+        let value: String = chars[start..=end]
+            .iter()
+            .collect::<String>()
+            .trim()
+            .to_string();
         let value = if span.slot == SlotName::Count {
             // A count of images is followed by its classifier (三张, 4幅); digits inside
             // a name (618) are not a count.
@@ -404,12 +411,24 @@ mod tests {
     fn a_weak_span_edge_inside_a_word_moves_to_the_word_boundary() {
         // The tagger leans towards 装满水果的玻璃 (dropping 碗) with little confidence.
         let text = "一个装满水果的玻璃碗，素描风格";
-        let mut wanted = tags_for(text, &[(SlotName::Subject, "装满水果的玻璃碗"), (SlotName::Style, "素描")]);
+        let mut wanted = tags_for(
+            text,
+            &[
+                (SlotName::Subject, "装满水果的玻璃碗"),
+                (SlotName::Style, "素描"),
+            ],
+        );
         wanted[9] = Tag::Outside; // 碗
         let slots = decode(text, Intent::GenerateFree, &wanted, 0.4, 0.0);
-        assert_eq!(text_slot(&slots, SlotName::Subject).as_deref(), Some("装满水果的玻璃"));
+        assert_eq!(
+            text_slot(&slots, SlotName::Subject).as_deref(),
+            Some("装满水果的玻璃")
+        );
         let slots = decode(text, Intent::GenerateFree, &wanted, 0.4, 3.0);
-        assert_eq!(text_slot(&slots, SlotName::Subject).as_deref(), Some("装满水果的玻璃碗"));
+        assert_eq!(
+            text_slot(&slots, SlotName::Subject).as_deref(),
+            Some("装满水果的玻璃碗")
+        );
         assert_eq!(text_slot(&slots, SlotName::Style).as_deref(), Some("素描"));
     }
 
@@ -417,12 +436,27 @@ mod tests {
     fn one_character_pieces_of_words_are_not_slots() {
         // 可 of 可爱 as a style, 正 of 正面 as an aspect: refused even when confident.
         let text = "给我画个可爱的小女孩在吹泡泡";
-        let wanted = tags_for(text, &[(SlotName::Subject, "小女孩在吹泡泡"), (SlotName::Style, "可")]);
+        let wanted = tags_for(
+            text,
+            &[
+                (SlotName::Subject, "小女孩在吹泡泡"),
+                (SlotName::Style, "可"),
+            ],
+        );
         let slots = decode(text, Intent::GeneratePortrait, &wanted, 0.9, 0.0);
         assert_eq!(text_slot(&slots, SlotName::Style), None);
-        assert_eq!(text_slot(&slots, SlotName::Subject).as_deref(), Some("小女孩在吹泡泡"));
+        assert_eq!(
+            text_slot(&slots, SlotName::Subject).as_deref(),
+            Some("小女孩在吹泡泡")
+        );
         let text = "一个穿白大褂的医生，半身，正面";
-        let wanted = tags_for(text, &[(SlotName::Subject, "穿白大褂的医生"), (SlotName::Aspect, "正")]);
+        let wanted = tags_for(
+            text,
+            &[
+                (SlotName::Subject, "穿白大褂的医生"),
+                (SlotName::Aspect, "正"),
+            ],
+        );
         let slots = decode(text, Intent::GeneratePortrait, &wanted, 0.9, 0.0);
         assert!(!slots.contains_key(&SlotName::Aspect));
         // 男 of 男人 is not a target; 猫 standing alone is a subject.
@@ -454,11 +488,17 @@ mod tests {
     #[test]
     fn slots_the_intent_cannot_carry_are_not_decoded() {
         let text = "把天空换成晚霞";
-        let wanted = tags_for(text, &[(SlotName::Target, "天空"), (SlotName::Content, "晚霞")]);
+        let wanted = tags_for(
+            text,
+            &[(SlotName::Target, "天空"), (SlotName::Content, "晚霞")],
+        );
         let slots = decode(text, Intent::Other, &wanted, 0.9, 1.0);
         assert!(slots.is_empty());
         let slots = decode(text, Intent::EditInstruct, &wanted, 0.9, 1.0);
         assert_eq!(text_slot(&slots, SlotName::Target).as_deref(), Some("天空"));
-        assert_eq!(text_slot(&slots, SlotName::Content).as_deref(), Some("晚霞"));
+        assert_eq!(
+            text_slot(&slots, SlotName::Content).as_deref(),
+            Some("晚霞")
+        );
     }
 }

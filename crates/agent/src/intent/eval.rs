@@ -250,7 +250,9 @@ mod tests {
         assert_eq!(report.per_intent[&Intent::Other].recall(), 0.0);
         assert_eq!(report.errors.len(), 2);
         assert_eq!(
-            report.confusions.get(&(Intent::Other, Intent::GenerateFree)),
+            report
+                .confusions
+                .get(&(Intent::Other, Intent::GenerateFree)),
             Some(&1)
         );
         // Both parses say 1.0; one is right: |0.5 - 1.0| in the one bin.

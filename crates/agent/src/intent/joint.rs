@@ -196,9 +196,12 @@ impl JointModel {
             Some(table) => Some(table.forward(word_tags)?), // [b, s, h]
             None => None,
         };
-        let encoded =
-            self.bert
-                .forward_with_extra_embeddings(input_ids, extra.as_ref(), attention_mask, dropout)?;
+        let encoded = self.bert.forward_with_extra_embeddings(
+            input_ids,
+            extra.as_ref(),
+            attention_mask,
+            dropout,
+        )?;
         let pooled = dropout.apply(&encoded.pooler_output, self.classifier_dropout)?;
         let states = dropout.apply(&encoded.last_hidden_state, self.classifier_dropout)?;
         Ok(JointOutput {

@@ -179,8 +179,14 @@ mod tests {
 
     #[test]
     fn traditional_text_is_segmented_like_simplified() {
-        let traditional: Vec<bool> = word_tags("幫我畫張貓頭像圖").iter().map(|t| t.starts_word()).collect();
-        let simplified: Vec<bool> = word_tags("帮我画张猫头像图").iter().map(|t| t.starts_word()).collect();
+        let traditional: Vec<bool> = word_tags("幫我畫張貓頭像圖")
+            .iter()
+            .map(|t| t.starts_word())
+            .collect();
+        let simplified: Vec<bool> = word_tags("帮我画张猫头像图")
+            .iter()
+            .map(|t| t.starts_word())
+            .collect();
         assert_eq!(traditional, simplified);
     }
 

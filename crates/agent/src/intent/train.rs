@@ -24,8 +24,8 @@ use crate::intent::corpus::Example;
 use crate::intent::inference::{
     pad_batch, pad_ids, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
 };
-use crate::intent::segment::{token_word_tags, word_tags};
 use crate::intent::joint::{Batch, JointConfig, JointModel};
+use crate::intent::segment::{token_word_tags, word_tags};
 use crate::intent::vocab::Vocab;
 
 #[derive(Debug, Clone)]

@@ -303,7 +303,7 @@ fn committed_model_holds_its_figures_on_every_evaluation_set() -> Result<()> {
 /// Training files: the generated corpus and the hand-written training sets.
 fn training_files() -> Result<Vec<PathBuf>> {
     let dir = repo().join("data/intents");
-    let mut files = vec![dir.join("train.jsonl")];
+    let mut files = vec![dir.join("train.jsonl"), dir.join("train_hard.jsonl")];
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();
         let name = path

@@ -26,7 +26,7 @@ pub enum TrainCommand {
 pub struct TrainIntentArgs {
     /// Training data: JSON lines with text, intent, slots. Repeat for several files;
     /// `FILE*N` counts a file N times (to weigh a small hand-written set up). Default: the
-    /// committed model's recipe, the generated corpus plus the hand-written sets ×3.
+    /// committed model's recipe, the generated corpora plus the hand-written sets ×3.
     #[arg(long = "data", default_values = DEFAULT_DATA, value_parser = parse_weighted)]
     pub data: Vec<(PathBuf, usize)>,
     /// Labelled data scored after every epoch (not trained on). Repeat for several.
@@ -70,13 +70,15 @@ pub struct TrainIntentArgs {
     pub no_crf: bool,
 }
 
-const DEFAULT_DATA: [&str; 6] = [
+const DEFAULT_DATA: [&str; 8] = [
     "data/intents/train.jsonl",
+    "data/intents/train_hard.jsonl",
     "data/intents/handwritten_a.jsonl*3",
     "data/intents/handwritten_b.jsonl*3",
     "data/intents/handwritten_c.jsonl*3",
     "data/intents/handwritten_d.jsonl*3",
     "data/intents/handwritten_e.jsonl*3",
+    "data/intents/handwritten_f.jsonl*3",
 ];
 
 /// `FILE` or `FILE*N` (N ≥ 1).
