@@ -193,9 +193,11 @@ pub fn viterbi(
         Tag::Inside(slot) => previous.and_then(in_slot) == Some(slot),
         _ => true,
     };
+    // A count is a numeral inside a word (三张, 两幅): its edges cost nothing.
+    let worded = |slot: Option<SlotName>| slot.is_some_and(|s| s != SlotName::Count);
     let edge = |previous: Tag, next: Tag| {
-        let starts = matches!(next, Tag::Begin(_));
-        let ends = in_slot(previous).is_some() && !matches!(next, Tag::Inside(_));
+        let starts = matches!(next, Tag::Begin(s) if s != SlotName::Count);
+        let ends = worded(in_slot(previous)) && !matches!(next, Tag::Inside(_));
         starts || ends
     };
     let score_of = |row: &[f32], j: usize| row.get(j).copied().unwrap_or(f32::NEG_INFINITY);
@@ -483,6 +485,19 @@ mod tests {
         }
         let slots = decode(text, Intent::GeneratePoster, &wanted, 0.5, 0.0);
         assert_ne!(text_slot(&slots, SlotName::Subject).as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn a_count_inside_a_word_pays_no_boundary_cost() {
+        // jieba keeps 三张 together; the count 三 must survive a high boundary cost.
+        let text = "来三张水彩风格的荷花";
+        let mut wanted = tags_for(
+            text,
+            &[(SlotName::Subject, "荷花"), (SlotName::Style, "水彩")],
+        );
+        wanted[1] = Tag::Begin(SlotName::Count);
+        let slots = decode(text, Intent::GenerateFree, &wanted, 0.6, 8.0);
+        assert_eq!(slots.get(&SlotName::Count), Some(&SlotValue::Count(3)));
     }
 
     #[test]

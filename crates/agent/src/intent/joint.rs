@@ -3,7 +3,8 @@
 //! every character (as `BertForTokenClassification`), trained with the sum of both
 //! cross-entropies. Optionally (both on in the committed model) word-boundary (BMES)
 //! embeddings from the segmentation are added to the character embeddings, and a CRF
-//! over the tags adds its negative log-likelihood per character to the loss.
+//! over the tags scores tag sequences; it is fitted after the encoder on its frozen
+//! logits (`crf_fit.rs`), which keeps training within its time on two CPU cores.
 
 use candle_core::{Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
@@ -88,7 +89,9 @@ impl JointConfig {
                 self.bert.max_position_embeddings, self.max_len
             )));
         }
-        if !(self.intent_temperature > 0.0) || !(self.boundary_penalty >= 0.0) {
+        let temperature_ok = self.intent_temperature.is_finite() && self.intent_temperature > 0.0;
+        let penalty_ok = self.boundary_penalty.is_finite() && self.boundary_penalty >= 0.0;
+        if !temperature_ok || !penalty_ok {
             return Err(AgentError::Config(format!(
                 "intent_temperature must be positive and boundary_penalty not negative, got {} and {}",
                 self.intent_temperature, self.boundary_penalty
@@ -180,6 +183,10 @@ impl JointModel {
         self.crf.is_some()
     }
 
+    pub fn crf(&self) -> Option<&Crf> {
+        self.crf.as_ref()
+    }
+
     pub fn bert(&self) -> &BertModel {
         &self.bert
     }
@@ -226,12 +233,7 @@ impl JointModel {
             .squeeze(1)?; // [b*s]
         let weights = batch.tag_weights.reshape(b * s)?;
         let count = weights.sum_all()?.to_scalar::<f32>()?.max(1.0);
-        let mut tag_loss = ((picked * &weights)?.sum_all()?.neg()? / count as f64)?;
-        if let Some(crf) = &self.crf {
-            let nll =
-                crf.neg_log_likelihood(&output.tag_logits, &batch.tags, &batch.tag_weights)?;
-            tag_loss = (tag_loss + (nll / count as f64)?)?;
-        }
+        let tag_loss = ((picked * &weights)?.sum_all()?.neg()? / count as f64)?;
         let intent_value = intent_loss.to_scalar::<f32>()?;
         let tag_value = tag_loss.to_scalar::<f32>()?;
         Ok(Losses {

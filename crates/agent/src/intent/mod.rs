@@ -7,6 +7,7 @@ pub mod calibration;
 pub mod checkpoint;
 pub mod corpus;
 pub mod crf;
+pub mod crf_fit;
 pub mod decode;
 pub mod embedded;
 pub mod eval;

@@ -21,6 +21,7 @@ use crate::error::{AgentError, Result};
 use crate::intent::bert::{BertConfig, Dropout};
 use crate::intent::checkpoint::{load_safetensors, save_safetensors};
 use crate::intent::corpus::Example;
+use crate::intent::crf_fit::{fit_crf, freeze};
 use crate::intent::inference::{
     pad_batch, pad_ids, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
 };
@@ -60,7 +61,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            epochs: 12,
+            epochs: 5,
             batch_size: 32,
             learning_rate: 1e-3,
             weight_decay: 0.01,
@@ -84,9 +85,10 @@ impl Default for TrainOptions {
 impl TrainOptions {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(AgentError::TrainOption(m));
-        if self.epochs == 0 || self.batch_size == 0 {
+        // No epochs only refits the decoding of a model of ours (`pretrained`).
+        if (self.epochs == 0 && self.pretrained.is_none()) || self.batch_size == 0 {
             return bad(format!(
-                "epochs and batch size must be positive, got {} and {}",
+                "epochs (unless resuming a model) and batch size must be positive, got {} and {}",
                 self.epochs, self.batch_size
             ));
         }
@@ -102,6 +104,10 @@ impl TrainOptions {
         Ok(())
     }
 }
+
+/// Instructions per batch when fitting the CRF on frozen logits.
+const CRF_BATCH: usize = 128;
+const CRF_LEARNING_RATE: f64 = 0.05;
 
 /// What one epoch did.
 #[derive(Debug, Clone)]
@@ -221,6 +227,11 @@ impl Trainer {
     }
 
     fn batch(&mut self, items: &[&Prepared]) -> Result<Batch> {
+        self.batch_with(items, self.options.unk_probability)
+    }
+
+    /// A padded batch with characters replaced by [UNK] at `unk_probability`.
+    fn batch_with(&mut self, items: &[&Prepared], unk_probability: f64) -> Result<Batch> {
         let vocab = self.model.vocab();
         let (unk, special) = (vocab.unk_id, [vocab.cls_id, vocab.sep_id]);
         let device = self.model.device().clone();
@@ -234,9 +245,7 @@ impl Trainer {
                 .ids
                 .iter()
                 .map(|&id| {
-                    if !special.contains(&id)
-                        && self.rng.gen::<f64>() < self.options.unk_probability
-                    {
+                    if !special.contains(&id) && self.rng.gen::<f64>() < unk_probability {
                         unk
                     } else {
                         id
@@ -326,6 +335,32 @@ impl Trainer {
             report(&epoch_report, self);
         }
         Ok(())
+    }
+
+    /// The CRF's second stage (`crf_fit.rs`): fits its scores on the trained tagger's
+    /// frozen logits over `examples`; returns the mean NLL per character of each pass
+    /// (empty for a model without a CRF).
+    pub fn fit_transitions(&mut self, examples: &[Example], epochs: usize) -> Result<Vec<f32>> {
+        if !self.model.joint().has_crf() || epochs == 0 {
+            return Ok(Vec::new());
+        }
+        let prepared = self.prepare(examples)?;
+        let mut order: Vec<usize> = (0..prepared.len()).collect();
+        order.sort_by_key(|&i| prepared[i].ids.len());
+        let mut frozen = Vec::new();
+        for chunk in order.chunks(CRF_BATCH) {
+            let items: Vec<&Prepared> = chunk.iter().map(|&i| &prepared[i]).collect();
+            let batch = self.batch_with(&items, 0.0)?;
+            frozen.push(freeze(self.model.joint(), &batch)?);
+        }
+        frozen.shuffle(&mut self.rng);
+        let vars: Vec<candle_core::Var> = {
+            let data = lock(&self.varmap);
+            let mut names: Vec<&String> = data.keys().filter(|n| n.starts_with("crf.")).collect();
+            names.sort();
+            names.into_iter().map(|name| data[name].clone()).collect()
+        };
+        fit_crf(self.model.joint(), vars, &frozen, epochs, CRF_LEARNING_RATE)
     }
 
     /// One optimisation step on `examples` as a single batch; returns the loss before it.

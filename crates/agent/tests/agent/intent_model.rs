@@ -12,7 +12,7 @@ use huatu_agent::checkpoint::load_safetensors;
 use huatu_agent::corpus::{read_jsonl, Example};
 use huatu_agent::eval::evaluate;
 use huatu_agent::train::{TrainOptions, Trainer};
-use huatu_agent::{AgentError, IntentModel};
+use huatu_agent::{AgentError, IntentModel, SlotName, Tag};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -176,6 +176,31 @@ fn loss_falls_on_a_small_batch_and_the_model_survives_save_and_load() -> Result<
         "{same}/{} agree after f16",
         texts.len()
     );
+    Ok(())
+}
+
+// The CRF's second stage learns from the gold sequences: its loss falls, and an
+// `I-subject` straight after `O` (never in gold) ends up scored below `B-subject`.
+#[test]
+fn the_crf_stage_learns_which_tags_follow_which() -> Result<()> {
+    let examples = train_examples(64)?;
+    let mut trainer = Trainer::new(&examples, tiny_options())?;
+    let losses = trainer.fit_transitions(&examples, 20)?;
+    assert_eq!(losses.len(), 20);
+    assert!(losses[19] < losses[0], "{losses:?}");
+    let scores = trainer.model.joint().transition_scores()?;
+    let outside = Tag::Outside.index();
+    let begin = Tag::Begin(SlotName::Subject).index();
+    let inside = Tag::Inside(SlotName::Subject).index();
+    assert!(scores.between[outside][inside] < scores.between[outside][begin]);
+    assert!(scores.between[begin][inside] > scores.between[outside][inside]);
+    // Without a CRF there is nothing to fit.
+    let options = TrainOptions {
+        crf: false,
+        ..tiny_options()
+    };
+    let mut plain = Trainer::new(&examples, options)?;
+    assert!(plain.fit_transitions(&examples, 2)?.is_empty());
     Ok(())
 }
 
