@@ -306,7 +306,7 @@ mod tests {
     }
 
     fn row(pairs: &[(Tag, f32)]) -> Vec<f32> {
-        let mut r = vec![0.01f32; Tag::COUNT];
+        let mut r = [0.01f32; Tag::COUNT];
         for &(tag, p) in pairs {
             r[tag.index()] = p;
         }
