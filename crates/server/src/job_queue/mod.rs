@@ -1,29 +1,56 @@
-//! The durable job queue: a SQLite database `<data>/jobs.sqlite3` (WAL, synchronous
-//! FULL, so an accepted job is on disk before the client hears its id) with the jobs and
-//! the blobs each references (so retention deletes a blob only when no kept job uses it).
-//! The layout has a version (`user_version`) and each stored request its own
-//! (`spec_version`): older files are upgraded at open, newer ones refused, and a request
-//! this version cannot read fails its job instead of blocking the queue. Every method
-//! takes the connection lock only for its own statements and never across an `.await`.
+//! The durable job queue behind one trait, [`JobQueue`], with two backends: SQLite (the
+//! embedded default, one server per data directory, `sqlite.rs`) and PostgreSQL
+//! (`--database postgres://…`, shared by API nodes and workers on several machines,
+//! `postgres/`). The trait is synchronous, as the workers are OS threads and SQLite is
+//! a blocking library; the PostgreSQL backend runs its async driver on a runtime of its
+//! own, so calling it from a handler blocks that handler only as long as a SQLite
+//! statement would.
+//!
+//! A worker holds a [`Lease`] on the job it runs: the outcome is recorded only while the
+//! lease is still the job's current one, so a worker that lost it (its heartbeats
+//! stopped, the job was re-queued and run elsewhere) has its late result discarded.
 
+mod needs;
+pub mod postgres;
 mod schema;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
-
-use self::schema::migrate;
+pub use self::needs::{default_worker_name, job_needs, WorkerIdentity};
 pub use self::schema::DATABASE_VERSION;
+pub use self::sqlite::{SqliteQueue, INTERRUPTED_TWICE};
 use crate::error::ServerError;
-use crate::jobs::{now_seconds, Job, JobSpec, JobStatus, SPEC_VERSION};
+use crate::jobs::{Job, JobSpec, JobStatus, SPEC_VERSION};
 
-const COLUMNS: &str =
-    "id, kind, spec, spec_version, status, attempts, error, images, created_at, started_at, finished_at";
+/// Why a job whose worker stopped answering twice is not run a third time.
+pub const LEASE_EXPIRED_TWICE: &str =
+    "the worker running this job stopped answering (its lease expired), twice (it was retried once); not retried again";
 
-/// Why a crash-interrupted job is not run a third time.
-pub const INTERRUPTED_TWICE: &str =
-    "the server stopped unexpectedly while this job was running, twice (it was retried once); not retried again";
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("SQLite")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the PostgreSQL connection pool has stopped")]
+    Stopped,
+}
+
+impl QueueError {
+    /// Whether the database could not write because its disk is full.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            QueueError::Sqlite(error) => {
+                error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            QueueError::Postgres(error) => {
+                error.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL)
+            }
+            QueueError::Stopped => false,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Recovery {
@@ -49,337 +76,167 @@ pub enum SubmitError {
     Full {
         active: usize,
     },
-    Database(rusqlite::Error),
+    Database(QueueError),
 }
 
 impl From<rusqlite::Error> for SubmitError {
     fn from(error: rusqlite::Error) -> Self {
+        SubmitError::Database(error.into())
+    }
+}
+
+impl From<QueueError> for SubmitError {
+    fn from(error: QueueError) -> Self {
         SubmitError::Database(error)
     }
 }
 
-pub struct JobQueue {
-    connection: Mutex<Connection>,
-    path: PathBuf,
+/// A worker's hold on the job it runs: the job, which attempt, by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job: String,
+    pub attempt: u32,
+    pub worker: String,
 }
 
-impl JobQueue {
-    /// Opens (creating or upgrading) the queue at `path`. A file that is not a SQLite
-    /// database, a damaged one, or one of a newer layout is refused with what to do.
-    pub fn open(path: &Path) -> Result<Self, ServerError> {
-        let wrap = |source: rusqlite::Error| classify_open_error(path, source);
-        let mut connection = Connection::open(path).map_err(wrap)?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-            )
-            .map_err(wrap)?;
-        let check: String = connection
-            .query_row("PRAGMA quick_check", [], |row| row.get(0))
-            .map_err(wrap)?;
-        if check != "ok" {
-            return Err(ServerError::CorruptDatabase {
-                path: path.to_path_buf(),
-                detail: check,
-            });
-        }
-        let found: i64 = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(wrap)?;
-        if found > DATABASE_VERSION {
-            return Err(ServerError::NewerDatabase {
-                path: path.to_path_buf(),
-                found,
-                known: DATABASE_VERSION,
-            });
-        }
-        if found < DATABASE_VERSION {
-            migrate(&mut connection, found).map_err(wrap)?;
-        }
-        Ok(Self {
-            connection: Mutex::new(connection),
-            path: path.to_path_buf(),
-        })
-    }
+/// What a heartbeat learnt about one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Renewed; `cancel_requested`: some API node accepted a cancel of the job.
+    Held { cancel_requested: bool },
+    /// The job is no longer this worker's (expired and re-queued, or ended).
+    Lost,
+}
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
+/// A job whose lease expired, and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub job: String,
+    /// Queued (its one retry), failed (the second expiry) or cancelled (a cancel was
+    /// accepted while its worker was gone).
+    pub status: JobStatus,
+    pub error: Option<String>,
+}
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (statements are
-        // atomic), so a poisoned lock is still safe to use.
-        self.connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// One worker as the queue saw it (PostgreSQL: the `workers` table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRecord {
+    pub name: String,
+    pub capabilities: Vec<String>,
+    /// Seconds since its last heartbeat.
+    pub silent_seconds: f64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Jobs it finished in the last minute.
+    pub finished_last_minute: u64,
+}
 
-    /// At start-up: jobs still `running` were interrupted by a crash or kill. Each is
-    /// retried once; one interrupted on its retry fails with the reason.
-    pub fn recover(&self) -> rusqlite::Result<Recovery> {
-        let connection = self.lock();
-        let failed = connection.execute(
-            "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running' AND attempts >= 2",
-            params![INTERRUPTED_TWICE, now_seconds()],
-        )?;
-        let requeued = connection.execute(
-            "UPDATE jobs SET status = 'queued' WHERE status = 'running'",
-            [],
-        )?;
-        Ok(Recovery { requeued, failed })
-    }
+/// The queue, as workers, handlers and retention use it.
+pub trait JobQueue: Send + Sync {
+    /// Where the queue lives, for logs (a path, or the URL without its password).
+    fn describe(&self) -> String;
+
+    /// Whether several processes share this queue (PostgreSQL): leases, heartbeats and
+    /// events over the database are then needed.
+    fn is_shared(&self) -> bool;
+
+    /// At start-up of a single server: jobs still `running` were interrupted by a crash;
+    /// each is retried once. A shared queue recovers through lease expiry instead.
+    fn recover(&self) -> Result<Recovery, QueueError>;
 
     /// Adds a job unless `capacity` jobs are already waiting or running.
-    pub fn submit(&self, id: &str, spec: &JobSpec, capacity: usize) -> Result<Job, SubmitError> {
-        let spec_json = serde_json::to_string(spec).map_err(|error| {
-            SubmitError::Database(rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
-        })?;
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let active: i64 = transaction.query_row(
-            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')",
-            [],
-            |row| row.get(0),
-        )?;
-        if active as usize >= capacity {
-            return Err(SubmitError::Full {
-                active: active as usize,
-            });
-        }
-        let created_at = now_seconds();
-        transaction.execute(
-            "INSERT INTO jobs (id, kind, spec, spec_version, status, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-            params![id, spec.kind(), spec_json, SPEC_VERSION, created_at],
-        )?;
-        for blob in spec.input_blobs() {
-            transaction.execute(
-                "INSERT OR IGNORE INTO job_blobs (job, blob) VALUES (?1, ?2)",
-                params![id, blob],
-            )?;
-        }
-        transaction.commit()?;
-        Ok(Job {
-            id: id.to_string(),
-            spec: spec.clone(),
-            status: JobStatus::Queued,
-            attempts: 0,
-            error: None,
-            images: Vec::new(),
-            created_at,
-            started_at: None,
-            finished_at: None,
-        })
-    }
+    fn submit(&self, id: &str, spec: &JobSpec, capacity: usize) -> Result<Job, SubmitError>;
 
-    /// Takes the oldest queued job and marks it running (one more attempt). A row whose
-    /// stored request cannot be read (another spec version, damaged JSON) is failed with
-    /// the reason on the way, so it never blocks the queue.
-    pub fn claim(&self) -> rusqlite::Result<Option<Job>> {
-        let connection = self.lock();
-        loop {
-            let claimed = connection
-                .query_row(
-                    &format!(
-                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?1
-                         WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
-                         RETURNING {COLUMNS}"
-                    ),
-                    params![now_seconds()],
-                    job_from_row,
-                )
-                .optional()?;
-            let (job, problem) = match claimed {
-                None => return Ok(None),
-                Some((job, None)) => return Ok(Some(job)),
-                Some((job, Some(problem))) => (job, problem),
-            };
-            tracing::warn!(job = %job.id, "failing a job whose stored request cannot be read: {problem}");
-            connection.execute(
-                "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
-                params![job.id, problem, now_seconds()],
-            )?;
-        }
-    }
+    /// Takes the oldest queued job `worker` can run and marks it running (one more
+    /// attempt) under a new lease. Rows whose request cannot be read are failed on the way.
+    fn claim(&self, worker: &WorkerIdentity) -> Result<Option<Job>, QueueError>;
 
-    /// Records the results of the running job `id` (false when it is not running).
-    pub fn succeed(&self, id: &str, images: &[String]) -> rusqlite::Result<bool> {
-        let images_json = serde_json::to_string(images).unwrap_or_else(|_| "[]".into());
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let changed = transaction.execute(
-            "UPDATE jobs SET status = 'succeeded', images = ?2, finished_at = ?3, error = NULL WHERE id = ?1 AND status = 'running'",
-            params![id, images_json, now_seconds()],
-        )?;
-        for image in images {
-            transaction.execute(
-                "INSERT OR IGNORE INTO job_blobs (job, blob) VALUES (?1, ?2)",
-                params![id, image],
-            )?;
-        }
-        transaction.commit()?;
-        Ok(changed == 1)
-    }
+    /// Renews `leases` (and the worker's liveness); says which are still held.
+    fn heartbeat(
+        &self,
+        worker: &WorkerIdentity,
+        leases: &[Lease],
+    ) -> Result<Vec<LeaseState>, QueueError>;
 
-    /// Fails the running job `id`; false when it is not running (its end is recorded).
-    pub fn fail(&self, id: &str, reason: &str) -> rusqlite::Result<bool> {
-        let changed = self.lock().execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 'running'",
-            params![id, reason, now_seconds()],
-        )?;
-        Ok(changed == 1)
-    }
+    /// Re-queues (once) or fails jobs whose lease has expired; returns them.
+    fn expire_leases(&self) -> Result<Vec<Expired>, QueueError>;
 
-    /// Fails a job that has not ended, queued or running: one whose uploads could not
-    /// be stored (a worker that has it waits for them and then finds its end recorded).
-    pub fn fail_unfinished(&self, id: &str, reason: &str) -> rusqlite::Result<bool> {
-        let changed = self.lock().execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![id, reason, now_seconds()],
-        )?;
-        Ok(changed == 1)
-    }
+    /// Records the results under `lease`. The status it ended with (`Cancelled` when a
+    /// cancel was accepted meanwhile), or None when the lease is lost: discarded.
+    fn succeed(&self, lease: &Lease, images: &[String]) -> Result<Option<JobStatus>, QueueError>;
 
-    pub fn mark_cancelled(&self, id: &str) -> rusqlite::Result<()> {
-        self.lock().execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?2 WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![id, now_seconds()],
-        )?;
-        Ok(())
-    }
+    /// Fails the job under `lease`; like `succeed`.
+    fn fail(&self, lease: &Lease, reason: &str) -> Result<Option<JobStatus>, QueueError>;
+
+    /// Fails a job that has not ended, queued or running (its uploads could not be stored).
+    fn fail_unfinished(&self, id: &str, reason: &str) -> Result<bool, QueueError>;
+
+    /// Ends the job under `lease` cancelled; false when the lease is lost.
+    fn mark_cancelled(&self, lease: &Lease) -> Result<bool, QueueError>;
 
     /// Cancels a job that no worker has started; false when it is not queued.
-    pub fn cancel_queued(&self, id: &str) -> rusqlite::Result<bool> {
-        let changed = self.lock().execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?2 WHERE id = ?1 AND status = 'queued'",
-            params![id, now_seconds()],
-        )?;
-        Ok(changed == 1)
-    }
+    fn cancel_queued(&self, id: &str) -> Result<bool, QueueError>;
 
-    /// A running job stopped by a graceful shutdown goes back to the queue; the attempt
-    /// does not count, since nothing crashed.
-    pub fn requeue_after_shutdown(&self, id: &str) -> rusqlite::Result<()> {
-        self.lock().execute(
-            "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0) WHERE id = ?1 AND status = 'running'",
-            params![id],
-        )?;
-        Ok(())
-    }
+    /// Asks the worker of the running job `id`, wherever it is, to cancel it (a shared
+    /// queue keeps the request in the row); false when it is not running.
+    fn request_cancel(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// A job stopped by a graceful shutdown goes back to the queue; the attempt does
+    /// not count.
+    fn requeue_after_shutdown(&self, lease: &Lease) -> Result<(), QueueError>;
 
     /// The job `id` (a row whose request cannot be read has `JobSpec::Unreadable`).
-    pub fn get(&self, id: &str) -> rusqlite::Result<Option<Job>> {
-        let read = self
-            .lock()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()?;
-        Ok(read.map(|(job, _)| job))
-    }
+    fn get(&self, id: &str) -> Result<Option<Job>, QueueError>;
 
     /// The newest jobs first.
-    pub fn list(&self, limit: usize) -> rusqlite::Result<Vec<Job>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?1"
-        ))?;
-        let rows = statement.query_map(params![limit as i64], job_from_row)?;
-        rows.map(|row| row.map(|(job, _)| job)).collect()
-    }
+    fn list(&self, limit: usize) -> Result<Vec<Job>, QueueError>;
 
     /// How many queued jobs are ahead of `id` (None when it is not queued).
-    pub fn queue_position(&self, id: &str) -> rusqlite::Result<Option<usize>> {
-        self.lock()
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < job.seq)
-                 FROM jobs AS job WHERE job.id = ?1 AND job.status = 'queued'",
-                params![id],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|count| count.map(|count| count as usize))
-    }
+    fn queue_position(&self, id: &str) -> Result<Option<usize>, QueueError>;
 
     /// Whether any kept job references blob `id` (as an input or a result).
-    pub fn is_referenced(&self, blob: &str) -> rusqlite::Result<bool> {
-        self.lock().query_row(
-            "SELECT EXISTS (SELECT 1 FROM job_blobs WHERE blob = ?1)",
-            params![blob],
-            |row| row.get(0),
-        )
-    }
+    fn is_referenced(&self, blob: &str) -> Result<bool, QueueError>;
 
-    /// Up to `limit` finished jobs (succeeded, failed, cancelled), the earliest finished
-    /// first; with `before`, only those finished before that time (seconds since 1970).
-    pub fn oldest_finished(
-        &self,
-        before: Option<f64>,
-        limit: usize,
-    ) -> rusqlite::Result<Vec<String>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(
-            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1
-             AND status IN ('succeeded', 'failed', 'cancelled')
-             ORDER BY finished_at, seq LIMIT ?2",
-        )?;
-        let rows = statement.query_map(
-            params![before.unwrap_or(f64::INFINITY), limit as i64],
-            |row| row.get(0),
-        )?;
-        rows.collect()
-    }
+    /// Up to `limit` finished jobs, the earliest finished first; with `before`, only
+    /// those finished before that time (seconds since 1970).
+    fn oldest_finished(&self, before: Option<f64>, limit: usize)
+        -> Result<Vec<String>, QueueError>;
 
     /// Deletes the finished job `id` and returns the blobs it referenced (None when it
-    /// is not finished: queued and running jobs are never evicted).
-    pub fn evict(&self, id: &str) -> rusqlite::Result<Option<Vec<String>>> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let deleted = transaction.execute(
-            "DELETE FROM jobs WHERE id = ?1 AND status IN ('succeeded', 'failed', 'cancelled')",
-            params![id],
-        )?;
-        if deleted == 0 {
-            return Ok(None);
-        }
-        let blobs: Vec<String> = {
-            let mut statement = transaction.prepare("SELECT blob FROM job_blobs WHERE job = ?1")?;
-            let rows = statement.query_map(params![id], |row| row.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        transaction.execute("DELETE FROM job_blobs WHERE job = ?1", params![id])?;
-        transaction.commit()?;
-        Ok(Some(blobs))
-    }
+    /// is not finished).
+    fn evict(&self, id: &str) -> Result<Option<Vec<String>>, QueueError>;
 
-    pub fn counts(&self) -> rusqlite::Result<Counts> {
-        let connection = self.lock();
-        let mut statement =
-            connection.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
-        let mut counts = Counts::default();
-        let rows = statement.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (status, count) = row?;
-            let count = count as u64;
-            match JobStatus::parse(&status) {
-                Some(JobStatus::Queued) => counts.queued = count,
-                Some(JobStatus::Running) => counts.running = count,
-                Some(JobStatus::Succeeded) => counts.succeeded = count,
-                Some(JobStatus::Failed) => counts.failed = count,
-                Some(JobStatus::Cancelled) => counts.cancelled = count,
-                None => {}
-            }
+    fn counts(&self) -> Result<Counts, QueueError>;
+
+    /// Leases that expired since the queue was created (all nodes together).
+    fn lease_expiries(&self) -> Result<u64, QueueError>;
+
+    /// The workers the queue knows (a single server: none, its workers are threads).
+    fn workers(&self) -> Result<Vec<WorkerRecord>, QueueError>;
+}
+
+/// Opens the queue: PostgreSQL for a `postgres://` URL (with its event bus; `lease` is
+/// how long a claim lasts without a heartbeat), else SQLite at `<data>/jobs.sqlite3`.
+pub fn open(
+    database: Option<&str>,
+    data_dir: &std::path::Path,
+    lease: std::time::Duration,
+) -> Result<(Arc<dyn JobQueue>, Option<Arc<postgres::EventBus>>), ServerError> {
+    match database {
+        Some(url) => {
+            let queue = postgres::PgQueue::connect_with(url, lease, "huatu")?;
+            let bus = queue.bus();
+            Ok((Arc::new(queue), Some(bus)))
         }
-        Ok(counts)
+        None => Ok((
+            Arc::new(SqliteQueue::open(&data_dir.join("jobs.sqlite3"))?),
+            None,
+        )),
     }
 }
 
 /// Reads a stored request; the error says why it cannot be run.
-fn read_spec(text: &str, version: i64) -> Result<JobSpec, String> {
+pub(crate) fn read_spec(text: &str, version: i64) -> Result<JobSpec, String> {
     if version != i64::from(SPEC_VERSION) {
         return Err(format!(
             "this job was stored by a huatu whose requests have schema version {version}; this server reads version {SPEC_VERSION}; submit the job again"
@@ -388,240 +245,4 @@ fn read_spec(text: &str, version: i64) -> Result<JobSpec, String> {
     serde_json::from_str(text).map_err(|error| {
         format!("this job's stored request cannot be read ({error}); submit the job again")
     })
-}
-
-/// A row as read: the job and, when its request cannot be read, why (the job's spec is
-/// then `Unreadable`, so it is still listed; the store fails it when it is claimed).
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(Job, Option<String>)> {
-    let conversion = |index: usize, error: Box<dyn std::error::Error + Send + Sync>| {
-        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, error)
-    };
-    let stored_kind: String = row.get(1)?;
-    let spec: String = row.get(2)?;
-    let version: i64 = row.get(3)?;
-    let status: String = row.get(4)?;
-    let images: String = row.get(7)?;
-    let (spec, problem) = match read_spec(&spec, version) {
-        Ok(spec) => (spec, None),
-        Err(problem) => (JobSpec::Unreadable { stored_kind }, Some(problem)),
-    };
-    let job = Job {
-        id: row.get(0)?,
-        spec,
-        status: JobStatus::parse(&status)
-            .ok_or_else(|| conversion(4, format!("unknown status {status}").into()))?,
-        attempts: row.get(5)?,
-        error: row.get(6)?,
-        images: serde_json::from_str(&images).map_err(|error| conversion(7, Box::new(error)))?,
-        created_at: row.get(8)?,
-        started_at: row.get(9)?,
-        finished_at: row.get(10)?,
-    };
-    Ok((job, problem))
-}
-
-/// A clear start-up error for a database SQLite cannot use.
-fn classify_open_error(path: &Path, source: rusqlite::Error) -> ServerError {
-    match source.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            ServerError::CorruptDatabase {
-                path: path.to_path_buf(),
-                detail: source.to_string(),
-            }
-        }
-        _ => ServerError::Database {
-            path: path.to_path_buf(),
-            source,
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::schema::SCHEMA_V1;
-    use super::*;
-    use crate::jobs::GenerationSpec;
-
-    fn spec() -> JobSpec {
-        JobSpec::Generation(GenerationSpec {
-            prompt: "a cat".into(),
-            negative_prompt: None,
-            width: 64,
-            height: 64,
-            steps: 1,
-            guidance: 5.0,
-            scheduler: None,
-            seed: 0,
-            n: 1,
-            loras: Vec::new(),
-        })
-    }
-
-    #[test]
-    fn queue_runs_in_order_and_retries_an_interrupted_job_once() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("jobs.sqlite3");
-        {
-            let store = JobQueue::open(&path)?;
-            store
-                .submit("job_a", &spec(), 10)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            store
-                .submit("job_b", &spec(), 10)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            assert!(matches!(
-                store.submit("job_c", &spec(), 2),
-                Err(SubmitError::Full { active: 2 })
-            ));
-            assert_eq!(store.queue_position("job_b")?, Some(1));
-            let claimed = store.claim()?.map(|job| job.id);
-            assert_eq!(claimed.as_deref(), Some("job_a"));
-            // "crash": the store is dropped with job_a running.
-        }
-        let store = JobQueue::open(&path)?;
-        assert_eq!(
-            store.recover()?,
-            Recovery {
-                requeued: 1,
-                failed: 0
-            }
-        );
-        let again = store
-            .claim()?
-            .ok_or_else(|| anyhow::anyhow!("job_a not requeued"))?;
-        assert_eq!((again.id.as_str(), again.attempts), ("job_a", 2));
-        drop(store);
-        let store = JobQueue::open(&path)?;
-        assert_eq!(
-            store.recover()?,
-            Recovery {
-                requeued: 0,
-                failed: 1
-            }
-        );
-        let failed = store
-            .get("job_a")?
-            .ok_or_else(|| anyhow::anyhow!("job_a vanished"))?;
-        assert_eq!(failed.status, JobStatus::Failed);
-        assert_eq!(failed.error.as_deref(), Some(INTERRUPTED_TWICE));
-        assert_eq!(store.claim()?.map(|job| job.id).as_deref(), Some("job_b"));
-        Ok(())
-    }
-
-    fn user_version(path: &Path) -> anyhow::Result<i64> {
-        let connection = Connection::open(path)?;
-        Ok(connection.query_row("PRAGMA user_version", [], |row| row.get(0))?)
-    }
-
-    #[test]
-    fn a_first_release_database_is_upgraded_with_its_blob_references() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("jobs.sqlite3");
-        let input = "a".repeat(64);
-        let result = "b".repeat(64);
-        {
-            let connection = Connection::open(&path)?;
-            connection.execute_batch(SCHEMA_V1)?;
-            let spec = format!(
-                r#"{{"kind":"edit","prompt":"p","negative_prompt":null,"image":"{input}","mask":null,"width":64,"height":64,"steps":1,"guidance":5.0,"scheduler":null,"seed":0,"n":1,"strength":0.5,"loras":[]}}"#
-            );
-            connection.execute(
-                "INSERT INTO jobs (id, kind, spec, status, images, created_at, finished_at) VALUES ('job_old', 'edit', ?1, 'succeeded', ?2, 1.0, 2.0)",
-                params![spec, format!("[\"{result}\"]")],
-            )?;
-        }
-        assert_eq!(user_version(&path)?, 0);
-        let store = JobQueue::open(&path)?;
-        assert_eq!(user_version(&path)?, DATABASE_VERSION);
-        let job = store
-            .get("job_old")?
-            .ok_or_else(|| anyhow::anyhow!("job_old vanished"))?;
-        assert_eq!(job.spec.input_blobs(), vec![input.as_str()]);
-        assert_eq!(job.images, vec![result.clone()]);
-        assert!(store.is_referenced(&input)?);
-        assert!(store.is_referenced(&result)?);
-        assert!(!store.is_referenced(&"c".repeat(64))?);
-        // Opening again changes nothing.
-        drop(store);
-        let store = JobQueue::open(&path)?;
-        assert_eq!(
-            store.evict("job_old")?,
-            Some(vec![input.clone(), result.clone()])
-        );
-        assert!(!store.is_referenced(&input)?);
-        Ok(())
-    }
-
-    #[test]
-    fn rows_that_cannot_be_read_fail_at_claim_instead_of_blocking_the_queue() -> anyhow::Result<()>
-    {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("jobs.sqlite3");
-        let store = JobQueue::open(&path)?;
-        {
-            let connection = store.lock();
-            let good = serde_json::to_string(&spec())?;
-            for (id, spec, version) in [
-                ("job_newer", good.as_str(), 99),
-                ("job_broken", "{\"kind\":\"generation\",\"prompt\":", 1),
-                ("job_good", good.as_str(), 1),
-            ] {
-                connection.execute(
-                    "INSERT INTO jobs (id, kind, spec, spec_version, status, created_at) VALUES (?1, 'generation', ?2, ?3, 'queued', 1.0)",
-                    params![id, spec, version],
-                )?;
-            }
-        }
-        // Listed (as unreadable) before any claim.
-        assert_eq!(store.list(10)?.len(), 3);
-        let newer = store
-            .get("job_newer")?
-            .ok_or_else(|| anyhow::anyhow!("job_newer vanished"))?;
-        assert_eq!(newer.spec.kind(), "generation");
-        assert!(matches!(newer.spec, JobSpec::Unreadable { .. }));
-
-        let claimed = store.claim()?.map(|job| job.id);
-        assert_eq!(claimed.as_deref(), Some("job_good"));
-        let reason = |id: &str| -> anyhow::Result<(JobStatus, String)> {
-            let job = store
-                .get(id)?
-                .ok_or_else(|| anyhow::anyhow!("{id} vanished"))?;
-            Ok((job.status, job.error.unwrap_or_default()))
-        };
-        let (status, error) = reason("job_newer")?;
-        assert_eq!(status, JobStatus::Failed);
-        assert!(error.contains("schema version 99"), "{error}");
-        let (status, error) = reason("job_broken")?;
-        assert_eq!(status, JobStatus::Failed);
-        assert!(error.contains("cannot be read"), "{error}");
-        assert!(store.claim()?.is_none());
-        Ok(())
-    }
-
-    #[test]
-    fn a_newer_or_corrupt_database_is_refused_with_what_to_do() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("jobs.sqlite3");
-        drop(JobQueue::open(&path)?);
-        Connection::open(&path)?.execute_batch("PRAGMA user_version = 7")?;
-        let error = JobQueue::open(&path).err().map(|error| error.to_string());
-        let error = error.unwrap_or_default();
-        assert!(
-            error.contains("layout version 7, newer than this huatu reads (2)"),
-            "{error}"
-        );
-
-        let garbage = dir.path().join("garbage.sqlite3");
-        std::fs::write(&garbage, vec![0x5a; 8192])?;
-        let error = JobQueue::open(&garbage)
-            .err()
-            .map(|error| error.to_string());
-        let error = error.unwrap_or_default();
-        assert!(
-            error.contains("is damaged or is not a SQLite database"),
-            "{error}"
-        );
-        assert!(error.contains("move it aside"), "{error}");
-        Ok(())
-    }
 }
