@@ -10,7 +10,7 @@
 
 mod notify;
 mod pool;
-mod schema;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,8 @@ use tokio_postgres::Row;
 
 pub use self::notify::{EventBus, EVENTS_CHANNEL};
 use self::pool::{Driver, Pool};
-pub use self::schema::POSTGRES_VERSION;
 use self::schema::{migrate, MigrationOutcome};
+pub use self::schema::{MIGRATIONS, POSTGRES_VERSION};
 use super::{
     job_needs, read_spec, Counts, Expired, JobQueue, Lease, LeaseState, QueueError, Recovery,
     SubmitError, WorkerIdentity, WorkerRecord, LEASE_EXPIRED_TWICE,

@@ -16,7 +16,7 @@ pub const POSTGRES_VERSION: i32 = 2;
 const MIGRATION_LOCK: i64 = 0x68_75_61_74_75;
 
 /// Migration `n` brings layout `n - 1` to `n`.
-pub(super) const MIGRATIONS: [&str; 2] = [
+pub const MIGRATIONS: [&str; 2] = [
     "
 CREATE TABLE jobs (
     seq              BIGSERIAL PRIMARY KEY,
