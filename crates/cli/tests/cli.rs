@@ -9,12 +9,16 @@ use std::process::{Command, Output};
 
 #[path = "cli_data/caption.rs"]
 mod caption;
+#[path = "cli_scale/cluster.rs"]
+mod cluster;
 #[path = "cli_data/data.rs"]
 mod data;
 #[path = "cli_data/dataset.rs"]
 mod dataset;
 #[path = "cli_data/dataset_pairs.rs"]
 mod dataset_pairs;
+#[path = "cli_scale/http.rs"]
+mod http;
 #[path = "cli_train/train_ip2p.rs"]
 mod train_ip2p;
 #[path = "cli_train/train_lora.rs"]

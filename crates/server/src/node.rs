@@ -77,8 +77,11 @@ impl Node {
         let database = config.database.clone();
         let queue_dir = data.clone();
         let lease = config.lease;
+        // `huatu <worker name>` (or api / worker) in pg_stat_activity.
+        let role = if config.serve_http { "api" } else { "worker" };
+        let application = format!("huatu {}", config.worker_name.as_deref().unwrap_or(role));
         let (queue, bus) = tokio::task::spawn_blocking(move || {
-            crate::job_queue::open(database.as_deref(), &queue_dir, lease)
+            crate::job_queue::open(database.as_deref(), &queue_dir, lease, &application)
         })
         .await
         .map_err(|source| ServerError::Task {

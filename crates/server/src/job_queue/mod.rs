@@ -216,15 +216,17 @@ pub trait JobQueue: Send + Sync {
 }
 
 /// Opens the queue: PostgreSQL for a `postgres://` URL (with its event bus; `lease` is
-/// how long a claim lasts without a heartbeat), else SQLite at `<data>/jobs.sqlite3`.
+/// how long a claim lasts without a heartbeat; `application` names the connections in
+/// `pg_stat_activity`), else SQLite at `<data>/jobs.sqlite3`.
 pub fn open(
     database: Option<&str>,
     data_dir: &std::path::Path,
     lease: std::time::Duration,
+    application: &str,
 ) -> Result<(Arc<dyn JobQueue>, Option<Arc<postgres::EventBus>>), ServerError> {
     match database {
         Some(url) => {
-            let queue = postgres::PgQueue::connect_with(url, lease, "huatu")?;
+            let queue = postgres::PgQueue::connect_with(url, lease, application)?;
             let bus = queue.bus();
             Ok((Arc::new(queue), Some(bus)))
         }
