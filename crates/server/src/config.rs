@@ -417,7 +417,7 @@ pub fn check_database_url(url: &str) -> Result<(), ServerError> {
     } else {
         Err(ServerError::Config(format!(
             "--database must be a PostgreSQL URL (postgres://USER@HOST:PORT/DB), got `{}`",
-            crate::job_queue::postgres::redact_url(url)
+            crate::job_queue::url::redact_url(url)
         )))
     }
 }

@@ -39,7 +39,7 @@ pub enum ServerError {
         /// The database URL without its password.
         database: String,
         #[source]
-        source: crate::job_queue::QueueError,
+        source: crate::job_queue::store::QueueError,
     },
     #[error("the job queue {database} has layout version {found}, newer than this huatu reads ({known}); run the newer huatu on every node")]
     NewerQueue {
@@ -201,8 +201,8 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<crate::job_queue::QueueError> for ApiError {
-    fn from(error: crate::job_queue::QueueError) -> Self {
+impl From<crate::job_queue::store::QueueError> for ApiError {
+    fn from(error: crate::job_queue::store::QueueError) -> Self {
         if error.is_storage_full() {
             tracing::error!("job database: {error}");
             return Self::storage_full();
@@ -213,7 +213,7 @@ impl From<crate::job_queue::QueueError> for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(error: rusqlite::Error) -> Self {
-        crate::job_queue::QueueError::from(error).into()
+        crate::job_queue::store::QueueError::from(error).into()
     }
 }
 

@@ -12,7 +12,7 @@ use crate::events::EventHub;
 use crate::job_queue::postgres::EventBus;
 use crate::job_queue::{JobQueue, Lease, QueueError};
 use crate::jobs::{Job, JobEvent};
-use crate::lease_keeper::LeaseBook;
+use crate::leases::LeaseBook;
 use crate::metrics::Metrics;
 
 /// Wakes sleeping workers when a job arrives or the server stops.

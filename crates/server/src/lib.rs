@@ -21,6 +21,7 @@ pub mod job_runner;
 pub mod job_services;
 pub mod jobs;
 pub mod lease_keeper;
+pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod node;

@@ -144,7 +144,7 @@ impl Node {
                     Some(name) => format!("{name}-{index}"),
                     None => crate::job_queue::default_worker_name(index),
                 };
-                WorkerIdentity::new(name, capabilities, &data.join("loras"))
+                crate::job_queue::worker_identity(name, capabilities, &data.join("loras"))
             })
             .collect();
         let keeper = if services.queue.is_shared() {

@@ -174,8 +174,8 @@ fn api_nodes_and_workers_on_postgres_survive_kills_and_partitions() {
     let nodes = [nodes[0], nodes[1]];
 
     // Half the jobs, then SSE clients on node 0 for the newest (still queued) ones.
-    let mut accepted = submit_all(nodes, 0..jobs / 2);
     let submitted_first = Instant::now();
+    let mut accepted = submit_all(nodes, 0..jobs / 2);
     let streaming = Arc::new(AtomicUsize::new(0));
     let followers: Vec<_> = accepted[accepted.len() - 8..]
         .iter()

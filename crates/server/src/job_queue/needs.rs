@@ -8,49 +8,39 @@ use std::path::Path;
 use huatu_agent::planner::PipelineKind;
 use huatu_imaging::enhancer_upscales;
 
+use crate::job_queue::store::WorkerIdentity;
 use crate::job_runner::Capabilities;
 use crate::jobs::{JobSpec, LoraSpec};
 
-/// A worker as the queue knows it: a name unique across machines and what it can run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerIdentity {
-    pub name: String,
-    /// Sorted labels (see the module comment).
-    pub capabilities: Vec<String>,
-}
-
-impl WorkerIdentity {
-    /// A worker with `capabilities` and the LoRA files found in `lora_dir` now.
-    pub fn new(name: String, capabilities: Capabilities, lora_dir: &Path) -> Self {
-        let mut labels = Vec::new();
-        for (label, present) in [
-            ("instruct", capabilities.instruct),
-            ("controlnet", capabilities.controlnet),
-            ("upscaler", capabilities.upscaler),
-        ] {
-            if present {
-                labels.push(label.to_string());
-            }
-        }
-        if let Ok(entries) = std::fs::read_dir(lora_dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if let Some(stem) = name.strip_suffix(".safetensors") {
-                    labels.push(format!("lora:{stem}"));
-                }
-            }
-        }
-        labels.sort();
-        Self {
-            name,
-            capabilities: labels,
+/// A worker with `capabilities` and the LoRA files found in `lora_dir` now.
+pub fn worker_identity(
+    name: String,
+    capabilities: Capabilities,
+    lora_dir: &Path,
+) -> WorkerIdentity {
+    let mut labels = Vec::new();
+    for (label, present) in [
+        ("instruct", capabilities.instruct),
+        ("controlnet", capabilities.controlnet),
+        ("upscaler", capabilities.upscaler),
+    ] {
+        if present {
+            labels.push(label.to_string());
         }
     }
-
-    /// Whether this worker can run a job that needs `needs`.
-    pub fn covers(&self, needs: &[String]) -> bool {
-        needs.iter().all(|need| self.capabilities.contains(need))
+    if let Ok(entries) = std::fs::read_dir(lora_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(stem) = name.strip_suffix(".safetensors") {
+                labels.push(format!("lora:{stem}"));
+            }
+        }
+    }
+    labels.sort();
+    WorkerIdentity {
+        name,
+        capabilities: labels,
     }
 }
 
@@ -108,7 +98,7 @@ mod tests {
             controlnet: true,
             upscaler: false,
         };
-        let worker = WorkerIdentity::new("w".into(), capabilities, dir.path());
+        let worker = worker_identity("w".into(), capabilities, dir.path());
         assert_eq!(worker.capabilities, vec!["controlnet", "lora:poster"]);
         assert!(worker.covers(&[]));
         assert!(worker.covers(&["lora:poster".into(), "controlnet".into()]));

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::schema::migrate;
 pub use super::schema::DATABASE_VERSION;
-use super::{
+use super::store::{
     read_spec, Counts, Expired, JobQueue, Lease, LeaseState, QueueError, Recovery, SubmitError,
     WorkerIdentity, WorkerRecord,
 };

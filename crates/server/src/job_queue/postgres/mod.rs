@@ -21,11 +21,13 @@ pub use self::notify::{EventBus, EVENTS_CHANNEL};
 use self::pool::{Driver, Pool};
 use self::schema::{migrate, MigrationOutcome};
 pub use self::schema::{MIGRATIONS, POSTGRES_VERSION};
-use super::{
-    job_needs, read_spec, Counts, Expired, JobQueue, Lease, LeaseState, QueueError, Recovery,
-    SubmitError, WorkerIdentity, WorkerRecord, LEASE_EXPIRED_TWICE,
-};
 use crate::error::ServerError;
+use crate::job_queue::needs::job_needs;
+use crate::job_queue::store::{
+    read_spec, Counts, Expired, JobQueue, Lease, LeaseState, QueueError, Recovery, SubmitError,
+    WorkerIdentity, WorkerRecord, LEASE_EXPIRED_TWICE,
+};
+use crate::job_queue::url::redact_url;
 use crate::jobs::{Job, JobSpec, JobStatus, SPEC_VERSION};
 
 const COLUMNS: &str =
@@ -47,20 +49,6 @@ pub struct PgQueue {
     described: String,
     lease: Duration,
     bus: Arc<EventBus>,
-}
-
-/// The URL without its password, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((user, host)) => {
-            let user = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}")
-        }
-        None => url.to_string(),
-    }
 }
 
 impl PgQueue {
@@ -672,21 +660,4 @@ fn job_from_row(row: &Row) -> Result<(Job, Option<String>), QueueError> {
         finished_at: row.try_get(10)?,
     };
     Ok((job, problem))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_password_is_taken_out_of_a_database_url() {
-        assert_eq!(
-            redact_url("postgres://huatu:secret@db.example:5432/huatu"),
-            "postgres://huatu@db.example:5432/huatu"
-        );
-        assert_eq!(
-            redact_url("postgres://huatu@127.0.0.1:5432/huatu"),
-            "postgres://huatu@127.0.0.1:5432/huatu"
-        );
-    }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use crate::events::EventHub;
-use crate::job_queue::QueueError;
+use crate::job_queue::store::QueueError;
 use crate::jobs::JobEvent;
 
 /// The NOTIFY channel of job events.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::job_queue::QueueError;
+use crate::job_queue::store::QueueError;
 
 /// Connections per process: a worker's heartbeat, its claim and a few handlers at once.
 const CONNECTIONS: usize = 4;

@@ -5,7 +5,7 @@
 
 use tokio_postgres::Client;
 
-use crate::job_queue::QueueError;
+use crate::job_queue::store::QueueError;
 
 /// The layout this huatu reads and writes.
 /// 1: `jobs` (with needs, lease and cancel columns) and `job_blobs`.
