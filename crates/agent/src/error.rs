@@ -4,11 +4,6 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// A step of running a plan failed (the step and the cause, in words).
-    /// Being replaced by the typed variants above (`Diffusion`, `Imaging`,
-    /// `MissingInput`) as the plan runner moves to them.
-    #[error("{0}")]
-    Run(String),
     /// A diffusion pipeline or model failed during a step of a plan.
     #[error("{step} failed")]
     Diffusion {
@@ -26,6 +21,9 @@ pub enum AgentError {
     /// A step of a plan lacks an input it needs (the rule, in words).
     #[error("{step}: {rule}")]
     MissingInput { step: &'static str, rule: String },
+    /// An input of a step breaks a rule (an image too small, a mask of another size).
+    #[error("{step}: {rule}")]
+    BadInput { step: &'static str, rule: String },
     /// The progress sink stopped the run (a cancelled job).
     #[error("cancelled")]
     Cancelled,
@@ -68,6 +66,8 @@ pub enum AgentError {
     UnknownIntent(String),
     #[error("unknown slot `{0}` (known: subject, style, aspect, count, target, content, region)")]
     UnknownSlot(String),
+    #[error("unknown pipeline `{0}` (known: text2img, controlnet-inpaint, instruct-pix2pix)")]
+    UnknownPipeline(String),
     #[error("unknown tag `{0}` (tags are O, B-<slot>, I-<slot>)")]
     UnknownTag(String),
     #[error("vocabulary {path} lacks the special token {token}")]
@@ -114,6 +114,12 @@ pub enum AgentError {
     },
     #[error("prompt server {url}: {message}")]
     PromptBackend { url: String, message: String },
+    #[error("prompt model {path}")]
+    PromptModel {
+        path: PathBuf,
+        #[source]
+        source: Box<huatu_llm::LlmError>,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -122,7 +122,15 @@ impl ModelArgs {
             } else {
                 UnmatchedModules::Error
             };
-            let report = components.set_loras(&set, policy)?;
+            let report = components.set_loras(&set, policy).map_err(|error| {
+                let unmatched = matches!(error, huatu_diffusion::Error::LoraUnmatched { .. });
+                let error = anyhow::Error::new(error);
+                if unmatched {
+                    error.context("cannot apply --lora (--lora-allow-partial skips the modules that match no layer)")
+                } else {
+                    error
+                }
+            })?;
             for skipped in &report.skipped {
                 eprintln!("warning: LoRA module matches no layer, skipped: {skipped}");
             }

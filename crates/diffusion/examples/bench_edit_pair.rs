@@ -38,10 +38,10 @@ fn main() -> anyhow::Result<()> {
         let mut base = Text2ImageRequest::new("a photo of a red cat on a sofa");
         base.width = size;
         base.height = size;
-        base.num_inference_steps = steps;
-        base.guidance_scale = 7.5;
-        base.scheduler = SchedulerKind::EulerAncestral;
-        base.seed = index as u64;
+        base.settings.num_inference_steps = steps;
+        base.settings.guidance_scale = 7.5;
+        base.settings.scheduler = SchedulerKind::EulerAncestral;
+        base.settings.seed = index as u64;
         let request = EditPairRequest::new(base, "a photo of a blue cat on a sofa", 0.5);
         edit_pair(&components, &request, &mut NoProgress)?;
     }

@@ -47,10 +47,17 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// A request needs a model the caller holds none of.
+    #[error("{needs} needs {model}, and none is loaded")]
+    ModelNotLoaded {
+        needs: &'static str,
+        model: &'static str,
+    },
+
     #[error("unknown scheduler `{0}` (expected one of: euler, euler-a, ddim, dpmpp-2m, dpmpp-2m-karras)")]
     UnknownScheduler(String),
 
-    #[error("{path}: {count} LoRA modules match no layer of the model: {keys} (use --lora-allow-partial to skip them)")]
+    #[error("{path}: {count} LoRA modules match no layer of the model: {keys} (allow a partial match to skip them)")]
     LoraUnmatched {
         path: PathBuf,
         count: usize,

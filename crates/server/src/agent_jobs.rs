@@ -14,7 +14,7 @@ use huatu_imaging::GrayImage;
 
 use crate::error::ServerError;
 use crate::job_runner::Capabilities;
-use crate::jobs::{AgentSpec, EditSpec, JobSpec, LoraSpec};
+use crate::jobs::{AgentSpec, EditSpec, JobSpec, LoraSpec, SamplingSpec};
 
 /// What `/v1/agent` plans with: the intent model, the scenes and the lexicon.
 pub struct AgentPlanner {
@@ -163,20 +163,22 @@ pub fn job_for_plan(
             let (width, height) = edit.image_size;
             PlannedJob::Job(
                 JobSpec::Edit(EditSpec {
-                    prompt: plan.prompt.clone(),
-                    negative_prompt: (!plan.negative_prompt.is_empty())
-                        .then(|| plan.negative_prompt.clone()),
+                    sampling: SamplingSpec {
+                        prompt: plan.prompt.clone(),
+                        negative_prompt: (!plan.negative_prompt.is_empty())
+                            .then(|| plan.negative_prompt.clone()),
+                        steps: plan.steps,
+                        guidance: plan.guidance,
+                        scheduler,
+                        seed,
+                        n: 1,
+                        loras,
+                    },
                     image: edit.image.clone().unwrap_or_default(),
                     mask: edit.mask_id.clone(),
                     width,
                     height,
-                    steps: plan.steps,
-                    guidance: plan.guidance,
-                    scheduler,
-                    seed,
-                    n: 1,
                     strength: if edit.mask.is_some() { 0.9999 } else { 0.75 },
-                    loras,
                 }),
                 notes,
             )
@@ -328,7 +330,7 @@ mod tests {
             8,
             Capabilities::default(),
         ) {
-            PlannedJob::Job(JobSpec::Edit(spec), _) => spec.scheduler,
+            PlannedJob::Job(JobSpec::Edit(spec), _) => spec.sampling.scheduler,
             _ => panic!("expected an edit job"),
         };
         assert_eq!(scheduler, Some(SchedulerKind::Ddim));

@@ -16,8 +16,7 @@ use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, text_to_image, EditSettings, Image2ImageRequest, InpaintRequest,
-    Progress, ProgressSink, Text2ImageRequest,
+    edit, text_to_image, EditModels, EditRequest, Progress, ProgressSink, Text2ImageRequest,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 
@@ -219,15 +218,13 @@ impl JobRunner {
         progress: &mut dyn ProgressSink,
     ) -> Result<RgbImage, GenerateError> {
         self.check_deadline()?;
-        self.use_loras(&spec.loras).map_err(GenerateError::Failed)?;
-        let mut request = Text2ImageRequest::new(spec.prompt.clone());
-        request.negative_prompt = spec.negative_prompt.clone();
-        request.width = spec.width;
-        request.height = spec.height;
-        request.num_inference_steps = spec.steps;
-        request.guidance_scale = spec.guidance;
-        request.scheduler = spec.scheduler.unwrap_or_else(|| self.default_scheduler());
-        request.seed = spec.seed.wrapping_add(index as u64);
+        self.use_loras(&spec.sampling.loras)
+            .map_err(GenerateError::Failed)?;
+        let request = Text2ImageRequest {
+            settings: spec.sampling.settings(index, self.default_scheduler()),
+            width: spec.width,
+            height: spec.height,
+        };
         let mut sink = DeadlineSink::new(progress, self.deadline);
         let result = text_to_image(&self.components, &request, &mut sink);
         let expired = sink.expired;
@@ -246,37 +243,19 @@ impl JobRunner {
         progress: &mut dyn ProgressSink,
     ) -> Result<RgbImage, GenerateError> {
         self.check_deadline()?;
-        self.use_loras(&spec.loras).map_err(GenerateError::Failed)?;
-        let mut settings = EditSettings::new(spec.prompt.clone());
-        settings.negative_prompt = spec.negative_prompt.clone();
-        settings.num_inference_steps = spec.steps;
-        settings.guidance_scale = spec.guidance;
-        settings.scheduler = spec.scheduler.unwrap_or_else(|| self.default_scheduler());
-        settings.seed = spec.seed.wrapping_add(index as u64);
-        let mut sink = DeadlineSink::new(progress, self.deadline);
-        let progress: &mut dyn ProgressSink = &mut sink;
-        let result = match mask {
-            Some(mask) => {
-                let request = InpaintRequest {
-                    settings,
-                    image: image.clone(),
-                    mask_image: mask.clone(),
-                    strength: spec.strength,
-                    mask_blur: 0,
-                    controlnets: Vec::new(),
-                    guess_mode: false,
-                };
-                inpaint(&self.components, &request, progress).map(|output| output.image)
-            }
-            None => {
-                let request = Image2ImageRequest {
-                    settings,
-                    image: image.clone(),
-                    strength: spec.strength,
-                };
-                image_to_image(&self.components, &request, progress).map(|output| output.image)
-            }
+        self.use_loras(&spec.sampling.loras)
+            .map_err(GenerateError::Failed)?;
+        let request = EditRequest {
+            settings: spec.sampling.settings(index, self.default_scheduler()),
+            image: image.clone(),
+            mode: spec.mode(mask.cloned()),
         };
+        let models = EditModels {
+            base: &self.components,
+            instruct: self.instruct.as_ref(),
+        };
+        let mut sink = DeadlineSink::new(progress, self.deadline);
+        let result = edit(models, &request, &mut sink).map(|output| output.image);
         let expired = sink.expired;
         self.finish(result, expired)
     }

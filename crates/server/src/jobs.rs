@@ -2,7 +2,9 @@
 //! version), its status and the events it emits while it runs.
 
 use huatu_agent::planner::{PipelineKind, TaskPlan};
+use huatu_diffusion::pipelines::{EditMode, GenerationSettings, Inpainting};
 use huatu_diffusion::schedulers::SchedulerKind;
+use huatu_imaging::GrayImage;
 use serde::{Deserialize, Serialize};
 
 /// A LoRA adapter by name: the file `<data>/loras/<name>.safetensors`.
@@ -12,13 +14,13 @@ pub struct LoraSpec {
     pub scale: f64,
 }
 
-/// A checked text-to-image request: image `i` of `n` uses seed `seed + i`.
+/// What text-to-image and edit jobs share: the prompt, the sampler settings, how many
+/// images (image `i` of `n` uses seed `seed + i`) and the LoRAs. Flattened into each spec,
+/// so the stored JSON has these fields at its top level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerationSpec {
+pub struct SamplingSpec {
     pub prompt: String,
     pub negative_prompt: Option<String>,
-    pub width: usize,
-    pub height: usize,
     pub steps: usize,
     pub guidance: f64,
     /// `None`: the model's own scheduler.
@@ -28,32 +30,77 @@ pub struct GenerationSpec {
     pub loras: Vec<LoraSpec>,
 }
 
+impl SamplingSpec {
+    /// The pipelines' settings for image `index`; `default_scheduler` when none is named.
+    pub fn settings(&self, index: usize, default_scheduler: SchedulerKind) -> GenerationSettings {
+        let mut settings = GenerationSettings::new(self.prompt.clone());
+        settings.negative_prompt = self.negative_prompt.clone();
+        settings.num_inference_steps = self.steps;
+        settings.guidance_scale = self.guidance;
+        settings.scheduler = self.scheduler.unwrap_or(default_scheduler);
+        settings.seed = self.seed.wrapping_add(index as u64);
+        settings
+    }
+
+    /// The settings stored beside result `index` (its own seed, the scheduler it ran with).
+    pub fn record(&self, index: usize, default_scheduler: SchedulerKind) -> serde_json::Value {
+        serde_json::json!({
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "scheduler": self.scheduler.unwrap_or(default_scheduler).to_string(),
+            "seed": self.seed.wrapping_add(index as u64),
+            "loras": self.loras,
+        })
+    }
+}
+
+/// A checked text-to-image request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSpec {
+    #[serde(flatten)]
+    pub sampling: SamplingSpec,
+    pub width: usize,
+    pub height: usize,
+}
+
 /// A checked edit of an uploaded image: inpainting inside `mask` (white = repaint), or
 /// image-to-image over the whole picture without one. Inputs are blob ids (PNG).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EditSpec {
-    pub prompt: String,
-    pub negative_prompt: Option<String>,
+    #[serde(flatten)]
+    pub sampling: SamplingSpec,
     /// The original, RGB PNG.
     pub image: String,
     /// Grayscale PNG, white where to repaint; `None`: the whole image (img2img).
     pub mask: Option<String>,
     pub width: usize,
     pub height: usize,
-    pub steps: usize,
-    pub guidance: f64,
-    pub scheduler: Option<SchedulerKind>,
-    pub seed: u64,
-    pub n: usize,
     /// How much of the original is replaced, in (0, 1].
     pub strength: f64,
-    pub loras: Vec<LoraSpec>,
 }
 
 impl EditSpec {
+    /// How the pipelines edit: inpainting inside the mask, image-to-image without one.
+    pub fn mode(&self, mask: Option<GrayImage>) -> EditMode<'static> {
+        match mask {
+            Some(mask) => EditMode::Inpaint(Inpainting {
+                strength: self.strength,
+                ..Inpainting::new(mask)
+            }),
+            None => EditMode::ImageToImage {
+                strength: self.strength,
+            },
+        }
+    }
+
     /// Denoising steps one image runs: the strength cuts the schedule.
     pub fn steps_run(&self) -> usize {
-        ((self.steps as f64 * self.strength) as usize).clamp(1, self.steps)
+        EditMode::ImageToImage {
+            strength: self.strength,
+        }
+        .steps_run(self.sampling.steps)
     }
 }
 
@@ -137,8 +184,8 @@ impl JobSpec {
     /// Denoising steps the whole job runs (for progress totals).
     pub fn total_steps(&self) -> usize {
         match self {
-            JobSpec::Generation(spec) => spec.steps * spec.n,
-            JobSpec::Edit(spec) => spec.steps_run() * spec.n,
+            JobSpec::Generation(spec) => spec.sampling.steps * spec.sampling.n,
+            JobSpec::Edit(spec) => spec.steps_run() * spec.sampling.n,
             // Edits of a plan run the whole schedule (strength 1).
             JobSpec::Agent(spec) => spec.plan.steps * spec.images(),
             JobSpec::Unreadable { .. } => 0,
@@ -294,19 +341,21 @@ mod tests {
     #[test]
     fn spec_json_round_trips() {
         let spec = JobSpec::Generation(GenerationSpec {
-            prompt: "猫".into(),
-            negative_prompt: None,
+            sampling: SamplingSpec {
+                prompt: "猫".into(),
+                negative_prompt: None,
+                steps: 2,
+                guidance: 5.0,
+                scheduler: Some(SchedulerKind::Euler),
+                seed: 3,
+                n: 1,
+                loras: vec![LoraSpec {
+                    name: "poster".into(),
+                    scale: 0.8,
+                }],
+            },
             width: 64,
             height: 64,
-            steps: 2,
-            guidance: 5.0,
-            scheduler: Some(SchedulerKind::Euler),
-            seed: 3,
-            n: 1,
-            loras: vec![LoraSpec {
-                name: "poster".into(),
-                scale: 0.8,
-            }],
         });
         let text = serde_json::to_string(&spec).unwrap_or_default();
         assert!(text.contains("\"kind\":\"generation\""), "{text}");

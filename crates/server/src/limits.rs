@@ -28,13 +28,13 @@ impl JobCost {
     pub fn of(spec: &JobSpec) -> Self {
         match spec {
             JobSpec::Generation(spec) => Self {
-                images: spec.n,
-                steps: spec.steps,
+                images: spec.sampling.n,
+                steps: spec.sampling.steps,
                 width: spec.width,
                 height: spec.height,
             },
             JobSpec::Edit(spec) => Self {
-                images: spec.n,
+                images: spec.sampling.n,
                 steps: spec.steps_run(),
                 width: spec.width,
                 height: spec.height,
@@ -101,20 +101,22 @@ fn format_amount(amount: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{EditSpec, GenerationSpec};
+    use crate::jobs::{EditSpec, GenerationSpec, SamplingSpec};
 
     fn generation(n: usize, steps: usize, side: usize) -> JobSpec {
         JobSpec::Generation(GenerationSpec {
-            prompt: "a cat".into(),
-            negative_prompt: None,
+            sampling: SamplingSpec {
+                prompt: "a cat".into(),
+                negative_prompt: None,
+                steps,
+                guidance: 5.0,
+                scheduler: None,
+                seed: 0,
+                n,
+                loras: Vec::new(),
+            },
             width: side,
             height: side,
-            steps,
-            guidance: 5.0,
-            scheduler: None,
-            seed: 0,
-            n,
-            loras: Vec::new(),
         })
     }
 
@@ -126,19 +128,21 @@ mod tests {
             4800.0
         );
         let edit = JobSpec::Edit(EditSpec {
-            prompt: "x".into(),
-            negative_prompt: None,
+            sampling: SamplingSpec {
+                prompt: "x".into(),
+                negative_prompt: None,
+                steps: 40,
+                guidance: 5.0,
+                scheduler: None,
+                seed: 0,
+                n: 2,
+                loras: Vec::new(),
+            },
             image: "i".into(),
             mask: None,
             width: 512,
             height: 1024,
-            steps: 40,
-            guidance: 5.0,
-            scheduler: None,
-            seed: 0,
-            n: 2,
             strength: 0.5,
-            loras: Vec::new(),
         });
         // strength 0.5 runs 20 of the 40 steps; 512×1024 is half a megapixel.
         assert_eq!(JobCost::of(&edit).megapixel_steps(), 20.0);

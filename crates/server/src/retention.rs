@@ -180,23 +180,25 @@ mod tests {
     use super::*;
     use crate::blobs::Blobs;
     use crate::job_queue::{default_worker_name, Lease, SqliteQueue, WorkerIdentity};
-    use crate::jobs::{EditSpec, JobSpec, JobStatus};
+    use crate::jobs::{EditSpec, JobSpec, JobStatus, SamplingSpec};
 
     fn edit(image: &str) -> JobSpec {
         JobSpec::Edit(EditSpec {
-            prompt: "p".into(),
-            negative_prompt: None,
+            sampling: SamplingSpec {
+                prompt: "p".into(),
+                negative_prompt: None,
+                steps: 1,
+                guidance: 5.0,
+                scheduler: None,
+                seed: 0,
+                n: 1,
+                loras: Vec::new(),
+            },
             image: image.into(),
             mask: None,
             width: 64,
             height: 64,
-            steps: 1,
-            guidance: 5.0,
-            scheduler: None,
-            seed: 0,
-            n: 1,
             strength: 0.5,
-            loras: Vec::new(),
         })
     }
 

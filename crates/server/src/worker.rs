@@ -1,5 +1,6 @@
 //! Workers: one OS thread per device, each owning its model. A worker claims the oldest
-//! queued job it can run from the queue (under a lease, see `lease_keeper.rs`), runs it (compute stays off the async runtime), stores the
+//! queued job it can run from the queue (under a lease, see `lease_keeper.rs`), runs it
+//! (compute stays off the async runtime), stores the
 //! results by content hash and reports every step to the event hub. A step hook checks
 //! for cancellation and shutdown, which is how a running job is stopped.
 //!
@@ -344,26 +345,18 @@ fn run_edit(
         },
         None => None,
     };
-    for index in 0..spec.n {
-        let mut hook = step_hook(shared, job, index, spec.n);
+    for index in 0..spec.sampling.n {
+        let mut hook = step_hook(shared, job, index, spec.sampling.n);
         let result = match engine.edit(spec, index, &image, mask.as_ref(), &mut hook) {
             Ok(result) => result,
             Err(GenerateError::Cancelled) => return cancelled_outcome(shared),
             Err(GenerateError::Failed(reason)) => return Outcome::Failed(reason),
         };
-        let settings = serde_json::json!({
-            "edit": if mask.is_some() { "inpaint" } else { "img2img" },
-            "prompt": spec.prompt,
-            "negative_prompt": spec.negative_prompt,
-            "image": spec.image,
-            "mask": spec.mask,
-            "strength": spec.strength,
-            "steps": spec.steps,
-            "guidance": spec.guidance,
-            "scheduler": spec.scheduler.unwrap_or_else(|| engine.default_scheduler()).to_string(),
-            "seed": spec.seed.wrapping_add(index as u64),
-            "loras": spec.loras,
-        });
+        let mut settings = spec.sampling.record(index, engine.default_scheduler());
+        settings["edit"] = (if mask.is_some() { "inpaint" } else { "img2img" }).into();
+        settings["image"] = spec.image.clone().into();
+        settings["mask"] = spec.mask.clone().into();
+        settings["strength"] = spec.strength.into();
         if let Err(reason) = store_result(shared, &result, &settings, results) {
             return Outcome::Failed(reason);
         }
@@ -378,24 +371,16 @@ fn run_generation(
     spec: &GenerationSpec,
     results: &mut Results,
 ) -> Outcome {
-    for index in 0..spec.n {
-        let mut hook = step_hook(shared, job, index, spec.n);
+    for index in 0..spec.sampling.n {
+        let mut hook = step_hook(shared, job, index, spec.sampling.n);
         let image = match engine.generate(spec, index, &mut hook) {
             Ok(image) => image,
             Err(GenerateError::Cancelled) => return cancelled_outcome(shared),
             Err(GenerateError::Failed(reason)) => return Outcome::Failed(reason),
         };
-        let settings = serde_json::json!({
-            "prompt": spec.prompt,
-            "negative_prompt": spec.negative_prompt,
-            "width": spec.width,
-            "height": spec.height,
-            "steps": spec.steps,
-            "guidance": spec.guidance,
-            "scheduler": spec.scheduler.unwrap_or_else(|| engine.default_scheduler()).to_string(),
-            "seed": spec.seed.wrapping_add(index as u64),
-            "loras": spec.loras,
-        });
+        let mut settings = spec.sampling.record(index, engine.default_scheduler());
+        settings["width"] = spec.width.into();
+        settings["height"] = spec.height.into();
         if let Err(reason) = store_result(shared, &image, &settings, results) {
             return Outcome::Failed(reason);
         }

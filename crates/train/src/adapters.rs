@@ -132,7 +132,7 @@ pub(crate) fn build_adapters(
     };
     if params.layers.is_empty() {
         return Err(Error::Setting(format!(
-            "--targets {} selects no layer of this UNet",
+            "the targets {} select no layer of this UNet",
             request.targets
         )));
     }

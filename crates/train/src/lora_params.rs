@@ -180,7 +180,7 @@ impl LoraParams {
             let bare = name.strip_prefix("text_model.").unwrap_or(name);
             let module = by_name.remove(bare).ok_or_else(|| {
                 bad(format!(
-                    "has no adapter for {component:?} layer `{name}` that --targets selects"
+                    "has no adapter for {component:?} layer `{name}` that the targets select"
                 ))
             })?;
             if module.is_convolution() || module.rank() != rank {
@@ -192,7 +192,7 @@ impl LoraParams {
             let file_alpha = module.alpha.unwrap_or(rank as f64);
             if (file_alpha - alpha).abs() > 1e-6 * alpha.abs().max(1.0) {
                 return Err(bad(format!(
-                    "`{name}` has alpha {file_alpha}, the run uses --alpha {alpha}"
+                    "`{name}` has alpha {file_alpha}, the run uses alpha {alpha}"
                 )));
             }
             let (out_features, in_features) = linear.weight().dims2()?;
@@ -213,7 +213,7 @@ impl LoraParams {
         }
         if let Some(extra) = by_name.keys().next() {
             return Err(bad(format!(
-                "has {} {component:?} adapters on layers --targets does not select (first: `{extra}`)",
+                "has {} {component:?} adapters on layers the targets do not select (first: `{extra}`)",
                 by_name.len()
             )));
         }

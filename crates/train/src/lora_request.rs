@@ -63,11 +63,11 @@ impl LoraTrainingRequest {
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| Err(Error::Setting(message));
         if self.rank == 0 {
-            return bad("--rank must be at least 1".into());
+            return bad("the LoRA rank must be at least 1".into());
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return bad(format!(
-                "--alpha must be a positive number, got {}",
+                "the LoRA alpha must be a positive number, got {}",
                 self.alpha
             ));
         }
@@ -77,25 +77,25 @@ impl LoraTrainingRequest {
             || self.gradient_accumulation == 0
         {
             return bad(
-                "--batch-size, --steps, --repeats and --gradient-accumulation must be at least 1"
+                "the batch size, steps, repeats and gradient accumulation must each be at least 1"
                     .into(),
             );
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad(format!(
-                "--lr must be a positive number, got {}",
+                "the learning rate must be a positive number, got {}",
                 self.learning_rate
             ));
         }
         if self.image.resolution == 0 || !self.image.resolution.is_multiple_of(8) {
             return bad(format!(
-                "--resolution must be a positive multiple of 8, got {}",
+                "the resolution must be a positive multiple of 8, got {}",
                 self.image.resolution
             ));
         }
         if !(0.0..=1.0).contains(&self.captions.dropout) {
             return bad(format!(
-                "--caption-dropout must be in [0, 1], got {}",
+                "the caption dropout rate must be in [0, 1], got {}",
                 self.captions.dropout
             ));
         }
@@ -104,18 +104,21 @@ impl LoraTrainingRequest {
             .filter(|gamma| !(gamma.is_finite() && *gamma > 0.0))
         {
             return bad(format!(
-                "--snr-gamma must be a positive number, got {gamma}"
+                "the Min-SNR gamma must be a positive number, got {gamma}"
             ));
         }
         if self.cache_latents && !images_are_fixed(self) {
-            return bad("--cache-latents needs the same pixels every epoch: not with --fit random-crop or --flip".into());
+            return bad(
+                "cached latents need the same pixels every epoch: not with random crops or flips"
+                    .into(),
+            );
         }
         if let Some(lr) = self
             .text_encoder_lr
             .filter(|lr| !(lr.is_finite() && *lr > 0.0))
         {
             return bad(format!(
-                "--text-encoder-lr must be a positive number, got {lr}"
+                "the text encoders' learning rate must be a positive number, got {lr}"
             ));
         }
         if let Some(norm) = self
@@ -123,7 +126,7 @@ impl LoraTrainingRequest {
             .filter(|norm| !(norm.is_finite() && *norm > 0.0))
         {
             return bad(format!(
-                "--max-grad-norm must be a positive number, got {norm}"
+                "the gradient clipping norm must be a positive number, got {norm}"
             ));
         }
         Ok(())

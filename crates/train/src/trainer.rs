@@ -87,7 +87,7 @@ pub fn train_lora(
         request.noise_offset,
         forward_passes,
         &format!(
-            "--steps {} × --gradient-accumulation {} needs {forward_passes}",
+            "the run needs {forward_passes} ({} steps × gradient accumulation {})",
             request.steps, request.gradient_accumulation
         ),
     )?;
@@ -102,7 +102,7 @@ pub fn train_lora(
             scan.uncaptioned.len(),
             match &request.captions.trigger {
                 Some(trigger) => format!("the trigger word `{trigger}` alone"),
-                None => "an empty caption (give --trigger for a class word)".to_string(),
+                None => "an empty caption (give a trigger or class word)".to_string(),
             }
         ));
     }

@@ -52,7 +52,7 @@ pub(crate) fn resume(
         return Err(Error::Resume {
             path: path.to_path_buf(),
             message: format!(
-                "it is at step {}, and --steps is {total_steps}: nothing is left to train",
+                "it is at step {}, and the run has {total_steps} steps in all: nothing is left to train",
                 start.step
             ),
         });

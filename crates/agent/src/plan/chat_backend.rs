@@ -135,7 +135,7 @@ impl ChatBackend {
 
     /// One chat completion: the reply's first message, trimmed of quotes; an empty reply
     /// is an error.
-    fn complete(&self, system: &str, user: &str) -> Result<String> {
+    pub(crate) fn complete(&self, system: &str, user: &str) -> Result<String> {
         let body = json!({
             "model": self.model,
             "messages": [

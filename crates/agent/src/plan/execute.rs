@@ -11,8 +11,8 @@ use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::lora::{LoraFile, UnmatchedModules};
 use huatu_diffusion::models::controlnet::ControlNetModel;
 use huatu_diffusion::pipelines::{
-    inpaint, instruct_pix2pix, text_to_image, ControlNetUnit, EditSettings, InpaintRequest,
-    InstructPix2PixRequest, ProgressSink, Text2ImageRequest,
+    edit, text_to_image, ControlNetUnit, EditMode, EditModels, EditRequest, GenerationSettings,
+    Inpainting, ProgressSink, Text2ImageRequest,
 };
 use huatu_imaging::edit::{
     control_canvas, feathered_mask, mask_bounds, paste_inside_mask, region_mask, CannyThresholds,
@@ -48,8 +48,28 @@ pub struct RunOptions {
     pub mask: Option<GrayImage>,
 }
 
-fn failed(step: &str, error: impl std::fmt::Display) -> AgentError {
-    AgentError::Run(format!("{step}: {error}"))
+/// An image operation of `step` that failed.
+fn imaging_failed(step: &'static str) -> impl Fn(huatu_imaging::ImagingError) -> AgentError {
+    move |source| AgentError::Imaging {
+        step,
+        source: Box::new(source),
+    }
+}
+
+/// A step of the plan refused for the rule its input breaks.
+fn refused(step: &'static str, rule: impl Into<String>) -> AgentError {
+    AgentError::BadInput {
+        step,
+        rule: rule.into(),
+    }
+}
+
+/// A step that lacks an input it needs.
+fn missing(step: &'static str, what: &str) -> AgentError {
+    AgentError::MissingInput {
+        step,
+        rule: format!("it needs {what}"),
+    }
 }
 
 /// A pipeline's error; a stop asked for by the progress sink stays [`AgentError::Cancelled`].
@@ -108,11 +128,11 @@ fn rect_in(width: usize, height: usize, region: Option<&str>) -> Rect {
 /// Reads an image and crops it to multiples of 8 (SDXL's VAE factor), keeping the center.
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     let image = huatu_imaging::io::load_image(path)
-        .map_err(|e| failed("reading the image", e))?
+        .map_err(imaging_failed("reading the image"))?
         .to_rgb8();
     let (width, height) = image.dimensions();
     if width < 8 || height < 8 {
-        return Err(failed(
+        return Err(refused(
             "reading the image",
             format!(
                 "{} is {width}×{height}; it needs at least 8×8",
@@ -131,40 +151,46 @@ fn enhance(
     let Some(name) = enhancer else {
         return Ok(image);
     };
-    let steps = enhancer_steps(name).map_err(|e| failed("enhancer", e))?;
+    let steps = enhancer_steps(name).map_err(imaging_failed("enhancer"))?;
     if steps.is_empty() {
         return Ok(image);
     }
     Ok(
         huatu_imaging::enhance(&image::DynamicImage::ImageRgb8(image), &steps, upscaler)
-            .map_err(|e| failed("enhancer", e))?
+            .map_err(imaging_failed("enhancer"))?
             .to_rgb8(),
     )
 }
 
-fn settings(plan: &TaskPlan, options: &RunOptions) -> Result<EditSettings> {
-    let mut settings = EditSettings::new(plan.prompt.clone());
+/// The plan's sampling settings for its image `index` (seed + index; the fixed noise, if
+/// any, for the first image only).
+fn settings(plan: &TaskPlan, options: &RunOptions, index: usize) -> GenerationSettings {
+    let mut settings = GenerationSettings::new(plan.prompt.clone());
     settings.negative_prompt = Some(plan.negative_prompt.clone()).filter(|n| !n.is_empty());
     settings.num_inference_steps = plan.steps;
     settings.guidance_scale = plan.guidance;
     settings.scheduler = plan.scheduler;
-    settings.seed = options.seed;
-    settings.noise = options.noise.clone();
-    Ok(settings)
+    settings.seed = options.seed.wrapping_add(index as u64);
+    settings.noise = if index == 0 {
+        options.noise.clone()
+    } else {
+        None
+    };
+    settings
 }
 
 /// Merges the plan's LoRA into the base model, or restores the base when the plan has none.
 pub fn switch_lora(plan: &TaskPlan, base: &mut SdxlComponents) -> Result<()> {
     let lora = match &plan.lora {
         Some(choice) => Some((
-            LoraFile::read(&choice.path).map_err(|e| failed("LoRA", e))?,
+            LoraFile::read(&choice.path).map_err(pipeline_failed("LoRA"))?,
             choice.scale,
         )),
         None => None,
     };
     let set: Vec<(&LoraFile, f64)> = lora.iter().map(|(file, scale)| (file, *scale)).collect();
     base.set_loras(&set, UnmatchedModules::Error)
-        .map_err(|e| failed("LoRA", e))?;
+        .map_err(pipeline_failed("LoRA"))?;
     Ok(())
 }
 
@@ -176,23 +202,18 @@ pub fn execute(
     options: &RunOptions,
     progress: &mut dyn ProgressSink,
 ) -> Result<Vec<RgbImage>> {
-    let settings = settings(plan, options)?;
+    let edit_models = EditModels {
+        base: models.base,
+        instruct: models.instruct,
+    };
     let mut images = Vec::new();
     match plan.pipeline {
         PipelineKind::TextToImage => {
             for index in 0..plan.num_images.max(1) {
-                let mut request = Text2ImageRequest::new(plan.prompt.clone());
-                request.negative_prompt = settings.negative_prompt.clone();
-                request.width = plan.width;
-                request.height = plan.height;
-                request.num_inference_steps = plan.steps;
-                request.guidance_scale = plan.guidance;
-                request.scheduler = settings.scheduler;
-                request.seed = options.seed.wrapping_add(index as u64);
-                request.latents = if index == 0 {
-                    options.noise.clone()
-                } else {
-                    None
+                let request = Text2ImageRequest {
+                    settings: settings(plan, options, index),
+                    width: plan.width,
+                    height: plan.height,
                 };
                 let output = text_to_image(models.base, &request, progress)
                     .map_err(pipeline_failed("text-to-image"))?;
@@ -203,20 +224,23 @@ pub fn execute(
             let image_path = plan
                 .image
                 .as_deref()
-                .ok_or_else(|| failed("region edit", "no original image"))?;
+                .ok_or_else(|| missing("region edit", "an original image"))?;
             let condition_path = plan
                 .condition_image
                 .as_deref()
-                .ok_or_else(|| failed("region edit", "no condition image"))?;
+                .ok_or_else(|| missing("region edit", "a condition image to put in"))?;
             let controlnet = models.controlnet.ok_or_else(|| {
-                failed("region edit", "putting a supplied image into the picture needs an SDXL canny ControlNet (--controlnet DIR)")
+                missing(
+                    "region edit",
+                    "an SDXL canny ControlNet, and none is loaded",
+                )
             })?;
             let image = read_image(image_path)?;
             let (rect, mask) = match &options.mask {
                 Some(drawn) => {
                     let drawn = fit_mask(drawn, &image)?;
                     let rect = mask_bounds(drawn.as_raw(), drawn.width() as usize)
-                        .ok_or_else(|| failed("region edit", "the drawn mask is empty"))?;
+                        .ok_or_else(|| refused("region edit", "the drawn mask is empty"))?;
                     (rect, drawn)
                 }
                 None => {
@@ -226,7 +250,7 @@ pub fn execute(
                 }
             };
             let condition = huatu_imaging::io::load_image(condition_path)
-                .map_err(|e| failed("condition image", e))?
+                .map_err(imaging_failed("reading the condition image"))?
                 .to_rgb8();
             let canvas = control_canvas(
                 &condition,
@@ -235,25 +259,26 @@ pub fn execute(
                 image.height(),
                 Some(CannyThresholds::default()),
             )
-            .map_err(|e| failed("control image", e))?;
-            let guess_mode = plan.prompt.trim().is_empty();
-            let request = InpaintRequest {
-                settings: settings.clone(),
-                mask_image: mask,
+            .map_err(imaging_failed("making the control image"))?;
+            let request = EditRequest {
+                settings: settings(plan, options, 0),
                 image,
-                strength: 1.0,
-                mask_blur: 2,
-                controlnets: vec![ControlNetUnit {
-                    controlnet,
-                    control_image: canvas,
-                    controlnet_conditioning_scale: 0.8,
-                    control_guidance_start: 0.0,
-                    control_guidance_end: 1.0,
-                }],
-                guess_mode,
+                mode: EditMode::Inpaint(Inpainting {
+                    mask_image: mask,
+                    strength: 1.0,
+                    mask_blur: 2,
+                    controlnets: vec![ControlNetUnit {
+                        controlnet,
+                        control_image: canvas,
+                        controlnet_conditioning_scale: 0.8,
+                        control_guidance_start: 0.0,
+                        control_guidance_end: 1.0,
+                    }],
+                    guess_mode: plan.prompt.trim().is_empty(),
+                }),
             };
             images.push(
-                inpaint(models.base, &request, progress)
+                edit(edit_models, &request, progress)
                     .map_err(pipeline_failed("region edit"))?
                     .image,
             );
@@ -262,31 +287,27 @@ pub fn execute(
             let image_path = plan
                 .image
                 .as_deref()
-                .ok_or_else(|| failed("text edit", "no original image"))?;
-            let instruct = models.instruct.ok_or_else(|| {
-                failed(
-                    "text edit",
-                    "text edits need an InstructPix2Pix SDXL model (--instruct-model DIR)",
-                )
-            })?;
+                .ok_or_else(|| missing("text edit", "an original image"))?;
             let original = read_image(image_path)?;
             let drawn = options
                 .mask
                 .as_ref()
                 .map(|mask| fit_mask(mask, &original))
                 .transpose()?;
-            let request = InstructPix2PixRequest {
-                settings,
+            let request = EditRequest {
+                settings: settings(plan, options, 0),
                 image: original.clone(),
-                image_guidance_scale: 1.5,
+                mode: EditMode::InstructPix2Pix {
+                    image_guidance_scale: 1.5,
+                },
             };
-            let edited = instruct_pix2pix(instruct, &request, progress)
+            let edited = edit(edit_models, &request, progress)
                 .map_err(pipeline_failed("text edit"))?
                 .image;
             images.push(match &drawn {
                 // Only the drawn region changes; a 2-pixel inward feather hides the seam.
                 Some(drawn) => paste_inside_mask(&original, &edited, &feathered_mask(drawn, 2))
-                    .map_err(|e| failed("text edit", e))?,
+                    .map_err(imaging_failed("text edit"))?,
                 None => edited,
             });
         }
@@ -305,7 +326,7 @@ fn fit_mask(mask: &GrayImage, image: &RgbImage) -> Result<GrayImage> {
     }
     let (cropped, _, _) = center_crop_to_multiple(mask, 8);
     if cropped.dimensions() != image.dimensions() {
-        return Err(failed(
+        return Err(refused(
             "edit region",
             format!(
                 "the mask is {}×{} but the image is {}×{}",

@@ -8,20 +8,38 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use huatu_diffusion::schedulers::SchedulerKind;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::corpus::SlotValue;
+use crate::error::AgentError;
 use crate::labels::{Intent, SlotName};
 use crate::model::Parse;
 use crate::plan::prompt::{write_prompt, Lexicon};
 use crate::plan::scenes::Scenes;
 use crate::plan::sizing::size_for_aspect;
 
-/// Which pipeline a plan runs; spelled as in logs and the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which pipeline a plan runs; spelled as in logs and the HTTP API (the `strum`
+/// attributes; serde, `Display` and `FromStr` all use them).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(into = "&'static str", try_from = "String")]
+#[strum(parse_err_ty = AgentError, parse_err_fn = unknown_pipeline)]
 pub enum PipelineKind {
+    #[strum(serialize = "text2img")]
     TextToImage,
+    #[strum(serialize = "controlnet-inpaint")]
     ControlNetInpaint,
+    #[strum(serialize = "instruct-pix2pix")]
     InstructPix2Pix,
 }
 
@@ -33,41 +51,19 @@ impl PipelineKind {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            PipelineKind::TextToImage => "text2img",
-            PipelineKind::ControlNetInpaint => "controlnet-inpaint",
-            PipelineKind::InstructPix2Pix => "instruct-pix2pix",
-        }
+        self.into()
     }
 }
 
-impl fmt::Display for PipelineKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl TryFrom<String> for PipelineKind {
+    type Error = AgentError;
+    fn try_from(text: String) -> Result<Self, AgentError> {
+        text.parse()
     }
 }
 
-impl Serialize for PipelineKind {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for PipelineKind {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::str::FromStr for PipelineKind {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        PipelineKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| format!("unknown pipeline `{text}` (known: text2img, controlnet-inpaint, instruct-pix2pix)"))
-    }
+fn unknown_pipeline(text: &str) -> AgentError {
+    AgentError::UnknownPipeline(text.to_string())
 }
 
 /// The LoRA adapter a plan loads.

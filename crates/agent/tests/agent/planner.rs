@@ -235,9 +235,20 @@ fn counts_are_capped_and_unknown_words_reported() {
 #[test]
 fn pipeline_kinds_round_trip() {
     for kind in PipelineKind::ALL {
-        assert_eq!(kind.as_str().parse::<PipelineKind>(), Ok(kind));
+        assert_eq!(kind.as_str().parse::<PipelineKind>().ok(), Some(kind));
+        let json = serde_json::to_string(&kind).unwrap_or_default();
+        assert_eq!(json, format!("\"{kind}\""));
+        assert_eq!(serde_json::from_str::<PipelineKind>(&json).ok(), Some(kind));
     }
-    assert!("img2img".parse::<PipelineKind>().is_err());
+    let refusal = "img2img"
+        .parse::<PipelineKind>()
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        refusal.as_deref(),
+        Some("unknown pipeline `img2img` (known: text2img, controlnet-inpaint, instruct-pix2pix)")
+    );
+    assert!(serde_json::from_str::<PipelineKind>("\"img2img\"").is_err());
 }
 
 // The chat-completions backend against a real HTTP server on 127.0.0.1.

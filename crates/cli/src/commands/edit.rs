@@ -14,8 +14,7 @@ use candle_core::DType;
 use clap::Args;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, Image2ImageRequest,
-    InpaintRequest, InstructPix2PixRequest,
+    edit, ControlNetUnit, EditMode, EditModels, EditRequest, GenerationSettings, Inpainting,
 };
 use huatu_imaging::edit::{
     control_canvas, mask_bounds, masked_area, region_mask, CannyThresholds, Rect, Region,
@@ -217,7 +216,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| args.prompt.clone())
         .unwrap_or_default();
-    let mut settings = EditSettings::new(prompt);
+    let mut settings = GenerationSettings::new(prompt);
     settings.negative_prompt = args.negative_prompt.clone();
     settings.num_inference_steps = args.sampling.steps;
     settings.guidance_scale = args.sampling.guidance;
@@ -226,29 +225,25 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     settings.seed = args.sampling.seed.unwrap_or_else(random_seed);
     settings.noise = noise;
 
-    let mut bar = StepBar::new(args.sampling.steps);
-    let (mode, latents, output) = if args.instruction.is_some() {
-        let request = InstructPix2PixRequest {
-            settings: settings.clone(),
-            image,
+    let controlnet = match &args.controlnet {
+        Some(path) => Some(
+            load_controlnet(path, components.dtype, &device).context("cannot use --controlnet")?,
+        ),
+        None => None,
+    };
+    // With --only-masked the edit works on the crop around the mask, pasted back after.
+    let mut crop = None;
+    let (mode_name, mode, work_image) = if args.instruction.is_some() {
+        let mode = EditMode::InstructPix2Pix {
             image_guidance_scale: args.image_guidance.unwrap_or(1.5),
         };
-        let output = instruct_pix2pix(&components, &request, &mut bar)?;
-        ("instruct-pix2pix", output.latents, output.image)
-    } else if let Some((mask, rect)) = region {
-        let controlnet = match &args.controlnet {
-            Some(path) => Some(
-                load_controlnet(path, components.dtype, &device)
-                    .context("cannot use --controlnet")?,
-            ),
-            None => None,
-        };
+        ("instruct-pix2pix", mode, image.clone())
+    } else if let Some((mask, rect)) = &region {
         let mut controlnets = Vec::new();
         if let Some(controlnet) = &controlnet {
-            let control_image = control_image(&args, &image, rect)?;
             controlnets.push(ControlNetUnit {
                 controlnet,
-                control_image,
+                control_image: control_image(&args, &image, *rect)?,
                 controlnet_conditioning_scale: args.controlnet_scale.unwrap_or(1.0),
                 control_guidance_start: args.control_start.unwrap_or(0.0),
                 control_guidance_end: args.control_end.unwrap_or(1.0),
@@ -260,62 +255,61 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         if guess_mode {
             eprintln!("no prompt: the ControlNet infers the edit from the images (guess mode)");
         }
-        let native = components.unet.config().sample_size.unwrap_or(128) as u32 * 8;
-        let crop = if args.only_masked {
-            Some(MaskedArea::new(&image, &mask, args.mask_padding, native)?)
-        } else {
-            None
-        };
-        let (work_image, work_mask) = match &crop {
-            Some(area) => (area.image.clone(), area.mask.clone()),
-            None => (image.clone(), mask.clone()),
-        };
-        for unit in &mut controlnets {
-            if let Some(area) = &crop {
+        let (mut work_image, mut work_mask) = (image.clone(), mask.clone());
+        if args.only_masked {
+            let native = components.unet.config().sample_size.unwrap_or(128) as u32 * 8;
+            let area = MaskedArea::new(&image, mask, args.mask_padding, native)?;
+            for unit in &mut controlnets {
                 unit.control_image = area.crop(&unit.control_image)?;
             }
+            (work_image, work_mask) = (area.image.clone(), area.mask.clone());
+            crop = Some(area);
         }
-        let request = InpaintRequest {
-            settings: settings.clone(),
-            image: work_image,
+        let name = if controlnet.is_some() {
+            "controlnet-inpaint"
+        } else {
+            "inpaint"
+        };
+        let mode = EditMode::Inpaint(Inpainting {
             mask_image: work_mask,
             strength: args.strength.unwrap_or(0.9999),
             mask_blur: args.mask_blur,
             controlnets,
             guess_mode,
-        };
-        let output = inpaint(&components, &request, &mut bar)?;
-        let result = match &crop {
-            Some(area) => area.paste_back(&image, &mask, &output.image)?,
-            None => output.image,
-        };
-        (
-            if controlnet.is_some() {
-                "controlnet-inpaint"
-            } else {
-                "inpaint"
-            },
-            output.latents,
-            result,
-        )
+        });
+        (name, mode, work_image)
     } else {
-        let request = Image2ImageRequest {
-            settings: settings.clone(),
-            image,
+        let mode = EditMode::ImageToImage {
             strength: args.strength.unwrap_or(0.8),
         };
-        let output = image_to_image(&components, &request, &mut bar)?;
-        ("img2img", output.latents, output.image)
+        ("img2img", mode, image.clone())
+    };
+    let request = EditRequest {
+        settings,
+        image: work_image,
+        mode,
+    };
+    // One --model: the model of the mode asked for (an InstructPix2Pix model for
+    // --instruction), so it serves as either.
+    let models = EditModels {
+        base: &components,
+        instruct: Some(&components),
+    };
+    let mut bar = StepBar::new(args.sampling.steps);
+    let output = edit(models, &request, &mut bar)?;
+    let result = match (&crop, &region) {
+        (Some(area), Some((mask, _))) => area.paste_back(&image, mask, &output.image)?,
+        _ => output.image,
     };
     bar.finish();
 
     write_png(
         &args.sampling.out,
-        &output,
-        &settings_chunks(&args, mode, &settings, guess_mode),
+        &result,
+        &settings_chunks(&args, mode_name, &request.settings, guess_mode),
     )?;
     args.sampling
-        .save_latents(&latents.to_dtype(DType::F32)?, 0, 1)?;
+        .save_latents(&output.latents.to_dtype(DType::F32)?, 0, 1)?;
     println!("{}", args.sampling.out.display());
     Ok(())
 }
@@ -390,7 +384,7 @@ fn control_image(args: &EditArgs, image: &RgbImage, rect: Rect) -> anyhow::Resul
 fn settings_chunks(
     args: &EditArgs,
     mode: &str,
-    settings: &EditSettings,
+    settings: &GenerationSettings,
     guess_mode: bool,
 ) -> Vec<(&'static str, String)> {
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());

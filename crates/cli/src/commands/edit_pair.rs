@@ -117,17 +117,17 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
     let native = components.unet.config().sample_size.unwrap_or(128) * 8;
     let seed = args.seed.unwrap_or_else(random_seed);
     let mut base = Text2ImageRequest::new(args.caption.clone());
-    base.negative_prompt = args.negative_prompt.clone();
+    base.settings.negative_prompt = args.negative_prompt.clone();
     base.height = args.height.unwrap_or(native);
     base.width = args.width.unwrap_or(native);
-    base.num_inference_steps = args.steps;
-    base.guidance_scale = args.guidance;
-    base.scheduler = args
+    base.settings.num_inference_steps = args.steps;
+    base.settings.guidance_scale = args.guidance;
+    base.settings.scheduler = args
         .scheduler
         .or(components.default_scheduler)
         .unwrap_or(SchedulerKind::Euler);
-    base.seed = seed;
-    base.latents = latents;
+    base.settings.seed = seed;
+    base.settings.noise = latents;
     let request = EditPairRequest {
         cross_attention: args.cross_attention,
         cross_attention_fraction: args.cross_p,
@@ -152,16 +152,16 @@ pub fn run(args: EditPairArgs) -> anyhow::Result<()> {
             "mode": "edit-pair",
             "model": args.model.model.display().to_string(),
             "prompt": caption,
-            "caption": request.base.prompt,
+            "caption": request.base.settings.prompt,
             "edited_caption": request.edited_prompt,
             "p": request.self_attention_fraction,
             "cross_attention": format!("{:?}", request.cross_attention).to_lowercase(),
             "cross_p": request.cross_attention_fraction,
             "reweight": request.reweight,
             "blend": args.blend,
-            "steps": request.base.num_inference_steps,
-            "guidance_scale": request.base.guidance_scale,
-            "scheduler": request.base.scheduler.to_string(),
+            "steps": request.base.settings.num_inference_steps,
+            "guidance_scale": request.base.settings.guidance_scale,
+            "scheduler": request.base.settings.scheduler.to_string(),
             "seed": if args.latents.is_some() { serde_json::Value::Null } else { seed.into() },
             "huatu_version": env!("CARGO_PKG_VERSION"),
         })

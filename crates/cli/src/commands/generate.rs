@@ -97,26 +97,26 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let native = components.unet.config().sample_size.unwrap_or(128) * 8;
     let base_seed = args.sampling.seed.unwrap_or_else(random_seed);
     let mut request = Text2ImageRequest::new(args.prompt.clone());
-    request.negative_prompt = args.negative_prompt.clone();
+    request.settings.negative_prompt = args.negative_prompt.clone();
     request.height = args.height.unwrap_or(native);
     request.width = args.width.unwrap_or(native);
-    request.num_inference_steps = args.sampling.steps;
-    request.guidance_scale = args.sampling.guidance;
-    request.guidance_rescale = args.sampling.guidance_rescale;
-    request.scheduler = args.sampling.scheduler_for(&components);
-    request.latents = initial_latents;
-    request.micro_conditioning = MicroConditioning {
+    request.settings.num_inference_steps = args.sampling.steps;
+    request.settings.guidance_scale = args.sampling.guidance;
+    request.settings.guidance_rescale = args.sampling.guidance_rescale;
+    request.settings.scheduler = args.sampling.scheduler_for(&components);
+    request.settings.noise = initial_latents;
+    request.settings.micro_conditioning = MicroConditioning {
         original_size: args.original_size,
         crops_coords_top_left: args.crop,
         target_size: args.target_size,
     };
-    request.decode = DecodeOptions {
+    request.settings.decode = DecodeOptions {
         tiling: args.vae_tiling,
     };
     request.validate()?;
 
     for index in 0..args.num_images {
-        request.seed = base_seed.wrapping_add(index as u64);
+        request.settings.seed = base_seed.wrapping_add(index as u64);
         let mut bar = StepBar::new(args.sampling.steps);
         let output = text_to_image(&components, &request, &mut bar)?;
         bar.finish();
@@ -143,35 +143,35 @@ fn settings_chunks(
     let settings = serde_json::json!({
         "mode": "text-to-image",
         "model": args.model.model.display().to_string(),
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
+        "prompt": request.settings.prompt,
+        "negative_prompt": request.settings.negative_prompt,
         "width": request.width,
         "height": request.height,
-        "steps": request.num_inference_steps,
-        "guidance_scale": request.guidance_scale,
-        "guidance_rescale": request.guidance_rescale,
-        "scheduler": request.scheduler.to_string(),
-        "seed": if latents.is_some() { serde_json::Value::Null } else { request.seed.into() },
+        "steps": request.settings.num_inference_steps,
+        "guidance_scale": request.settings.guidance_scale,
+        "guidance_rescale": request.settings.guidance_rescale,
+        "scheduler": request.settings.scheduler.to_string(),
+        "seed": if latents.is_some() { serde_json::Value::Null } else { request.settings.seed.into() },
         "latents": latents.as_ref().map(|p| p.display().to_string()),
         "dtype": components.dtype.as_str(),
         "weight_dtype": components.weight_dtype.as_str(),
-        "original_size": request.micro_conditioning.original_size,
-        "crops_coords_top_left": request.micro_conditioning.crops_coords_top_left,
-        "target_size": request.micro_conditioning.target_size,
+        "original_size": request.settings.micro_conditioning.original_size,
+        "crops_coords_top_left": request.settings.micro_conditioning.crops_coords_top_left,
+        "target_size": request.settings.micro_conditioning.target_size,
         "loras": args.model.loras_json(),
         "huatu_version": env!("CARGO_PKG_VERSION"),
     });
-    let mut parameters = request.prompt.clone();
+    let mut parameters = request.settings.prompt.clone();
     parameters.push_str(&args.model.lora_tags());
-    if let Some(negative) = &request.negative_prompt {
+    if let Some(negative) = &request.settings.negative_prompt {
         parameters.push_str(&format!("\nNegative prompt: {negative}"));
     }
     parameters.push_str(&format!(
         "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}",
-        request.num_inference_steps,
-        request.scheduler,
-        request.guidance_scale,
-        request.seed,
+        request.settings.num_inference_steps,
+        request.settings.scheduler,
+        request.settings.guidance_scale,
+        request.settings.seed,
         request.width,
         request.height,
         args.model.model.display()

@@ -313,7 +313,7 @@ impl Snapshots {
                         write_png(
                             &path,
                             &output.image,
-                            &[("parameters", request.prompt.clone())],
+                            &[("parameters", request.settings.prompt.clone())],
                         )?;
                         written.push(path.display().to_string());
                         Ok(())
@@ -444,8 +444,8 @@ fn sample_requests(args: &TrainLoraArgs) -> anyhow::Result<Vec<Text2ImageRequest
             let mut request = Text2ImageRequest::new(prompt.clone());
             request.width = width;
             request.height = height;
-            request.num_inference_steps = args.sample_steps;
-            request.seed = args.sample_seed;
+            request.settings.num_inference_steps = args.sample_steps;
+            request.settings.seed = args.sample_seed;
             request.validate()?;
             Ok(request)
         })

@@ -277,7 +277,7 @@ fn bad_training_input_gives_one_clear_error() {
     // a single-file checkpoint: training needs the diffusers folder it copies
     let mut args = base(&dir.join("e"));
     args[3] = fixture("sdxl_tiny.safetensors").display().to_string();
-    expect_error(args, "must be a diffusers folder");
+    expect_error(args, "needs the model as a diffusers folder");
     // --mode and --conditioning-dropout-prob out of range
     let mut args = base(&dir.join("c"));
     args.extend(strings(&["--mode", "partial"]));

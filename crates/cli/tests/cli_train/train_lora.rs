@@ -215,7 +215,7 @@ fn bad_training_input_gets_one_clear_error_each() {
     let empty = temp_dir("train-empty");
     expect_training_error(&[], &empty, "no images");
     expect_training_error(&[], &empty.join("missing"), "is not a folder");
-    expect_training_error(&["--rank", "0"], &data, "--rank must be at least 1");
+    expect_training_error(&["--rank", "0"], &data, "the LoRA rank must be at least 1");
     expect_training_error(&["--resolution", "60"], &data, "multiple of 8");
     expect_training_error(&["--targets", "conv"], &data, "LoCon");
     let noise = train_fixture("noise.safetensors");

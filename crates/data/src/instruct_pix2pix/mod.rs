@@ -355,13 +355,13 @@ fn pairs_for_caption(
         let p = uniform(seed, 1, request.p_range);
         let guidance_scale = uniform(seed, 2, request.guidance_range);
         let mut base = Text2ImageRequest::new(caption);
-        base.negative_prompt = request.negative_prompt.clone();
+        base.settings.negative_prompt = request.negative_prompt.clone();
         base.width = request.width;
         base.height = request.height;
-        base.num_inference_steps = request.steps;
-        base.guidance_scale = guidance_scale;
-        base.scheduler = request.scheduler;
-        base.seed = seed;
+        base.settings.num_inference_steps = request.steps;
+        base.settings.guidance_scale = guidance_scale;
+        base.settings.scheduler = request.scheduler;
+        base.settings.seed = seed;
         let pair_request = EditPairRequest::new(base, edit.edited_caption.clone(), p);
         let pair = edit_pair(components, &pair_request, &mut NoProgress).map_err(|source| {
             DataError::InvalidRequest(format!("the pair for caption {index} failed: {source}"))

@@ -1,104 +1,15 @@
-//! What the editing pipelines share: their common settings, input images as tensors
+//! What the editing pipelines share: input images as tensors
 //! (diffusers `VaeImageProcessor.preprocess`: RGB to [-1, 1]; masks binarised at 0.5;
 //! control images to [0, 1]), VAE encoding of an image to scaled latents (the
 //! distribution's mean when the noise is injected, a sample otherwise), the strength cut
 //! of the timesteps (`get_timesteps`) and the mask at latent size (`F.interpolate`, nearest).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
-use super::latents::{micro_conditioning, DecodeOptions, MicroConditioning};
-use super::prompt_encoding::encode_prompt_pair;
-use super::stable_diffusion_xl::{batch_conditioning, check_sampling};
 use crate::loading::SdxlComponents;
-use crate::models::unet_2d_condition::AddedConditions;
-use crate::schedulers::{NoiseSource, Scheduler, SchedulerKind};
+use crate::schedulers::{NoiseSource, Scheduler};
 use crate::{Error, Result};
 use huatu_imaging::{GrayImage, RgbImage};
-
-/// Settings every editing request has; names as in diffusers.
-#[derive(Debug, Clone)]
-pub struct EditSettings {
-    pub prompt: String,
-    /// `None`: not given (zeros with `force_zeros_for_empty_prompt`); `Some("")` is encoded.
-    pub negative_prompt: Option<String>,
-    pub num_inference_steps: usize,
-    pub guidance_scale: f64,
-    pub guidance_rescale: f64,
-    pub scheduler: SchedulerKind,
-    pub seed: u64,
-    /// The initial noise [1, 4, h/8, w/8]; when given, images are encoded with the VAE
-    /// distribution's mean instead of a sample, so runs are comparable with the reference.
-    pub noise: Option<Tensor>,
-    pub micro_conditioning: MicroConditioning,
-    pub decode: DecodeOptions,
-}
-
-impl EditSettings {
-    pub fn new(prompt: impl Into<String>) -> Self {
-        Self {
-            prompt: prompt.into(),
-            negative_prompt: None,
-            num_inference_steps: 30,
-            guidance_scale: 5.0,
-            guidance_rescale: 0.0,
-            scheduler: SchedulerKind::Euler,
-            seed: 0,
-            noise: None,
-            micro_conditioning: MicroConditioning::default(),
-            decode: DecodeOptions::default(),
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        check_sampling(
-            self.num_inference_steps,
-            self.guidance_scale,
-            self.guidance_rescale,
-        )
-    }
-
-    /// The prompt and negative prompt encoded and stacked for guidance with the time ids
-    /// of a `width`×`height` image ([negative; positive] when guidance is on), in the UNet's
-    /// dtype, as `StableDiffusionXLPipeline.encode_prompt` + `_get_add_time_ids` give them.
-    pub fn conditioning(
-        &self,
-        components: &SdxlComponents,
-        width: usize,
-        height: usize,
-        do_classifier_free_guidance: bool,
-    ) -> Result<(Tensor, AddedConditions)> {
-        let (positive, negative) = encode_prompt_pair(
-            components,
-            &self.prompt,
-            self.negative_prompt.as_deref(),
-            do_classifier_free_guidance,
-        )?;
-        let time_ids =
-            micro_conditioning(&self.micro_conditioning, height, width, &components.device)?;
-        batch_conditioning(&positive, negative.as_ref(), &time_ids, components.dtype)
-    }
-
-    /// The injected noise (checked against the image size) or seeded noise.
-    pub fn initial_noise(
-        &self,
-        noise: &mut NoiseSource,
-        shape: &[usize; 4],
-        device: &Device,
-    ) -> Result<Tensor> {
-        match &self.noise {
-            Some(given) if given.dims() == shape => {
-                Ok(given.to_device(device)?.to_dtype(DType::F32)?)
-            }
-            Some(given) => Err(Error::InvalidRequest(format!(
-                "latents must have shape {shape:?} for a {}×{} image, got {:?}",
-                shape[3] * 8,
-                shape[2] * 8,
-                given.dims()
-            ))),
-            None => noise.randn(shape, device, DType::F32),
-        }
-    }
-}
 
 /// Width and height must be positive multiples of 8 (the VAE's factor).
 pub fn check_image_size(what: &str, width: usize, height: usize) -> Result<()> {

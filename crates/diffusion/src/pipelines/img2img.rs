@@ -5,56 +5,45 @@
 
 use candle_core::{DType, Tensor};
 
-use super::edit_inputs::{
-    check_image_size, encode_image, image_to_tensor, timesteps_for_strength, EditSettings,
-};
+use super::edit_inputs::{check_image_size, encode_image, image_to_tensor, timesteps_for_strength};
 use super::guidance;
 use super::latents::decode_latents;
 use super::progress::{Progress, ProgressSink};
+use super::settings::GenerationSettings;
 use super::stable_diffusion_xl::GeneratedImage;
 use crate::loading::SdxlComponents;
 use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
 use huatu_imaging::RgbImage;
 
-#[derive(Debug, Clone)]
-pub struct Image2ImageRequest {
-    pub settings: EditSettings,
-    pub image: RgbImage,
-    pub strength: f64,
-}
-
-impl Image2ImageRequest {
-    pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
-        self.settings.validate()?;
-        check_image_size(
-            "the image",
-            self.image.width() as usize,
-            self.image.height() as usize,
-        )?;
-        let channels = components.unet.config().in_channels;
-        if channels != 4 {
-            return Err(Error::InvalidRequest(format!(
-                "image-to-image needs a 4-channel UNet; this model's has {channels} input channels \
-                 (9: an inpainting model, 8: an InstructPix2Pix model)"
-            )));
-        }
-        Ok(())
+fn validate(
+    components: &SdxlComponents,
+    settings: &GenerationSettings,
+    image: &RgbImage,
+) -> Result<()> {
+    settings.validate()?;
+    check_image_size("the image", image.width() as usize, image.height() as usize)?;
+    let channels = components.unet.config().in_channels;
+    if channels != 4 {
+        return Err(Error::InvalidRequest(format!(
+            "image-to-image needs a 4-channel UNet; this model's has {channels} input channels \
+             (9: an inpainting model, 8: an InstructPix2Pix model)"
+        )));
     }
+    Ok(())
 }
 
+/// Replaces `strength` of `image` (see the module's note) following `settings`.
 pub fn image_to_image(
     components: &SdxlComponents,
-    request: &Image2ImageRequest,
+    settings: &GenerationSettings,
+    image: &RgbImage,
+    strength: f64,
     progress: &mut dyn ProgressSink,
 ) -> Result<GeneratedImage> {
-    request.validate(components)?;
-    let settings = &request.settings;
+    validate(components, settings, image)?;
     let device = &components.device;
-    let (height, width) = (
-        request.image.height() as usize,
-        request.image.width() as usize,
-    );
+    let (height, width) = (image.height() as usize, image.width() as usize);
     let do_classifier_free_guidance = settings.guidance_scale > 1.0;
 
     progress.report(Progress::EncodingPrompt)?;
@@ -64,15 +53,12 @@ pub fn image_to_image(
     let mut scheduler = settings
         .scheduler
         .build(&components.scheduler_config, settings.num_inference_steps)?;
-    let timesteps = timesteps_for_strength(
-        scheduler.as_mut(),
-        settings.num_inference_steps,
-        request.strength,
-    )?;
+    let timesteps =
+        timesteps_for_strength(scheduler.as_mut(), settings.num_inference_steps, strength)?;
 
     // Prepare latents: the image's latents noised to the first kept timestep.
     let mut noise_source = NoiseSource::new(settings.seed);
-    let image = image_to_tensor(&request.image, device)?;
+    let image = image_to_tensor(image, device)?;
     let sample_noise = if settings.noise.is_some() {
         None
     } else {

@@ -11,11 +11,12 @@ use candle_core::{DType, Tensor};
 
 use super::edit_inputs::{
     check_image_size, check_same_size, control_image_to_tensor, encode_image, image_to_tensor,
-    mask_at_latent_size, mask_to_tensor, timesteps_for_strength, EditSettings,
+    mask_at_latent_size, mask_to_tensor, timesteps_for_strength,
 };
 use super::guidance;
 use super::latents::decode_latents;
 use super::progress::{Progress, ProgressSink};
+use super::settings::GenerationSettings;
 use crate::loading::SdxlComponents;
 use crate::models::controlnet::ControlNetModel;
 use crate::models::unet_2d_condition::{AddedConditions, ControlResiduals};
@@ -36,10 +37,10 @@ pub struct ControlNetUnit<'a> {
     pub control_guidance_end: f64,
 }
 
+/// What inpainting adds to the settings and the image: where to repaint, how much, and
+/// the ControlNets that guide it.
 #[derive(Debug, Clone)]
-pub struct InpaintRequest<'a> {
-    pub settings: EditSettings,
-    pub image: RgbImage,
+pub struct Inpainting<'a> {
     /// White (≥ 128) = repaint, black = keep.
     pub mask_image: GrayImage,
     /// diffusers' default is 0.9999; 1.0 starts from pure noise.
@@ -51,6 +52,20 @@ pub struct InpaintRequest<'a> {
     pub guess_mode: bool,
 }
 
+impl<'a> Inpainting<'a> {
+    /// Repaint inside `mask_image` with diffusers' defaults (strength 0.9999, no feathering,
+    /// no ControlNet).
+    pub fn new(mask_image: GrayImage) -> Self {
+        Self {
+            mask_image,
+            strength: 0.9999,
+            mask_blur: 0,
+            controlnets: Vec::new(),
+            guess_mode: false,
+        }
+    }
+}
+
 /// The final latents, the decoded picture as diffusers returns it, and that picture pasted
 /// into the original inside the mask.
 #[derive(Debug, Clone)]
@@ -60,19 +75,20 @@ pub struct InpaintOutput {
     pub image: RgbImage,
 }
 
-impl InpaintRequest<'_> {
-    pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
-        self.settings.validate()?;
-        check_image_size(
-            "the image",
-            self.image.width() as usize,
-            self.image.height() as usize,
-        )?;
+impl Inpainting<'_> {
+    fn validate(
+        &self,
+        components: &SdxlComponents,
+        settings: &GenerationSettings,
+        image: &RgbImage,
+    ) -> Result<()> {
+        settings.validate()?;
+        check_image_size("the image", image.width() as usize, image.height() as usize)?;
         check_same_size(
             "the mask",
             self.mask_image.width() as usize,
             self.mask_image.height() as usize,
-            &self.image,
+            image,
         )?;
         let painted = self
             .mask_image
@@ -102,7 +118,7 @@ impl InpaintRequest<'_> {
                 "the control image",
                 unit.control_image.width() as usize,
                 unit.control_image.height() as usize,
-                &self.image,
+                image,
             )?;
             let (start, end) = (unit.control_guidance_start, unit.control_guidance_end);
             if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&end) || start >= end {
@@ -138,19 +154,19 @@ fn add_residuals(
     })
 }
 
+/// Repaints `image` inside `inpainting.mask_image` following `settings`.
 pub fn inpaint(
     components: &SdxlComponents,
-    request: &InpaintRequest<'_>,
+    settings: &GenerationSettings,
+    image: &RgbImage,
+    inpainting: &Inpainting<'_>,
     progress: &mut dyn ProgressSink,
 ) -> Result<InpaintOutput> {
-    request.validate(components)?;
-    let settings = &request.settings;
+    inpainting.validate(components, settings, image)?;
+    let original = image;
     let device = &components.device;
     let dtype = components.dtype;
-    let (height, width) = (
-        request.image.height() as usize,
-        request.image.width() as usize,
-    );
+    let (height, width) = (image.height() as usize, image.width() as usize);
     let do_classifier_free_guidance = settings.guidance_scale > 1.0;
     let unet_channels = components.unet.config().in_channels;
 
@@ -166,15 +182,15 @@ pub fn inpaint(
     let timesteps = timesteps_for_strength(
         scheduler.as_mut(),
         settings.num_inference_steps,
-        request.strength,
+        inpainting.strength,
     )?;
-    let is_strength_max = request.strength == 1.0;
+    let is_strength_max = inpainting.strength == 1.0;
 
     // Prepare latents, mask and masked-image latents.
     let mut noise_source = NoiseSource::new(settings.seed);
     let sampling = settings.noise.is_none();
-    let image = image_to_tensor(&request.image, device)?;
-    let mask = mask_to_tensor(&request.mask_image, device)?; // [1, 1, h, w]
+    let image = image_to_tensor(original, device)?;
+    let mask = mask_to_tensor(&inpainting.mask_image, device)?; // [1, 1, h, w]
     let needs_image_latents = unet_channels == 4 || !is_strength_max;
     let image_latents = if needs_image_latents {
         Some(encode_image(
@@ -214,12 +230,12 @@ pub fn inpaint(
         )?),
         None => None,
     };
-    let control_images = request
+    let control_images = inpainting
         .controlnets
         .iter()
         .map(|unit| {
             let image = control_image_to_tensor(&unit.control_image, device)?.to_dtype(dtype)?;
-            let copies = if do_classifier_free_guidance && !request.guess_mode {
+            let copies = if do_classifier_free_guidance && !inpainting.guess_mode {
                 2
             } else {
                 1
@@ -227,7 +243,7 @@ pub fn inpaint(
             Ok(image.repeat((copies, 1, 1, 1))?)
         })
         .collect::<Result<Vec<_>>>()?;
-    let controlnet_added = if request.guess_mode && do_classifier_free_guidance {
+    let controlnet_added = if inpainting.guess_mode && do_classifier_free_guidance {
         AddedConditions {
             text_embeds: conditional_half(&added.text_embeds)?,
             time_ids: conditional_half(&added.time_ids)?,
@@ -235,7 +251,7 @@ pub fn inpaint(
     } else {
         added.clone()
     };
-    let controlnet_prompt_embeds = if request.guess_mode && do_classifier_free_guidance {
+    let controlnet_prompt_embeds = if inpainting.guess_mode && do_classifier_free_guidance {
         conditional_half(&prompt_embeds)?
     } else {
         prompt_embeds.clone()
@@ -252,13 +268,13 @@ pub fn inpaint(
         let model_input = scheduler.scale_model_input(&model_input, timestep)?;
 
         let mut control: Option<ControlResiduals> = None;
-        for (unit, control_image) in request.controlnets.iter().zip(&control_images) {
+        for (unit, control_image) in inpainting.controlnets.iter().zip(&control_images) {
             let keep = index as f64 / steps as f64 >= unit.control_guidance_start
                 && (index + 1) as f64 / steps as f64 <= unit.control_guidance_end;
             if !keep {
                 continue; // diffusers runs it at scale 0: residuals of zeros
             }
-            let control_input = if request.guess_mode && do_classifier_free_guidance {
+            let control_input = if inpainting.guess_mode && do_classifier_free_guidance {
                 scheduler.scale_model_input(&latents, timestep)?
             } else {
                 model_input.clone()
@@ -270,11 +286,11 @@ pub fn inpaint(
                 control_image,
                 &controlnet_added,
                 unit.controlnet_conditioning_scale,
-                request.guess_mode,
+                inpainting.guess_mode,
             )?;
             control = Some(add_residuals(control, residuals)?);
         }
-        if request.guess_mode && do_classifier_free_guidance {
+        if inpainting.guess_mode && do_classifier_free_guidance {
             // Only the conditional half saw the ControlNet; the unconditional half gets zeros.
             control = control
                 .map(|c| -> Result<ControlResiduals> {
@@ -333,8 +349,8 @@ pub fn inpaint(
     // Decode and paste into the original.
     progress.report(Progress::Decoding)?;
     let decoded = decode_latents(components, &latents, &settings.decode)?;
-    let weights = feathered_mask(&request.mask_image, request.mask_blur);
-    let image = paste_inside_mask(&request.image, &decoded, &weights)?;
+    let weights = feathered_mask(&inpainting.mask_image, inpainting.mask_blur);
+    let image = paste_inside_mask(original, &decoded, &weights)?;
     Ok(InpaintOutput {
         latents: latents.to_dtype(DType::F32)?,
         decoded,

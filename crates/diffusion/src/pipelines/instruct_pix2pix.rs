@@ -6,11 +6,12 @@
 
 use candle_core::{DType, Tensor};
 
-use super::edit_inputs::{check_image_size, image_to_tensor, EditSettings};
+use super::edit_inputs::{check_image_size, image_to_tensor};
 use super::guidance::rescale_noise_cfg;
 use super::latents::{decode_latents, micro_conditioning, prepare_latents};
 use super::progress::{Progress, ProgressSink};
 use super::prompt_encoding::encode_prompt_pair;
+use super::settings::GenerationSettings;
 use super::stable_diffusion_xl::GeneratedImage;
 use crate::loading::SdxlComponents;
 use crate::models::unet_2d_condition::AddedConditions;
@@ -18,54 +19,43 @@ use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
 use huatu_imaging::RgbImage;
 
-#[derive(Debug, Clone)]
-pub struct InstructPix2PixRequest {
-    /// `settings.prompt` is the instruction ("make it look like winter").
-    pub settings: EditSettings,
-    pub image: RgbImage,
-    /// How closely to follow the original image (diffusers' default 1.5; ≥ 1 enables it).
-    pub image_guidance_scale: f64,
-}
-
-impl InstructPix2PixRequest {
-    pub fn validate(&self, components: &SdxlComponents) -> Result<()> {
-        self.settings.validate()?;
-        check_image_size(
-            "the image",
-            self.image.width() as usize,
-            self.image.height() as usize,
-        )?;
-        if !self.image_guidance_scale.is_finite() || self.image_guidance_scale < 0.0 {
-            return Err(Error::InvalidRequest(format!(
-                "image_guidance_scale must be a finite number ≥ 0, got {}",
-                self.image_guidance_scale
-            )));
-        }
-        let channels = components.unet.config().in_channels;
-        if channels != 8 {
-            return Err(Error::InvalidRequest(format!(
-                "InstructPix2Pix needs an 8-channel UNet (an InstructPix2Pix model); this model's has {channels} input channels"
-            )));
-        }
-        Ok(())
+fn validate(
+    components: &SdxlComponents,
+    settings: &GenerationSettings,
+    image: &RgbImage,
+    image_guidance_scale: f64,
+) -> Result<()> {
+    settings.validate()?;
+    check_image_size("the image", image.width() as usize, image.height() as usize)?;
+    if !image_guidance_scale.is_finite() || image_guidance_scale < 0.0 {
+        return Err(Error::InvalidRequest(format!(
+            "image_guidance_scale must be a finite number ≥ 0, got {image_guidance_scale}"
+        )));
     }
+    let channels = components.unet.config().in_channels;
+    if channels != 8 {
+        return Err(Error::InvalidRequest(format!(
+            "InstructPix2Pix needs an 8-channel UNet (an InstructPix2Pix model); this model's has {channels} input channels"
+        )));
+    }
+    Ok(())
 }
 
+/// Edits `image` as `settings.prompt` instructs ("make it look like winter");
+/// `image_guidance_scale` is how closely to follow the original (diffusers' default 1.5;
+/// ≥ 1 enables it).
 pub fn instruct_pix2pix(
     components: &SdxlComponents,
-    request: &InstructPix2PixRequest,
+    settings: &GenerationSettings,
+    image: &RgbImage,
+    image_guidance_scale: f64,
     progress: &mut dyn ProgressSink,
 ) -> Result<GeneratedImage> {
-    request.validate(components)?;
-    let settings = &request.settings;
+    validate(components, settings, image, image_guidance_scale)?;
     let device = &components.device;
     let dtype = components.dtype;
-    let (height, width) = (
-        request.image.height() as usize,
-        request.image.width() as usize,
-    );
-    let do_classifier_free_guidance =
-        settings.guidance_scale > 1.0 && request.image_guidance_scale >= 1.0;
+    let (height, width) = (image.height() as usize, image.width() as usize);
+    let do_classifier_free_guidance = settings.guidance_scale > 1.0 && image_guidance_scale >= 1.0;
 
     // Encode prompt: [text, negative, negative].
     progress.report(Progress::EncodingPrompt)?;
@@ -118,7 +108,7 @@ pub fn instruct_pix2pix(
     let timesteps = scheduler.timesteps().to_vec();
 
     // Image latents: the VAE's mode, unscaled; [image, image, zeros] under guidance.
-    let image = image_to_tensor(&request.image, device)?.to_dtype(components.vae_dtype)?;
+    let image = image_to_tensor(image, device)?.to_dtype(components.vae_dtype)?;
     let image_latents = components.vae.encode(&image)?.mode().to_dtype(dtype)?;
     let image_latents = if do_classifier_free_guidance {
         Tensor::cat(
@@ -163,7 +153,7 @@ pub fn instruct_pix2pix(
             let image = noise_pred.narrow(0, 1, 1)?;
             let uncond = noise_pred.narrow(0, 2, 1)?;
             let guided = ((&uncond + ((&text - &image)? * settings.guidance_scale)?)?
-                + ((&image - &uncond)? * request.image_guidance_scale)?)?;
+                + ((&image - &uncond)? * image_guidance_scale)?)?;
             if settings.guidance_rescale > 0.0 {
                 rescale_noise_cfg(&guided, &text, settings.guidance_rescale)?
             } else {

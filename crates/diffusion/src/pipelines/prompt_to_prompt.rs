@@ -153,7 +153,10 @@ fn blend_words(
     text_tokens: usize,
 ) -> Result<Tensor> {
     let tokenizer = &components.tokenizer;
-    let captions = [request.base.prompt.as_str(), request.edited_prompt.as_str()];
+    let captions = [
+        request.base.settings.prompt.as_str(),
+        request.edited_prompt.as_str(),
+    ];
     let mut marks = [vec![0f32; text_tokens], vec![0f32; text_tokens]];
     for word in &blend.words {
         let tokens = tokenizer.encode_content(word);
@@ -232,7 +235,7 @@ fn cross_attention_edit(
     text_tokens: usize,
 ) -> Result<CrossAttentionEdit> {
     let tokenizer = &components.tokenizer;
-    let original = tokenizer.encode_content(&request.base.prompt);
+    let original = tokenizer.encode_content(&request.base.settings.prompt);
     let edited = tokenizer.encode_content(&request.edited_prompt);
     let reweight: Vec<(String, Vec<u32>, f64)> = request
         .reweight
@@ -273,12 +276,17 @@ pub fn edit_pair(
     let base = &request.base;
     let device = &components.device;
     let dtype = components.dtype;
-    let guided = base.guidance_scale > 1.0;
+    let guided = base.settings.guidance_scale > 1.0;
 
     progress.report(Progress::EncodingPrompt)?;
     let (original, edited, negative) =
         encode_pair(components, base, &request.edited_prompt, guided)?;
-    let time_ids = micro_conditioning(&base.micro_conditioning, base.height, base.width, device)?;
+    let time_ids = micro_conditioning(
+        &base.settings.micro_conditioning,
+        base.height,
+        base.width,
+        device,
+    )?;
     // rows: [uncond original, uncond edited, cond original, cond edited] (CFG), else [original, edited]
     let mut rows = Vec::new();
     if let Some(negative) = &negative {
@@ -326,14 +334,16 @@ pub fn edit_pair(
     };
 
     let build = || {
-        base.scheduler
-            .build(&components.scheduler_config, base.num_inference_steps)
+        base.settings.scheduler.build(
+            &components.scheduler_config,
+            base.settings.num_inference_steps,
+        )
     };
     let mut schedulers = [build()?, build()?];
     let timesteps = schedulers[0].timesteps().to_vec();
-    let mut noise = NoiseSource::new(base.seed);
+    let mut noise = NoiseSource::new(base.settings.seed);
     let latents = prepare_latents(
-        base.latents.as_ref(),
+        base.settings.noise.as_ref(),
         &mut noise,
         components.unet.config().in_channels,
         base.height,
@@ -370,7 +380,11 @@ pub fn edit_pair(
         };
         let noise_pred = with_attention_control(&control, run)?;
         let noise_pred = if guided {
-            guidance::combine(&noise_pred, base.guidance_scale, base.guidance_rescale)?
+            guidance::combine(
+                &noise_pred,
+                base.settings.guidance_scale,
+                base.settings.guidance_rescale,
+            )?
         } else {
             noise_pred
         };
@@ -405,8 +419,8 @@ pub fn edit_pair(
     progress.report(Progress::Decoding)?;
     let [original_latents, edited_latents] = latents;
     Ok(EditPairOutput {
-        original: decode_latents(components, &original_latents, &base.decode)?,
-        edited: decode_latents(components, &edited_latents, &base.decode)?,
+        original: decode_latents(components, &original_latents, &base.settings.decode)?,
+        edited: decode_latents(components, &edited_latents, &base.settings.decode)?,
         original_latents: original_latents.to_dtype(DType::F32)?,
         edited_latents: edited_latents.to_dtype(DType::F32)?,
     })
@@ -428,11 +442,16 @@ fn encode_pair(
     edited_prompt: &str,
     guided: bool,
 ) -> Result<PairEmbeddings> {
-    let mut original = tokenize(components, &base.prompt);
+    let mut original = tokenize(components, &base.settings.prompt);
     let mut edited = tokenize(components, edited_prompt);
-    let zero_negative = base.negative_prompt.is_none() && components.force_zeros_for_empty_prompt;
-    let mut negative = (guided && !zero_negative)
-        .then(|| tokenize(components, base.negative_prompt.as_deref().unwrap_or("")));
+    let zero_negative =
+        base.settings.negative_prompt.is_none() && components.force_zeros_for_empty_prompt;
+    let mut negative = (guided && !zero_negative).then(|| {
+        tokenize(
+            components,
+            base.settings.negative_prompt.as_deref().unwrap_or(""),
+        )
+    });
     let count = [Some(&original), Some(&edited), negative.as_ref()]
         .into_iter()
         .flatten()

@@ -4,99 +4,45 @@
 use candle_core::{DType, Tensor};
 
 use super::guidance;
-use super::latents::{
-    decode_latents, micro_conditioning, prepare_latents, DecodeOptions, MicroConditioning,
-};
+use super::latents::{decode_latents, prepare_latents};
 use super::progress::{Progress, ProgressSink};
-use super::prompt_encoding::{encode_prompt_pair, PromptEmbeddings};
+use super::settings::GenerationSettings;
 use crate::loading::SdxlComponents;
-use crate::models::unet_2d_condition::AddedConditions;
-use crate::schedulers::{NoiseSource, SchedulerKind};
+use crate::schedulers::NoiseSource;
 use crate::{Error, Result};
 use huatu_imaging::RgbImage;
 
-/// One text-to-image request; field names follow diffusers.
+/// One text-to-image request: the settings every request has and the image size.
 #[derive(Debug, Clone)]
 pub struct Text2ImageRequest {
-    pub prompt: String,
-    /// `None` means "not given": with `force_zeros_for_empty_prompt` the negative
-    /// conditioning is zeros. `Some("")` is encoded like any prompt.
-    pub negative_prompt: Option<String>,
+    pub settings: GenerationSettings,
     pub height: usize,
     pub width: usize,
-    pub num_inference_steps: usize,
-    pub guidance_scale: f64,
-    pub guidance_rescale: f64,
-    pub scheduler: SchedulerKind,
-    /// Seed of the initial noise (and of euler-a's per-step noise).
-    pub seed: u64,
-    /// Initial latents [1, 4, h/8, w/8]; replaces the seeded noise when given.
-    pub latents: Option<Tensor>,
-    pub micro_conditioning: MicroConditioning,
-    pub decode: DecodeOptions,
 }
 
 impl Text2ImageRequest {
-    /// SDXL's defaults for everything but the prompt.
+    /// SDXL's defaults (1024², 30 Euler steps, guidance 5) for everything but the prompt.
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
-            prompt: prompt.into(),
-            negative_prompt: None,
+            settings: GenerationSettings::new(prompt),
             height: 1024,
             width: 1024,
-            num_inference_steps: 30,
-            guidance_scale: 5.0,
-            guidance_rescale: 0.0,
-            scheduler: SchedulerKind::Euler,
-            seed: 0,
-            latents: None,
-            micro_conditioning: MicroConditioning::default(),
-            decode: DecodeOptions::default(),
         }
     }
 
     pub fn validate(&self) -> Result<()> {
-        let fail = |message: String| Err(Error::InvalidRequest(message));
         if self.height == 0
             || self.width == 0
             || !self.height.is_multiple_of(8)
             || !self.width.is_multiple_of(8)
         {
-            return fail(format!(
+            return Err(Error::InvalidRequest(format!(
                 "height and width must be positive multiples of 8, got {}×{} (width×height)",
                 self.width, self.height
-            ));
+            )));
         }
-        check_sampling(
-            self.num_inference_steps,
-            self.guidance_scale,
-            self.guidance_rescale,
-        )
+        self.settings.validate()
     }
-}
-
-/// The sampling settings every request has (text-to-image and the edits): at least one
-/// step, a finite guidance scale ≥ 0 and a rescale within [0, 1].
-pub fn check_sampling(
-    num_inference_steps: usize,
-    guidance_scale: f64,
-    guidance_rescale: f64,
-) -> Result<()> {
-    let fail = |message: String| Err(Error::InvalidRequest(message));
-    if num_inference_steps == 0 {
-        return fail("num_inference_steps must be at least 1".into());
-    }
-    if !guidance_scale.is_finite() || guidance_scale < 0.0 {
-        return fail(format!(
-            "guidance_scale must be a finite number ≥ 0, got {guidance_scale}"
-        ));
-    }
-    if !(0.0..=1.0).contains(&guidance_rescale) {
-        return fail(format!(
-            "guidance_rescale must be within [0, 1], got {guidance_rescale}"
-        ));
-    }
-    Ok(())
 }
 
 /// What text-to-image, image-to-image and InstructPix2Pix return: the denoised latents
@@ -114,42 +60,32 @@ pub fn text_to_image(
     progress: &mut dyn ProgressSink,
 ) -> Result<GeneratedImage> {
     request.validate()?;
+    let settings = &request.settings;
+    let (height, width) = (request.height, request.width);
     let device = &components.device;
     let dtype = components.dtype;
-    let do_classifier_free_guidance = request.guidance_scale > 1.0;
+    let do_classifier_free_guidance = settings.guidance_scale > 1.0;
 
     // Encode prompt.
     progress.report(Progress::EncodingPrompt)?;
-    let (positive, negative) = encode_prompt_pair(
-        components,
-        &request.prompt,
-        request.negative_prompt.as_deref(),
-        do_classifier_free_guidance,
-    )?;
-    let time_ids = micro_conditioning(
-        &request.micro_conditioning,
-        request.height,
-        request.width,
-        device,
-    )?;
     let (prompt_embeds, added) =
-        batch_conditioning(&positive, negative.as_ref(), &time_ids, dtype)?;
+        settings.conditioning(components, width, height, do_classifier_free_guidance)?;
 
     // Timesteps.
-    let mut scheduler = request
+    let mut scheduler = settings
         .scheduler
-        .build(&components.scheduler_config, request.num_inference_steps)?;
+        .build(&components.scheduler_config, settings.num_inference_steps)?;
     let timesteps = scheduler.timesteps().to_vec();
 
     // Prepare latents.
-    let mut noise = NoiseSource::new(request.seed);
+    let mut noise = NoiseSource::new(settings.seed);
     let latent_channels = components.unet.config().in_channels;
     let mut latents = prepare_latents(
-        request.latents.as_ref(),
+        settings.noise.as_ref(),
         &mut noise,
         latent_channels,
-        request.height,
-        request.width,
+        height,
+        width,
         scheduler.init_noise_sigma(),
         dtype,
         device,
@@ -170,8 +106,8 @@ pub fn text_to_image(
         let noise_pred = if do_classifier_free_guidance {
             guidance::combine(
                 &noise_pred,
-                request.guidance_scale,
-                request.guidance_rescale,
+                settings.guidance_scale,
+                settings.guidance_rescale,
             )?
         } else {
             noise_pred
@@ -185,44 +121,9 @@ pub fn text_to_image(
 
     // Decode.
     progress.report(Progress::Decoding)?;
-    let image = decode_latents(components, &latents, &request.decode)?;
+    let image = decode_latents(components, &latents, &settings.decode)?;
     Ok(GeneratedImage {
         latents: latents.to_dtype(DType::F32)?,
         image,
     })
-}
-
-/// Stacks [negative; positive] conditioning for guidance (diffusers' order) or returns the
-/// positive alone.
-pub fn batch_conditioning(
-    positive: &PromptEmbeddings,
-    negative: Option<&PromptEmbeddings>,
-    time_ids: &Tensor,
-    dtype: DType,
-) -> Result<(Tensor, AddedConditions)> {
-    let (prompt_embeds, text_embeds, time_ids) = match negative {
-        Some(negative) => (
-            Tensor::cat(&[&negative.prompt_embeds, &positive.prompt_embeds], 0)?,
-            Tensor::cat(
-                &[
-                    &negative.pooled_prompt_embeds,
-                    &positive.pooled_prompt_embeds,
-                ],
-                0,
-            )?,
-            Tensor::cat(&[time_ids, time_ids], 0)?,
-        ),
-        None => (
-            positive.prompt_embeds.clone(),
-            positive.pooled_prompt_embeds.clone(),
-            time_ids.clone(),
-        ),
-    };
-    Ok((
-        prompt_embeds.to_dtype(dtype)?,
-        AddedConditions {
-            text_embeds: text_embeds.to_dtype(dtype)?,
-            time_ids: time_ids.to_dtype(dtype)?,
-        },
-    ))
 }

@@ -53,10 +53,10 @@ fn request(case: &Case, latents: Tensor) -> anyhow::Result<EditPairRequest> {
     let mut base = Text2ImageRequest::new(case.caption.clone());
     base.height = case.size;
     base.width = case.size;
-    base.num_inference_steps = case.steps;
-    base.guidance_scale = case.guidance_scale;
-    base.scheduler = SchedulerKind::Euler;
-    base.latents = Some(latents);
+    base.settings.num_inference_steps = case.steps;
+    base.settings.guidance_scale = case.guidance_scale;
+    base.settings.scheduler = SchedulerKind::Euler;
+    base.settings.noise = Some(latents);
     let mode = match &case.cross_attention {
         Some(mode) => mode
             .parse::<CrossAttentionMode>()
@@ -191,7 +191,7 @@ fn edit_pairs_match_the_reference() -> anyhow::Result<()> {
 #[test]
 fn the_sharing_rule_is_the_references() {
     let mut base = Text2ImageRequest::new("a");
-    base.num_inference_steps = 5;
+    base.settings.num_inference_steps = 5;
     let request = EditPairRequest::new(base, "b", 0.5);
     // p > i / (n - 1): steps 0 and 1 of 5 (0, 0.25) share, step 2 (0.5) does not
     let shared: Vec<bool> = (0..5).map(|i| request.shares_at(i, 5)).collect();

@@ -15,8 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{LoadOptions, ModelSource, SdxlComponents};
 use huatu_diffusion::pipelines::{
-    image_to_image, inpaint, instruct_pix2pix, ControlNetUnit, EditSettings, Image2ImageRequest,
-    InpaintRequest, InstructPix2PixRequest, NoProgress,
+    edit, inpaint, ControlNetUnit, EditMode, EditModels, EditRequest, GenerationSettings,
+    Inpainting, NoProgress,
 };
 use huatu_diffusion::schedulers::SchedulerKind;
 use huatu_imaging::{GrayImage, RgbImage};
@@ -107,8 +107,8 @@ fn case(name: &str) -> anyhow::Result<(Case, Tensor, Tensor)> {
     ))
 }
 
-fn settings(case: &Case, noise: Tensor) -> EditSettings {
-    let mut settings = EditSettings::new(case.prompt.clone());
+fn settings(case: &Case, noise: Tensor) -> GenerationSettings {
+    let mut settings = GenerationSettings::new(case.prompt.clone());
     settings.negative_prompt = Some(case.negative_prompt.clone());
     settings.num_inference_steps = case.num_inference_steps;
     settings.guidance_scale = case.guidance_scale;
@@ -161,29 +161,29 @@ fn check(
 #[test]
 fn img2img_matches_diffusers() -> anyhow::Result<()> {
     let components = load("sdxl_tiny")?;
+    let models = EditModels {
+        base: &components,
+        instruct: None,
+    };
     for name in ["img2img_0.6", "img2img_dpmpp_0.5"] {
         let (case, noise, expected) = case(name)?;
-        let request = Image2ImageRequest {
+        let request = EditRequest {
             settings: settings(&case, noise),
             image: rgb("image.png")?,
-            strength: case.strength.unwrap_or(0.3),
+            mode: EditMode::ImageToImage {
+                strength: case.strength.unwrap_or(0.3),
+            },
         };
-        let output = image_to_image(&components, &request, &mut NoProgress)?;
+        let output = edit(models, &request, &mut NoProgress)?;
         check(name, &output.latents, &expected, &output.image)?;
     }
     Ok(())
 }
 
-fn inpaint_request<'a>(case: &Case, noise: Tensor) -> anyhow::Result<InpaintRequest<'a>> {
-    Ok(InpaintRequest {
-        settings: settings(case, noise),
-        image: rgb("image.png")?,
-        mask_image: gray("mask.png")?,
-        strength: case.strength.unwrap_or(0.9999),
-        mask_blur: 0,
-        controlnets: Vec::new(),
-        guess_mode: false,
-    })
+fn inpainting<'a>(case: &Case) -> anyhow::Result<Inpainting<'a>> {
+    let mut inpainting = Inpainting::new(gray("mask.png")?);
+    inpainting.strength = case.strength.unwrap_or(0.9999);
+    Ok(inpainting)
 }
 
 fn assert_outside_mask_is_original(output: &RgbImage, original: &RgbImage, mask: &GrayImage) {
@@ -200,16 +200,23 @@ fn assert_outside_mask_is_original(output: &RgbImage, original: &RgbImage, mask:
 
 #[test]
 fn inpainting_matches_diffusers_with_4_and_9_channel_unets() -> anyhow::Result<()> {
+    let original = rgb("image.png")?;
     for (folder, prefix) in [("sdxl_tiny", "inpaint4"), ("sdxl_tiny_inpaint", "inpaint9")] {
         let components = load(folder)?;
         for strength in ["0.75", "1.0"] {
             let name = format!("{prefix}_{strength}");
             let (case, noise, expected) = case(&name)?;
-            let request = inpaint_request(&case, noise)?;
-            let output = inpaint(&components, &request, &mut NoProgress)?;
+            let mode = inpainting(&case)?;
+            let output = inpaint(
+                &components,
+                &settings(&case, noise),
+                &original,
+                &mode,
+                &mut NoProgress,
+            )?;
             check(&name, &output.latents, &expected, &output.decoded)?;
-            assert_outside_mask_is_original(&output.image, &request.image, &request.mask_image);
-            assert_ne!(output.image, request.image, "{name}: nothing was repainted");
+            assert_outside_mask_is_original(&output.image, &original, &mode.mask_image);
+            assert_ne!(output.image, original, "{name}: nothing was repainted");
         }
     }
     Ok(())
@@ -217,40 +224,68 @@ fn inpainting_matches_diffusers_with_4_and_9_channel_unets() -> anyhow::Result<(
 
 #[test]
 fn instruct_pix2pix_matches_diffusers() -> anyhow::Result<()> {
-    let components = load("sdxl_tiny_instruct_pix2pix")?;
+    let base = load("sdxl_tiny")?;
+    let instruct = load("sdxl_tiny_instruct_pix2pix")?;
     let (case, noise, expected) = case("instruct_pix2pix")?;
-    let request = InstructPix2PixRequest {
+    let request = EditRequest {
         settings: settings(&case, noise),
         image: rgb("image.png")?,
-        image_guidance_scale: case.image_guidance_scale.unwrap_or(1.5),
+        mode: EditMode::InstructPix2Pix {
+            image_guidance_scale: case.image_guidance_scale.unwrap_or(1.5),
+        },
     };
-    let output = instruct_pix2pix(&components, &request, &mut NoProgress)?;
+    let models = EditModels {
+        base: &base,
+        instruct: Some(&instruct),
+    };
+    let output = edit(models, &request, &mut NoProgress)?;
     check(
         "instruct_pix2pix",
         &output.latents,
         &expected,
         &output.image,
-    )
+    )?;
+    // Without an InstructPix2Pix model the text edit is refused, naming what is missing.
+    let models = EditModels {
+        base: &base,
+        instruct: None,
+    };
+    let message = edit(models, &request, &mut NoProgress)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("needs an InstructPix2Pix SDXL model"),
+        "{message}"
+    );
+    Ok(())
 }
 
 #[test]
 fn controlnet_inpainting_matches_diffusers_with_and_without_guess_mode() -> anyhow::Result<()> {
     let components = load("sdxl_tiny")?;
     let controlnet = load_controlnet(&fixture("controlnet_tiny"), DType::F32, &Device::Cpu)?;
+    let original = rgb("image.png")?;
     for name in ["controlnet_inpaint", "controlnet_inpaint_guess"] {
         let (case, noise, expected) = case(name)?;
-        let mut request = inpaint_request(&case, noise)?;
-        request.controlnets.push(ControlNetUnit {
+        let mut mode = inpainting(&case)?;
+        mode.controlnets.push(ControlNetUnit {
             controlnet: &controlnet,
             control_image: rgb("control.png")?,
             controlnet_conditioning_scale: case.controlnet_conditioning_scale.unwrap_or(1.0),
             control_guidance_start: case.control_guidance_start.unwrap_or(0.0),
             control_guidance_end: case.control_guidance_end.unwrap_or(1.0),
         });
-        request.guess_mode = case.guess_mode.unwrap_or(false);
-        let output = inpaint(&components, &request, &mut NoProgress)?;
+        mode.guess_mode = case.guess_mode.unwrap_or(false);
+        let output = inpaint(
+            &components,
+            &settings(&case, noise),
+            &original,
+            &mode,
+            &mut NoProgress,
+        )?;
         check(name, &output.latents, &expected, &output.decoded)?;
-        assert_outside_mask_is_original(&output.image, &request.image, &request.mask_image);
+        assert_outside_mask_is_original(&output.image, &original, &mode.mask_image);
     }
     Ok(())
 }
@@ -258,21 +293,27 @@ fn controlnet_inpainting_matches_diffusers_with_and_without_guess_mode() -> anyh
 #[test]
 fn each_mode_refuses_a_unet_with_the_wrong_input_channels() -> anyhow::Result<()> {
     let pix2pix = load("sdxl_tiny_instruct_pix2pix")?;
+    let base = load("sdxl_tiny")?;
     let (case, noise, _) = case("inpaint4_1.0")?;
-    let request = inpaint_request(&case, noise.clone())?;
-    let message = inpaint(&pix2pix, &request, &mut NoProgress)
+    let mut request = EditRequest {
+        settings: settings(&case, noise),
+        image: rgb("image.png")?,
+        mode: EditMode::Inpaint(inpainting(&case)?),
+    };
+    let wrong = EditModels {
+        base: &pix2pix,
+        instruct: Some(&base),
+    };
+    let message = edit(wrong, &request, &mut NoProgress)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(message.contains("8 input channels"), "{message}");
 
-    let base = load("sdxl_tiny")?;
-    let request = InstructPix2PixRequest {
-        settings: settings(&case, noise),
-        image: rgb("image.png")?,
+    request.mode = EditMode::InstructPix2Pix {
         image_guidance_scale: 1.5,
     };
-    let message = instruct_pix2pix(&base, &request, &mut NoProgress)
+    let message = edit(wrong, &request, &mut NoProgress)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -284,27 +325,26 @@ fn each_mode_refuses_a_unet_with_the_wrong_input_channels() -> anyhow::Result<()
 fn bad_masks_and_sizes_are_refused_clearly() -> anyhow::Result<()> {
     let components = load("sdxl_tiny")?;
     let (case, noise, _) = case("inpaint4_1.0")?;
-    let mut request = inpaint_request(&case, noise)?;
-    request.mask_image.iter_mut().for_each(|p| *p = 0);
-    let message = inpaint(&components, &request, &mut NoProgress)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let settings = settings(&case, noise);
+    let original = rgb("image.png")?;
+    let mut mode = inpainting(&case)?;
+    let refusal = |mode: &Inpainting<'_>| {
+        inpaint(&components, &settings, &original, mode, &mut NoProgress)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    mode.mask_image.iter_mut().for_each(|p| *p = 0);
+    let message = refusal(&mode);
     assert!(message.contains("the mask is empty"), "{message}");
 
-    request.mask_image.iter_mut().for_each(|p| *p = 255);
-    let message = inpaint(&components, &request, &mut NoProgress)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    mode.mask_image.iter_mut().for_each(|p| *p = 255);
+    let message = refusal(&mode);
     assert!(message.contains("covers the whole image"), "{message}");
 
-    request.mask_image = GrayImage::from_raw(32, 64, vec![255; 32 * 64])
+    mode.mask_image = GrayImage::from_raw(32, 64, vec![255; 32 * 64])
         .ok_or_else(|| anyhow::anyhow!("mask buffer"))?;
-    let message = inpaint(&components, &request, &mut NoProgress)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let message = refusal(&mode);
     assert!(
         message.contains("the mask is 32×64 but the image is 64×64"),
         "{message}"

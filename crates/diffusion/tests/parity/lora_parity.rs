@@ -48,12 +48,12 @@ fn run(
     latents: Tensor,
 ) -> anyhow::Result<GeneratedImage> {
     let mut request = Text2ImageRequest::new(case.prompt.clone());
-    request.negative_prompt = Some(case.negative_prompt.clone());
+    request.settings.negative_prompt = Some(case.negative_prompt.clone());
     request.height = case.height;
     request.width = case.width;
-    request.num_inference_steps = case.num_inference_steps;
-    request.guidance_scale = case.guidance_scale;
-    request.latents = Some(latents);
+    request.settings.num_inference_steps = case.num_inference_steps;
+    request.settings.guidance_scale = case.guidance_scale;
+    request.settings.noise = Some(latents);
     Ok(text_to_image(components, &request, &mut NoProgress)?)
 }
 

@@ -24,8 +24,8 @@ fn latents_of(components: &SdxlComponents, latents: &Tensor) -> anyhow::Result<T
     let mut request = Text2ImageRequest::new(String::from("hta_style, a festive poster"));
     request.height = 64;
     request.width = 64;
-    request.num_inference_steps = 2;
-    request.latents = Some(latents.clone());
+    request.settings.num_inference_steps = 2;
+    request.settings.noise = Some(latents.clone());
     Ok(text_to_image(components, &request, &mut NoProgress)?.latents)
 }
 

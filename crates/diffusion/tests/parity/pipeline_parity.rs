@@ -194,15 +194,15 @@ fn cases() -> anyhow::Result<Vec<Case>> {
 
 fn request(case: &Case, latents: Tensor) -> Text2ImageRequest {
     let mut request = Text2ImageRequest::new(case.prompt.clone());
-    request.negative_prompt = case.negative_prompt.clone();
+    request.settings.negative_prompt = case.negative_prompt.clone();
     request.height = case.height;
     request.width = case.width;
-    request.num_inference_steps = case.num_inference_steps;
-    request.guidance_scale = case.guidance_scale;
-    request.guidance_rescale = case.guidance_rescale;
-    request.scheduler = case.scheduler;
-    request.latents = Some(latents);
-    request.micro_conditioning = MicroConditioning {
+    request.settings.num_inference_steps = case.num_inference_steps;
+    request.settings.guidance_scale = case.guidance_scale;
+    request.settings.guidance_rescale = case.guidance_rescale;
+    request.settings.scheduler = case.scheduler;
+    request.settings.noise = Some(latents);
+    request.settings.micro_conditioning = MicroConditioning {
         original_size: Some(case.original_size),
         crops_coords_top_left: case.crops_coords_top_left,
         target_size: Some(case.target_size),

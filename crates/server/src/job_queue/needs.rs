@@ -64,8 +64,8 @@ pub fn job_needs(spec: &JobSpec) -> Vec<String> {
         }
     };
     match spec {
-        JobSpec::Generation(spec) => loras(&spec.loras),
-        JobSpec::Edit(spec) => loras(&spec.loras),
+        JobSpec::Generation(spec) => loras(&spec.sampling.loras),
+        JobSpec::Edit(spec) => loras(&spec.sampling.loras),
         JobSpec::Agent(spec) => {
             loras(&spec.loras);
             match spec.plan.pipeline {

@@ -511,20 +511,22 @@ fn classify_open_error(path: &Path, source: rusqlite::Error) -> ServerError {
 mod tests {
     use super::*;
     use crate::job_queue::schema::SCHEMA_V1;
-    use crate::jobs::GenerationSpec;
+    use crate::jobs::{GenerationSpec, SamplingSpec};
 
     fn spec() -> JobSpec {
         JobSpec::Generation(GenerationSpec {
-            prompt: "a cat".into(),
-            negative_prompt: None,
+            sampling: SamplingSpec {
+                prompt: "a cat".into(),
+                negative_prompt: None,
+                steps: 1,
+                guidance: 5.0,
+                scheduler: None,
+                seed: 0,
+                n: 1,
+                loras: Vec::new(),
+            },
             width: 64,
             height: 64,
-            steps: 1,
-            guidance: 5.0,
-            scheduler: None,
-            seed: 0,
-            n: 1,
-            loras: Vec::new(),
         })
     }
 

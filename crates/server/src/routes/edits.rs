@@ -213,10 +213,10 @@ pub async fn edits(
             "strength must be within (0, 1], got {strength}"
         )));
     }
-    if ((common.steps as f64) * strength) < 1.0 {
+    if ((common.sampling.steps as f64) * strength) < 1.0 {
         return Err(ApiError::invalid(format!(
             "strength {strength} with {} steps leaves no denoising step; raise one of them",
-            common.steps
+            common.sampling.steps
         )));
     }
     let run_async = matches!(form.text("async").map(str::trim), Some("true" | "1"));
@@ -245,21 +245,14 @@ pub async fn edits(
         .map_or((0, 0), |image| {
             (image.width() as usize, image.height() as usize)
         });
-    let prompt = common.prompt.clone();
+    let prompt = common.sampling.prompt.clone();
     let spec = EditSpec {
-        prompt: common.prompt,
-        negative_prompt: common.negative_prompt,
+        sampling: common.sampling,
         image: image_id,
         mask: mask_id,
         width,
         height,
-        steps: common.steps,
-        guidance: common.guidance,
-        scheduler: common.scheduler,
-        seed: common.seed,
-        n: common.n,
         strength,
-        loras: common.loras,
     };
     let inputs = std::iter::once(image_input).chain(mask_input).collect();
     let (job, events) = submit_with_inputs(&state, JobSpec::Edit(spec), inputs).await?;

@@ -1,13 +1,12 @@
 //! The request fields that generation, editing and the agent share, checked once: size,
 //! prompts, sampler settings, LoRAs and the response format, with defaults resolved.
 
-use huatu_diffusion::schedulers::SchedulerKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::job_runner::{is_lora_name, lora_path};
-use crate::jobs::LoraSpec;
+use crate::jobs::{LoraSpec, SamplingSpec};
 use crate::state::AppState;
 
 const MAX_PROMPT_CHARS: usize = 4000;
@@ -87,14 +86,7 @@ pub struct SentFields<'a> {
 
 /// Those fields checked, with defaults resolved.
 pub struct CheckedFields {
-    pub prompt: String,
-    pub negative_prompt: Option<String>,
-    pub n: usize,
-    pub steps: usize,
-    pub guidance: f64,
-    pub scheduler: Option<SchedulerKind>,
-    pub seed: u64,
-    pub loras: Vec<LoraSpec>,
+    pub sampling: SamplingSpec,
     pub response_format: ResponseFormat,
 }
 
@@ -169,14 +161,16 @@ pub fn check_fields(state: &AppState, input: &SentFields<'_>) -> ApiResult<Check
         })
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(CheckedFields {
-        prompt: prompt.to_string(),
-        negative_prompt: input.negative_prompt.map(String::from),
-        n,
-        steps,
-        guidance,
-        scheduler,
-        seed: input.seed.unwrap_or_else(rand::random),
-        loras,
+        sampling: SamplingSpec {
+            prompt: prompt.to_string(),
+            negative_prompt: input.negative_prompt.map(String::from),
+            n,
+            steps,
+            guidance,
+            scheduler,
+            seed: input.seed.unwrap_or_else(rand::random),
+            loras,
+        },
         response_format,
     })
 }

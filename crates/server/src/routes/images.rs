@@ -94,16 +94,9 @@ pub fn validate_generation(
         Some(text) => parse_size(text, state.config.max_dimension)?,
     };
     let spec = GenerationSpec {
-        prompt: common.prompt,
-        negative_prompt: common.negative_prompt,
+        sampling: common.sampling,
         width,
         height,
-        steps: common.steps,
-        guidance: common.guidance,
-        scheduler: common.scheduler,
-        seed: common.seed,
-        n: common.n,
-        loras: common.loras,
     };
     Ok((spec, common.response_format))
 }
@@ -134,7 +127,7 @@ pub async fn generations(
     ApiJson(request): ApiJson<GenerationRequest>,
 ) -> ApiResult<Response> {
     let (spec, format) = validate_generation(&state, &request)?;
-    let prompt = spec.prompt.clone();
+    let prompt = spec.sampling.prompt.clone();
     let (job, events) = submit(&state, JobSpec::Generation(spec))?;
     if request.run_async.unwrap_or(false) {
         return Ok(accepted(&state, &headers, &job));

@@ -170,7 +170,7 @@ fn a_corrupt_lora_leaves_the_next_job_equal_to_the_base_model() {
 fn a_job_that_panics_leaves_the_next_job_equal_to_the_base_model() {
     use huatu_diffusion::pipelines::Progress;
     use huatu_server::job_runner::{GenerateError, JobRunner};
-    use huatu_server::jobs::{GenerationSpec, LoraSpec};
+    use huatu_server::jobs::{GenerationSpec, LoraSpec, SamplingSpec};
 
     let data = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(data.path().join("loras")).unwrap();
@@ -179,16 +179,18 @@ fn a_job_that_panics_leaves_the_next_job_equal_to_the_base_model() {
     config.model = Some(tiny_model());
     let mut engine = JobRunner::load(&config, &tiny_model(), &Device::Cpu).unwrap();
     let spec = |loras: Vec<LoraSpec>| GenerationSpec {
-        prompt: "a festive poster".into(),
-        negative_prompt: None,
+        sampling: SamplingSpec {
+            prompt: "a festive poster".into(),
+            negative_prompt: None,
+            steps: 3,
+            guidance: 5.0,
+            scheduler: None,
+            seed: 11,
+            n: 1,
+            loras,
+        },
         width: 64,
         height: 64,
-        steps: 3,
-        guidance: 5.0,
-        scheduler: None,
-        seed: 11,
-        n: 1,
-        loras,
     };
     let good = vec![LoraSpec {
         name: "good".into(),

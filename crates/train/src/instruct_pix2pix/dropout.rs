@@ -34,7 +34,7 @@ impl DropoutDraws {
             .map_err(|error| bad(format!("not a readable safetensors file: {error}")))?;
         let Some(draws) = tensors.remove("dropout_random") else {
             if request.conditioning_dropout_prob.is_some() {
-                return Err(bad("has no `dropout_random` [steps, batch] f32, which --conditioning-dropout-prob needs with --noise".into()));
+                return Err(bad("has no `dropout_random` [steps, batch] f32, which conditioning dropout needs when the noise is given".into()));
             }
             return Ok(Self::Replay(Tensor::zeros(
                 (0, 0),

@@ -116,31 +116,31 @@ impl InstructPix2PixTrainingRequest {
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| Err(Error::Setting(message));
         if self.mode == TrainingMode::Lora && self.rank == 0 {
-            return bad("--rank must be at least 1".into());
+            return bad("the LoRA rank must be at least 1".into());
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return bad(format!(
-                "--alpha must be a positive number, got {}",
+                "the LoRA alpha must be a positive number, got {}",
                 self.alpha
             ));
         }
         if self.mode == TrainingMode::Full && self.init_lora.is_some() {
-            return bad("--init-lora needs --mode lora".into());
+            return bad("starting from given adapters needs lora mode".into());
         }
         if self.batch_size == 0 || self.steps == 0 || self.gradient_accumulation == 0 {
             return bad(
-                "--batch-size, --steps and --gradient-accumulation must be at least 1".into(),
+                "the batch size, steps and gradient accumulation must each be at least 1".into(),
             );
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad(format!(
-                "--lr must be a positive number, got {}",
+                "the learning rate must be a positive number, got {}",
                 self.learning_rate
             ));
         }
         if self.resolution == 0 || !self.resolution.is_multiple_of(8) {
             return bad(format!(
-                "--resolution must be a positive multiple of 8, got {}",
+                "the resolution must be a positive multiple of 8, got {}",
                 self.resolution
             ));
         }
@@ -149,7 +149,7 @@ impl InstructPix2PixTrainingRequest {
             .filter(|p| !(0.0..=1.0).contains(p))
         {
             return bad(format!(
-                "--conditioning-dropout-prob must be in [0, 1], got {p}"
+                "the conditioning dropout probability must be in [0, 1], got {p}"
             ));
         }
         if let Some(norm) = self
@@ -157,7 +157,7 @@ impl InstructPix2PixTrainingRequest {
             .filter(|norm| !(norm.is_finite() && *norm > 0.0))
         {
             return bad(format!(
-                "--max-grad-norm must be a positive number, got {norm}"
+                "the gradient clipping norm must be a positive number, got {norm}"
             ));
         }
         Ok(())

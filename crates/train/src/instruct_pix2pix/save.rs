@@ -33,7 +33,7 @@ pub fn check_output(out: &Path) -> Result<()> {
     };
     if occupied {
         return Err(Error::Setting(format!(
-            "--out {} already exists and is not empty; choose a new folder",
+            "the output folder {} already exists and is not empty; choose a new folder",
             out.display()
         )));
     }

@@ -143,7 +143,7 @@ pub fn load_trainable(
 ) -> Result<(SdxlComponents, UnetVars)> {
     if !root.is_dir() {
         return Err(Error::Setting(format!(
-            "--model must be a diffusers folder (model_index.json, unet/, vae/, …) for InstructPix2Pix training, got {}",
+            "InstructPix2Pix training needs the model as a diffusers folder (model_index.json, unet/, vae/, …), got {}",
             root.display()
         )));
     }
