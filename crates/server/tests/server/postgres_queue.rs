@@ -288,3 +288,45 @@ fn an_older_layout_is_upgraded_and_a_newer_one_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn connections_use_tls_when_the_server_offers_it() {
+    let Some(url) = fresh_database("tls") else {
+        return;
+    };
+    let offered = sql(&url, "SHOW ssl");
+    let offered = offered.iter().any(|message| {
+        matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+    });
+    if !offered {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "scripts/with_postgres.sh offers TLS under CI (is openssl installed?)"
+        );
+        eprintln!("SKIPPED the TLS check: this PostgreSQL does not offer TLS");
+        return;
+    }
+    // `require` refuses plain text; the certificate is checked against $PGSSLROOTCERT.
+    let queue = huatu_server::job_queue::postgres::PgQueue::connect_with(
+        &format!("{url}?sslmode=require"),
+        Duration::from_secs(30),
+        "huatu-tls-test",
+    )
+    .unwrap();
+    queue.counts().unwrap();
+    let encrypted = sql(
+        &url,
+        "SELECT COUNT(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+         WHERE application_name = 'huatu-tls-test' AND ssl",
+    );
+    let count = encrypted.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(String::from),
+        _ => None,
+    });
+    assert_ne!(
+        count.as_deref(),
+        Some("0"),
+        "the queue's connections are encrypted"
+    );
+    assert!(count.is_some());
+}

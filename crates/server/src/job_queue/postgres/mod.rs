@@ -11,6 +11,7 @@
 mod notify;
 mod pool;
 pub mod schema;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,8 +76,9 @@ impl PgQueue {
             .map_err(|source| wrap(QueueError::Postgres(source)))?;
         config.application_name(application);
         config.connect_timeout(Duration::from_secs(10));
+        let tls = tls::connector().map_err(ServerError::Config)?;
         let driver = Driver::new().map_err(ServerError::Runtime)?;
-        let pool = Arc::new(Pool::new(config));
+        let pool = Arc::new(Pool::new(config, tls));
         let migrating = pool.clone();
         let outcome = driver
             .run(async move {
@@ -99,7 +101,11 @@ impl PgQueue {
             }
             MigrationOutcome::Ready { .. } => {}
         }
-        let bus = Arc::new(EventBus::start(&driver.handle(), pool.config().clone()));
+        let bus = Arc::new(EventBus::start(
+            &driver.handle(),
+            pool.config().clone(),
+            pool.tls().clone(),
+        ));
         Ok(Self {
             driver,
             pool,

@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::events::EventHub;
 use crate::job_queue::store::QueueError;
@@ -35,18 +36,20 @@ pub struct EventBus {
     outbox: mpsc::UnboundedSender<String>,
     handle: tokio::runtime::Handle,
     config: Config,
+    tls: MakeRustlsConnect,
     listening: Arc<AtomicBool>,
 }
 
 impl EventBus {
     /// Starts the sender on `handle`'s runtime.
-    pub fn start(handle: &tokio::runtime::Handle, config: Config) -> Self {
+    pub fn start(handle: &tokio::runtime::Handle, config: Config, tls: MakeRustlsConnect) -> Self {
         let (outbox, queued) = mpsc::unbounded_channel();
-        handle.spawn(send_in_order(config.clone(), queued));
+        handle.spawn(send_in_order(config.clone(), tls.clone(), queued));
         Self {
             outbox,
             handle: handle.clone(),
             config,
+            tls,
             listening: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -78,10 +81,11 @@ impl EventBus {
     /// connection breaks).
     pub fn listen(&self, hub: Arc<EventHub>) {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let listening = self.listening.clone();
         self.handle.spawn(async move {
             loop {
-                if let Err(error) = listen_once(&config, &hub, &listening).await {
+                if let Err(error) = listen_once(&config, &tls, &hub, &listening).await {
                     tracing::warn!("job events: listening failed, reconnecting: {error}");
                 }
                 listening.store(false, Ordering::SeqCst);
@@ -96,12 +100,16 @@ impl EventBus {
     }
 }
 
-async fn send_in_order(config: Config, mut queued: mpsc::UnboundedReceiver<String>) {
+async fn send_in_order(
+    config: Config,
+    tls: MakeRustlsConnect,
+    mut queued: mpsc::UnboundedReceiver<String>,
+) {
     let mut client: Option<Client> = None;
     while let Some(payload) = queued.recv().await {
         for _attempt in 0..2 {
             if client.as_ref().is_none_or(Client::is_closed) {
-                client = super::pool::connect(&config).await.ok();
+                client = super::pool::connect(&config, &tls).await.ok();
             }
             let Some(connected) = &client else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -123,10 +131,11 @@ async fn send_in_order(config: Config, mut queued: mpsc::UnboundedReceiver<Strin
 
 async fn listen_once(
     config: &Config,
+    tls: &MakeRustlsConnect,
     hub: &Arc<EventHub>,
     listening: &AtomicBool,
 ) -> Result<(), QueueError> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (received, mut payloads) = mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::job_queue::store::QueueError;
 
@@ -17,6 +18,7 @@ const CONNECTIONS: usize = 4;
 
 pub struct Pool {
     config: Config,
+    tls: MakeRustlsConnect,
     slots: Vec<Arc<Mutex<Option<Client>>>>,
     next: AtomicUsize,
 }
@@ -34,9 +36,10 @@ impl Connection {
 }
 
 impl Pool {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, tls: MakeRustlsConnect) -> Self {
         Self {
             config,
+            tls,
             slots: (0..CONNECTIONS)
                 .map(|_| Arc::new(Mutex::new(None)))
                 .collect(),
@@ -46,6 +49,10 @@ impl Pool {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn tls(&self) -> &MakeRustlsConnect {
+        &self.tls
     }
 
     /// A free connection if one is, else the next in turn once it is free; (re)connects.
@@ -62,15 +69,16 @@ impl Pool {
             }
         };
         if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(connect(&self.config).await?);
+            *guard = Some(connect(&self.config, &self.tls).await?);
         }
         Ok(Connection(guard))
     }
 }
 
-/// A new connection, its I/O driven by a task on the current runtime.
-pub async fn connect(config: &Config) -> Result<Client, QueueError> {
-    let (client, connection) = config.connect(NoTls).await?;
+/// A new connection (TLS as the URL's `sslmode` says), its I/O driven by a task on the
+/// current runtime.
+pub async fn connect(config: &Config, tls: &MakeRustlsConnect) -> Result<Client, QueueError> {
+    let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!("PostgreSQL connection closed: {error}");
