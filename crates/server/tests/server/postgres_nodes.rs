@@ -2,7 +2,8 @@
 //! a node with a worker, sharing one data directory. A job submitted to the API node
 //! runs on the worker, streams its events through the API node (LISTEN/NOTIFY), and its
 //! image is read back there; a cancel sent to the API node stops it on the worker; the
-//! API node's /healthz and /metrics see the worker.
+//! API node's /healthz and /metrics see the worker; a worker node stopped gracefully
+//! puts its running job back in the queue.
 
 use std::time::Duration;
 
@@ -92,6 +93,17 @@ fn an_api_node_streams_cancels_and_serves_jobs_that_a_worker_node_runs() {
         "{metrics}"
     );
     assert!(metrics.contains("huatu_worker_jobs_last_minute{worker=\"node-b\"}"));
+
+    // A worker node stopped gracefully puts its running job back, the attempt uncounted.
+    let interrupted = submit(&api, 150, 3);
+    wait_for(api.address, &interrupted, LIMIT, |job| {
+        job["status"] == "running"
+    });
+    let _shared_data = worker.stop();
+    let job = wait_for(api.address, &interrupted, LIMIT, |job| {
+        job["status"] == "queued"
+    });
+    assert_eq!(job["attempts"], 0, "{job}");
 }
 
 #[test]
