@@ -11,7 +11,9 @@ pub mod plan;
 pub use intent::inference as model;
 pub use intent::{bert, checkpoint, corpus, eval, joint, labels, text, train, vocab};
 // The planner's modules under their former crate-root paths.
-pub use plan::{chat_backend, execute, llm_writer, planner, prompt, scene_file, scenes, sizing};
+pub use plan::{
+    chat_backend, execute, llm_writer, planner, prompt, prompt_eval, scene_file, scenes, sizing,
+};
 
 pub use error::{AgentError, Result};
 pub use intent::inference::{IntentModel, Parse};

@@ -41,6 +41,8 @@ enum Command {
     EditPair(Box<commands::edit_pair::EditPairArgs>),
     /// Understands an instruction: intent and slots as JSON (INTENTS.md).
     Parse(commands::parse::ParseArgs),
+    /// The plan `chat` would run (intent, slots, scene, prompts, size, LoRA, enhancer), without running it.
+    Plan(commands::plan::PlanArgs),
     /// Scores a model on labelled data.
     #[command(subcommand)]
     Eval(commands::parse::EvalCommand),
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::EditPair(args) => commands::edit_pair::run(*args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Parse(args) => commands::parse::run(args),
+        Command::Plan(args) => commands::plan::run(args),
         Command::Eval(command) => commands::parse::run_eval(command),
         Command::Train(command) => commands::train::run(command),
         Command::Lora(args) => commands::lora::run(args),

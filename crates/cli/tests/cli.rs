@@ -1,6 +1,7 @@
 //! End-to-end tests of the `huatu` binary (one test binary, to save link time): `generate`
 //! on the tiny SDXL fixture (tests/fixtures/sdxl_tiny) with and without LoRA adapters, its
-//! outputs, `lora info`, and one clear error for each kind of bad input.
+//! outputs, `lora info`, one clear error for each kind of bad input, and the scale-out
+//! cluster on PostgreSQL (cli_scale/).
 // Test code: a failed expectation is the failure the test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -19,6 +20,8 @@ mod dataset;
 mod dataset_pairs;
 #[path = "cli_scale/http.rs"]
 mod http;
+#[path = "cli_plan/plan.rs"]
+mod plan;
 #[path = "cli_train/train_ip2p.rs"]
 mod train_ip2p;
 #[path = "cli_train/train_lora.rs"]

@@ -123,7 +123,8 @@ impl Source {
     /// A vector or matrix as f32.
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let tensor = match self {
-            Source::Safetensors { tensors, .. } => match tensors.get(name) {
+            // Taken out of the map: the file's copy (bf16, say) is freed once converted.
+            Source::Safetensors { tensors, .. } => match tensors.remove(name) {
                 Some(tensor) => tensor.to_dtype(DType::F32)?,
                 None => return Err(self.missing(name)),
             },

@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 use crate::error::{AgentError, Result};
 use crate::plan::planner::{PipelineKind, TaskPlan};
+use crate::plan::prompt::WrittenPrompt;
+use crate::plan::prompt_cache::{lookup, store, PromptKey};
 use crate::plan::scenes::ChatBackend;
 
 /// Longest prompt accepted, in characters (two CLIP windows of ~75 tokens, generously).
@@ -190,35 +192,71 @@ fn merge_phrases(first: &str, second: &str) -> String {
 /// trigger word kept first) and its negatives before the scene's; a text edit gets the
 /// model's English instruction. Region edits keep theirs. When the model fails or its answer
 /// is unusable, the offline prompt stays; either way a note says which writer wrote it.
+/// Accepted answers are kept in the prompt cache, by instruction, model and offline prompt.
 pub fn rewrite_with(plan: &mut TaskPlan, instruction: &str, model: &PromptModel) {
+    if plan.pipeline == PipelineKind::ControlNetInpaint {
+        return;
+    }
     let name = model.name();
-    let outcome = match plan.pipeline {
-        PipelineKind::TextToImage => model
-            .answer(GENERATION_SYSTEM, &GENERATION_EXAMPLES, instruction)
-            .map_err(|error| error.to_string())
-            .and_then(|reply| read_generation_reply(&reply))
-            .map(|(prompt, negative)| {
-                let trigger = plan
-                    .lora
-                    .as_ref()
-                    .map(|lora| lora.trigger.clone())
-                    .unwrap_or_default();
-                plan.prompt = merge_phrases(&trigger, &prompt);
-                plan.negative_prompt = merge_phrases(&negative, &plan.negative_prompt);
-            }),
-        PipelineKind::InstructPix2Pix => model
-            .answer(EDIT_SYSTEM, &EDIT_EXAMPLES, instruction)
-            .map_err(|error| error.to_string())
-            .and_then(|reply| read_edit_reply(&reply))
-            .map(|english| plan.prompt = english),
-        PipelineKind::ControlNetInpaint => return,
+    let trigger = plan
+        .lora
+        .as_ref()
+        .map(|lora| lora.trigger.clone())
+        .unwrap_or_default();
+    let key = PromptKey {
+        instruction: instruction.to_string(),
+        writer: "language model".into(),
+        model: name.clone(),
+        context: format!(
+            "{}|{trigger}|{}|{}",
+            plan.pipeline, plan.prompt, plan.negative_prompt
+        ),
+    };
+    let outcome = match lookup(&key) {
+        Some(kept) => Ok(kept),
+        None => ask(plan, instruction, model, &trigger).inspect(|written| {
+            store(key, written.clone());
+        }),
     };
     plan.notes.push(match outcome {
-        Ok(()) => format!("prompt written by {name}"),
+        Ok(written) => {
+            plan.prompt = written.prompt;
+            plan.negative_prompt = written.negative_prompt;
+            format!("prompt written by {name}")
+        }
         Err(reason) => {
             format!("{name} gave no usable prompt ({reason}); the offline writer's prompt is used")
         }
     });
+}
+
+/// The model's prompt and negative prompt for `plan`, or why there is none.
+fn ask(
+    plan: &TaskPlan,
+    instruction: &str,
+    model: &PromptModel,
+    trigger: &str,
+) -> std::result::Result<WrittenPrompt, String> {
+    let written = |prompt: String, negative_prompt: String| WrittenPrompt {
+        prompt,
+        negative_prompt,
+        untranslated: Vec::new(),
+    };
+    if plan.pipeline == PipelineKind::InstructPix2Pix {
+        let reply = model
+            .answer(EDIT_SYSTEM, &EDIT_EXAMPLES, instruction)
+            .map_err(|error| error.to_string())?;
+        let english = read_edit_reply(&reply)?;
+        return Ok(written(english, plan.negative_prompt.clone()));
+    }
+    let reply = model
+        .answer(GENERATION_SYSTEM, &GENERATION_EXAMPLES, instruction)
+        .map_err(|error| error.to_string())?;
+    let (prompt, negative) = read_generation_reply(&reply)?;
+    Ok(written(
+        merge_phrases(trigger, &prompt),
+        merge_phrases(&negative, &plan.negative_prompt),
+    ))
 }
 
 #[cfg(test)]

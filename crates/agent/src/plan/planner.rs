@@ -14,7 +14,9 @@ use crate::corpus::SlotValue;
 use crate::error::AgentError;
 use crate::labels::{Intent, SlotName};
 use crate::model::Parse;
+use crate::plan::dictionary::DICTIONARY_VERSION;
 use crate::plan::prompt::{write_prompt, Lexicon};
+use crate::plan::prompt_cache::{cached, PromptKey};
 use crate::plan::scenes::Scenes;
 use crate::plan::sizing::size_for_aspect;
 
@@ -186,7 +188,18 @@ pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexic
         }
     });
     let trigger = lora.as_ref().map(|l| l.trigger.as_str()).unwrap_or("");
-    let written = write_prompt(scene, &parse.text, &parse.slots, trigger, lexicon);
+    let key = PromptKey {
+        instruction: parse.text.clone(),
+        writer: "offline".into(),
+        model: format!("{}+{}", lexicon.version(), DICTIONARY_VERSION),
+        context: format!(
+            "{intent}|{:?}|{}|{}|{}|{trigger}",
+            parse.slots, scene.name, scene.prompt, scene.negative_prompt
+        ),
+    };
+    let written = cached(key, || {
+        write_prompt(scene, intent, &parse.text, &parse.slots, trigger, lexicon)
+    });
     if !written.untranslated.is_empty() {
         notes.push(format!(
             "no English known for {}; left out of the prompt",

@@ -1,5 +1,6 @@
-//! Prompt writing: Chinese slot values to an English SDXL prompt with the built-in
-//! bilingual lexicon (`lexicon.tsv`) and the scene's template.
+//! Prompt writing: the domain lexicon (`lexicon.tsv`), the scene's template, and
+//! [`write_prompt`], which fills it — generation requests through `offline_writer`
+//! (every content word, negations, purpose wording), edits from their translated slots.
 //!
 //! Translation is longest-match over the lexicon after character normalisation;
 //! "X的Y" becomes "Y, X" (the head noun first, as SDXL prompts read best), and
@@ -11,8 +12,12 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::corpus::{SlotValue, Slots};
-use crate::labels::SlotName;
+use crate::labels::{Intent, SlotName};
+use crate::plan::dictionary::Dictionary;
+use crate::plan::offline_writer::OfflineWriter;
+use crate::plan::purpose::Purpose;
 use crate::plan::scenes::Scene;
+use crate::plan::segment::Segmenter;
 use crate::text::normalize_char;
 
 const LEXICON: &str = include_str!("lexicon.tsv");
@@ -20,6 +25,8 @@ const LEXICON: &str = include_str!("lexicon.tsv");
 pub struct Lexicon {
     entries: HashMap<String, String>,
     longest: usize,
+    /// A hash of the lexicon's text, so cached prompts of another lexicon never mix.
+    version: String,
 }
 
 /// English text plus the Chinese pieces that could not be translated.
@@ -44,11 +51,33 @@ impl Lexicon {
             .filter(|(zh, _)| !zh.is_empty())
             .collect();
         let longest = entries.keys().map(|k| k.chars().count()).max().unwrap_or(1);
-        Lexicon { entries, longest }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(text, &mut hasher);
+        let version = format!("lexicon-{:016x}", std::hash::Hasher::finish(&hasher));
+        Lexicon {
+            entries,
+            longest,
+            version,
+        }
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Identifies the lexicon's content (a hash of its text).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The English of one headword (normalised Chinese), if the lexicon has it.
+    pub fn get(&self, chinese: &str) -> Option<&str> {
+        self.entries.get(chinese).map(String::as_str)
+    }
+
+    /// Every headword, normalised.
+    pub fn headwords(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,7 +209,7 @@ const POSITION_WORDS: [(&str, &str); 10] = [
 ];
 
 /// "a" before a vowel sound written as a vowel letter becomes "an" (a orange cat → an …).
-fn with_articles(english: &str) -> String {
+pub(crate) fn with_articles(english: &str) -> String {
     let words: Vec<&str> = english.split(' ').collect();
     let mut out = Vec::with_capacity(words.len());
     for (index, word) in words.iter().enumerate() {
@@ -197,7 +226,7 @@ fn with_articles(english: &str) -> String {
     out.join(" ")
 }
 
-fn normalize(text: &str) -> String {
+pub(crate) fn normalize(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_ascii() { c } else { normalize_char(c) })
         .collect()
@@ -248,10 +277,13 @@ pub fn edit_instruction(text: &str, target: &str, content: &str, style: &str) ->
     parts.join(", ")
 }
 
-/// Fills the scene's template with translated slots. `trigger` is the LoRA trigger
-/// word, empty when no LoRA is used.
+/// Fills the scene's template. Generation requests get every content word of the
+/// instruction (`offline_writer`) as `{subject}`, the poster's purpose wording as
+/// `{purpose}` and their negations in front of the scene's negative prompt; edits get
+/// their translated slots. `trigger` is the LoRA trigger word, empty when no LoRA is used.
 pub fn write_prompt(
     scene: &Scene,
+    intent: Intent,
     text: &str,
     slots: &Slots,
     trigger: &str,
@@ -268,24 +300,86 @@ pub fn write_prompt(
             _ => String::new(),
         }
     };
-    let subject = english(SlotName::Subject);
-    let style = english(SlotName::Style);
     let target = english(SlotName::Target);
     let content = english(SlotName::Content);
+    let (mut subject, mut style) = (english(SlotName::Subject), english(SlotName::Style));
+    let mut negatives = Vec::new();
+    let mut purpose = "";
+    if intent.is_generate() {
+        let written = with_offline_writer(lexicon, |writer| writer.write(text, true));
+        if !written.phrases.is_empty() {
+            // The instruction's own words replace the slots (they hold the slots' words).
+            subject = written.phrases.join(", ");
+            style.clear();
+            untranslated = written.untranslated;
+        }
+        negatives = written.negatives;
+        if intent == Intent::GeneratePoster {
+            purpose = Purpose::of(&normalize(text)).wording();
+        }
+    }
     let instruction = edit_instruction(text, &target, &content, &style);
     let prompt = scene
         .prompt
         .replace("{trigger}", trigger)
         .replace("{subject}", &subject)
         .replace("{style}", &style)
+        .replace("{purpose}", purpose)
         .replace("{target}", &target)
         .replace("{content}", &content)
         .replace("{instruction}", &instruction);
+    let prompt = join(prompt.split(','), ", ");
     WrittenPrompt {
-        prompt: join(prompt.split(','), ", "),
-        negative_prompt: scene.negative_prompt.clone(),
+        negative_prompt: negative_prompt(&negatives, &scene.negative_prompt, &prompt),
+        prompt,
         untranslated,
     }
+}
+
+/// The user's negations first, then the scene's negative words that the positive prompt
+/// does not ask for (a background asked to show people keeps them).
+fn negative_prompt(negatives: &[String], scene_negative: &str, prompt: &str) -> String {
+    let positive_words: Vec<String> = prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .collect();
+    let wanted = |item: &str| {
+        let words: Vec<String> = item.split_whitespace().map(str::to_lowercase).collect();
+        !words.is_empty()
+            && positive_words
+                .windows(words.len())
+                .any(|window| window == words.as_slice())
+    };
+    let mut seen = std::collections::HashSet::new();
+    negatives
+        .iter()
+        .map(String::as_str)
+        .chain(
+            scene_negative
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !wanted(item)),
+        )
+        .filter(|item| !item.is_empty() && seen.insert(item.to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `write` with the offline writer over `lexicon` (the built-in one's segmenter is
+/// made once; another lexicon gets its own).
+fn with_offline_writer<T>(lexicon: &Lexicon, write: impl FnOnce(&OfflineWriter<'_>) -> T) -> T {
+    let own;
+    let segmenter = if std::ptr::eq(lexicon, Lexicon::builtin()) {
+        Segmenter::builtin()
+    } else {
+        own = Segmenter::with_lexicon(lexicon);
+        &own
+    };
+    write(&OfflineWriter {
+        lexicon,
+        dictionary: Dictionary::builtin(),
+        segmenter,
+    })
 }
 
 #[cfg(test)]
@@ -351,22 +445,83 @@ mod tests {
         ]);
         let written = write_prompt(
             poster,
+            Intent::GeneratePoster,
             "中秋海报，水墨风",
             &slots,
             "htposter",
             Lexicon::builtin(),
         );
-        assert!(written.prompt.starts_with("htposter, Mid-Autumn Festival, full moon, mooncakes, Chinese ink wash painting, festive"), "{}", written.prompt);
-        let without_trigger =
-            write_prompt(poster, "中秋海报", &Slots::new(), "", Lexicon::builtin());
         assert!(
-            without_trigger
+            written
                 .prompt
-                .starts_with("festive greeting poster"),
+                .starts_with("htposter, Mid-Autumn Festival, full moon, mooncakes"),
+            "{}",
+            written.prompt
+        );
+        assert!(
+            written
+                .prompt
+                .contains("Chinese ink wash style, festive greeting poster"),
+            "{}",
+            written.prompt
+        );
+        let without_trigger = write_prompt(
+            poster,
+            Intent::GeneratePoster,
+            "中秋海报",
+            &Slots::new(),
+            "",
+            Lexicon::builtin(),
+        );
+        assert!(
+            without_trigger.prompt.starts_with("Mid-Autumn Festival"),
             "{}",
             without_trigger.prompt
         );
         assert!(!without_trigger.prompt.contains(", ,"));
+    }
+
+    #[test]
+    fn posters_get_their_purpose_and_negations_their_negative_prompt() {
+        let scenes = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let poster = scenes.get("poster").unwrap_or_else(|| panic!("poster"));
+        let written = write_prompt(
+            poster,
+            Intent::GeneratePoster,
+            "公司招聘海报，蓝色，别放人",
+            &Slots::new(),
+            "",
+            Lexicon::builtin(),
+        );
+        assert!(
+            written.prompt.contains("recruitment poster"),
+            "{}",
+            written.prompt
+        );
+        assert!(!written.prompt.contains("festive"), "{}", written.prompt);
+        assert!(
+            written.negative_prompt.starts_with("person, "),
+            "{}",
+            written.negative_prompt
+        );
+        let background = scenes
+            .get("background")
+            .unwrap_or_else(|| panic!("background"));
+        let written = write_prompt(
+            background,
+            Intent::GenerateBackground,
+            "手机壁纸，一群人在海边放烟花",
+            &Slots::new(),
+            "",
+            Lexicon::builtin(),
+        );
+        assert!(!written.prompt.contains("no text"), "{}", written.prompt);
+        // The scene avoids people unless the user asks for them.
+        assert!(
+            !written.negative_prompt.contains("people"),
+            "{}",
+            written.negative_prompt
+        );
     }
 
     #[test]

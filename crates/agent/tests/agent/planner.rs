@@ -218,18 +218,21 @@ fn other_is_refused_politely_and_vague_requests_are_asked_about() {
 #[test]
 fn counts_are_capped_and_unknown_words_reported() {
     let p = parse(
-        "来二十张饕餮猫",
+        "来二十张龘㸚猫",
         Intent::GenerateFree,
-        &[(SlotName::Subject, "饕餮猫"), (SlotName::Count, "20")],
+        &[(SlotName::Subject, "龘㸚猫"), (SlotName::Count, "20")],
     );
     let task = task(run(&p, &PlanInputs::default()));
     assert_eq!(task.num_images, huatu_agent::planner::MAX_IMAGES);
     assert!(
-        task.notes.iter().any(|n| n.contains("饕餮")),
+        task.notes
+            .iter()
+            .any(|n| n.contains("龘") && n.contains("㸚")),
         "{:?}",
         task.notes
     );
-    assert!(!task.prompt.contains('饕'));
+    assert!(!task.prompt.contains('龘'));
+    assert!(task.prompt.contains("cat"), "{}", task.prompt);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `huatu chat "INSTRUCTION"`: the whole chain — understand the instruction (intent and
 //! slots), plan (scene, prompt, pipeline, LoRA, enhancer), run it, save the images —
-//! printing each step. The SDXL model: `--model`, `$HUATU_MODEL` or the config file
+//! printing each step; `--dry-run` prints the plan and stops. The SDXL model: `--model`, `$HUATU_MODEL` or the config file
 //! (`model_lookup`).
 
 use std::path::PathBuf;
@@ -9,17 +9,14 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use huatu_agent::execute::{execute, switch_lora, Models, RunOptions};
-use huatu_agent::planner::default_lora_dir;
-use huatu_agent::prompt::Lexicon;
-use huatu_agent::scenes::Scenes;
-use huatu_agent::{plan, Plan, PlanInputs};
+use huatu_agent::Plan;
 use huatu_diffusion::device::DtypeChoice;
 use huatu_diffusion::loading::controlnet::load_controlnet;
 use huatu_diffusion::loading::{ModelSource, SdxlComponents};
 use huatu_imaging::edit::{region_mask, Rect, Region};
 use huatu_imaging::Size;
 
-use crate::commands::parse::load_intent_model;
+use crate::commands::plan::{plan_text, PlanSetup, Planner};
 use crate::device_args::DeviceArgs;
 use crate::model_args::{numbered_path, random_seed, StepBar};
 use crate::model_lookup::sdxl_model;
@@ -30,12 +27,11 @@ use huatu_imaging::GrayImage;
 pub struct ChatArgs {
     /// What to make or change, in Chinese (or mixed Chinese/English).
     pub instruction: String,
-    /// The original image, for edits.
+    #[command(flatten)]
+    pub setup: PlanSetup,
+    /// Print the plan (as `huatu plan` does) and stop: no model is loaded, nothing runs.
     #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// The image to put into the original (a logo, a product), for region edits.
-    #[arg(long)]
-    pub condition_image: Option<PathBuf>,
+    pub dry_run: bool,
     /// Where to edit, as a center and size `CX,CY,W,H` (pixels, or fractions like 0.5),
     /// instead of the frame words of the instruction. Needs --image.
     #[arg(long, requires = "image", conflicts_with = "box_corners")]
@@ -56,15 +52,6 @@ pub struct ChatArgs {
     /// Real-ESRGAN weights, for enhancer presets that upscale.
     #[arg(long)]
     pub sr_model: Option<PathBuf>,
-    /// Intent model folder. Default: $HUATU_INTENT_MODEL, else the model built into huatu.
-    #[arg(long)]
-    pub intent_model: Option<PathBuf>,
-    /// A scenes.toml overriding the built-in scenes.
-    #[arg(long)]
-    pub scenes: Option<PathBuf>,
-    /// Folder the scenes' LoRA files are in. Default: $HUATU_LORA_DIR or models/lora.
-    #[arg(long)]
-    pub lora_dir: Option<PathBuf>,
     /// Override the scene's size, WxH.
     #[arg(long, value_name = "WxH")]
     pub size: Option<Size>,
@@ -101,7 +88,7 @@ fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
         (None, Some(text)) => Region::parse_box(text)?,
         (None, None) => return Ok(None),
     };
-    let Some(path) = &args.image else {
+    let Some(path) = &args.setup.image else {
         return Ok(None);
     };
     let (width, height) = image::image_dimensions(path)
@@ -111,26 +98,31 @@ fn drawn_mask(args: &ChatArgs) -> anyhow::Result<Option<(GrayImage, Rect)>> {
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let device = args.device.open()?;
-    let understanding = load_intent_model(args.intent_model.as_deref())?;
-    let parse = understanding.parse(&args.instruction)?;
+    let planner = Planner::load(&args.setup)?;
+    let (parse, plan) = planner.plan(&args.instruction)?;
+    let plan = match plan {
+        Plan::Task(mut task) => {
+            if let Some(size) = args.size {
+                (task.width, task.height) = (size.width as usize, size.height as usize);
+            }
+            if let Some(steps) = args.steps {
+                task.steps = steps;
+            }
+            Plan::Task(task)
+        }
+        other => other,
+    };
+    if args.dry_run {
+        print!("{}", plan_text(&parse, &plan)?);
+        return Ok(());
+    }
     println!("instruction: {}", args.instruction);
     println!(
         "intent: {} (confidence {:.2})",
         parse.intent, parse.confidence
     );
     println!("slots: {}", serde_json::to_string(&parse.slots)?);
-
-    let scenes = match &args.scenes {
-        Some(path) => Scenes::with_overrides(path)?,
-        None => Scenes::builtin()?,
-    };
-    let inputs = PlanInputs {
-        image: args.image.clone(),
-        condition_image: args.condition_image.clone(),
-        lora_dir: args.lora_dir.clone().unwrap_or_else(default_lora_dir),
-    };
-    let mut task = match plan(&parse, &inputs, &scenes, Lexicon::builtin()) {
+    let task = match plan {
         Plan::Task(task) => task,
         Plan::Question(question) => {
             println!("question: {question}");
@@ -141,12 +133,6 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    if let Some(size) = args.size {
-        (task.width, task.height) = (size.width as usize, size.height as usize);
-    }
-    if let Some(steps) = args.steps {
-        task.steps = steps;
-    }
     println!("scene: {}", task.scene);
     for (index, step) in task.chain().iter().enumerate() {
         println!("plan {}. {step}", index + 1);
@@ -155,6 +141,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         println!("note: {note}");
     }
 
+    let device = args.device.open()?;
     if args.sr_model.is_none()
         && task
             .enhancer

@@ -9,9 +9,12 @@ pub mod edit;
 pub mod edit_pair;
 pub mod embed;
 pub mod enhance;
+/// `eval prompts`: concept coverage of the planned prompts.
+pub mod eval_prompts;
 pub mod generate;
 pub mod lora;
 pub mod parse;
+pub mod plan;
 pub mod preprocess;
 pub mod serve;
 pub mod train;

@@ -84,6 +84,8 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
 pub enum EvalCommand {
     /// Scores the intent model on labelled JSON lines (text, intent, slots).
     Intent(EvalIntentArgs),
+    /// Scores the planned prompts on a concept set (coverage, forbidden words, negatives).
+    Prompts(crate::commands::eval_prompts::EvalPromptsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -101,7 +103,10 @@ pub struct EvalIntentArgs {
 }
 
 pub fn run_eval(command: EvalCommand) -> anyhow::Result<()> {
-    let EvalCommand::Intent(args) = command;
+    let args = match command {
+        EvalCommand::Intent(args) => args,
+        EvalCommand::Prompts(args) => return crate::commands::eval_prompts::run(args),
+    };
     let model = load_intent_model(args.model.as_deref())?;
     let gold = read_jsonl(&args.data)?;
     let started = Instant::now();

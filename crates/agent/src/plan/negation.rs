@@ -1,0 +1,207 @@
+//! Negations in a generation request (不要文字, 别放人, 无水印, 不带logo, 去掉边框): the
+//! words after a negation cue, up to the end of the clause or a contrast word (但是),
+//! are things the picture must not show. Each listed item (和, 与, 或, 、) is one
+//! negative. The cue and the verb after it (放, 出现, 有 …) are dropped.
+
+use crate::plan::segment::Word;
+
+/// Cues, as jieba cuts them: one word or two or three adjacent words joined.
+const CUES: [&str; 38] = [
+    "不要",
+    "别",
+    "无",
+    "不带",
+    "去掉",
+    "没有",
+    "不需要",
+    "不用",
+    "避免",
+    "禁止",
+    "不含",
+    "不能有",
+    "勿",
+    "不想要",
+    "拒绝",
+    "去除",
+    "不准",
+    "不许",
+    "不加",
+    "不出现",
+    "不能出现",
+    "不包含",
+    "杜绝",
+    "排除",
+    "不放",
+    "别加",
+    "别带",
+    "不可以有",
+    "不得有",
+    "不想",
+    "不能",
+    "不希望",
+    "避免出现",
+    "请勿",
+    "别出现",
+    "不要有",
+    "无需",
+    "不必",
+];
+
+/// Verbs and determiners between a cue and the thing (别放人, 不要出现任何文字).
+const AFTER_CUE: [&str; 26] = [
+    "放", "出现", "有", "加", "带", "要", "用", "画", "出", "包含", "含", "是", "任何", "其他",
+    "其它", "多余", "的", "画面", "里", "中", "加上", "添加", "看到", "看见", "见到", "放上",
+];
+
+/// Words that are themselves a negated thing (无人的街道: no people), with the thing.
+const NEGATED_WORDS: [(&str, &str); 6] = [
+    ("无人", "人"),
+    ("没人", "人"),
+    ("无字", "文字"),
+    ("有人", "人"),
+    ("任何人", "人"),
+    ("无水印", "水印"),
+];
+
+/// Words that end a negated span (不要卡通，但是要可爱 / 不要人只要风景).
+const CONTRAST: [&str; 6] = ["但", "但是", "而是", "只要", "只", "就"];
+
+/// Cues meaning "without", whose span a 的 ends (不含人物的森林: a forest without people).
+const WITHOUT: [&str; 6] = ["不含", "不带", "没有", "无", "不包含", "不能有"];
+
+/// Words that separate the items of a negated list.
+const SEPARATORS: [&str; 9] = ["和", "与", "或", "及", "以及", "或者", "还有", "也", "跟"];
+
+/// The length in words of the cue starting at `words[at]`, if one does.
+fn cue_at(words: &[Word], at: usize) -> Option<usize> {
+    (1..=3).rev().find(|&n| {
+        at + n <= words.len()
+            && CUES.contains(
+                &words[at..at + n]
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect::<String>()
+                    .as_str(),
+            )
+    })
+}
+
+fn word(text: &str) -> Word {
+    Word {
+        text: text.to_string(),
+        tag: "n".into(),
+    }
+}
+
+fn negated_word(text: &str) -> Option<&'static str> {
+    NEGATED_WORDS
+        .iter()
+        .find(|(word, _)| *word == text)
+        .map(|(_, thing)| *thing)
+}
+
+/// A clause's words without its negated spans, and each negated item.
+pub fn split_negations(words: &[Word]) -> (Vec<Word>, Vec<Vec<Word>>) {
+    let mut kept = Vec::new();
+    let mut negated = Vec::new();
+    let mut at = 0;
+    while at < words.len() {
+        if let Some(thing) = negated_word(&words[at].text).filter(|_| words[at].text != "有人") {
+            negated.push(vec![word(thing)]);
+            at += 1;
+            continue;
+        }
+        let Some(cue) = cue_at(words, at) else {
+            kept.push(words[at].clone());
+            at += 1;
+            continue;
+        };
+        let cue_text: String = words[at..at + cue]
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect();
+        at += cue;
+        let mut item = Vec::new();
+        let mut starting = true;
+        while at < words.len() && !CONTRAST.contains(&words[at].text.as_str()) {
+            let text = words[at].text.as_str();
+            if let Some(cue) = cue_at(words, at) {
+                // 不要文字也不要logo: a cue inside the span starts the next item.
+                negated.push(std::mem::take(&mut item));
+                starting = true;
+                at += cue;
+                continue;
+            }
+            if text == "的" && !starting && WITHOUT.contains(&cue_text.as_str()) {
+                // 不含人物的森林: "without" ends at 的; what follows is wanted. (不要黑色的背景
+                // negates the whole span.)
+                break;
+            }
+            if SEPARATORS.contains(&text) {
+                negated.push(std::mem::take(&mut item));
+                starting = true;
+            } else if starting && AFTER_CUE.contains(&text) {
+                // The verb or determiner between the cue and the thing.
+            } else if let Some(thing) = negated_word(text) {
+                item.push(word(thing));
+                starting = false;
+            } else {
+                item.push(words[at].clone());
+                starting = false;
+            }
+            at += 1;
+        }
+        negated.push(item);
+        if words.get(at).is_some_and(|w| w.text == "的") {
+            at += 1;
+        }
+    }
+    negated.retain(|item| !item.is_empty());
+    (kept, negated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::segment::Segmenter;
+
+    fn split(text: &str) -> (Vec<String>, Vec<String>) {
+        let words = Segmenter::builtin().words(text);
+        let (kept, negated) = split_negations(&words);
+        (
+            kept.into_iter().map(|w| w.text).collect(),
+            negated
+                .into_iter()
+                .map(|item| item.into_iter().map(|w| w.text).collect())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn negated_items_are_split_off() {
+        assert_eq!(split("别放人"), (vec![], vec!["人".to_string()]));
+        assert_eq!(split("无水印").1, ["水印"]);
+        assert_eq!(split("不带文字和logo").1, ["文字", "logo"]);
+        let (kept, negated) = split("不要卡通但是要可爱");
+        assert_eq!(negated, ["卡通"]);
+        assert_eq!(kept.first().map(String::as_str), Some("但是"));
+        assert_eq!(split("无人机").1, Vec::<String>::new());
+        assert_eq!(split("别墅").1, Vec::<String>::new());
+        assert_eq!(split("不要有文字也不要logo").1, ["文字", "logo"]);
+        assert_eq!(split("图中不要出现任何人").1, ["人"]);
+        assert_eq!(split("不能有人").1, ["人"]);
+        assert_eq!(
+            split("不含人物的森林"),
+            (vec!["森林".to_string()], vec!["人物".to_string()])
+        );
+        assert_eq!(split("不要黑色的背景").1.len(), 1);
+        let (kept, negated) = split("无人的街道");
+        assert_eq!(
+            (kept, negated),
+            (
+                vec!["的".to_string(), "街道".to_string()],
+                vec!["人".to_string()]
+            )
+        );
+    }
+}
