@@ -27,7 +27,7 @@ from lexicon import *  # noqa: E402,F401,F403
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMPLIFIED_TO_TRADITIONAL = {}
-for line in (ROOT / "crates/agent/src/traditional.txt").read_text(encoding="utf-8").splitlines():
+for line in (ROOT / "crates/agent/src/intent/traditional.txt").read_text(encoding="utf-8").splitlines():
     if line and not line.startswith("#") and len(line) >= 2:
         SIMPLIFIED_TO_TRADITIONAL.setdefault(line[1], line[0])
 
@@ -501,9 +501,13 @@ def generate_portrait():
         request(s, ["画", "画一个", "画个", "生成一个", "来个", "整个"], one_p=0.0)
         s.add(subject, "subject").add(pick(["，背景是", "，背景要", "，身后是", "，站在"])).add(pick(BG_SUBJECTS[:40]))
     elif form == 5:
-        s.add(pick(["我想要一个", "帮我画一位", "请画一位", "生成一位", "画一名", "来一位", "画一对", "来一对", "生成一对",
-                    "帮我画一对", "画一个"]))
-        s.add(subject, "subject")
+        opener = pick(["我想要一个", "帮我画一位", "请画一位", "生成一位", "画一名", "来一位", "画一对", "来一对", "生成一对",
+                       "帮我画一对", "画一个"])
+        # A collective 一对 stays in the subject (INTENTS.md); a singular 一+classifier does not.
+        if opener.endswith("一对"):
+            s.add(opener[:-2]).add("一对" + subject, "subject")
+        else:
+            s.add(opener).add(subject, "subject")
     elif form == 6:
         # 扎马尾的女生插画 / 古装美女，工笔画
         request(s, ["画", "生成", "来", "整", "出", "画个", "做"], classifier="张")
@@ -550,7 +554,11 @@ def generate_background():
         if subject and R.random() < 0.2:
             s.add(pick(STYLES), "style").add(pick(["", "风", "风格的", "的"]))
         elif subject and R.random() < 0.2:
-            s.add(pick(["一只", "一片", "一座", "一个", "一群", "一棵", "一轮"]))
+            one = pick(["一只", "一片", "一座", "一个", "一群", "一棵", "一轮"])
+            if one == "一群":
+                subject = one + subject
+            else:
+                s.add(one)
         s.add(subject or pick(["", "好看点"]), "subject" if subject else None)
     elif form == 2:
         request(s)
@@ -717,7 +725,8 @@ def generate_free():
     subject = free_subject()
     numbered = subject[:2] in ("两只", "三只", "五只")
     form = R.randrange(9)
-    one = pick(FREE_CLASSIFIERS + [""])
+    # 一对 is collective and would belong to the subject; the singular ones are dropped.
+    one = pick([c for c in FREE_CLASSIFIERS if c != "一对"] + [""])
     if form == 0:
         request(s, ["画", "生成", "来", "画个", "帮我画", "创作", "绘制", "整", "给我画"], one_p=0.0)
         s.add(one if not numbered else "")

@@ -9,7 +9,10 @@ pub mod plan;
 
 // The intent model's modules under their former crate-root paths.
 pub use intent::inference as model;
-pub use intent::{bert, checkpoint, corpus, eval, joint, labels, text, train, vocab};
+pub use intent::{
+    bert, calibration, checkpoint, corpus, crf, decode, eval, joint, labels, segment, text, train,
+    tuning, vocab,
+};
 // The planner's modules under their former crate-root paths.
 pub use plan::{
     chat_backend, execute, llm_writer, planner, prompt, prompt_eval, scene_file, scenes, sizing,

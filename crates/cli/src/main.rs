@@ -9,6 +9,7 @@ mod commands;
 mod device_args;
 mod error_report;
 mod fit_args;
+mod intent_model_lookup;
 mod model_args;
 mod model_lookup;
 

@@ -163,7 +163,13 @@ impl BertEmbeddings {
         })
     }
 
-    fn forward(&self, input_ids: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
+    /// `extra`: [b, s, h] added to the sum of embeddings before the LayerNorm.
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        extra: Option<&Tensor>,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor> {
         let (_batch, seq_len) = input_ids.dims2()?;
         let positions = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
         let token_types = Tensor::zeros(seq_len, DType::U32, input_ids.device())?;
@@ -173,6 +179,10 @@ impl BertEmbeddings {
             .word_embeddings
             .forward(input_ids)? // [b, s, h]
             .broadcast_add(&(position + token_type)?)?;
+        let xs = match extra {
+            Some(extra) => (xs + extra)?,
+            None => xs,
+        };
         let xs = self.layer_norm.forward(&xs)?;
         dropout.apply(&xs, self.dropout)
     }
@@ -312,12 +322,24 @@ impl BertModel {
         attention_mask: &Tensor,
         dropout: &mut Dropout,
     ) -> Result<BertOutput> {
+        self.forward_with_extra_embeddings(input_ids, None, attention_mask, dropout)
+    }
+
+    /// `forward` with `extra` ([b, s, h], e.g. word-boundary embeddings) added to the
+    /// input embeddings before their LayerNorm, as token type embeddings are.
+    pub fn forward_with_extra_embeddings(
+        &self,
+        input_ids: &Tensor,
+        extra: Option<&Tensor>,
+        attention_mask: &Tensor,
+        dropout: &mut Dropout,
+    ) -> Result<BertOutput> {
         let _span = tracing::trace_span!("bert").entered();
         // transformers: (1 - mask) * finfo(f32).min, broadcast over heads and queries.
         let (batch, seq_len) = attention_mask.dims2()?;
         let mask_bias = ((attention_mask.ones_like()? - attention_mask)? * f32::MIN as f64)?
             .reshape((batch, 1, 1, seq_len))?;
-        let mut xs = self.embeddings.forward(input_ids, dropout)?;
+        let mut xs = self.embeddings.forward(input_ids, extra, dropout)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, &mask_bias, dropout)?;
         }

@@ -1,9 +1,11 @@
 //! Scoring parses against gold labels as INTENTS.md "Measuring it" defines: intent
-//! accuracy, per-intent precision and recall, and slot F1 over exact (slot, value) pairs.
+//! accuracy, per-intent precision and recall, and slot F1 over exact (slot, value) pairs;
+//! beside them the calibration of the intent confidence (ECE) and the intent confusions.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::intent::calibration::{expected_calibration_error, ECE_BINS};
 use crate::intent::corpus::{Example, SlotValue};
 use crate::intent::inference::Parse;
 use crate::intent::labels::{Intent, SlotName};
@@ -49,6 +51,10 @@ pub struct Report {
     pub per_slot: BTreeMap<SlotName, Counts>,
     /// Instructions whose intent or slots differ from gold: (gold, parse).
     pub errors: Vec<(Example, Parse)>,
+    /// Expected calibration error of the intent confidence.
+    pub ece: f64,
+    /// (gold, predicted) → instructions, for wrong intents only.
+    pub confusions: BTreeMap<(Intent, Intent), usize>,
 }
 
 impl Report {
@@ -74,7 +80,17 @@ pub fn evaluate(gold: &[Example], parses: &[Parse]) -> Report {
     for slot in SlotName::ALL {
         report.per_slot.insert(slot, Counts::default());
     }
+    let mut confidences = Vec::with_capacity(gold.len());
+    let mut correct = Vec::with_capacity(gold.len());
     for (example, parse) in gold.iter().zip(parses) {
+        confidences.push(parse.confidence);
+        correct.push(example.intent == parse.intent);
+        if example.intent != parse.intent {
+            *report
+                .confusions
+                .entry((example.intent, parse.intent))
+                .or_default() += 1;
+        }
         if example.intent == parse.intent {
             report.intent_correct += 1;
             if let Some(c) = report.per_intent.get_mut(&parse.intent) {
@@ -113,6 +129,7 @@ pub fn evaluate(gold: &[Example], parses: &[Parse]) -> Report {
             report.errors.push((example.clone(), parse.clone()));
         }
     }
+    report.ece = expected_calibration_error(&confidences, &correct);
     report
 }
 
@@ -137,6 +154,11 @@ impl fmt::Display for Report {
             f,
             "exact match (intent and all slots): {:.1}%",
             100.0 * self.exact_match()
+        )?;
+        writeln!(
+            f,
+            "intent confidence ECE: {:.3} ({ECE_BINS} bins)",
+            self.ece
         )?;
         writeln!(
             f,
@@ -167,6 +189,12 @@ impl fmt::Display for Report {
                 100.0 * c.recall(),
                 100.0 * c.f1()
             )?;
+        }
+        if !self.confusions.is_empty() {
+            writeln!(f, "intent confusions (gold → predicted: instructions)")?;
+            for ((gold, predicted), n) in &self.confusions {
+                writeln!(f, "  {gold} → {predicted}: {n}")?;
+            }
         }
         Ok(())
     }
@@ -221,5 +249,13 @@ mod tests {
         assert!((free.recall() - 1.0).abs() < 1e-9);
         assert_eq!(report.per_intent[&Intent::Other].recall(), 0.0);
         assert_eq!(report.errors.len(), 2);
+        assert_eq!(
+            report
+                .confusions
+                .get(&(Intent::Other, Intent::GenerateFree)),
+            Some(&1)
+        );
+        // Both parses say 1.0; one is right: |0.5 - 1.0| in the one bin.
+        assert!((report.ece - 0.5).abs() < 1e-9);
     }
 }

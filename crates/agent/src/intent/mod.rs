@@ -3,13 +3,19 @@
 //! evaluation.
 
 pub mod bert;
+pub mod calibration;
 pub mod checkpoint;
 pub mod corpus;
+pub mod crf;
+pub mod crf_fit;
+pub mod decode;
 pub mod embedded;
 pub mod eval;
 pub mod inference;
 pub mod joint;
 pub mod labels;
+pub mod segment;
 pub mod text;
 pub mod train;
+pub mod tuning;
 pub mod vocab;

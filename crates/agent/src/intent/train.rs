@@ -21,10 +21,12 @@ use crate::error::{AgentError, Result};
 use crate::intent::bert::{BertConfig, Dropout};
 use crate::intent::checkpoint::{load_safetensors, save_safetensors};
 use crate::intent::corpus::Example;
+use crate::intent::crf_fit::{fit_crf, freeze};
 use crate::intent::inference::{
-    pad_batch, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
+    pad_batch, pad_ids, read_config, IntentModel, CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE,
 };
 use crate::intent::joint::{Batch, JointConfig, JointModel};
+use crate::intent::segment::{token_word_tags, word_tags};
 use crate::intent::vocab::Vocab;
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,10 @@ pub struct TrainOptions {
     pub min_char_count: usize,
     /// Chance of replacing a character by [UNK] during training.
     pub unk_probability: f64,
+    /// Word-boundary (BMES) embeddings from the segmentation as input features.
+    pub word_boundaries: bool,
+    /// A CRF over the tags.
+    pub crf: bool,
     /// A Hugging Face BERT folder (config.json, vocab.txt, model.safetensors) to
     /// fine-tune instead of training an encoder from scratch; one of our model folders
     /// resumes its training (heads included).
@@ -55,7 +61,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            epochs: 12,
+            epochs: 10,
             batch_size: 32,
             learning_rate: 1e-3,
             weight_decay: 0.01,
@@ -69,6 +75,8 @@ impl Default for TrainOptions {
             dropout: 0.1,
             min_char_count: 1,
             unk_probability: 0.03,
+            word_boundaries: true,
+            crf: true,
             pretrained: None,
         }
     }
@@ -77,9 +85,10 @@ impl Default for TrainOptions {
 impl TrainOptions {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(AgentError::TrainOption(m));
-        if self.epochs == 0 || self.batch_size == 0 {
+        // No epochs only refits the decoding of a model of ours (`pretrained`).
+        if (self.epochs == 0 && self.pretrained.is_none()) || self.batch_size == 0 {
             return bad(format!(
-                "epochs and batch size must be positive, got {} and {}",
+                "epochs (unless resuming a model) and batch size must be positive, got {} and {}",
                 self.epochs, self.batch_size
             ));
         }
@@ -95,6 +104,10 @@ impl TrainOptions {
         Ok(())
     }
 }
+
+/// Instructions per batch when fitting the CRF on frozen logits.
+const CRF_BATCH: usize = 128;
+const CRF_LEARNING_RATE: f64 = 0.05;
 
 /// What one epoch did.
 #[derive(Debug, Clone)]
@@ -115,6 +128,7 @@ pub struct Trainer {
 
 struct Prepared {
     ids: Vec<u32>,
+    word_tags: Vec<u32>,
     tags: Vec<u32>,
     intent: u32,
 }
@@ -164,6 +178,8 @@ impl Trainer {
         let max_len = options.max_len.min(bert.max_position_embeddings);
         let mut config = JointConfig::new(bert, max_len);
         config.classifier_dropout = options.dropout;
+        config.word_boundaries = options.word_boundaries;
+        config.crf = options.crf;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let joint = JointModel::new(vb, &config)?;
@@ -199,7 +215,9 @@ impl Trainer {
                         .map(|&i| char_tags[i].index() as u32),
                 );
                 tags.push(0);
+                let word_tags = token_word_tags(&word_tags(&example.text), &encoding);
                 Ok(Prepared {
+                    word_tags,
                     ids: encoding.ids,
                     tags,
                     intent: example.intent.index() as u32,
@@ -209,6 +227,11 @@ impl Trainer {
     }
 
     fn batch(&mut self, items: &[&Prepared]) -> Result<Batch> {
+        self.batch_with(items, self.options.unk_probability)
+    }
+
+    /// A padded batch with characters replaced by [UNK] at `unk_probability`.
+    fn batch_with(&mut self, items: &[&Prepared], unk_probability: f64) -> Result<Batch> {
         let vocab = self.model.vocab();
         let (unk, special) = (vocab.unk_id, [vocab.cls_id, vocab.sep_id]);
         let device = self.model.device().clone();
@@ -222,9 +245,7 @@ impl Trainer {
                 .ids
                 .iter()
                 .map(|&id| {
-                    if !special.contains(&id)
-                        && self.rng.gen::<f64>() < self.options.unk_probability
-                    {
+                    if !special.contains(&id) && self.rng.gen::<f64>() < unk_probability {
                         unk
                     } else {
                         id
@@ -243,10 +264,13 @@ impl Trainer {
             weights.extend(std::iter::repeat_n(0f32, seq_len - n + 1));
         }
         let (input_ids, attention_mask) = pad_batch(&encodings, vocab.pad_id, &device)?;
+        let word_tags: Vec<Vec<u32>> = items.iter().map(|p| p.word_tags.clone()).collect();
+        let word_tags = pad_ids(&word_tags, 0, &device)?;
         let intents: Vec<u32> = items.iter().map(|p| p.intent).collect();
         Ok(Batch {
             input_ids,
             attention_mask,
+            word_tags,
             intents: Tensor::from_vec(intents, b, &device)?,
             tags: Tensor::from_vec(tags, (b, seq_len), &device)?,
             tag_weights: Tensor::from_vec(weights, (b, seq_len), &device)?,
@@ -311,6 +335,32 @@ impl Trainer {
             report(&epoch_report, self);
         }
         Ok(())
+    }
+
+    /// The CRF's second stage (`crf_fit.rs`): fits its scores on the trained tagger's
+    /// frozen logits over `examples`; returns the mean NLL per character of each pass
+    /// (empty for a model without a CRF).
+    pub fn fit_transitions(&mut self, examples: &[Example], epochs: usize) -> Result<Vec<f32>> {
+        if !self.model.joint().has_crf() || epochs == 0 {
+            return Ok(Vec::new());
+        }
+        let prepared = self.prepare(examples)?;
+        let mut order: Vec<usize> = (0..prepared.len()).collect();
+        order.sort_by_key(|&i| prepared[i].ids.len());
+        let mut frozen = Vec::new();
+        for chunk in order.chunks(CRF_BATCH) {
+            let items: Vec<&Prepared> = chunk.iter().map(|&i| &prepared[i]).collect();
+            let batch = self.batch_with(&items, 0.0)?;
+            frozen.push(freeze(self.model.joint(), &batch)?);
+        }
+        frozen.shuffle(&mut self.rng);
+        let vars: Vec<candle_core::Var> = {
+            let data = lock(&self.varmap);
+            let mut names: Vec<&String> = data.keys().filter(|n| n.starts_with("crf.")).collect();
+            names.sort();
+            names.into_iter().map(|name| data[name].clone()).collect()
+        };
+        fit_crf(self.model.joint(), vars, &frozen, epochs, CRF_LEARNING_RATE)
     }
 
     /// One optimisation step on `examples` as a single batch; returns the loss before it.

@@ -54,13 +54,14 @@ const AFTER_CUE: [&str; 26] = [
 ];
 
 /// Words that are themselves a negated thing (无人的街道: no people), with the thing.
-const NEGATED_WORDS: [(&str, &str); 6] = [
+const NEGATED_WORDS: [(&str, &str); 7] = [
     ("无人", "人"),
     ("没人", "人"),
     ("无字", "文字"),
     ("有人", "人"),
     ("任何人", "人"),
     ("无水印", "水印"),
+    ("别太花哨", "花哨"),
 ];
 
 /// Words that end a negated span (不要卡通，但是要可爱 / 不要人只要风景).

@@ -15,6 +15,9 @@ use crate::plan::dictionary::Dictionary;
 use crate::plan::negation::split_negations;
 use crate::plan::prompt::{normalize, with_articles, Lexicon};
 use crate::plan::segment::{Segmenter, Word};
+use crate::plan::word_classes::{
+    is_image_count, is_singular_measure, ASPECT, CLASSIFIERS, FILLERS, POSITIONS, SUFFIXES,
+};
 
 /// What the writer made of one instruction.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,199 +28,6 @@ pub struct Content {
     pub negatives: Vec<String>,
     /// Chinese words no dictionary knows, left out.
     pub untranslated: Vec<String>,
-}
-
-/// Request verbs, fillers, particles and pronouns: they say nothing about the picture.
-const FILLERS: &[&str] = &[
-    "请",
-    "请帮",
-    "请你",
-    "帮",
-    "帮我",
-    "帮忙",
-    "麻烦",
-    "给",
-    "给我",
-    "我",
-    "我们",
-    "你",
-    "您",
-    "生成",
-    "画",
-    "画个",
-    "画张",
-    "画出",
-    "做",
-    "做个",
-    "做张",
-    "来",
-    "来个",
-    "来张",
-    "整",
-    "整个",
-    "设计",
-    "制作",
-    "弄",
-    "搞",
-    "要",
-    "想",
-    "想要",
-    "需要",
-    "一下",
-    "了",
-    "吧",
-    "呢",
-    "啊",
-    "呀",
-    "哦",
-    "嘛",
-    "得",
-    "地",
-    "把",
-    "是",
-    "出",
-    "出来",
-    "一些",
-    "那种",
-    "这种",
-    "这个",
-    "那个",
-    "张",
-    "幅",
-    "图",
-    "图片",
-    "用",
-    "用于",
-    "用的",
-    "适合",
-    "可以",
-    "能",
-    "谢谢",
-    "款",
-    "元素",
-    "作为",
-    "一份",
-    "一版",
-    "份",
-    "并且",
-    "然后",
-    "再",
-    "就",
-    "会",
-    "所",
-    "之",
-    "其",
-    "被",
-    "让",
-    "使",
-    "有点",
-    "比较",
-    "一点",
-    "感觉",
-    "样子",
-    "风格",
-    "画风",
-    "效果",
-    "主题",
-    "主题是",
-    "为",
-    "以",
-    "稍微",
-    "尽量",
-    "最好",
-    "希望",
-    "帮我画",
-    "帮我做",
-    "帮我生成",
-    "给我画",
-    "给我做",
-    "生成一张",
-    "画一张",
-    "做一张",
-    "来一张",
-    "一张",
-    "一幅",
-    "一个",
-    "一款",
-    "一套",
-    "一版",
-    "画面",
-    "画面中",
-    "画面里",
-    "图中",
-    "图里",
-    "图上",
-    "只要",
-    "只有",
-    "只",
-    "仅",
-    "就好",
-    "就行",
-];
-
-/// Classifiers after a number (一朵, 三只): the number carries the meaning.
-const CLASSIFIERS: &str =
-    "个只张幅条位名件把朵棵座辆艘头匹架根块盆瓶间栋顶轮片杯碗束盘支颗粒株枝台部本封套幢";
-
-/// 一 + classifier (一朵, 一只): a singular that SDXL needs no word for (一双, 一对, 一群
-/// say more and are translated).
-fn is_singular_measure(word: &str) -> bool {
-    let chars: Vec<char> = word.chars().collect();
-    chars.len() == 2 && chars[0] == '一' && CLASSIFIERS.contains(chars[1])
-}
-
-/// Words that only make sense after another word (水墨风, 胶片感, 卡通风格).
-const SUFFIXES: &[&str] = &["风", "感", "风的", "风格的", "系", "调"];
-
-/// Position words after a place and the English preposition.
-const POSITIONS: &[(&str, &str)] = &[
-    ("上", "on"),
-    ("下", "under"),
-    ("里", "in"),
-    ("中", "in"),
-    ("内", "inside"),
-    ("外", "outside"),
-    ("旁", "beside"),
-    ("边", "beside"),
-    ("旁边", "beside"),
-    ("上面", "on"),
-    ("上边", "on"),
-    ("下面", "under"),
-    ("下边", "under"),
-    ("里面", "inside"),
-    ("里边", "inside"),
-    ("中间", "in the middle of"),
-    ("中央", "in the center of"),
-    ("当中", "in the middle of"),
-    ("周围", "around"),
-    ("附近", "near"),
-    ("前", "in front of"),
-    ("前面", "in front of"),
-    ("后", "behind"),
-    ("后面", "behind"),
-    ("背后", "behind"),
-    ("上方", "above"),
-    ("下方", "below"),
-    ("之上", "above"),
-    ("之下", "below"),
-    ("之间", "between"),
-    ("对面", "across from"),
-];
-
-/// Particles after which a position word is a verb (下着雨, 上了色).
-const ASPECT: &[&str] = &["着", "了", "过"];
-
-/// Numbers of images, not of things in them (三张, 两幅).
-fn is_image_count(word: &str) -> bool {
-    let mut chars: Vec<char> = word.chars().collect();
-    let Some(last) = chars.pop() else {
-        return false;
-    };
-    "张幅份套版".contains(last)
-        && !chars.is_empty()
-        && chars
-            .iter()
-            .all(|c| c.is_ascii_digit() || "一二两三四五六七八九十几".contains(*c))
 }
 
 fn clauses(text: &str) -> impl Iterator<Item = &str> {
@@ -265,7 +75,11 @@ impl OfflineWriter<'_> {
             for item in negated {
                 let pieces = self.pieces(&item, &mut content.untranslated);
                 let phrase = phrases(&pieces).join(" ");
-                if !phrase.is_empty() {
+                if phrase == "person" || phrase == "people" {
+                    // No one at all: SDXL reads "person" as one figure.
+                    content.negatives.push("people".into());
+                    content.negatives.push("person".into());
+                } else if !phrase.is_empty() {
                     content.negatives.push(phrase);
                 }
             }
@@ -436,10 +250,25 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
     let mut out = Vec::new();
     let mut words: Vec<String> = Vec::new();
     let mut run_start = 0;
+    // After 在 with no position word yet: 在图书馆看书 is "in library, reading".
+    let mut after_zai = false;
     for (index, piece) in pieces.iter().enumerate() {
         if piece.chinese == "在" || piece.chinese == "于" {
             run_start = words.len();
+            after_zai = true;
             continue;
+        }
+        if after_zai
+            && piece.tag.starts_with('v')
+            && words.len() > run_start
+            && position(piece).is_none()
+        {
+            let place = words.split_off(run_start);
+            push_phrase(&mut out, &words);
+            words.clear();
+            out.push(with_preposition("in", &place.join(" ")));
+            run_start = 0;
+            after_zai = false;
         }
         let before_aspect = pieces
             .get(index + 1)
@@ -450,10 +279,11 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
                 continue;
             }
             if words.len() > run_start {
+                after_zai = false;
                 let place = words.split_off(run_start);
                 push_phrase(&mut out, &words);
                 words.clear();
-                out.push(format!("{preposition} {}", place.join(" ")));
+                out.push(with_preposition(preposition, &place.join(" ")));
                 run_start = 0;
                 continue;
             }
@@ -466,6 +296,20 @@ fn phrases(pieces: &[Piece]) -> Vec<String> {
     }
     push_phrase(&mut out, &words);
     out
+}
+
+/// "in X", unless the lexicon's English of X has its own preposition (公园里: "in the park").
+fn with_preposition(preposition: &str, place: &str) -> String {
+    let has_own = [
+        "in ", "on ", "at ", "under ", "inside ", "outside ", "beside ", "by ", "near ",
+    ]
+    .iter()
+    .any(|own| place.starts_with(own));
+    if has_own {
+        place.to_string()
+    } else {
+        format!("{preposition} {place}")
+    }
 }
 
 fn push_phrase(out: &mut Vec<String>, words: &[String]) {
@@ -531,7 +375,7 @@ mod tests {
             "{prompt}"
         );
         assert_eq!(content.negatives, ["text"]);
-        assert_eq!(write("别放人").negatives, ["person"]);
+        assert_eq!(write("别放人").negatives, ["people", "person"]);
         assert!(write("画一架无人机").negatives.is_empty());
     }
 
@@ -548,6 +392,8 @@ mod tests {
             prompt.contains("straw hat") && prompt.contains("in the bamboo forest"),
             "{prompt}"
         );
+        let park = write("老爷爷在公园里下棋").phrases.join(", ");
+        assert!(!park.contains("in in"), "{park}");
         let rain = write("窗外下着小雨").phrases.join(", ");
         assert!(!rain.contains("under"), "{rain}");
     }

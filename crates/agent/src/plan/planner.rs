@@ -15,10 +15,11 @@ use crate::error::AgentError;
 use crate::labels::{Intent, SlotName};
 use crate::model::Parse;
 use crate::plan::dictionary::DICTIONARY_VERSION;
-use crate::plan::prompt::{write_prompt, Lexicon};
+use crate::plan::prompt::Lexicon;
 use crate::plan::prompt_cache::{cached, PromptKey};
 use crate::plan::scenes::Scenes;
 use crate::plan::sizing::size_for_aspect;
+use crate::plan::template::write_prompt;
 
 /// Which pipeline a plan runs; spelled as in logs and the HTTP API (the `strum`
 /// attributes; serde, `Display` and `FromStr` all use them).
@@ -123,13 +124,16 @@ pub struct PlanInputs {
 }
 
 pub const MAX_IMAGES: usize = 8;
-/// Below this intent confidence the planner asks instead of guessing.
-pub const MIN_CONFIDENCE: f64 = 0.35;
+/// Below this intent confidence the planner asks instead of guessing. Confidences are
+/// temperature-calibrated (the model's `intent_temperature`), so below one half the
+/// intent is more likely wrong than right.
+pub const MIN_CONFIDENCE: f64 = 0.5;
 
 pub const REFUSAL: &str = "抱歉，这个我帮不上忙。我是画图助手 huatu，可以帮您：生成海报和节日祝福图、人像、背景和壁纸、图标和 logo，或自由创作一张图；也可以按文字修改您的图片（如“把天空换成晚霞”），或把您上传的素材（如 logo）放进图片的指定位置。请告诉我您想画什么。";
 pub const ASK_IMAGE: &str = "请上传要编辑的图片。";
 pub const ASK_CONDITION: &str = "请上传要放进图片里的素材图（例如 logo 或产品图）。";
 pub const ASK_SUBJECT: &str = "想画什么呢？请描述一下画面内容，例如“画一只在月球上的猫”。";
+pub const ASK_EDIT: &str = "想怎么改这张图呢？请说说要改哪里、改成什么，例如“把天空换成晚霞”。";
 pub const ASK_CLARIFY: &str =
     "我不太确定您的意思。您是想生成一张新图，还是修改已有的图片？请再具体说说。";
 
@@ -142,11 +146,12 @@ fn text_slot(parse: &Parse, slot: SlotName) -> Option<&str> {
 
 pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexicon) -> Plan {
     let intent = parse.intent;
-    if intent == Intent::Other {
-        return Plan::Refusal(REFUSAL.into());
-    }
+    // An unsure `other` may be a request worded oddly: ask rather than refuse.
     if parse.confidence < MIN_CONFIDENCE {
         return Plan::Question(ASK_CLARIFY.into());
+    }
+    if intent == Intent::Other {
+        return Plan::Refusal(REFUSAL.into());
     }
     if intent.is_edit() && inputs.image.is_none() {
         return Plan::Question(ASK_IMAGE.into());
@@ -154,9 +159,20 @@ pub fn plan(parse: &Parse, inputs: &PlanInputs, scenes: &Scenes, lexicon: &Lexic
     if intent == Intent::EditReference && inputs.condition_image.is_none() {
         return Plan::Question(ASK_CONDITION.into());
     }
+    // An instruction edit needs something to change: a target, new content or a style.
+    if intent == Intent::EditInstruct
+        && [SlotName::Target, SlotName::Content, SlotName::Style]
+            .iter()
+            .all(|&slot| text_slot(parse, slot).is_none())
+    {
+        return Plan::Question(ASK_EDIT.into());
+    }
     let needs_subject = matches!(
         intent,
-        Intent::GenerateFree | Intent::GeneratePortrait | Intent::GenerateIcon
+        Intent::GenerateFree
+            | Intent::GeneratePortrait
+            | Intent::GenerateIcon
+            | Intent::GeneratePoster
     );
     if needs_subject
         && text_slot(parse, SlotName::Subject).is_none()

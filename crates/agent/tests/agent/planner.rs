@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use huatu_agent::corpus::{SlotValue, Slots};
 use huatu_agent::planner::{
-    plan, PipelineKind, Plan, PlanInputs, ASK_CONDITION, ASK_IMAGE, ASK_SUBJECT, REFUSAL,
+    plan, PipelineKind, Plan, PlanInputs, ASK_CLARIFY, ASK_CONDITION, ASK_EDIT, ASK_IMAGE,
+    ASK_SUBJECT, REFUSAL,
 };
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
@@ -216,6 +217,49 @@ fn other_is_refused_politely_and_vague_requests_are_asked_about() {
 }
 
 #[test]
+fn low_confidence_or_a_missing_required_slot_asks_instead_of_guessing() {
+    // An unsure `other` is asked about, not refused: it may be an edit worded oddly.
+    let mut unsure_other = parse("图里这个能不能弄一下", Intent::Other, &[]);
+    unsure_other.confidence = 0.45;
+    assert_eq!(
+        run(&unsure_other, &PlanInputs::default()),
+        Plan::Question(ASK_CLARIFY.into())
+    );
+    unsure_other.confidence = 0.9;
+    assert_eq!(
+        run(&unsure_other, &PlanInputs::default()),
+        Plan::Refusal(REFUSAL.into())
+    );
+    let with_image = PlanInputs {
+        image: Some("photo.png".into()),
+        ..Default::default()
+    };
+    // Nothing to change named.
+    assert_eq!(
+        run(
+            &parse("帮我改一下这张图", Intent::EditInstruct, &[]),
+            &with_image
+        ),
+        Plan::Question(ASK_EDIT.into())
+    );
+    // A style alone is enough for an edit.
+    let restyle = parse(
+        "改成水彩风格",
+        Intent::EditInstruct,
+        &[(SlotName::Style, "水彩")],
+    );
+    assert!(matches!(run(&restyle, &with_image), Plan::Task(_)));
+    // A poster with no theme at all.
+    assert_eq!(
+        run(
+            &parse("做张海报", Intent::GeneratePoster, &[]),
+            &PlanInputs::default()
+        ),
+        Plan::Question(ASK_SUBJECT.into())
+    );
+}
+
+#[test]
 fn counts_are_capped_and_unknown_words_reported() {
     let p = parse(
         "来二十张龘㸚猫",
@@ -366,5 +410,30 @@ fn chat_backend_reports_an_unreachable_server() {
     assert!(
         error.starts_with(&format!("prompt server http://127.0.0.1:{port}/v1")),
         "{error}"
+    );
+}
+
+#[test]
+fn a_repeated_instruction_is_planned_from_the_prompt_cache() {
+    let p = parse(
+        "做一张招聘海报，蓝色，别放人（缓存测试）",
+        Intent::GeneratePoster,
+        &[(SlotName::Subject, "招聘")],
+    );
+    let (hits_before, _) = huatu_agent::plan::prompt_cache::stats();
+    let first = task(run(&p, &PlanInputs::default()));
+    let second = task(run(&p, &PlanInputs::default()));
+    let (hits_after, _) = huatu_agent::plan::prompt_cache::stats();
+    assert_eq!(first.prompt, second.prompt);
+    assert!(hits_after > hits_before);
+    assert!(
+        first.prompt.contains("recruitment poster"),
+        "{}",
+        first.prompt
+    );
+    assert!(
+        first.negative_prompt.starts_with("people, person"),
+        "{}",
+        first.negative_prompt
     );
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use huatu_agent::chat_backend::ChatBackend;
+use huatu_agent::plan::purpose::Purpose;
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::{PromptBackend, Scenes};
 use huatu_data::dataset::prompt::{PromptWriter, TemplatePromptWriter};
@@ -159,8 +160,11 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         bail!("the trigger word must be non-empty and hold no comma, got {trigger:?}");
     }
     let template = match scene {
+        // A training set mixes purposes: its images get the general poster wording.
         Some(scene) => TemplatePromptWriter {
-            template: scene.prompt.clone(),
+            template: scene
+                .prompt
+                .replace("{purpose}", Purpose::General.wording()),
             trigger: trigger.clone(),
         },
         None => TemplatePromptWriter::new(&trigger, args.style.as_deref()),

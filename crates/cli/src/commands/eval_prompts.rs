@@ -2,6 +2,7 @@
 //! plan` does) and scores its prompts: concept coverage, forbidden words in the positive
 //! prompt, negatives found in the negative prompt, and the planning time.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,6 +30,8 @@ pub struct EvalPromptsArgs {
 pub fn run(args: EvalPromptsArgs) -> anyhow::Result<()> {
     let planner = Planner::load(&args.setup)?;
     let cases = read_cases(&args.data)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     let mut report = ConceptReport::default();
     let mut listed = 0;
     let mut planning = std::time::Duration::ZERO;
@@ -55,24 +58,29 @@ pub fn run(args: EvalPromptsArgs) -> anyhow::Result<()> {
             || !score.negatives_missed.is_empty();
         if failed && listed < args.errors {
             listed += 1;
-            println!("- {} ({})", case.text, parse.intent);
-            println!("  prompt: {prompt}");
-            println!("  negative: {negative}");
+            writeln!(out, "- {} ({})", case.text, parse.intent)?;
+            writeln!(out, "  prompt: {prompt}")?;
+            writeln!(out, "  negative: {negative}")?;
             if !score.missed.is_empty() {
-                println!("  missed: {}", score.missed.join("; "));
+                writeln!(out, "  missed: {}", score.missed.join("; "))?;
             }
             if !score.forbidden_hits.is_empty() {
-                println!("  forbidden: {}", score.forbidden_hits.join("; "));
+                writeln!(out, "  forbidden: {}", score.forbidden_hits.join("; "))?;
             }
             if !score.negatives_missed.is_empty() {
-                println!("  negatives missed: {}", score.negatives_missed.join("; "));
+                writeln!(
+                    out,
+                    "  negatives missed: {}",
+                    score.negatives_missed.join("; ")
+                )?;
             }
         }
     }
-    print!("{report}");
-    println!(
+    write!(out, "{report}")?;
+    writeln!(
+        out,
         "planning time: {:.2} ms per instruction (intent model and prompt writer)",
         1000.0 * planning.as_secs_f64() / cases.len().max(1) as f64
-    );
+    )?;
     Ok(())
 }

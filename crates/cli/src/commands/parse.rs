@@ -2,27 +2,15 @@
 //! `huatu eval intent` (intent accuracy, per-intent precision/recall, slot F1).
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
-use huatu_agent::IntentModel;
 
-/// The intent model `parse` and `chat` use: the folder given (flag), else
-/// `$HUATU_INTENT_MODEL`, else the model built into the binary.
-pub fn load_intent_model(dir: Option<&Path>) -> anyhow::Result<IntentModel> {
-    let dir = dir
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("HUATU_INTENT_MODEL").map(PathBuf::from));
-    match dir {
-        Some(dir) => IntentModel::load(&dir)
-            .with_context(|| format!("loading the intent model from {}", dir.display())),
-        None => IntentModel::embedded().context("loading the built-in intent model"),
-    }
-}
+use crate::intent_model_lookup::load_intent_model;
 
 #[derive(Args, Debug)]
 pub struct ParseArgs {

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -16,7 +16,7 @@ use huatu_agent::scenes::{PromptBackend, Scenes};
 use huatu_agent::{plan, Intent, IntentModel, Parse, Plan, PlanInputs};
 use serde_json::{json, Value};
 
-use crate::commands::parse::load_intent_model;
+use crate::intent_model_lookup::load_intent_model;
 
 /// What the planner needs besides the instruction; shared by `plan` and `chat`.
 #[derive(Args, Debug, Clone, Default)]
@@ -207,12 +207,18 @@ fn read_texts() -> anyhow::Result<Vec<String>> {
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let planner = Planner::load(&args.setup)?;
-    let plan_one = |text: &str| -> anyhow::Result<(Parse, Plan)> {
+    let mut parsing = Duration::ZERO;
+    let mut planning = Duration::ZERO;
+    let mut plan_one = |text: &str| -> anyhow::Result<(Parse, Plan)> {
+        let started = Instant::now();
         let mut parse = planner.parse(text)?;
+        parsing += started.elapsed();
         if let Some(intent) = args.intent {
             parse.intent = intent;
         }
+        let started = Instant::now();
         let plan = planner.plan_parse(&parse);
+        planning += started.elapsed();
         Ok((parse, plan))
     };
     let stdout = std::io::stdout();
@@ -233,11 +239,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", plan_json(&parse, &plan)?)?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let each = |time: Duration| 1000.0 * time.as_secs_f64() / texts.len().max(1) as f64;
     eprintln!(
-        "planned {} instructions in {:.3} s ({:.2} ms each, intent model included)",
+        "planned {} instructions in {:.3} s: {:.2} ms each for the intent model, {:.2} ms for the plan and prompt",
         texts.len(),
         seconds,
-        1000.0 * seconds / texts.len().max(1) as f64
+        each(parsing),
+        each(planning)
     );
     Ok(())
 }

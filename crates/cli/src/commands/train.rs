@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use huatu_agent::corpus::read_jsonl;
 use huatu_agent::eval::evaluate;
 use huatu_agent::train::{TrainOptions, Trainer};
+use huatu_agent::tuning::tune_decoding;
 
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {
@@ -25,7 +26,7 @@ pub enum TrainCommand {
 pub struct TrainIntentArgs {
     /// Training data: JSON lines with text, intent, slots. Repeat for several files;
     /// `FILE*N` counts a file N times (to weigh a small hand-written set up). Default: the
-    /// committed model's recipe, the generated corpus plus the hand-written sets ×3.
+    /// committed model's recipe, the generated corpora plus the hand-written sets ×3.
     #[arg(long = "data", default_values = DEFAULT_DATA, value_parser = parse_weighted)]
     pub data: Vec<(PathBuf, usize)>,
     /// Labelled data scored after every epoch (not trained on). Repeat for several.
@@ -61,16 +62,27 @@ pub struct TrainIntentArgs {
     /// Save f32 weights instead of f16.
     #[arg(long)]
     pub f32: bool,
+    /// Leave out the word-boundary (segmentation) input features.
+    #[arg(long)]
+    pub no_word_boundaries: bool,
+    /// Leave out the CRF over the tags (per-character cross-entropy only).
+    #[arg(long)]
+    pub no_crf: bool,
 }
 
-const DEFAULT_DATA: [&str; 6] = [
+const DEFAULT_DATA: [&str; 8] = [
     "data/intents/train.jsonl",
+    "data/intents/train_hard.jsonl",
     "data/intents/handwritten_a.jsonl*3",
     "data/intents/handwritten_b.jsonl*3",
     "data/intents/handwritten_c.jsonl*3",
     "data/intents/handwritten_d.jsonl*3",
     "data/intents/handwritten_e.jsonl*3",
+    "data/intents/handwritten_f.jsonl*3",
 ];
+
+/// Passes of the CRF's second stage over the frozen tagger logits.
+const CRF_EPOCHS: usize = 3;
 
 /// `FILE` or `FILE*N` (N ≥ 1).
 fn parse_weighted(text: &str) -> Result<(PathBuf, usize), String> {
@@ -125,6 +137,8 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
         max_len: args.max_len,
         dropout: args.dropout,
         pretrained: args.pretrained,
+        word_boundaries: !args.no_word_boundaries,
+        crf: !args.no_crf,
         ..TrainOptions::default()
     };
     eprintln!("training on {} instructions", examples.len());
@@ -165,6 +179,36 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     })?;
     if let Some(error) = failure {
         return Err(error).context("scoring the dev set or saving");
+    }
+    // `--epochs 0` on one of our models only refits the decoding settings below.
+    let crf_epochs = if args.epochs == 0 { 0 } else { CRF_EPOCHS };
+    let crf_started = Instant::now();
+    let crf_losses = trainer.fit_transitions(&examples, crf_epochs)?;
+    if !crf_losses.is_empty() {
+        let losses: Vec<String> = crf_losses.iter().map(|l| format!("{l:.4}")).collect();
+        eprintln!(
+            "CRF fitted on the frozen tagger: NLL per character by pass {}, {:.1} s",
+            losses.join(", "),
+            crf_started.elapsed().as_secs_f64()
+        );
+        trainer.save(&args.out, half)?;
+    }
+    // The intent temperature and the word-boundary cost of decoding, fitted on the dev
+    // sets (never on held-out test sets).
+    let dev_examples: Vec<_> = dev.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+    if let Some(tuning) = tune_decoding(&mut trainer.model, &dev_examples)? {
+        let tried: Vec<String> = tuning
+            .slot_f1_by_penalty
+            .iter()
+            .map(|(penalty, f1)| format!("{penalty}: {:.1}%", 100.0 * f1))
+            .collect();
+        eprintln!(
+            "decoding fitted on the dev sets: intent temperature {:.2}, word-boundary cost {} (dev slot F1 by cost: {})",
+            tuning.intent_temperature,
+            tuning.boundary_penalty,
+            tried.join(", ")
+        );
+        trainer.save(&args.out, half)?;
     }
     eprintln!(
         "trained in {:.1} s; wrote {}",
