@@ -30,6 +30,9 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Serves the HTTP API (OpenAI-compatible images, jobs, SSE progress) and the web page.
     Serve(commands::serve::ServeArgs),
+    /// Runs jobs from a shared PostgreSQL queue (`serve --database … --no-worker` is the
+    /// API); no HTTP.
+    Worker(commands::worker::WorkerArgs),
     /// Understands an instruction, plans and runs the whole chain, printing each step.
     Chat(commands::chat::ChatArgs),
     /// Edits an image: text edit (InstructPix2Pix), region edit (inpainting, ControlNet) or img2img.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Worker(args) => commands::worker::run(args),
         Command::Edit(args) => commands::edit::run(args),
         Command::EditPair(args) => commands::edit_pair::run(*args),
         Command::Chat(args) => commands::chat::run(args),

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `huatu` binary (one test binary, to save link time): `generate`
 //! on the tiny SDXL fixture (tests/fixtures/sdxl_tiny) with and without LoRA adapters, its
-//! outputs, `lora info`, and one clear error for each kind of bad input.
+//! outputs, `lora info`, one clear error for each kind of bad input, and the scale-out
+//! cluster on PostgreSQL (cli_scale/).
 // Test code: a failed expectation is the failure the test reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -9,12 +10,16 @@ use std::process::{Command, Output};
 
 #[path = "cli_data/caption.rs"]
 mod caption;
+#[path = "cli_scale/cluster.rs"]
+mod cluster;
 #[path = "cli_data/data.rs"]
 mod data;
 #[path = "cli_data/dataset.rs"]
 mod dataset;
 #[path = "cli_data/dataset_pairs.rs"]
 mod dataset_pairs;
+#[path = "cli_scale/http.rs"]
+mod http;
 #[path = "cli_plan/plan.rs"]
 mod plan;
 #[path = "cli_train/train_ip2p.rs"]

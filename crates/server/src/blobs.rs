@@ -11,6 +11,11 @@
 //! upload between its job's acceptance and the write, a result before its job is
 //! recorded) pins it first, and a blob is only deleted while unpinned and unreferenced,
 //! checked under the pins lock. A writer that pins after a deletion simply writes again.
+//!
+//! Shared store (several processes on one directory, a shared queue): pins are per
+//! process, so a blob is only deleted once it is older than a grace period (a blob
+//! written or found again refreshes its time), and only old files in `tmp/` are
+//! leftovers.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,6 +27,8 @@ use sha2::{Digest, Sha256};
 
 pub struct Blobs {
     root: PathBuf,
+    /// Shared store: blobs and temporary files younger than this are never deleted.
+    grace: Option<Duration>,
     /// How many holders pin each blob id (see the module comment).
     pins: Mutex<HashMap<String, usize>>,
     unpinned: Condvar,
@@ -102,9 +109,15 @@ pub struct Removed {
 impl Blobs {
     /// Opens (creating) the store at `root` and removes what a crash left in `tmp/`.
     pub fn open(root: &Path) -> std::io::Result<Self> {
+        Self::open_with(root, None)
+    }
+
+    /// With `grace`: a store other processes write too (see the module comment).
+    pub fn open_with(root: &Path, grace: Option<Duration>) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join("tmp"))?;
         let blobs = Self {
             root: root.to_path_buf(),
+            grace,
             pins: Mutex::new(HashMap::new()),
             unpinned: Condvar::new(),
         };
@@ -116,12 +129,13 @@ impl Blobs {
     }
 
     /// Removes every file in `tmp/`: only `put` writes there, and only one server uses
-    /// a data directory (its lock file), so at open they are all leftovers.
+    /// a data directory (its lock file), so at open they are all leftovers. A shared
+    /// store removes only those older than its grace period.
     fn clean_tmp(&self) -> std::io::Result<usize> {
         let mut removed = 0;
         for entry in std::fs::read_dir(self.root.join("tmp"))? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
+            if entry.file_type()?.is_file() && !self.is_recent(&entry.path()) {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }
@@ -134,6 +148,18 @@ impl Blobs {
         self.pins
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a shared store must keep `path` still: modified within the grace period.
+    fn is_recent(&self, path: &Path) -> bool {
+        let Some(grace) = self.grace else {
+            return false;
+        };
+        std::fs::metadata(path)
+            .and_then(|metadata| metadata.modified())
+            .map_or(true, |modified| {
+                modified.elapsed().map_or(true, |age| age < grace)
+            })
     }
 
     /// Where blob `id` lives (None for a malformed id).
@@ -176,7 +202,18 @@ impl Blobs {
             return Err(std::io::Error::other("content hash is not hex"));
         };
         if path.is_file() {
-            return Ok(());
+            if self.grace.is_some() {
+                // Another process may be deleting it as old: refresh its time.
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()))?;
+                if path.is_file() {
+                    return Ok(());
+                }
+            } else {
+                return Ok(());
+            }
         }
         let shard = self.root.join(&id[..2]);
         let new_shard = !shard.is_dir();
@@ -252,7 +289,7 @@ impl Blobs {
         let mut removed = Removed::default();
         for id in ids {
             let Some(path) = self.path(id) else { continue };
-            if pins.contains_key(id) || is_referenced(id) {
+            if pins.contains_key(id) || self.is_recent(&path) || is_referenced(id) {
                 continue;
             }
             let bytes = match std::fs::metadata(&path) {
@@ -395,6 +432,50 @@ mod tests {
         };
         assert!(blobs.wait_until_present(&id, Duration::from_secs(5)));
         assert_eq!(writer.join().map_err(|_| anyhow::anyhow!("panicked"))??, id);
+        Ok(())
+    }
+
+    #[test]
+    fn a_shared_store_keeps_recent_blobs_and_temporary_files() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        drop(Blobs::open(dir.path())?);
+        let in_flight = dir.path().join("tmp").join("abc.123");
+        std::fs::write(&in_flight, b"another process writes this")?;
+        let blobs = Blobs::open_with(dir.path(), Some(Duration::from_secs(3600)))?;
+        assert!(
+            in_flight.is_file(),
+            "a recent temporary file is not a leftover"
+        );
+        let loose = blobs.put(b"loose")?;
+        let removed = blobs.remove_unreferenced([loose.as_str()], |_| false)?;
+        assert_eq!(removed.files, 0);
+        // Once past the grace period it goes.
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        let path = blobs
+            .path(&loose)
+            .ok_or_else(|| anyhow::anyhow!("no path"))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)?
+            .set_modified(old)?;
+        // Stored again (another job made the same bytes): young again.
+        blobs.put(b"loose")?;
+        assert_eq!(
+            blobs
+                .remove_unreferenced([loose.as_str()], |_| false)?
+                .files,
+            0
+        );
+        std::fs::File::options()
+            .write(true)
+            .open(&path)?
+            .set_modified(old)?;
+        assert_eq!(
+            blobs
+                .remove_unreferenced([loose.as_str()], |_| false)?
+                .files,
+            1
+        );
         Ok(())
     }
 

@@ -140,6 +140,19 @@ pub struct ServeArgs {
     /// the first free one. Default: $HUATU_DEVICE, else auto.
     #[arg(long = "device")]
     pub devices: Vec<DeviceChoice>,
+    /// The job queue: a PostgreSQL URL (postgres://USER[:PASSWORD]@HOST:PORT/DB) shared by
+    /// API nodes and workers on any number of machines (processes on one machine may
+    /// share one --data directory as their blob store). Default: SQLite in --data, one
+    /// server per directory.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Serve the API only; workers (`huatu worker`) run the jobs. Needs --database.
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Seconds a worker's lease on its job lasts without a heartbeat (sent every third of
+    /// it); a job whose worker stopped answering is re-queued after it (--database only).
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub lease_secs: u64,
 }
 
 /// Everything a server needs, resolved and checked.
@@ -180,6 +193,16 @@ pub struct ServerConfig {
     pub header_timeout: std::time::Duration,
     pub body_timeout: std::time::Duration,
     pub max_connections: usize,
+    /// A shared PostgreSQL queue (`--database`); None: SQLite in the data directory.
+    pub database: Option<String>,
+    /// Whether this process runs workers (false: `--no-worker`, the API alone).
+    pub run_workers: bool,
+    /// Whether this process serves HTTP (false: `huatu worker`).
+    pub serve_http: bool,
+    /// How long a worker's lease lasts without a heartbeat (`--lease-secs`).
+    pub lease: std::time::Duration,
+    /// The workers' names in a shared queue; default `<host>-<pid>-<index>`.
+    pub worker_name: Option<String>,
 }
 
 impl ServerConfig {
@@ -215,6 +238,11 @@ impl ServerConfig {
             header_timeout: std::time::Duration::from_secs(30),
             body_timeout: std::time::Duration::from_secs(60),
             max_connections: 512,
+            database: None,
+            run_workers: true,
+            serve_http: true,
+            lease: std::time::Duration::from_secs(15),
+            worker_name: None,
         }
     }
 
@@ -312,6 +340,19 @@ impl ServerConfig {
                 args.max_job_secs
             )));
         }
+        if let Some(url) = &args.database {
+            check_database_url(url)?;
+        } else if args.no_worker {
+            return Err(ServerError::Config(
+                "--no-worker needs --database postgres://…: with the built-in SQLite queue no other process can run the jobs".into(),
+            ));
+        }
+        if !(3..=3600).contains(&args.lease_secs) {
+            return Err(ServerError::Config(format!(
+                "--lease-secs must be from 3 to 3600, got {}",
+                args.lease_secs
+            )));
+        }
         if args.model.is_none() {
             let extras = [
                 ("--instruct-model", args.instruct_model.is_some()),
@@ -360,7 +401,24 @@ impl ServerConfig {
             header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
             body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
             max_connections: args.max_connections,
+            database: args.database.clone(),
+            run_workers: !args.no_worker,
+            serve_http: true,
+            lease: std::time::Duration::from_secs(args.lease_secs),
+            worker_name: None,
         })
+    }
+}
+
+/// A queue URL this huatu can use: PostgreSQL only (SQLite is the default, no URL).
+pub fn check_database_url(url: &str) -> Result<(), ServerError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(ServerError::Config(format!(
+            "--database must be a PostgreSQL URL (postgres://USER@HOST:PORT/DB), got `{}`",
+            crate::job_queue::url::redact_url(url)
+        )))
     }
 }
 

@@ -34,6 +34,19 @@ pub enum ServerError {
         found: i64,
         known: i64,
     },
+    #[error("job queue {database}")]
+    Queue {
+        /// The database URL without its password.
+        database: String,
+        #[source]
+        source: crate::job_queue::store::QueueError,
+    },
+    #[error("the job queue {database} has layout version {found}, newer than this huatu reads ({known}); run the newer huatu on every node")]
+    NewerQueue {
+        database: String,
+        found: i32,
+        known: i32,
+    },
     #[error("another huatu server is using the data directory {path}{holder}; stop it, or give this one another --data")]
     DataDirLocked {
         path: std::path::PathBuf,
@@ -188,13 +201,19 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(error: rusqlite::Error) -> Self {
-        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+impl From<crate::job_queue::store::QueueError> for ApiError {
+    fn from(error: crate::job_queue::store::QueueError) -> Self {
+        if error.is_storage_full() {
             tracing::error!("job database: {error}");
             return Self::storage_full();
         }
         Self::internal("job database", &error)
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(error: rusqlite::Error) -> Self {
+        crate::job_queue::store::QueueError::from(error).into()
     }
 }
 

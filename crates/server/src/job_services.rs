@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use crate::blobs::Blobs;
 use crate::events::EventHub;
-use crate::job_queue::JobQueue;
-use crate::jobs::Job;
+use crate::job_queue::postgres::EventBus;
+use crate::job_queue::{JobQueue, Lease, QueueError};
+use crate::jobs::{Job, JobEvent};
+use crate::leases::LeaseBook;
 use crate::metrics::Metrics;
 
 /// Wakes sleeping workers when a job arrives or the server stops.
@@ -117,13 +119,59 @@ impl CancelRequests {
 /// What the workers and the HTTP side share to run jobs: the durable queue, the blob
 /// store, live events, metrics, and the signals that wake and stop workers.
 pub struct JobServices {
-    pub queue: Arc<JobQueue>,
+    pub queue: Arc<dyn JobQueue>,
+    /// Events between nodes (a shared queue); None: this process's hub is the only one.
+    pub bus: Option<Arc<EventBus>>,
+    /// The leases this process's workers hold (renewed by the lease keeper).
+    pub leases: Arc<LeaseBook>,
     pub blobs: Arc<Blobs>,
     pub events: Arc<EventHub>,
     pub metrics: Arc<Metrics>,
     pub wakeup: Arc<Wakeup>,
     pub cancels: Arc<CancelRequests>,
     pub shutdown: Arc<AtomicBool>,
+}
+
+impl JobServices {
+    /// Services over `queue` with fresh signals and an empty hub.
+    pub fn new(queue: Arc<dyn JobQueue>, blobs: Arc<Blobs>, bus: Option<Arc<EventBus>>) -> Self {
+        Self {
+            queue,
+            bus,
+            leases: Arc::new(LeaseBook::default()),
+            blobs,
+            events: Arc::new(EventHub::default()),
+            metrics: Arc::new(Metrics::default()),
+            wakeup: Arc::new(Wakeup::default()),
+            cancels: Arc::new(CancelRequests::default()),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Tells every listener of job `id`, on every node when the queue is shared (this
+    /// node's hub then hears it back from the database, once).
+    pub fn publish(&self, id: &str, event: JobEvent) {
+        match &self.bus {
+            Some(bus) => bus.send(id, &event),
+            None => self.events.publish(id, event),
+        }
+    }
+
+    /// Asks the worker of the running job `id` to cancel it: true when it will end
+    /// `cancelled`. A shared queue keeps the request in the job's row (the worker, on
+    /// any machine, settles it); a single server's workers settle it in memory.
+    pub fn request_cancel(&self, id: &str) -> Result<bool, QueueError> {
+        if self.queue.is_shared() {
+            self.queue.request_cancel(id)
+        } else {
+            Ok(self.cancels.request(id))
+        }
+    }
+
+    /// The lease a worker of this process holds on job `id`.
+    pub fn lease_of(&self, id: &str) -> Option<Lease> {
+        self.leases.get(id)
+    }
 }
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ pub struct Job {
 }
 
 /// What `/v1/jobs/{id}/events` streams; `type` is also the SSE event name.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// Waiting; `position` jobs are ahead of it.

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub blobs_removed: AtomicU64,
     /// Bytes in the blob store at the last retention sweep.
     pub store_bytes: AtomicU64,
+    /// Expired leases this node re-queued or failed (shared queue).
+    pub lease_expiries: AtomicU64,
+    /// Outcomes of this node's workers discarded because their lease was lost.
+    pub stale_results_discarded: AtomicU64,
 }
 
 impl Metrics {
@@ -161,6 +165,16 @@ impl Metrics {
                 "Stored inputs and results deleted since start.",
                 load(&self.blobs_removed),
             ),
+            (
+                "huatu_node_lease_expiries_total",
+                "Expired leases this node re-queued or failed since start (shared queue).",
+                load(&self.lease_expiries),
+            ),
+            (
+                "huatu_stale_results_discarded_total",
+                "Outcomes of this node's workers discarded since start: their lease was lost.",
+                load(&self.stale_results_discarded),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(text, "# HELP {name} {help}");
@@ -198,5 +212,58 @@ impl Metrics {
             self.jobs_succeeded.load(Ordering::Relaxed) + self.jobs_failed.load(Ordering::Relaxed);
         (finished > 0)
             .then(|| self.job_run_micros.load(Ordering::Relaxed) as f64 / 1e6 / finished as f64)
+    }
+}
+
+/// A shared queue's view over all nodes: lease expiries, and per worker its liveness and
+/// throughput (jobs finished in the last minute, and in all by outcome).
+pub fn render_cluster(
+    text: &mut String,
+    lease_expiries: u64,
+    workers: &[crate::job_queue::WorkerRecord],
+) {
+    let _ = writeln!(
+        text,
+        "# HELP huatu_lease_expiries_total Leases that expired, over all nodes (jobs re-queued or failed because their worker stopped answering)."
+    );
+    let _ = writeln!(text, "# TYPE huatu_lease_expiries_total counter");
+    let _ = writeln!(text, "huatu_lease_expiries_total {lease_expiries}");
+    let _ = writeln!(
+        text,
+        "# HELP huatu_worker_last_seen_seconds Seconds since each worker's last heartbeat."
+    );
+    let _ = writeln!(text, "# TYPE huatu_worker_last_seen_seconds gauge");
+    for worker in workers {
+        let _ = writeln!(
+            text,
+            "huatu_worker_last_seen_seconds{{worker=\"{}\"}} {:.3}",
+            worker.name, worker.silent_seconds
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP huatu_worker_jobs_last_minute Jobs each worker finished in the last minute (throughput)."
+    );
+    let _ = writeln!(text, "# TYPE huatu_worker_jobs_last_minute gauge");
+    for worker in workers {
+        let _ = writeln!(
+            text,
+            "huatu_worker_jobs_last_minute{{worker=\"{}\"}} {}",
+            worker.name, worker.finished_last_minute
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP huatu_worker_jobs Jobs each worker ended, by outcome (kept jobs)."
+    );
+    let _ = writeln!(text, "# TYPE huatu_worker_jobs gauge");
+    for worker in workers {
+        for (outcome, value) in [("succeeded", worker.succeeded), ("failed", worker.failed)] {
+            let _ = writeln!(
+                text,
+                "huatu_worker_jobs{{worker=\"{}\",outcome=\"{outcome}\"}} {value}",
+                worker.name
+            );
+        }
     }
 }

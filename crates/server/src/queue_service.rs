@@ -9,9 +9,13 @@ use tokio::sync::broadcast;
 use crate::blobs::{content_hash, describe_write_error, is_storage_full};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Subscription;
-use crate::job_queue::SubmitError;
+use crate::job_queue::{QueueError, SubmitError};
 use crate::jobs::{new_job_id, Job, JobEvent, JobSpec, JobStatus};
 use crate::state::AppState;
+
+/// How often a waiting request or an event stream reads its job's row even without an
+/// event: events from other nodes travel over a connection that can break.
+pub const ROW_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Puts a job in the queue, subscribed to its events first so none is missed.
 pub fn submit(state: &AppState, spec: JobSpec) -> ApiResult<(Job, Subscription)> {
@@ -105,6 +109,8 @@ async fn wait_until_settled(
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => events = state.services.events.subscribe(id),
             },
+            // Events from other nodes can be missed (a broken connection): the row decides.
+            _ = tokio::time::sleep(ROW_RECHECK) => {}
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!(
                     "job {id} is not done after {} s; it goes on: follow it at /v1/jobs/{id}",
@@ -176,7 +182,7 @@ pub async fn submit_with_inputs(
         match services.queue.fail_unfinished(&id, &reason) {
             Ok(true) => {
                 services.metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-                services.events.publish(&id, JobEvent::Failed { reason });
+                services.publish(&id, JobEvent::Failed { reason });
             }
             Ok(false) => {}
             Err(db_error) => tracing::error!(job = %id, "cannot fail the job: {db_error}"),
@@ -193,7 +199,7 @@ pub async fn submit_with_inputs(
 }
 
 /// Cancels a job if it is still queued (true), publishing `cancelled`.
-pub fn cancel_queued(state: &AppState, id: &str) -> Result<bool, rusqlite::Error> {
+pub fn cancel_queued(state: &AppState, id: &str) -> Result<bool, QueueError> {
     let services = &state.services;
     let cancelled = services.queue.cancel_queued(id)?;
     if cancelled {
@@ -201,7 +207,7 @@ pub fn cancel_queued(state: &AppState, id: &str) -> Result<bool, rusqlite::Error
             .metrics
             .jobs_cancelled
             .fetch_add(1, Ordering::Relaxed);
-        services.events.publish(id, JobEvent::Cancelled);
+        services.publish(id, JobEvent::Cancelled);
     }
     Ok(cancelled)
 }
@@ -214,7 +220,9 @@ pub fn cancel_abandoned(state: &AppState, id: &str) {
         Ok(false) => match state.services.queue.get(id) {
             Ok(Some(job)) if job.status == JobStatus::Running => {
                 tracing::info!(job = %id, "client went away: cancelling the running job");
-                state.services.cancels.request(id);
+                if let Err(error) = state.services.request_cancel(id) {
+                    tracing::error!(job = %id, "cannot cancel an abandoned job: {error}");
+                }
             }
             Ok(_) => {}
             Err(error) => tracing::error!(job = %id, "cannot cancel an abandoned job: {error}"),

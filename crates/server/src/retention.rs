@@ -57,7 +57,7 @@ pub enum SweepError {
     #[error("cannot list or delete stored blobs")]
     Blobs(#[from] std::io::Error),
     #[error("job database")]
-    Database(#[from] rusqlite::Error),
+    Database(#[from] crate::job_queue::QueueError),
 }
 
 impl Sweep {
@@ -179,8 +179,8 @@ pub fn spawn_sweeper(
 mod tests {
     use super::*;
     use crate::blobs::Blobs;
-    use crate::job_queue::JobQueue;
-    use crate::jobs::{EditSpec, JobSpec, SamplingSpec};
+    use crate::job_queue::{default_worker_name, Lease, SqliteQueue, WorkerIdentity};
+    use crate::jobs::{EditSpec, JobSpec, JobStatus, SamplingSpec};
 
     fn edit(image: &str) -> JobSpec {
         JobSpec::Edit(EditSpec {
@@ -203,15 +203,11 @@ mod tests {
     }
 
     fn services(dir: &std::path::Path) -> anyhow::Result<JobServices> {
-        Ok(JobServices {
-            queue: Arc::new(JobQueue::open(&dir.join("jobs.sqlite3"))?),
-            blobs: Arc::new(Blobs::open(&dir.join("blobs"))?),
-            events: Arc::default(),
-            metrics: Arc::default(),
-            wakeup: Arc::default(),
-            cancels: Arc::default(),
-            shutdown: Arc::default(),
-        })
+        Ok(JobServices::new(
+            Arc::new(SqliteQueue::open(&dir.join("jobs.sqlite3"))?),
+            Arc::new(Blobs::open(&dir.join("blobs"))?),
+            None,
+        ))
     }
 
     /// Runs `id` to success with `result` as its one image.
@@ -220,9 +216,19 @@ mod tests {
             .queue
             .submit(id, &edit(input), 100)
             .map_err(|error| anyhow::anyhow!("{error:?}"))?;
-        let claimed = services.queue.claim()?.map(|job| job.id);
+        let worker = WorkerIdentity {
+            name: default_worker_name(0),
+            capabilities: Vec::new(),
+        };
+        let claimed = services.queue.claim(&worker)?.map(|job| job.id);
         assert_eq!(claimed.as_deref(), Some(id));
-        assert!(services.queue.succeed(id, &[result.to_string()])?);
+        let lease = Lease {
+            job: id.into(),
+            attempt: 1,
+            worker: worker.name,
+        };
+        let recorded = services.queue.succeed(&lease, &[result.to_string()])?;
+        assert_eq!(recorded, Some(JobStatus::Succeeded));
         Ok(())
     }
 

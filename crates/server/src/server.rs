@@ -3,26 +3,19 @@
 //! to stop, then stop gracefully (running jobs go back to the queue).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Device;
 use tokio::sync::watch;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use crate::blobs::Blobs;
 use crate::config::{ServeArgs, ServerConfig};
 use crate::error::ServerError;
-use crate::events::EventHub;
-use crate::job_queue::JobQueue;
-use crate::job_runner::JobRunner;
-use crate::job_services::{CancelRequests, JobServices, Wakeup};
-use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::routes::app;
 use crate::state::{AppState, HandlerContext};
-use crate::worker::run_worker;
 
 /// A server running on the current tokio runtime.
 pub struct RunningServer {
@@ -56,74 +49,11 @@ impl RunningServer {
     }
 }
 
-/// The devices that get a worker each, opened (a named GPU that cannot be opened is an
-/// error at start, not a worker that fails every job).
-fn devices(config: &ServerConfig) -> Result<Vec<Device>, ServerError> {
-    config
-        .devices
-        .iter()
-        .map(|choice| {
-            choice.open().map_err(|source| ServerError::Device {
-                device: choice.to_string(),
-                source,
-            })
-        })
-        .collect()
-}
-
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     // before anything slow (model loading) or lasting (the data directory)
     crate::security::check_listen(&config)?;
-    let data = config.data_dir.clone();
-    let data_error = |source| ServerError::DataDir {
-        path: data.clone(),
-        source,
-    };
-    // One server per data directory (checked to be writable first): a second one would
-    // re-queue the first one's running jobs. Held until the server has stopped.
-    let lock = crate::data_dir_lock::acquire(&data)?;
-    std::fs::create_dir_all(data.join("loras")).map_err(data_error)?;
-    let queue = Arc::new(JobQueue::open(&data.join("jobs.sqlite3"))?);
-    let recovery = queue.recover().map_err(|source| ServerError::Database {
-        path: queue.path().to_path_buf(),
-        source,
-    })?;
-    if recovery.requeued + recovery.failed > 0 {
-        tracing::warn!(
-            requeued = recovery.requeued,
-            failed = recovery.failed,
-            "found jobs interrupted by an unclean stop"
-        );
-    }
-    let blobs = Arc::new(Blobs::open(&data.join("blobs")).map_err(data_error)?);
-
-    let mut engines = Vec::new();
-    let mut native_size = (1024, 1024);
-    if let Some(model) = config.model.clone() {
-        for device in devices(&config)? {
-            let started = Instant::now();
-            let loading_config = config.clone();
-            let model_path = model.clone();
-            let engine = tokio::task::spawn_blocking(move || {
-                JobRunner::load(&loading_config, &model_path, &device)
-            })
-            .await
-            .map_err(|source| ServerError::Task {
-                task: "loading the model",
-                source,
-            })??;
-            native_size = engine.native_size();
-            tracing::info!(
-                "loaded {} in {:.1}s",
-                model.display(),
-                started.elapsed().as_secs_f64()
-            );
-            engines.push(engine);
-        }
-    } else {
-        // No worker then: queued jobs wait for a server that has a model.
-        tracing::warn!("no --model: the API runs, generation answers 503");
-    }
+    let node = Node::open(&config).await?;
+    let services = node.services.clone();
     let model_loaded = config.model.is_some();
     let agent_planner = match config.intent_model.clone() {
         Some(dir) => {
@@ -150,37 +80,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         })?;
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 
-    let services = Arc::new(JobServices {
-        queue,
-        blobs,
-        events: Arc::new(EventHub::default()),
-        metrics: Arc::new(Metrics::default()),
-        wakeup: Arc::new(Wakeup::default()),
-        cancels: Arc::new(CancelRequests::default()),
-        shutdown: Arc::new(AtomicBool::new(false)),
-    });
+    // Events of jobs on every node's workers (a shared queue) reach this node's streams.
+    if let Some(bus) = &services.bus {
+        bus.listen(services.events.clone());
+    }
     // Once before the first job: blobs nobody references, jobs past retention.
     let retention = crate::retention::Policy::of(&config);
     crate::retention::sweep_now(services.clone(), retention).await;
-    let redactor = crate::redact::Redactor::new(&config);
-    let worker_health = Arc::new(crate::state::WorkerHealth::default());
-    let workers: Vec<std::thread::JoinHandle<()>> = engines
-        .into_iter()
-        .enumerate()
-        .map(|(index, engine)| {
-            let services = services.clone();
-            let health = worker_health.clone();
-            let redactor = redactor.clone();
-            std::thread::Builder::new()
-                .name(format!("huatu-worker-{index}"))
-                .spawn(move || {
-                    // dropped when the thread ends, panicking or not: /healthz sees it
-                    let _alive = health.enter();
-                    run_worker(services, engine, redactor)
-                })
-                .map_err(ServerError::Serve)
-        })
-        .collect::<Result<_, _>>()?;
 
     let (stop, stop_requested) = watch::channel(false);
     let sweeper = crate::retention::spawn_sweeper(
@@ -208,13 +114,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             config,
             services: services.clone(),
             model_loaded,
-            native_size,
+            native_size: node.native_size,
             capabilities,
             agent_planner,
             stopping: stop_requested.clone(),
             started_at: Instant::now(),
             hosts,
-            workers: worker_health,
+            workers: node.worker_health.clone(),
             connections: connections.clone(),
         }),
     };
@@ -229,23 +135,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             shutdown_services.wakeup.notify();
         })
         .await;
-        services.shutdown.store(true, Ordering::SeqCst);
-        services.wakeup.notify();
-        let joined = tokio::task::spawn_blocking(move || {
-            for worker in workers {
-                if worker.join().is_err() {
-                    tracing::error!("a worker thread panicked");
-                }
-            }
-        })
-        .await;
-        if joined.is_err() {
-            tracing::error!("cannot join the worker threads");
-        }
+        node.stop().await;
         sweeper.abort();
         let _ = sweeper.await;
-        // The next server may have the directory once the workers are done with it.
-        drop(lock);
         served.map_err(ServerError::Serve)
     });
     Ok(RunningServer {
@@ -302,7 +194,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServerError> {
     })
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

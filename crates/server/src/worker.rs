@@ -1,5 +1,6 @@
 //! Workers: one OS thread per device, each owning its model. A worker claims the oldest
-//! queued job from the store, runs it (compute stays off the async runtime), stores the
+//! queued job it can run from the queue (under a lease, see `lease_keeper.rs`), runs it
+//! (compute stays off the async runtime), stores the
 //! results by content hash and reports every step to the event hub. A step hook checks
 //! for cancellation and shutdown, which is how a running job is stopped.
 //!
@@ -16,8 +17,10 @@ use std::time::{Duration, Instant};
 use huatu_diffusion::pipelines::Progress;
 
 use crate::blobs::{describe_write_error, Pins};
+use crate::job_queue::{Lease, WorkerIdentity};
 use crate::job_runner::{GenerateError, JobRunner};
 use crate::job_services::JobServices;
+use crate::jobs::JobStatus;
 use crate::jobs::{AgentSpec, EditSpec, GenerationSpec, Job, JobEvent, JobSpec};
 use crate::redact::Redactor;
 
@@ -31,26 +34,26 @@ struct Results {
     pins: Vec<Pins>,
 }
 
-/// Runs jobs on `engine` until `shared.shutdown` is set; `redactor` takes the server's
-/// paths out of failure reasons.
-pub fn run_worker(shared: Arc<JobServices>, mut engine: JobRunner, redactor: Redactor) {
+/// Runs jobs on `engine` as `identity` until `shared.shutdown` is set; `redactor` takes
+/// the server's paths out of failure reasons.
+pub fn run_worker(
+    shared: Arc<JobServices>,
+    mut engine: JobRunner,
+    redactor: Redactor,
+    identity: WorkerIdentity,
+) {
     // Failures the database could not take yet (a full disk): retried every round.
-    let mut unrecorded: Vec<(String, String)> = Vec::new();
+    let mut unrecorded: Vec<(Lease, String)> = Vec::new();
     while !shared.shutdown.load(Ordering::SeqCst) {
-        unrecorded.retain(|(id, reason)| match shared.queue.fail(id, reason) {
-            Ok(false) => false,
-            Ok(true) => {
-                shared.events.publish(
-                    id,
-                    JobEvent::Failed {
-                        reason: reason.clone(),
-                    },
-                );
+        unrecorded.retain(|(lease, reason)| match shared.queue.fail(lease, reason) {
+            Ok(None) => false,
+            Ok(Some(status)) => {
+                shared.publish(&lease.job, ended_event(status, reason, &[]));
                 false
             }
             Err(_) => true,
         });
-        let job = match shared.cancels.claim(|| shared.queue.claim()) {
+        let job = match shared.cancels.claim(|| shared.queue.claim(&identity)) {
             Ok(Some(job)) => job,
             Ok(None) => {
                 shared.events.prune();
@@ -63,8 +66,14 @@ pub fn run_worker(shared: Arc<JobServices>, mut engine: JobRunner, redactor: Red
                 continue;
             }
         };
-        tracing::info!(job = %job.id, attempt = job.attempts, "job started");
-        shared.events.publish(
+        let lease = Lease {
+            job: job.id.clone(),
+            attempt: job.attempts,
+            worker: identity.name.clone(),
+        };
+        shared.leases.hold(lease.clone());
+        tracing::info!(job = %job.id, attempt = job.attempts, worker = %identity.name, "job started");
+        shared.publish(
             &job.id,
             JobEvent::Running {
                 attempt: job.attempts,
@@ -83,9 +92,23 @@ pub fn run_worker(shared: Arc<JobServices>, mut engine: JobRunner, redactor: Red
             .metrics
             .job_run_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Some(unrecorded_failure) = finish(&shared, &job, outcome, results, &redactor) {
+        if let Some(unrecorded_failure) = finish(&shared, &lease, outcome, results, &redactor) {
             unrecorded.push(unrecorded_failure);
         }
+        shared.leases.release(&job.id);
+    }
+}
+
+/// The event that tells listeners how a job ended with `status`.
+fn ended_event(status: JobStatus, reason: &str, images: &[String]) -> JobEvent {
+    match status {
+        JobStatus::Succeeded => JobEvent::Done {
+            images: images.to_vec(),
+        },
+        JobStatus::Cancelled => JobEvent::Cancelled,
+        _ => JobEvent::Failed {
+            reason: reason.to_string(),
+        },
     }
 }
 
@@ -97,48 +120,65 @@ enum Outcome {
     Interrupted,
 }
 
-/// Records the outcome (a cancel accepted meanwhile wins), deletes results that no job
-/// keeps and tells listeners. Returns a failure the database could not take yet.
+/// Records the outcome under `lease` (a cancel accepted meanwhile wins; an outcome whose
+/// lease was lost is discarded), deletes results that no job keeps and tells listeners.
+/// Returns a failure the database could not take yet.
 fn finish(
     shared: &JobServices,
-    job: &Job,
+    lease: &Lease,
     outcome: Outcome,
     results: Results,
     redactor: &Redactor,
-) -> Option<(String, String)> {
+) -> Option<(Lease, String)> {
     let store = &shared.queue;
     let metrics = &shared.metrics;
-    let (event, unrecorded) = shared.cancels.settle(&job.id, |cancel_requested| {
+    let id = &lease.job;
+    let discarded = || {
+        tracing::warn!(job = %id, worker = %lease.worker, attempt = lease.attempt, "this run's lease was lost (the job was re-queued): its outcome is discarded");
+        metrics
+            .stale_results_discarded
+            .fetch_add(1, Ordering::Relaxed);
+        (None, None)
+    };
+    let (event, unrecorded) = shared.cancels.settle(id, |cancel_requested| {
         let outcome = match outcome {
             // Accepted cancels win over whatever the run came to.
             _ if cancel_requested => Outcome::Cancelled,
+            // A run stopped because its lease was lost: nothing of it is recorded.
+            _ if shared.leases.is_lost(id) => return discarded(),
             outcome => outcome,
         };
-        let failure = |reason: String| {
-            match store.fail(&job.id, &reason) {
-                Ok(true) => {
-                    metrics.jobs_failed.fetch_add(1, Ordering::Relaxed);
-                    (Some(JobEvent::Failed { reason }), None)
-                }
-                // Already failed by its request (its uploads could not be stored).
-                Ok(false) => (None, None),
-                Err(error) => {
-                    tracing::error!(job = %job.id, "cannot record the job's failure (retried): {error}");
-                    (None, Some((job.id.clone(), reason)))
-                }
+        let failure = |reason: String| match store.fail(lease, &reason) {
+            Ok(Some(status)) => {
+                match status {
+                    JobStatus::Cancelled => metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed),
+                    _ => metrics.jobs_failed.fetch_add(1, Ordering::Relaxed),
+                };
+                (Some(ended_event(status, &reason, &[])), None)
+            }
+            // Already ended (its uploads could not be stored), or the lease was lost.
+            Ok(None) => (None, None),
+            Err(error) => {
+                tracing::error!(job = %id, "cannot record the job's failure (retried): {error}");
+                (None, Some((lease.clone(), reason)))
             }
         };
         match outcome {
-            Outcome::Succeeded(images) => match store.succeed(&job.id, &images) {
-                Ok(_) => {
-                    metrics.jobs_succeeded.fetch_add(1, Ordering::Relaxed);
-                    (Some(JobEvent::Done { images }), None)
+            Outcome::Succeeded(images) => match store.succeed(lease, &images) {
+                Ok(Some(status)) => {
+                    match status {
+                        JobStatus::Cancelled => {
+                            metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => metrics.jobs_succeeded.fetch_add(1, Ordering::Relaxed),
+                    };
+                    (Some(ended_event(status, "", &images)), None)
                 }
+                Ok(None) if store.is_shared() => discarded(),
+                Ok(None) => (None, None),
                 Err(error) => {
-                    tracing::error!(job = %job.id, "cannot record the job's results: {error}");
-                    let full =
-                        error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
-                    failure(if full {
+                    tracing::error!(job = %id, "cannot record the job's results: {error}");
+                    failure(if error.is_storage_full() {
                         "the data directory is full: the results could not be recorded".into()
                     } else {
                         "internal error: the results could not be recorded (see the server log)"
@@ -147,20 +187,24 @@ fn finish(
                 }
             },
             Outcome::Failed(reason) => {
-                tracing::warn!(job = %job.id, "job failed: {reason}");
+                tracing::warn!(job = %id, "job failed: {reason}");
                 failure(redactor.redact(&reason))
             }
-            Outcome::Cancelled => {
-                metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
-                if let Err(error) = store.mark_cancelled(&job.id) {
-                    tracing::error!(job = %job.id, "cannot record the cancel: {error}");
+            Outcome::Cancelled => match store.mark_cancelled(lease) {
+                Ok(true) => {
+                    metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+                    (Some(JobEvent::Cancelled), None)
                 }
-                (Some(JobEvent::Cancelled), None)
-            }
+                Ok(false) => discarded(),
+                Err(error) => {
+                    tracing::error!(job = %id, "cannot record the cancel: {error}");
+                    (Some(JobEvent::Cancelled), None)
+                }
+            },
             Outcome::Interrupted => {
-                tracing::info!(job = %job.id, "job interrupted by shutdown; it stays queued");
-                if let Err(error) = store.requeue_after_shutdown(&job.id) {
-                    tracing::error!(job = %job.id, "cannot put the job back in the queue: {error}");
+                tracing::info!(job = %id, "job interrupted by shutdown; it stays queued");
+                if let Err(error) = store.requeue_after_shutdown(lease) {
+                    tracing::error!(job = %id, "cannot put the job back in the queue: {error}");
                 }
                 (None, None)
             }
@@ -178,13 +222,13 @@ fn finish(
         match removed {
             Ok(removed) => shared.metrics.record_blobs_removed(removed.files),
             Err(error) => {
-                tracing::warn!(job = %job.id, "cannot delete the results of an unfinished job: {error}")
+                tracing::warn!(job = %id, "cannot delete the results of an unfinished job: {error}")
             }
         }
     }
     if let Some(event) = event {
-        tracing::info!(job = %job.id, outcome = event.name(), "job finished");
-        shared.events.publish(&job.id, event);
+        tracing::info!(job = %id, outcome = event.name(), "job finished");
+        shared.publish(id, event);
     }
     unrecorded
 }
@@ -208,7 +252,9 @@ fn run_job(
 
 /// Whether the running job is to stop (cancelled, or the server shuts down).
 fn stop_requested(shared: &JobServices, job: &Job) -> bool {
-    shared.shutdown.load(Ordering::SeqCst) || shared.cancels.contains(&job.id)
+    shared.shutdown.load(Ordering::SeqCst)
+        || shared.cancels.contains(&job.id)
+        || shared.leases.is_lost(&job.id)
 }
 
 /// A progress hook for image `index` of `count`: publishes steps over the whole job and
@@ -225,7 +271,7 @@ fn step_hook<'a>(
         }
         if let Progress::Step { step, total } = progress {
             shared.metrics.steps.fetch_add(1, Ordering::Relaxed);
-            shared.events.publish(
+            shared.publish(
                 &job.id,
                 JobEvent::Step {
                     step: index * total + step,
@@ -378,7 +424,7 @@ fn run_agent(
         if let Progress::Step { .. } = progress {
             done += 1;
             shared.metrics.steps.fetch_add(1, Ordering::Relaxed);
-            shared.events.publish(
+            shared.publish(
                 &job.id,
                 JobEvent::Step {
                     step: done.min(total),

@@ -22,3 +22,4 @@ pub mod train_instruct_pix2pix;
 pub mod train_lora;
 /// Progress, `--log` lines and Ctrl-C for both training commands.
 pub mod train_progress;
+pub mod worker;

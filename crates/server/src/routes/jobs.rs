@@ -17,7 +17,7 @@ use super::views::{job_view, JobList, JobView};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::Subscription;
 use crate::jobs::{is_job_id, Job, JobEvent, JobStatus};
-use crate::queue_service::cancel_queued;
+use crate::queue_service::{cancel_queued, ROW_RECHECK};
 use crate::state::AppState;
 
 fn find_job(state: &AppState, id: &str) -> ApiResult<Job> {
@@ -136,7 +136,7 @@ pub async fn cancel_job(
     let job = find_job(&state, &id)?;
     match job.status {
         // 202 only when the worker took the cancel: the job then ends `cancelled`.
-        JobStatus::Running if state.services.cancels.request(&id) => {
+        JobStatus::Running if state.services.request_cancel(&id)? => {
             let mut view = job_view(&state, &headers, &job);
             view.cancel_requested = Some(true);
             Ok((StatusCode::ACCEPTED, Json(view)).into_response())
@@ -229,6 +229,13 @@ impl Follow {
         }
     }
 
+    /// Without news for a while: the terminal event if the row says the job ended.
+    fn check_ended(&mut self) {
+        if let Ok(Some(job)) = self.state.services.queue.get(&self.id) {
+            self.pending.extend(terminal_event(&job));
+        }
+    }
+
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -243,13 +250,17 @@ impl Follow {
                 return None;
             }
             let received = tokio::select! {
-                received = self.events.recv() => Some(received),
+                received = self.events.recv() => Some(Some(received)),
+                // Events from other nodes can be missed (a broken connection): the row
+                // decides whether the job has ended.
+                _ = tokio::time::sleep(ROW_RECHECK) => Some(None),
                 _ = self.stopping.wait_for(|stopping| *stopping) => None,
             };
             match received {
                 None => return None,
-                Some(Ok(event)) => self.pending.push_back(event),
-                Some(Err(_)) => self.resync(),
+                Some(Some(Ok(event))) => self.pending.push_back(event),
+                Some(Some(Err(_))) => self.resync(),
+                Some(None) => self.check_ended(),
             }
         }
     }

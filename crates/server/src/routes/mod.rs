@@ -129,7 +129,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     use axum::body::Body;
@@ -150,15 +149,13 @@ mod tests {
         dir: &std::path::Path,
         workers: Arc<crate::state::WorkerHealth>,
     ) -> anyhow::Result<AppState> {
-        let services = Arc::new(JobServices {
-            queue: Arc::new(crate::job_queue::JobQueue::open(&dir.join("jobs.sqlite3"))?),
-            blobs: Arc::new(crate::blobs::Blobs::open(&dir.join("blobs"))?),
-            events: Arc::default(),
-            metrics: Arc::default(),
-            wakeup: Arc::default(),
-            cancels: Arc::default(),
-            shutdown: Arc::new(AtomicBool::new(false)),
-        });
+        let services = Arc::new(JobServices::new(
+            Arc::new(crate::job_queue::SqliteQueue::open(
+                &dir.join("jobs.sqlite3"),
+            )?),
+            Arc::new(crate::blobs::Blobs::open(&dir.join("blobs"))?),
+            None,
+        ));
         let (_stop, stopping) = tokio::sync::watch::channel(false);
         Ok(AppState {
             context: Arc::new(HandlerContext {

@@ -28,8 +28,27 @@ use super::openapi::OpenApiJson;
     )
 )]
 pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
-    let counts = state.services.queue.counts()?;
+    let queue = &state.services.queue;
+    let counts = queue.counts()?;
     let stopping = *state.stopping.borrow();
+    // A shared queue: the workers on all machines (alive: a heartbeat within a lease).
+    let cluster = if queue.is_shared() {
+        let workers = queue.workers()?;
+        let lease = state.config.lease.as_secs_f64();
+        let alive = workers
+            .iter()
+            .filter(|worker| worker.silent_seconds < lease)
+            .count();
+        Some(json!({
+            "database": queue.describe(),
+            "events_connected": state.services.bus.as_ref().is_some_and(|bus| bus.is_listening()),
+            "workers_alive": alive,
+            "workers_known": workers.len(),
+            "lease_expiries": queue.lease_expiries()?,
+        }))
+    } else {
+        None
+    };
     let (started, alive) = (state.workers.started(), state.workers.alive());
     let workers_dead = !stopping && alive < started;
     let status = if stopping {
@@ -45,6 +64,7 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
         "model_loaded": state.model_loaded,
         "uptime_seconds": state.started_at.elapsed().as_secs_f64(),
         "queue": { "queued": counts.queued, "running": counts.running, "capacity": state.config.queue_capacity },
+        "cluster": cluster,
         "auth": !state.config.api_keys.is_empty(),
         "agent": state.agent_planner.is_some(),
         "edits": true,
@@ -78,8 +98,13 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Response> {
     responses((status = 200, description = "metrics", content_type = "text/plain", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let counts = state.services.queue.counts()?;
+    let queue = &state.services.queue;
+    let counts = queue.counts()?;
     let mut text = state.services.metrics.render(counts, state.model_loaded);
+    if queue.is_shared() {
+        let workers = queue.workers()?;
+        crate::metrics::render_cluster(&mut text, queue.lease_expiries()?, &workers);
+    }
     let gauges = [
         (
             "huatu_event_channels",

@@ -12,6 +12,8 @@ mod edits_agent;
 mod guards;
 mod inputs;
 mod limits;
+mod postgres_nodes;
+mod postgres_queue;
 mod queue;
 mod restart;
 mod soak;

@@ -13,6 +13,8 @@ use huatu_server::{RunningServer, ServerConfig};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+pub mod postgres;
+
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
