@@ -71,7 +71,7 @@ pub fn build_params(
             alpha: request.alpha,
             targets: request.targets,
             init_lora: request.init_lora.as_deref(),
-            seed: request.seed,
+            seed: request.training.seed,
             train_text_encoder: request.train_text_encoder,
         },
     )

@@ -2,8 +2,8 @@
 //! `train_text_to_image_lora_sdxl.py` (see `../shared/TRAINING.md`): the dataset
 //! (`dataset`), the trainable adapters (`lora_params`) and their files (`lora_save`), the
 //! forward noising (`noising`), torch's AdamW and clipping (`optimizer`), gradient checkpointing (`checkpointing`), saved run states (`checkpoint`), learning-rate
-//! schedules (`lr_schedule`), the text conditioning (`text_conditioning`), a run's settings
-//! (`lora_request`), what a run reports (`observer`) and the loop (`trainer`); InstructPix2Pix fine-tuning (`instruct_pix2pix`, diffusers'
+//! schedules (`lr_schedule`), the text conditioning (`text_conditioning`), the settings every
+//! run has (`training_settings`) and a LoRA run's (`lora_request`), what a run reports (`observer`) and the loop (`trainer`); InstructPix2Pix fine-tuning (`instruct_pix2pix`, diffusers'
 //! `train_instruct_pix2pix_sdxl.py`).
 
 pub mod adapters;
@@ -24,5 +24,6 @@ pub mod text_conditioning;
 pub mod trainer;
 mod training_images;
 mod training_loop;
+pub mod training_settings;
 
 pub use error::{Error, Result};

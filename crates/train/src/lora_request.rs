@@ -3,14 +3,12 @@
 
 use std::path::PathBuf;
 
-use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::FitMode;
 
 use crate::dataset::{CaptionOptions, ImageOptions};
 use crate::lora_params::LoraTargets;
 use crate::lora_save::SaveFormat;
-use crate::lr_schedule::LrScheduleKind;
-use crate::optimizer::AdamWConfig;
+use crate::training_settings::{validate_lora_shape, TrainingSettings};
 use crate::{Error, Result};
 
 /// Everything a run needs besides the model.
@@ -26,66 +24,25 @@ pub struct LoraTrainingRequest {
     pub image: ImageOptions,
     pub captions: CaptionOptions,
     pub repeats: usize,
-    pub batch_size: usize,
-    pub gradient_accumulation: usize,
-    /// Optimizer steps.
-    pub steps: usize,
-    pub learning_rate: f64,
     /// Also train LoRA adapters on both text encoders' attention projections.
     pub train_text_encoder: bool,
-    /// The text encoders' learning rate; `None`: `learning_rate`.
+    /// The text encoders' learning rate; `None`: `training.learning_rate`.
     pub text_encoder_lr: Option<f64>,
-    pub adamw: AdamWConfig,
-    /// `None`: no clipping.
-    pub max_grad_norm: Option<f64>,
-    /// Recompute block activations in the backward pass (memory for 1024² steps).
-    pub gradient_checkpointing: bool,
-    pub lr_schedule: LrScheduleKind,
-    pub warmup_steps: usize,
-    pub prediction_type: Option<PredictionType>,
     pub snr_gamma: Option<f64>,
     pub noise_offset: f64,
-    pub seed: u64,
     pub format: SaveFormat,
-    /// Continue the run saved in this state file.
-    pub resume: Option<PathBuf>,
-    /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
-    pub state_path: Option<PathBuf>,
-    pub save_every: Option<usize>,
-    /// Keep the images' VAE latents on disk beside the data (fixed images only).
-    pub cache_latents: bool,
-    /// Names the model in the latent cache (its path), so another model's latents are not used.
-    pub model_id: String,
+    /// The batch, the optimizer, the seed and the run's state (cached latents: fixed images only).
+    pub training: TrainingSettings,
 }
 
 impl LoraTrainingRequest {
     /// The rules every setting must follow, checked before anything is loaded.
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| Err(Error::Setting(message));
-        if self.rank == 0 {
-            return bad("the LoRA rank must be at least 1".into());
-        }
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return bad(format!(
-                "the LoRA alpha must be a positive number, got {}",
-                self.alpha
-            ));
-        }
-        if self.batch_size == 0
-            || self.steps == 0
-            || self.repeats == 0
-            || self.gradient_accumulation == 0
-        {
-            return bad(
-                "the batch size, steps, repeats and gradient accumulation must each be at least 1"
-                    .into(),
-            );
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "the learning rate must be a positive number, got {}",
-                self.learning_rate
-            ));
+        validate_lora_shape(self.rank, self.alpha)?;
+        self.training.validate()?;
+        if self.repeats == 0 {
+            return bad("the repeats must be at least 1".into());
         }
         if self.image.resolution == 0 || !self.image.resolution.is_multiple_of(8) {
             return bad(format!(
@@ -107,7 +64,7 @@ impl LoraTrainingRequest {
                 "the Min-SNR gamma must be a positive number, got {gamma}"
             ));
         }
-        if self.cache_latents && !images_are_fixed(self) {
+        if self.training.cache_latents && !images_are_fixed(self) {
             return bad(
                 "cached latents need the same pixels every epoch: not with random crops or flips"
                     .into(),
@@ -119,14 +76,6 @@ impl LoraTrainingRequest {
         {
             return bad(format!(
                 "the text encoders' learning rate must be a positive number, got {lr}"
-            ));
-        }
-        if let Some(norm) = self
-            .max_grad_norm
-            .filter(|norm| !(norm.is_finite() && *norm > 0.0))
-        {
-            return bad(format!(
-                "the gradient clipping norm must be a positive number, got {norm}"
             ));
         }
         Ok(())

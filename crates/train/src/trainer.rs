@@ -80,19 +80,22 @@ pub fn train_lora(
     request.validate()?;
     let device = components.device.clone();
     let replaying = request.replaying();
-    let forward_passes = request.steps * request.gradient_accumulation;
+    let forward_passes = request.training.forward_passes();
     let mut noise = noise_source(
         request.noise_file.as_deref(),
-        request.seed,
+        request.training.seed,
         request.noise_offset,
         forward_passes,
         &format!(
             "the run needs {forward_passes} ({} steps × gradient accumulation {})",
-            request.steps, request.gradient_accumulation
+            request.training.steps, request.training.gradient_accumulation
         ),
     )?;
-    let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let schedule = NoiseSchedule::new(
+        &components.scheduler_config,
+        request.training.prediction_type,
+    )?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(request.training.seed ^ 0x9e37_79b9_7f4a_7c15);
 
     let mut scan = dataset::scan_folder(&request.data)?;
     let images = load_images(components, request, &mut scan, observer)?;
@@ -122,33 +125,33 @@ pub fn train_lora(
         },
         params.parameter_count()
     ));
-    let mut optimizer = AdamW::new(&vars, request.adamw);
+    let mut optimizer = AdamW::new(&vars, request.training.adamw);
     let identity = run_identity(components, request, &params);
     let mut start = Progress {
         step: 0,
         forward_index: 0,
         epoch: 0,
     };
-    if let Some(path) = &request.resume {
-        start = resume(path, request.steps, observer, || {
+    if let Some(path) = &request.training.resume {
+        start = resume(path, request.training.steps, observer, || {
             load_state(path, &identity, &params, &mut optimizer)
         })?;
         if !replaying {
             // A resumed seeded run draws afresh from a generator seeded by seed and step.
             noise = NoiseSource::seeded(
-                request.seed ^ (start.step as u64).rotate_left(32),
+                request.training.seed ^ (start.step as u64).rotate_left(32),
                 request.noise_offset,
             );
             rng = rand::rngs::StdRng::seed_from_u64(
-                request.seed ^ 0x9e37_79b9_7f4a_7c15 ^ start.step as u64,
+                request.training.seed ^ 0x9e37_79b9_7f4a_7c15 ^ start.step as u64,
             );
         }
     }
     let lr_schedule = LrSchedule {
-        kind: request.lr_schedule,
-        base_lr: request.learning_rate,
-        warmup_steps: request.warmup_steps,
-        total_steps: request.steps,
+        kind: request.training.lr_schedule,
+        base_lr: request.training.learning_rate,
+        warmup_steps: request.training.warmup_steps,
+        total_steps: request.training.steps,
     };
     let mut captions_cache = CaptionCache::default();
     let captions_used: Vec<String> = images
@@ -159,7 +162,7 @@ pub fn train_lora(
     let mut batches = BatchOrder::new(
         &images.sizes,
         request.repeats,
-        request.batch_size,
+        request.training.batch_size,
         start,
         replaying,
     );
@@ -167,25 +170,25 @@ pub fn train_lora(
     let mut stopped_early = false;
     let mut steps_done = start.step;
     let saving = StateSaving {
-        save_every: request.save_every,
-        total_steps: request.steps,
+        save_every: request.training.save_every,
+        total_steps: request.training.steps,
     };
     let save_state_now =
         |progress: Progress, params: &LoraParams, optimizer: &AdamW| -> Result<()> {
-            match &request.state_path {
+            match &request.training.state_path {
                 Some(path) => save_state(path, &identity, progress, params, optimizer),
                 None => Ok(()),
             }
         };
 
-    for step in start.step..request.steps {
+    for step in start.step..request.training.steps {
         if observer.should_stop() {
             stopped_early = true;
             break;
         }
         let started = Instant::now();
-        let mut accumulated = AccumulatedGradients::new(request.gradient_accumulation);
-        for _ in 0..request.gradient_accumulation {
+        let mut accumulated = AccumulatedGradients::new(request.training.gradient_accumulation);
+        for _ in 0..request.training.gradient_accumulation {
             let batch = batches.next((!replaying).then_some(&mut rng))?;
             let captions: Vec<String> = batch
                 .iter()
@@ -213,7 +216,7 @@ pub fn train_lora(
                 text_embeds: pooled,
                 time_ids,
             };
-            let accumulation = request.gradient_accumulation as f64;
+            let accumulation = request.training.gradient_accumulation as f64;
             let loss_of = |prediction: &Tensor| -> Result<Tensor> {
                 let loss = loss(
                     &schedule,
@@ -224,7 +227,7 @@ pub fn train_lora(
                 )?;
                 Ok((loss / accumulation)?)
             };
-            let (scaled, step_grads) = if request.gradient_checkpointing {
+            let (scaled, step_grads) = if request.training.gradient_checkpointing {
                 checkpointed_gradients(
                     &mut components.unet,
                     &params,
@@ -247,11 +250,11 @@ pub fn train_lora(
             };
             accumulated.add(&scaled, step_grads)?;
         }
-        let (grads, grad_norm, mean_loss) = accumulated.finish(request.max_grad_norm)?;
+        let (grads, grad_norm, mean_loss) = accumulated.finish(request.training.max_grad_norm)?;
         let lr = lr_schedule.lr_at(step);
         let text_encoder_lr = request
             .text_encoder_lr
-            .map_or(lr, |base| lr * base / request.learning_rate);
+            .map_or(lr, |base| lr * base / request.training.learning_rate);
         let learning_rates: Vec<f64> = params
             .layers
             .iter()
@@ -274,7 +277,7 @@ pub fn train_lora(
             seconds: started.elapsed().as_secs_f64(),
             epoch: batches.epoch,
         };
-        observer.step(&record, request.steps)?;
+        observer.step(&record, request.training.steps)?;
         if saving.due_after(steps_done) {
             save_state_now(
                 Progress {

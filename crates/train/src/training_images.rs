@@ -34,10 +34,10 @@ pub(crate) fn load_images(
     let mut sizes = Vec::new();
     let mut cached = Vec::new();
     let started = Instant::now();
-    let mut disk_cache = request.cache_latents.then(|| {
+    let mut disk_cache = request.training.cache_latents.then(|| {
         let settings = format!(
             "model {} vae {:?} resolution {} buckets {} fit {}",
-            request.model_id,
+            request.training.model_id,
             components.vae_config,
             request.image.resolution,
             request.image.buckets,

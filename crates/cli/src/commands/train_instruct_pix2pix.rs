@@ -16,6 +16,7 @@ use huatu_train::instruct_pix2pix::{
 };
 use huatu_train::lora_params::LoraTargets;
 use huatu_train::lr_schedule::LrScheduleKind;
+use huatu_train::training_settings::TrainingSettings;
 
 use crate::commands::train_lora::{parse_prediction_type, OptimizerArgs};
 use crate::commands::train_progress::RunProgress;
@@ -120,22 +121,24 @@ impl TrainInstructPix2PixArgs {
             resolution: self.resolution,
             flip: self.flip,
             conditioning_dropout_prob: self.conditioning_dropout_prob,
-            batch_size: self.batch_size,
-            gradient_accumulation: self.gradient_accumulation,
-            steps: self.steps,
-            learning_rate: self.lr,
-            adamw: self.optimizer_args.adamw(),
-            max_grad_norm: self.optimizer_args.max_grad_norm(),
-            gradient_checkpointing: self.gradient_checkpointing,
-            lr_schedule: self.lr_scheduler,
-            warmup_steps: self.lr_warmup_steps,
-            prediction_type: self.prediction_type,
-            seed: self.seed,
-            resume: self.resume.clone(),
-            state_path: Some(state_path(&self.out)),
-            save_every: self.save_every,
-            cache_latents: self.cache_latents,
-            model_id: self.model.display().to_string(),
+            training: TrainingSettings {
+                batch_size: self.batch_size,
+                gradient_accumulation: self.gradient_accumulation,
+                steps: self.steps,
+                learning_rate: self.lr,
+                adamw: self.optimizer_args.adamw(),
+                max_grad_norm: self.optimizer_args.max_grad_norm(),
+                gradient_checkpointing: self.gradient_checkpointing,
+                lr_schedule: self.lr_scheduler,
+                warmup_steps: self.lr_warmup_steps,
+                prediction_type: self.prediction_type,
+                seed: self.seed,
+                resume: self.resume.clone(),
+                state_path: Some(state_path(&self.out)),
+                save_every: self.save_every,
+                cache_latents: self.cache_latents,
+                model_id: self.model.display().to_string(),
+            },
         }
     }
 }
@@ -172,7 +175,7 @@ pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
             "steps": outcome.steps_done,
             "first_step": outcome.first_step,
             "pairs": outcome.pairs_used,
-            "learning_rate": request.learning_rate,
+            "learning_rate": request.training.learning_rate,
             "resolution": request.resolution,
             "conditioning_dropout_prob": request.conditioning_dropout_prob,
             "rank": (request.mode == TrainingMode::Lora).then_some(request.rank),
@@ -199,7 +202,7 @@ pub fn run(args: TrainInstructPix2PixArgs) -> anyhow::Result<()> {
         args.out.display(),
         args.out.display()
     );
-    if outcome.stopped_early || request.save_every.is_some() {
+    if outcome.stopped_early || request.training.save_every.is_some() {
         eprintln!(
             "run state: {} (continue with --resume)",
             state_path(&args.out).display()

@@ -15,6 +15,7 @@ use huatu_train::lora_params::{LoraParams, LoraTargets};
 use huatu_train::lora_save::{save_lora, SaveFormat, SaveMetadata};
 use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
+use huatu_train::training_settings::TrainingSettings;
 use huatu_train::trainer::{
     checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
 };
@@ -215,27 +216,29 @@ impl TrainLoraArgs {
                 shuffle: self.shuffle_captions,
             },
             repeats: self.repeats,
-            batch_size: self.batch_size,
-            gradient_accumulation: self.gradient_accumulation,
-            steps: self.steps,
-            learning_rate: self.lr,
             train_text_encoder: self.train_text_encoder,
             text_encoder_lr: self.text_encoder_lr,
-            adamw: self.optimizer_args.adamw(),
-            max_grad_norm: self.optimizer_args.max_grad_norm(),
-            gradient_checkpointing: self.gradient_checkpointing,
-            lr_schedule: self.lr_scheduler,
-            warmup_steps: self.lr_warmup_steps,
-            prediction_type: self.prediction_type,
             snr_gamma: self.snr_gamma,
             noise_offset: self.noise_offset,
-            seed: self.seed,
             format: self.format,
-            resume: self.resume.clone(),
-            state_path: Some(state_path(&self.out)),
-            save_every: self.save_every,
-            cache_latents: self.cache_latents,
-            model_id: self.model.display().to_string(),
+            training: TrainingSettings {
+                batch_size: self.batch_size,
+                gradient_accumulation: self.gradient_accumulation,
+                steps: self.steps,
+                learning_rate: self.lr,
+                adamw: self.optimizer_args.adamw(),
+                max_grad_norm: self.optimizer_args.max_grad_norm(),
+                gradient_checkpointing: self.gradient_checkpointing,
+                lr_schedule: self.lr_scheduler,
+                warmup_steps: self.lr_warmup_steps,
+                prediction_type: self.prediction_type,
+                seed: self.seed,
+                resume: self.resume.clone(),
+                state_path: Some(state_path(&self.out)),
+                save_every: self.save_every,
+                cache_latents: self.cache_latents,
+                model_id: self.model.display().to_string(),
+            },
         }
     }
 }
@@ -402,11 +405,11 @@ fn kohya_metadata(
         (captions.len() * request.repeats).to_string(),
     );
     put("ss_steps", steps.to_string());
-    put("ss_learning_rate", request.learning_rate.to_string());
-    put("ss_lr_scheduler", request.lr_schedule.to_string());
+    put("ss_learning_rate", request.training.learning_rate.to_string());
+    put("ss_lr_scheduler", request.training.lr_schedule.to_string());
     put("ss_optimizer", "torch.optim.AdamW".into());
     put("ss_resolution", format!("({resolution}, {resolution})"));
-    put("ss_seed", request.seed.to_string());
+    put("ss_seed", request.training.seed.to_string());
     put(
         "ss_tag_frequency",
         tag_frequency(&folder_name, captions).to_string(),
@@ -512,7 +515,7 @@ pub fn run(args: TrainLoraArgs) -> anyhow::Result<()> {
         args.out.display(),
         request.format
     );
-    if outcome.stopped_early || request.save_every.is_some() {
+    if outcome.stopped_early || request.training.save_every.is_some() {
         eprintln!(
             "run state: {} (continue with --resume)",
             state_path(&args.out).display()

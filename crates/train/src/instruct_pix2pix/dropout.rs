@@ -23,7 +23,7 @@ impl DropoutDraws {
     ) -> Result<Self> {
         let Some(path) = &request.noise_file else {
             return Ok(Self::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(
-                request.seed ^ 0x6970_3270, // "ip2p": its own stream, as the script's generator
+                request.training.seed ^ 0x6970_3270, // "ip2p": its own stream, as the script's generator
             ))));
         };
         let bad = |message: String| Error::BadFile {
@@ -45,11 +45,11 @@ impl DropoutDraws {
         if draws.rank() != 2
             || draws.dtype() != DType::F32
             || draws.dims()[0] < forward_passes
-            || draws.dims()[1] != request.batch_size
+            || draws.dims()[1] != request.training.batch_size
         {
             return Err(bad(format!(
                 "`dropout_random` must be f32 [≥ {forward_passes}, {}], got {:?} {:?}",
-                request.batch_size,
+                request.training.batch_size,
                 draws.dtype(),
                 draws.dims()
             )));

@@ -50,7 +50,6 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 use huatu_diffusion::loading::SdxlComponents;
 use huatu_diffusion::models::unet_2d_condition::AddedConditions;
-use huatu_diffusion::schedulers::PredictionType;
 use huatu_imaging::Size;
 use rand::{Rng, SeedableRng};
 
@@ -58,14 +57,15 @@ use crate::checkpoint::Progress;
 use crate::checkpointing::checkpointed_gradients_with;
 use crate::latent_cache::LatentCache;
 use crate::lora_params::{LoraParams, LoraTargets};
-use crate::lr_schedule::{LrSchedule, LrScheduleKind};
+use crate::lr_schedule::LrSchedule;
 use crate::noising::{NoiseSchedule, NoiseSource};
 use crate::observer::{StepRecord, TrainingObserver};
-use crate::optimizer::{AdamW, AdamWConfig};
+use crate::optimizer::AdamW;
 use crate::text_conditioning::CaptionCache;
 use crate::training_loop::{
     noise_source, plain_gradients, resume, AccumulatedGradients, BatchOrder, StateSaving,
 };
+use crate::training_settings::{validate_lora_shape, TrainingSettings};
 use crate::{Error, Result};
 
 pub use unet::{load_trainable, TrainingMode, UnetVars};
@@ -87,57 +87,21 @@ pub struct InstructPix2PixTrainingRequest {
     /// Random left–right flips of both images of a pair together (not when replaying).
     pub flip: bool,
     pub conditioning_dropout_prob: Option<f64>,
-    pub batch_size: usize,
-    pub gradient_accumulation: usize,
-    /// Optimizer steps.
-    pub steps: usize,
-    pub learning_rate: f64,
-    pub adamw: AdamWConfig,
-    pub max_grad_norm: Option<f64>,
-    /// Recompute the UNet's stages in the backward pass (see `checkpointing`).
-    pub gradient_checkpointing: bool,
-    pub lr_schedule: LrScheduleKind,
-    pub warmup_steps: usize,
-    pub prediction_type: Option<PredictionType>,
-    pub seed: u64,
-    /// Continue the run saved in this state file.
-    pub resume: Option<PathBuf>,
-    /// Where the run's state is written: every `save_every` steps, at the end and on a stop.
-    pub state_path: Option<PathBuf>,
-    pub save_every: Option<usize>,
-    /// Keep the images' VAE latents on disk beside the data (`latent_cache`).
-    pub cache_latents: bool,
-    /// Names the model in the latent cache (its path), so another model's latents are not used.
-    pub model_id: String,
+    /// The batch, the optimizer, the seed and the run's state.
+    pub training: TrainingSettings,
 }
 
 impl InstructPix2PixTrainingRequest {
     /// The rules every setting must follow, checked before anything is loaded.
     pub fn validate(&self) -> Result<()> {
         let bad = |message: String| Err(Error::Setting(message));
-        if self.mode == TrainingMode::Lora && self.rank == 0 {
-            return bad("the LoRA rank must be at least 1".into());
-        }
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return bad(format!(
-                "the LoRA alpha must be a positive number, got {}",
-                self.alpha
-            ));
+        if self.mode == TrainingMode::Lora {
+            validate_lora_shape(self.rank, self.alpha)?;
         }
         if self.mode == TrainingMode::Full && self.init_lora.is_some() {
             return bad("starting from given adapters needs lora mode".into());
         }
-        if self.batch_size == 0 || self.steps == 0 || self.gradient_accumulation == 0 {
-            return bad(
-                "the batch size, steps and gradient accumulation must each be at least 1".into(),
-            );
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "the learning rate must be a positive number, got {}",
-                self.learning_rate
-            ));
-        }
+        self.training.validate()?;
         if self.resolution == 0 || !self.resolution.is_multiple_of(8) {
             return bad(format!(
                 "the resolution must be a positive multiple of 8, got {}",
@@ -150,14 +114,6 @@ impl InstructPix2PixTrainingRequest {
         {
             return bad(format!(
                 "the conditioning dropout probability must be in [0, 1], got {p}"
-            ));
-        }
-        if let Some(norm) = self
-            .max_grad_norm
-            .filter(|norm| !(norm.is_finite() && *norm > 0.0))
-        {
-            return bad(format!(
-                "the gradient clipping norm must be a positive number, got {norm}"
             ));
         }
         Ok(())
@@ -191,26 +147,29 @@ pub fn train_instruct_pix2pix(
     }
     let device = components.device.clone();
     let replaying = request.noise_file.is_some();
-    let forward_passes = request.steps * request.gradient_accumulation;
+    let forward_passes = request.training.forward_passes();
     let mut noise = noise_source(
         request.noise_file.as_deref(),
-        request.seed,
+        request.training.seed,
         0.0,
         forward_passes,
         &format!("the run needs {forward_passes}"),
     )?;
     let mut dropout = dropout::DropoutDraws::new(request, forward_passes)?;
-    let schedule = NoiseSchedule::new(&components.scheduler_config, request.prediction_type)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let schedule = NoiseSchedule::new(
+        &components.scheduler_config,
+        request.training.prediction_type,
+    )?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(request.training.seed ^ 0x9e37_79b9_7f4a_7c15);
 
     let pairs = pairs::read_pairs(&request.data)?;
     let started = Instant::now();
-    let mut cache = request.cache_latents.then(|| {
+    let mut cache = request.training.cache_latents.then(|| {
         LatentCache::open(
             &request.data,
             format!(
                 "instruct-pix2pix (posterior, unscaled) model {} vae {:?} resolution {} fit center-crop",
-                request.model_id, components.vae_config, request.resolution
+                request.training.model_id, components.vae_config, request.resolution
             ),
         )
     });
@@ -260,7 +219,7 @@ pub fn train_instruct_pix2pix(
             ""
         }
     ));
-    let mut optimizer = AdamW::new(&vars, request.adamw);
+    let mut optimizer = AdamW::new(&vars, request.training.adamw);
     let names = state::trained_names(lora.as_ref(), &unet);
     let config = components.unet.config();
     let identity = format!(
@@ -283,13 +242,13 @@ pub fn train_instruct_pix2pix(
         forward_index: 0,
         epoch: 0,
     };
-    if let Some(path) = &request.resume {
-        start = resume(path, request.steps, observer, || {
+    if let Some(path) = &request.training.resume {
+        start = resume(path, request.training.steps, observer, || {
             state::load_state(path, &identity, (&names, &vars), &mut optimizer)
         })?;
         if !replaying {
             // A resumed seeded run draws afresh from generators seeded by seed and step.
-            let seed = request.seed ^ (start.step as u64).rotate_left(32);
+            let seed = request.training.seed ^ (start.step as u64).rotate_left(32);
             noise = NoiseSource::seeded(seed, 0.0);
             rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
             dropout = dropout::DropoutDraws::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(
@@ -298,41 +257,41 @@ pub fn train_instruct_pix2pix(
         }
     }
     let saving = StateSaving {
-        save_every: request.save_every,
-        total_steps: request.steps,
+        save_every: request.training.save_every,
+        total_steps: request.training.steps,
     };
     let save_state_now = |progress: Progress, optimizer: &AdamW| -> Result<()> {
-        match &request.state_path {
+        match &request.training.state_path {
             Some(path) => state::save_state(path, &identity, progress, (&names, &vars), optimizer),
             None => Ok(()),
         }
     };
     let lr_schedule = LrSchedule {
-        kind: request.lr_schedule,
-        base_lr: request.learning_rate,
-        warmup_steps: request.warmup_steps,
-        total_steps: request.steps,
+        kind: request.training.lr_schedule,
+        base_lr: request.training.learning_rate,
+        warmup_steps: request.training.warmup_steps,
+        total_steps: request.training.steps,
     };
 
     let mut captions = CaptionCache::default();
     let (null_embeds, _) = captions.batch(components, &[String::new()])?; // [1, 77, d]
     let side = request.resolution as f32;
     let sizes = vec![Size::new(request.resolution, request.resolution); pairs.len()];
-    let mut batches = BatchOrder::new(&sizes, 1, request.batch_size, start, replaying);
+    let mut batches = BatchOrder::new(&sizes, 1, request.training.batch_size, start, replaying);
     let mut forward_index = start.forward_index;
     let mut steps_done = start.step;
     let mut stopped_early = false;
     let scaling_factor = components.vae_config.scaling_factor;
-    let accumulation = request.gradient_accumulation as f64;
+    let accumulation = request.training.gradient_accumulation as f64;
 
-    for step in start.step..request.steps {
+    for step in start.step..request.training.steps {
         if observer.should_stop() {
             stopped_early = true;
             break;
         }
         let step_started = Instant::now();
-        let mut accumulated = AccumulatedGradients::new(request.gradient_accumulation);
-        for _ in 0..request.gradient_accumulation {
+        let mut accumulated = AccumulatedGradients::new(request.training.gradient_accumulation);
+        for _ in 0..request.training.gradient_accumulation {
             let batch = batches.next((!replaying).then_some(&mut rng))?;
             let b = batch.len();
             let mut edited = Vec::with_capacity(b);
@@ -383,7 +342,7 @@ pub fn train_instruct_pix2pix(
                     .mean_all()?;
                 Ok((loss / accumulation)?)
             };
-            let (scaled, step_grads) = if request.gradient_checkpointing {
+            let (scaled, step_grads) = if request.training.gradient_checkpointing {
                 // The adapters (none in full mode), then the UNet's own variables: `vars`' order.
                 let no_adapters = LoraParams {
                     rank: 1,
@@ -414,7 +373,7 @@ pub fn train_instruct_pix2pix(
             };
             accumulated.add(&scaled, step_grads)?;
         }
-        let (grads, grad_norm, mean_loss) = accumulated.finish(request.max_grad_norm)?;
+        let (grads, grad_norm, mean_loss) = accumulated.finish(request.training.max_grad_norm)?;
         let lr = lr_schedule.lr_at(step);
         optimizer.step(&vars, &grads, &vec![lr; vars.len()])?;
         steps_done = step + 1;
@@ -427,7 +386,7 @@ pub fn train_instruct_pix2pix(
                 seconds: step_started.elapsed().as_secs_f64(),
                 epoch: batches.epoch,
             },
-            request.steps,
+            request.training.steps,
         )?;
         if saving.due_after(steps_done) {
             save_state_now(

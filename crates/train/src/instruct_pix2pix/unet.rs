@@ -218,7 +218,7 @@ pub(crate) fn build_lora(
             alpha: request.alpha,
             targets: request.targets,
             init_lora: request.init_lora.as_deref(),
-            seed: request.seed,
+            seed: request.training.seed,
             train_text_encoder: false,
         },
     )

@@ -17,6 +17,7 @@ use huatu_train::lora_params::LoraTargets;
 use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
 use huatu_train::trainer::{StepRecord, TrainingObserver};
+use huatu_train::training_settings::TrainingSettings;
 
 use crate::common::{fixture, relative_difference};
 
@@ -46,22 +47,24 @@ fn contract_request(mode: TrainingMode, learning_rate: f64) -> InstructPix2PixTr
         resolution: 64,
         flip: false,
         conditioning_dropout_prob: Some(0.1),
-        batch_size: 3,
-        gradient_accumulation: 1,
-        steps: 4,
-        learning_rate,
-        adamw: AdamWConfig::default(),
-        max_grad_norm: Some(1.0),
-        gradient_checkpointing: false,
-        lr_schedule: LrScheduleKind::Constant,
-        warmup_steps: 0,
-        prediction_type: None,
-        seed: 0,
-        resume: None,
-        state_path: None,
-        save_every: None,
-        cache_latents: false,
-        model_id: "sdxl_tiny".into(),
+        training: TrainingSettings {
+            batch_size: 3,
+            gradient_accumulation: 1,
+            steps: 4,
+            learning_rate,
+            adamw: AdamWConfig::default(),
+            max_grad_norm: Some(1.0),
+            gradient_checkpointing: false,
+            lr_schedule: LrScheduleKind::Constant,
+            warmup_steps: 0,
+            prediction_type: None,
+            seed: 0,
+            resume: None,
+            state_path: None,
+            save_every: None,
+            cache_latents: false,
+            model_id: "sdxl_tiny".into(),
+        },
     }
 }
 
@@ -90,10 +93,8 @@ fn check_case(
     let learning_rate = expected["learning_rate"]
         .as_f64()
         .ok_or_else(|| anyhow::anyhow!("no learning_rate"))?;
-    let request = InstructPix2PixTrainingRequest {
-        gradient_checkpointing,
-        ..contract_request(mode, learning_rate)
-    };
+    let mut request = contract_request(mode, learning_rate);
+    request.training.gradient_checkpointing = gradient_checkpointing;
     let (mut components, vars) = load_trainable(&fixture("sdxl_tiny"), mode, &Device::Cpu)?;
     // The model's weights before training (conv_in as widened).
     let initial: HashMap<String, Tensor> = unet_weights(&components, None)?
@@ -110,15 +111,21 @@ fn check_case(
         Some(stop) => {
             let state = state_dir.path().join("run.state.safetensors");
             let first = InstructPix2PixTrainingRequest {
-                steps: stop,
-                state_path: Some(state.clone()),
-                save_every: Some(stop),
+                training: TrainingSettings {
+                    steps: stop,
+                    state_path: Some(state.clone()),
+                    save_every: Some(stop),
+                    ..request.training.clone()
+                },
                 ..request.clone()
             };
             train_instruct_pix2pix(&mut components, vars, &first, &mut recorder)?;
             let (mut resumed, vars) = load_trainable(&fixture("sdxl_tiny"), mode, &Device::Cpu)?;
             let second = InstructPix2PixTrainingRequest {
-                resume: Some(state),
+                training: TrainingSettings {
+                    resume: Some(state),
+                    ..request.training.clone()
+                },
                 ..request.clone()
             };
             let outcome = train_instruct_pix2pix(&mut resumed, vars, &second, &mut recorder)?;

@@ -16,6 +16,7 @@ use huatu_train::lora_save::SaveFormat;
 use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
 use huatu_train::trainer::{train_lora, LoraTrainingRequest, StepRecord, TrainingObserver};
+use huatu_train::training_settings::TrainingSettings;
 
 use crate::common::{fixture, relative_difference};
 
@@ -49,30 +50,32 @@ fn contract_request() -> LoraTrainingRequest {
         },
         captions: CaptionOptions::default(),
         repeats: 1,
-        batch_size: 2,
-        gradient_accumulation: 1,
-        steps: 3,
-        learning_rate: 1e-3,
         train_text_encoder: false,
         text_encoder_lr: None,
-        adamw: AdamWConfig {
-            weight_decay: 0.01,
-            ..AdamWConfig::default()
-        },
-        max_grad_norm: Some(1.0),
-        gradient_checkpointing: false,
-        lr_schedule: LrScheduleKind::Constant,
-        warmup_steps: 0,
-        prediction_type: None,
         snr_gamma: None,
         noise_offset: 0.0,
-        seed: 0,
         format: SaveFormat::Diffusers,
-        resume: None,
-        state_path: None,
-        save_every: None,
-        cache_latents: false,
-        model_id: "sdxl_tiny".into(),
+        training: TrainingSettings {
+            batch_size: 2,
+            gradient_accumulation: 1,
+            steps: 3,
+            learning_rate: 1e-3,
+            adamw: AdamWConfig {
+                weight_decay: 0.01,
+                ..AdamWConfig::default()
+            },
+            max_grad_norm: Some(1.0),
+            gradient_checkpointing: false,
+            lr_schedule: LrScheduleKind::Constant,
+            warmup_steps: 0,
+            prediction_type: None,
+            seed: 0,
+            resume: None,
+            state_path: None,
+            save_every: None,
+            cache_latents: false,
+            model_id: "sdxl_tiny".into(),
+        },
     }
 }
 
@@ -206,7 +209,10 @@ fn v_prediction_matches_diffusers() -> anyhow::Result<()> {
     check_case(
         "vpred",
         LoraTrainingRequest {
-            prediction_type: Some(PredictionType::VPrediction),
+            training: TrainingSettings {
+                prediction_type: Some(PredictionType::VPrediction),
+                ..contract_request().training
+            },
             ..contract_request()
         },
     )
@@ -228,7 +234,10 @@ fn gradient_clipping_matches_diffusers() -> anyhow::Result<()> {
     check_case(
         "clip",
         LoraTrainingRequest {
-            max_grad_norm: Some(0.04),
+            training: TrainingSettings {
+                max_grad_norm: Some(0.04),
+                ..contract_request().training
+            },
             ..contract_request()
         },
     )
@@ -254,7 +263,10 @@ fn gradient_checkpointing_matches_diffusers() -> anyhow::Result<()> {
     check_case(
         "eps",
         LoraTrainingRequest {
-            gradient_checkpointing: true,
+            training: TrainingSettings {
+                gradient_checkpointing: true,
+                ..contract_request().training
+            },
             ..contract_request()
         },
     )?;
@@ -262,9 +274,12 @@ fn gradient_checkpointing_matches_diffusers() -> anyhow::Result<()> {
     check_case(
         "text_encoder",
         LoraTrainingRequest {
-            gradient_checkpointing: true,
             train_text_encoder: true,
             init_lora: Some(init),
+            training: TrainingSettings {
+                gradient_checkpointing: true,
+                ..contract_request().training
+            },
             ..contract_request()
         },
     )
@@ -277,8 +292,11 @@ fn gradient_checkpointing_equals_the_plain_backward_on_all_linear_layers() -> an
     let request = LoraTrainingRequest {
         targets: LoraTargets::AllLinear,
         init_lora: None,
-        steps: 2,
-        seed: 7,
+        training: TrainingSettings {
+            steps: 2,
+            seed: 7,
+            ..contract_request().training
+        },
         ..contract_request()
     };
     let mut plain_model = load_model()?;
@@ -287,7 +305,10 @@ fn gradient_checkpointing_equals_the_plain_backward_on_all_linear_layers() -> an
     let checkpointed = train_lora(
         &mut checkpointed_model,
         &LoraTrainingRequest {
-            gradient_checkpointing: true,
+            training: TrainingSettings {
+                gradient_checkpointing: true,
+                ..request.training.clone()
+            },
             ..request.clone()
         },
         &mut Recorder::default(),
@@ -333,15 +354,21 @@ fn a_resumed_run_continues_exactly() -> anyhow::Result<()> {
     let mut whole_recorder = Recorder::default();
     let whole = train_lora(&mut load_model()?, &contract_request(), &mut whole_recorder)?;
     let first = LoraTrainingRequest {
-        steps: 2,
-        state_path: Some(state.clone()),
-        save_every: Some(1),
+        training: TrainingSettings {
+            steps: 2,
+            state_path: Some(state.clone()),
+            save_every: Some(1),
+            ..contract_request().training
+        },
         ..contract_request()
     };
     train_lora(&mut load_model()?, &first, &mut Recorder::default())?;
     let mut rest_recorder = Recorder::default();
     let rest = LoraTrainingRequest {
-        resume: Some(state.clone()),
+        training: TrainingSettings {
+            resume: Some(state.clone()),
+            ..contract_request().training
+        },
         ..contract_request()
     };
     let resumed = train_lora(&mut load_model()?, &rest, &mut rest_recorder)?;
@@ -367,10 +394,13 @@ fn a_resumed_run_continues_exactly() -> anyhow::Result<()> {
     }
     // A state from another rank is refused, naming what differs.
     let other = LoraTrainingRequest {
-        resume: Some(state),
         rank: 8,
         alpha: 8.0,
         init_lora: None,
+        training: TrainingSettings {
+            resume: Some(state),
+            ..contract_request().training
+        },
         ..contract_request()
     };
     let error = train_lora(&mut load_model()?, &other, &mut Recorder::default())
@@ -404,7 +434,10 @@ fn a_stopped_run_keeps_what_it_trained_and_its_state() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state.safetensors");
     let request = LoraTrainingRequest {
-        state_path: Some(state.clone()),
+        training: TrainingSettings {
+            state_path: Some(state.clone()),
+            ..contract_request().training
+        },
         ..contract_request()
     };
     let outcome = train_lora(&mut load_model()?, &request, &mut StopAfterOne(0))?;
@@ -415,7 +448,10 @@ fn a_stopped_run_keeps_what_it_trained_and_its_state() -> anyhow::Result<()> {
     train_lora(
         &mut load_model()?,
         &LoraTrainingRequest {
-            resume: Some(state),
+            training: TrainingSettings {
+                resume: Some(state),
+                ..contract_request().training
+            },
             ..contract_request()
         },
         &mut recorder,
@@ -442,14 +478,20 @@ fn cached_latents_train_the_same() -> anyhow::Result<()> {
     }
     let request = LoraTrainingRequest {
         data: dir.path().to_path_buf(),
-        cache_latents: true,
+        training: TrainingSettings {
+            cache_latents: true,
+            ..contract_request().training
+        },
         ..contract_request()
     };
     let mut plain = Recorder::default();
     train_lora(
         &mut load_model()?,
         &LoraTrainingRequest {
-            cache_latents: false,
+            training: TrainingSettings {
+                cache_latents: false,
+                ..request.training.clone()
+            },
             ..request.clone()
         },
         &mut plain,
