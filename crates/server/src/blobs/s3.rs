@@ -91,7 +91,7 @@ impl S3Store {
     fn probe(&self) -> Result<(), BlobStoreError> {
         let prefix = self.location.list_prefix().map(ObjectPath::from);
         let store = self.store.clone();
-        let listed = self.run("list", self.location.to_string(), async move {
+        let listed = self.run("list", self.listing(), async move {
             store.list_with_delimiter(prefix.as_ref()).await.map(drop)
         });
         match listed {
@@ -103,6 +103,14 @@ impl S3Store {
             }
             other => other,
         }
+    }
+
+    /// What a listing covers, for messages.
+    fn listing(&self) -> String {
+        self.location.list_prefix().map_or_else(
+            || "all keys".into(),
+            |prefix| format!("the keys under {prefix}/"),
+        )
     }
 
     /// Runs `request` on this store's runtime and waits for it, at most
@@ -150,7 +158,10 @@ impl S3Store {
         match self.run("look up", key, async move { store.head(&path).await }) {
             Ok(meta) => Ok(Some(meta)),
             Err(BlobStoreError::Request { source, .. })
-                if matches!(*source, object_store::Error::NotFound { .. }) => Ok(None),
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(None)
+            }
             Err(error) => Err(error.into_io()),
         }
     }
@@ -189,7 +200,10 @@ impl BlobBackend for S3Store {
         match fetched {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(BlobStoreError::Request { source, .. })
-                if matches!(*source, object_store::Error::NotFound { .. }) => Ok(None),
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(None)
+            }
             Err(error) => Err(error.into_io()),
         }
     }
@@ -221,7 +235,10 @@ impl BlobBackend for S3Store {
         match self.run("delete", key, async move { store.delete(&path).await }) {
             Ok(()) => Ok(true),
             Err(BlobStoreError::Request { source, .. })
-                if matches!(*source, object_store::Error::NotFound { .. }) => Ok(false),
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(false)
+            }
             Err(error) => Err(error.into_io()),
         }
     }
@@ -230,7 +247,7 @@ impl BlobBackend for S3Store {
         let prefix = self.location.list_prefix().map(ObjectPath::from);
         let store = self.store.clone();
         let objects = self
-            .run("list", self.location.to_string(), async move {
+            .run("list", self.listing(), async move {
                 store.list(prefix.as_ref()).try_collect::<Vec<_>>().await
             })
             .map_err(BlobStoreError::into_io)?;

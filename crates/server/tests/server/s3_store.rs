@@ -252,3 +252,64 @@ fn s3_and_directory_put_get_timings_for_a_1_mb_png() {
         );
     }
 }
+
+/// Beyond one machine: an API node and a worker node on one PostgreSQL queue with data
+/// directories of their own, sharing nothing but the bucket. The upload the API node
+/// stores is the worker's input; the worker's result is what the API node serves.
+#[test]
+fn an_api_node_and_a_worker_node_share_only_the_bucket() {
+    let Some(url) = crate::common::postgres::fresh_database("s3_nodes") else {
+        return;
+    };
+    let Some(location) = fresh_bucket("nodes", "cluster") else {
+        return;
+    };
+    let (worker_url, worker_bucket) = (url.clone(), location.clone());
+    let worker = TestServer::start(move |config| {
+        config.database = Some(worker_url);
+        config.blob_store = Some(worker_bucket);
+        config.lease = Duration::from_secs(3);
+        config.worker_name = Some("s3-worker".into());
+        config.max_dimension = 128;
+    });
+    let api_bucket = location.clone();
+    let api = TestServer::start(move |config| {
+        config.database = Some(url);
+        config.run_workers = false;
+        config.blob_store = Some(api_bucket);
+        config.max_dimension = 128;
+    });
+    let image = png_bytes(64, 64);
+    let (content_type, body) = multipart(&[
+        ("image", Some("a.png"), &image),
+        ("prompt", None, b"ink"),
+        ("steps", None, b"2"),
+        ("seed", None, b"5"),
+        ("response_format", None, b"url"),
+    ]);
+    let response = request(
+        api.address,
+        "POST",
+        "/v1/images/edits",
+        &[("Content-Type", content_type.as_str())],
+        &body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let job_id = response.json()["huatu"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = wait_for(api.address, &job_id, LIMIT, is_terminal);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let result = job["images"][0]["id"].as_str().unwrap().to_string();
+    assert!(object_exists(&location, &location.key(&result)));
+    let png = api.get(&format!("/v1/images/{result}"));
+    assert_eq!(png.status, 200, "the API node reads the worker's result");
+    assert_eq!(png_size(&png.body), (64, 64));
+    for node in [&api, &worker] {
+        let stored = std::fs::read_dir(node.data.path().join("blobs"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(stored, 0, "no blob in {}", node.data.path().display());
+    }
+}
