@@ -25,6 +25,9 @@ use object_store::{ObjectStore, PutPayload};
 
 use super::{is_blob_id, BlobBackend, BlobStoreError, LocalFile, S3Location};
 
+/// The longest a whole listing (retention's) may take: a page of a thousand keys per
+/// request, so about a million blobs at a few hundred milliseconds a page.
+const LISTING_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// Local copies older than this in the cache directory are leftovers of a crash.
 const STALE_COPY: Duration = Duration::from_secs(24 * 3600);
 
@@ -114,9 +117,20 @@ impl S3Store {
     }
 
     /// Runs `request` on this store's runtime and waits for it, at most
-    /// `S3Location::operation_limit()`.
+    /// `S3Location::operation_limit()` (one request with its retries).
     fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
+        key: String,
+        request: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> Result<T, BlobStoreError> {
+        self.run_within(S3Location::operation_limit(), operation, key, request)
+    }
+
+    /// `run` with another limit (a whole listing is a request per thousand keys).
+    fn run_within<T: Send + 'static>(
+        &self,
+        limit: Duration,
         operation: &'static str,
         key: String,
         request: impl Future<Output = object_store::Result<T>> + Send + 'static,
@@ -125,7 +139,6 @@ impl S3Store {
             bucket: self.location.bucket.clone(),
         };
         let runtime = self.runtime.as_ref().ok_or_else(stopped)?;
-        let limit = S3Location::operation_limit();
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         runtime.spawn(async move {
             let answer = tokio::time::timeout(limit, request).await;
@@ -247,7 +260,7 @@ impl BlobBackend for S3Store {
         let prefix = self.location.list_prefix().map(ObjectPath::from);
         let store = self.store.clone();
         let objects = self
-            .run("list", self.listing(), async move {
+            .run_within(LISTING_LIMIT, "list", self.listing(), async move {
                 store.list(prefix.as_ref()).try_collect::<Vec<_>>().await
             })
             .map_err(BlobStoreError::into_io)?;
