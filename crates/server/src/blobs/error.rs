@@ -40,7 +40,7 @@ pub enum BlobStoreError {
     ClientStopped { bucket: String },
     #[error("cannot start the S3 client's threads")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot use the local copy directory {path} of the S3 blob store")]
+    #[error("cannot write the S3 blob store's local copies at {path}")]
     Cache {
         path: std::path::PathBuf,
         #[source]

@@ -286,7 +286,13 @@ impl BlobBackend for S3Store {
             rand::random::<u32>()
         ));
         let copy = LocalFile::temporary(path);
-        std::fs::write(copy.path(), bytes)?;
+        std::fs::write(copy.path(), bytes).map_err(|source| {
+            BlobStoreError::Cache {
+                path: copy.path().to_path_buf(),
+                source,
+            }
+            .into_io()
+        })?;
         Ok(Some(copy))
     }
 }
