@@ -313,3 +313,48 @@ fn an_api_node_and_a_worker_node_share_only_the_bucket() {
         assert_eq!(stored, 0, "no blob in {}", node.data.path().display());
     }
 }
+
+/// The agent's pipelines read their images from paths: with a bucket, the worker makes
+/// local copies of the inputs for the job and removes them after.
+#[test]
+fn an_agent_edit_reads_local_copies_of_its_inputs_from_the_bucket() {
+    let Some(location) = fresh_bucket("agent", "") else {
+        return;
+    };
+    let fixtures = workspace_root().join("tests/fixtures");
+    let in_bucket = location.clone();
+    let server = TestServer::start(move |config| {
+        config.blob_store = Some(in_bucket);
+        config.intent_model = Some(workspace_root().join("models/intent"));
+        config.instruct_model = Some(fixtures.join("sdxl_tiny_instruct_pix2pix"));
+    });
+    let original = png_bytes(64, 64);
+    let (content_type, body) = multipart(&[
+        ("instruction", None, "把天空换成晚霞".as_bytes()),
+        ("original", Some("a.png"), &original),
+        ("steps", None, b"2"),
+        ("seed", None, b"5"),
+    ]);
+    let response = request(
+        server.address,
+        "POST",
+        "/v1/agent",
+        &[("Content-Type", content_type.as_str())],
+        &body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert_eq!(answer["intent"], "edit.instruct", "{answer}");
+    let job_id = answer["job"]["id"].as_str().unwrap().to_string();
+    let job = wait_for(server.address, &job_id, LIMIT, is_terminal);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let input = job["request"]["image"].as_str().unwrap().to_string();
+    let result = job["images"][0]["id"].as_str().unwrap().to_string();
+    for id in [&input, &result] {
+        assert!(object_exists(&location, &location.key(id)), "{id}");
+    }
+    let copies = std::fs::read_dir(server.data.path().join("blob-cache"))
+        .unwrap()
+        .count();
+    assert_eq!(copies, 0, "the job's local copies are removed after it");
+}
