@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use huatu_diffusion::device::{DeviceChoice, DtypeChoice};
 
+use crate::blobs::S3Location;
 use crate::error::ServerError;
 
 /// The longest synchronous wait honoured (one year); larger `--sync-timeout-secs` are capped.
@@ -61,6 +62,11 @@ pub struct ServeArgs {
     /// Where the job database, inputs, results (by content hash) and LoRAs (`loras/`) live.
     #[arg(long, default_value = "huatu-data")]
     pub data: PathBuf,
+    /// Keep inputs and results in an S3-compatible bucket instead of --data's blobs/:
+    /// s3://BUCKET[/PREFIX]. Endpoint, region and credentials come from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the bucket must exist.
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub blob_store: Option<S3Location>,
     /// A bearer token that clients must send (`Authorization: Bearer KEY`). Repeat for
     /// several. Without any key the API is open.
     #[arg(long = "api-key")]
@@ -166,6 +172,8 @@ pub struct ServerConfig {
     pub intent_model: Option<PathBuf>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// An S3 bucket for inputs and results (`--blob-store`); None: `blobs/` in `data_dir`.
+    pub blob_store: Option<S3Location>,
     pub api_keys: Vec<String>,
     pub cors_origins: Vec<String>,
     pub queue_capacity: usize,
@@ -217,6 +225,7 @@ impl ServerConfig {
             intent_model: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            blob_store: None,
             api_keys: Vec::new(),
             cors_origins: Vec::new(),
             queue_capacity: 64,
@@ -374,6 +383,7 @@ impl ServerConfig {
             intent_model: intent_model_dir(args.intent_model.as_deref()),
             listen: args.listen,
             data_dir: args.data.clone(),
+            blob_store: args.blob_store.clone(),
             api_keys,
             cors_origins: args.cors_origins.clone(),
             queue_capacity: args.queue_capacity,

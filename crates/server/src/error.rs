@@ -17,6 +17,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the blob store {location}")]
+    BlobStore {
+        location: String,
+        #[source]
+        source: Box<crate::blobs::BlobStoreError>,
+    },
     #[error("job database {path}")]
     Database {
         path: std::path::PathBuf,

@@ -20,7 +20,8 @@ use crate::state::WorkerHealth;
 use crate::worker::run_worker;
 
 /// How long a blob nobody references is kept when several processes share the blob
-/// store: another process may have written it for a job it has not recorded yet.
+/// store (a shared queue, or any S3 bucket): another process may have written it for a
+/// job it has not recorded yet.
 const SHARED_BLOB_GRACE: Duration = Duration::from_secs(3600);
 
 pub struct Node {
@@ -99,8 +100,30 @@ impl Node {
                 "found jobs interrupted by an unclean stop"
             );
         }
-        let grace = queue.is_shared().then_some(SHARED_BLOB_GRACE);
-        let blobs = Arc::new(Blobs::open_with(&data.join("blobs"), grace).map_err(data_error)?);
+        let blobs = Arc::new(match config.blob_store.clone() {
+            None => {
+                let grace = queue.is_shared().then_some(SHARED_BLOB_GRACE);
+                Blobs::open_with(&data.join("blobs"), grace).map_err(data_error)?
+            }
+            // A bucket is always shared (see blobs/s3.rs); its probe is a network call.
+            Some(location) => {
+                let cache = data.join("blob-cache");
+                let described = location.to_string();
+                tokio::task::spawn_blocking(move || {
+                    Blobs::open_s3(&location, &cache, SHARED_BLOB_GRACE)
+                })
+                .await
+                .map_err(|source| ServerError::Task {
+                    task: "opening the blob store",
+                    source,
+                })?
+                .map_err(|source| ServerError::BlobStore {
+                    location: described,
+                    source: Box::new(source),
+                })?
+            }
+        });
+        tracing::info!(store = %blobs.describe(), "blob store ready");
 
         let mut engines = Vec::new();
         let mut native_size = (1024, 1024);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use huatu_diffusion::pipelines::Progress;
 
-use crate::blobs::{describe_write_error, Pins};
+use crate::blobs::{describe_write_error, BlobStoreError, LocalFile, Pins};
 use crate::job_queue::{Lease, WorkerIdentity};
 use crate::job_runner::{GenerateError, JobRunner};
 use crate::job_services::JobServices;
@@ -316,13 +316,24 @@ fn cancelled_outcome(shared: &JobServices) -> Outcome {
     }
 }
 
+/// A failed read of input `id` as the job's failure reason: an S3 error (which names
+/// the bucket and endpoint) goes to the log only.
+fn describe_read_error(id: &str, error: &std::io::Error) -> String {
+    if BlobStoreError::is_in(error) {
+        tracing::error!("cannot read input {id}: {error}");
+        format!("cannot read input {id} from the blob store (see the server log)")
+    } else {
+        format!("cannot read input {id}: {error}")
+    }
+}
+
 /// The stored input `id` (waiting while its request still writes it).
 fn load_input(shared: &JobServices, id: &str) -> Result<Vec<u8>, String> {
     shared.blobs.wait_until_present(id, INPUT_WAIT);
     shared
         .blobs
         .get(id)
-        .map_err(|error| format!("cannot read input {id}: {error}"))?
+        .map_err(|error| describe_read_error(id, &error))?
         .ok_or_else(|| format!("input {id} is missing from the data directory"))
 }
 
@@ -395,25 +406,30 @@ fn run_agent(
     spec: &AgentSpec,
     results: &mut Results,
 ) -> Outcome {
-    let input_path = |id: &Option<String>| -> Result<Option<std::path::PathBuf>, String> {
+    // The plan reads its images from paths: the stored files, or (S3) local copies
+    // that stay until this function returns.
+    let input_file = |id: &Option<String>| -> Result<Option<LocalFile>, String> {
         let Some(id) = id else { return Ok(None) };
-        match shared.blobs.path(id) {
-            Some(path) if shared.blobs.wait_until_present(id, INPUT_WAIT) => Ok(Some(path)),
-            _ => Err(format!("input {id} is missing from the data directory")),
+        match shared.blobs.local_file(id, INPUT_WAIT) {
+            Ok(Some(file)) => Ok(Some(file)),
+            Ok(None) => Err(format!("input {id} is missing from the data directory")),
+            Err(error) => Err(describe_read_error(id, &error)),
         }
     };
-    let inputs = input_path(&spec.image).and_then(|image| {
-        let condition = input_path(&spec.condition)?;
+    let inputs = input_file(&spec.image).and_then(|image| {
+        let condition = input_file(&spec.condition)?;
         let mask = match &spec.mask {
             Some(id) => Some(crate::png_codec::decode_gray(&load_input(shared, id)?)?),
             None => None,
         };
         Ok((image, condition, mask))
     });
-    let (image, condition, mask) = match inputs {
+    let (image_file, condition_file, mask) = match inputs {
         Ok(inputs) => inputs,
         Err(reason) => return Outcome::Failed(reason),
     };
+    let path_of = |file: &Option<LocalFile>| file.as_ref().map(|file| file.path().to_path_buf());
+    let (image, condition) = (path_of(&image_file), path_of(&condition_file));
     // Steps over the whole job: a plan may make several images, each with its own count.
     let total = job.spec.total_steps();
     let mut done = 0;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use huatu_diffusion::device::{DeviceChoice, DtypeChoice};
 
+use crate::blobs::S3Location;
 use crate::config::{check_database_url, ServerConfig, DEFAULT_MAX_JOB_SECS};
 use crate::error::ServerError;
 use crate::node::Node;
@@ -35,6 +36,11 @@ pub struct WorkerArgs {
     /// directory as the API nodes', shared (e.g. NFS) across machines.
     #[arg(long, default_value = "huatu-data")]
     pub data: PathBuf,
+    /// The S3-compatible bucket of inputs and results, as the API nodes' --blob-store
+    /// (s3://BUCKET[/PREFIX], settings from the AWS_* variables); --data then keeps only
+    /// LoRAs and short-lived local copies.
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub blob_store: Option<S3Location>,
     /// A name for this worker in /metrics and logs; default `<host>-<pid>-<index>`.
     #[arg(long)]
     pub name: Option<String>,
@@ -74,6 +80,7 @@ impl WorkerArgs {
         config.sr_model = self.sr_model.clone();
         config.intent_model = None;
         config.database = Some(self.database.clone());
+        config.blob_store = self.blob_store.clone();
         config.run_workers = true;
         config.serve_http = false;
         config.worker_name = self.name.clone();

@@ -16,4 +16,5 @@ mod postgres_nodes;
 mod postgres_queue;
 mod queue;
 mod restart;
+mod s3_store;
 mod soak;

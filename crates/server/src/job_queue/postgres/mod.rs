@@ -7,32 +7,35 @@
 //! with, so a worker that lost its lease (partitioned, paused) has its result discarded.
 //! A cancel is a flag on the row: the worker learns it from its next heartbeat, and the
 //! statement that records the outcome turns it into `cancelled` atomically.
+//!
+//! Here: connecting, and the statements that move a job through its life (submit,
+//! claim, outcomes, cancels); `leases.rs` has heartbeats and lease expiry, `reads.rs`
+//! what the API and retention read.
 
+mod leases;
 mod notify;
 mod pool;
+mod reads;
+mod rows;
 pub mod schema;
 mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::Row;
-
 pub use self::notify::{EventBus, EVENTS_CHANNEL};
 use self::pool::{Driver, Pool};
+use self::rows::{job_from_row, COLUMNS};
 use self::schema::{migrate, MigrationOutcome};
 pub use self::schema::{MIGRATIONS, POSTGRES_VERSION};
 use crate::error::ServerError;
 use crate::job_queue::needs::job_needs;
 use crate::job_queue::store::{
-    read_spec, Counts, Expired, JobQueue, Lease, LeaseState, QueueError, Recovery, SubmitError,
-    WorkerIdentity, WorkerRecord, LEASE_EXPIRED_TWICE,
+    Counts, Expired, JobQueue, Lease, LeaseState, QueueError, Recovery, SubmitError,
+    WorkerIdentity, WorkerRecord,
 };
 use crate::job_queue::url::redact_url;
 use crate::jobs::{Job, JobSpec, JobStatus, SPEC_VERSION};
-
-const COLUMNS: &str =
-    "id, kind, spec, spec_version, status, attempts, error, images, created_at, started_at, finished_at";
 
 /// Now, on the database's clock (every node compares leases on the same clock).
 const NOW: &str = "EXTRACT(EPOCH FROM clock_timestamp())::float8";
@@ -257,80 +260,11 @@ impl JobQueue for PgQueue {
         worker: &WorkerIdentity,
         leases: &[Lease],
     ) -> Result<Vec<LeaseState>, QueueError> {
-        let name = worker.name.clone();
-        let capabilities = worker.capabilities.clone();
-        let leases = leases.to_vec();
-        let lease = self.lease_seconds();
-        self.run(move |mut connection| async move {
-            let client = connection.client();
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO workers (name, capabilities, started_at, last_seen)
-                         VALUES ($1, $2, {NOW}, {NOW})
-                         ON CONFLICT (name) DO UPDATE SET capabilities = $2, last_seen = {NOW}"
-                    ),
-                    &[&name, &capabilities],
-                )
-                .await?;
-            let mut states = Vec::with_capacity(leases.len());
-            for held in &leases {
-                let row = client
-                    .query_opt(
-                        &format!(
-                            "UPDATE jobs SET lease_expires_at = {NOW} + $4
-                             WHERE id = $1 AND attempts = $2 AND worker = $3 AND status = 'running'
-                             RETURNING cancel_requested"
-                        ),
-                        &[&held.job, &(held.attempt as i32), &held.worker, &lease],
-                    )
-                    .await?;
-                states.push(match row {
-                    Some(row) => LeaseState::Held {
-                        cancel_requested: row.get(0),
-                    },
-                    None => LeaseState::Lost,
-                });
-            }
-            Ok(states)
-        })
+        PgQueue::heartbeat(self, worker, leases)
     }
 
     fn expire_leases(&self) -> Result<Vec<Expired>, QueueError> {
-        self.run(move |mut connection| async move {
-            let rows = connection
-                .client()
-                .query(
-                    &format!(
-                        "WITH expired AS (
-                             UPDATE jobs SET
-                                 status = CASE WHEN cancel_requested THEN 'cancelled'
-                                               WHEN attempts >= 2 THEN 'failed'
-                                               ELSE 'queued' END,
-                                 error = CASE WHEN NOT cancel_requested AND attempts >= 2 THEN $1
-                                              ELSE error END,
-                                 finished_at = CASE WHEN cancel_requested OR attempts >= 2
-                                                    THEN {NOW} END,
-                                 worker = NULL, lease_expires_at = NULL
-                             WHERE status = 'running' AND lease_expires_at < {NOW}
-                             RETURNING id, status, error),
-                         counted AS (
-                             UPDATE counters SET value = value + (SELECT COUNT(*) FROM expired)
-                             WHERE name = 'lease_expiries')
-                         SELECT id, status, error FROM expired"
-                    ),
-                    &[&LEASE_EXPIRED_TWICE],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| Expired {
-                    job: row.get(0),
-                    status: JobStatus::parse(row.get(1)).unwrap_or(JobStatus::Queued),
-                    error: row.get(2),
-                })
-                .collect())
-        })
+        PgQueue::expire_leases(self)
     }
 
     fn succeed(&self, lease: &Lease, images: &[String]) -> Result<Option<JobStatus>, QueueError> {
@@ -478,60 +412,19 @@ impl JobQueue for PgQueue {
     }
 
     fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
-        let id = id.to_string();
-        self.run(move |mut connection| async move {
-            let row = connection
-                .client()
-                .query_opt(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"), &[&id])
-                .await?;
-            row.map(|row| job_from_row(&row).map(|(job, _)| job))
-                .transpose()
-        })
+        PgQueue::get(self, id)
     }
 
     fn list(&self, limit: usize) -> Result<Vec<Job>, QueueError> {
-        let limit = limit as i64;
-        self.run(move |mut connection| async move {
-            let rows = connection
-                .client()
-                .query(
-                    &format!("SELECT {COLUMNS} FROM jobs ORDER BY seq DESC LIMIT $1"),
-                    &[&limit],
-                )
-                .await?;
-            rows.iter()
-                .map(|row| job_from_row(row).map(|(job, _)| job))
-                .collect()
-        })
+        PgQueue::list(self, limit)
     }
 
     fn queue_position(&self, id: &str) -> Result<Option<usize>, QueueError> {
-        let id = id.to_string();
-        self.run(move |mut connection| async move {
-            let row = connection
-                .client()
-                .query_opt(
-                    "SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < job.seq)
-                     FROM jobs AS job WHERE job.id = $1 AND job.status = 'queued'",
-                    &[&id],
-                )
-                .await?;
-            Ok(row.map(|row| row.get::<_, i64>(0) as usize))
-        })
+        PgQueue::queue_position(self, id)
     }
 
     fn is_referenced(&self, blob: &str) -> Result<bool, QueueError> {
-        let blob = blob.to_string();
-        self.run(move |mut connection| async move {
-            Ok(connection
-                .client()
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM job_blobs WHERE blob = $1)",
-                    &[&blob],
-                )
-                .await?
-                .get(0))
-        })
+        PgQueue::is_referenced(self, blob)
     }
 
     fn oldest_finished(
@@ -539,131 +432,22 @@ impl JobQueue for PgQueue {
         before: Option<f64>,
         limit: usize,
     ) -> Result<Vec<String>, QueueError> {
-        let before = before.unwrap_or(f64::INFINITY);
-        let limit = limit as i64;
-        self.run(move |mut connection| async move {
-            let rows = connection
-                .client()
-                .query(
-                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1
-                     AND status IN ('succeeded', 'failed', 'cancelled')
-                     ORDER BY finished_at, seq LIMIT $2",
-                    &[&before, &limit],
-                )
-                .await?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
-        })
+        PgQueue::oldest_finished(self, before, limit)
     }
 
     fn evict(&self, id: &str) -> Result<Option<Vec<String>>, QueueError> {
-        let id = id.to_string();
-        self.run(move |mut connection| async move {
-            let row = connection
-                .client()
-                .query_one(
-                    "WITH gone AS (
-                         DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled')
-                         RETURNING id),
-                     refs AS (
-                         DELETE FROM job_blobs WHERE job IN (SELECT id FROM gone) RETURNING blob)
-                     SELECT EXISTS (SELECT 1 FROM gone), ARRAY(SELECT blob FROM refs ORDER BY blob)",
-                    &[&id],
-                )
-                .await?;
-            let deleted: bool = row.get(0);
-            Ok(deleted.then(|| row.get(1)))
-        })
+        PgQueue::evict(self, id)
     }
 
     fn counts(&self) -> Result<Counts, QueueError> {
-        self.run(move |mut connection| async move {
-            let rows = connection
-                .client()
-                .query("SELECT status, COUNT(*) FROM jobs GROUP BY status", &[])
-                .await?;
-            let mut counts = Counts::default();
-            for row in rows {
-                let count = row.get::<_, i64>(1) as u64;
-                match JobStatus::parse(row.get(0)) {
-                    Some(JobStatus::Queued) => counts.queued = count,
-                    Some(JobStatus::Running) => counts.running = count,
-                    Some(JobStatus::Succeeded) => counts.succeeded = count,
-                    Some(JobStatus::Failed) => counts.failed = count,
-                    Some(JobStatus::Cancelled) => counts.cancelled = count,
-                    None => {}
-                }
-            }
-            Ok(counts)
-        })
+        PgQueue::counts(self)
     }
 
     fn lease_expiries(&self) -> Result<u64, QueueError> {
-        self.run(move |mut connection| async move {
-            let row = connection
-                .client()
-                .query_one(
-                    "SELECT value FROM counters WHERE name = 'lease_expiries'",
-                    &[],
-                )
-                .await?;
-            Ok(row.get::<_, i64>(0) as u64)
-        })
+        PgQueue::lease_expiries(self)
     }
 
     fn workers(&self) -> Result<Vec<WorkerRecord>, QueueError> {
-        self.run(move |mut connection| async move {
-            let rows = connection
-                .client()
-                .query(
-                    &format!(
-                        "SELECT w.name, w.capabilities, {NOW} - w.last_seen,
-                             (SELECT COUNT(*) FROM jobs j WHERE j.worker = w.name AND j.status = 'succeeded'),
-                             (SELECT COUNT(*) FROM jobs j WHERE j.worker = w.name AND j.status = 'failed'),
-                             (SELECT COUNT(*) FROM jobs j WHERE j.worker = w.name
-                                  AND j.finished_at > {NOW} - 60)
-                         FROM workers w ORDER BY w.name"
-                    ),
-                    &[],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| WorkerRecord {
-                    name: row.get(0),
-                    capabilities: row.get(1),
-                    silent_seconds: row.get(2),
-                    succeeded: row.get::<_, i64>(3) as u64,
-                    failed: row.get::<_, i64>(4) as u64,
-                    finished_last_minute: row.get::<_, i64>(5) as u64,
-                })
-                .collect())
-        })
+        PgQueue::workers(self)
     }
-}
-
-/// A row as read: the job and, when its request cannot be read, why.
-fn job_from_row(row: &Row) -> Result<(Job, Option<String>), QueueError> {
-    let stored_kind: String = row.try_get(1)?;
-    let spec: String = row.try_get(2)?;
-    let version: i32 = row.try_get(3)?;
-    let status: String = row.try_get(4)?;
-    let images: String = row.try_get(7)?;
-    let (spec, problem) = match read_spec(&spec, i64::from(version)) {
-        Ok(spec) => (spec, None),
-        Err(problem) => (JobSpec::Unreadable { stored_kind }, Some(problem)),
-    };
-    let attempts: i32 = row.try_get(5)?;
-    let job = Job {
-        id: row.try_get(0)?,
-        spec,
-        // Only this code writes the status column.
-        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
-        attempts: attempts.max(0) as u32,
-        error: row.try_get(6)?,
-        images: serde_json::from_str(&images).unwrap_or_default(),
-        created_at: row.try_get(8)?,
-        started_at: row.try_get(9)?,
-        finished_at: row.try_get(10)?,
-    };
-    Ok((job, problem))
 }

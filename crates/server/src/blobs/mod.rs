@@ -1,10 +1,9 @@
-//! Inputs and results on disk by content hash: `<data>/blobs/<first two hex>/<sha256>`.
-//! A name from a request is used only after it has been checked to be 64 hex digits, so
-//! no request can reach a path outside the data directory.
-//!
-//! Durability: a blob is written to `tmp/`, synced, renamed into place and its directory
-//! synced, so a blob `put` returned survives a power loss; a failed write (a full disk)
-//! removes its temporary file. Leftovers of a crash in `tmp/` are removed at open.
+//! Inputs and results by content hash (sha256 hex ids), behind one `Blobs` over a
+//! backend: a directory (`directory.rs`, the default `<data>/blobs/<first two hex>/<sha256>`,
+//! possibly on a filesystem shared by several machines) or an S3-compatible bucket
+//! (`s3.rs`, keys `<prefix>/<first two hex>/<sha256>`). A name from a request is used only
+//! after it has been checked to be 64 hex digits, so no request can reach a path or key
+//! outside the store.
 //!
 //! Deletion (retention, refused uploads, results of a cancelled job) is safe against
 //! writers through pins: whoever writes a blob that no job row references yet (an
@@ -12,26 +11,92 @@
 //! recorded) pins it first, and a blob is only deleted while unpinned and unreferenced,
 //! checked under the pins lock. A writer that pins after a deletion simply writes again.
 //!
-//! Shared store (several processes on one directory, a shared queue): pins are per
-//! process, so a blob is only deleted once it is older than a grace period (a blob
-//! written or found again refreshes its time), and only old files in `tmp/` are
-//! leftovers.
+//! Shared store (several processes on one directory or bucket, a shared queue): pins are
+//! per process, so a blob is only deleted once it is older than a grace period (a blob
+//! written or found again refreshes its time); the backends check the age.
+
+mod directory;
+mod error;
+mod s3;
+mod s3_location;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub use directory::DirectoryStore;
+pub use error::BlobStoreError;
+pub use s3::S3Store;
+pub use s3_location::S3Location;
+
+/// What a blob store backend does; ids reaching it are checked blob ids.
+pub trait BlobBackend: Send + Sync {
+    /// Where the store is, for logs and start-up errors (a path, or bucket and endpoint).
+    fn describe(&self) -> String;
+    /// A local path for blob `id`: its file (directory), or where a local copy would be
+    /// made (S3). None for a malformed id.
+    fn path(&self, id: &str) -> Option<PathBuf>;
+    /// Stores `bytes` as blob `id` (their hash); storing an existing blob again refreshes
+    /// its time in a shared store.
+    fn put(&self, id: &str, bytes: &[u8]) -> std::io::Result<()>;
+    /// The stored bytes, or None for an unknown id.
+    fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>>;
+    fn contains(&self, id: &str) -> std::io::Result<bool>;
+    /// The size of blob `id` when it may be deleted: present, and older than the grace
+    /// period of a shared store. None otherwise.
+    fn deletable_size(&self, id: &str) -> std::io::Result<Option<u64>>;
+    /// Deletes blob `id`; false when it was gone already.
+    fn delete(&self, id: &str) -> std::io::Result<bool>;
+    /// Every stored blob with its size in bytes (other names are skipped).
+    fn list(&self) -> std::io::Result<Vec<(String, u64)>>;
+    /// Blob `id` as a local file (for code that reads paths), or None when it is missing.
+    fn local_file(&self, id: &str) -> std::io::Result<Option<LocalFile>>;
+}
+
 pub struct Blobs {
-    root: PathBuf,
-    /// Shared store: blobs and temporary files younger than this are never deleted.
-    grace: Option<Duration>,
+    backend: Box<dyn BlobBackend>,
     /// How many holders pin each blob id (see the module comment).
     pins: Mutex<HashMap<String, usize>>,
     unpinned: Condvar,
+}
+
+/// A blob as a local file; a copy made for the purpose is removed on drop.
+pub struct LocalFile {
+    path: PathBuf,
+    remove_on_drop: bool,
+}
+
+impl LocalFile {
+    /// The store's own file, left in place.
+    pub fn borrowed(path: PathBuf) -> Self {
+        Self {
+            path,
+            remove_on_drop: false,
+        }
+    }
+
+    /// A copy that goes when this is dropped.
+    pub fn temporary(path: PathBuf) -> Self {
+        Self {
+            path,
+            remove_on_drop: true,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Whether `text` is shaped like a blob id (lowercase sha256 hex).
@@ -58,7 +123,9 @@ pub fn is_storage_full(error: &std::io::Error) -> bool {
 
 /// A failed write as a client may read it: what happened, never where.
 pub fn describe_write_error(error: &std::io::Error) -> String {
-    if is_storage_full(error) {
+    if BlobStoreError::is_in(error) {
+        "the blob store cannot be written (see the server log)".into()
+    } else if is_storage_full(error) {
         "the data directory is full (no space left on the device)".into()
     } else {
         // io::Error texts carry no path; the kind and OS code say what happened.
@@ -107,40 +174,42 @@ pub struct Removed {
 }
 
 impl Blobs {
-    /// Opens (creating) the store at `root` and removes what a crash left in `tmp/`.
+    /// Opens (creating) the directory store at `root` and removes what a crash left in
+    /// its `tmp/`.
     pub fn open(root: &Path) -> std::io::Result<Self> {
         Self::open_with(root, None)
     }
 
     /// With `grace`: a store other processes write too (see the module comment).
     pub fn open_with(root: &Path, grace: Option<Duration>) -> std::io::Result<Self> {
-        std::fs::create_dir_all(root.join("tmp"))?;
-        let blobs = Self {
-            root: root.to_path_buf(),
-            grace,
-            pins: Mutex::new(HashMap::new()),
-            unpinned: Condvar::new(),
-        };
-        let leftovers = blobs.clean_tmp()?;
-        if leftovers > 0 {
-            tracing::info!("removed {leftovers} unfinished blob writes left by an earlier run");
-        }
-        Ok(blobs)
+        Ok(Self::over(Box::new(DirectoryStore::open(root, grace)?)))
     }
 
-    /// Removes every file in `tmp/`: only `put` writes there, and only one server uses
-    /// a data directory (its lock file), so at open they are all leftovers. A shared
-    /// store removes only those older than its grace period.
-    fn clean_tmp(&self) -> std::io::Result<usize> {
-        let mut removed = 0;
-        for entry in std::fs::read_dir(self.root.join("tmp"))? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() && !self.is_recent(&entry.path()) {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-            }
+    /// The S3-compatible bucket at `location`, checked reachable (one listing) before
+    /// this returns. Local copies (`local_file`) go to `cache_dir`. A bucket is always
+    /// treated as shared: nothing younger than `grace` is deleted.
+    pub fn open_s3(
+        location: &S3Location,
+        cache_dir: &Path,
+        grace: Duration,
+    ) -> Result<Self, BlobStoreError> {
+        Ok(Self::over(Box::new(S3Store::open(
+            location, cache_dir, grace,
+        )?)))
+    }
+
+    /// A store over any backend.
+    pub fn over(backend: Box<dyn BlobBackend>) -> Self {
+        Self {
+            backend,
+            pins: Mutex::new(HashMap::new()),
+            unpinned: Condvar::new(),
         }
-        Ok(removed)
+    }
+
+    /// Where the store is (a path, or bucket and endpoint).
+    pub fn describe(&self) -> String {
+        self.backend.describe()
     }
 
     fn lock_pins(&self) -> MutexGuard<'_, HashMap<String, usize>> {
@@ -150,21 +219,10 @@ impl Blobs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether a shared store must keep `path` still: modified within the grace period.
-    fn is_recent(&self, path: &Path) -> bool {
-        let Some(grace) = self.grace else {
-            return false;
-        };
-        std::fs::metadata(path)
-            .and_then(|metadata| metadata.modified())
-            .map_or(true, |modified| {
-                modified.elapsed().map_or(true, |age| age < grace)
-            })
-    }
-
-    /// Where blob `id` lives (None for a malformed id).
+    /// Where blob `id` lives, or (S3) where a local copy of it would go; None for a
+    /// malformed id.
     pub fn path(&self, id: &str) -> Option<PathBuf> {
-        is_blob_id(id).then(|| self.root.join(&id[..2]).join(id))
+        self.backend.path(id)
     }
 
     /// Holds `ids` back from deletion until the returned pins drop.
@@ -185,169 +243,103 @@ impl Blobs {
     pub fn put_pinned(self: &Arc<Self>, bytes: &[u8]) -> std::io::Result<(String, Pins)> {
         let id = content_hash(bytes);
         let pins = self.pin([id.clone()]);
-        self.put_as(&id, bytes)?;
+        self.backend.put(&id, bytes)?;
         Ok((id, pins))
     }
 
-    /// Stores `bytes` (written to a temporary file, synced, renamed, directory synced)
-    /// and returns its id.
+    /// Stores `bytes` (durably: a directory store syncs before it returns) and returns
+    /// its id.
     pub fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
         let id = content_hash(bytes);
-        self.put_as(&id, bytes)?;
+        self.backend.put(&id, bytes)?;
         Ok(id)
-    }
-
-    fn put_as(&self, id: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let Some(path) = self.path(id) else {
-            return Err(std::io::Error::other("content hash is not hex"));
-        };
-        if path.is_file() {
-            if self.grace.is_some() {
-                // Another process may be deleting it as old: refresh its time.
-                std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|file| file.set_modified(std::time::SystemTime::now()))?;
-                if path.is_file() {
-                    return Ok(());
-                }
-            } else {
-                return Ok(());
-            }
-        }
-        let shard = self.root.join(&id[..2]);
-        let new_shard = !shard.is_dir();
-        if new_shard {
-            std::fs::create_dir_all(&shard)?;
-        }
-        let temporary = self
-            .root
-            .join("tmp")
-            .join(format!("{id}.{}", rand::random::<u32>()));
-        let written = (|| {
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)
-        })();
-        if let Err(error) = written {
-            // A partial file would hold space a full disk needs back (and is garbage).
-            let _ = std::fs::remove_file(&temporary);
-            return Err(error);
-        }
-        // The rename is durable only once the directory holding the new name is synced.
-        sync_directory(&shard)?;
-        if new_shard {
-            sync_directory(&self.root)?;
-        }
-        Ok(())
     }
 
     /// The stored bytes, or None for an id that is malformed or unknown.
     pub fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(path) = self.path(id) else {
+        if !is_blob_id(id) {
             return Ok(None);
-        };
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
         }
+        self.backend.get(id)
     }
 
-    /// Whether blob `id` is on disk; while it is missing but pinned (its upload is being
-    /// written), waits for it up to `timeout`.
+    /// Whether blob `id` is stored; while it is missing but pinned (its upload is being
+    /// written), waits for it up to `timeout`. A store that cannot be read counts as
+    /// missing (the caller's read then reports the error).
     pub fn wait_until_present(&self, id: &str, timeout: Duration) -> bool {
-        let Some(path) = self.path(id) else {
+        if !is_blob_id(id) {
             return false;
-        };
+        }
+        let present = || self.backend.contains(id).unwrap_or(false);
         let deadline = Instant::now() + timeout;
-        let mut pins = self.lock_pins();
         loop {
-            if path.is_file() {
+            if present() {
                 return true;
             }
+            // Looked at outside the lock (an S3 request must not hold it): a writer may
+            // have finished and unpinned since, so an unpinned blob is looked at again.
+            let pins = self.lock_pins();
+            if !pins.contains_key(id) {
+                drop(pins);
+                return present();
+            }
             let now = Instant::now();
-            if !pins.contains_key(id) || now >= deadline {
+            if now >= deadline {
                 return false;
             }
             let wait = (deadline - now).min(Duration::from_millis(50));
-            pins = match self.unpinned.wait_timeout(pins, wait) {
+            let _pins = match self.unpinned.wait_timeout(pins, wait) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
     }
 
-    /// Deletes those of `ids` that nobody pins and `is_referenced` says no job uses.
+    /// Blob `id` as a local file (waiting as `wait_until_present` does): the directory
+    /// store's own file, or a copy of the S3 object removed when the `LocalFile` drops.
+    pub fn local_file(&self, id: &str, timeout: Duration) -> std::io::Result<Option<LocalFile>> {
+        if !self.wait_until_present(id, timeout) {
+            return Ok(None);
+        }
+        self.backend.local_file(id)
+    }
+
+    /// Deletes those of `ids` that nobody pins, `is_referenced` says no job uses and (a
+    /// shared store) are past the grace period. Each blob is checked and deleted under
+    /// the pins lock, so a writer that pins it meanwhile waits and then writes again.
     pub fn remove_unreferenced<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a str>,
         mut is_referenced: impl FnMut(&str) -> bool,
     ) -> std::io::Result<Removed> {
-        let pins = self.lock_pins();
         let mut removed = Removed::default();
         for id in ids {
-            let Some(path) = self.path(id) else { continue };
-            if pins.contains_key(id) || self.is_recent(&path) || is_referenced(id) {
+            if !is_blob_id(id) {
                 continue;
             }
-            let bytes = match std::fs::metadata(&path) {
-                Ok(metadata) => metadata.len(),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(error) => return Err(error),
-            };
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    removed.files += 1;
-                    removed.bytes += bytes;
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
+            let pins = self.lock_pins();
+            if pins.contains_key(id) {
+                continue;
             }
+            let Some(bytes) = self.backend.deletable_size(id)? else {
+                continue;
+            };
+            if is_referenced(id) {
+                continue;
+            }
+            if self.backend.delete(id)? {
+                removed.files += 1;
+                removed.bytes += bytes;
+            }
+            drop(pins);
         }
         Ok(removed)
     }
 
     /// Every stored blob with its size in bytes (files of other names are skipped).
     pub fn list(&self) -> std::io::Result<Vec<(String, u64)>> {
-        let mut blobs = Vec::new();
-        for shard in std::fs::read_dir(&self.root)? {
-            let shard = shard?;
-            let shard_name = shard.file_name();
-            let Some(shard_name) = shard_name.to_str() else {
-                continue;
-            };
-            let is_shard = shard_name.len() == 2 && is_blob_id(&format!("{shard_name:0<64}"));
-            if !is_shard || !shard.file_type()?.is_dir() {
-                continue;
-            }
-            for entry in std::fs::read_dir(shard.path())? {
-                let entry = entry?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if !is_blob_id(name) || !name.starts_with(shard_name) {
-                    continue;
-                }
-                let metadata = entry.metadata()?;
-                if metadata.is_file() {
-                    blobs.push((name.to_string(), metadata.len()));
-                }
-            }
-        }
-        Ok(blobs)
+        self.backend.list()
     }
-}
-
-#[cfg(unix)]
-fn sync_directory(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
-}
-
-/// Windows cannot open a directory as a file; NTFS journals the rename itself.
-#[cfg(not(unix))]
-fn sync_directory(_path: &Path) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// The MIME type of an image from its first bytes.
