@@ -2,7 +2,7 @@
 UNet and VAE architectures with random weights, same shapes as huatu's bench_sdxl.
 
 Usage: python scripts/bench/sdxl_torch.py unet|vae SIZE [REPEATS]
-Prints one JSON line like the Rust side. Thread count: torch.set_num_threads(os.cpu_count()).
+Prints one JSON line like the Rust side. Thread count: $BENCH_THREADS, else os.cpu_count().
 """
 
 import json
@@ -36,7 +36,7 @@ def timed(repeats, run):
 def main():
     part, size = sys.argv[1], int(sys.argv[2])
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
     torch.manual_seed(0)
     latent = size // 8
     with torch.inference_mode():
