@@ -3,7 +3,7 @@
 
     python3 data/intents/generate_corpus.py > data/intents/train.jsonl
 
-(defaults: --seed 7 --per-intent 1700 --other-factor 1.6, 14,620 instructions)
+(defaults: --seed 7 --per-intent 1500 --other-factor 1.6, 12,900 instructions)
 
 Each instruction is assembled from chunks, some of which are slot values, so the labels
 are exact by construction. Wording varies on purpose: polite, terse and colloquial
@@ -1426,7 +1426,7 @@ def finish(s):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--per-intent", type=int, default=1700,
+    parser.add_argument("--per-intent", type=int, default=1500,
                         help="instructions per image intent; `other` gets --other-factor times as many")
     parser.add_argument("--other-factor", type=float, default=1.6)
     args = parser.parse_args()

@@ -17,7 +17,7 @@ Two parts, both labelled exactly:
 - instructions from templates: uses named as nouns (主视觉, KV, 底图, a poster meant as a
   gift), questions about a picture and translating the text in it (`other`), keyword
   requests (a use, then the theme, then a size, set off by spaces: 读书会海报 主题是X 竖版,
-  公众号封面 X 3:4).
+  公众号封面 X 3:4), an event with its purpose before the poster noun (X宣传海报 → X宣传).
 The conventions are those of INTENTS.md and data/intents/README.md.
 """
 import argparse
@@ -81,7 +81,15 @@ EDIT_PREAMBLES = """这张是我们去年毕业旅行拍的合照，大家都很
 这是我儿子的证件照，学校要交电子版，
 图是从网上找的参考，我想改成自己的，
 这个是我们的新品包装图，还没定稿，
-我自己P了半天没P好，只好来找你，""".split()
+我自己P了半天没P好，只好来找你，
+这张是在老家院子里拍的，旁边还停着一辆三轮车，
+照片上有我和我妹妹，她穿着红裙子，我戴着帽子，
+拍的时候窗外在下雨，玻璃上都是水珠，
+这是我烤的蛋糕，桌上还摆着蜡烛和盘子，
+这张是团建时拍的，后面是山，前面是一排帐篷，
+我家狗狗趴在沙发上，毯子皱成一团，
+这张产品图的桌面有点脏，灯光也偏黄，
+孩子在游乐场拍的，旋转木马后面人很多，""".split()
 
 EMOJIS = ["😂", "🙏", "✨", "🎉", "👍", "🥺", "😊", "🔥", "🌸", "🐱", "😭", "💪", "🎂", "🌙", "⭐", "🤔", "🥰", "👀"]
 
@@ -264,7 +272,7 @@ PICTURE_QUESTIONS = """这张图里的人是谁 图片上写的是什么字 这�
 def template_rows(n):
     rows = []
     for _ in range(n):
-        kind = R.choices(range(5), weights=[4, 3, 3, 4, 3])[0]
+        kind = R.choices(range(6), weights=[4, 3, 3, 4, 3, 2])[0]
         if kind == 0:
             event = R.choice(EVENTS)
             noun = R.choice(["主视觉", "主KV", "KV", "活动主视觉", "主视觉海报", "视觉主图", "kv"])
@@ -293,6 +301,18 @@ def template_rows(n):
             form = R.choice([use + "，" + subject, "做一张" + subject + "的" + use, "来个" + use + "，要" + subject,
                              "需要一张" + use + "：" + subject])
             rows.append(("generate.background", form, {"subject": subject}))
+        elif kind == 5:
+            # The purpose joined to the event stays in the subject (… 宣传海报 → X宣传).
+            event = R.choice(EVENTS)
+            purpose = R.choice(["宣传", "活动", "邀请", "欢迎", "推广", "招募", "报名", "上新", "预告"])
+            noun = R.choice(["海报", "图", "横幅", "长图", "展板", "主图", "宣传图"])
+            lead = R.choice(["帮我做张", "做一张", "来个", "设计一个", "需要一张", "想做个", ""])
+            tail = R.choice(["", "，竖版", "，横版", " 贴在门口", "，发群里用", " 喜庆一点"])
+            text = R.choice(["", R.choice(PREAMBLES)]) + lead + event + purpose + noun + tail
+            slots = {"subject": event + purpose}
+            if tail in ("，竖版", "，横版"):
+                slots["aspect"] = tail[1:]
+            rows.append(("generate.poster", text, slots))
         elif kind == 4:
             text, slots = keyword_request()
             rows.append(("generate.poster", text, slots))
