@@ -3,7 +3,7 @@
 
     python3 data/intents/generate_corpus.py > data/intents/train.jsonl
 
-(defaults: --seed 7 --per-intent 1700 --other-factor 1.6, 14,620 instructions)
+(defaults: --seed 7 --per-intent 1500 --other-factor 1.6, 12,900 instructions)
 
 Each instruction is assembled from chunks, some of which are slot values, so the labels
 are exact by construction. Wording varies on purpose: polite, terse and colloquial
@@ -910,8 +910,10 @@ ER_SOURCES = ["这个", "这张", "这枚", "这件", "这只", "这顶", "附�
               "下面这张", "我给你的", "我发你的这张", "这张图里的"]
 ER_ELEMENTS = """logo 二维码 水印 签名 印章 贴纸 商标 徽章 头像 产品 猫 狗 人物 帽子 衣服 外套 裙子 沙发 花束
 图案 花纹 人脸 汽车 公司logo 品牌logo 校徽 吉祥物 文字 LOGO 标志 台灯 杯子 包包 鞋子 手表 月亮 照片""".split()
-ER_USER_ELEMENTS = ["我们店的招牌", "我们公司的logo", "本单位的徽标", "我们学校的校徽", "我们品牌的标志", "本公司的商标",
-                    "我的签名", "我们的吉祥物"]
+# Elements only the user can supply, as (owner, element): the owner is a source like 我上传的
+# and stays out of the content (data/intents/README.md: 我们店的招牌 → 招牌).
+ER_USER_ELEMENTS = [("我们店的", "招牌"), ("我们公司的", "logo"), ("本单位的", "徽标"), ("我们学校的", "校徽"),
+                    ("我们品牌的", "标志"), ("本公司的", "商标"), ("我的", "签名"), ("我们的", "吉祥物")]
 ER_TARGETS = """沙发 杯子 桌子 墙 墙上的画 草地 马路 T恤 模特 女孩 小狗 他身上的T恤 桌上的花瓶 客厅里的旧沙发
 门头 证件照模板 笔记本电脑 搜索框 天空 人 招牌 屏幕 车身 背景板 相框 盒子 包装盒""".split()
 
@@ -921,9 +923,10 @@ def edit_reference():
     head(s, 0.25)
     source = pick(ER_SOURCES)
     element = any_noun(ER_ELEMENTS, 0.3, 0.1)
-    if R.random() < 0.1:
-        source, element = "", pick(ER_USER_ELEMENTS)
-    img = maybe(0.2, pick(["图", "图片", "照片"])) if source else ""
+    owned = R.random() < 0.1
+    if owned:
+        source, element = pick(ER_USER_ELEMENTS)
+    img = maybe(0.2, pick(["图", "图片", "照片"])) if source and not owned else ""
     form = R.randrange(8)
     if form == 0:
         s.add(pick(["把", "将", "帮我把", "请把", "麻烦把", "能不能把", "可以把"])).add(source).add(element, "content").add(img)
@@ -1423,7 +1426,7 @@ def finish(s):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--per-intent", type=int, default=1700,
+    parser.add_argument("--per-intent", type=int, default=1500,
                         help="instructions per image intent; `other` gets --other-factor times as many")
     parser.add_argument("--other-factor", type=float, default=1.6)
     args = parser.parse_args()

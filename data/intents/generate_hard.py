@@ -3,7 +3,7 @@
 
     python3 data/intents/generate_hard.py > data/intents/train_hard.jsonl
 
-(defaults: --seed 11 --variants 2600 --templates 900)
+(defaults: --seed 11 --variants 3000 --templates 1100)
 
 Two parts, both labelled exactly:
 - variants of generated instructions (read from train.jsonl, never from a dev or test
@@ -12,8 +12,12 @@ Two parts, both labelled exactly:
   and nouns inside a slot (watercolor, cat), English request verbs (make me / draw);
   each variant is kept only if every slot is still found where it was (the same rule as
   crates/agent/src/intent/corpus.rs);
+  attributes after the subject, set off by a space or a comma and never labelled (女孩 短发
+  戴眼镜, 一只狐狸，毛茸茸的: a span does not run across either);
 - instructions from templates: uses named as nouns (主视觉, KV, 底图, a poster meant as a
-  gift), questions about a picture and translating the text in it (`other`).
+  gift), questions about a picture and translating the text in it (`other`), keyword
+  requests (a use, then the theme, then a size, set off by spaces: 读书会海报 主题是X 竖版,
+  公众号封面 X 3:4), an event with its purpose before the poster noun (X宣传海报 → X宣传).
 The conventions are those of INTENTS.md and data/intents/README.md.
 """
 import argparse
@@ -24,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from generate_corpus import located_like_rust, ORDER  # noqa: E402
-from lexicon import FESTIVALS, BUSINESSES, PUBLIC_CAUSES, STYLES, BG_SUBJECTS  # noqa: E402
+from lexicon import FESTIVALS, BUSINESSES, PUBLIC_CAUSES, STYLES, BG_SUBJECTS, POSTER_THEMES  # noqa: E402
 
 HERE = Path(__file__).parent
 R = random.Random()
@@ -77,7 +81,15 @@ EDIT_PREAMBLES = """这张是我们去年毕业旅行拍的合照，大家都很
 这是我儿子的证件照，学校要交电子版，
 图是从网上找的参考，我想改成自己的，
 这个是我们的新品包装图，还没定稿，
-我自己P了半天没P好，只好来找你，""".split()
+我自己P了半天没P好，只好来找你，
+这张是在老家院子里拍的，旁边还停着一辆三轮车，
+照片上有我和我妹妹，她穿着红裙子，我戴着帽子，
+拍的时候窗外在下雨，玻璃上都是水珠，
+这是我烤的蛋糕，桌上还摆着蜡烛和盘子，
+这张是团建时拍的，后面是山，前面是一排帐篷，
+我家狗狗趴在沙发上，毯子皱成一团，
+这张产品图的桌面有点脏，灯光也偏黄，
+孩子在游乐场拍的，旋转木马后面人很多，""".split()
 
 EMOJIS = ["😂", "🙏", "✨", "🎉", "👍", "🥺", "😊", "🔥", "🌸", "🐱", "😭", "💪", "🎂", "🌙", "⭐", "🤔", "🥰", "👀"]
 
@@ -178,7 +190,69 @@ def with_english_verb(row, spans):
     return None
 
 
+PERSON_ATTRIBUTES = """长发 短发 卷发 马尾辫 双马尾 寸头 戴眼镜 戴贝雷帽 戴围巾 微笑 大笑 托腮 侧身 正脸 半身
+全身 背影 白衬衫 牛仔外套 格子衬衫 穿校服 穿卫衣 抱着书 拿着相机 回头看 低着头 眼神坚定 有雀斑 有酒窝 阳光下
+黄昏 室内 窗边 站着 坐着""".split()
+THING_ATTRIBUTES = """蓝色的 黄的 红色 绿色的 金色 白色的 紫色的 发光的 透明的 巨大的 小小的 毛茸茸的 两层 巧克力味的
+热气腾腾 刚出炉 特写 远景 俯视 夜晚 清晨 下着雪 下着小雨 阳光明媚 雾蒙蒙的 安静 热闹 没有人 干净一点
+细节多一点 高清 温馨 梦幻 复杂一点 简单点 颜色亮一点 暗一点 有光影""".split()
+POSTER_ATTRIBUTES = """买一送一 全场八折 第二杯半价 满199减30 限时三天 红金配色 突出主题 字要大 喜庆 大气 简洁
+放二维码 留出写字的位置 蓝色调 暖色调 活泼一点 高端一点 文字少一点""".split()
+ATTRIBUTE_SEPARATORS = [" ", " ", " ", "，", "，", "  ", "。"]
+
+
+def with_attributes(row, spans):
+    """Unlabelled attributes after the subject, set off by spaces or commas."""
+    if not row["intent"].startswith("generate") or "subject" not in spans:
+        return None
+    text = row["text"]
+    _, end = spans["subject"]
+    pool = {"generate.portrait": PERSON_ATTRIBUTES, "generate.poster": POSTER_ATTRIBUTES}.get(
+        row["intent"], THING_ATTRIBUTES)
+    words = R.sample(pool, R.choice([1, 1, 2, 2, 3]))
+    separator = R.choice(ATTRIBUTE_SEPARATORS)
+    insert = "".join(separator + w for w in words)
+    if end < len(text) and text[end] not in "，,。 ":
+        # The subject runs on into an output noun or a tail: attributes go last.
+        at = len(text)
+        if text[-1] in "，。！～?？!":
+            at -= 1
+    else:
+        at = end
+    new = text[:at] + insert + text[at:]
+    return checked(new, dict(row["slots"]), shifted(spans, at, len(insert)))
+
+
 # ------------------------------------------------------------------ templates
+
+COVER_TOPICS = """周末露营清单 考研经验分享 新手化妆教程 一周减脂餐 租房避坑指南 秋冬穿搭 读书笔记 城市徒步路线
+宝宝辅食 手账排版 咖啡入门 宿舍改造 面试技巧 旅行vlog 雨天摄影 年度好物 极简生活 早餐做法 猫咪日常
+健身打卡 留学申请 办公室好物""".split()
+COVER_USES = ["小红书封面", "公众号封面", "视频封面", "B站封面", "抖音封面", "公众号首图", "文章头图", "笔记封面"]
+KEYWORD_POSTERS = ["海报", "宣传海报", "活动海报", "展板", "横幅", "易拉宝", "邀请函"]
+KEYWORD_SIZES = ["", "", "竖版", "横版", "3:4", "9:16", "16:9", "A3", "竖屏", "方形"]
+
+
+def keyword_request():
+    """A use, the theme and a size, set off by spaces (no request verb)."""
+    size = R.choice(KEYWORD_SIZES)
+    separator = R.choice([" ", " ", "，"])
+    if R.random() < 0.5:
+        use = R.choice(COVER_USES)
+        topic = R.choice(COVER_TOPICS)
+        parts = [use, topic] if R.random() < 0.8 else [topic, use]
+        slots = {"subject": topic}
+    else:
+        event = R.choice(EVENTS)
+        theme = R.choice(POSTER_THEMES)
+        parts = [event + R.choice(KEYWORD_POSTERS), R.choice(["主题是", "主题：", "主题"]) + theme]
+        slots = {"subject": theme}
+    if size:
+        parts.append(size)
+        slots["aspect"] = size
+    return separator.join(parts), slots
+
+
 
 EVENTS = FESTIVALS + [b + p for b in BUSINESSES for p in ("开业", "周年庆", "店庆")] + PUBLIC_CAUSES + """
 品牌发布会 秋季新品发布会 音乐节 读书节 校园歌手大赛 马拉松 动漫展 科技峰会 开学季 毕业季 招聘会 家长会
@@ -198,7 +272,7 @@ PICTURE_QUESTIONS = """这张图里的人是谁 图片上写的是什么字 这�
 def template_rows(n):
     rows = []
     for _ in range(n):
-        kind = R.choices(range(4), weights=[4, 3, 3, 4])[0]
+        kind = R.choices(range(6), weights=[4, 3, 3, 4, 3, 2])[0]
         if kind == 0:
             event = R.choice(EVENTS)
             noun = R.choice(["主视觉", "主KV", "KV", "活动主视觉", "主视觉海报", "视觉主图", "kv"])
@@ -227,6 +301,21 @@ def template_rows(n):
             form = R.choice([use + "，" + subject, "做一张" + subject + "的" + use, "来个" + use + "，要" + subject,
                              "需要一张" + use + "：" + subject])
             rows.append(("generate.background", form, {"subject": subject}))
+        elif kind == 5:
+            # The purpose joined to the event stays in the subject (… 宣传海报 → X宣传).
+            event = R.choice(EVENTS)
+            purpose = R.choice(["宣传", "活动", "邀请", "欢迎", "推广", "招募", "报名", "上新", "预告"])
+            noun = R.choice(["海报", "图", "横幅", "长图", "展板", "主图", "宣传图"])
+            lead = R.choice(["帮我做张", "做一张", "来个", "设计一个", "需要一张", "想做个", ""])
+            tail = R.choice(["", "，竖版", "，横版", " 贴在门口", "，发群里用", " 喜庆一点"])
+            text = R.choice(["", R.choice(PREAMBLES)]) + lead + event + purpose + noun + tail
+            slots = {"subject": event + purpose}
+            if tail in ("，竖版", "，横版"):
+                slots["aspect"] = tail[1:]
+            rows.append(("generate.poster", text, slots))
+        elif kind == 4:
+            text, slots = keyword_request()
+            rows.append(("generate.poster", text, slots))
         else:
             text = R.choice(PICTURE_QUESTIONS)
             if R.random() < 0.3:
@@ -246,14 +335,14 @@ def template_rows(n):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--variants", type=int, default=2600)
-    parser.add_argument("--templates", type=int, default=900)
+    parser.add_argument("--variants", type=int, default=3000)
+    parser.add_argument("--templates", type=int, default=1100)
     args = parser.parse_args()
     R.seed(args.seed)
     base = [json.loads(line) for line in (HERE / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     seen = {row["text"] for row in base}
     made = []
-    makers = [(with_preamble, 5), (with_emoji, 3), (with_english, 3), (with_english_verb, 1)]
+    makers = [(with_preamble, 5), (with_emoji, 3), (with_english, 3), (with_english_verb, 1), (with_attributes, 3)]
     attempts = 0
     while len(made) < args.variants and attempts < args.variants * 20:
         attempts += 1

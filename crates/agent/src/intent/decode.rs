@@ -8,6 +8,10 @@ use crate::intent::corpus::{SlotValue, Slots, COUNT_CLASSIFIERS};
 use crate::intent::crf::TransitionScores;
 use crate::intent::labels::{Intent, SlotName, Tag};
 use crate::intent::segment::WordTag;
+use crate::intent::spans::{
+    after_classifier, after_separator, fit_emissions, span_breaks, style_convention, tidy_span,
+    IMAGE_WORDS,
+};
 use crate::intent::text::parse_number;
 
 /// Cost of a span edge inside an ASCII word or number: English words and numbers are
@@ -48,11 +52,16 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
         })
         .collect();
     let edge_costs = edge_costs(output, &chars, settings.boundary_penalty);
+    let breaks = span_breaks(&chars, output.char_indices);
+    let emissions = fit_emissions(output.emissions, &chars, output.char_indices, &breaks);
     let path = viterbi(
-        output.emissions,
+        &emissions,
         settings.transitions,
         &allowed,
-        &edge_costs,
+        &Edges {
+            costs: &edge_costs,
+            breaks: &breaks,
+        },
     );
     let mut spans: Vec<Span> = Vec::new();
     for (position, &tag) in path.iter().enumerate() {
@@ -76,6 +85,13 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
                 first: position,
                 last: position,
                 probability_sum: p,
+                // The tagger ran this span in through a separator (画一只猫，黄的): the
+                // start was read from its inside score.
+                continued: breaks.get(position).copied().unwrap_or(false)
+                    && after_separator(&chars, output.char_indices, position)
+                    && output.emissions.get(position).is_some_and(|row| {
+                        row.get(Tag::Begin(slot).index()) < row.get(Tag::Inside(slot).index())
+                    }),
             }),
         }
     }
@@ -87,12 +103,8 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
         ) else {
             continue;
         };
-        let value: String = chars[start..=end]
-            .iter()
-            .collect::<String>()
-            .trim()
-            .to_string();
         let value = if span.slot == SlotName::Count {
+            let value: String = chars[start..=end].iter().collect();
             // A count of images is followed by its classifier (三张, 4幅); digits inside
             // a name (618) are not a count.
             let classified = chars
@@ -102,12 +114,27 @@ pub fn decode_slots(output: &TaggerOutput, settings: &DecodeSettings) -> Slots {
                 Some(n) if n >= 2 => SlotValue::Count(n),
                 _ => continue,
             }
-        } else if !justified(span.slot, &value, &output.word_tags[span.first..=span.last]) {
-            continue;
         } else {
+            let Some((first, last)) = tidy_span(span.slot, &chars, start, end) else {
+                continue;
+            };
+            let position = |c: usize| output.char_indices.binary_search(&c).ok();
+            let (Some(p), Some(q)) = (position(first), position(last)) else {
+                continue;
+            };
+            let value: String = chars[first..=last].iter().collect();
+            // A noun right after 一条 / 这盘 stands on its own (一条龙 → 龙).
+            let whole_noun =
+                after_classifier(&chars, first) && !IMAGE_WORDS.contains(&value.as_str());
+            if !whole_noun && !justified(span.slot, &value, &output.word_tags[p..=q]) {
+                continue;
+            }
             SlotValue::Text(value)
         };
-        let score = span.probability_sum / (span.last - span.first + 1) as f32;
+        // Of several spans of one slot, one the tagger started itself beats one it ran
+        // in through a separator; then the most confident wins.
+        let score = span.probability_sum / (span.last - span.first + 1) as f32
+            - if span.continued { 1.0 } else { 0.0 };
         if best.get(&span.slot).is_none_or(|(s, _)| score > *s) {
             best.insert(span.slot, (score, value));
         }
@@ -127,6 +154,8 @@ struct Span {
     first: usize,
     last: usize,
     probability_sum: f32,
+    /// Started where the tagger said "inside", right after a separator.
+    continued: bool,
 }
 
 /// Whether a text span may stand as `slot`'s value. Style, aspect and region are never a
@@ -175,14 +204,23 @@ fn edge_costs(output: &TaggerOutput, chars: &[char], penalty: f32) -> Vec<f32> {
         .collect()
 }
 
+/// Where spans may start, end and run on, per position.
+pub struct Edges<'a> {
+    /// What a span starting or ending between position t-1 and t pays.
+    pub costs: &'a [f32],
+    /// Where no span runs on from position t-1 into t (`spans::span_breaks`).
+    pub breaks: &'a [bool],
+}
+
 /// The best tag sequence under the CRF's scores in which every `I-x` follows `B-x` or
 /// `I-x`, over the `allowed` tags; a span starting or ending between position t-1 and t
-/// pays `edge_costs[t]`.
+/// pays `edges.costs[t]`, and where `edges.breaks[t]` a slot does not go on from t-1 to t
+/// (neither `I-x` nor a second `B-x` right after `x`).
 pub fn viterbi(
     emissions: &[Vec<f32>],
     transitions: &TransitionScores,
     allowed: &[bool],
-    edge_costs: &[f32],
+    edges: &Edges,
 ) -> Vec<Tag> {
     let tags = Tag::all();
     let in_slot = |tag: Tag| match tag {
@@ -217,9 +255,18 @@ pub fn viterbi(
                 }
                 continue;
             }
-            let cost = edge_costs.get(t).copied().unwrap_or(0.0);
+            let cost = edges.costs.get(t).copied().unwrap_or(0.0);
+            let broken = edges.breaks.get(t).copied().unwrap_or(false);
             for (i, &previous) in tags.iter().enumerate() {
                 if !scores[i].is_finite() || !can_follow(Some(previous), tag) {
+                    continue;
+                }
+                let runs_on = match tag {
+                    Tag::Inside(_) => true,
+                    Tag::Begin(slot) => in_slot(previous) == Some(slot),
+                    Tag::Outside => false,
+                };
+                if broken && runs_on {
                     continue;
                 }
                 let mut candidate = scores[i] + transitions.between[i][j] + emission;
@@ -252,57 +299,16 @@ pub fn viterbi(
     path.into_iter().map(|j| tags[j]).collect()
 }
 
-/// Styles that keep their 风 (INTENTS.md, `style`).
-const KEEPS_FENG: [&str; 7] = [
-    "国风",
-    "古风",
-    "中国风",
-    "科技风",
-    "商务风",
-    "工业风",
-    "ins风",
-];
-
-/// INTENTS.md's style convention applied to a predicted span: the suffixes 风格, 画风,
-/// 质感, 效果, 渲染 are dropped, and a bare 风, except in the styles that keep it (国风 …);
-/// a span that stops right before the 风 of one of those is extended to it.
-fn style_convention(text: &str, style: &str) -> String {
-    let keeps = |candidate: &str| KEEPS_FENG.iter().any(|k| k.eq_ignore_ascii_case(candidate));
-    let mut style = style.to_string();
-    for suffix in ["风格", "画风", "质感", "效果", "渲染"] {
-        match style.strip_suffix(suffix) {
-            Some(stem) if !stem.is_empty() => style = stem.to_string(),
-            _ => {}
-        }
-    }
-    if keeps(&style) {
-        return style;
-    }
-    if let Some(stem) = style.strip_suffix('风').filter(|stem| !stem.is_empty()) {
-        return stem.to_string();
-    }
-    let extended = format!("{style}风");
-    if keeps(&extended) && text.contains(&extended) {
-        return extended;
-    }
-    style
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::intent::segment::word_tags;
 
-    #[test]
-    fn style_spans_follow_the_contract() {
-        assert_eq!(style_convention("做个国风海报", "国"), "国风");
-        assert_eq!(style_convention("中国风的龙", "中国"), "中国风");
-        assert_eq!(style_convention("国画", "国"), "国");
-        assert_eq!(style_convention("像素风的骑士", "像素风"), "像素");
-        assert_eq!(style_convention("水彩风格", "水彩风格"), "水彩");
-        assert_eq!(style_convention("要ins风", "ins风"), "ins风");
-        assert_eq!(style_convention("要INS风", "INS风"), "INS风");
-        assert_eq!(style_convention("3D渲染", "3D渲染"), "3D");
+    /// No edge costs and no breaks over `n` positions.
+    fn free(n: usize) -> Edges<'static> {
+        let costs: &'static [f32] = Box::leak(vec![0.0; n].into_boxed_slice());
+        let breaks: &'static [bool] = Box::leak(vec![false; n].into_boxed_slice());
+        Edges { costs, breaks }
     }
 
     fn row(pairs: &[(Tag, f32)]) -> Vec<f32> {
@@ -325,12 +331,12 @@ mod tests {
         ];
         let allowed = vec![true; Tag::COUNT];
         let uniform = TransitionScores::uniform(Tag::COUNT);
-        let path = viterbi(&rows, &uniform, &allowed, &[0.0; 3]);
+        let path = viterbi(&rows, &uniform, &allowed, &free(3));
         assert_eq!(
             path,
             vec![Tag::Begin(style), Tag::Inside(style), Tag::Outside]
         );
-        assert!(viterbi(&[], &uniform, &allowed, &[]).is_empty());
+        assert!(viterbi(&[], &uniform, &allowed, &free(0)).is_empty());
     }
 
     #[test]
@@ -342,10 +348,10 @@ mod tests {
         ];
         let allowed = vec![true; Tag::COUNT];
         let mut transitions = TransitionScores::uniform(Tag::COUNT);
-        let plain = viterbi(&rows, &transitions, &allowed, &[0.0; 2]);
+        let plain = viterbi(&rows, &transitions, &allowed, &free(2));
         assert_eq!(plain[1], Tag::Outside);
         transitions.between[Tag::Begin(subject).index()][Tag::Outside.index()] = -2.0;
-        let with_crf = viterbi(&rows, &transitions, &allowed, &[0.0; 2]);
+        let with_crf = viterbi(&rows, &transitions, &allowed, &free(2));
         assert_eq!(with_crf[1], Tag::Inside(subject));
     }
 

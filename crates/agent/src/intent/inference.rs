@@ -16,7 +16,7 @@ use crate::intent::decode::{decode_slots, DecodeSettings, TaggerOutput};
 use crate::intent::embedded::{self, EMBEDDED_ORIGIN};
 use crate::intent::joint::{JointConfig, JointModel};
 use crate::intent::labels::Intent;
-use crate::intent::segment::{token_word_tags, word_tags, WordTag};
+use crate::intent::segment::{self, token_word_tags, word_tags, WordTag};
 use crate::intent::vocab::{Encoding, Vocab};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -72,6 +72,7 @@ fn required(dir: &Path, file: &str) -> Result<PathBuf> {
 impl IntentModel {
     /// Loads a model folder (config.json, vocab.txt, model.safetensors).
     pub fn load(dir: &Path) -> Result<Self> {
+        segment::prepare_in_background();
         let config = read_config(&required(dir, CONFIG_FILE)?)?;
         let vocab = Vocab::load(&required(dir, VOCAB_FILE)?)?;
         let weights_path = required(dir, WEIGHTS_FILE)?;
@@ -81,6 +82,7 @@ impl IntentModel {
 
     /// The model committed in `models/intent`, built into the binary.
     pub fn embedded() -> Result<Self> {
+        segment::prepare_in_background();
         let origin = Path::new(EMBEDDED_ORIGIN);
         let config: JointConfig =
             serde_json::from_slice(embedded::CONFIG).map_err(|source| AgentError::Json {

@@ -15,6 +15,7 @@ pub mod inference;
 pub mod joint;
 pub mod labels;
 pub mod segment;
+pub mod spans;
 pub mod text;
 pub mod train;
 pub mod tuning;

@@ -264,6 +264,64 @@ fn committed_model_parses_odd_input_without_panicking() -> Result<()> {
     Ok(())
 }
 
+/// The failure kinds of issue 17 on instructions written for this test (none is in a
+/// training or evaluation file): span boundaries (一只, a trailing 的), attributes after a
+/// space or comma, emoji at a span's end, English inside a span, a pronoun target, and no
+/// one-character garbage slot.
+#[test]
+fn committed_model_meets_the_failure_kinds() -> Result<()> {
+    use huatu_agent::corpus::SlotValue;
+    let model = committed()?;
+    let cases: [(&str, &[(SlotName, &str)]); 9] = [
+        (
+            "帮我画一只柴犬趴在榻榻米上",
+            &[(SlotName::Subject, "柴犬趴在榻榻米上")],
+        ),
+        (
+            "把窗帘换成墨绿色的",
+            &[(SlotName::Target, "窗帘"), (SlotName::Content, "墨绿色")],
+        ),
+        (
+            "生成一个宇航员 戴墨镜 比耶",
+            &[(SlotName::Subject, "宇航员")],
+        ),
+        (
+            "画个弹吉他的女生，短头发，侧面",
+            &[(SlotName::Subject, "弹吉他的女生")],
+        ),
+        (
+            "画一只小熊猫在啃竹子🎋",
+            &[(SlotName::Subject, "小熊猫在啃竹子")],
+        ),
+        (
+            "来一张 watercolor 风格的荷花",
+            &[(SlotName::Subject, "荷花"), (SlotName::Style, "watercolor")],
+        ),
+        (
+            "给他戴一顶圣诞帽",
+            &[(SlotName::Target, "他"), (SlotName::Content, "圣诞帽")],
+        ),
+        ("画一棵樱花树", &[(SlotName::Subject, "樱花树")]),
+        ("画个女孩子在看书", &[(SlotName::Subject, "女孩子在看书")]),
+    ];
+    let texts: Vec<&str> = cases.iter().map(|(text, _)| *text).collect();
+    for (parse, (text, expected)) in model.parse_batch(&texts)?.iter().zip(cases) {
+        let got: Vec<(SlotName, String)> = parse
+            .slots
+            .iter()
+            .filter_map(|(slot, value)| match value {
+                SlotValue::Text(value) => Some((*slot, value.clone())),
+                SlotValue::Count(_) => None,
+            })
+            .collect();
+        let mut want: Vec<(SlotName, String)> =
+            expected.iter().map(|(s, v)| (*s, v.to_string())).collect();
+        want.sort();
+        assert_eq!(got, want, "{text}");
+    }
+    Ok(())
+}
+
 #[test]
 fn the_embedded_model_parses_like_the_committed_folder() -> Result<()> {
     let embedded = IntentModel::embedded()?;
@@ -309,9 +367,10 @@ fn committed_model_holds_its_figures_on_every_evaluation_set() -> Result<()> {
     let model = committed()?;
     for (name, intent_accuracy, slot_f1) in [
         ("dev.jsonl", 0.99, 0.94),
-        ("dev_external.jsonl", 0.97, 0.87),
-        ("test.jsonl", 0.98, 0.91),
-        ("heldout_f.jsonl", 0.975, 0.82),
+        ("dev_external.jsonl", 0.97, 0.88),
+        ("test.jsonl", 0.98, 0.92),
+        ("heldout_f.jsonl", 0.975, 0.88),
+        ("heldout_f_relabelled.jsonl", 0.975, 0.89),
     ] {
         let set = read_jsonl(&repo().join("data/intents").join(name))?;
         let texts: Vec<&str> = set.iter().map(|e| e.text.as_str()).collect();
@@ -367,6 +426,7 @@ fn evaluation_sets_are_disjoint_from_every_training_file() -> Result<()> {
         "dev_external.jsonl",
         "test.jsonl",
         "heldout_f.jsonl",
+        "heldout_f_relabelled.jsonl",
     ] {
         let path = repo().join("data/intents").join(name);
         let set = read_jsonl(&path)?;
