@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use huatu_agent::planner::{LoraChoice, PipelineKind, TaskPlan};
+use huatu_agent::llm_writer::{rewrite_with, PromptModel};
+use huatu_agent::planner::{LoraChoice, PipelineKind, Plan, TaskPlan};
 use huatu_agent::prompt::Lexicon;
 use huatu_agent::scenes::Scenes;
 use huatu_agent::IntentModel;
@@ -16,24 +17,46 @@ use crate::error::ServerError;
 use crate::job_runner::Capabilities;
 use crate::jobs::{AgentSpec, EditSpec, JobSpec, LoraSpec, SamplingSpec};
 
-/// What `/v1/agent` plans with: the intent model, the scenes and the lexicon.
+/// What `/v1/agent` plans with: the intent model, the scenes, the lexicon and the
+/// language model that rewrites prompts, if one was given.
 pub struct AgentPlanner {
     pub model: IntentModel,
     pub scenes: Scenes,
     pub lexicon: &'static Lexicon,
+    pub writer: Option<PromptModel>,
 }
 
 impl AgentPlanner {
-    pub fn load(dir: &Path) -> Result<Self, ServerError> {
+    /// Loads the intent model folder `dir` and the prompt model at `prompt_model` (a
+    /// missing or unreadable one is a startup error naming it).
+    pub fn load(dir: &Path, prompt_model: Option<&Path>) -> Result<Self, ServerError> {
         let wrap = |source| ServerError::Agent {
             path: dir.to_path_buf(),
             source,
         };
+        let writer = prompt_model
+            .map(|path| {
+                PromptModel::load_local(path).map_err(|source| ServerError::PromptModel {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
         Ok(Self {
             model: IntentModel::load(dir).map_err(wrap)?,
             scenes: Scenes::builtin().map_err(wrap)?,
             lexicon: Lexicon::builtin(),
+            writer,
         })
+    }
+
+    /// The plan for a parse, its prompt rewritten by the language model when one is loaded.
+    pub fn plan(&self, parse: &huatu_agent::Parse, inputs: &huatu_agent::PlanInputs) -> Plan {
+        let mut plan = huatu_agent::plan(parse, inputs, &self.scenes, self.lexicon);
+        if let (Plan::Task(task), Some(writer)) = (&mut plan, &self.writer) {
+            rewrite_with(task, &parse.text, writer);
+        }
+        plan
     }
 }
 

@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// Without one, /v1/agent answers 503.
     #[arg(long)]
     pub intent_model: Option<PathBuf>,
+    /// A local instruction-tuned Qwen2/Qwen2.5/Qwen3 (transformers folder or .gguf file with
+    /// tokenizer.json beside it) that writes the agent's prompts, loaded once at start; its
+    /// answer is checked and the offline writer's prompt kept when it is unusable. Default:
+    /// $HUATU_PROMPT_MODEL, else the offline writer alone.
+    #[arg(long)]
+    pub prompt_model: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -170,6 +176,8 @@ pub struct ServerConfig {
     pub controlnet: Option<PathBuf>,
     pub sr_model: Option<PathBuf>,
     pub intent_model: Option<PathBuf>,
+    /// The agent's prompt-writing language model (`--prompt-model`), if any.
+    pub prompt_model: Option<PathBuf>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// An S3 bucket for inputs and results (`--blob-store`); None: `blobs/` in `data_dir`.
@@ -223,6 +231,7 @@ impl ServerConfig {
             controlnet: None,
             sr_model: None,
             intent_model: None,
+            prompt_model: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             blob_store: None,
@@ -381,6 +390,10 @@ impl ServerConfig {
             controlnet: args.controlnet.clone(),
             sr_model: args.sr_model.clone(),
             intent_model: intent_model_dir(args.intent_model.as_deref()),
+            prompt_model: args
+                .prompt_model
+                .clone()
+                .or_else(|| std::env::var_os("HUATU_PROMPT_MODEL").map(PathBuf::from)),
             listen: args.listen,
             data_dir: args.data.clone(),
             blob_store: args.blob_store.clone(),

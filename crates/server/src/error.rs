@@ -79,6 +79,12 @@ pub enum ServerError {
         #[source]
         source: huatu_agent::AgentError,
     },
+    #[error("cannot load the prompt model (--prompt-model / $HUATU_PROMPT_MODEL) from {path}")]
+    PromptModel {
+        path: std::path::PathBuf,
+        #[source]
+        source: huatu_agent::AgentError,
+    },
     #[error("cannot open the device {device}")]
     Device {
         device: String,

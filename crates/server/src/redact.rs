@@ -24,6 +24,7 @@ impl Redactor {
             (&config.controlnet, "<controlnet>"),
             (&config.sr_model, "<sr-model>"),
             (&config.intent_model, "<intent-model>"),
+            (&config.prompt_model, "<prompt-model>"),
         ];
         for (path, placeholder) in models {
             if let Some(path) = path {

@@ -57,17 +57,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let model_loaded = config.model.is_some();
     let agent_planner = match config.intent_model.clone() {
         Some(dir) => {
-            let loaded =
-                tokio::task::spawn_blocking(move || crate::agent_jobs::AgentPlanner::load(&dir))
-                    .await
-                    .map_err(|source| ServerError::Task {
-                        task: "loading the intent model",
-                        source,
-                    })??;
+            let prompt_model = config.prompt_model.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::agent_jobs::AgentPlanner::load(&dir, prompt_model.as_deref())
+            })
+            .await
+            .map_err(|source| ServerError::Task {
+                task: "loading the intent model",
+                source,
+            })??;
             Some(Arc::new(loaded))
         }
         None => {
             tracing::warn!("no intent model: /v1/agent answers 503 (see --intent-model)");
+            if let Some(path) = &config.prompt_model {
+                tracing::warn!(
+                    "prompt model {} not loaded: the agent needs an intent model",
+                    path.display()
+                );
+            }
             None
         }
     };

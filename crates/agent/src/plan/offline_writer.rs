@@ -66,7 +66,7 @@ impl OfflineWriter<'_> {
         let normalized = normalize(text);
         let mut content = Content::default();
         for clause in clauses(&normalized) {
-            let words = self.segmenter.words(clause);
+            let words = colour_depth(self.segmenter.words(clause));
             let (kept, negated) = if negations {
                 split_negations(&words)
             } else {
@@ -213,6 +213,22 @@ impl OfflineWriter<'_> {
         }
         pieces
     }
+}
+
+/// 深/浅 in a clause about colour (颜色太深, 别用太深的颜色) are dark and light colours, not
+/// "deep" and "shallow".
+fn colour_depth(mut words: Vec<Word>) -> Vec<Word> {
+    const COLOUR: [&str; 5] = ["颜色", "配色", "色彩", "色调", "底色"];
+    if words.iter().any(|w| COLOUR.contains(&w.text.as_str())) {
+        for word in &mut words {
+            match word.text.as_str() {
+                "深" => word.text = "深色".into(),
+                "浅" => word.text = "浅色".into(),
+                _ => {}
+            }
+        }
+    }
+    words
 }
 
 fn position(piece: &Piece) -> Option<&'static str> {
@@ -396,5 +412,33 @@ mod tests {
         assert!(!park.contains("in in"), "{park}");
         let rain = write("窗外下着小雨").phrases.join(", ");
         assert!(!rain.contains("under"), "{rain}");
+    }
+
+    #[test]
+    fn negated_looks_reach_the_negative_prompt_in_english() {
+        let content = write("水彩风格的小狗，温馨不俗气，别让人觉得害怕");
+        assert!(
+            content.negatives.iter().any(|n| n.contains("tacky")),
+            "{content:?}"
+        );
+        assert!(
+            content.negatives.iter().any(|n| n.contains("scary")),
+            "{content:?}"
+        );
+        let prompt = content.phrases.join(", ");
+        assert!(
+            !prompt.contains("tacky") && !prompt.contains("afraid"),
+            "{prompt}"
+        );
+        let dark = write("森林里的小木屋，颜色不要太深");
+        assert!(
+            dark.negatives.iter().any(|n| n.contains("dark")),
+            "{dark:?}"
+        );
+        let colours = write("奶茶店logo，配色不要超过三种");
+        assert!(
+            colours.negatives.iter().any(|n| n.contains("multicolor")),
+            "{colours:?}"
+        );
     }
 }

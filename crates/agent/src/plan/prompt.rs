@@ -243,19 +243,33 @@ pub struct WrittenPrompt {
 
 /// The English edit instruction for InstructPix2Pix ("replace the sky with sunset glow").
 pub fn edit_instruction(text: &str, target: &str, content: &str, style: &str) -> String {
-    let removal = [
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    let removal = has(&[
         "去掉", "删除", "删掉", "移除", "抹掉", "擦掉", "p掉", "P掉", "去除",
-    ]
-    .iter()
-    .any(|w| text.contains(w));
-    let addition = ["加", "添", "放", "戴上", "穿上", "画上"]
-        .iter()
-        .any(|w| text.contains(w));
+    ]);
+    let addition = has(&["加", "添", "放", "戴上", "穿上", "画上"]);
+    let replacement = has(&["替换", "换掉"]);
+    // The lexicon writes "X的Y" head first ("passers-by, in the background"; "color, car"):
+    // one noun phrase here.
+    let (target, colour_of) = match target.strip_prefix("color, ") {
+        Some(owner) => (owner.replace(", ", " "), true),
+        None => (target.replace(", ", " "), false),
+    };
+    let target = target.as_str();
     let mut parts = Vec::new();
     if removal && !target.is_empty() {
         parts.push(format!("remove the {target}"));
+    } else if !target.is_empty() && (colour_of || is_colour(content)) {
+        parts.push(format!("make the {target} {content}"));
     } else if !target.is_empty() && !content.is_empty() && addition {
-        parts.push(format!("add {content} to the {target}"));
+        let preposition = if is_frame_position(target) {
+            "in"
+        } else {
+            "to"
+        };
+        parts.push(format!("add {content} {preposition} the {target}"));
+    } else if !target.is_empty() && !content.is_empty() && replacement {
+        parts.push(format!("replace the {target} with {content}"));
     } else if !target.is_empty() && !content.is_empty() {
         parts.push(format!("turn the {target} into {content}"));
     } else if !content.is_empty() {
@@ -264,9 +278,44 @@ pub fn edit_instruction(text: &str, target: &str, content: &str, style: &str) ->
         parts.push(format!("change the {target}"));
     }
     if !style.is_empty() {
-        parts.push(format!("make it {style}"));
+        parts.push(style_instruction(style));
     }
     parts.join(", ")
+}
+
+/// A colour as the lexicon writes it (red, light blue, golden …): a colour edit says
+/// "make the X red", not "turn the X into red".
+fn is_colour(english: &str) -> bool {
+    const COLOURS: [&str; 17] = [
+        "red", "blue", "green", "yellow", "white", "black", "pink", "purple", "orange", "brown",
+        "gray", "grey", "golden", "gold", "silver", "blonde", "beige",
+    ];
+    english
+        .split_whitespace()
+        .last()
+        .is_some_and(|word| COLOURS.contains(&word.to_lowercase().as_str()))
+}
+
+fn is_frame_position(english: &str) -> bool {
+    [
+        "corner", "left", "right", "top", "bottom", "center", "middle",
+    ]
+    .iter()
+    .any(|word| english.split_whitespace().any(|w| w == *word))
+}
+
+/// "make it Y style", or "make it a Y" for a kind of picture (a watercolor painting).
+fn style_instruction(style: &str) -> String {
+    let kind_of_picture = ["painting", "sketch", "drawing", "illustration", "photo"]
+        .iter()
+        .any(|kind| style.ends_with(kind));
+    if style.contains("style") {
+        format!("make it {style}")
+    } else if kind_of_picture {
+        with_articles(&format!("make it a {style}"))
+    } else {
+        format!("make it {style} style")
+    }
 }
 
 #[cfg(test)]
@@ -333,11 +382,45 @@ mod tests {
         );
         assert_eq!(
             edit_instruction("在左上角加一轮月亮", "top left", "moon", ""),
-            "add moon to the top left"
+            "add moon in the top left"
         );
         assert_eq!(
             edit_instruction("改成水彩风格", "", "", "watercolor painting"),
-            "make it watercolor painting"
+            "make it a watercolor painting"
+        );
+    }
+
+    #[test]
+    fn edit_kinds_get_their_own_verbs() {
+        // Colour changes, of a thing or of the thing's colour (X的颜色).
+        assert_eq!(
+            edit_instruction("把裙子改成粉色", "dress", "pink", ""),
+            "make the dress pink"
+        );
+        assert_eq!(
+            edit_instruction("把杯子的颜色换成浅蓝", "color, cup", "light blue", ""),
+            "make the cup light blue"
+        );
+        // A thing in a frame position is added in it, a thing on a thing to it.
+        assert_eq!(
+            edit_instruction("在左下角加一只猫", "bottom left corner", "cat", ""),
+            "add cat in the bottom left corner"
+        );
+        assert_eq!(
+            edit_instruction("用蛋糕替换桌上的花瓶", "vase, on the table", "cake", ""),
+            "replace the vase on the table with cake"
+        );
+        assert_eq!(
+            edit_instruction("删掉水里的船", "boat, in the water", "", ""),
+            "remove the boat in the water"
+        );
+        assert_eq!(
+            edit_instruction("变成赛博朋克", "", "", "cyberpunk"),
+            "make it cyberpunk style"
+        );
+        assert_eq!(
+            edit_instruction("改成油画", "", "", "oil painting"),
+            "make it an oil painting"
         );
     }
 }

@@ -106,6 +106,8 @@ pub struct ConceptReport {
     pub negatives_found: usize,
     /// Cases whose predicted intent differs from the labelled one.
     pub intent_mismatches: usize,
+    /// Cases answered with a question or a refusal (empty prompts, scored as misses).
+    pub unplanned: usize,
 }
 
 impl ConceptReport {
@@ -148,6 +150,11 @@ impl fmt::Display for ConceptReport {
             f,
             "intent differs from the label: {}",
             self.intent_mismatches
+        )?;
+        writeln!(
+            f,
+            "answered with a question or refusal (no prompt): {}",
+            self.unplanned
         )
     }
 }

@@ -1,7 +1,8 @@
 //! What a poster is for, read from the instruction's words: a festival greeting, a sale,
 //! a recruitment drive, a product launch, a public campaign, an event, or none of these.
 //! Each purpose has its own template wording (`{purpose}` in scenes.toml), so festive
-//! words appear only on festival posters.
+//! words appear only on festival posters: not on days of remembrance (清明, 悼念), and not
+//! where the user asks for a quiet look (不要太喜庆, 高级不俗气).
 
 /// The purposes, in the order they are tried: a 中秋促销 poster is a sale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +10,7 @@ pub enum Purpose {
     Sale,
     Recruitment,
     Product,
+    Memorial,
     Festival,
     Campaign,
     Event,
@@ -72,7 +74,6 @@ const FESTIVAL: &[&str] = &[
     "七夕",
     "情人节",
     "圣诞",
-    "清明",
     "重阳",
     "腊八",
     "冬至",
@@ -139,6 +140,35 @@ const FESTIVAL: &[&str] = &[
     "过年",
     "贺图",
     "祝寿",
+];
+/// Days of remembrance and mourning: solemn, never festive.
+const MEMORIAL: &[&str] = &[
+    "清明",
+    "寒衣节",
+    "中元",
+    "悼念",
+    "哀悼",
+    "缅怀",
+    "追思",
+    "祭奠",
+    "祭祖",
+    "扫墓",
+    "公祭",
+    "默哀",
+    "纪念馆",
+];
+/// Negated looks that rule out the festival wording's celebration and rich colours.
+const QUIET: &[&str] = &[
+    "festive",
+    "celebrat",
+    "lively",
+    "garish",
+    "gaudy",
+    "tacky",
+    "flashy",
+    "saturated",
+    "rich color",
+    "loud",
 ];
 const CAMPAIGN: &[&str] = &[
     "宣传",
@@ -215,6 +245,7 @@ impl Purpose {
             (Purpose::Sale, SALE),
             (Purpose::Recruitment, RECRUITMENT),
             (Purpose::Product, PRODUCT),
+            (Purpose::Memorial, MEMORIAL),
             (Purpose::Festival, FESTIVAL),
             (Purpose::Campaign, CAMPAIGN),
             (Purpose::Event, EVENT),
@@ -236,12 +267,30 @@ impl Purpose {
             Purpose::Product => {
                 "product advertising poster, product showcase, commercial design, clean layout"
             }
+            Purpose::Memorial => {
+                "remembrance poster, solemn serene atmosphere, restrained elegant design"
+            }
             Purpose::Festival => "festive greeting poster, celebratory atmosphere, rich colors",
             Purpose::Campaign => {
                 "public awareness campaign poster, clear message, clean graphic design"
             }
             Purpose::Event => "event poster, modern graphic design, eye-catching layout",
             Purpose::General => "poster design, bold composition, clean graphic layout",
+        }
+    }
+
+    /// The wording when the user negated `negatives` (English, as the writer put them):
+    /// a festival poster asked not to be festive or garish gets a quiet festival wording.
+    pub fn wording_avoiding(self, negatives: &[String]) -> &'static str {
+        let quiet = negatives.iter().any(|negative| {
+            let negative = negative.to_lowercase();
+            QUIET.iter().any(|look| negative.contains(look))
+        });
+        match self {
+            Purpose::Festival if quiet => {
+                "festival poster, elegant understated design, refined soft colors"
+            }
+            _ => self.wording(),
         }
     }
 }
@@ -263,6 +312,7 @@ mod tests {
             Purpose::Sale,
             Purpose::Recruitment,
             Purpose::Product,
+            Purpose::Memorial,
             Purpose::Campaign,
             Purpose::Event,
             Purpose::General,
@@ -270,5 +320,22 @@ mod tests {
             assert!(!purpose.wording().contains("festive"), "{purpose:?}");
             assert!(!purpose.wording().contains("celebrat"), "{purpose:?}");
         }
+    }
+
+    #[test]
+    fn remembrance_and_quiet_festivals_get_no_festive_words() {
+        assert_eq!(Purpose::of("寒衣节海报，蜡烛和菊花"), Purpose::Memorial);
+        assert_eq!(Purpose::of("缅怀先烈海报"), Purpose::Memorial);
+        let quiet = Purpose::Festival.wording_avoiding(&["too festive".into()]);
+        assert!(
+            !quiet.contains("festive") && !quiet.contains("celebrat"),
+            "{quiet}"
+        );
+        let garish = Purpose::Festival.wording_avoiding(&["tacky, gaudy".into()]);
+        assert!(!garish.contains("rich colors"), "{garish}");
+        assert_eq!(
+            Purpose::Festival.wording_avoiding(&["text".into()]),
+            Purpose::Festival.wording()
+        );
     }
 }

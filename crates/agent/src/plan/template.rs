@@ -48,7 +48,7 @@ pub fn write_prompt(
         }
         negatives = written.negatives;
         if intent == Intent::GeneratePoster {
-            purpose = Purpose::of(&normalize(text)).wording();
+            purpose = Purpose::of(&normalize(text)).wording_avoiding(&negatives);
         }
     }
     let instruction = edit_instruction(text, &target, &content, &style);
@@ -61,12 +61,53 @@ pub fn write_prompt(
         .replace("{target}", &target)
         .replace("{content}", &content)
         .replace("{instruction}", &instruction);
-    let prompt = join(prompt.split(','), ", ");
+    let prompt = join(
+        prompt
+            .split(',')
+            .filter(|item| !carries_a_negative(item, &negatives)),
+        ", ",
+    );
     WrittenPrompt {
         negative_prompt: negative_prompt(&negatives, &scene.negative_prompt, &prompt),
         prompt,
         untranslated,
     }
+}
+
+/// Words that only grade a negated look (不要太喜庆: "too festive" negates "festive").
+const GRADING: [&str; 7] = ["too", "overly", "very", "so", "no", "any", "excessively"];
+
+/// Whether a positive prompt item holds something the user negated, which then wins over
+/// the lexicon's and the template's words (别放月饼 on a 中秋 poster: no "mooncakes").
+/// A negative matches as whole words in order, a plural "s"/"es" aside.
+fn carries_a_negative(item: &str, negatives: &[String]) -> bool {
+    let item_words: Vec<String> = words_of(item);
+    negatives
+        .iter()
+        .flat_map(|negative| negative.split(','))
+        .map(|negative| {
+            words_of(negative)
+                .into_iter()
+                .skip_while(|word| GRADING.contains(&word.as_str()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|negative| !negative.is_empty())
+        .any(|negative| {
+            item_words.windows(negative.len()).any(|window| {
+                window.iter().zip(&negative).all(|(word, negated)| {
+                    word == negated
+                        || word.strip_suffix('s') == Some(negated.as_str())
+                        || word.strip_suffix("es") == Some(negated.as_str())
+                })
+            })
+        })
+}
+
+fn words_of(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '-' && c != '\'')
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// The user's negations first, then the scene's negative words that the positive prompt
@@ -207,5 +248,52 @@ mod tests {
             "{}",
             written.negative_prompt
         );
+    }
+
+    #[test]
+    fn negated_things_leave_the_positive_prompt() {
+        let scenes = Scenes::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let poster = scenes.get("poster").unwrap_or_else(|| panic!("poster"));
+        // The lexicon's 端午 brings zongzi; the user said no zongzi.
+        let written = write_prompt(
+            poster,
+            Intent::GeneratePoster,
+            "端午节海报，龙舟比赛，不要粽子",
+            &Slots::new(),
+            "",
+            Lexicon::builtin(),
+        );
+        assert!(!written.prompt.contains("zongzi"), "{}", written.prompt);
+        assert!(written.prompt.contains("dragon boat"), "{}", written.prompt);
+        assert!(
+            written.negative_prompt.contains("zongzi"),
+            "{}",
+            written.negative_prompt
+        );
+        // A festival poster asked for a quiet look gets no festive template words.
+        let written = write_prompt(
+            poster,
+            Intent::GeneratePoster,
+            "重阳节海报，登高望远，不要太喜庆",
+            &Slots::new(),
+            "",
+            Lexicon::builtin(),
+        );
+        assert!(
+            !written.prompt.contains("festive") && !written.prompt.contains("celebrat"),
+            "{}",
+            written.prompt
+        );
+        assert!(
+            written.negative_prompt.contains("festive"),
+            "{}",
+            written.negative_prompt
+        );
+        assert!(carries_a_negative("mooncakes", &["mooncake".into()]));
+        assert!(carries_a_negative(
+            "festive greeting",
+            &["too festive".into()]
+        ));
+        assert!(!carries_a_negative("red background", &["text red".into()]));
     }
 }

@@ -17,7 +17,8 @@ pub struct EvalPromptsArgs {
     /// Concept set: JSON lines {"text", "intent", "concepts", "forbidden", "negatives"}.
     #[arg(long)]
     pub data: PathBuf,
-    /// Plan with the labelled intent instead of the recognised one.
+    /// Plan with the labelled intent instead of the recognised one (and with full
+    /// confidence, so no clarifying question is asked).
     #[arg(long)]
     pub gold_intent: bool,
     /// How many instructions with misses to list.
@@ -45,11 +46,18 @@ pub fn run(args: EvalPromptsArgs) -> anyhow::Result<()> {
                 parse.intent = gold.unwrap_or(parse.intent);
             }
         }
+        if args.gold_intent && gold.is_some() {
+            // The label is certain: no clarifying question for a low model confidence.
+            parse.confidence = 1.0;
+        }
         let plan = planner.plan_parse(&parse);
         planning += started.elapsed();
         let (prompt, negative) = match &plan {
             Plan::Task(task) => (task.prompt.as_str(), task.negative_prompt.as_str()),
-            _ => ("", ""),
+            _ => {
+                report.unplanned += 1;
+                ("", "")
+            }
         };
         let score = score_case(case, prompt, negative);
         report.add(&score);

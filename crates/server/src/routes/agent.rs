@@ -232,7 +232,7 @@ pub async fn agent(
             condition_image: condition.as_ref().and_then(|input| blobs.path(&input.id)),
             lora_dir,
         };
-        let plan = huatu_agent::plan(&parse, &inputs, &planner.scenes, planner.lexicon);
+        let plan = planner.plan(&parse, &inputs);
         Ok((parse, plan, original, condition, mask))
     })
     .await

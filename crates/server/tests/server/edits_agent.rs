@@ -447,3 +447,51 @@ fn agent_runs_text_edits_and_region_edits_with_the_loaded_models() {
     assert!((0..32).all(|y| (0..32).all(|x| at(&pixels, x, y) == [128, 128, 128])));
     assert!((36..60).any(|y| (36..60).any(|x| at(&pixels, x, y) != [128, 128, 128])));
 }
+
+#[test]
+fn agent_jobs_use_the_prompt_model_given_at_start() {
+    // The tiny random Qwen2's answer is no usable prompt: the plan says so and keeps the
+    // offline writer's prompt.
+    let server = TestServer::start(|config| {
+        config.intent_model = Some(workspace_root().join("models/intent"));
+        config.prompt_model = Some(workspace_root().join("tests/fixtures/qwen2_tiny"));
+    });
+    let (content_type, body) = multipart(&[
+        ("instruction", None, "画一只戴草帽的熊猫，水墨风".as_bytes()),
+        ("size", None, &b"64x64"[..]),
+        ("steps", None, &b"2"[..]),
+    ]);
+    let response = request(
+        server.address,
+        "POST",
+        "/v1/agent",
+        &[("Content-Type", content_type.as_str())],
+        &body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    let notes = answer["notes"].to_string();
+    assert!(
+        notes.contains("local model") && notes.contains("offline writer"),
+        "{answer}"
+    );
+    assert!(
+        answer["plan"]["prompt"]
+            .as_str()
+            .is_some_and(|prompt| prompt.contains("panda")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_missing_prompt_model_is_one_startup_error_naming_it() {
+    let missing = workspace_root().join("tests/fixtures/no_such_prompt_model");
+    let error = match huatu_server::agent_jobs::AgentPlanner::load(
+        &workspace_root().join("models/intent"),
+        Some(&missing),
+    ) {
+        Ok(_) => panic!("a missing prompt model loaded"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("no_such_prompt_model"), "{error}");
+}
