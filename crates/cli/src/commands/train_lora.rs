@@ -15,10 +15,10 @@ use huatu_train::lora_params::{LoraParams, LoraTargets};
 use huatu_train::lora_save::{save_lora, SaveFormat, SaveMetadata};
 use huatu_train::lr_schedule::LrScheduleKind;
 use huatu_train::optimizer::AdamWConfig;
-use huatu_train::training_settings::TrainingSettings;
 use huatu_train::trainer::{
     checkpoint_layout, train_lora, LoraTrainingRequest, StepRecord, TrainingObserver,
 };
+use huatu_train::training_settings::TrainingSettings;
 
 use crate::commands::train_progress::RunProgress;
 use crate::device_args::DeviceArgs;
@@ -405,7 +405,10 @@ fn kohya_metadata(
         (captions.len() * request.repeats).to_string(),
     );
     put("ss_steps", steps.to_string());
-    put("ss_learning_rate", request.training.learning_rate.to_string());
+    put(
+        "ss_learning_rate",
+        request.training.learning_rate.to_string(),
+    );
     put("ss_lr_scheduler", request.training.lr_schedule.to_string());
     put("ss_optimizer", "torch.optim.AdamW".into());
     put("ss_resolution", format!("({resolution}, {resolution})"));
