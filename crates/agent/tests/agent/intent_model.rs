@@ -427,6 +427,7 @@ fn evaluation_sets_are_disjoint_from_every_training_file() -> Result<()> {
         "test.jsonl",
         "heldout_f.jsonl",
         "heldout_f_relabelled.jsonl",
+        "heldout_g.jsonl",
     ] {
         let path = repo().join("data/intents").join(name);
         let set = read_jsonl(&path)?;
