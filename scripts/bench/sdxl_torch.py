@@ -3,6 +3,7 @@ UNet and VAE architectures with random weights, same shapes as huatu's bench_sdx
 
 Usage: python scripts/bench/sdxl_torch.py unet|vae SIZE [REPEATS]
 Prints one JSON line like the Rust side. Thread count: $BENCH_THREADS, else os.cpu_count().
+$BENCH_DTYPE=bf16 runs the UNet in bf16 (weights and activations, oneDNN's bf16 kernels).
 """
 
 import json
@@ -41,10 +42,11 @@ def main():
     latent = size // 8
     with torch.inference_mode():
         if part == "unet":
-            unet = UNet2DConditionModel(**load_config("unet.json")).eval()
-            sample = torch.randn(2, 4, latent, latent)
-            context = torch.randn(2, 77, 2048)
-            added = {"text_embeds": torch.randn(2, 1280), "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=torch.float32)}
+            dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[os.environ.get("BENCH_DTYPE", "f32")]
+            unet = UNet2DConditionModel(**load_config("unet.json")).eval().to(dtype)
+            sample = torch.randn(2, 4, latent, latent, dtype=dtype)
+            context = torch.randn(2, 77, 2048, dtype=dtype)
+            added = {"text_embeds": torch.randn(2, 1280, dtype=dtype), "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=dtype)}
             seconds = timed(repeats, lambda: unet(sample, 500, context, added_cond_kwargs=added))
         elif part == "vae":
             vae = AutoencoderKL(**load_config("vae.json")).eval()
@@ -53,7 +55,7 @@ def main():
         else:
             raise SystemExit(f"unknown part {part}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"impl": "diffusers", "part": part, "size": size, "seconds": round(seconds, 3), "peak_rss_mib": round(peak)}))
+    print(json.dumps({"impl": "diffusers", "part": part, "size": size, "dtype": os.environ.get("BENCH_DTYPE", "f32"), "seconds": round(seconds, 3), "peak_rss_mib": round(peak)}))
 
 
 if __name__ == "__main__":

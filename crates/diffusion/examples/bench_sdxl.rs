@@ -3,7 +3,8 @@
 //! `cargo run --release -p huatu-diffusion --example bench_sdxl -- unet 512 [repeats]`
 //! `cargo run --release -p huatu-diffusion --example bench_sdxl -- vae 512 [repeats]`
 //! Prints one JSON line: seconds per call (median of `repeats` after one warm-up) and the
-//! process's peak resident memory. `scripts/bench/run.sh` runs it beside diffusers.
+//! process's peak resident memory. `BENCH_WEIGHTS=bf16` holds the UNet's weights in bf16
+//! (computing in f32, as `--dtype bf16` loads it on the CPU). `scripts/bench/run.sh` runs it beside diffusers.
 
 use std::time::Instant;
 
@@ -87,14 +88,19 @@ fn main() -> anyhow::Result<()> {
     };
     let repeats = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(3);
     let device = Device::Cpu;
-    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F32, device.clone());
+    let weights = match std::env::var("BENCH_WEIGHTS").as_deref() {
+        Ok("bf16") => DType::BF16,
+        Ok("f32") | Err(_) => DType::F32,
+        Ok(other) => bail!("BENCH_WEIGHTS must be f32 or bf16, not {other}"),
+    };
+    let random = |dtype| VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone());
     let presets = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/sdxl-base-1.0");
     let latent = size / 8;
     let seconds = match part {
         "unet" => {
             let config: UNet2DConditionConfig =
                 serde_json::from_str(&std::fs::read_to_string(format!("{presets}/unet.json"))?)?;
-            let unet = UNet2DConditionModel::new(vb, &config)?;
+            let unet = UNet2DConditionModel::new(random(weights), &config)?;
             let sample = Tensor::randn(0f32, 1.0, (2, 4, latent, latent), &device)?;
             let context = Tensor::randn(0f32, 1.0, (2, 77, 2048), &device)?;
             let added = AddedConditions {
@@ -112,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         "vae" => {
             let config: AutoencoderKLConfig =
                 serde_json::from_str(&std::fs::read_to_string(format!("{presets}/vae.json"))?)?;
-            let vae = AutoencoderKL::new(vb, &config)?;
+            let vae = AutoencoderKL::new(random(DType::F32), &config)?;
             let latents = Tensor::randn(0f32, 1.0, (1, 4, latent, latent), &device)?;
             time(repeats, || {
                 vae.decode(&latents)?;
@@ -122,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         other => bail!("unknown part `{other}` (expected unet or vae)"),
     };
     println!(
-        "{{\"impl\": \"huatu\", \"part\": \"{part}\", \"size\": {size}, \"seconds\": {seconds:.3}, \"peak_rss_mib\": {:.0}}}",
+        "{{\"impl\": \"huatu\", \"part\": \"{part}\", \"size\": {size}, \"weights\": \"{weights:?}\", \"seconds\": {seconds:.3}, \"peak_rss_mib\": {:.0}}}",
         peak_rss_mib()
     );
     Ok(())

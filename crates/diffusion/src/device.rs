@@ -133,8 +133,9 @@ impl FromStr for DtypeChoice {
 impl DtypeChoice {
     /// How the UNet and text encoders are loaded on `device`. On a GPU they compute in the
     /// chosen dtype. On the CPU f16 and bf16 mean half-precision *weights* (half the
-    /// memory) computing in f32, since our CPU kernels are f32 and candle has no CPU bf16
-    /// matrix product.
+    /// memory) computing in f32, since candle has no CPU bf16 matrix product; with bf16
+    /// weights on a CPU with AVX-512 BF16 the linear layers multiply in bf16 with f32 sums
+    /// (`huatu_kernels::fused_linear_bf16`).
     pub fn load_options(self, device: &Device) -> LoadOptions {
         match self {
             Self::Fixed(storage @ (DType::F16 | DType::BF16)) if device.is_cpu() => LoadOptions {

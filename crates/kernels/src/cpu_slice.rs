@@ -22,6 +22,24 @@ pub(crate) fn with_f32<R>(xs: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) 
     }
 }
 
+/// Like [`with_f32`] for a bf16 tensor.
+pub(crate) fn with_bf16<R>(
+    xs: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[half::bf16]) -> R,
+) -> Result<R> {
+    let xs = xs.contiguous()?;
+    let (storage, layout) = xs.storage_and_layout();
+    let data = match &*storage {
+        Storage::Cpu(CpuStorage::BF16(data)) => data.as_slice(),
+        _ => candle_core::bail!("{what} must be a bf16 CPU tensor"),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(f(&data[start..end])),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
 /// Like [`with_f32`] for an optional tensor.
 pub(crate) fn with_optional_f32<R>(
     xs: Option<&Tensor>,

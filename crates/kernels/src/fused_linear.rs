@@ -136,7 +136,12 @@ pub fn reference_fused_linear(
 }
 
 /// Each output row = bias + residual row (either may be absent: zeros).
-fn fill(output: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, width: usize) {
+pub(crate) fn fill(
+    output: &mut [f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    width: usize,
+) {
     output
         .par_chunks_mut(FILL_ROWS * width)
         .enumerate()

@@ -61,7 +61,8 @@ pub struct LoadOptions {
     /// How the UNet's and text encoders' weights are held in memory; `None` is `dtype`.
     /// f16/bf16 with an f32 `dtype` halves their memory (SDXL's UNet 10 → 5 GB) and
     /// computes in f32: each layer widens its weights for the call (the CPU's way to half
-    /// precision, where candle has no bf16 matrix product).
+    /// precision, where candle has no bf16 matrix product), except the linear layers with
+    /// bf16 weights on a CPU with AVX-512 BF16, which multiply in bf16 with f32 sums.
     pub storage_dtype: Option<DType>,
 }
 

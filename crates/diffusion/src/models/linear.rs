@@ -4,10 +4,11 @@
 //! a trainer attaches its parameters with [`Linear::set_adapter`], found by diffusers name
 //! through each model's `collect_linears`.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use huatu_kernels::activation::{reference_bias_activation, Activation};
 use huatu_kernels::fused_linear::fused_linear;
+use huatu_kernels::fused_linear_bf16;
 
 use super::layers::in_dtype_of;
 
@@ -96,8 +97,12 @@ impl Linear {
             && !residual.is_some_and(Tensor::track_op)
             && self.adapter.is_none()
             && xs.device().is_cpu()
-            && xs.dtype() == candle_core::DType::F32;
+            && xs.dtype() == DType::F32;
         if fast {
+            if self.stores_bf16() {
+                let bias = self.bias_for(xs)?;
+                return fused_linear_bf16(xs, self.weight(), bias.as_ref(), residual, activation);
+            }
             let (weight, bias) = self.weights_for(xs)?;
             return fused_linear(xs, &weight, bias.as_ref(), residual, activation);
         }
@@ -115,8 +120,21 @@ impl Linear {
 impl Linear {
     /// The weight and bias in the dtype of `xs` (see [`in_dtype_of`]).
     fn weights_for(&self, xs: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        let bias = self.inner.bias().map(|bias| in_dtype_of(bias, xs));
-        Ok((in_dtype_of(self.inner.weight(), xs)?, bias.transpose()?))
+        Ok((in_dtype_of(self.inner.weight(), xs)?, self.bias_for(xs)?))
+    }
+
+    /// The bias in the dtype of `xs`.
+    fn bias_for(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        self.inner
+            .bias()
+            .map(|bias| in_dtype_of(bias, xs))
+            .transpose()
+    }
+
+    /// Whether the weight is held in bf16 for an f32 model (`LoadOptions::storage_dtype`):
+    /// huatu-kernels then multiplies in bf16 where the CPU can (`fused_linear_bf16`).
+    fn stores_bf16(&self) -> bool {
+        self.inner.weight().dtype() == DType::BF16
     }
 }
 
@@ -131,12 +149,15 @@ impl From<candle_nn::Linear> for Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // Inside an autograd graph the frozen base layer grads only its input.
-        let base = if self.inner.weight().dtype() != xs.dtype() {
+        let plain_cpu_f32 = !xs.track_op() && xs.device().is_cpu() && xs.dtype() == DType::F32;
+        let base = if self.stores_bf16() && plain_cpu_f32 {
+            fused_linear_bf16(xs, self.weight(), self.bias_for(xs)?.as_ref(), None, None)?
+        } else if self.inner.weight().dtype() != xs.dtype() {
             // Weights stored in half precision for an f32 model: widened for this call.
             let (weight, bias) = self.weights_for(xs)?;
             huatu_kernels::frozen_linear::linear(xs, &weight, bias.as_ref())?
         } else if xs.track_op() {
+            // Inside an autograd graph the frozen base layer grads only its input.
             huatu_kernels::frozen_linear::linear(xs, self.inner.weight(), self.inner.bias())?
         } else {
             self.inner.forward(xs)?
@@ -169,7 +190,7 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
 
     #[test]
     fn adapter_adds_scaled_low_rank_product_and_has_gradients() -> anyhow::Result<()> {
