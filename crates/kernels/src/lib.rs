@@ -11,7 +11,7 @@ pub mod attention;
 #[expect(unsafe_code, reason = "gemm's raw-pointer API")]
 mod attention_grad;
 #[expect(unsafe_code, reason = "SIMD intrinsics")]
-pub mod bf16_linear;
+pub mod bf16;
 pub mod conv2d;
 #[expect(unsafe_code, reason = "gemm's raw-pointer API and SIMD intrinsics")]
 mod conv2d_gemm;
@@ -31,7 +31,7 @@ mod softmax_exp;
 
 pub use activation::{bias_activation, Activation};
 pub use attention::fused_attention;
-pub use bf16_linear::{bf16_dot_available, fused_linear_bf16};
+pub use bf16::{bf16_dot_available, conv2d_bf16, fused_linear_bf16};
 pub use conv2d::{conv2d, conv2d_fused, Conv2dExtras, Conv2dParams};
 pub use fused_linear::fused_linear;
 pub use geglu::geglu;

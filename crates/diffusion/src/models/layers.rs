@@ -6,9 +6,10 @@
 //! The layers hold the very weight tensors the loader handed out and read them on every
 //! call (no packed copies), so LoRA merges written into those tensors take effect at once.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use huatu_kernels::conv2d::{conv2d_fused, Conv2dExtras, Conv2dParams};
+use huatu_kernels::conv2d_bf16;
 
 /// `weight` in the dtype of the activations `xs` it meets: a widened copy for this call
 /// when the weights are stored in half precision for an f32 model
@@ -97,17 +98,22 @@ impl Conv2d {
 
     fn forward_with(&self, xs: &Tensor, extras: Conv2dExtras) -> Result<Tensor> {
         let _enter = self.span.enter();
+        let bias = in_dtype_of(&self.bias, xs)?;
+        if self.weight.dtype() == DType::BF16 && xs.dtype() == DType::F32 {
+            // bf16 weights for an f32 model: multiplied in bf16 where the CPU can.
+            return conv2d_bf16(xs, &self.weight, Some(&bias), self.params, extras);
+        }
         conv2d_fused(
             xs,
             &in_dtype_of(&self.weight, xs)?,
-            Some(&in_dtype_of(&self.bias, xs)?),
+            Some(&bias),
             self.params,
             extras,
         )
     }
 
     /// The dtype of the weights.
-    pub fn dtype(&self) -> candle_core::DType {
+    pub fn dtype(&self) -> DType {
         self.weight.dtype()
     }
 }
@@ -212,7 +218,7 @@ impl LayerNorm {
         }
         let dtype = xs.dtype();
         let frozen = !self.weight.track_op() && !self.bias.track_op();
-        if frozen && xs.device().is_cpu() && dtype == candle_core::DType::F32 {
+        if frozen && xs.device().is_cpu() && dtype == DType::F32 {
             return huatu_kernels::norm_gate_grad::frozen_layer_norm(
                 xs,
                 &self.weight,
@@ -221,7 +227,7 @@ impl LayerNorm {
             );
         }
         let internal = match dtype {
-            candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
+            DType::F16 | DType::BF16 => DType::F32,
             other => other,
         };
         let xs = xs.to_dtype(internal)?;

@@ -172,11 +172,11 @@ fn unet_generic_layers_in_f16_match_diffusers_within_half_precision() -> anyhow:
 }
 
 /// bf16 weights for an f32 model (`--dtype bf16` on the CPU): where the CPU has AVX-512
-/// BF16 the linear layers multiply in bf16 (inputs rounded to bf16, sums in f32,
-/// `huatu_kernels::fused_linear_bf16`), elsewhere they widen the weights. Either way the
-/// UNet output stays within bf16's error of diffusers' f32 output (seen: 7.6e-3 and 9.3e-3
-/// of its largest value on the two calls, both with bf16 products and with
-/// widened weights: the weights' rounding dominates).
+/// BF16 the linear layers and convolutions multiply in bf16 (activations rounded to bf16,
+/// sums in f32: `huatu_kernels::bf16`), elsewhere they widen the weights. Either way the
+/// UNet output stays within bf16's error of diffusers' f32 output (seen on the two calls:
+/// 1.1e-2 and 9.6e-3 of its largest value with bf16 products, 7.8e-3 and 9.2e-3 with
+/// widened weights — the weights' own rounding dominates).
 #[test]
 fn unet_with_bf16_weights_matches_diffusers_within_bf16_precision() -> anyhow::Result<()> {
     let source = ModelSource::from_path(&fixture("sdxl_tiny"))?;

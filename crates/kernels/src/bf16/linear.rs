@@ -1,43 +1,35 @@
-//! `activation(xs·Wᵀ + bias) + residual` with bf16 weights, multiplied in bf16 on CPUs with
-//! AVX-512 BF16 (`vdpbf16ps`: two bf16 products summed into each f32 lane per instruction,
-//! twice the f32 FMA rate). The input is rounded to bf16 (nearest-even) as it is packed and
-//! every sum is kept in f32 — what PyTorch's CPU autocast to bf16 computes for a linear
-//! layer. Used for f32 models whose weights are stored in bf16 (`--dtype bf16` on the
-//! CPU); elsewhere the weight is widened and [`fused_linear`] runs in f32.
-//!
-//! Layout: the weight is packed into panels of [`NR`] output columns, each k-pair of a
-//! column one u32 (two bf16); the input, per task, into panels of 12 rows likewise.
-//! The microkernel keeps an MR×NR block of the output in 24 registers, broadcasting one
-//! input pair per row against two weight vectors per k-pair.
+//! `activation(xs·Wᵀ + bias) + residual` with bf16 weights, multiplied in bf16 (see the
+//! module above). The weight is packed into panels of NR output columns, each k-pair of a
+//! column one u32 (two bf16); the input, per task, into panels of MR rows likewise.
+
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
 #[cfg(target_arch = "x86_64")]
-mod avx512;
-
-use std::sync::OnceLock;
+use std::cell::RefCell;
 
 use candle_core::{DType, Result, Tensor};
-use half::bf16;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::microkernel::{bf16_bits, microkernel, round_32_to_pairs};
+use super::NR;
+use super::{bf16_dot_available, with_packed_rows};
+#[cfg(target_arch = "x86_64")]
+use super::{KC, MR};
 use crate::activation::{activate_in_place, Activation};
 use crate::cpu_slice::{
     is_cpu_f32, tensor_from, uninit_vec, with_bf16, with_f32, with_optional_f32,
 };
 use crate::fused_linear::{fill, fused_linear};
 
-/// Columns of the output block one microkernel call computes: two 16-lane vectors.
-const NR: usize = 32;
+/// Row panels per task at most (96 rows: the packed input block stays in L2).
+#[cfg(target_arch = "x86_64")]
+const TASK_PANELS: usize = 8;
 
-/// Whether this CPU multiplies bf16 pairs natively (AVX-512 BF16), detected once.
-pub fn bf16_dot_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Each worker's packed input block, kept between calls (no fresh pages per call).
+    static INPUT_BLOCK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `xs` [..., in] (f32) · `weight` [out, in] (bf16)ᵀ + `bias` [out], then `activation`,
@@ -94,15 +86,9 @@ pub fn fused_linear_bf16(
                     fill(&mut output, bias, residual, out_features);
                     #[cfg(target_arch = "x86_64")]
                     if in_features > 0 {
-                        let packed = pack_weight(weight, out_features, in_features);
-                        avx512::accumulate(
-                            &mut output,
-                            input,
-                            &packed,
-                            rows,
-                            in_features,
-                            out_features,
-                        );
+                        with_packed_rows(weight, out_features, in_features, NR, |packed| {
+                            accumulate(&mut output, input, packed, rows, in_features, out_features)
+                        });
                     }
                     if let Some(activation) = activation {
                         activate_in_place(&mut output, activation);
@@ -115,27 +101,95 @@ pub fn fused_linear_bf16(
     tensor_from(output, &out_dims)
 }
 
-/// The weight [out, in] as panels of NR columns: `panel[pair · NR + column]` holds
-/// `w[column, 2·pair]` in its low half and `w[column, 2·pair + 1]` (or 0) in its high half;
-/// columns past `out` are zero.
-fn pack_weight(weight: &[bf16], out: usize, inner: usize) -> Vec<u32> {
+/// `output` [rows, out] += input [rows, inner] (rounded to bf16) · weightᵀ, in parallel
+/// over blocks of rows.
+#[cfg(target_arch = "x86_64")]
+fn accumulate(
+    output: &mut [f32],
+    input: &[f32],
+    packed_weight: &[u32],
+    rows: usize,
+    inner: usize,
+    out: usize,
+) {
     let pairs = inner.div_ceil(2);
-    let panels = out.div_ceil(NR);
-    let mut packed = vec![0u32; panels * pairs * NR];
-    packed
-        .par_chunks_mut(pairs * NR)
+    let row_panels = rows.div_ceil(MR);
+    let column_panels = out.div_ceil(NR);
+    // At least two tasks per thread where the rows allow, for balance.
+    let threads = rayon::current_num_threads().max(1);
+    let task_rows = (row_panels / (2 * threads)).clamp(1, TASK_PANELS) * MR;
+    output
+        .par_chunks_mut(task_rows * out)
         .enumerate()
-        .for_each(|(panel_index, panel)| {
-            let first = panel_index * NR;
-            for column in 0..NR.min(out - first) {
-                let row = &weight[(first + column) * inner..(first + column + 1) * inner];
-                for (pair, values) in row.chunks(2).enumerate() {
-                    let high = values.get(1).map_or(0, |value| u32::from(value.to_bits()));
-                    panel[pair * NR + column] = u32::from(values[0].to_bits()) | (high << 16);
+        .for_each(|(task, block)| {
+            let first_row = task * task_rows;
+            let block_rows = block.len() / out;
+            INPUT_BLOCK.with_borrow_mut(|packed_input| {
+                pack_input(input, inner, first_row, block_rows, packed_input);
+                for first_pair in (0..pairs).step_by(KC) {
+                    let depth = KC.min(pairs - first_pair);
+                    for column_panel in 0..column_panels {
+                        let columns = NR.min(out - column_panel * NR);
+                        let weight_panel =
+                            &packed_weight[(column_panel * pairs + first_pair) * NR..];
+                        for row_panel in 0..block_rows.div_ceil(MR) {
+                            let panel_rows = MR.min(block_rows - row_panel * MR);
+                            let input_panel =
+                                &packed_input[(row_panel * pairs + first_pair) * MR..];
+                            let target = &mut block[row_panel * MR * out + column_panel * NR..];
+                            // SAFETY: the CPU has AVX-512F and BF16 (checked by `bf16_dot_available`);
+                            // the input panel holds `depth` pairs of MR values and the weight
+                            // panel `depth` pairs of NR values from their starts; the target
+                            // holds `panel_rows` rows of stride `out` with `columns` values
+                            // each from its start.
+                            unsafe {
+                                microkernel(
+                                    input_panel.as_ptr(),
+                                    weight_panel.as_ptr(),
+                                    depth,
+                                    target.as_mut_ptr(),
+                                    out,
+                                    panel_rows,
+                                    columns,
+                                );
+                            }
+                        }
+                    }
                 }
-            }
+            });
         });
-    packed
+}
+
+/// Rows `first_row..first_row + rows` of the input [.., inner] as panels of MR rows:
+/// `panel[pair · MR + row]` holds the bf16 pair of that row (see [`pack_weight`]); rows
+/// past the end of the block are zero.
+#[cfg(target_arch = "x86_64")]
+fn pack_input(input: &[f32], inner: usize, first_row: usize, rows: usize, packed: &mut Vec<u32>) {
+    let pairs = inner.div_ceil(2);
+    let panels = rows.div_ceil(MR);
+    packed.clear();
+    packed.resize(panels * pairs * MR, 0);
+    for (panel_index, panel) in packed.chunks_exact_mut(pairs * MR).enumerate() {
+        for row_in_panel in 0..MR.min(rows - panel_index * MR) {
+            let start = (first_row + panel_index * MR + row_in_panel) * inner;
+            let row = &input[start..start + inner];
+            let mut chunks = row.chunks_exact(32);
+            let mut pair = 0;
+            for chunk in &mut chunks {
+                // SAFETY: the CPU has AVX-512F and BF16 (checked by `bf16_dot_available`); the
+                // chunk holds 32 floats.
+                let converted = unsafe { round_32_to_pairs(chunk.as_ptr()) };
+                for (offset, &value) in converted.iter().enumerate() {
+                    panel[(pair + offset) * MR + row_in_panel] = value;
+                }
+                pair += 16;
+            }
+            for (offset, values) in chunks.remainder().chunks(2).enumerate() {
+                let high = values.get(1).map_or(0, |&value| bf16_bits(value));
+                panel[(pair + offset) * MR + row_in_panel] = bf16_bits(values[0]) | (high << 16);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
