@@ -162,6 +162,17 @@ mod tests {
     }
 
     #[test]
+    fn winograd_sizes_match_candle() -> anyhow::Result<()> {
+        // Enough tiles and channels for F(4×4, 3×3): sizes that are and are not multiples of
+        // the 4×4 tile, several tasks per sample, the fused upsampling and every addend.
+        check(1, 16, 16, (32, 32), 3, 1, 1, false, false)?;
+        check(2, 24, 40, (29, 35), 3, 1, 1, false, true)?;
+        check(1, 64, 48, (70, 66), 3, 1, 1, false, true)?;
+        check(1, 32, 20, (15, 17), 3, 1, 1, true, true)?;
+        Ok(())
+    }
+
+    #[test]
     fn without_padding_and_other_kernels_matches_candle() -> anyhow::Result<()> {
         check(2, 4, 6, (8, 11), 3, 1, 0, false, false)?;
         check(1, 3, 5, (12, 9), 5, 1, 2, false, true)?;
