@@ -61,7 +61,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            epochs: 9,
+            epochs: 8,
             batch_size: 32,
             learning_rate: 1e-3,
             weight_decay: 0.01,

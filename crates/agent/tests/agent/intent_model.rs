@@ -428,6 +428,7 @@ fn evaluation_sets_are_disjoint_from_every_training_file() -> Result<()> {
         "heldout_f.jsonl",
         "heldout_f_relabelled.jsonl",
         "heldout_g.jsonl",
+        "heldout_h.jsonl",
     ] {
         let path = repo().join("data/intents").join(name);
         let set = read_jsonl(&path)?;
