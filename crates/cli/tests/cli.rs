@@ -1104,8 +1104,10 @@ fn the_device_and_precision_are_chosen_by_flag_or_environment() {
         assert!(settings.contains("\"dtype\":\"f32\""), "{settings}");
     }
 
-    // Half precision on the CPU: weights held in bf16/f16, computed in f32 — the picture
-    // stays within a few levels of the f32 one.
+    // Half precision on the CPU: weights held in bf16/f16 — the picture stays within a few
+    // levels of the f32 one. f16 widens its weights and computes in f32 (2 levels); bf16
+    // multiplies in bf16 on CPUs with AVX-512 BF16, activations rounded to bf16 as in
+    // PyTorch's bf16 autocast (3 levels seen on this tiny model; 4 allowed).
     let full = read_png(Path::new(&out)).0;
     for half in ["bf16", "f16"] {
         let mut args = small.to_vec();
@@ -1123,7 +1125,8 @@ fn the_device_and_precision_are_chosen_by_flag_or_environment() {
             "{settings}"
         );
         let worst = max_level_difference(&full, &pixels);
-        assert!(worst <= 2, "{half} weights: {worst} levels from f32");
+        let allowed = if half == "bf16" { 4 } else { 2 };
+        assert!(worst <= allowed, "{half} weights: {worst} levels from f32");
     }
 }
 
