@@ -1,5 +1,6 @@
-"""PyTorch side of crates/kernels/examples/bench_ops.rs: the same convolution and group-norm
-cases (SDXL UNet 512² batch 2, VAE decoder 512²) on CPU f32, median seconds per call.
+"""PyTorch side of crates/kernels/examples/bench_ops.rs and bench_attention.rs: the same
+convolution, group-norm, GEGLU, linear and attention cases (SDXL UNet 512² batch 2, VAE
+decoder 512², attention at 1024²) on CPU f32, median seconds per call.
 
 Usage: python scripts/bench/ops_torch.py [REPEATS] [FILTER]
 """
@@ -33,6 +34,17 @@ NORM_CASES = [
     ("unet group_norm 1280 @16² b2", 2, 1280, 16, False),
     ("vae group_norm+silu 512 @128²", 1, 512, 128, True),
     ("vae group_norm+silu 128 @512²", 1, 128, 512, True),
+]
+LINEAR_CASES = [
+    ("unet linear 512×1280→10240", 512, 1280, 10240),
+    ("unet linear 512×5120→1280", 512, 5120, 1280),
+    ("unet linear 512×1280→1280", 512, 1280, 1280),
+    ("unet linear 2048×640→640", 2048, 640, 640),
+]
+ATTENTION_CASES = [
+    ("self 64×64 latent, 10 heads", 10, 4096, 4096),
+    ("self 32×32 latent, 20 heads", 20, 1024, 1024),
+    ("cross 64×64 latent, 10 heads", 10, 4096, 77),
 ]
 
 
@@ -92,6 +104,22 @@ def main():
                 return hidden * F.gelu(gate)
 
             print(f"{label}: torch {median_seconds(repeats, run):.4f}s")
+
+        # bench_ops' linear cases: F.linear with bias, GFLOP/s of the GEMM.
+        for label, rows, cin, cout in LINEAR_CASES:
+            if wanted not in label:
+                continue
+            xs, weight, bias = torch.randn(rows, cin), torch.randn(cout, cin) * 0.02, torch.randn(cout) * 0.02
+            seconds = median_seconds(repeats, lambda: F.linear(xs, weight, bias))
+            print(f"{label}: torch {seconds:.4f}s, {2 * rows * cin * cout / seconds / 1e9:.1f} GFLOP/s")
+
+        # bench_attention's cases (SDXL 1024² with guidance, head dim 64): SDPA, CPU flash attention.
+        for label, heads, queries, keys in ATTENTION_CASES:
+            if wanted not in label:
+                continue
+            q, k, v = (torch.randn(2, heads, n, 64) for n in (queries, keys, keys))
+            seconds = median_seconds(repeats, lambda: F.scaled_dot_product_attention(q, k, v))
+            print(f"{label}: torch {seconds:.3f}s")
 
 
 if __name__ == "__main__":

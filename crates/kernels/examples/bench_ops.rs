@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use huatu_kernels::conv2d::{conv2d_fused, reference_conv2d_fused, Conv2dExtras, Conv2dParams};
+use huatu_kernels::fused_linear::fused_linear;
 use huatu_kernels::geglu::{geglu, reference_geglu};
 use huatu_kernels::group_norm::{group_norm, reference_group_norm};
 
@@ -191,6 +192,30 @@ fn main() -> candle_core::Result<()> {
         println!(
             "{label}: huatu {ours:.4}s, candle {candle:.4}s, speed-up {:.2}×",
             candle / ours
+        );
+    }
+    // The UNet transformer's linears at 512² (batch 2): GFLOP/s of the GEMM, to set beside
+    // `torch.matmul` at the same shapes (scripts/bench/ops_torch.py).
+    let linear_cases = [
+        ("unet linear 512×1280→10240", 512, 1280, 10240),
+        ("unet linear 512×5120→1280", 512, 5120, 1280),
+        ("unet linear 512×1280→1280", 512, 1280, 1280),
+        ("unet linear 2048×640→640", 2048, 640, 640),
+    ];
+    for (label, rows, in_features, out_features) in linear_cases
+        .into_iter()
+        .filter(|case| case.0.contains(&filter))
+    {
+        let xs = Tensor::randn(0f32, 1.0, (rows, in_features), &device)?;
+        let weight = Tensor::randn(0f32, 0.02, (out_features, in_features), &device)?;
+        let bias = Tensor::randn(0f32, 0.02, out_features, &device)?;
+        let ours = median_seconds(repeats, || {
+            fused_linear(&xs, &weight, Some(&bias), None, None)
+        })?;
+        let flops = 2.0 * (rows * in_features * out_features) as f64;
+        println!(
+            "{label}: huatu {ours:.4}s, {:.1} GFLOP/s",
+            flops / ours / 1e9
         );
     }
     Ok(())

@@ -8,13 +8,22 @@
 //! other devices or dtypes run the unfused formulation over blocks of queries, so at most
 //! `CHUNK_SCORES` scores live at once instead of b·heads·n·m (21 GB at 2048² in SDXL).
 
+use std::cell::RefCell;
+
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::softmax_exp::softmax_numerators;
 
-/// Queries per work item: 64 rows × 4096 keys × 4 bytes = 1 MiB of scores.
-const QUERY_BLOCK: usize = 64;
+/// Scores one work item holds: 2²⁰ f32 values, 4 MiB (256 query rows at 4096 keys).
+const BLOCK_SCORES: usize = 1 << 20;
+
+/// Queries per work item: as many as keep the block's scores within `BLOCK_SCORES`, so
+/// that gemm packs each head's keys and values once per many rows (256 rows at 4096
+/// keys measured 5–15% faster than 64 at SDXL's 1024² self-attention).
+fn query_block_rows(keys: usize) -> usize {
+    (BLOCK_SCORES / keys.max(1)).clamp(64, 1024)
+}
 
 /// Most scores (b·heads·rows·keys) one chunk of the candle-ops path holds: 2²⁶ f32 values
 /// are 256 MiB, a few hundred query rows at SDXL's largest attention.
@@ -150,6 +159,7 @@ impl CustomOp3 for FusedAttention {
         let value = f32_slice(value_storage, value_layout, "value")?;
         let scale = 1.0 / (head_dim as f32).sqrt();
 
+        let block_rows = query_block_rows(keys);
         let mut output = vec![0f32; batch * heads * queries * head_dim];
         output
             .par_chunks_mut(queries * head_dim)
@@ -159,12 +169,12 @@ impl CustomOp3 for FusedAttention {
                 let key_pair = &key[pair * keys * head_dim..(pair + 1) * keys * head_dim];
                 let value_pair = &value[pair * keys * head_dim..(pair + 1) * keys * head_dim];
                 output_pair
-                    .par_chunks_mut(QUERY_BLOCK * head_dim)
+                    .par_chunks_mut(block_rows * head_dim)
                     .enumerate()
                     .for_each(|(block, output_block)| {
                         let rows = output_block.len() / head_dim;
                         let query_block =
-                            &query_pair[block * QUERY_BLOCK * head_dim..][..rows * head_dim];
+                            &query_pair[block * block_rows * head_dim..][..rows * head_dim];
                         attend_block(
                             query_block,
                             key_pair,
@@ -206,7 +216,42 @@ fn attend_block(
     head_dim: usize,
     scale: f32,
 ) {
-    let mut scores = vec![0f32; rows * keys];
+    SCORES.with_borrow_mut(|scores| {
+        // gemm overwrites every score (beta 0), so old contents need no clearing.
+        if scores.len() < rows * keys {
+            scores.resize(rows * keys, 0.0);
+        }
+        attend_block_into(
+            &mut scores[..rows * keys],
+            query,
+            key,
+            value,
+            output,
+            rows,
+            keys,
+            head_dim,
+            scale,
+        )
+    });
+}
+
+thread_local! {
+    /// This thread's score block, reused so each block does not map and zero fresh pages.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_block_into(
+    scores: &mut [f32],
+    query: &[f32],
+    key: &[f32],
+    value: &[f32],
+    output: &mut [f32],
+    rows: usize,
+    keys: usize,
+    head_dim: usize,
+    scale: f32,
+) {
     // scores = scale · query · keyᵀ: [rows, d] × [d, keys]
     // SAFETY: every pointer covers the extent gemm reads or writes: query is rows×d
     // row-major, key is keys×d row-major read as its transpose (column stride d, row
