@@ -70,7 +70,7 @@ pub struct TrainIntentArgs {
     pub no_crf: bool,
 }
 
-const DEFAULT_DATA: [&str; 9] = [
+const DEFAULT_DATA: [&str; 10] = [
     "data/intents/train.jsonl",
     "data/intents/train_hard.jsonl",
     "data/intents/handwritten_a.jsonl*3",
@@ -80,6 +80,7 @@ const DEFAULT_DATA: [&str; 9] = [
     "data/intents/handwritten_e.jsonl*3",
     "data/intents/handwritten_f.jsonl*3",
     "data/intents/handwritten_g.jsonl*3",
+    "data/intents/handwritten_h.jsonl*3",
 ];
 
 /// Passes of the CRF's second stage over the frozen tagger logits.
