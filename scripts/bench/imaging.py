@@ -58,12 +58,12 @@ def test_image(width, height, seed=0):
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def run_huatu(image_path, repeat, sr):
+def run_huatu(image_path, repeat, sr, sr_side=None):
     subprocess.run(
         ["cargo", "build", "--release", "-q", "-p", "huatu-imaging", "--example", "bench_imaging"],
         cwd=ROOT, check=True)
     command = [os.path.join(ROOT, "target", "release", "examples", "bench_imaging"), image_path,
-               "--repeat", str(repeat)] + (["--sr"] if sr else [])
+               "--repeat", str(repeat)] + (["--sr"] if sr else []) + (["--sr-side", str(sr_side)] if sr and sr_side else [])
     output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return {row["op"]: row for row in map(json.loads, output.splitlines())}
 
@@ -142,7 +142,7 @@ def time_pillow(rgb, repeat):
     }
 
 
-def time_torch_sr():
+def time_torch_sr(sr_side=None):
     import importlib.util
 
     import torch
@@ -152,8 +152,8 @@ def time_torch_sr():
     spec.loader.exec_module(module)
     results = {}
     cases = [
-        ("sr_realesr-general-x4v3", module.SRVGGNetCompact(3, 3, num_feat=64, num_conv=32, upscale=4, act_type="prelu"), 128),
-        ("sr_RealESRGAN_x4plus", module.RRDBNet(3, 3, scale=4, num_feat=64, num_block=23, num_grow_ch=32), 64),
+        ("sr_realesr-general-x4v3", module.SRVGGNetCompact(3, 3, num_feat=64, num_conv=32, upscale=4, act_type="prelu"), sr_side or 128),
+        ("sr_RealESRGAN_x4plus", module.RRDBNet(3, 3, scale=4, num_feat=64, num_block=23, num_grow_ch=32), sr_side or 64),
     ]
     for name, model, side in cases:
         model.eval()
@@ -170,6 +170,7 @@ def main():
     parser.add_argument("--size", default="1536x1024")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-sr", action="store_true")
+    parser.add_argument("--sr-side", type=int, help="input tile of both SR generators (default 128 and 64)")
     args = parser.parse_args()
     from PIL import Image
 
@@ -183,7 +184,7 @@ def main():
         Image.fromarray(rgb).save(path)
     print(f"image: {rgb.shape[1]}x{rgb.shape[0]} ({rgb.shape[1] * rgb.shape[0] / 1e6:.2f} MP), "
           f"median of {args.repeat}, {os.cpu_count()} CPUs")
-    huatu = run_huatu(path, args.repeat, not args.no_sr)
+    huatu = run_huatu(path, args.repeat, not args.no_sr, args.sr_side)
     import cv2
     import PIL
 
@@ -205,7 +206,7 @@ def main():
         print(cells)
     if not args.no_sr:
         try:
-            torch_results, threads = time_torch_sr()
+            torch_results, threads = time_torch_sr(args.sr_side)
         except ImportError:
             torch_results, threads = {}, 0
         print(f"\nsuper-resolution, output megapixels per second (PyTorch CPU, {threads} threads, beside)")

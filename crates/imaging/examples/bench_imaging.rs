@@ -5,6 +5,8 @@
 //! in the same run and prints the ratios.
 //!
 //! cargo run --release -p huatu-imaging --example bench_imaging -- IMAGE [--repeat N] [--sr]
+//! [--sr-side N] (`--sr-side`: the input tile of both SR generators; default 128 for
+//! realesr-general-x4v3, 64 for RealESRGAN_x4plus)
 
 use std::time::Instant;
 
@@ -39,7 +41,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args
         .first()
-        .context("usage: bench_imaging IMAGE [--repeat N] [--sr]")?;
+        .context("usage: bench_imaging IMAGE [--repeat N] [--sr] [--sr-side N]")?;
     let repeat = args
         .iter()
         .position(|a| a == "--repeat")
@@ -126,30 +128,65 @@ fn main() -> Result<()> {
     }
 
     if args.iter().any(|a| a == "--sr") {
-        sr_throughput()?;
+        let side = args
+            .iter()
+            .position(|a| a == "--sr-side")
+            .and_then(|i| args.get(i + 1))
+            .map(|n| n.parse::<usize>())
+            .transpose()?;
+        sr_throughput(side)?;
     }
     Ok(())
 }
 
+/// Random weights as plain tensors, as a loaded `.pth`/safetensors file gives them: a
+/// `VarMap`'s variables would put every layer inside an autograd graph, where the fused
+/// convolution (rightly) steps aside for candle's generic one.
+fn plain_weights(
+    device: &Device,
+    build: impl Fn(VarBuilder) -> candle_core::Result<()>,
+) -> Result<VarBuilder<'static>> {
+    let varmap = VarMap::new();
+    build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let tensors = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the weight map's lock is poisoned"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
+}
+
 /// Output megapixels per second of the published architectures (random weights).
-fn sr_throughput() -> Result<()> {
+fn sr_throughput(side: Option<usize>) -> Result<()> {
     let device = Device::Cpu;
-    let cases: [(&str, usize); 2] = [("realesr-general-x4v3", 128), ("RealESRGAN_x4plus", 64)];
+    let cases: [(&str, usize); 2] = [
+        ("realesr-general-x4v3", side.unwrap_or(128)),
+        ("RealESRGAN_x4plus", side.unwrap_or(64)),
+    ];
     for (name, side) in cases {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let input = Tensor::rand(0f32, 1f32, (1, 3, side, side), &device)?;
         let tiles = TileOptions {
             tile_size: 0,
             tile_pad: 0,
         };
         let seconds = if name == "RealESRGAN_x4plus" {
-            let net = RRDBNet::new(vb, &RRDBNetConfig::X4PLUS)?;
+            let net = RRDBNet::new(
+                plain_weights(&device, |vb| {
+                    RRDBNet::new(vb, &RRDBNetConfig::X4PLUS).map(|_| ())
+                })?,
+                &RRDBNetConfig::X4PLUS,
+            )?;
             median_seconds(2, || {
                 Ok(huatu_imaging::sr::tiled_forward(&net, &input, 4, tiles).map(|_| ())?)
             })?
         } else {
-            let net = SRVGGNetCompact::new(vb, &SRVGGNetCompactConfig::GENERAL_X4V3)?;
+            let config = &SRVGGNetCompactConfig::GENERAL_X4V3;
+            let net = SRVGGNetCompact::new(
+                plain_weights(&device, |vb| SRVGGNetCompact::new(vb, config).map(|_| ()))?,
+                config,
+            )?;
             median_seconds(2, || {
                 Ok(huatu_imaging::sr::tiled_forward(&net, &input, 4, tiles).map(|_| ())?)
             })?
