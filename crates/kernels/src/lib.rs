@@ -25,6 +25,7 @@ pub mod fused_linear;
 pub mod geglu;
 #[expect(unsafe_code, reason = "SIMD intrinsics")]
 pub mod group_norm;
+pub mod leaky_relu;
 pub mod norm_gate_grad;
 #[expect(unsafe_code, reason = "SIMD intrinsics")]
 mod softmax_exp;
@@ -36,3 +37,4 @@ pub use conv2d::{conv2d, conv2d_fused, Conv2dExtras, Conv2dParams};
 pub use fused_linear::fused_linear;
 pub use geglu::geglu;
 pub use group_norm::group_norm;
+pub use leaky_relu::{channel_leaky_relu, leaky_relu};

@@ -5,7 +5,8 @@
 //! `conv_last`. Scales 2 and 1 pixel-unshuffle the input first, as basicsr does.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{ops::leaky_relu, VarBuilder};
+use candle_nn::VarBuilder;
+use huatu_kernels::leaky_relu;
 
 use super::conv::Conv3x3;
 

@@ -6,6 +6,7 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{PReLU, VarBuilder};
+use huatu_kernels::channel_leaky_relu;
 
 use super::conv::Conv3x3;
 
@@ -83,7 +84,7 @@ impl Module for SRVGGNetCompact {
         let _enter = self.span.enter();
         let mut out = xs.clone();
         for (conv, activation) in self.convs.iter().zip(self.activations.iter()) {
-            out = activation.forward(&conv.forward(&out)?)?;
+            out = channel_leaky_relu(&conv.forward(&out)?, activation.weight())?;
         }
         if let Some(last) = self.convs.last() {
             out = last.forward(&out)?;
