@@ -204,7 +204,13 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// One block of `rows` queries against all keys of one (batch, head).
+thread_local! {
+    /// This thread's score block, reused so each block does not map and zero fresh pages.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One block of `rows` queries against all keys of one (batch, head), its scores in this
+/// thread's reused buffer (gemm overwrites every score, so old contents need no clearing).
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     query: &[f32],
@@ -216,104 +222,74 @@ fn attend_block(
     head_dim: usize,
     scale: f32,
 ) {
-    SCORES.with_borrow_mut(|scores| {
-        // gemm overwrites every score (beta 0), so old contents need no clearing.
-        if scores.len() < rows * keys {
-            scores.resize(rows * keys, 0.0);
+    SCORES.with_borrow_mut(|buffer| {
+        if buffer.len() < rows * keys {
+            buffer.resize(rows * keys, 0.0);
         }
-        attend_block_into(
-            &mut scores[..rows * keys],
-            query,
-            key,
-            value,
-            output,
-            rows,
-            keys,
-            head_dim,
-            scale,
-        )
+        let scores = &mut buffer[..rows * keys];
+        // scores = scale · query · keyᵀ: [rows, d] × [d, keys]
+        // SAFETY: every pointer covers the extent gemm reads or writes: query is rows×d
+        // row-major, key is keys×d row-major read as its transpose (column stride d, row
+        // stride 1), scores is rows×keys row-major and does not alias the inputs.
+        unsafe {
+            gemm::gemm(
+                rows,
+                keys,
+                head_dim,
+                scores.as_mut_ptr(),
+                1,
+                keys as isize,
+                false,
+                query.as_ptr(),
+                1,
+                head_dim as isize,
+                key.as_ptr(),
+                head_dim as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        let mut inverse_sums = Vec::with_capacity(rows);
+        for row in scores.chunks_exact_mut(keys) {
+            inverse_sums.push(1.0 / softmax_numerators(row));
+        }
+        // output = probabilities · value: [rows, keys] × [keys, d]
+        // SAFETY: scores is rows×keys row-major, value keys×d row-major, output rows×d
+        // row-major and distinct from both.
+        unsafe {
+            gemm::gemm(
+                rows,
+                head_dim,
+                keys,
+                output.as_mut_ptr(),
+                1,
+                head_dim as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                keys as isize,
+                value.as_ptr(),
+                1,
+                head_dim as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (row, inverse_sum) in output.chunks_exact_mut(head_dim).zip(inverse_sums) {
+            for value in row {
+                *value *= inverse_sum;
+            }
+        }
     });
-}
-
-thread_local! {
-    /// This thread's score block, reused so each block does not map and zero fresh pages.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-#[allow(clippy::too_many_arguments)]
-fn attend_block_into(
-    scores: &mut [f32],
-    query: &[f32],
-    key: &[f32],
-    value: &[f32],
-    output: &mut [f32],
-    rows: usize,
-    keys: usize,
-    head_dim: usize,
-    scale: f32,
-) {
-    // scores = scale · query · keyᵀ: [rows, d] × [d, keys]
-    // SAFETY: every pointer covers the extent gemm reads or writes: query is rows×d
-    // row-major, key is keys×d row-major read as its transpose (column stride d, row
-    // stride 1), scores is rows×keys row-major and does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            rows,
-            keys,
-            head_dim,
-            scores.as_mut_ptr(),
-            1,
-            keys as isize,
-            false,
-            query.as_ptr(),
-            1,
-            head_dim as isize,
-            key.as_ptr(),
-            head_dim as isize,
-            1,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    let mut inverse_sums = Vec::with_capacity(rows);
-    for row in scores.chunks_exact_mut(keys) {
-        inverse_sums.push(1.0 / softmax_numerators(row));
-    }
-    // output = probabilities · value: [rows, keys] × [keys, d]
-    // SAFETY: scores is rows×keys row-major, value keys×d row-major, output rows×d
-    // row-major and distinct from both.
-    unsafe {
-        gemm::gemm(
-            rows,
-            head_dim,
-            keys,
-            output.as_mut_ptr(),
-            1,
-            head_dim as isize,
-            false,
-            scores.as_ptr(),
-            1,
-            keys as isize,
-            value.as_ptr(),
-            1,
-            head_dim as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    for (row, inverse_sum) in output.chunks_exact_mut(head_dim).zip(inverse_sums) {
-        for value in row {
-            *value *= inverse_sum;
-        }
-    }
 }
 
 #[cfg(test)]
