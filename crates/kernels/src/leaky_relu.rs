@@ -15,7 +15,7 @@ const TASK_VALUES: usize = 1 << 15;
 
 /// `x` where `x ≥ 0`, else `slope[c] · x`, over `xs` [b, c, h, w] with `slopes` [c] or [1].
 pub fn channel_leaky_relu(xs: &Tensor, slopes: &Tensor) -> Result<Tensor> {
-    let (_, channels, height, width) = xs.dims4()?;
+    let channels = xs.dims4()?.1;
     let count = slopes.elem_count();
     if count != channels && count != 1 {
         candle_core::bail!(
@@ -25,7 +25,22 @@ pub fn channel_leaky_relu(xs: &Tensor, slopes: &Tensor) -> Result<Tensor> {
     if !is_cpu_f32(xs) || !is_cpu_f32(slopes) || xs.track_op() || slopes.track_op() {
         return reference_channel_leaky_relu(xs, slopes);
     }
-    let slopes: Vec<f32> = slopes.flatten_all()?.to_vec1()?;
+    one_pass(xs, &slopes.flatten_all()?.to_vec1()?)
+}
+
+/// `channel_leaky_relu` with one slope for every channel (PyTorch's `nn.LeakyReLU`).
+pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
+    if !is_cpu_f32(xs) || xs.track_op() {
+        let slopes = Tensor::new(&[slope], xs.device())?.to_dtype(xs.dtype())?;
+        return reference_channel_leaky_relu(xs, &slopes);
+    }
+    one_pass(xs, &[slope as f32])
+}
+
+/// The CPU f32 pass over `xs` [b, c, h, w] with `slopes` of length c or 1 (checked).
+fn one_pass(xs: &Tensor, slopes: &[f32]) -> Result<Tensor> {
+    let (_, channels, height, width) = xs.dims4()?;
+    let count = slopes.len();
     let plane = (height * width).max(1);
     let planes_per_task = TASK_VALUES.div_ceil(plane).max(1);
     let output = with_f32(xs, "leaky relu input", |input| {
@@ -49,12 +64,6 @@ pub fn channel_leaky_relu(xs: &Tensor, slopes: &Tensor) -> Result<Tensor> {
         output
     })?;
     tensor_from(output, xs.dims())
-}
-
-/// `channel_leaky_relu` with one slope for every channel (PyTorch's `nn.LeakyReLU`).
-pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
-    let slopes = Tensor::new(&[slope], xs.device())?.to_dtype(xs.dtype())?;
-    channel_leaky_relu(xs, &slopes)
 }
 
 /// candle's formulation (`candle_nn::PReLU`): `max(x, 0) + slope · min(x, 0)`.
